@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "cmkfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cmkfs", targets: ["cmkfs"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Thin C shims: module maps plus static inline wrappers for what Swift cannot call.
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3",
+                       providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
+
+        // Crypto primitives over OpenSSL EVP: secret buffers, AES-256-GCM, randomness.
+        .target(name: "CMKCrypto", dependencies: ["COpenSSL"]),
+        // The content format: header, block math, block sealing, holes.
+        .target(name: "CMKFormat", dependencies: ["CMKCrypto"]),
+        // Key providers (KEK side): the protocol and the embedded simulated KMS.
+        .target(name: "CMKKeys", dependencies: ["CMKCrypto"]),
+        // SQLite metadata: schema, migrations, xattr-style rows per file id.
+        .target(name: "CMKMetadata", dependencies: ["CSQLite"]),
+        // A volume: its config, its database, its provider, the per-file key service.
+        .target(name: "CMKVolume", dependencies: ["CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata"]),
+        // The FUSE frontend: POSIX operations over the backing tree and the content format.
+        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKCrypto", "CMKFormat", "CMKMetadata", "CMKVolume"]),
+        .executableTarget(name: "cmkfs", dependencies: [
+            "CMKVolume", "CMKFuse", "CMKKeys",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
+        .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
+        .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),
+        .testTarget(name: "CMKMetadataTests", dependencies: ["CMKMetadata"]),
+        .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "CMKVolume", "CMKFormat", "CMKCrypto"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

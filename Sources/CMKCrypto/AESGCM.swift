@@ -1,0 +1,118 @@
+import COpenSSL
+
+/// AES-256-GCM over one reusable OpenSSL `EVP_CIPHER_CTX`.
+///
+/// Creating a context per block costs an allocation, so a worker keeps one context and re-keys it
+/// per request (`EVP_*Init_ex` with a new key is a key schedule, no allocation). Not thread-safe:
+/// each worker owns one.
+public final class AESGCM {
+    public static let keySize = 32
+    public static let nonceSize = 12
+    public static let tagSize = 16
+
+    private let ctx: OpaquePointer
+
+    public init() {
+        guard let ctx = EVP_CIPHER_CTX_new() else { preconditionFailure("EVP_CIPHER_CTX_new: out of memory") }
+        self.ctx = ctx
+    }
+
+    deinit { EVP_CIPHER_CTX_free(ctx) }
+
+    /// Encrypts `plaintext` into `ciphertext` (same length) and writes the 16-byte tag to `tag`.
+    public func seal(key: UnsafeRawBufferPointer, nonce: UnsafeRawPointer, aad: UnsafeRawBufferPointer,
+                     plaintext: UnsafeRawBufferPointer, ciphertext: UnsafeMutableRawPointer,
+                     tag: UnsafeMutableRawPointer) throws(CryptoError) {
+        guard key.count == Self.keySize else { throw .badLength(what: "AES-256 key", expected: 32, got: key.count) }
+        guard EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nil, u8(key.baseAddress), u8(nonce)) == 1 else {
+            throw CryptoError.fromQueue("EVP_EncryptInit_ex")
+        }
+        var outLen: Int32 = 0
+        if aad.count > 0 {
+            guard EVP_EncryptUpdate(ctx, nil, &outLen, u8(aad.baseAddress), Int32(aad.count)) == 1 else {
+                throw CryptoError.fromQueue("EVP_EncryptUpdate(aad)")
+            }
+        }
+        if plaintext.count > 0 {
+            guard EVP_EncryptUpdate(ctx, ciphertext.assumingMemoryBound(to: UInt8.self), &outLen,
+                                    u8(plaintext.baseAddress), Int32(plaintext.count)) == 1 else {
+                throw CryptoError.fromQueue("EVP_EncryptUpdate")
+            }
+        }
+        var finalLen: Int32 = 0
+        guard EVP_EncryptFinal_ex(ctx, ciphertext.assumingMemoryBound(to: UInt8.self) + Int(outLen), &finalLen) == 1,
+              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, Int32(Self.tagSize), tag) == 1 else {
+            throw CryptoError.fromQueue("EVP_EncryptFinal_ex")
+        }
+    }
+
+    /// Decrypts and verifies; throws `.authenticationFailed` when the tag does not match.
+    /// On failure `plaintext` is wiped so no unauthenticated bytes remain in it.
+    public func open(key: UnsafeRawBufferPointer, nonce: UnsafeRawPointer, aad: UnsafeRawBufferPointer,
+                     ciphertext: UnsafeRawBufferPointer, tag: UnsafeRawPointer,
+                     plaintext: UnsafeMutableRawPointer) throws(CryptoError) {
+        guard key.count == Self.keySize else { throw .badLength(what: "AES-256 key", expected: 32, got: key.count) }
+        guard EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nil, u8(key.baseAddress), u8(nonce)) == 1 else {
+            throw CryptoError.fromQueue("EVP_DecryptInit_ex")
+        }
+        var outLen: Int32 = 0
+        if aad.count > 0 {
+            guard EVP_DecryptUpdate(ctx, nil, &outLen, u8(aad.baseAddress), Int32(aad.count)) == 1 else {
+                throw CryptoError.fromQueue("EVP_DecryptUpdate(aad)")
+            }
+        }
+        if ciphertext.count > 0 {
+            guard EVP_DecryptUpdate(ctx, plaintext.assumingMemoryBound(to: UInt8.self), &outLen,
+                                    u8(ciphertext.baseAddress), Int32(ciphertext.count)) == 1 else {
+                throw CryptoError.fromQueue("EVP_DecryptUpdate")
+            }
+        }
+        guard EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, Int32(Self.tagSize), UnsafeMutableRawPointer(mutating: tag)) == 1 else {
+            throw CryptoError.fromQueue("EVP_CIPHER_CTX_ctrl(SET_TAG)")
+        }
+        var finalLen: Int32 = 0
+        guard EVP_DecryptFinal_ex(ctx, plaintext.assumingMemoryBound(to: UInt8.self) + Int(outLen), &finalLen) == 1 else {
+            ERR_clear_error()
+            if ciphertext.count > 0 { plaintext.initializeMemory(as: UInt8.self, repeating: 0, count: ciphertext.count) }
+            throw .authenticationFailed
+        }
+    }
+
+    /// Seals a small record (a wrapped key, an xattr value) as `nonce ‖ ciphertext ‖ tag`.
+    public func sealRecord(key: UnsafeRawBufferPointer, aad: [UInt8], plaintext: UnsafeRawBufferPointer) throws(CryptoError) -> [UInt8] {
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.nonceSize + plaintext.count + Self.tagSize, alignment: 16)
+        defer { out.deallocate() }
+        let base = out.baseAddress!
+        try SecureRandom.fill(UnsafeMutableRawBufferPointer(start: base, count: Self.nonceSize))
+        let aadCopy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(aad.count, 1), alignment: 16)
+        defer { aadCopy.deallocate() }
+        aadCopy.copyBytes(from: aad)
+        try seal(key: key, nonce: base, aad: UnsafeRawBufferPointer(rebasing: aadCopy[0..<aad.count]), plaintext: plaintext,
+                 ciphertext: base + Self.nonceSize, tag: base + Self.nonceSize + plaintext.count)
+        return Array(out)
+    }
+
+    /// Opens a record made by `sealRecord` into a new secret buffer.
+    public func openRecord(key: UnsafeRawBufferPointer, aad: [UInt8], record: [UInt8]) throws(CryptoError) -> SecretBytes {
+        let bodyCount = record.count - Self.nonceSize - Self.tagSize
+        guard bodyCount > 0 else {
+            throw .badLength(what: "sealed record", expected: Self.nonceSize + Self.tagSize + 1, got: record.count)
+        }
+        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: record.count + max(aad.count, 1), alignment: 16)
+        defer { input.deallocate() }
+        input.copyBytes(from: record)
+        let base = input.baseAddress!
+        let aadBuffer = UnsafeMutableRawBufferPointer(rebasing: input[record.count..<(record.count + aad.count)])
+        aadBuffer.copyBytes(from: aad)
+        let out = SecretBytes(zeroedCount: bodyCount)
+        try out.withUnsafeMutableBytes { p throws(CryptoError) in
+            try open(key: key, nonce: base, aad: UnsafeRawBufferPointer(aadBuffer),
+                     ciphertext: UnsafeRawBufferPointer(start: base + Self.nonceSize, count: bodyCount),
+                     tag: base + Self.nonceSize + bodyCount, plaintext: p.baseAddress!)
+        }
+        return out
+    }
+}
+
+@inline(__always)
+private func u8(_ p: UnsafeRawPointer?) -> UnsafePointer<UInt8>? { p?.assumingMemoryBound(to: UInt8.self) }

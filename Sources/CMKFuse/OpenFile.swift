@@ -1,0 +1,138 @@
+import Glibc
+import Synchronization
+import CMKCrypto
+import CMKFormat
+
+/// The state of one open backing inode, shared by every handle (and every hard link) that opened
+/// it: the backing descriptor, the unwrapped DEK, the plaintext size and the lock over content.
+///
+/// Lock order: `OpenFileTable.entries` before nothing (never held while taking `content`);
+/// `content` is held for a whole read (shared) or write/truncate (exclusive) and never across a
+/// key-provider call.
+final class OpenFile: @unchecked Sendable {
+    // Sound: `fd`, `file` and `key` are immutable; `size` is read under `content` shared and
+    // written under `content` exclusive; `refs` is touched only under the table's mutex.
+    let fd: Int32
+    let file: ContentFile
+    let key: SecretBytes
+    let identity: InodeIdentity
+    let content = RWLock()
+    var size: Int
+    var refs = 1
+
+    init(fd: Int32, file: ContentFile, key: SecretBytes, identity: InodeIdentity, size: Int) {
+        self.fd = fd
+        self.file = file
+        self.key = key
+        self.identity = identity
+        self.size = size
+    }
+
+    deinit { close(fd) }
+}
+
+/// A backing inode's identity: stable while any descriptor on it is open.
+struct InodeIdentity: Hashable, Sendable {
+    let device: UInt
+    let inode: UInt
+}
+
+/// Open backing inodes by identity, so every open of one file shares one `OpenFile`.
+final class OpenFileTable: Sendable {
+    private let entries = Mutex<[InodeIdentity: OpenFile]>([:])
+
+    /// The entry for `identity` with one more reference, if the inode is open.
+    func retain(_ identity: InodeIdentity) -> OpenFile? {
+        entries.withLock { table in
+            guard let file = table[identity] else { return nil }
+            file.refs += 1
+            return file
+        }
+    }
+
+    /// Inserts `file`, or, when another thread inserted the same inode first, returns that one
+    /// with a new reference (the caller then drops its own).
+    func insert(_ file: OpenFile) -> OpenFile {
+        entries.withLock { table in
+            if let existing = table[file.identity] {
+                existing.refs += 1
+                return existing
+            }
+            // The caller's stat may predate writes through an entry for this inode that was
+            // closed since; with no entry left, nothing can write now, so re-read the size here.
+            var st = stat()
+            if fstat(file.fd, &st) == 0 { file.size = file.file.layout.displaySize(backingSize: Int(st.st_size)) }
+            table[file.identity] = file
+            return file
+        }
+    }
+
+    /// Drops one reference; the last one closes the descriptor and wipes the key (in `deinit`s).
+    func release(_ file: OpenFile) {
+        entries.withLock { table in
+            file.refs -= 1
+            precondition(file.refs >= 0, "open-file reference count went negative")
+            if file.refs == 0 { table[file.identity] = nil }
+        }
+    }
+
+    var count: Int { entries.withLock { $0.count } }
+}
+
+/// One `open()` of a file: what `fi->fh` names.
+final class Handle: Sendable {
+    let file: OpenFile
+    let append: Bool
+    /// The path at open time, for log lines (a later rename is not reflected).
+    let path: String
+
+    init(file: OpenFile, append: Bool, path: String) {
+        self.file = file
+        self.append = append
+        self.path = path
+    }
+}
+
+/// Handles by number: `fi->fh` holds a number, not a pointer, so a stale or bogus value from the
+/// kernel is an EBADF, not a crash.
+final class HandleTable: Sendable {
+    private struct State {
+        var next: UInt64 = 1
+        var handles: [UInt64: Handle] = [:]
+    }
+    private let state = Mutex(State())
+
+    func add(_ handle: Handle) -> UInt64 {
+        state.withLock { s in
+            let id = s.next
+            s.next += 1
+            s.handles[id] = handle
+            return id
+        }
+    }
+
+    func get(_ id: UInt64) -> Handle? { state.withLock { $0.handles[id] } }
+
+    func remove(_ id: UInt64) -> Handle? { state.withLock { $0.handles.removeValue(forKey: id) } }
+}
+
+/// Reusable per-request crypto state (`ContentScratch`), so the hot path allocates nothing.
+final class ScratchPool: Sendable {
+    private let layout: BlockLayout
+    private let free = Mutex<[ScratchBox]>([])
+
+    init(layout: BlockLayout) { self.layout = layout }
+
+    func with<R, E: Error>(_ body: (ContentScratch) throws(E) -> R) throws(E) -> R {
+        let box = free.withLock { $0.popLast() } ?? ScratchBox(ContentScratch(layout: layout))
+        defer { free.withLock { $0.append(box) } }
+        return try body(box.scratch)
+    }
+}
+
+/// Sound as Sendable: a scratch is used by exactly one thread between taking it from the pool
+/// and returning it, and the pool's mutex orders those hand-overs.
+private final class ScratchBox: @unchecked Sendable {
+    let scratch: ContentScratch
+    init(_ scratch: ContentScratch) { self.scratch = scratch }
+}

@@ -1,0 +1,65 @@
+import CMKCrypto
+
+/// A master-key version inside a provider: the key id the provider gave it and its version.
+public struct KeyRef: Hashable, Sendable, CustomStringConvertible {
+    public let keyID: String
+    public let version: Int
+    public init(keyID: String, version: Int) {
+        self.keyID = keyID
+        self.version = version
+    }
+    public var description: String { "\(keyID) v\(version)" }
+}
+
+/// What a wrap binds the DEK to: unwrapping under any other context fails, so an EDEK copied
+/// onto another file's row (or another volume) is useless.
+public struct WrapContext: Sendable, Equatable {
+    public let volumeID: [UInt8]
+    public let fileID: [UInt8]
+    public init(volumeID: [UInt8], fileID: [UInt8]) {
+        self.volumeID = volumeID
+        self.fileID = fileID
+    }
+
+    /// The associated data every provider binds: a label, the key version, volume and file ids.
+    public func associatedData(for key: KeyRef) -> [UInt8] {
+        var out = Array("cmkfs.edek.v1".utf8)
+        let id = Array(key.keyID.utf8)
+        out += [UInt8(id.count >> 8), UInt8(id.count & 0xFF)] + id
+        out += withUnsafeBytes(of: UInt32(key.version).bigEndian, Array.init)
+        out += [UInt8(volumeID.count)] + volumeID + [UInt8(fileID.count)] + fileID
+        return out
+    }
+}
+
+/// The lifecycle state of a master-key version inside its provider.
+public enum ProviderKeyState: String, Sendable, Codable {
+    /// Usable for wrap and unwrap.
+    case enabled
+    /// Refuses every operation until enabled again (the customer's kill switch).
+    case disabled
+    /// Gone for good: nothing it wrapped can ever be unwrapped.
+    case destroyed
+}
+
+/// A holder of master keys that wraps and unwraps data keys without ever releasing a master key.
+///
+/// Implementations: the embedded simulated KMS (in-process, default), the same KMS served over a
+/// Unix socket, and PKCS#11 HSMs. Calls may block on I/O; callers never hold a lock across one.
+public protocol KeyProvider: Sendable {
+    /// A short name for logs and `status` ("embedded", "socket", "pkcs11").
+    var kind: String { get }
+
+    /// Creates a new master key (version 1) and returns it.
+    func createKey() throws(KeyProviderError) -> KeyRef
+    /// Creates the next version of `keyID` (rotation) and returns it.
+    func createVersion(of keyID: String) throws(KeyProviderError) -> KeyRef
+    /// Wraps `dek` under `key`, bound to `context`.
+    func wrap(_ dek: SecretBytes, with key: KeyRef, context: WrapContext) throws(KeyProviderError) -> [UInt8]
+    /// Unwraps an EDEK made by `wrap` with the same key and context.
+    func unwrap(_ edek: [UInt8], with key: KeyRef, context: WrapContext) throws(KeyProviderError) -> SecretBytes
+    /// The state of `key` as the provider sees it now.
+    func state(of key: KeyRef) throws(KeyProviderError) -> ProviderKeyState
+    /// Changes the state of `key`: enable, disable, or destroy (irreversible).
+    func setState(_ state: ProviderKeyState, of key: KeyRef) throws(KeyProviderError)
+}

@@ -1,0 +1,26 @@
+/// Why a provider refused or failed. Messages name the key and the place, never key material.
+public enum KeyProviderError: Error, Equatable, CustomStringConvertible {
+    /// The provider has no such key or version.
+    case keyNotFound(KeyRef, detail: String)
+    /// The key exists but is disabled.
+    case keyDisabled(KeyRef)
+    /// The key was destroyed.
+    case keyDestroyed(KeyRef)
+    /// The EDEK did not unwrap: tampered, bound to another file or volume, or another key.
+    case unwrapFailed(KeyRef)
+    /// The provider could not be reached or answered with an error.
+    case unavailable(String)
+    /// The provider's own storage is damaged.
+    case corrupt(String)
+
+    public var description: String {
+        switch self {
+        case .keyNotFound(let key, let detail): return "master key \(key) not found: \(detail)"
+        case .keyDisabled(let key): return "master key \(key) is disabled"
+        case .keyDestroyed(let key): return "master key \(key) was destroyed"
+        case .unwrapFailed(let key): return "data key did not unwrap under master key \(key) (tampered, moved, or another key)"
+        case .unavailable(let why): return "key provider unavailable: \(why)"
+        case .corrupt(let why): return "key provider storage is corrupt: \(why)"
+        }
+    }
+}

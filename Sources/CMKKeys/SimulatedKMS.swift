@@ -1,0 +1,245 @@
+import Glibc
+import Synchronization
+import CMKCrypto
+
+/// The simulated customer KMS: master keys with versions in a keystore directory of its own
+/// (never inside a volume), wrap/unwrap with AES-256-GCM, and disable/enable/destroy.
+///
+/// Embedded in the `cmkfs` process by default; a later `cmkfs-kms` serves the same type over a
+/// socket. Several processes may share one directory: writes take an exclusive `flock` and
+/// replace the file atomically; reads re-load a key file when its inode or mtime changed, so a
+/// key disabled by another process is refused here on the next call.
+public final class SimulatedKMS: KeyProvider {
+    public var kind: String { "embedded" }
+    /// The keystore directory.
+    public let directory: String
+
+    private struct Loaded {
+        var identity: FileIdentity
+        var file: KeystoreFile
+    }
+    private struct FileIdentity: Equatable {
+        var inode: UInt
+        var mtimeSec: Int
+        var mtimeNsec: Int
+        var size: Int
+    }
+    /// Key files loaded so far, by key id; guarded by the mutex, never held across file I/O
+    /// other than a `stat`.
+    private let loaded = Mutex<[String: Loaded]>([:])
+
+    /// The default keystore location when running as root.
+    public static let defaultDirectory = "/var/lib/cmkfs/kms"
+
+    /// Opens the keystore at `directory`; with `create`, makes it (mode 0700) if missing.
+    public init(directory: String, create: Bool) throws(KeyProviderError) {
+        self.directory = directory
+        var st = stat()
+        if stat(directory, &st) != 0 {
+            guard create else {
+                throw .unavailable("the KMS keystore directory \(directory) does not exist")
+            }
+            try Self.makeDirectories(directory)
+        } else if (st.st_mode & S_IFMT) != S_IFDIR {
+            throw .unavailable("the KMS keystore path \(directory) is not a directory")
+        }
+    }
+
+    public func createKey() throws(KeyProviderError) -> KeyRef {
+        let keyID = "mk-" + hexString(try random(8))
+        return try update(keyID, mustExist: false) { file throws(KeyProviderError) in
+            file.versions.append(.init(number: 1, state: .enabled, createdAt: now(), material: try randomKey()))
+            return KeyRef(keyID: keyID, version: 1)
+        }
+    }
+
+    public func createVersion(of keyID: String) throws(KeyProviderError) -> KeyRef {
+        try update(keyID, mustExist: true) { file throws(KeyProviderError) in
+            let next = (file.versions.map(\.number).max() ?? 0) + 1
+            file.versions.append(.init(number: next, state: .enabled, createdAt: now(), material: try randomKey()))
+            return KeyRef(keyID: keyID, version: next)
+        }
+    }
+
+    public func wrap(_ dek: SecretBytes, with key: KeyRef, context: WrapContext) throws(KeyProviderError) -> [UInt8] {
+        let material = try usableMaterial(key)
+        let cipher = AESGCM()
+        do {
+            return try material.withUnsafeBytes { k throws(CryptoError) in
+                try dek.withUnsafeBytes { d throws(CryptoError) in
+                    try cipher.sealRecord(key: k, aad: context.associatedData(for: key), plaintext: d)
+                }
+            }
+        } catch {
+            throw .unavailable("wrap failed: \(error)")
+        }
+    }
+
+    public func unwrap(_ edek: [UInt8], with key: KeyRef, context: WrapContext) throws(KeyProviderError) -> SecretBytes {
+        let material = try usableMaterial(key)
+        let cipher = AESGCM()
+        do {
+            return try material.withUnsafeBytes { k throws(CryptoError) in
+                try cipher.openRecord(key: k, aad: context.associatedData(for: key), record: edek)
+            }
+        } catch {
+            throw .unwrapFailed(key)
+        }
+    }
+
+    public func state(of key: KeyRef) throws(KeyProviderError) -> ProviderKeyState {
+        try version(key).state
+    }
+
+    public func setState(_ state: ProviderKeyState, of key: KeyRef) throws(KeyProviderError) {
+        try update(key.keyID, mustExist: true) { file throws(KeyProviderError) in
+            guard let i = file.versions.firstIndex(where: { $0.number == key.version }) else {
+                throw .keyNotFound(key, detail: "no such version in \(path(key.keyID))")
+            }
+            if file.versions[i].state == .destroyed && state != .destroyed { throw .keyDestroyed(key) }
+            file.versions[i].state = state
+            if state == .destroyed { file.versions[i].material = nil }
+        }
+    }
+
+    // MARK: private
+
+    private func path(_ keyID: String) -> String { "\(directory)/\(keyID).key" }
+
+    private func usableMaterial(_ key: KeyRef) throws(KeyProviderError) -> SecretBytes {
+        let v = try version(key)
+        switch v.state {
+        case .disabled: throw .keyDisabled(key)
+        case .destroyed: throw .keyDestroyed(key)
+        case .enabled:
+            guard let material = v.material else { throw .keyDestroyed(key) }
+            return material
+        }
+    }
+
+    private func version(_ key: KeyRef) throws(KeyProviderError) -> KeystoreFile.Version {
+        let file = try load(key.keyID)
+        guard let v = file.versions.first(where: { $0.number == key.version }) else {
+            throw .keyNotFound(key, detail: "\(path(key.keyID)) has no version \(key.version)")
+        }
+        return v
+    }
+
+    /// The current content of a key file, re-read only when the file changed on disk.
+    private func load(_ keyID: String) throws(KeyProviderError) -> KeystoreFile {
+        guard isSafeKeyID(keyID) else { throw .keyNotFound(KeyRef(keyID: keyID, version: 0), detail: "malformed key id") }
+        let p = path(keyID)
+        var st = stat()
+        guard stat(p, &st) == 0 else {
+            throw .keyNotFound(KeyRef(keyID: keyID, version: 1), detail: "\(p) does not exist")
+        }
+        let identity = FileIdentity(inode: UInt(st.st_ino), mtimeSec: st.st_mtim.tv_sec, mtimeNsec: st.st_mtim.tv_nsec, size: Int(st.st_size))
+        if let cached = loaded.withLock({ $0[keyID] }), cached.identity == identity { return cached.file }
+        let file = try readFile(p)
+        loaded.withLock { $0[keyID] = Loaded(identity: identity, file: file) }
+        return file
+    }
+
+    private func readFile(_ p: String) throws(KeyProviderError) -> KeystoreFile {
+        let fd = open(p, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .unavailable("cannot open \(p): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .unavailable("cannot stat \(p): \(String(cString: strerror(errno)))") }
+        let size = Int(st.st_size)
+        guard size > 0 && size < 1 << 20 else { throw .corrupt("\(p): implausible size \(size)") }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+        defer { secureZero(buffer); buffer.deallocate() }
+        var done = 0
+        while done < size {
+            let n = read(fd, buffer.baseAddress! + done, size - done)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .corrupt("\(p): short read") }
+            done += n
+        }
+        return try KeystoreFile.parse(UnsafeRawBufferPointer(buffer), path: p)
+    }
+
+    /// Read-modify-write of one key file under the directory's exclusive lock.
+    private func update<R>(_ keyID: String, mustExist: Bool,
+                           _ body: (inout KeystoreFile) throws(KeyProviderError) -> R) throws(KeyProviderError) -> R {
+        // The key id becomes a path: refuse "/" and ".." here too, not only in `load`.
+        guard isSafeKeyID(keyID) else { throw .keyNotFound(KeyRef(keyID: keyID, version: 0), detail: "malformed key id") }
+        let lockFD = open("\(directory)/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0 else { throw .unavailable("cannot lock the keystore \(directory): \(String(cString: strerror(errno)))") }
+        defer { close(lockFD) }
+        while flock(lockFD, LOCK_EX) != 0 && errno == EINTR {}
+        let p = path(keyID)
+        var file = KeystoreFile()
+        if access(p, F_OK) == 0 {
+            guard mustExist else { throw .corrupt("\(p) already exists") }
+            file = try readFile(p)
+        } else if mustExist {
+            throw .keyNotFound(KeyRef(keyID: keyID, version: 1), detail: "\(p) does not exist")
+        }
+        let result = try body(&file)
+        try writeAtomically(file, to: p)
+        loaded.withLock { $0[keyID] = nil }
+        return result
+    }
+
+    private func writeAtomically(_ file: KeystoreFile, to p: String) throws(KeyProviderError) {
+        let bytes = file.serialize()
+        defer { secureZero(bytes); bytes.deallocate() }
+        let tmp = p + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .unavailable("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        var done = 0
+        while done < bytes.count {
+            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let e = errno
+                close(fd); unlink(tmp)
+                throw .unavailable("cannot write \(tmp): \(String(cString: strerror(e)))")
+            }
+            done += n
+        }
+        guard fsync(fd) == 0 else {
+            let e = errno
+            close(fd); unlink(tmp)
+            throw .unavailable("cannot sync \(tmp): \(String(cString: strerror(e)))")
+        }
+        close(fd)
+        guard rename(tmp, p) == 0 else { throw .unavailable("cannot replace \(p): \(String(cString: strerror(errno)))") }
+        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 { fsync(dfd); close(dfd) }
+    }
+
+    private static func makeDirectories(_ path: String) throws(KeyProviderError) {
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
+                throw .unavailable("cannot create the KMS keystore directory \(prefix): \(String(cString: strerror(errno)))")
+            }
+        }
+        chmod(path, 0o700)
+    }
+}
+
+private func random(_ count: Int) throws(KeyProviderError) -> [UInt8] {
+    do { return try SecureRandom.bytes(count) } catch { throw .unavailable("random number generator failed") }
+}
+
+private func randomKey() throws(KeyProviderError) -> SecretBytes {
+    do { return try SecretBytes.random(count: 32) } catch { throw .unavailable("random number generator failed") }
+}
+
+private func now() -> UInt64 { UInt64(time(nil)) }
+
+private func hexString(_ bytes: [UInt8]) -> String {
+    bytes.map { b in String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }.joined()
+}
+
+/// Key ids become file names: letters, digits, '-' and '_' only.
+private func isSafeKeyID(_ id: String) -> Bool {
+    !id.isEmpty && id.count <= 64 && id.utf8.allSatisfy { c in
+        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F
+    }
+}

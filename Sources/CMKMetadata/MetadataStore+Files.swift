@@ -1,0 +1,167 @@
+import CSQLite
+
+/// Per-file rows: the wrapped data key and the user xattrs, keyed by the 16-byte file id.
+extension MetadataStore {
+    /// The size of a file id, in bytes.
+    public static let fileIdSize = 16
+
+    // Row names of the file key; everything under this prefix is internal (see Schema.swift).
+    static let reservedPrefix = "cmkfs."
+    static let edekName = "cmkfs.edek"
+    static let kekName = "cmkfs.kek"
+
+    /// Stores a new file's wrapped key; `.exists` if the file already has one.
+    ///
+    /// Writes the EDEK row and the key-id row in one transaction, so a reader sees both or neither.
+    public func insertFileKey(fileId: [UInt8], _ record: FileKeyRecord) throws(MetadataError) {
+        try Self.checkFileId(fileId)
+        try locked { (c) throws(MetadataError) in
+            try c.transaction("storing a file key") { () throws(MetadataError) in
+                // A plain INSERT: the primary-key clash on the EDEK row is what reports `.exists`.
+                try c.withStatement("INSERT INTO file_attrs(file_id, name, value, key_version) VALUES(?1, '\(Self.edekName)', ?2, ?3)") { (s) throws(MetadataError) in
+                    try s.bind(1, fileId)
+                    try s.bind(2, record.edek)
+                    try s.bind(3, record.keyVersion)
+                    try s.step("storing a file key")
+                }
+                // The EDEK row is the authority; a key-id row without one is debris to overwrite.
+                try c.withStatement("INSERT OR REPLACE INTO file_attrs(file_id, name, value, key_version) VALUES(?1, '\(Self.kekName)', ?2, NULL)") { (s) throws(MetadataError) in
+                    try s.bind(1, fileId)
+                    try s.bind(2, Array(record.keyId.utf8))
+                    try s.step("storing a file key")
+                }
+            }
+        }
+    }
+
+    /// The file's wrapped key, or nil if the file has none.
+    public func fileKey(fileId: [UInt8]) throws(MetadataError) -> FileKeyRecord? {
+        try Self.checkFileId(fileId)
+        return try locked { (c) throws(MetadataError) in
+            try c.withStatement("SELECT name, value, key_version FROM file_attrs WHERE file_id = ?1 AND name IN ('\(Self.edekName)', '\(Self.kekName)')") { (s) throws(MetadataError) -> FileKeyRecord? in
+                try s.bind(1, fileId)
+                var edek: (bytes: [UInt8], version: Int?)?
+                var keyIdBytes: [UInt8]?
+                while try s.step("reading a file key") {
+                    if s.text(0) == Self.edekName {
+                        edek = (s.blob(1), s.isNull(2) ? nil : s.int(2))
+                    } else {
+                        keyIdBytes = s.blob(1)
+                    }
+                }
+                guard let edek else { return nil }
+                guard let version = edek.version, let keyIdBytes,
+                      let keyId = String(validating: keyIdBytes, as: UTF8.self) else {
+                    throw .corrupt("\(c.path): a file key row lacks its key id or key version")
+                }
+                return FileKeyRecord(edek: edek.bytes, keyId: keyId, keyVersion: version)
+            }
+        }
+    }
+
+    /// Removes every row of the file: its key and all its xattrs. Removing a file that has no
+    /// rows is not an error, so an interrupted unlink can simply be retried.
+    public func deleteFile(fileId: [UInt8]) throws(MetadataError) {
+        try Self.checkFileId(fileId)
+        try locked { (c) throws(MetadataError) in
+            try c.withStatement("DELETE FROM file_attrs WHERE file_id = ?1") { (s) throws(MetadataError) in
+                try s.bind(1, fileId)
+                try s.step("deleting a file's rows")
+            }
+        }
+    }
+
+    /// Sets a user xattr. `.create` fails with `.exists` if it is set, `.replace` with
+    /// `.notFound` if it is not. Names under `cmkfs.` are reserved and refused.
+    public func setXattr(fileId: [UInt8], name: String, value: [UInt8], mode: XattrSetMode) throws(MetadataError) {
+        try Self.checkFileId(fileId)
+        guard !Self.isReserved(name) else { throw .misuse("xattr names starting with \(Self.reservedPrefix) are reserved") }
+        try locked { (c) throws(MetadataError) in
+            let sql = switch mode {
+            case .any: "INSERT INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, ?3, NULL) ON CONFLICT(file_id, name) DO UPDATE SET value = excluded.value"
+            case .create: "INSERT INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, ?3, NULL)"
+            case .replace: "UPDATE file_attrs SET value = ?3 WHERE file_id = ?1 AND name = ?2"
+            }
+            let changed = try c.withStatement(sql) { (s) throws(MetadataError) in
+                try s.bind(1, fileId)
+                try s.bind(2, name)
+                try s.bind(3, value)
+                try s.step("writing an xattr")
+                return s.changes
+            }
+            if changed == 0 { throw .notFound }
+        }
+    }
+
+    /// A user xattr's value, or nil if it is not set (always nil for reserved names).
+    public func xattr(fileId: [UInt8], name: String) throws(MetadataError) -> [UInt8]? {
+        try Self.checkFileId(fileId)
+        guard !Self.isReserved(name) else { return nil }
+        return try locked { (c) throws(MetadataError) in
+            try c.withStatement("SELECT value FROM file_attrs WHERE file_id = ?1 AND name = ?2") { (s) throws(MetadataError) in
+                try s.bind(1, fileId)
+                try s.bind(2, name)
+                return try s.step("reading an xattr") ? s.blob(0) : nil
+            }
+        }
+    }
+
+    /// The file's user xattr names, sorted by their UTF-8 bytes; internal rows are left out.
+    public func xattrNames(fileId: [UInt8]) throws(MetadataError) -> [String] {
+        try Self.checkFileId(fileId)
+        return try locked { (c) throws(MetadataError) in
+            // GLOB, not LIKE: LIKE is case-insensitive and would also hide a user's 'CMKFS.x'.
+            try c.withStatement("SELECT name FROM file_attrs WHERE file_id = ?1 AND name NOT GLOB '\(Self.reservedPrefix)*' ORDER BY name") { (s) throws(MetadataError) in
+                try s.bind(1, fileId)
+                var names: [String] = []
+                while try s.step("listing xattrs") { names.append(s.text(0)) }
+                return names
+            }
+        }
+    }
+
+    /// Removes a user xattr; `.notFound` if it is not set (or the name is reserved).
+    public func removeXattr(fileId: [UInt8], name: String) throws(MetadataError) {
+        try Self.checkFileId(fileId)
+        guard !Self.isReserved(name) else { throw .notFound }
+        try locked { (c) throws(MetadataError) in
+            let changed = try c.withStatement("DELETE FROM file_attrs WHERE file_id = ?1 AND name = ?2") { (s) throws(MetadataError) in
+                try s.bind(1, fileId)
+                try s.bind(2, name)
+                try s.step("removing an xattr")
+                return s.changes
+            }
+            if changed == 0 { throw .notFound }
+        }
+    }
+
+    /// The number of files that have a key row.
+    public func fileCount() throws(MetadataError) -> Int {
+        try locked { (c) throws(MetadataError) in
+            // The key_version term lets SQLite answer from the partial index instead of the table.
+            try c.withStatement("SELECT count(*) FROM file_attrs WHERE key_version IS NOT NULL AND name = '\(Self.edekName)'") { (s) throws(MetadataError) in
+                try s.step("counting files") ? s.int(0) : 0
+            }
+        }
+    }
+
+    /// How many EDEKs each master-key version wraps (versions with none are absent).
+    public func edekCounts() throws(MetadataError) -> [Int: Int] {
+        try locked { (c) throws(MetadataError) in
+            try c.withStatement("SELECT key_version, count(*) FROM file_attrs WHERE key_version IS NOT NULL AND name = '\(Self.edekName)' GROUP BY key_version") { (s) throws(MetadataError) in
+                var counts: [Int: Int] = [:]
+                while try s.step("counting EDEKs per key version") { counts[s.int(0)] = s.int(1) }
+                return counts
+            }
+        }
+    }
+
+    private static func isReserved(_ name: String) -> Bool { name.hasPrefix(reservedPrefix) }
+
+    private static func checkFileId(_ fileId: [UInt8]) throws(MetadataError) {
+        // Caught here rather than by the CHECK constraint so reads of a bad id fail too, not return nil.
+        guard fileId.count == fileIdSize else {
+            throw .misuse("a file id must be \(fileIdSize) bytes, got \(fileId.count)")
+        }
+    }
+}

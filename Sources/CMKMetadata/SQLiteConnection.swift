@@ -1,0 +1,118 @@
+import CSQLite
+
+/// One SQLite connection plus its cache of prepared statements.
+///
+/// Not thread-safe and not Sendable: `MetadataStore` keeps it inside a `Mutex`, so exactly one
+/// thread uses it at a time. That is also why it is opened with `SQLITE_OPEN_NOMUTEX`; SQLite's
+/// own per-connection mutex would only duplicate ours.
+final class Connection {
+    /// The database path, for error messages.
+    let path: String
+    private let db: OpaquePointer
+    private var statements: [String: Statement] = [:]
+    // sqlite3_total_changes at the last durable point; a different value means rows were
+    // written since, so makeDurable has work to do. Starts "dirty": a WAL left by a process that
+    // crashed may hold commits nobody synced, and the first makeDurable must cover them too.
+    private var changesAtLastSync: Int64 = -1
+
+    /// Opens an existing file read-write; never creates one (creation is `MetadataStore.create`).
+    init(path: String) throws(MetadataError) {
+        var handle: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK, let handle else {
+            // open_v2 may allocate a handle even on failure; it carries the message and must be closed.
+            let error = MetadataError.sqlite(rc, db: handle, path: path, context: "opening the database")
+            sqlite3_close_v2(handle)
+            throw error
+        }
+        self.path = path
+        self.db = handle
+        sqlite3_extended_result_codes(handle, 1)
+        sqlite3_busy_timeout(handle, 5000)
+    }
+
+    deinit {
+        // Finalize first so the close below releases the file now rather than leaving a zombie.
+        statements.removeAll()
+        sqlite3_close_v2(db)
+    }
+
+    /// Runs `body` with the cached prepared statement for `sql`, preparing it on first use.
+    ///
+    /// The statement is reset afterwards whatever happens, so no read transaction stays open.
+    func withStatement<R>(_ sql: String, _ body: (Statement) throws(MetadataError) -> R) throws(MetadataError) -> R {
+        let statement: Statement
+        if let cached = statements[sql] {
+            statement = cached
+        } else {
+            statement = try Statement(db: db, path: path, sql: sql, persistent: true)
+            statements[sql] = statement
+        }
+        defer { statement.reset() }
+        return try body(statement)
+    }
+
+    /// Steps a parameterless cached statement (transaction control) to completion.
+    private func runCached(_ sql: String, _ context: String) throws(MetadataError) {
+        try withStatement(sql) { (s) throws(MetadataError) in
+            while try s.step(context) {}
+        }
+    }
+
+    /// Runs one statement once, without caching it (schema changes, pragmas); returns the first
+    /// column of the first row as text, if the statement produced one.
+    @discardableResult
+    func execute(_ sql: String, _ context: String) throws(MetadataError) -> String? {
+        let statement = try Statement(db: db, path: path, sql: sql, persistent: false)
+        guard try statement.step(context) else { return nil }
+        let first = statement.isNull(0) ? nil : statement.text(0)
+        while try statement.step(context) {}
+        return first
+    }
+
+    /// Reads an integer pragma such as `user_version`.
+    func pragmaInt(_ name: String) throws(MetadataError) -> Int {
+        let statement = try Statement(db: db, path: path, sql: "PRAGMA \(name)", persistent: false)
+        guard try statement.step("reading \(name)") else {
+            throw .corrupt("\(path): PRAGMA \(name) returned no value")
+        }
+        return statement.int(0)
+    }
+
+    /// Runs `body` inside `BEGIN IMMEDIATE` … `COMMIT`, rolling back if it throws.
+    ///
+    /// IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+    /// writes can fail with SQLITE_BUSY mid-way without the busy handler ever being consulted.
+    func transaction<R>(_ context: String, _ body: () throws(MetadataError) -> R) throws(MetadataError) -> R {
+        try runCached("BEGIN IMMEDIATE", context)
+        do throws(MetadataError) {
+            let result = try body()
+            try runCached("COMMIT", context)
+            return result
+        } catch {
+            // SQLite rolls back by itself after some errors (SQLITE_FULL, I/O); a second
+            // ROLLBACK would then fail, so only issue one while the transaction is still open.
+            if sqlite3_get_autocommit(db) == 0 {
+                try? runCached("ROLLBACK", context)
+            }
+            throw error
+        }
+    }
+
+    /// True when rows were written since the last successful `checkpoint()`.
+    var hasUnsyncedWrites: Bool { sqlite3_total_changes64(db) != changesAtLastSync }
+
+    /// Copies the WAL into the database file, syncing both.
+    ///
+    /// With synchronous=NORMAL a commit is written to the WAL but not fsynced; a FULL checkpoint
+    /// fsyncs the WAL before backfilling and the database file after, and it waits (through the
+    /// busy handler) for readers instead of stopping short, so afterwards every commit is on disk.
+    func checkpoint() throws(MetadataError) {
+        let changes = sqlite3_total_changes64(db)
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_FULL, nil, nil)
+        guard rc == SQLITE_OK else {
+            throw MetadataError.sqlite(rc, db: db, path: path, context: "checkpointing the write-ahead log")
+        }
+        changesAtLastSync = changes
+    }
+}

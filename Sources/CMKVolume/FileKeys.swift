@@ -1,0 +1,61 @@
+import Glibc
+import CMKCrypto
+import CMKFormat
+import CMKKeys
+import CMKMetadata
+
+/// Why a file's data key could not be had, with the errno the mount returns.
+public struct FileKeyError: Error, CustomStringConvertible {
+    public let errno: Int32
+    public let description: String
+}
+
+extension Volume {
+    /// Makes a new random DEK for `fileID`, wraps it under the active master key and stores the
+    /// EDEK row. The row is committed before the caller writes the file's header, so a crash can
+    /// leave an orphan row but never a file without its key.
+    public func createFileKey(_ fileID: FileID) throws(FileKeyError) -> SecretBytes {
+        let dek: SecretBytes
+        do { dek = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
+        let edek: [UInt8]
+        do {
+            edek = try provider.wrap(dek, with: activeKey, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes))
+        } catch { throw Self.keyError(error) }
+        do {
+            try metadata.insertFileKey(fileId: fileID.bytes, FileKeyRecord(edek: edek, keyId: activeKey.keyID, keyVersion: activeKey.version))
+        } catch { throw Self.metadataError(error, fileID) }
+        return dek
+    }
+
+    /// Unwraps the DEK of `fileID` through the provider.
+    public func fileKey(_ fileID: FileID) throws(FileKeyError) -> SecretBytes {
+        let record: FileKeyRecord?
+        do { record = try metadata.fileKey(fileId: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }
+        guard let record else {
+            throw FileKeyError(errno: EIO, description: "file \(fileID) has no key row in the metadata database")
+        }
+        do {
+            return try provider.unwrap(record.edek, with: KeyRef(keyID: record.keyId, version: record.keyVersion),
+                                       context: WrapContext(volumeID: volumeID, fileID: fileID.bytes))
+        } catch { throw Self.keyError(error) }
+    }
+
+    /// Removes every metadata row of a file whose last link is gone.
+    public func forgetFile(_ fileID: FileID) throws(FileKeyError) {
+        do { try metadata.deleteFile(fileId: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }
+    }
+
+    static func keyError(_ error: KeyProviderError) -> FileKeyError {
+        switch error {
+        case .keyDisabled, .keyDestroyed: return FileKeyError(errno: EACCES, description: "\(error)")
+        default: return FileKeyError(errno: EIO, description: "\(error)")
+        }
+    }
+
+    static func metadataError(_ error: MetadataError, _ fileID: FileID) -> FileKeyError {
+        switch error {
+        case .full: return FileKeyError(errno: ENOSPC, description: "file \(fileID): \(error)")
+        default: return FileKeyError(errno: EIO, description: "file \(fileID): \(error)")
+        }
+    }
+}

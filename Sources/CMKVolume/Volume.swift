@@ -1,0 +1,123 @@
+import Foundation
+import CMKCrypto
+import CMKFormat
+import CMKKeys
+import CMKMetadata
+
+/// An opened volume: its directory, configuration, metadata database and key provider.
+///
+/// Layout of `VOLUME/`: `cmkfs.volume` (config), `meta.db` (+ WAL files), `data/` (the ciphertext
+/// tree), `mount.lock` (held by the live mount), `mount.log` (the mount daemon's stderr).
+public final class Volume: Sendable {
+    public let path: String
+    public let config: VolumeConfig
+    public let volumeID: [UInt8]
+    public let layout: BlockLayout
+    public let metadata: MetadataStore
+    public let provider: any KeyProvider
+    /// The master-key version new files are wrapped under.
+    public let activeKey: KeyRef
+
+    public var dataPath: String { path + "/data" }
+    public var lockPath: String { path + "/mount.lock" }
+    public var logPath: String { path + "/mount.log" }
+
+    static let keyCheckName = "key_check"
+    static let keyCheckFileID = [UInt8](repeating: 0, count: 16)
+
+    private init(path: String, config: VolumeConfig, volumeID: [UInt8], metadata: MetadataStore,
+                 provider: any KeyProvider, activeKey: KeyRef) {
+        self.path = path
+        self.config = config
+        self.volumeID = volumeID
+        self.layout = BlockLayout(blockSize: config.blockSize)
+        self.metadata = metadata
+        self.provider = provider
+        self.activeKey = activeKey
+    }
+
+    /// Opens the volume at `path`, checking its format and that its master key is reachable and
+    /// is the key it was made with. `kmsDir` overrides the recorded keystore directory.
+    public static func open(at path: String, kmsDir: String? = nil) throws(CMKError) -> Volume {
+        let path = absolute(path)
+        let config = try readConfig(path)
+        var providerConfig = config.provider
+        if let kmsDir { providerConfig.kmsDir = absolute(kmsDir) }
+        guard let volumeID = unhex(config.volumeID), volumeID.count == 16 else {
+            throw CMKError(.notAVolume, "\(path)/\(VolumeConfig.fileName) has a malformed volume id")
+        }
+        let metadata: MetadataStore
+        do { metadata = try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
+        let provider = try makeProvider(providerConfig, create: false, volume: path)
+        let active: KeyVersionRecord?
+        do { active = try metadata.activeKeyVersion() } catch { throw .metadata(error, volume: path) }
+        guard let active else {
+            throw CMKError(.notAVolume, "the metadata database of \(path) names no active master-key version")
+        }
+        let volume = Volume(path: path, config: config, volumeID: volumeID, metadata: metadata, provider: provider,
+                            activeKey: KeyRef(keyID: active.keyId, version: active.version))
+        try volume.verifyKeyCheck(providerConfig)
+        return volume
+    }
+
+    /// The key check: a random key wrapped at `init`. It unwraps only with the very master key
+    /// the volume was made with, so a keystore holding another key of the same id is caught here.
+    private func verifyKeyCheck(_ providerConfig: ProviderConfig) throws(CMKError) {
+        let edek: [UInt8]?
+        do { edek = try metadata.meta(Self.keyCheckName) } catch { throw .metadata(error, volume: path) }
+        guard let edek else { throw CMKError(.notAVolume, "the metadata database of \(path) has no key check record") }
+        do {
+            _ = try provider.unwrap(edek, with: KeyRef(keyID: config.provider.keyID, version: 1),
+                                    context: WrapContext(volumeID: volumeID, fileID: Self.keyCheckFileID))
+        } catch {
+            throw .provider(error, volume: path, config: providerConfig)
+        }
+    }
+
+    static func readConfig(_ path: String) throws(CMKError) -> VolumeConfig {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw CMKError(.notAVolume, "\(path) does not exist", hint: "create a volume with: cmkfs init \(path)")
+        }
+        guard isDir.boolValue else { throw CMKError(.notAVolume, "\(path) is not a directory") }
+        let configPath = path + "/" + VolumeConfig.fileName
+        guard let data = FileManager.default.contents(atPath: configPath) else {
+            throw CMKError(.notAVolume, "\(path) is not a cmkfs volume (no \(VolumeConfig.fileName))",
+                           hint: "create a volume with: cmkfs init VOLUME, or name the directory that holds cmkfs.volume")
+        }
+        struct FormatOnly: Decodable { var format: Int }
+        guard let format = try? JSONDecoder().decode(FormatOnly.self, from: data).format else {
+            throw CMKError(.notAVolume, "\(configPath) is not a valid volume configuration")
+        }
+        guard format <= VolumeConfig.currentFormat, format >= 1 else {
+            throw CMKError(.unsupportedFormat,
+                           "\(path) has volume format \(format); this cmkfs supports format \(VolumeConfig.currentFormat)",
+                           hint: format > VolumeConfig.currentFormat ? "upgrade cmkfs" : nil)
+        }
+        do { return try JSONDecoder().decode(VolumeConfig.self, from: data) } catch {
+            throw CMKError(.notAVolume, "\(configPath) is not a valid volume configuration: \(error)")
+        }
+    }
+
+    static func makeProvider(_ config: ProviderConfig, create: Bool, volume: String) throws(CMKError) -> any KeyProvider {
+        switch config.kind {
+        case "embedded":
+            let dir = config.kmsDir ?? SimulatedKMS.defaultDirectory
+            do { return try SimulatedKMS(directory: dir, create: create) } catch {
+                throw CMKError(.keyUnavailable, "\(error) (needed by \(volume))",
+                               hint: "restore the keystore directory, or pass --kms-dir with the directory that holds key \(config.keyID)")
+            }
+        default:
+            throw CMKError(.unsupportedFormat, "\(volume) uses key provider '\(config.kind)', which this cmkfs does not know",
+                           hint: "upgrade cmkfs")
+        }
+    }
+}
+
+/// `path` made absolute against the current directory, without resolving symlinks.
+public func absolute(_ path: String) -> String {
+    let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(path)
+    var p = url.standardized.path
+    while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+    return p
+}

@@ -1,0 +1,48 @@
+import Foundation
+
+/// How the volume reaches its key provider. Recorded at `init` so `mount` and the admin commands
+/// need no provider flags. Holds no secret: PINs and tokens never enter the volume.
+public struct ProviderConfig: Codable, Sendable, Equatable {
+    /// "embedded" (the in-process simulated KMS); later "socket" and "pkcs11".
+    public var kind: String
+    /// The master key's id inside the provider.
+    public var keyID: String
+    /// embedded: the keystore directory.
+    public var kmsDir: String?
+
+    public init(kind: String, keyID: String, kmsDir: String? = nil) {
+        self.kind = kind
+        self.keyID = keyID
+        self.kmsDir = kmsDir
+    }
+}
+
+/// The volume's configuration file, `VOLUME/cmkfs.volume` (JSON, written once by `init`).
+public struct VolumeConfig: Codable, Sendable, Equatable {
+    /// The newest volume format this build reads and writes.
+    public static let currentFormat = 1
+    public static let fileName = "cmkfs.volume"
+
+    /// Volume format version; a newer one is refused rather than misread.
+    public var format: Int
+    /// 16 random bytes, hex; bound into every EDEK's wrap.
+    public var volumeID: String
+    /// ISO-8601 UTC time of `init`.
+    public var createdAt: String
+    /// Plaintext bytes per content block.
+    public var blockSize: Int
+    /// How names are stored in the backing tree: "plaintext" in format 1; encrypted names will
+    /// be a new value here, so old volumes keep working.
+    public var names: String
+    public var provider: ProviderConfig
+
+    enum CodingKeys: String, CodingKey {
+        case format, volumeID = "volume_id", createdAt = "created_at", blockSize = "block_size", names, provider
+    }
+}
+
+extension ProviderConfig {
+    enum CodingKeys: String, CodingKey {
+        case kind, keyID = "key_id", kmsDir = "kms_dir"
+    }
+}

@@ -1,0 +1,66 @@
+import CMKKeys
+import CMKMetadata
+
+/// A failure a person must act on, with the exit code the CLI returns and a hint saying how to fix it.
+public struct CMKError: Error, CustomStringConvertible {
+    /// Documented in docs/exit-codes.md; never reused for another meaning.
+    public enum Code: Int32, Sendable {
+        case internalError = 1
+        case notAVolume = 3
+        case unsupportedFormat = 4
+        case keyUnavailable = 5
+        case mountpoint = 6
+        case initTargetNotEmpty = 7
+        case alreadyMounted = 8
+        case mountFailed = 9
+        case io = 10
+    }
+
+    public let code: Code
+    public let message: String
+    public let hint: String?
+
+    public init(_ code: Code, _ message: String, hint: String? = nil) {
+        self.code = code
+        self.message = message
+        self.hint = hint
+    }
+
+    public var description: String { message }
+
+    static func metadata(_ error: MetadataError, volume: String) -> CMKError {
+        switch error {
+        case .corrupt(let detail):
+            return CMKError(.notAVolume, "the metadata database of \(volume) is unusable: \(detail)",
+                            hint: "restore VOLUME/meta.db from a backup of the volume")
+        case .newerSchema:
+            return CMKError(.unsupportedFormat, "\(volume): \(error)", hint: "upgrade cmkfs")
+        case .notFound:
+            return CMKError(.notAVolume, "\(volume) has no metadata database (meta.db)",
+                            hint: "restore VOLUME/meta.db from a backup of the volume")
+        case .full:
+            return CMKError(.io, "\(volume): \(error)", hint: "free space on the volume's filesystem")
+        default:
+            return CMKError(.io, "\(volume): \(error)")
+        }
+    }
+
+    static func provider(_ error: KeyProviderError, volume: String, config: ProviderConfig) -> CMKError {
+        let place = config.kmsDir.map { "the KMS keystore \($0)" } ?? "the \(config.kind) key provider"
+        switch error {
+        case .keyNotFound:
+            return CMKError(.keyUnavailable, "\(place) has no master key \(config.keyID) for \(volume)",
+                            hint: "restore the keystore, or pass --kms-dir with the keystore that holds \(config.keyID)")
+        case .unwrapFailed:
+            return CMKError(.keyUnavailable, "\(place) holds a different master key \(config.keyID) than the one \(volume) was made with",
+                            hint: "restore the original keystore of this volume")
+        case .keyDisabled:
+            return CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) is disabled in \(place)",
+                            hint: "the key owner must enable it again")
+        case .keyDestroyed:
+            return CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) was destroyed; its data cannot be decrypted")
+        case .unavailable(let why), .corrupt(let why):
+            return CMKError(.keyUnavailable, "\(place) is unavailable: \(why)")
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import CMKCrypto
+import CMKFormat
+import CMKKeys
+import CMKMetadata
+
+extension Volume {
+    /// Creates a new volume at `path` (a missing or empty directory) with a new master key in the
+    /// embedded simulated KMS at `kmsDir`. On any failure nothing is left behind in `path`.
+    public static func initialize(at path: String, kmsDir: String, blockSize: Int = BlockLayout.defaultBlockSize) throws(CMKError) -> Volume {
+        let path = absolute(path)
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        var createdDirectory = false
+        if fm.fileExists(atPath: path, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw CMKError(.initTargetNotEmpty, "\(path) exists and is not a directory") }
+            let entries = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            guard entries.isEmpty else {
+                throw CMKError(.initTargetNotEmpty, "\(path) is not empty (\(entries.count) entries); init never writes over existing files",
+                               hint: "choose a new or empty directory")
+            }
+        } else {
+            do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {
+                throw CMKError(.io, "cannot create \(path): \(error.localizedDescription)")
+            }
+            createdDirectory = true
+        }
+        do {
+            try populate(path, kmsDir: absolute(kmsDir), blockSize: blockSize)
+        } catch {
+            // Leave the directory as it was: remove only what this call made.
+            for name in ["data", "meta.db", "meta.db-wal", "meta.db-shm", VolumeConfig.fileName, VolumeConfig.fileName + ".tmp"] {
+                try? fm.removeItem(atPath: path + "/" + name)
+            }
+            if createdDirectory { try? fm.removeItem(atPath: path) }
+            throw error
+        }
+        return try open(at: path)
+    }
+
+    private static func populate(_ path: String, kmsDir: String, blockSize: Int) throws(CMKError) {
+        let volumeID: [UInt8]
+        do { volumeID = try SecureRandom.bytes(16) } catch { throw CMKError(.internalError, "random number generator failed") }
+        let providerConfig = ProviderConfig(kind: "embedded", keyID: "", kmsDir: kmsDir)
+        let provider = try makeProvider(providerConfig, create: true, volume: path)
+        let key: KeyRef
+        do { key = try provider.createKey() } catch { throw .provider(error, volume: path, config: providerConfig) }
+
+        guard mkdir(path + "/data", 0o755) == 0 else {
+            throw CMKError(.io, "cannot create \(path)/data: \(String(cString: strerror(errno)))")
+        }
+        do {
+            let store = try MetadataStore.create(at: path + "/meta.db")
+            defer { store.close() }
+            try store.setMeta("volume_id", volumeID)
+            try store.addKeyVersion(KeyVersionRecord(keyId: key.keyID, version: key.version, state: .active, createdAt: isoNow()))
+            let check = try SecretBytes.random(count: 32)
+            let edek = try provider.wrap(check, with: key, context: WrapContext(volumeID: volumeID, fileID: keyCheckFileID))
+            try store.setMeta(keyCheckName, edek)
+        } catch let error as MetadataError {
+            throw .metadata(error, volume: path)
+        } catch let error as KeyProviderError {
+            throw .provider(error, volume: path, config: providerConfig)
+        } catch {
+            throw CMKError(.internalError, "\(error)")
+        }
+        let config = VolumeConfig(format: VolumeConfig.currentFormat, volumeID: hex(volumeID), createdAt: isoNow(),
+                                  blockSize: blockSize, names: "plaintext",
+                                  provider: ProviderConfig(kind: "embedded", keyID: key.keyID, kmsDir: kmsDir))
+        try writeConfig(config, to: path)
+    }
+
+    /// Written last, through a temporary file and a rename: its presence marks a complete volume.
+    private static func writeConfig(_ config: VolumeConfig, to path: String) throws(CMKError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let final = path + "/" + VolumeConfig.fileName, tmp = final + ".tmp"
+        do {
+            var data = try encoder.encode(config)
+            data.append(0x0A)
+            try data.write(to: URL(fileURLWithPath: tmp))
+            let fd = Foundation.open(tmp, O_RDONLY)
+            if fd >= 0 { fsync(fd); close(fd) }
+            guard rename(tmp, final) == 0 else { throw CMKError(.io, "cannot create \(final): \(String(cString: strerror(errno)))") }
+            let dfd = Foundation.open(path, O_RDONLY | O_DIRECTORY)
+            if dfd >= 0 { fsync(dfd); close(dfd) }
+        } catch let error as CMKError {
+            throw error
+        } catch {
+            throw CMKError(.io, "cannot write \(final): \(error.localizedDescription)")
+        }
+    }
+}
+
+/// The current time as ISO-8601 UTC with milliseconds.
+public func isoNow() -> String {
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return formatter.string(from: Date())
+}

@@ -1,0 +1,60 @@
+import CMKKeys
+import CMKMetadata
+
+/// What `cmkfs status` reports. Built without unwrapping anything, so it works while the key
+/// provider is down (and says so).
+public struct VolumeStatus: Codable, Sendable {
+    public var volume: String
+    public var volumeID: String
+    public var format: Int
+    public var blockSize: Int
+    public var names: String
+    public var provider: ProviderConfig
+    public var activeKeyVersion: Int?
+    public var keyVersions: [Version]
+    public var fileCount: Int
+    public var mounted: Bool
+    public var mountpoint: String?
+    public var mountPID: Int32?
+    /// "ok", or why the master key cannot be used now.
+    public var keyCheck: String
+
+    public struct Version: Codable, Sendable {
+        public var version: Int
+        public var state: String
+        public var edeks: Int
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case volume, volumeID = "volume_id", format, blockSize = "block_size", names, provider
+        case activeKeyVersion = "active_key_version", keyVersions = "key_versions", fileCount = "file_count"
+        case mounted, mountpoint, mountPID = "mount_pid", keyCheck = "key_check"
+    }
+
+    /// Gathers the status of the volume at `path`.
+    public static func of(_ path: String, kmsDir: String? = nil) throws(CMKError) -> VolumeStatus {
+        let path = absolute(path)
+        let config = try Volume.readConfig(path)
+        let store: MetadataStore
+        do { store = try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
+        defer { store.close() }
+        let versions: [KeyVersionRecord], files: Int, counts: [Int: Int]
+        do {
+            versions = try store.keyVersions()
+            files = try store.fileCount()
+            counts = try store.edekCounts()
+        } catch { throw .metadata(error, volume: path) }
+        let holder = MountLock.holder(volumePath: path)
+        var keyCheck = "ok"
+        do { _ = try Volume.open(at: path, kmsDir: kmsDir) } catch { keyCheck = error.message }
+        var provider = config.provider
+        if let kmsDir { provider.kmsDir = absolute(kmsDir) }
+        return VolumeStatus(
+            volume: path, volumeID: config.volumeID, format: config.format, blockSize: config.blockSize,
+            names: config.names, provider: provider,
+            activeKeyVersion: versions.first { $0.state == .active }?.version,
+            keyVersions: versions.map { Version(version: $0.version, state: $0.state.rawValue, edeks: counts[$0.version] ?? 0) },
+            fileCount: files, mounted: holder != nil, mountpoint: holder?.mountpoint, mountPID: holder?.pid,
+            keyCheck: keyCheck)
+    }
+}

@@ -1,0 +1,161 @@
+import ArgumentParser
+import Foundation
+import CMKFuse
+import CMKVolume
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a volume; returns once the mount is ready (--foreground stays attached).",
+        discussion: "The background mount logs to VOLUME/mount.log. Unmount with: cmkfs unmount MOUNTPOINT"
+    )
+
+    @Argument(help: "The volume directory.")
+    var volume: String
+
+    @Argument(help: "An existing directory to mount the plaintext view on.")
+    var mountpoint: String
+
+    @Flag(help: "Serve in this process until unmounted, logging to stderr.")
+    var foreground = false
+
+    @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
+    var kmsDir: String?
+
+    @Option(name: .customLong("ready-fd"), help: .hidden)
+    var readyFD: Int32?
+
+    func run() {
+        let mnt = absolute(mountpoint)
+        if foreground {
+            serve(mnt)
+        } else {
+            reporting { () throws(CMKError) in try startDaemon(mnt) }
+        }
+    }
+
+    /// Checks everything a person could get wrong before any process is started.
+    private func preflight(_ mnt: String) throws(CMKError) -> Volume {
+        // Refuse a live volume before opening its database: even a read touches meta.db-shm.
+        if let holder = MountLock.holder(volumePath: absolute(volume)) {
+            throw CMKError(.alreadyMounted, "\(absolute(volume)) is already mounted at \(holder.mountpoint) (pid \(holder.pid))",
+                           hint: "unmount it first: cmkfs unmount \(holder.mountpoint)")
+        }
+        let v = try Volume.open(at: volume, kmsDir: kmsDir)
+        var st = stat()
+        if stat(mnt, &st) != 0 {
+            switch errno {
+            case ENOENT:
+                throw CMKError(.mountpoint, "mountpoint \(mnt) does not exist", hint: "create it: mkdir -p \(mnt)")
+            case ENOTCONN:
+                throw CMKError(.mountpoint, "\(mnt) is a stale FUSE mount whose daemon is gone",
+                               hint: "clear it: fusermount3 -u -z \(mnt)")
+            default:
+                throw CMKError(.mountpoint, "cannot use mountpoint \(mnt): \(String(cString: strerror(errno)))")
+            }
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CMKError(.mountpoint, "mountpoint \(mnt) is not a directory") }
+        if let existing = MountTable.entry(at: mnt) {
+            throw CMKError(.mountpoint, "\(mnt) is busy: \(existing.source) (\(existing.type)) is mounted there",
+                           hint: "unmount it first, or choose another mountpoint")
+        }
+        if mnt == v.path || mnt.hasPrefix(v.path + "/") {
+            throw CMKError(.mountpoint, "mountpoint \(mnt) is inside the volume \(v.path)", hint: "choose a mountpoint outside the volume")
+        }
+        if let holder = MountLock.holder(volumePath: v.path) {
+            throw CMKError(.alreadyMounted, "\(v.path) is already mounted at \(holder.mountpoint) (pid \(holder.pid))",
+                           hint: "unmount it first: cmkfs unmount \(holder.mountpoint)")
+        }
+        return v
+    }
+
+    /// The daemon: mount and serve until unmounted.
+    private func serve(_ mnt: String) {
+        do {
+            let v = try preflight(mnt)
+            let lock = try MountLock.acquire(v, mountpoint: mnt)
+            let fs = try FileSystem(volume: v)
+            if readyFD != nil { chdir("/") }
+            FileSystem.log("mounting \(v.path) at \(mnt)")
+            try FuseMount.run(fs, at: mnt) {
+                if let readyFD {
+                    _ = "ready\n".withCString { write(readyFD, $0, strlen($0)) }
+                    close(readyFD)
+                }
+            }
+            FileSystem.log("unmounted \(mnt)")
+            withExtendedLifetime(lock) {}
+        } catch {
+            if let readyFD {
+                let line = ["error", String(error.code.rawValue), error.message, error.hint ?? ""].joined(separator: "\t") + "\n"
+                _ = line.withCString { write(readyFD, $0, strlen($0)) }
+                close(readyFD)
+            }
+            fail(error)
+        }
+    }
+
+    /// Starts `cmkfs mount --foreground` in a new session and waits until it reports the mount ready.
+    private func startDaemon(_ mnt: String) throws(CMKError) {
+        let v = try preflight(mnt)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw CMKError(.internalError, "pipe failed") }
+        // Close-on-exec on both ends: the child gets the write end only as fd 3 (dup2 clears the
+        // flag there), so the read end sees EOF as soon as the daemon closes it or dies.
+        fds.forEach { _ = fcntl($0, F_SETFD, FD_CLOEXEC) }
+        let log = open(v.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { close(devnull); if log >= 0 { close(log) } }
+        var args = ["mount", v.path, mnt, "--foreground", "--ready-fd", "3"]
+        if let kmsDir { args += ["--kms-dir", absolute(kmsDir)] }
+        guard let pid = Spawn.start(Spawn.selfPath, args, stdin: devnull, stdout: devnull, stderr: log >= 0 ? log : devnull,
+                                    extra: [(fds[1], 3)], newSession: true) else {
+            close(fds[0]); close(fds[1])
+            throw CMKError(.mountFailed, "cannot start the mount daemon")
+        }
+        close(fds[1])
+        let reply = readLine(fds[0], timeoutSeconds: 60)
+        close(fds[0])
+        if reply == "ready" {
+            tuneReadahead(mnt)
+            print("mounted \(v.path) at \(mnt) (pid \(pid))")
+            return
+        }
+        let fields = reply?.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) ?? []
+        if fields.count == 4, fields[0] == "error", let raw = Int32(fields[1]), let code = CMKError.Code(rawValue: raw) {
+            _ = Spawn.wait(pid)
+            throw CMKError(code, fields[2], hint: fields[3].isEmpty ? nil : fields[3])
+        }
+        if reply == nil { kill(pid, SIGTERM) }
+        let status = Spawn.wait(pid)
+        throw CMKError(.mountFailed, "the mount daemon exited (status \(status)) before the mount was ready",
+                       hint: "see \(v.logPath)")
+    }
+
+    /// One line from `fd`, or nil on EOF or timeout.
+    private func readLine(_ fd: Int32, timeoutSeconds: Int32) -> String? {
+        var bytes = [UInt8]()
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let deadline = Date().addingTimeInterval(TimeInterval(timeoutSeconds))
+        while Date() < deadline {
+            let rc = poll(&pfd, 1, 250)
+            if rc < 0 && errno == EINTR { continue }
+            if rc <= 0 { continue }
+            var byte: UInt8 = 0
+            let n = read(fd, &byte, 1)
+            if n <= 0 { return nil }
+            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(byte)
+        }
+        return nil
+    }
+
+    /// Raises the mount's read-ahead to 1 MiB so large sequential reads reach the daemon as 1 MiB
+    /// requests (libfuse's max_readahead alone is capped by the bdi setting).
+    private func tuneReadahead(_ mnt: String) {
+        var st = stat()
+        guard stat(mnt, &st) == 0 else { return }
+        let major = (st.st_dev >> 8) & 0xFFF, minor = (st.st_dev & 0xFF) | ((st.st_dev >> 12) & 0xFFF00)
+        try? "1024".write(toFile: "/sys/class/bdi/\(major):\(minor)/read_ahead_kb", atomically: false, encoding: .utf8)
+    }
+}

@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import CMKVolume
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show a volume's id, key provider, active key version, file count and mount state."
+    )
+
+    @Argument(help: "The volume directory.")
+    var volume: String
+
+    @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
+    var kmsDir: String?
+
+    @Flag(help: "Print one JSON object (stable field names, see docs/operator-guide.md).")
+    var json = false
+
+    func run() {
+        reporting { () throws(CMKError) in
+            let s = try VolumeStatus.of(volume, kmsDir: kmsDir)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: (try? encoder.encode(s)) ?? Data(), as: UTF8.self))
+                return
+            }
+            print("volume:        \(s.volume)")
+            print("volume id:     \(s.volumeID)")
+            print("format:        \(s.format) (block size \(s.blockSize), names \(s.names))")
+            print("key provider:  \(s.provider.kind)" + (s.provider.kmsDir.map { " at \($0)" } ?? ""))
+            print("master key:    \(s.provider.keyID), active version \(s.activeKeyVersion.map(String.init) ?? "none")")
+            for v in s.keyVersions { print("  version \(v.version): \(v.state), \(v.edeks) EDEKs") }
+            print("key check:     \(s.keyCheck)")
+            print("files:         \(s.fileCount)")
+            if s.mounted {
+                print("mounted:       yes, at \(s.mountpoint ?? "?") (pid \(s.mountPID.map(String.init) ?? "?"))")
+            } else {
+                print("mounted:       no")
+            }
+        }
+    }
+}

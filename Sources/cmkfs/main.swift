@@ -1,0 +1,2 @@
+// The entry point only dispatches; every command lives in its own file.
+CMKFSCommand.main()

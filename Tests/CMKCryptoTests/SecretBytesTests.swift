@@ -1,0 +1,91 @@
+import XCTest
+@testable import CMKCrypto
+
+final class SecretBytesTests: XCTestCase {
+    func testZeroedInit() {
+        let s = SecretBytes(zeroedCount: 48)
+        XCTAssertEqual(s.count, 48)
+        XCTAssertEqual(s.testBytes, [UInt8](repeating: 0, count: 48))
+    }
+
+    func testRandomGivesDistinctValues() throws {
+        var seen = Set<[UInt8]>()
+        for _ in 0..<200 {
+            let s = try SecretBytes.random(count: 32)
+            XCTAssertEqual(s.count, 32)
+            XCTAssertNotEqual(s.testBytes, [UInt8](repeating: 0, count: 32))
+            XCTAssertTrue(seen.insert(s.testBytes).inserted, "random secret repeated")
+        }
+        let a = try SecretBytes.random(count: 32), b = try SecretBytes.random(count: 32)
+        XCTAssertFalse(a.constantTimeEquals(b))
+        XCTAssertEqual(try SecretBytes.random(count: 1).count, 1)
+        XCTAssertEqual(try SecretBytes.random(count: 4096).count, 4096)
+    }
+
+    func testConstantTimeEquals() throws {
+        let bytes: [UInt8] = (0..<32).map { UInt8($0 * 3) }
+        let a = bytes.withUnsafeBytes { SecretBytes(copying: $0) }
+        let b = bytes.withUnsafeBytes { SecretBytes(copying: $0) }
+        XCTAssertTrue(a.constantTimeEquals(b))
+        XCTAssertTrue(b.constantTimeEquals(a))
+        XCTAssertTrue(a.constantTimeEquals(a))
+        for i in [0, 15, 31] {
+            var other = bytes
+            other[i] ^= 0x01
+            let c = other.withUnsafeBytes { SecretBytes(copying: $0) }
+            XCTAssertFalse(a.constantTimeEquals(c), "differs at \(i)")
+            XCTAssertFalse(c.constantTimeEquals(a), "differs at \(i)")
+        }
+        // A prefix is not equal, in either direction.
+        let prefix = Array(bytes.prefix(31)).withUnsafeBytes { SecretBytes(copying: $0) }
+        XCTAssertFalse(a.constantTimeEquals(prefix))
+        XCTAssertFalse(prefix.constantTimeEquals(a))
+    }
+
+    func testInitCopyingCopiesAndDetaches() {
+        var source: [UInt8] = (0..<32).map { UInt8(0xC0 + $0 % 16) }
+        let expected = source
+        let s = source.withUnsafeBytes { SecretBytes(copying: $0) }
+        XCTAssertEqual(s.count, 32)
+        XCTAssertEqual(s.testBytes, expected)
+        // Changing or wiping the caller's copy does not touch the secret.
+        source.withUnsafeMutableBytes { secureZero($0) }
+        XCTAssertEqual(source, [UInt8](repeating: 0, count: 32))
+        XCTAssertEqual(s.testBytes, expected)
+    }
+
+    func testWithUnsafeMutableBytesWrites() {
+        let s = SecretBytes(zeroedCount: 4)
+        s.withUnsafeMutableBytes { $0[2] = 9 }
+        XCTAssertEqual(s.testBytes, [0, 0, 9, 0])
+    }
+
+    func testDescriptionNeverRevealsBytes() throws {
+        // Printable bytes, so any leak as text, hex or decimal would show.
+        let bytes: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef".utf8)
+        let s = bytes.withUnsafeBytes { SecretBytes(copying: $0) }
+        let hexText = bytes.map { String($0, radix: 16) }.joined()
+        for text in [s.description, "\(s)", String(describing: s), String(reflecting: s), "\([s])"] {
+            XCTAssertTrue(text.contains("redacted"), text)
+            XCTAssertFalse(text.contains("ABCD"), text)
+            XCTAssertFalse(text.lowercased().contains("41424344"), text)
+            XCTAssertFalse(text.contains("65, 66"), text)
+            XCTAssertFalse(text.contains(hexText), text)
+        }
+        let random = try SecretBytes.random(count: 32)
+        let randomHex = random.testBytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        XCTAssertTrue(random.description.contains("redacted"))
+        XCTAssertFalse(random.description.contains(randomHex))
+        XCTAssertFalse(random.description.contains(String(randomHex.prefix(8))))
+    }
+
+    func testSecureZero() {
+        var bytes = [UInt8](repeating: 0xFF, count: 100)
+        bytes.withUnsafeMutableBytes { secureZero(UnsafeMutableRawBufferPointer(rebasing: $0[10..<20])) }
+        XCTAssertEqual(Array(bytes[0..<10]), [UInt8](repeating: 0xFF, count: 10))
+        XCTAssertEqual(Array(bytes[10..<20]), [UInt8](repeating: 0, count: 10))
+        XCTAssertEqual(Array(bytes[20...]), [UInt8](repeating: 0xFF, count: 80))
+        // An empty buffer is a no-op, not a crash.
+        secureZero(UnsafeMutableRawBufferPointer(start: nil, count: 0))
+    }
+}

@@ -1,0 +1,230 @@
+import Foundation
+import XCTest
+
+/// The CLI's failures: each has its documented exit code, a `cmkfs: error:` line, and leaves
+/// the volume (and anything else it was pointed at) exactly as it was, byte for byte.
+final class CLITests: IntegrationTestCase {
+    override var mountsInSetUp: Bool { false }
+
+    /// Runs cmkfs with `arguments`, expecting exit `code` and an error line (containing
+    /// `mentioning` if given), with every directory in `unchanged` identical before and after.
+    @discardableResult
+    func assertFails(_ arguments: [String], exit code: Int32, mentioning: String? = nil, unchanged: [String],
+                     file: StaticString = #filePath, line: UInt = #line) -> ShellResult {
+        let before = unchanged.map { snapshot($0, file: file, line: line) }
+        let r = fx.cmkfs(arguments)
+        XCTAssertFalse(r.timedOut, "\(r)", file: file, line: line)
+        XCTAssertEqual(r.status, code, "exit code of \(r)", file: file, line: line)
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("cmkfs: error: ") } || code == 64, "no `cmkfs: error:` line: \(r)", file: file, line: line)
+        if let mentioning {
+            XCTAssertTrue(r.stderr.contains(mentioning), "stderr should mention \"\(mentioning)\": \(r)", file: file, line: line)
+        }
+        XCTAssertEqual(r.stdout, "", "a failing command prints nothing on stdout", file: file, line: line)
+        for (dir, old) in zip(unchanged, before) {
+            XCTAssertEqual(snapshot(dir, file: file, line: line), old, "\(dir) changed", file: file, line: line)
+        }
+        return r
+    }
+
+    func keyFiles(_ kms: String) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: kms).filter { $0.hasSuffix(".key") }.sorted()
+    }
+
+    // MARK: exit 3, not a volume
+
+    func testMountOfNonVolumeDirectoryExits3() throws {
+        let notVolume = plain + "/not-a-volume"
+        sh("mkdir -p \(notVolume)/data && echo hello > \(notVolume)/file && echo '{}' > \(notVolume)/other.json")
+        assertFails(["mount", notVolume, mnt, "--kms-dir", fx.kms], exit: 3, mentioning: "not a cmkfs volume", unchanged: [notVolume, fx.kms, mnt])
+        assertFails(["mount", plain + "/missing", mnt, "--kms-dir", fx.kms], exit: 3, mentioning: "does not exist", unchanged: [plain, fx.kms])
+        sh("test ! -e \(plain)/missing")
+        // A volume whose configuration is not valid JSON.
+        sh("echo 'not json' > \(notVolume)/cmkfs.volume")
+        assertFails(["mount", notVolume, mnt, "--kms-dir", fx.kms], exit: 3, unchanged: [notVolume, fx.kms])
+        XCTAssertFalse(fx.isMounted(mnt))
+    }
+
+    // MARK: exit 4, unsupported format
+
+    func testUnknownVolumeFormatExits4() throws {
+        sh("sed -i 's/\"format\" : 1,/\"format\" : 99,/' \(vol)/cmkfs.volume && grep -q '\"format\" : 99' \(vol)/cmkfs.volume")
+        assertFails(["mount", vol, mnt, "--kms-dir", fx.kms], exit: 4, mentioning: "format 99", unchanged: [vol, fx.kms, mnt])
+        assertFails(["status", vol, "--kms-dir", fx.kms, "--json"], exit: 4, unchanged: [vol, fx.kms])
+        XCTAssertFalse(fx.isMounted(mnt))
+    }
+
+    // MARK: exit 5, key unavailable
+
+    func testMissingKMSDirectoryExits5() throws {
+        assertFails(["mount", vol, mnt, "--kms-dir", plain + "/no-such-kms"], exit: 5, mentioning: "does not exist",
+                    unchanged: [vol, fx.kms, plain, mnt])
+        sh("test ! -e \(plain)/no-such-kms")
+        // The keystore recorded in the volume is gone (no --kms-dir).
+        sh("mv \(fx.kms) \(plain)/kms-moved")
+        assertFails(["mount", vol, mnt], exit: 5, mentioning: "cmkfs: hint:", unchanged: [vol, plain, mnt])
+        sh("test ! -e \(fx.kms)")
+        // status still answers, and says why the key is unusable.
+        let r = fx.cmkfs(["status", vol, "--json"])
+        XCTAssertTrue(r.succeeded, "\(r)")
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertNotEqual(json["key_check"] as? String, "ok")
+        XCTAssertTrue((json["key_check"] as? String ?? "").contains("does not exist"), "\(json)")
+        XCTAssertFalse(fx.isMounted(mnt))
+    }
+
+    func testMissingKeyFileExits5() throws {
+        let keys = try keyFiles(fx.kms)
+        XCTAssertEqual(keys.count, 1, "one master key file: \(keys)")
+        sh("mv \(fx.kms)/\(keys[0]) \(plain)/")
+        assertFails(["mount", vol, mnt, "--kms-dir", fx.kms], exit: 5, mentioning: "has no master key", unchanged: [vol, fx.kms, mnt])
+        XCTAssertFalse(fx.isMounted(mnt))
+    }
+
+    func testKeyFileReplacedByAnotherKeyExits5() throws {
+        let otherVolume = fx.root + "/vol2", otherKMS = fx.root + "/kms2"
+        try fx.initVolume(otherVolume, kmsDir: otherKMS)
+        let mine = try keyFiles(fx.kms), theirs = try keyFiles(otherKMS)
+        XCTAssertEqual(mine.count, 1)
+        XCTAssertEqual(theirs.count, 1)
+        XCTAssertNotEqual(mine, theirs)
+        // The other keystore's key, under this volume's key id: same id, different key.
+        sh("cp \(otherKMS)/\(theirs[0]) \(fx.kms)/\(mine[0])")
+        assertFails(["mount", vol, mnt, "--kms-dir", fx.kms], exit: 5, mentioning: "different master key",
+                    unchanged: [vol, fx.kms, otherVolume, otherKMS, mnt])
+        XCTAssertFalse(fx.isMounted(mnt))
+        let status = try fx.status()
+        XCTAssertTrue((status["key_check"] as? String ?? "").contains("different master key"), "\(status)")
+    }
+
+    // MARK: exit 6, mountpoint problems
+
+    func testMountpointProblemsExit6() throws {
+        assertFails(["mount", vol, plain + "/no-such-dir", "--kms-dir", fx.kms], exit: 6, mentioning: "does not exist",
+                    unchanged: [vol, fx.kms, plain])
+        sh("test ! -e \(plain)/no-such-dir")
+        sh("echo file > \(plain)/a-file")
+        assertFails(["mount", vol, plain + "/a-file", "--kms-dir", fx.kms], exit: 6, mentioning: "not a directory",
+                    unchanged: [vol, fx.kms, plain])
+        assertFails(["mount", vol, vol + "/data", "--kms-dir", fx.kms], exit: 6, mentioning: "inside the volume",
+                    unchanged: [vol, fx.kms])
+        XCTAssertEqual(MountFixture.mounts(under: fx.root), [])
+    }
+
+    func testBusyMountpointExits6() throws {
+        try fx.mount()
+        sh("echo in the first volume > \(mnt)/f")
+        let otherVolume = fx.root + "/vol2", otherKMS = fx.root + "/kms2"
+        try fx.initVolume(otherVolume, kmsDir: otherKMS)
+        assertFails(["mount", otherVolume, mnt, "--kms-dir", otherKMS], exit: 6, mentioning: "busy",
+                    unchanged: [otherVolume, otherKMS, vol, fx.kms])
+        XCTAssertEqual(sh("cat \(mnt)/f"), "in the first volume\n", "the first mount is untouched")
+        XCTAssertEqual(MountFixture.mounts(under: fx.root), [mnt])
+    }
+
+    // MARK: exit 7, init target not empty
+
+    func testInitIntoNonEmptyDirectoryExits7() throws {
+        let target = plain + "/occupied"
+        sh("mkdir -p \(target) && echo keep me > \(target)/precious && touch \(target)/.hidden")
+        let newKMS = plain + "/new-kms"
+        assertFails(["init", target, "--kms-dir", newKMS], exit: 7, mentioning: "not empty", unchanged: [target, fx.kms])
+        sh("test ! -e \(newKMS)")
+        // Nor over an existing volume.
+        assertFails(["init", vol, "--kms-dir", fx.kms], exit: 7, unchanged: [vol, fx.kms])
+        XCTAssertEqual(try keyFiles(fx.kms).count, 1, "no new master key was made")
+    }
+
+    // MARK: exit 8, already mounted
+
+    func testMountingAnAlreadyMountedVolumeExits8() throws {
+        try fx.mount()
+        sh("echo something > \(mnt)/f")
+        let second = fx.root + "/mnt2"
+        sh("mkdir \(second)")
+        let pid = fx.lockPID()
+        assertFails(["mount", vol, second, "--kms-dir", fx.kms], exit: 8, mentioning: "already mounted",
+                    unchanged: [vol, fx.kms, second])
+        XCTAssertFalse(fx.isMounted(second))
+        XCTAssertEqual(fx.lockPID(), pid)
+        XCTAssertEqual(sh("cat \(mnt)/f"), "something\n")
+    }
+
+    // MARK: unmount, usage
+
+    func testUnmountOfSomethingNotMountedExits6() throws {
+        assertFails(["unmount", mnt], exit: 6, mentioning: "not mounted", unchanged: [vol, mnt])
+        assertFails(["unmount", plain + "/nowhere"], exit: 6, unchanged: [plain])
+        assertFails(["unmount", "/proc"], exit: 6, mentioning: "not a cmkfs mount", unchanged: [vol])
+    }
+
+    func testUsageErrorsExit64() throws {
+        assertFails(["mount", vol], exit: 64, unchanged: [vol, fx.kms])
+        assertFails(["init", plain + "/bs", "--kms-dir", fx.kms, "--block-size", "1000"], exit: 64, unchanged: [plain, fx.kms])
+        assertFails(["no-such-command"], exit: 64, unchanged: [vol])
+    }
+
+    /// `cmkfs unmount` returns only once the daemon is done with the volume: what a script
+    /// copies right after it returns is what stays (no late WAL checkpoint, no late log line),
+    /// and the daemon is gone shortly after.
+    func testUnmountReturnsWithTheVolumeAtRest() throws {
+        for round in 0..<3 {
+            try fx.mount()
+            let pid = try XCTUnwrap(fx.lockPID())
+            sh("for i in $(seq 1 50); do echo $i > \(mnt)/f\(round)-$i; done")
+            py("import os, sys\nfor i in range(1, 51): os.setxattr('%s/f%d-%d' % (sys.argv[1], int(sys.argv[2]), i), 'user.n', b'x' * i)",
+               [mnt, String(round)])
+            try fx.unmount()
+            let atReturn = snapshot(vol)
+            let deadline = Date().addingTimeInterval(10)
+            while MountFixture.isAlive(pid) && Date() < deadline { usleep(10_000) }
+            XCTAssertFalse(MountFixture.isAlive(pid), "the daemon \(pid) exits after unmount")
+            XCTAssertEqual(snapshot(vol), atReturn, "round \(round): the volume changed after unmount returned")
+        }
+        XCTAssertEqual(try fx.fileCount(), 150)
+    }
+
+    // MARK: status
+
+    func testStatusJSONFields() throws {
+        let config = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: vol + "/cmkfs.volume"))) as? [String: Any])
+        var s = try fx.status()
+        XCTAssertEqual(s["volume_id"] as? String, config["volume_id"] as? String)
+        XCTAssertEqual((s["volume_id"] as? String)?.count, 32)
+        XCTAssertEqual(s["volume"] as? String, vol)
+        XCTAssertEqual(s["file_count"] as? Int, 0)
+        XCTAssertEqual(s["mounted"] as? Bool, false)
+        XCTAssertNil(s["mount_pid"] as? Int)
+        XCTAssertNil(s["mountpoint"] as? String)
+        XCTAssertEqual(s["key_check"] as? String, "ok")
+        XCTAssertEqual(s["active_key_version"] as? Int, 1)
+        XCTAssertEqual(s["block_size"] as? Int, 4096)
+        XCTAssertEqual(s["format"] as? Int, 1)
+        let provider = try XCTUnwrap(s["provider"] as? [String: Any])
+        XCTAssertEqual(provider["kms_dir"] as? String, fx.kms)
+        XCTAssertEqual(try keyFiles(fx.kms), ["\(provider["key_id"] as? String ?? "?").key"])
+
+        try fx.mount()
+        sh("for i in 1 2 3; do echo $i > \(mnt)/f$i; done; mkdir \(mnt)/d; ln -s f1 \(mnt)/s")
+        s = try fx.status()
+        XCTAssertEqual(s["mounted"] as? Bool, true)
+        XCTAssertEqual(s["mountpoint"] as? String, mnt)
+        let pid = try XCTUnwrap(s["mount_pid"] as? Int)
+        XCTAssertEqual(pid_t(pid), fx.lockPID())
+        XCTAssertTrue(MountFixture.isCmkfsDaemon(pid_t(pid), volume: vol), "mount_pid \(pid) is the live daemon")
+        XCTAssertEqual(s["file_count"] as? Int, 3)
+        let versions = try XCTUnwrap(s["key_versions"] as? [[String: Any]])
+        XCTAssertEqual(versions.count, 1)
+        XCTAssertEqual(versions.first?["edeks"] as? Int, 3)
+        XCTAssertEqual(versions.first?["state"] as? String, "active")
+        // The human-readable form agrees.
+        let text = fx.cmkfs(["status", vol, "--kms-dir", fx.kms])
+        XCTAssertTrue(text.succeeded && text.stdout.contains("files:         3") && text.stdout.contains("pid \(pid)"), "\(text)")
+
+        try fx.unmount()
+        s = try fx.status()
+        XCTAssertEqual(s["mounted"] as? Bool, false)
+        XCTAssertNil(s["mount_pid"] as? Int)
+        XCTAssertEqual(s["file_count"] as? Int, 3)
+    }
+}

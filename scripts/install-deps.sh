@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cmkfs builds and runs with (Debian 12, as root).
+# Swift 6 itself is a prerequisite: it is not packaged for Debian 12.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: run as root (apt-get needs it)" >&2
+  exit 1
+fi
+packages=(fuse3 libfuse3-dev libssl-dev libsqlite3-dev pkg-config sqlite3 kmod psmisc)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# /dev/fuse exists on a normal host; in a bare container the module may need loading.
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+if ! command -v swift >/dev/null 2>&1; then
+  if [ -x /opt/swift/usr/bin/swift ]; then
+    echo "install-deps: add Swift to PATH: export PATH=/opt/swift/usr/bin:\$PATH" >&2
+  else
+    echo "install-deps: Swift 6 is required (https://www.swift.org/install/linux/); none found" >&2
+  fi
+  exit 1
+fi
