@@ -27,10 +27,27 @@ public final class ContentScratch {
 
     deinit {
         secureZero(block)
+        secureZero(out)
+        out.deallocate()
         disk.deallocate()
         block.deallocate()
         stage.deallocate()
         aad.deallocate()
+    }
+
+    /// Plaintext staging for a read request's reply; grows to the largest request seen. Not
+    /// wiped per request: it holds file content, which the kernel's page cache holds too, never
+    /// key material.
+    private var out: UnsafeMutableRawBufferPointer = .allocate(byteCount: 0, alignment: 64)
+
+    /// A buffer of `count` bytes for decrypted output (reused across requests).
+    public func output(_ count: Int) -> UnsafeMutableRawBufferPointer {
+        if out.count < count {
+            secureZero(out)
+            out.deallocate()
+            out = .allocate(byteCount: count, alignment: 64)
+        }
+        return UnsafeMutableRawBufferPointer(rebasing: out[0..<count])
     }
 
     /// Ensures `disk` holds at least `count` bytes.

@@ -4,46 +4,72 @@ import CMKCrypto
 import CMKFormat
 
 extension FileSystem {
-    func open(_ rel: String, flags: Int32) -> (UInt64, Int32) {
-        let (file, rc) = acquire(rel)
+    func open(_ inode: Node, flags: Int32) -> (UInt64, Int32) {
+        let (file, rc) = acquire(inode)
         guard let file else { return (0, rc) }
+        let label = "file \(file.file.fileID)"
         if flags & O_TRUNC != 0 {
-            let trc = truncate(file, to: 0, rel: rel)
+            let trc = truncate(file, to: 0, label: label)
             if trc != 0 { openFiles.release(file); return (0, trc) }
         }
-        return (handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: rel)), 0)
+        return (handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: label)), 0)
     }
 
-    func create(_ rel: String, mode: mode_t, flags: Int32) -> (UInt64, Int32) {
-        let (file, rc) = createFile(rel, mode: mode, exclusive: flags & O_EXCL != 0)
-        guard let file else { return (0, rc) }
-        return (handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: rel)), 0)
+    /// create(2) with O_CREAT: a new file with a new key, its entry and an open handle.
+    func create(_ dir: Node, _ name: String, mode: mode_t, flags: Int32, caller: Caller) -> (fuse_entry_param, UInt64, Int32) {
+        let (file, rc) = createFile(dir, name, mode: mode, caller: caller)
+        guard let file else { return (fuse_entry_param(), 0, rc) }
+        let (e, erc) = entry(for: file)
+        guard erc == 0 else { openFiles.release(file); return (e, 0, erc) }
+        return (e, handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: name)), 0)
+    }
+
+    /// The entry of a file just created, found through its open descriptor (not its name, which
+    /// another process could already have renamed).
+    func entry(for file: OpenFile) -> (fuse_entry_param, Int32) {
+        var e = fuse_entry_param()
+        let fd = openAt("/proc/self/fd/\(file.fd)", relativeTo: AT_FDCWD, flags: O_PATH | O_CLOEXEC)
+        guard fd >= 0 else { return (e, errno) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { let err = errno; close(fd); return (e, err) }
+        e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: S_IFREG)
+        present(&st)
+        e.attr = st
+        e.attr_timeout = Self.cacheSeconds
+        e.entry_timeout = Self.cacheSeconds
+        return (e, 0)
     }
 
     func release(_ fh: UInt64) -> Int32 {
-        guard let handle = handles.remove(fh) else { return -EBADF }
+        guard let handle = handles.remove(fh) else { return EBADF }
         openFiles.release(handle.file)
         return 0
     }
 
-    func read(_ fh: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int32 {
-        guard let handle = handles.get(fh) else { return -EBADF }
+    /// Decrypts up to `size` bytes at `offset` into a pooled buffer and hands them to `reply`
+    /// after the file's lock is released (never reply to the kernel while holding a lock).
+    func read(_ fh: UInt64, size: Int, at offset: Int, reply: (UnsafeRawBufferPointer) -> Void) -> Int32 {
+        guard let handle = handles.get(fh) else { return EBADF }
         let file = handle.file
-        do {
-            let n = try file.content.withReadLock { () throws(ContentError) -> Int in
-                try scratch.with { s throws(ContentError) in
-                    try file.file.read(into: buffer, at: offset, size: file.size, key: file.key, scratch: s)
+        return scratch.with { s -> Int32 in
+            let out = s.output(size)
+            do {
+                let n = try file.content.withReadLock { () throws(ContentError) -> Int in
+                    try file.file.read(into: out, at: offset, size: file.size, key: file.key, scratch: s)
                 }
+                reply(UnsafeRawBufferPointer(rebasing: out[0..<n]))
+                return 0
+            } catch let error as ContentError {
+                Self.log("read \(handle.path) at \(offset): \(error)")
+                return error.errno
+            } catch {
+                return EIO
             }
-            return Int32(n)
-        } catch {
-            Self.log("read \(handle.path) (file \(file.file.fileID)) at \(offset): \(error)")
-            return -error.errno
         }
     }
 
-    func write(_ fh: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int) -> Int32 {
-        guard let handle = handles.get(fh) else { return -EBADF }
+    func write(_ fh: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int) -> (Int, Int32) {
+        guard let handle = handles.get(fh) else { return (0, EBADF) }
         let file = handle.file
         do {
             try file.content.withWriteLock { () throws(ContentError) in
@@ -52,25 +78,24 @@ extension FileSystem {
                     try file.file.write(data, at: at, size: file.size, key: file.key, scratch: s)
                 }
             }
-            return Int32(data.count)
+            return (data.count, 0)
         } catch {
-            Self.log("write \(handle.path) (file \(file.file.fileID)) at \(offset): \(error)")
-            return -error.errno
+            Self.log("write \(handle.path) at \(offset): \(error)")
+            return (0, error.errno)
         }
     }
 
     /// truncate(2) and ftruncate(2).
-    func truncate(_ rel: String?, fh: UInt64?, to size: Int) -> Int32 {
-        guard size >= 0 else { return -EINVAL }
-        if let fh, let handle = handles.get(fh) { return truncate(handle.file, to: size, rel: handle.path) }
-        guard let rel else { return -EBADF }
-        let (file, rc) = acquire(rel)
+    func truncate(_ inode: Node, fh: UInt64?, to size: Int) -> Int32 {
+        guard size >= 0 else { return EINVAL }
+        if let fh, let handle = handles.get(fh) { return truncate(handle.file, to: size, label: handle.path) }
+        let (file, rc) = acquire(inode)
         guard let file else { return rc }
         defer { openFiles.release(file) }
-        return truncate(file, to: size, rel: rel)
+        return truncate(file, to: size, label: "file \(file.file.fileID)")
     }
 
-    func truncate(_ file: OpenFile, to newSize: Int, rel: String) -> Int32 {
+    func truncate(_ file: OpenFile, to newSize: Int, label: String) -> Int32 {
         do {
             try file.content.withWriteLock { () throws(ContentError) in
                 try scratch.with { s throws(ContentError) in
@@ -80,20 +105,20 @@ extension FileSystem {
             }
             return 0
         } catch {
-            Self.log("truncate \(rel) (file \(file.file.fileID)) to \(newSize): \(error)")
-            return -error.errno
+            Self.log("truncate \(label) to \(newSize): \(error)")
+            return error.errno
         }
     }
 
     /// fsync(2)/fdatasync(2): the content, then the key rows, so a synced file is never left
     /// without its key after a power cut.
     func fsync(_ fh: UInt64, dataOnly: Bool) -> Int32 {
-        guard let handle = handles.get(fh) else { return -EBADF }
+        guard let handle = handles.get(fh) else { return EBADF }
         let rc = dataOnly ? fdatasync(handle.file.fd) : Glibc.fsync(handle.file.fd)
-        if rc != 0 { return -errno }
+        if rc != 0 { return errno }
         do { try volume.metadata.makeDurable() } catch {
             Self.log("fsync \(handle.path): metadata: \(error)")
-            return -EIO
+            return EIO
         }
         return 0
     }
@@ -101,9 +126,9 @@ extension FileSystem {
     /// fallocate(2): reserving space is honest (the backing range is allocated and reads as a
     /// hole); punching holes and collapsing ranges are not offered.
     func fallocate(_ fh: UInt64, mode: Int32, offset: Int, length: Int) -> Int32 {
-        guard let handle = handles.get(fh) else { return -EBADF }
-        guard offset >= 0, length > 0 else { return -EINVAL }
-        guard mode & ~FALLOC_FL_KEEP_SIZE == 0 else { return -EOPNOTSUPP }
+        guard let handle = handles.get(fh) else { return EBADF }
+        guard offset >= 0, length > 0 else { return EINVAL }
+        guard mode & ~FALLOC_FL_KEEP_SIZE == 0 else { return EOPNOTSUPP }
         let file = handle.file
         let layout = volume.layout
         do {
@@ -112,7 +137,7 @@ extension FileSystem {
                 let diskStart = layout.diskOffset(ofBlock: offset / layout.blockSize)
                 let diskEnd = layout.backingSize(plaintextSize: max(end, file.size))
                 if cmkfs_fallocate(file.fd, FALLOC_FL_KEEP_SIZE, off_t(diskStart), off_t(diskEnd - diskStart)) != 0 {
-                    return -errno
+                    return errno
                 }
                 if mode & FALLOC_FL_KEEP_SIZE == 0 && end > file.size {
                     try scratch.with { s throws(ContentError) in
@@ -124,7 +149,7 @@ extension FileSystem {
             }
         } catch {
             Self.log("fallocate \(handle.path): \(error)")
-            return -error.errno
+            return error.errno
         }
     }
 }

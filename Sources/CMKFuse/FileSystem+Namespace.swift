@@ -3,156 +3,134 @@ import CFuse3
 import CMKFormat
 
 extension FileSystem {
-    func getattr(_ rel: String?, fh: UInt64?, _ out: UnsafeMutablePointer<stat>) -> Int32 {
-        if let fh, let handle = handles.get(fh) {
-            guard fstat(handle.file.fd, out) == 0 else { return -errno }
-        } else {
-            guard let rel else { return -EBADF }
-            guard fstatat(rootFD, rel, out, AT_SYMLINK_NOFOLLOW) == 0 else { return -errno }
+    func lookup(_ dir: Node, _ name: String) -> (fuse_entry_param, Int32) {
+        entry(dir, name)
+    }
+
+    func getattr(_ inode: Node) -> (stat, Int32) {
+        attributes(inode)
+    }
+
+    /// setattr: mode, owner, size and times, in that order, then the new attributes.
+    func setattr(_ inode: Node, _ attr: stat, toSet: Int32, fh: UInt64?) -> (stat, Int32) {
+        if toSet & FUSE_SET_ATTR_MODE != 0 {
+            guard inode.kind != S_IFLNK else { return (stat(), EOPNOTSUPP) }
+            guard fchmodat(AT_FDCWD, inode.procPath, attr.st_mode & 0o7777, 0) == 0 else { return (stat(), errno) }
         }
-        present(&out.pointee)
-        return 0
+        if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
+            let uid = toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max
+            let gid = toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max
+            guard fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (stat(), errno) }
+        }
+        if toSet & FUSE_SET_ATTR_SIZE != 0 {
+            let rc = truncate(inode, fh: fh, to: Int(attr.st_size))
+            guard rc == 0 else { return (stat(), rc) }
+        }
+        if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
+            var times = [timespec(tv_sec: 0, tv_nsec: utimeOmit), timespec(tv_sec: 0, tv_nsec: utimeOmit)]
+            if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 { times[0].tv_nsec = utimeNow }
+            else if toSet & FUSE_SET_ATTR_ATIME != 0 { times[0] = attr.st_atim }
+            if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { times[1].tv_nsec = utimeNow }
+            else if toSet & FUSE_SET_ATTR_MTIME != 0 { times[1] = attr.st_mtim }
+            // A symlink's own times through its O_PATH descriptor; anything else through /proc.
+            let rc = inode.kind == S_IFLNK
+                ? utimensat(inode.fd, "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+                : utimensat(AT_FDCWD, inode.procPath, times, 0)
+            guard rc == 0 else { return (stat(), errno) }
+        }
+        return attributes(inode)
     }
 
-    func mkdir(_ rel: String, mode: mode_t) -> Int32 {
-        guard mkdirat(rootFD, rel, mode & 0o7777) == 0 else { return -errno }
-        chownToCaller(rel)
-        return 0
+    func mkdir(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) -> (fuse_entry_param, Int32) {
+        guard mkdirat(dir.fd, name, mode & 0o7777) == 0 else { return (fuse_entry_param(), errno) }
+        chownToCaller(dir, name, caller)
+        return entry(dir, name)
     }
 
-    func rmdir(_ rel: String) -> Int32 {
-        unlinkat(rootFD, rel, AT_REMOVEDIR) == 0 ? 0 : -errno
+    func rmdir(_ dir: Node, _ name: String) -> Int32 {
+        unlinkat(dir.fd, name, AT_REMOVEDIR) == 0 ? 0 : errno
     }
 
     /// Removing a file's last link also removes its key rows: the DEK is gone with the file.
     /// An open handle keeps its unwrapped key until it is closed.
-    func unlink(_ rel: String) -> Int32 {
+    func unlink(_ dir: Node, _ name: String) -> Int32 {
         namespaceLock.withLock { _ in
-            let fileID = lastLinkFileID(rel)
-            guard unlinkat(rootFD, rel, 0) == 0 else { return -errno }
-            if let fileID { forget(fileID, rel) }
+            let fileID = lastLinkFileID(dir, name)
+            guard unlinkat(dir.fd, name, 0) == 0 else { return errno }
+            if let fileID { forget(fileID, name) }
             return 0
         }
     }
 
-    func rename(_ from: String, _ to: String, flags: UInt32) -> Int32 {
+    func rename(_ dir: Node, _ name: String, _ newDir: Node, _ newName: String, flags: UInt32) -> Int32 {
         namespaceLock.withLock { _ in
             var replaced: FileID?
             if flags & UInt32(RENAME_EXCHANGE) == 0 {
-                let (src, rc) = lstat(from)
-                let (dst, drc) = lstat(to)
+                let (src, rc) = lstat(dir, name)
+                let (dst, drc) = lstat(newDir, newName)
                 if rc == 0, drc == 0, !(src.st_ino == dst.st_ino && src.st_dev == dst.st_dev) {
-                    replaced = lastLinkFileID(to)
+                    replaced = lastLinkFileID(newDir, newName)
                 }
             }
-            guard cmkfs_renameat2(rootFD, from, rootFD, to, flags) == 0 else { return -errno }
-            if let replaced { forget(replaced, to) }
+            guard cmkfs_renameat2(dir.fd, name, newDir.fd, newName, flags) == 0 else { return errno }
+            if let replaced { forget(replaced, newName) }
             return 0
         }
     }
 
-    func link(_ from: String, _ to: String) -> Int32 {
-        namespaceLock.withLock { _ in
-            linkat(rootFD, from, rootFD, to, 0) == 0 ? 0 : -errno
+    func link(_ inode: Node, _ newDir: Node, _ newName: String) -> (fuse_entry_param, Int32) {
+        let rc: Int32 = namespaceLock.withLock { _ in
+            // Through /proc with AT_SYMLINK_FOLLOW: links the very object the descriptor names.
+            linkat(AT_FDCWD, inode.procPath, newDir.fd, newName, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno
         }
+        guard rc == 0 else { return (fuse_entry_param(), rc) }
+        return entry(newDir, newName)
     }
 
-    func symlink(target: String, _ rel: String) -> Int32 {
-        guard symlinkat(target, rootFD, rel) == 0 else { return -errno }
-        chownToCaller(rel)
-        return 0
+    func symlink(target: String, _ dir: Node, _ name: String, caller: Caller) -> (fuse_entry_param, Int32) {
+        guard symlinkat(target, dir.fd, name) == 0 else { return (fuse_entry_param(), errno) }
+        chownToCaller(dir, name, caller)
+        return entry(dir, name)
     }
 
-    func readlink(_ rel: String, into buffer: UnsafeMutablePointer<CChar>, size: Int) -> Int32 {
-        guard size > 0 else { return -EINVAL }
-        let n = readlinkat(rootFD, rel, buffer, size - 1)
-        guard n >= 0 else { return -errno }
-        buffer[n] = 0
-        return 0
+    func readlink(_ inode: Node) -> (String, Int32) {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlinkat(inode.fd, "", &buffer, buffer.count - 1)
+        guard n >= 0 else { return ("", errno) }
+        return (String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self), 0)
     }
 
     /// FIFOs and sockets pass through; a regular file gets a key like `create`; device nodes are
     /// refused (EPERM): an encrypted volume is no place for them.
-    func mknod(_ rel: String, mode: mode_t, device: dev_t) -> Int32 {
+    func mknod(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) -> (fuse_entry_param, Int32) {
         switch mode & S_IFMT {
         case S_IFIFO, S_IFSOCK:
-            guard mknodat(rootFD, rel, mode, 0) == 0 else { return -errno }
-            chownToCaller(rel)
-            return 0
+            guard mknodat(dir.fd, name, mode, 0) == 0 else { return (fuse_entry_param(), errno) }
+            chownToCaller(dir, name, caller)
+            return entry(dir, name)
         case S_IFREG:
-            let (file, rc) = createFile(rel, mode: mode, exclusive: true)
-            guard let file else { return rc }
-            openFiles.release(file)
-            return 0
+            let (file, rc) = createFile(dir, name, mode: mode, caller: caller)
+            guard let file else { return (fuse_entry_param(), rc) }
+            defer { openFiles.release(file) }
+            return entry(for: file)
         default:
-            return -EPERM
+            return (fuse_entry_param(), EPERM)
         }
     }
 
-    func chmod(_ rel: String?, fh: UInt64?, mode: mode_t) -> Int32 {
-        if let fh, let handle = handles.get(fh) { return fchmod(handle.file.fd, mode) == 0 ? 0 : -errno }
-        guard let rel else { return -EBADF }
-        return fchmodat(rootFD, rel, mode, 0) == 0 ? 0 : -errno
+    func statfs(_ inode: Node) -> (statvfs, Int32) {
+        var st = statvfs()
+        return fstatvfs(inode.fd, &st) == 0 ? (st, 0) : (st, errno)
     }
 
-    func chown(_ rel: String?, fh: UInt64?, uid: uid_t, gid: gid_t) -> Int32 {
-        if let fh, let handle = handles.get(fh) { return fchown(handle.file.fd, uid, gid) == 0 ? 0 : -errno }
-        guard let rel else { return -EBADF }
-        return fchownat(rootFD, rel, uid, gid, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno
-    }
-
-    func utimens(_ rel: String?, fh: UInt64?, _ times: UnsafePointer<timespec>?) -> Int32 {
-        if let fh, let handle = handles.get(fh) { return futimens(handle.file.fd, times) == 0 ? 0 : -errno }
-        guard let rel else { return -EBADF }
-        return utimensat(rootFD, rel, times, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno
-    }
-
-    func statfs(_ out: UnsafeMutablePointer<statvfs>) -> Int32 {
-        fstatvfs(rootFD, out) == 0 ? 0 : -errno
-    }
-
-    /// Only reached without `default_permissions`; the mount always sets it, so this answers
-    /// existence and leaves permission checks to the kernel.
-    func access(_ rel: String, mask: Int32) -> Int32 {
-        lstat(rel).1
-    }
-
-    /// opendir: the handle is a descriptor on the backing directory, so a listing follows the
-    /// directory across renames and needs no path.
-    func opendir(_ rel: String) -> (UInt64, Int32) {
-        let fd = openAt(rel, relativeTo: rootFD, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return (0, -errno) }
-        return (UInt64(fd), 0)
-    }
-
-    func releasedir(_ fh: UInt64) -> Int32 {
-        close(Int32(truncatingIfNeeded: fh)) == 0 ? 0 : -errno
-    }
-
-    /// Lists a directory in one pass (libfuse buffers it and serves offsets itself).
-    func readdir(_ fh: UInt64, _ emit: (String, stat) -> Bool) -> Int32 {
-        let fd = dup(Int32(truncatingIfNeeded: fh))
-        guard fd >= 0 else { return -errno }
-        guard let dir = fdopendir(fd) else { let e = errno; close(fd); return -e }
-        defer { closedir(dir) }
-        // The duplicate shares the file offset with the handle: start from the top every time.
-        rewinddir(dir)
-        while let entry = Glibc.readdir(dir) {
-            var st = stat()
-            st.st_ino = entry.pointee.d_ino
-            st.st_mode = mode_t(entry.pointee.d_type) << 12
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if !emit(name, st) { break }
-        }
-        return 0
-    }
-
-    func forget(_ fileID: FileID, _ rel: String) {
+    func forget(_ fileID: FileID, _ name: String) {
         do { try volume.forgetFile(fileID) } catch {
             // The file is gone; a leftover row is an orphan for fsck, not a loss of data.
-            Self.log("\(rel): removed, but its key rows were not: \(error)")
+            Self.log("\(name): removed, but its key rows were not: \(error)")
         }
     }
 }
+
+// UTIME_NOW and UTIME_OMIT are macros over shifts that Swift does not import (<sys/stat.h>).
+private let utimeNow = (1 << 30) - 1
+private let utimeOmit = (1 << 30) - 2

@@ -15,10 +15,10 @@ extension FileSystem {
         Array("cmkfs.xattr.v1".utf8) + fileID.bytes + Array(name.utf8)
     }
 
-    func setxattr(_ rel: String, name: String, value: UnsafeRawBufferPointer, flags: Int32) -> Int32 {
-        guard Self.userNamespace(name) else { return -ENOTSUP }
-        guard value.count <= Self.maxXattrValue else { return -E2BIG }
-        let (file, rc) = acquireRegular(rel)
+    func setxattr(_ inode: Node, name: String, value: UnsafeRawBufferPointer, flags: Int32) -> Int32 {
+        guard Self.userNamespace(name), inode.kind == S_IFREG else { return ENOTSUP }
+        guard value.count <= Self.maxXattrValue else { return E2BIG }
+        let (file, rc) = acquire(inode)
         guard let file else { return rc }
         defer { openFiles.release(file) }
         // XATTR_CREATE (1) and XATTR_REPLACE (2) from <sys/xattr.h>.
@@ -28,50 +28,51 @@ extension FileSystem {
             sealed = try file.key.withUnsafeBytes { k throws(CryptoError) in
                 try AESGCM().sealRecord(key: k, aad: Self.aad(file.file.fileID, name), plaintext: value)
             }
-        } catch { return -EIO }
+        } catch { return EIO }
         return xattrResult { try volume.metadata.setXattr(fileId: file.file.fileID.bytes, name: name, value: sealed, mode: mode) }
     }
 
-    func getxattr(_ rel: String, name: String, into buffer: UnsafeMutableRawBufferPointer) -> Int32 {
-        guard Self.userNamespace(name) else { return nonRegularOr(rel, -ENODATA) }
-        let (file, rc) = acquireRegular(rel)
-        guard let file else { return rc == -ENOTSUP ? -ENODATA : rc }
-        defer { openFiles.release(file) }
+    /// The value's length when `size` is 0, else the value (ERANGE if it does not fit).
+    func getxattr(_ inode: Node, name: String, size: Int) -> ([UInt8], Int, Int32) {
+        guard Self.userNamespace(name), inode.kind == S_IFREG else { return ([], 0, ENODATA) }
+        guard let fileID = fileID(inode) else { return ([], 0, EIO) }
         let sealed: [UInt8]?
-        do { sealed = try volume.metadata.xattr(fileId: file.file.fileID.bytes, name: name) } catch { return -EIO }
-        guard let sealed else { return -ENODATA }
+        do { sealed = try volume.metadata.xattr(fileId: fileID.bytes, name: name) } catch { return ([], 0, EIO) }
+        guard let sealed else { return ([], 0, ENODATA) }
         let length = sealed.count - AESGCM.nonceSize - AESGCM.tagSize
-        guard length >= 0 else { return -EIO }
-        if buffer.count == 0 { return Int32(length) }
-        guard buffer.count >= length else { return -ERANGE }
-        if length == 0 { return 0 }
+        guard length >= 0 else { return ([], 0, EIO) }
+        if size == 0 { return ([], length, 0) }
+        guard size >= length else { return ([], 0, ERANGE) }
+        if length == 0 { return ([], 0, 0) }
+        let (file, rc) = acquire(inode)
+        guard let file else { return ([], 0, rc) }
+        defer { openFiles.release(file) }
         do {
             let plain = try file.key.withUnsafeBytes { k throws(CryptoError) in
-                try AESGCM().openRecord(key: k, aad: Self.aad(file.file.fileID, name), record: sealed)
+                try AESGCM().openRecord(key: k, aad: Self.aad(fileID, name), record: sealed)
             }
-            plain.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) }
+            return (plain.withUnsafeBytes { Array($0) }, length, 0)
         } catch {
-            Self.log("getxattr \(rel) \(name): value failed authentication")
-            return -EIO
+            Self.log("getxattr file \(fileID) \(name): value failed authentication")
+            return ([], 0, EIO)
         }
-        return Int32(length)
     }
 
-    func listxattr(_ rel: String, into buffer: UnsafeMutableRawBufferPointer) -> Int32 {
-        guard let fileID = regularFileID(rel) else { return nonRegularOr(rel, 0) }
+    func listxattr(_ inode: Node, size: Int) -> ([UInt8], Int, Int32) {
+        guard inode.kind == S_IFREG else { return ([], 0, 0) }
+        guard let fileID = fileID(inode) else { return ([], 0, EIO) }
         let names: [String]
-        do { names = try volume.metadata.xattrNames(fileId: fileID.bytes) } catch { return -EIO }
+        do { names = try volume.metadata.xattrNames(fileId: fileID.bytes) } catch { return ([], 0, EIO) }
         var bytes = [UInt8]()
         for name in names { bytes += Array(name.utf8) + [0] }
-        if buffer.count == 0 { return Int32(bytes.count) }
-        guard buffer.count >= bytes.count else { return -ERANGE }
-        buffer.copyBytes(from: bytes)
-        return Int32(bytes.count)
+        if size == 0 { return ([], bytes.count, 0) }
+        guard size >= bytes.count else { return ([], 0, ERANGE) }
+        return (bytes, bytes.count, 0)
     }
 
-    func removexattr(_ rel: String, name: String) -> Int32 {
-        guard Self.userNamespace(name) else { return -ENOTSUP }
-        guard let fileID = regularFileID(rel) else { return nonRegularOr(rel, -ENOTSUP) }
+    func removexattr(_ inode: Node, name: String) -> Int32 {
+        guard Self.userNamespace(name), inode.kind == S_IFREG else { return ENOTSUP }
+        guard let fileID = fileID(inode) else { return EIO }
         return xattrResult { try volume.metadata.removeXattr(fileId: fileID.bytes, name: name) }
     }
 
@@ -83,34 +84,19 @@ extension FileSystem {
             return 0
         } catch let error as MetadataError {
             switch error {
-            case .exists: return -EEXIST
-            case .notFound: return -ENODATA
-            case .full: return -ENOSPC
-            default: return -EIO
+            case .exists: return EEXIST
+            case .notFound: return ENODATA
+            case .full: return ENOSPC
+            default: return EIO
             }
-        } catch { return -EIO }
+        } catch { return EIO }
     }
 
-    /// `acquire` for regular files only: anything else is ENOTSUP, not EINVAL.
-    private func acquireRegular(_ rel: String) -> (OpenFile?, Int32) {
-        let (st, rc) = lstat(rel)
-        guard rc == 0 else { return (nil, rc) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { return (nil, -ENOTSUP) }
-        return acquire(rel)
-    }
-
-    private func regularFileID(_ rel: String) -> FileID? {
-        let fd = openAt(rel, relativeTo: rootFD, flags: O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+    /// The file id from the header of a regular file, without unwrapping its key.
+    private func fileID(_ inode: Node) -> FileID? {
+        let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
         return try? ContentFile.readFileID(fd: fd)
-    }
-
-    /// The errno for a path that is not a readable regular file: its lstat error, or `otherwise`.
-    private func nonRegularOr(_ rel: String, _ otherwise: Int32) -> Int32 {
-        let rc = lstat(rel).1
-        return rc != 0 ? rc : otherwise
     }
 }

@@ -5,53 +5,61 @@ import CMKCrypto
 import CMKFormat
 import CMKVolume
 
-/// The mounted filesystem's state: the volume, the backing tree's root descriptor, open files
-/// and handles. Operations return 0 or a negated errno, as libfuse expects; only `FuseCallbacks`
-/// talks to libfuse.
+/// The mounted filesystem's state: the volume, the inode table over the backing tree, open files
+/// and handles. Operations return 0 or a positive errno (or a value and an errno); only
+/// `LowLevelCallbacks` replies to the kernel.
 public final class FileSystem: Sendable {
     let volume: Volume
-    /// The backing tree's root; every backing path is resolved relative to it (`*at` calls).
+    /// The backing tree's root: the root inode's descriptor and the mount descriptor
+    /// for `open_by_handle_at`.
     let rootFD: Int32
+    let inodes: InodeTable
     let openFiles = OpenFileTable()
     let handles = HandleTable()
+    let directories = DirectoryTable()
     let scratch: ScratchPool
     /// Serializes unlink, rename and link so "is this the last link?" and the removal of the
     /// file's key rows cannot interleave with a new link to the same inode.
     let namespaceLock = Mutex(())
+    /// How long the kernel may cache attributes and names. Every change goes through this mount
+    /// and each backing object is one kernel inode, so the caches never go stale.
+    static let cacheSeconds = 1.0
 
     public init(volume: Volume) throws(CMKError) {
         self.volume = volume
-        rootFD = Glibc.open(volume.dataPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard rootFD >= 0 else {
+        // Not O_PATH: open_by_handle_at refuses an O_PATH descriptor as its mount descriptor.
+        let fd = Glibc.open(volume.dataPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        var st = stat()
+        guard fd >= 0, fstat(fd, &st) == 0 else {
             throw CMKError(.notAVolume, "cannot open \(volume.dataPath): \(String(cString: strerror(errno)))")
         }
+        rootFD = fd
+        inodes = InodeTable(root: Inode(root: fd, identity: InodeIdentity(st)))
         scratch = ScratchPool(layout: volume.layout)
     }
 
-    deinit { close(rootFD) }
+    /// Opens `node` for one request and runs `body`; ESTALE when the node is unknown or its
+    /// backing object is gone.
+    func withNode<R>(_ node: UInt64, stale: R, _ body: (Node) -> R) -> R {
+        guard let inode = inodes.get(node) else { return stale }
+        return inode.withDescriptor(mountFD: rootFD) { fd in body(Node(inode: inode, fd: fd)) } ?? stale
+    }
 
     /// Number of open backing inodes (for tests and status).
     public var openFileCount: Int { openFiles.count }
 
     // MARK: helpers
 
-    /// A FUSE path ("/a/b") as a path relative to `rootFD` ("a/b"; the root is ".").
-    static func relative(_ path: UnsafePointer<CChar>) -> String {
-        var p = String(cString: path)
-        while p.hasPrefix("/") { p.removeFirst() }
-        return p.isEmpty ? "." : p
-    }
-
     /// The calling process's uid and gid, as the kernel reported them for this request.
-    static func caller() -> (uid: uid_t, gid: gid_t) {
-        guard let ctx = fuse_get_context() else { return (0, 0) }
-        return (ctx.pointee.uid, ctx.pointee.gid)
+    struct Caller {
+        var uid: uid_t
+        var gid: gid_t
     }
 
-    func lstat(_ rel: String) -> (stat, Int32) {
-        var st = stat()
-        let rc = fstatat(rootFD, rel, &st, AT_SYMLINK_NOFOLLOW)
-        return (st, rc == 0 ? 0 : -errno)
+    /// One line on stderr (the mount log when daemonized), prefixed with the pid.
+    public static func log(_ message: String) {
+        let line = "cmkfs[\(getpid())]: \(message)\n"
+        _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
     }
 
     /// Backing stat → what applications see: a regular file's size is its plaintext size.
@@ -61,33 +69,56 @@ public final class FileSystem: Sendable {
         }
     }
 
-    /// Gives a new entry to the caller, as the kernel would for a local filesystem.
-    func chownToCaller(_ rel: String) {
-        let c = Self.caller()
-        _ = fchownat(rootFD, rel, c.uid, c.gid, AT_SYMLINK_NOFOLLOW)
+    /// The attributes of an inode, as applications see them.
+    func attributes(_ inode: Node) -> (stat, Int32) {
+        var st = stat()
+        guard fstatat(inode.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (st, errno) }
+        present(&st)
+        return (st, 0)
     }
 
-    /// One line on stderr (the mount log when daemonized), prefixed with the pid.
-    public static func log(_ message: String) {
-        let line = "cmkfs[\(getpid())]: \(message)\n"
-        _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+    func lstat(_ dir: Node, _ name: String) -> (stat, Int32) {
+        var st = stat()
+        let rc = fstatat(dir.fd, name, &st, AT_SYMLINK_NOFOLLOW)
+        return (st, rc == 0 ? 0 : errno)
+    }
+
+    /// An entry reply for `name` in `dir`: one more lookup of its inode, and its attributes.
+    func entry(_ dir: Node, _ name: String) -> (fuse_entry_param, Int32) {
+        var e = fuse_entry_param()
+        let fd = openAt(name, relativeTo: dir.fd, flags: O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return (e, errno) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { let err = errno; close(fd); return (e, err) }
+        e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: st.st_mode & S_IFMT)
+        present(&st)
+        e.attr = st
+        e.attr_timeout = Self.cacheSeconds
+        e.entry_timeout = Self.cacheSeconds
+        return (e, 0)
+    }
+
+    /// Gives a new entry to the caller, as the kernel would for a local filesystem.
+    func chownToCaller(_ dir: Node, _ name: String, _ caller: Caller) {
+        _ = fchownat(dir.fd, name, caller.uid, caller.gid, AT_SYMLINK_NOFOLLOW)
     }
 
     // MARK: opening files
 
-    /// Opens the regular file at `rel` and returns its shared state with a new reference.
-    func acquire(_ rel: String) -> (OpenFile?, Int32) {
-        let fd = openAt(rel, relativeTo: rootFD, flags: O_RDWR | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return (nil, -errno) }
-        return acquire(fd: fd, rel: rel)
+    /// Opens the regular file `inode` and returns its shared state with a new reference.
+    func acquire(_ inode: Node) -> (OpenFile?, Int32) {
+        guard inode.kind == S_IFREG else { return (nil, inode.kind == S_IFDIR ? EISDIR : EINVAL) }
+        let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return (nil, errno) }
+        return acquire(fd: fd, label: "inode \(inode.identity.inode)")
     }
 
     /// Shares or builds the `OpenFile` for the inode behind `fd` (consumed).
-    func acquire(fd: Int32, rel: String) -> (OpenFile?, Int32) {
+    func acquire(fd: Int32, label: String) -> (OpenFile?, Int32) {
         var st = stat()
-        guard fstat(fd, &st) == 0 else { let e = errno; close(fd); return (nil, -e) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); return (nil, -EINVAL) }
-        let identity = InodeIdentity(device: UInt(st.st_dev), inode: UInt(st.st_ino))
+        guard fstat(fd, &st) == 0 else { let e = errno; close(fd); return (nil, e) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); return (nil, EINVAL) }
+        let identity = InodeIdentity(st)
         if let existing = openFiles.retain(identity) {
             close(fd)
             return (existing, 0)
@@ -95,15 +126,15 @@ public final class FileSystem: Sendable {
         // Unwrapping may call out to the key provider: no lock is held here.
         let fileID: FileID
         do { fileID = try ContentFile.readFileID(fd: fd) } catch {
-            Self.log("\(rel): \(error)")
+            Self.log("\(label): \(error)")
             close(fd)
-            return (nil, -error.errno)
+            return (nil, error.errno)
         }
         let key: SecretBytes
         do { key = try volume.fileKey(fileID) } catch {
-            Self.log("\(rel): cannot get the data key of file \(fileID): \(error)")
+            Self.log("\(label): cannot get the data key of file \(fileID): \(error)")
             close(fd)
-            return (nil, -error.errno)
+            return (nil, error.errno)
         }
         let file = OpenFile(fd: fd, file: ContentFile(fd: fd, fileID: fileID, layout: volume.layout), key: key,
                             identity: identity, size: volume.layout.displaySize(backingSize: Int(st.st_size)))
@@ -111,58 +142,57 @@ public final class FileSystem: Sendable {
     }
 
     /// Creates a new encrypted file: key row first, then the header, so a crash never leaves a
-    /// file whose key is missing.
-    func createFile(_ rel: String, mode: mode_t, exclusive: Bool) -> (OpenFile?, Int32) {
-        let fd = openAt(rel, relativeTo: rootFD, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: mode & 0o7777)
-        if fd < 0 {
-            let e = errno
-            if e == EEXIST && !exclusive { return acquire(rel) }
-            return (nil, -e)
-        }
-        let c = Self.caller()
-        _ = fchown(fd, c.uid, c.gid)
+    /// file whose key is missing. Returns the shared state and the new backing object's `O_PATH`
+    /// descriptor for the inode table.
+    func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) -> (OpenFile?, Int32) {
+        let fd = openAt(name, relativeTo: dir.fd, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: mode & 0o7777)
+        guard fd >= 0 else { return (nil, errno) }
+        _ = fchown(fd, caller.uid, caller.gid)
         let fileID: FileID
         do { fileID = try FileID.random() } catch {
-            return abandon(fd, rel, nil, -EIO)
+            return abandon(fd, dir, name, nil, EIO)
         }
         let key: SecretBytes
         do { key = try volume.createFileKey(fileID) } catch {
-            Self.log("\(rel): cannot create a data key: \(error)")
-            return abandon(fd, rel, nil, -error.errno)
+            Self.log("\(name): cannot create a data key: \(error)")
+            return abandon(fd, dir, name, nil, error.errno)
         }
         let content = ContentFile(fd: fd, fileID: fileID, layout: volume.layout)
         do { try content.writeHeader() } catch {
-            return abandon(fd, rel, fileID, -error.errno)
+            return abandon(fd, dir, name, fileID, error.errno)
         }
         var st = stat()
         fstat(fd, &st)
-        let file = OpenFile(fd: fd, file: content, key: key,
-                            identity: InodeIdentity(device: UInt(st.st_dev), inode: UInt(st.st_ino)), size: 0)
+        let file = OpenFile(fd: fd, file: content, key: key, identity: InodeIdentity(st), size: 0)
         return (openFiles.insert(file), 0)
     }
 
-    private func abandon(_ fd: Int32, _ rel: String, _ fileID: FileID?, _ error: Int32) -> (OpenFile?, Int32) {
+    private func abandon(_ fd: Int32, _ dir: Node, _ name: String, _ fileID: FileID?, _ error: Int32) -> (OpenFile?, Int32) {
         close(fd)
-        unlinkat(rootFD, rel, 0)
+        unlinkat(dir.fd, name, 0)
         if let fileID { try? volume.forgetFile(fileID) }
         return (nil, error)
     }
 
-    /// The file id in the header of the regular file at `rel` if this is its last link.
-    func lastLinkFileID(_ rel: String) -> FileID? {
-        let (st, rc) = lstat(rel)
+    /// The file id in the header of the regular file `name` in `dir` if this is its last link.
+    func lastLinkFileID(_ dir: Node, _ name: String) -> FileID? {
+        let (st, rc) = lstat(dir, name)
         guard rc == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1 else { return nil }
-        let fd = openAt(rel, relativeTo: rootFD, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         return try? ContentFile.readFileID(fd: fd)
     }
 }
 
-/// `openat` (C `open` is variadic).
-func openAt(_ rel: String, relativeTo dir: Int32, flags: Int32, mode: mode_t = 0) -> Int32 {
+extension InodeIdentity {
+    init(_ st: stat) { self.init(device: UInt(st.st_dev), inode: UInt(st.st_ino)) }
+}
+
+/// `openat` (C `open` is variadic), retrying EINTR.
+func openAt(_ path: String, relativeTo dir: Int32, flags: Int32, mode: mode_t = 0) -> Int32 {
     while true {
-        let fd = openat(dir, rel, flags, mode)
+        let fd = openat(dir, path, flags, mode)
         if fd >= 0 || errno != EINTR { return fd }
     }
 }

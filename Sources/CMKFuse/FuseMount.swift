@@ -3,11 +3,12 @@ import Foundation
 import CFuse3
 import CMKVolume
 
-/// Runs a `FileSystem` as a FUSE mount in this process (multithreaded libfuse loop).
+/// Runs a `FileSystem` as a FUSE mount in this process (multithreaded low-level libfuse loop).
 public enum FuseMount {
     /// Mounts at `mountpoint`, calls `ready` once the kernel mount exists, serves requests until
     /// the mount is unmounted (or SIGINT/SIGTERM/SIGHUP), then tears down.
     public static func run(_ fileSystem: FileSystem, at mountpoint: String, ready: () -> Void) throws(CMKError) {
+        raiseDescriptorLimit()
         var options = ["fsname=cmkfs:" + escapeOption(fileSystem.volume.path), "subtype=cmkfs", "default_permissions"]
         // As root the mount serves every user (permissions still enforced by the kernel through
         // default_permissions); an unprivileged mount would need user_allow_other in /etc/fuse.conf.
@@ -21,26 +22,40 @@ public enum FuseMount {
         try cArgv.withUnsafeMutableBufferPointer { buffer throws(CMKError) in
             var args = fuse_args(argc: Int32(argv.count), argv: buffer.baseAddress, allocated: 0)
             defer { fuse_opt_free_args(&args) }
-            var ops = FuseCallbacks.operations()
-            guard let fuse = cmkfs_fuse_new(&args, &ops, context.toOpaque()) else {
+            var ops = LowLevelCallbacks.operations()
+            guard let session = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, context.toOpaque()) else {
                 throw CMKError(.mountFailed, "libfuse rejected the mount options")
             }
-            defer { fuse_destroy(fuse) }
-            guard fuse_mount(fuse, mountpoint) == 0 else {
-                throw CMKError(.mountFailed, "the kernel refused to mount \(mountpoint) (see the lines above from libfuse)",
-                               hint: "check that /dev/fuse exists and fuse3 is installed, and that you are root")
-            }
-            defer { fuse_unmount(fuse) }
-            let session = fuse_get_session(fuse)
+            defer { fuse_session_destroy(session) }
             guard fuse_set_signal_handlers(session) == 0 else {
                 throw CMKError(.mountFailed, "cannot install signal handlers")
             }
             defer { fuse_remove_signal_handlers(session) }
+            guard fuse_session_mount(session, mountpoint) == 0 else {
+                throw CMKError(.mountFailed, "the kernel refused to mount \(mountpoint) (see the lines above from libfuse)",
+                               hint: "check that /dev/fuse exists and fuse3 is installed, and that you are root")
+            }
+            defer { fuse_session_unmount(session) }
             ready()
-            let rc = cmkfs_fuse_loop_mt(fuse, 10)
+            let rc = cmkfs_session_loop_mt(session, 10)
             if rc != 0 && rc != -EINTR {
                 FileSystem.log("the FUSE loop ended with error \(rc)")
             }
+        }
+    }
+
+    /// Every inode the kernel holds costs the daemon one `O_PATH` descriptor, so a limit of a
+    /// few thousand would fail a large tree with EMFILE. Raise it to the system maximum
+    /// (`fs.nr_open`, usually 1,048,576; root may raise the hard limit), else to the hard limit.
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        let systemMax = (try? String(contentsOfFile: "/proc/sys/fs/nr_open", encoding: .utf8))
+            .flatMap { rlim_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? limit.rlim_max
+        var wanted = rlimit(rlim_cur: max(systemMax, limit.rlim_max), rlim_max: max(systemMax, limit.rlim_max))
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &wanted) != 0 {
+            wanted = rlimit(rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max)
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &wanted)
         }
     }
 

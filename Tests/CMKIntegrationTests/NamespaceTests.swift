@@ -23,6 +23,29 @@ final class NamespaceTests: IntegrationTestCase {
         XCTAssertEqual(try fx.fileCount(), 0)
     }
 
+    /// A change made through one name of a hard-linked file shows through the other name right
+    /// away, as on any local filesystem: link count and ctime after `ln` (tar and rsync check
+    /// them), the size after an append, the mode after a chmod (permission checks use it).
+    /// Each step first stats `a` so its attributes are freshly cached, then changes the file
+    /// through another name, then looks at `a`.
+    func testHardLinkNamesSeeEachOthersChangesImmediately() throws {
+        sh("mkdir \(mnt)/t && head -c 300001 /dev/urandom > \(mnt)/t/a && printf hello > \(mnt)/t/small")
+        XCTAssertEqual(sh("stat -c %h \(mnt)/t/a >/dev/null && ln \(mnt)/t/a \(mnt)/t/b && stat -c %h \(mnt)/t/a"), "2\n",
+                       "link count of the old name right after ln")
+        let tar = fx.sh("stat \(mnt)/t/a >/dev/null && ln \(mnt)/t/a \(mnt)/t/c && tar cf \(plain)/t.tar -C \(mnt)/t .")
+        XCTAssertTrue(tar.succeeded, "tar right after ln: \(tar)")
+        sh("ln \(mnt)/t/small \(mnt)/t/small2")
+        Thread.sleep(forTimeInterval: 1.2)
+        XCTAssertEqual(sh("stat -c %s \(mnt)/t/small >/dev/null && printf ' world' >> \(mnt)/t/small2 && cat \(mnt)/t/small"), "hello world",
+                       "read through one name right after an append through the other")
+        XCTAssertEqual(sh("stat -c %a \(mnt)/t/small >/dev/null && chmod 600 \(mnt)/t/small2 && stat -c %a \(mnt)/t/small"), "600\n",
+                       "mode through one name right after a chmod through the other")
+        sh("printf secret > \(mnt)/t/p && ln \(mnt)/t/p \(mnt)/t/p2")
+        Thread.sleep(forTimeInterval: 1.2)
+        let other = fx.sh("stat \(mnt)/t/p >/dev/null && chmod 600 \(mnt)/t/p2 && runuser -u nobody -- cat \(mnt)/t/p")
+        XCTAssertNotEqual(other.status, 0, "another user must not read a file made 0600 through its other name: \(other)")
+    }
+
     /// Removing a file's last link removes its key rows (status file_count), a non-last link does not.
     func testUnlinkOfLastLinkRemovesKeyRows() throws {
         sh("for i in 1 2 3 4 5; do echo file $i > \(mnt)/f$i; done && ln \(mnt)/f5 \(mnt)/f5-link && mkfifo \(mnt)/fifo && ln -s f1 \(mnt)/sym")

@@ -1,0 +1,95 @@
+import Glibc
+import Synchronization
+
+/// An open directory: a snapshot of its entries, taken whenever a reader starts from offset 0
+/// (the first readdir, or after rewinddir), served by index so offsets are stable.
+final class DirectoryListing: @unchecked Sendable {
+    // Sound: `entries` is read and replaced only under `lock`.
+    struct Entry {
+        var name: String
+        var inode: UInt
+        var type: UInt8
+    }
+    let fd: Int32
+    let lock = Mutex(())
+    var entries: [Entry] = []
+
+    init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+
+    /// Re-reads the directory from its start.
+    func refresh() -> Int32 {
+        let dupFD = dup(fd)
+        guard dupFD >= 0 else { return errno }
+        guard let dir = fdopendir(dupFD) else { let e = errno; close(dupFD); return e }
+        defer { closedir(dir) }
+        // The duplicate shares the file offset with `fd`: start from the top every time.
+        rewinddir(dir)
+        var fresh: [Entry] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            fresh.append(Entry(name: name, inode: UInt(entry.pointee.d_ino), type: entry.pointee.d_type))
+        }
+        entries = fresh
+        return 0
+    }
+}
+
+/// Open directories by number (`fi->fh`).
+final class DirectoryTable: Sendable {
+    private struct State {
+        var next: UInt64 = 1
+        var open: [UInt64: DirectoryListing] = [:]
+    }
+    private let state = Mutex(State())
+
+    func add(_ listing: DirectoryListing) -> UInt64 {
+        state.withLock { s in
+            let id = s.next
+            s.next += 1
+            s.open[id] = listing
+            return id
+        }
+    }
+
+    func get(_ id: UInt64) -> DirectoryListing? { state.withLock { $0.open[id] } }
+    func remove(_ id: UInt64) { _ = state.withLock { $0.open.removeValue(forKey: id) } }
+}
+
+extension FileSystem {
+    func opendir(_ inode: Node) -> (UInt64, Int32) {
+        let fd = openAt(".", relativeTo: inode.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return (0, errno) }
+        // Entries are read by the first readdir (offset 0), not here, so they are read once.
+        return (directories.add(DirectoryListing(fd: fd)), 0)
+    }
+
+    func releasedir(_ fh: UInt64) -> Int32 {
+        directories.remove(fh)
+        return 0
+    }
+
+    /// Emits entries from `offset` on until `emit` says the reply buffer is full; each entry's
+    /// offset is the index of the next one.
+    func readdir(_ fh: UInt64, offset: Int, _ emit: (String, stat, Int) -> Bool) -> Int32 {
+        guard let listing = directories.get(fh) else { return EBADF }
+        return listing.lock.withLock { _ in
+            if offset == 0 {
+                let rc = listing.refresh()
+                if rc != 0 { return rc }
+            }
+            var index = offset
+            while index < listing.entries.count {
+                let e = listing.entries[index]
+                var st = stat()
+                st.st_ino = e.inode
+                st.st_mode = mode_t(e.type) << 12
+                if !emit(e.name, st, index + 1) { break }
+                index += 1
+            }
+            return 0
+        }
+    }
+}

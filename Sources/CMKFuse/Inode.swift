@@ -1,0 +1,139 @@
+import Glibc
+import Synchronization
+import CFuse3
+
+/// One backing object the kernel knows.
+///
+/// Inodes are keyed by the backing `(st_dev, st_ino)`, so every name of a hard-linked file is
+/// one kernel inode: a write, chmod or link through one name is seen through all of them at
+/// once (the high-level libfuse API gave each path its own kernel inode, which went stale).
+///
+/// An inode is anchored by a kernel **file handle** (`name_to_handle_at`) and opened with
+/// `open_by_handle_at` when an operation needs it, not by a descriptor held open: the kernel can
+/// cache hundreds of thousands of inodes, far more than a process may hold descriptors (20,000
+/// here). A backing filesystem without file handles falls back to a held `O_PATH` descriptor.
+final class Inode: @unchecked Sendable {
+    // Sound: everything but `lookups` is immutable after init; `lookups` is touched only under
+    // the table's mutex.
+    let identity: InodeIdentity
+    /// The file-type bits of the mode (`S_IFREG`, `S_IFDIR`, …); the type never changes.
+    let kind: mode_t
+    var lookups: UInt64 = 0
+    private let heldFD: Int32
+    private let handle: UnsafeMutableRawPointer?
+
+    /// An inode anchored by a file handle of the object `fd` names (and `fd` is closed), or by
+    /// `fd` itself when the backing filesystem has no file handles.
+    init(adopting fd: Int32, identity: InodeIdentity, kind: mode_t) {
+        self.identity = identity
+        self.kind = kind
+        if let handle = cmkfs_name_to_handle(fd, "", AT_EMPTY_PATH) {
+            self.handle = handle
+            self.heldFD = -1
+            close(fd)
+        } else {
+            self.handle = nil
+            self.heldFD = fd
+        }
+    }
+
+    /// The root: always a held descriptor, which is also the mount descriptor for handles.
+    init(root fd: Int32, identity: InodeIdentity) {
+        self.identity = identity
+        self.kind = S_IFDIR
+        self.handle = nil
+        self.heldFD = fd
+    }
+
+    deinit {
+        if heldFD >= 0 { close(heldFD) }
+        free(handle)
+    }
+
+    /// Runs `body` with an `O_PATH` descriptor on the object, opened for this call and closed
+    /// after it; nil when the object cannot be opened (gone: ESTALE).
+    func withDescriptor<R>(mountFD: Int32, _ body: (Int32) -> R) -> R? {
+        if heldFD >= 0 { return body(heldFD) }
+        let fd = cmkfs_open_by_handle(mountFD, handle, O_PATH | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        return body(fd)
+    }
+}
+
+/// The kernel's node ids ↔ inodes, with lookup counts (incremented by each entry reply,
+/// decremented by `forget`; an inode is dropped at zero). The root is node 1 and never dropped.
+final class InodeTable: Sendable {
+    private struct State {
+        var byNode: [UInt64: Inode] = [:]
+        var byIdentity: [InodeIdentity: UInt64] = [:]
+        var next: UInt64 = 2
+    }
+    private let state = Mutex(State())
+    static let rootNode: UInt64 = 1
+
+    init(root: Inode) {
+        root.lookups = 1
+        state.withLock { s in
+            s.byNode[Self.rootNode] = root
+            s.byIdentity[root.identity] = Self.rootNode
+        }
+    }
+
+    func get(_ node: UInt64) -> Inode? { state.withLock { $0.byNode[node] } }
+
+    /// Registers one more lookup of the object behind `fd` (an `O_PATH` descriptor the table
+    /// takes over) and returns its node id.
+    func remember(fd: Int32, identity: InodeIdentity, kind: mode_t) -> UInt64 {
+        if let node = state.withLock({ s -> UInt64? in
+            guard let node = s.byIdentity[identity], let inode = s.byNode[node] else { return nil }
+            inode.lookups += 1
+            return node
+        }) {
+            close(fd)
+            return node
+        }
+        // Making the handle is a system call: done outside the lock, then raced for.
+        let fresh = Inode(adopting: fd, identity: identity, kind: kind)
+        return state.withLock { s in
+            if let node = s.byIdentity[identity], let inode = s.byNode[node] {
+                inode.lookups += 1
+                return node
+            }
+            let node = s.next
+            s.next += 1
+            fresh.lookups = 1
+            s.byNode[node] = fresh
+            s.byIdentity[identity] = node
+            return node
+        }
+    }
+
+    /// `forget`: drops `count` lookups; the last one releases the inode.
+    func forget(_ node: UInt64, count: UInt64) {
+        guard node != Self.rootNode else { return }
+        let dropped: Inode? = state.withLock { s in
+            guard let inode = s.byNode[node] else { return nil }
+            precondition(inode.lookups >= count, "lookup count of node \(node) would go negative")
+            inode.lookups -= count
+            guard inode.lookups == 0 else { return nil }
+            s.byNode[node] = nil
+            s.byIdentity[inode.identity] = nil
+            return inode
+        }
+        // The inode (and any descriptor it holds) is released here, outside the lock.
+        _ = dropped
+    }
+
+    var count: Int { state.withLock { $0.byNode.count } }
+}
+
+/// An inode with a descriptor open on it for the length of one request.
+struct Node {
+    let inode: Inode
+    let fd: Int32
+    var kind: mode_t { inode.kind }
+    var identity: InodeIdentity { inode.identity }
+    /// A path that reaches the object through the descriptor, for calls that take no fd.
+    var procPath: String { "/proc/self/fd/\(fd)" }
+}
