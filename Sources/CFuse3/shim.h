@@ -1,8 +1,5 @@
 #ifndef CMKFS_CFUSE3_SHIM_H
 #define CMKFS_CFUSE3_SHIM_H
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 // FUSE_USE_VERSION must precede the include: it selects the 3.5 ops ABI we implement.
 #define FUSE_USE_VERSION 35
 #include <fuse.h>
@@ -36,16 +33,33 @@ static inline int cmkfs_errno(void) { return errno; }
 static inline int cmkfs_open(const char *path, int flags, mode_t mode) {
     return open(path, flags, mode);
 }
-// fallocate is declared only under _GNU_SOURCE, which Swift's Glibc module does not set.
+// What follows is declared by glibc only under _GNU_SOURCE, and defining _GNU_SOURCE here
+// changes glibc's struct definitions (fd_set) so they clash with Swift's Glibc module on a
+// clean build. So the few GNU declarations we need are spelled out (Linux ABI, x86_64/arm64).
+extern int fallocate(int fd, int mode, off_t offset, off_t len);
+extern int name_to_handle_at(int dirfd, const char *name, void *handle, int *mount_id, int flags);
+extern int open_by_handle_at(int mount_fd, void *handle, int flags);
+
+#define CMKFS_MAX_HANDLE_SZ 128
+static const int CMKFS_O_PATH = 010000000;
+static const int CMKFS_AT_EMPTY_PATH = 0x1000;
+
+// struct file_handle's layout: handle_bytes, handle_type, then the handle itself.
+struct cmkfs_file_handle {
+    unsigned int handle_bytes;
+    int handle_type;
+    unsigned char f_handle[CMKFS_MAX_HANDLE_SZ];
+};
+
 static inline int cmkfs_fallocate(int fd, int mode, off_t offset, off_t len) {
     return fallocate(fd, mode, offset, len);
 }
-// name_to_handle_at/open_by_handle_at need _GNU_SOURCE, and struct file_handle ends in a
-// flexible array Swift cannot import: the handle travels as an opaque malloc'ed buffer.
+
+// The handle travels as an opaque malloc'ed buffer (Swift cannot import flexible arrays).
 static inline void *cmkfs_name_to_handle(int dirfd, const char *name, int flags) {
-    struct file_handle *h = malloc(sizeof(struct file_handle) + MAX_HANDLE_SZ);
+    struct cmkfs_file_handle *h = malloc(sizeof(struct cmkfs_file_handle));
     if (!h) return NULL;
-    h->handle_bytes = MAX_HANDLE_SZ;
+    h->handle_bytes = CMKFS_MAX_HANDLE_SZ;
     int mount_id;
     if (name_to_handle_at(dirfd, name, h, &mount_id, flags) != 0) {
         int e = errno; free(h); errno = e; return NULL;
@@ -53,6 +67,6 @@ static inline void *cmkfs_name_to_handle(int dirfd, const char *name, int flags)
     return h;
 }
 static inline int cmkfs_open_by_handle(int mount_fd, void *handle, int flags) {
-    return open_by_handle_at(mount_fd, (struct file_handle *)handle, flags);
+    return open_by_handle_at(mount_fd, handle, flags);
 }
 #endif

@@ -28,7 +28,7 @@ extension FileSystem {
     /// another process could already have renamed).
     func entry(for file: OpenFile) -> (fuse_entry_param, Int32) {
         var e = fuse_entry_param()
-        let fd = openAt("/proc/self/fd/\(file.fd)", relativeTo: AT_FDCWD, flags: O_PATH | O_CLOEXEC)
+        let fd = openAt("/proc/self/fd/\(file.fd)", relativeTo: AT_FDCWD, flags: CMKFS_O_PATH | O_CLOEXEC)
         guard fd >= 0 else { return (e, errno) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { let err = errno; close(fd); return (e, err) }

@@ -20,7 +20,7 @@ extension FileSystem {
         if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
             let uid = toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max
             let gid = toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max
-            guard fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (stat(), errno) }
+            guard fchownat(inode.fd, "", uid, gid, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (stat(), errno) }
         }
         if toSet & FUSE_SET_ATTR_SIZE != 0 {
             let rc = truncate(inode, fh: fh, to: Int(attr.st_size))
@@ -32,9 +32,9 @@ extension FileSystem {
             else if toSet & FUSE_SET_ATTR_ATIME != 0 { times[0] = attr.st_atim }
             if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { times[1].tv_nsec = utimeNow }
             else if toSet & FUSE_SET_ATTR_MTIME != 0 { times[1] = attr.st_mtim }
-            // A symlink's own times through its O_PATH descriptor; anything else through /proc.
+            // A symlink's own times through its CMKFS_O_PATH descriptor; anything else through /proc.
             let rc = inode.kind == S_IFLNK
-                ? utimensat(inode.fd, "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+                ? utimensat(inode.fd, "", times, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
                 : utimensat(AT_FDCWD, inode.procPath, times, 0)
             guard rc == 0 else { return (stat(), errno) }
         }

@@ -27,7 +27,7 @@ public final class FileSystem: Sendable {
 
     public init(volume: Volume) throws(CMKError) {
         self.volume = volume
-        // Not O_PATH: open_by_handle_at refuses an O_PATH descriptor as its mount descriptor.
+        // Not CMKFS_O_PATH: open_by_handle_at refuses an CMKFS_O_PATH descriptor as its mount descriptor.
         let fd = Glibc.open(volume.dataPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         var st = stat()
         guard fd >= 0, fstat(fd, &st) == 0 else {
@@ -72,7 +72,7 @@ public final class FileSystem: Sendable {
     /// The attributes of an inode, as applications see them.
     func attributes(_ inode: Node) -> (stat, Int32) {
         var st = stat()
-        guard fstatat(inode.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (st, errno) }
+        guard fstatat(inode.fd, "", &st, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (st, errno) }
         present(&st)
         return (st, 0)
     }
@@ -86,7 +86,7 @@ public final class FileSystem: Sendable {
     /// An entry reply for `name` in `dir`: one more lookup of its inode, and its attributes.
     func entry(_ dir: Node, _ name: String) -> (fuse_entry_param, Int32) {
         var e = fuse_entry_param()
-        let fd = openAt(name, relativeTo: dir.fd, flags: O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        let fd = openAt(name, relativeTo: dir.fd, flags: CMKFS_O_PATH | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return (e, errno) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { let err = errno; close(fd); return (e, err) }
@@ -142,7 +142,7 @@ public final class FileSystem: Sendable {
     }
 
     /// Creates a new encrypted file: key row first, then the header, so a crash never leaves a
-    /// file whose key is missing. Returns the shared state and the new backing object's `O_PATH`
+    /// file whose key is missing. Returns the shared state and the new backing object's `CMKFS_O_PATH`
     /// descriptor for the inode table.
     func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) -> (OpenFile?, Int32) {
         let fd = openAt(name, relativeTo: dir.fd, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: mode & 0o7777)

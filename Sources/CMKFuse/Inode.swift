@@ -11,7 +11,7 @@ import CFuse3
 /// An inode is anchored by a kernel **file handle** (`name_to_handle_at`) and opened with
 /// `open_by_handle_at` when an operation needs it, not by a descriptor held open: the kernel can
 /// cache hundreds of thousands of inodes, far more than a process may hold descriptors (20,000
-/// here). A backing filesystem without file handles falls back to a held `O_PATH` descriptor.
+/// here). A backing filesystem without file handles falls back to a held `CMKFS_O_PATH` descriptor.
 final class Inode: @unchecked Sendable {
     // Sound: everything but `lookups` is immutable after init; `lookups` is touched only under
     // the table's mutex.
@@ -27,7 +27,7 @@ final class Inode: @unchecked Sendable {
     init(adopting fd: Int32, identity: InodeIdentity, kind: mode_t) {
         self.identity = identity
         self.kind = kind
-        if let handle = cmkfs_name_to_handle(fd, "", AT_EMPTY_PATH) {
+        if let handle = cmkfs_name_to_handle(fd, "", CMKFS_AT_EMPTY_PATH) {
             self.handle = handle
             self.heldFD = -1
             close(fd)
@@ -50,11 +50,11 @@ final class Inode: @unchecked Sendable {
         free(handle)
     }
 
-    /// Runs `body` with an `O_PATH` descriptor on the object, opened for this call and closed
+    /// Runs `body` with an `CMKFS_O_PATH` descriptor on the object, opened for this call and closed
     /// after it; nil when the object cannot be opened (gone: ESTALE).
     func withDescriptor<R>(mountFD: Int32, _ body: (Int32) -> R) -> R? {
         if heldFD >= 0 { return body(heldFD) }
-        let fd = cmkfs_open_by_handle(mountFD, handle, O_PATH | O_CLOEXEC | O_NOFOLLOW)
+        let fd = cmkfs_open_by_handle(mountFD, handle, CMKFS_O_PATH | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         return body(fd)
@@ -82,7 +82,7 @@ final class InodeTable: Sendable {
 
     func get(_ node: UInt64) -> Inode? { state.withLock { $0.byNode[node] } }
 
-    /// Registers one more lookup of the object behind `fd` (an `O_PATH` descriptor the table
+    /// Registers one more lookup of the object behind `fd` (an `CMKFS_O_PATH` descriptor the table
     /// takes over) and returns its node id.
     func remember(fd: Int32, identity: InodeIdentity, kind: mode_t) -> UInt64 {
         if let node = state.withLock({ s -> UInt64? in
