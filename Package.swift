@@ -25,6 +25,8 @@ let package = Package(
         .target(name: "CMKFormat", dependencies: ["CMKCrypto"]),
         // Key providers (KEK side): the protocol and the embedded simulated KMS.
         .target(name: "CMKKeys", dependencies: ["CMKCrypto"]),
+        // The DEK cache: TTLs, capacity, leasing with background renewal, flushes.
+        .target(name: "CMKKeyService", dependencies: ["CMKCrypto", "CMKKeys"]),
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
         .target(name: "CMKMetadata", dependencies: ["CSQLite"]),
         // A volume: its config, its database, its provider, the per-file key service.
@@ -39,6 +41,7 @@ let package = Package(
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
         .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),
+        .testTarget(name: "CMKKeyServiceTests", dependencies: ["CMKKeyService", "CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKMetadataTests", dependencies: ["CMKMetadata"]),
         .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "CMKVolume", "CMKFormat", "CMKCrypto"]),
     ],

@@ -1,0 +1,262 @@
+import Foundation
+import Synchronization
+import CMKCrypto
+import CMKKeys
+
+/// The mount's cache of unwrapped DEKs: idle TTL, maximum lifetime, LRU capacity, leasing with
+/// background renewal, and flushes (the kill switch). Evicted keys are wiped.
+///
+/// A hit takes one mutex for a dictionary lookup. A miss calls the provider with no lock held;
+/// concurrent misses for one file wait for the first one's provider call (single flight), misses
+/// for different files run in parallel.
+public final class KeyCache: Sendable {
+    public let policy: CachePolicy
+    let provider: any KeyProvider
+    let clock: @Sendable () -> Double
+    let onEvent: @Sendable (String) -> Void
+
+    struct State {
+        var entries: [[UInt8]: KeyLease] = [:]
+        var loading: [[UInt8]: Loading] = [:]
+        var hits = 0, misses = 0, evictions = 0, flushed = 0, expired = 0
+        var health = ProviderHealth(state: "unchecked", checkedAt: nil, detail: nil)
+    }
+    let state = Mutex(State())
+
+    public init(policy: CachePolicy, provider: any KeyProvider,
+                clock: @escaping @Sendable () -> Double = monotonicNow,
+                onEvent: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.policy = policy
+        self.provider = provider
+        self.clock = clock
+        self.onEvent = onEvent
+    }
+
+    /// The lease of `fileID`'s DEK, pinned (call `unpin` when the file closes); `load` unwraps
+    /// it through the provider on a miss and returns the key with the master-key version.
+    public func lease(for fileID: [UInt8], load: () throws -> (SecretBytes, KeyRef)) throws -> KeyLease {
+        while true {
+            enum Step { case hit(KeyLease), wait(Loading), load(Loading) }
+            let step: Step = state.withLock { s in
+                if let lease = s.entries[fileID], lease.isLive {
+                    s.hits += 1
+                    lease.state.withLock { $0.pins += 1; $0.lastUsed = clock() }
+                    return .hit(lease)
+                }
+                if let loading = s.loading[fileID] { return .wait(loading) }
+                let loading = Loading()
+                s.loading[fileID] = loading
+                return .load(loading)
+            }
+            switch step {
+            case .hit(let lease):
+                return lease
+            case .wait(let loading):
+                if let error = loading.wait() { throw error }
+                continue
+            case .load(let loading):
+                let loaded: (SecretBytes, KeyRef)
+                do { loaded = try load() } catch {
+                    _ = state.withLock { $0.loading.removeValue(forKey: fileID) }
+                    loading.finish(error)
+                    throw error
+                }
+                let now = clock()
+                let lease = KeyLease(fileID: fileID, keyRef: loaded.1, key: loaded.0, now: now, lifetime: policy.maxLifetime)
+                lease.state.withLock { $0.pins = 1 }
+                let evicted: [KeyLease] = state.withLock { s in
+                    s.misses += 1
+                    s.entries[fileID]?.revoke(.revoked)
+                    s.entries[fileID] = lease
+                    s.loading[fileID] = nil
+                    return evictOverCapacity(&s)
+                }
+                loading.finish(nil)
+                evicted.forEach { $0.revoke(.revoked) }
+                return lease
+            }
+        }
+    }
+
+    /// The file that pinned `lease` closed.
+    public func unpin(_ lease: KeyLease) {
+        lease.state.withLock { $0.pins = max(0, $0.pins - 1) }
+    }
+
+    /// Least recently used unpinned entries beyond the capacity, removed from the map.
+    private func evictOverCapacity(_ s: inout State) -> [KeyLease] {
+        var out: [KeyLease] = []
+        guard s.entries.count > policy.capacity else { return out }
+        let candidates = s.entries.values
+            .map { lease in (lease, lease.state.withLock { ($0.pins, $0.lastUsed) }) }
+            .filter { $0.1.0 == 0 }
+            .sorted { $0.1.1 < $1.1.1 }
+        for (lease, _) in candidates.prefix(s.entries.count - policy.capacity) {
+            s.entries[lease.fileID] = nil
+            out.append(lease)
+        }
+        s.evictions += out.count
+        return out
+    }
+
+    /// Drops every DEK wrapped under `keyID` (all versions, or one): the kill switch. Returns the
+    /// leases that were live, so the mount can cut their open files.
+    @discardableResult
+    public func flush(keyID: String? = nil, version: Int? = nil, reason: String) -> [KeyLease] {
+        let matching: [KeyLease] = state.withLock { s in
+            let hit = s.entries.values.filter { lease in
+                (keyID == nil || lease.keyRef.keyID == keyID) && (version == nil || lease.keyRef.version == version)
+            }
+            for lease in hit { s.entries[lease.fileID] = nil }
+            s.flushed += hit.count
+            return hit
+        }
+        let live = matching.filter { $0.revoke(.revoked) }
+        onEvent("flush: \(live.count) data keys dropped (\(reason))")
+        return live
+    }
+
+    /// Idle and expired entries out (wiped). Pinned entries stay until their files close.
+    public func sweep() {
+        let now = clock()
+        let dropped: [KeyLease] = state.withLock { s in
+            let old = s.entries.values.filter { lease in
+                lease.state.withLock { l in
+                    l.key == nil || now >= l.expiresAt || (l.pins == 0 && now - l.lastUsed >= policy.idleTTL)
+                }
+            }
+            for lease in old { s.entries[lease.fileID] = nil }
+            s.evictions += old.count
+            return old
+        }
+        for lease in dropped {
+            if lease.state.withLock({ $0.key != nil && now >= $0.expiresAt }) {
+                state.withLock { $0.expired += 1 }
+                onEvent("expire: data key of file \(hexString(lease.fileID)) passed its lease (\(lease.keyRef))")
+            }
+            lease.revoke(.expired)
+        }
+    }
+
+    /// Re-checks every master-key version in use with the provider: renews the leases of keys
+    /// still enabled, flushes those disabled or destroyed, and lets leases run out while the
+    /// provider cannot be reached.
+    public func renew() {
+        let keys = state.withLock { s in Set(s.entries.values.filter(\.isLive).map(\.keyRef)) }
+        for key in keys {
+            let now = clock()
+            do {
+                let keyState = try provider.state(of: key)
+                if keyState == .enabled {
+                    let renewed = state.withLock { s in
+                        s.health = ProviderHealth(state: "ok", checkedAt: now, detail: nil)
+                        return s.entries.values.filter { $0.keyRef == key }
+                    }
+                    for lease in renewed { lease.state.withLock { $0.expiresAt = now + policy.maxLifetime } }
+                    onEvent("renew: \(key) enabled; \(renewed.count) leases extended")
+                } else {
+                    state.withLock { $0.health = ProviderHealth(state: "ok", checkedAt: now, detail: "\(key) \(keyState.rawValue)") }
+                    flush(keyID: key.keyID, version: key.version, reason: "provider reports \(key) \(keyState.rawValue)")
+                }
+            } catch {
+                switch error {
+                case .keyDisabled, .keyDestroyed, .keyNotFound:
+                    flush(keyID: key.keyID, version: key.version, reason: "provider refused: \(error)")
+                default:
+                    state.withLock { $0.health = ProviderHealth(state: "unreachable", checkedAt: now, detail: "\(error)") }
+                    onEvent("renew failed: \(key): \(error); cached keys serve until their lease ends")
+                }
+            }
+        }
+    }
+
+    /// Runs `sweep` and `renew` on a background thread until the process ends.
+    public func startMaintenance() {
+        let tick = max(0.05, min(1.0, policy.leaseRenew, policy.idleTTL))
+        Thread.detachNewThread { [self] in
+            var nextRenew = clock() + policy.leaseRenew
+            while true {
+                Thread.sleep(forTimeInterval: tick)
+                sweep()
+                if clock() >= nextRenew {
+                    renew()
+                    nextRenew = clock() + policy.leaseRenew
+                }
+            }
+        }
+    }
+
+    public func stats() -> CacheStats {
+        let now = clock()
+        return state.withLock { s in
+            let live = s.entries.values.filter(\.isLive)
+            let oldest = live.map { l in l.state.withLock { now - ($0.expiresAt - policy.maxLifetime) } }.max()
+            return CacheStats(entries: live.count, pinned: live.filter { l in l.state.withLock { $0.pins > 0 } }.count,
+                              capacity: policy.capacity, hits: s.hits, misses: s.misses, evictions: s.evictions,
+                              flushed: s.flushed, expired: s.expired, oldestLeaseAgeSeconds: oldest,
+                              idleTTLSeconds: policy.idleTTL, maxLifetimeSeconds: policy.maxLifetime,
+                              leaseRenewSeconds: policy.leaseRenew,
+                              provider: ProviderHealth(state: s.health.state,
+                                                       checkedAt: s.health.checkedAt.map { now - $0 },
+                                                       detail: s.health.detail))
+        }
+    }
+}
+
+/// What `cmkfs cache stats` shows.
+public struct CacheStats: Codable, Sendable {
+    public var entries, pinned, capacity, hits, misses, evictions, flushed, expired: Int
+    /// Seconds since the oldest live lease was last vouched for by the provider.
+    public var oldestLeaseAgeSeconds: Double?
+    public var idleTTLSeconds, maxLifetimeSeconds, leaseRenewSeconds: Double
+    public var provider: ProviderHealth
+
+    enum CodingKeys: String, CodingKey {
+        case entries, pinned, capacity, hits, misses, evictions, flushed, expired
+        case oldestLeaseAgeSeconds = "oldest_lease_age_s", idleTTLSeconds = "idle_ttl_s"
+        case maxLifetimeSeconds = "max_lifetime_s", leaseRenewSeconds = "lease_renew_s", provider
+    }
+}
+
+/// The provider as the last renewal saw it.
+public struct ProviderHealth: Codable, Sendable {
+    /// "unchecked", "ok" or "unreachable".
+    public var state: String
+    /// Seconds ago (in stats); monotonic time inside the cache.
+    public var checkedAt: Double?
+    public var detail: String?
+
+    enum CodingKeys: String, CodingKey { case state, checkedAt = "checked_s_ago", detail }
+}
+
+/// A provider call in progress for one file; others missing on the same file wait for it.
+final class Loading: @unchecked Sendable {
+    // Sound: `done` and `error` are read and written only while holding `condition`.
+    private let condition = NSCondition()
+    private var done = false
+    private var error: Error?
+
+    func wait() -> Error? {
+        condition.lock()
+        defer { condition.unlock() }
+        while !done { condition.wait() }
+        return error
+    }
+
+    func finish(_ error: Error?) {
+        condition.lock()
+        self.error = error
+        done = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}
+
+/// Seconds on the monotonic clock.
+@Sendable public func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func hexString(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }

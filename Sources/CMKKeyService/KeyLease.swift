@@ -1,0 +1,68 @@
+import Synchronization
+import CMKCrypto
+import CMKKeys
+
+/// One unwrapped DEK as the mount holds it: usable until revoked, flushed, or past its lease.
+///
+/// Readers take the key out under a short lock (one uncontended mutex per request) and use it
+/// outside; `revoke` drops the lease's reference at once, so the bytes are wiped as soon as the
+/// requests already running finish.
+public final class KeyLease: Sendable {
+    public let fileID: [UInt8]
+    public let keyRef: KeyRef
+
+    struct State {
+        var key: SecretBytes?
+        /// Monotonic seconds until which the provider's word holds.
+        var expiresAt: Double
+        var lastUsed: Double
+        var pins = 0
+        /// Why the key is gone, once it is.
+        var refusal: KeyRefusal?
+    }
+    let state: Mutex<State>
+
+    init(fileID: [UInt8], keyRef: KeyRef, key: SecretBytes, now: Double, lifetime: Double) {
+        self.fileID = fileID
+        self.keyRef = keyRef
+        state = Mutex(State(key: key, expiresAt: now + lifetime, lastUsed: now))
+    }
+
+    /// The DEK for one request, or why it may not be used.
+    public func key(now: Double) -> Result<SecretBytes, KeyRefusal> {
+        state.withLock { s in
+            if let refusal = s.refusal { return .failure(refusal) }
+            guard now < s.expiresAt else {
+                s.key = nil
+                s.refusal = .expired
+                return .failure(.expired)
+            }
+            guard let key = s.key else { return .failure(.revoked) }
+            s.lastUsed = now
+            return .success(key)
+        }
+    }
+
+    /// Drops the key for good (flush, revocation, eviction). Returns false if it was gone already.
+    @discardableResult
+    func revoke(_ why: KeyRefusal) -> Bool {
+        state.withLock { s in
+            let had = s.key != nil
+            s.key = nil
+            if s.refusal == nil { s.refusal = why }
+            return had
+        }
+    }
+
+    /// Whether the key is still held (not flushed, revoked or expired).
+    public var isLive: Bool { state.withLock { $0.key != nil } }
+}
+
+/// Why a cached DEK can no longer be used; each maps to one errno in the mount.
+public enum KeyRefusal: Error, Sendable, Equatable {
+    /// The master key was disabled or destroyed (the provider said so, or `cmkfs key revoke`):
+    /// EACCES.
+    case revoked
+    /// The provider has not vouched for the key within the maximum lifetime (unreachable): EIO.
+    case expired
+}

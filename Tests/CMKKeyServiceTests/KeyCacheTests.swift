@@ -1,0 +1,157 @@
+import XCTest
+import Synchronization
+import CMKCrypto
+import CMKKeys
+@testable import CMKKeyService
+
+/// A provider stand-in for the cache's logic only (real providers are tested in CMKKeysTests and
+/// through real mounts): counts state checks and answers what the test sets.
+final class FakeProvider: KeyProvider, @unchecked Sendable {
+    // Sound: `answer` and `checks` are only touched under `lock`.
+    let lock = NSLock()
+    var answer: Result<ProviderKeyState, KeyProviderError> = .success(.enabled)
+    var checks = 0
+    var kind: String { "fake" }
+    func createKey() throws(KeyProviderError) -> KeyRef { KeyRef(keyID: "k", version: 1) }
+    func createVersion(of keyID: String) throws(KeyProviderError) -> KeyRef { KeyRef(keyID: keyID, version: 2) }
+    func wrap(_ dek: SecretBytes, with key: KeyRef, context: WrapContext) throws(KeyProviderError) -> [UInt8] { [] }
+    func unwrap(_ edek: [UInt8], with key: KeyRef, context: WrapContext) throws(KeyProviderError) -> SecretBytes {
+        SecretBytes(zeroedCount: 32)
+    }
+    func state(of key: KeyRef) throws(KeyProviderError) -> ProviderKeyState {
+        lock.lock(); defer { lock.unlock() }
+        checks += 1
+        return try answer.get()
+    }
+    func setState(_ state: ProviderKeyState, of key: KeyRef) throws(KeyProviderError) {}
+}
+
+/// A clock the test moves by hand.
+final class TestClock: Sendable {
+    let now = Mutex(1000.0)
+    func advance(_ seconds: Double) { now.withLock { $0 += seconds } }
+    var read: @Sendable () -> Double { { [self] in now.withLock { $0 } } }
+}
+
+final class KeyCacheTests: XCTestCase {
+    let ref = KeyRef(keyID: "mk-test", version: 1)
+
+    func makeCache(_ policy: CachePolicy, _ provider: FakeProvider = FakeProvider(), _ clock: TestClock = TestClock()) -> KeyCache {
+        KeyCache(policy: policy, provider: provider, clock: clock.read)
+    }
+
+    func id(_ n: Int) -> [UInt8] { (0..<16).map { UInt8(truncatingIfNeeded: n >> ($0 % 4 * 8)) ^ UInt8($0) } }
+
+    func testHitAfterMissMakesOneProviderCall() throws {
+        let cache = makeCache(CachePolicy())
+        var loads = 0
+        let a = try cache.lease(for: id(1)) { loads += 1; return (try SecretBytes.random(count: 32), ref) }
+        let b = try cache.lease(for: id(1)) { loads += 1; return (try SecretBytes.random(count: 32), ref) }
+        XCTAssertTrue(a === b)
+        XCTAssertEqual(loads, 1)
+        let stats = cache.stats()
+        XCTAssertEqual(stats.hits, 1)
+        XCTAssertEqual(stats.misses, 1)
+        XCTAssertEqual(stats.entries, 1)
+    }
+
+    func testConcurrentMissesForOneFileLoadOnce() throws {
+        let cache = makeCache(CachePolicy())
+        let loads = Mutex(0)
+        let fileID = id(7), ref = self.ref
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            _ = try? cache.lease(for: fileID) {
+                loads.withLock { $0 += 1 }
+                Thread.sleep(forTimeInterval: 0.05)
+                return (try SecretBytes.random(count: 32), ref)
+            }
+        }
+        XCTAssertEqual(loads.withLock { $0 }, 1)
+    }
+
+    func testFailedLoadIsNotCachedAndPropagates() {
+        let cache = makeCache(CachePolicy())
+        XCTAssertThrowsError(try cache.lease(for: id(2)) { throw KeyProviderError.keyDisabled(ref) })
+        XCTAssertEqual(cache.stats().entries, 0)
+    }
+
+    func testIdleEntriesAreSweptButPinnedOnesStay() throws {
+        let clock = TestClock()
+        let cache = makeCache(CachePolicy(idleTTL: 10, maxLifetime: 1000, leaseRenew: 100, capacity: 100), FakeProvider(), clock)
+        let pinned = try cache.lease(for: id(1)) { (try SecretBytes.random(count: 32), ref) }
+        let idle = try cache.lease(for: id(2)) { (try SecretBytes.random(count: 32), ref) }
+        cache.unpin(idle)
+        clock.advance(11)
+        cache.sweep()
+        XCTAssertTrue(pinned.isLive)
+        XCTAssertFalse(idle.isLive, "an idle unpinned key is dropped and wiped")
+        XCTAssertEqual(cache.stats().entries, 1)
+    }
+
+    func testCapacityEvictsLeastRecentlyUsedUnpinned() throws {
+        let clock = TestClock()
+        let cache = makeCache(CachePolicy(idleTTL: 1000, maxLifetime: 1000, leaseRenew: 100, capacity: 100), FakeProvider(), clock)
+        var leases: [KeyLease] = []
+        for n in 0..<10_000 {
+            clock.advance(0.001)
+            let lease = try cache.lease(for: id(n)) { (SecretBytes(zeroedCount: 32), ref) }
+            cache.unpin(lease)
+            leases.append(lease)
+            XCTAssertLessThanOrEqual(cache.stats().entries, 100)
+        }
+        XCTAssertTrue(leases.last!.isLive)
+        XCTAssertFalse(leases.first!.isLive, "the oldest was evicted and wiped")
+        XCTAssertEqual(cache.stats().evictions, 9_900)
+    }
+
+    func testLeaseExpiresWithoutRenewalAndRenewalExtendsIt() throws {
+        let clock = TestClock()
+        let provider = FakeProvider()
+        let cache = makeCache(CachePolicy(idleTTL: 1000, maxLifetime: 60, leaseRenew: 10, capacity: 10), provider, clock)
+        let lease = try cache.lease(for: id(1)) { (try SecretBytes.random(count: 32), ref) }
+        clock.advance(50)
+        cache.renew()
+        XCTAssertEqual(provider.checks, 1)
+        clock.advance(50)
+        guard case .success = lease.key(now: clock.read()) else { return XCTFail("renewed at 50 s, valid until 110 s") }
+        provider.lock.withLock { provider.answer = .failure(.unavailable("down")) }
+        cache.renew()
+        XCTAssertEqual(cache.stats().provider.state, "unreachable")
+        clock.advance(11)
+        XCTAssertEqual(lease.key(now: clock.read()).failureValue, .expired)
+    }
+
+    func testRenewalFlushesKeysTheProviderDisabled() throws {
+        let provider = FakeProvider()
+        let cache = makeCache(CachePolicy(), provider)
+        let lease = try cache.lease(for: id(1)) { (try SecretBytes.random(count: 32), ref) }
+        provider.lock.withLock { provider.answer = .success(.disabled) }
+        cache.renew()
+        XCTAssertEqual(lease.key(now: 0).failureValue, .revoked)
+        XCTAssertEqual(cache.stats().entries, 0)
+    }
+
+    func testFlushByKeyOnlyTouchesThatKey() throws {
+        let cache = makeCache(CachePolicy())
+        let a = try cache.lease(for: id(1)) { (try SecretBytes.random(count: 32), KeyRef(keyID: "a", version: 1)) }
+        let b = try cache.lease(for: id(2)) { (try SecretBytes.random(count: 32), KeyRef(keyID: "b", version: 1)) }
+        XCTAssertEqual(cache.flush(keyID: "a", reason: "test").count, 1)
+        XCTAssertFalse(a.isLive)
+        XCTAssertTrue(b.isLive)
+        XCTAssertEqual(cache.stats().flushed, 1)
+    }
+
+    func testDurationParsing() {
+        XCTAssertEqual(parseDuration("250ms"), 0.25)
+        XCTAssertEqual(parseDuration("30s"), 30)
+        XCTAssertEqual(parseDuration("5m"), 300)
+        XCTAssertEqual(parseDuration("1h"), 3600)
+        XCTAssertEqual(parseDuration("12"), 12)
+        XCTAssertNil(parseDuration("-1s"))
+        XCTAssertNil(parseDuration("soon"))
+    }
+}
+
+extension Result {
+    var failureValue: Failure? { if case .failure(let e) = self { return e } else { return nil } }
+}
