@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "cmkfs", targets: ["cmkfs"]),
+        .executable(name: "cmkfs-kms", targets: ["cmkfs-kms"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -18,6 +19,9 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        // The PKCS#11 interface (p11-kit's header); modules are loaded with dlopen at run time.
+        .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1",
+                       providers: [.apt(["libp11-kit-dev"])]),
 
         // Crypto primitives over OpenSSL EVP: secret buffers, AES-256-GCM, randomness.
         .target(name: "CMKCrypto", dependencies: ["COpenSSL"]),
@@ -25,6 +29,10 @@ let package = Package(
         .target(name: "CMKFormat", dependencies: ["CMKCrypto"]),
         // Key providers (KEK side): the protocol and the embedded simulated KMS.
         .target(name: "CMKKeys", dependencies: ["CMKCrypto"]),
+        // The PKCS#11 HSM key provider: module loading, session pool, AES-GCM wrap inside the token.
+        .target(name: "CMKPKCS11", dependencies: ["CPKCS11", "CMKCrypto", "CMKKeys"]),
+        // The simulated KMS over a Unix socket: wire format, client provider, server.
+        .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys"]),
         // The DEK cache: TTLs, capacity, leasing with background renewal, flushes.
         .target(name: "CMKKeyService", dependencies: ["CMKCrypto", "CMKKeys"]),
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
@@ -38,12 +46,19 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // The simulated customer KMS as its own process (`cmkfs-kms serve`, `cmkfs-kms key …`).
+        .executableTarget(name: "cmkfs-kms", dependencies: [
+            "CMKKeys", "CMKSocketKMS",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
         .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKKeyServiceTests", dependencies: ["CMKKeyService", "CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKMetadataTests", dependencies: ["CMKMetadata"]),
-        .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "CMKVolume", "CMKFormat", "CMKCrypto"]),
+        .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "cmkfs-kms", "CMKVolume", "CMKFormat", "CMKCrypto",
+                                                             "CMKKeys", "CMKPKCS11", "CMKSocketKMS"]),
     ],
     swiftLanguageModes: [.v6]
 )

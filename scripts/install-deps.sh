@@ -6,7 +6,8 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: run as root (apt-get needs it)" >&2
   exit 1
 fi
-packages=(fuse3 libfuse3-dev libssl-dev libsqlite3-dev pkg-config sqlite3 kmod psmisc)
+packages=(fuse3 libfuse3-dev libssl-dev libsqlite3-dev pkg-config sqlite3 kmod psmisc
+          softhsm2 libp11-kit-dev python3 util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Synchronization
 import CMKCrypto
@@ -100,6 +101,30 @@ public final class SimulatedKMS: KeyProvider {
             file.versions[i].state = state
             if state == .destroyed { file.versions[i].material = nil }
         }
+    }
+
+    /// One master key and the state of each of its versions, as `cmkfs-kms key list` shows them.
+    public struct Listing: Sendable, Equatable {
+        public var keyID: String
+        public var versions: [(version: Int, state: ProviderKeyState)]
+        public static func == (a: Listing, b: Listing) -> Bool {
+            a.keyID == b.keyID && a.versions.map(\.version) == b.versions.map(\.version) && a.versions.map(\.state) == b.versions.map(\.state)
+        }
+    }
+
+    /// Every key in the keystore, sorted by id (never any key material).
+    public func listKeys() throws(KeyProviderError) -> [Listing] {
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: directory) } catch {
+            throw .unavailable("cannot list the KMS keystore \(directory): \(error.localizedDescription)")
+        }
+        var out: [Listing] = []
+        for name in names.sorted() where name.hasSuffix(".key") {
+            let keyID = String(name.dropLast(4))
+            let file = try load(keyID)
+            out.append(Listing(keyID: keyID, versions: file.versions.map { ($0.number, $0.state) }))
+        }
+        return out
     }
 
     // MARK: private

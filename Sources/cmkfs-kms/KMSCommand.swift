@@ -1,0 +1,151 @@
+import ArgumentParser
+import Foundation
+import CMKKeys
+import CMKSocketKMS
+
+/// `cmkfs-kms`: the simulated customer KMS as its own process, and the customer's key commands.
+struct KMSCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cmkfs-kms",
+        abstract: "The simulated customer KMS: serve it on a Unix socket, and manage its keys.",
+        discussion: "Protocol: docs/kms-protocol.md. The keystore format is the embedded KMS's (docs/key-hierarchy.md).",
+        subcommands: [ServeCommand.self, KeyCommand.self]
+    )
+}
+
+/// Prints `cmkfs-kms: error: …` (and a hint) on stderr and exits with `code`.
+func fail(_ message: String, hint: String? = nil, code: Int32 = 5) -> Never {
+    var text = "cmkfs-kms: error: \(message)\n"
+    if let hint { text += "cmkfs-kms: hint: \(hint)\n" }
+    FileHandle.standardError.write(Data(text.utf8))
+    exit(code)
+}
+
+func openKeystore(_ dir: String, create: Bool) -> SimulatedKMS {
+    do { return try SimulatedKMS(directory: dir, create: create) } catch {
+        fail("\(error)", hint: "create one with: cmkfs-kms key create --state \(dir)")
+    }
+}
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the keystore on a Unix socket (mode 0600; callers must be root or the socket owner).")
+
+    @Option(help: "The socket path to listen on.") var socket: String
+    @Option(help: "The keystore directory (created 0700 if missing).") var state: String
+    @Option(name: .customLong("latency-ms"), help: "Fault injection: delay every answer by N ms.") var latencyMs = 0
+    @Option(name: .customLong("fail-fraction"), help: "Fault injection: fail this share (0…1) of requests.") var failFraction = 0.0
+    @Flag(name: .customLong("refuse-all"), help: "Fault injection: refuse every request.") var refuseAll = false
+
+    func validate() throws {
+        guard latencyMs >= 0, (0...1).contains(failFraction) else {
+            throw ValidationError("--latency-ms must be >= 0 and --fail-fraction within 0…1")
+        }
+    }
+
+    func run() {
+        let kms = openKeystore(state, create: true)
+        // Signals are taken by one thread with sigwait, so the socket file is removed on exit.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        let server: KMSServer
+        do {
+            server = try KMSServer(socketPath: socket, kms: kms,
+                                   faults: .init(latencyMilliseconds: latencyMs, failFraction: failFraction, refuseAll: refuseAll))
+        } catch {
+            fail(error.description, hint: "choose another --socket, or stop the KMS serving it", code: 1)
+        }
+        let signals = set
+        Thread {
+            var signals = signals
+            var received: Int32 = 0
+            sigwait(&signals, &received)
+            server.removeSocket()
+            Glibc.exit(0)
+        }.start()
+        FileHandle.standardOutput.write(Data("cmkfs-kms: serving \(state) on \(socket)\n".utf8))
+        server.run()
+    }
+}
+
+struct KeyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "key", abstract: "The customer's side: create, list, disable, enable, destroy master keys.",
+        subcommands: [Create.self, List.self, Disable.self, Enable.self, Destroy.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a new master key (version 1), or a new version of KEY_ID.")
+        @Option(help: "The keystore directory.") var state: String
+        @Option(name: .customLong("new-version-of"), help: "Add a version to this key instead.") var keyID: String?
+        func run() {
+            let kms = openKeystore(state, create: true)
+            do {
+                let key = try keyID.map { id throws(KeyProviderError) in try kms.createVersion(of: id) } ?? kms.createKey()
+                print("\(key.keyID) v\(key.version)")
+            } catch { fail("\(error)") }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List keys and the state of each version.")
+        @Option(help: "The keystore directory.") var state: String
+        func run() {
+            do {
+                for key in try openKeystore(state, create: false).listKeys() {
+                    print(key.keyID + " " + key.versions.map { "v\($0.version)=\($0.state.rawValue)" }.joined(separator: " "))
+                }
+            } catch { fail("\(error)") }
+        }
+    }
+
+    struct Disable: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Disable a key (every version unless --version).")
+        @Argument(help: "The key id.") var keyID: String
+        @Option(help: "Only this version.") var version: Int?
+        @Option(help: "The keystore directory.") var state: String
+        func run() { change(keyID, version, to: .disabled, state) }
+    }
+
+    struct Enable: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a disabled key (every version unless --version).")
+        @Argument(help: "The key id.") var keyID: String
+        @Option(help: "Only this version.") var version: Int?
+        @Option(help: "The keystore directory.") var state: String
+        func run() { change(keyID, version, to: .enabled, state) }
+    }
+
+    struct Destroy: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Destroy a key for good (every version unless --version); needs --force.")
+        @Argument(help: "The key id.") var keyID: String
+        @Option(help: "Only this version.") var version: Int?
+        @Option(help: "The keystore directory.") var state: String
+        @Flag(help: "Confirm: everything wrapped under the key becomes unreadable forever.") var force = false
+        func run() {
+            guard force else { fail("destroying \(keyID) makes every file under it unreadable forever", hint: "add --force", code: 64) }
+            change(keyID, version, to: .destroyed, state)
+        }
+    }
+}
+
+/// Sets `keyID` (one version, or all that are not destroyed) to `target`.
+func change(_ keyID: String, _ version: Int?, to target: ProviderKeyState, _ state: String) {
+    let kms = openKeystore(state, create: false)
+    do {
+        let versions: [Int]
+        if let version { versions = [version] } else {
+            guard let listing = try kms.listKeys().first(where: { $0.keyID == keyID }) else {
+                throw KeyProviderError.keyNotFound(KeyRef(keyID: keyID, version: 1), detail: "no such key in \(state)")
+            }
+            versions = listing.versions.filter { $0.state != .destroyed || target == .destroyed }.map(\.version)
+        }
+        for v in versions {
+            try kms.setState(target, of: KeyRef(keyID: keyID, version: v))
+            print("\(keyID) v\(v) \(target.rawValue)")
+        }
+    } catch let error as KeyProviderError {
+        fail("\(error)")
+    } catch { fail("\(error)") }
+}

@@ -1,0 +1,1 @@
+KMSCommand.main()

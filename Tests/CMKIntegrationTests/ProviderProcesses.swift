@@ -1,0 +1,121 @@
+import Foundation
+import XCTest
+import CMKSocketKMS
+
+/// A SoftHSM2 token directory of its own: `root/softhsm2.conf` pointing `directories.tokendir`
+/// at `root/tokens`, with tokens made by `softhsm2-util --init-token`. Processes find it through
+/// `SOFTHSM2_CONF` (SoftHSM reads it once, at C_Initialize).
+struct SoftHSMTokens {
+    static let module = "/usr/lib/softhsm/libsofthsm2.so"
+    static let userPIN = "4321"
+    static let soPIN = "12345678"
+    let root: String
+    var config: String { root + "/softhsm2.conf" }
+    var environment: [String: String] { ["SOFTHSM2_CONF": config] }
+
+    /// Makes `root` (0700) and its config.
+    init(root: String) throws {
+        self.root = root
+        try FileManager.default.createDirectory(atPath: root + "/tokens", withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        let text = "directories.tokendir = \(root)/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n"
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+    }
+
+    /// Initializes a new token labelled `label` in the first free slot.
+    func initToken(_ label: String, logDir: String) throws {
+        let r = Shell.run("/usr/bin/env", ["SOFTHSM2_CONF=\(config)", "softhsm2-util", "--init-token", "--free", "--label", label,
+                                           "--so-pin", Self.soPIN, "--pin", Self.userPIN], timeout: 60, logDir: logDir)
+        guard r.succeeded else { throw FixtureError("softhsm2-util --init-token failed: \(r)") }
+    }
+
+    /// Writes `pin` (plus a newline) to `path`, mode 0600.
+    static func writePINFile(_ path: String, pin: String = userPIN) throws {
+        try (pin + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o600)
+    }
+}
+
+/// A `cmkfs-kms serve` process started by a test, stopped (or killed) by `stop()` in tearDown.
+final class KMSProcess {
+    static let binary: String = {
+        URL(fileURLWithPath: MountFixture.binary).deletingLastPathComponent().appendingPathComponent("cmkfs-kms").path
+    }()
+
+    let socket: String
+    let state: String
+    let logPath: String
+    private(set) var process: Process?
+
+    init(socket: String, state: String, logPath: String) {
+        self.socket = socket
+        self.state = state
+        self.logPath = logPath
+    }
+
+    var pid: pid_t? { process.map { $0.processIdentifier } }
+
+    /// Starts the server with `faults` flags and waits (≤ 10 s) until it answers a ping.
+    func start(_ faults: [String] = []) throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else { throw FixtureError("no cmkfs-kms at \(Self.binary)") }
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["serve", "--socket", socket, "--state", state] + faults
+        p.standardInput = FileHandle(forReadingAtPath: "/dev/null")
+        let log = FileHandle(forWritingAtPath: logPath)!
+        log.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        try? log.close()
+        process = p
+        let client = SocketKMSProvider(socketPath: socket, timeoutMilliseconds: 1000)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            guard p.isRunning else { throw FixtureError("cmkfs-kms exited: \(output())") }
+            if FileManager.default.fileExists(atPath: socket) {
+                // A refusing server still answers (with a refusal): that is "ready" too.
+                do { try client.ping(); return } catch {
+                    if faults.isEmpty == false { return }
+                }
+            }
+            usleep(20_000)
+        }
+        throw FixtureError("cmkfs-kms did not become ready on \(socket): \(output())")
+    }
+
+    func output() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func signal(_ sig: Int32) { if let pid, process?.isRunning == true { kill(pid, sig) } }
+
+    /// SIGKILL and reap (what "the KMS host died" looks like).
+    func kill9() {
+        signal(SIGCONT)
+        signal(SIGKILL)
+        process?.waitUntilExit()
+    }
+
+    /// Stops the server whatever its state (paused too); waits at most ~5 s, then SIGKILLs.
+    /// Returns a problem description if it had to force it.
+    @discardableResult
+    func stop() -> String? {
+        guard let p = process, p.isRunning else { return nil }
+        signal(SIGCONT)
+        signal(SIGTERM)
+        let deadline = Date().addingTimeInterval(5)
+        while p.isRunning && Date() < deadline { usleep(10_000) }
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            return "cmkfs-kms \(p.processIdentifier) ignored SIGTERM; killed it"
+        }
+        return nil
+    }
+
+    /// Runs `cmkfs-kms ARGS --state STATE` (the customer's key commands).
+    @discardableResult
+    func keyCommand(_ args: [String], logDir: String) -> ShellResult {
+        Shell.run(Self.binary, ["key"] + args + ["--state", state], timeout: 30, logDir: logDir)
+    }
+}
