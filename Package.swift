@@ -38,11 +38,11 @@ let package = Package(
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
         .target(name: "CMKMetadata", dependencies: ["CSQLite"]),
         // A volume: its config, its database, its provider, the per-file key service.
-        .target(name: "CMKVolume", dependencies: ["CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata"]),
+        .target(name: "CMKVolume", dependencies: ["CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
         .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKCrypto", "CMKFormat", "CMKMetadata", "CMKVolume"]),
         .executableTarget(name: "cmkfs", dependencies: [
-            "CMKVolume", "CMKFuse", "CMKKeys",
+            "CMKVolume", "CMKFuse", "CMKKeys", "CMKCrypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

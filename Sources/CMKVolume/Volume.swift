@@ -3,6 +3,8 @@ import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
+import CMKPKCS11
+import CMKSocketKMS
 
 /// An opened volume: its directory, configuration, metadata database and key provider.
 ///
@@ -37,8 +39,9 @@ public final class Volume: Sendable {
     }
 
     /// Opens the volume at `path`, checking its format and that its master key is reachable and
-    /// is the key it was made with. `kmsDir` overrides the recorded keystore directory.
-    public static func open(at path: String, kmsDir: String? = nil) throws(CMKError) -> Volume {
+    /// is the key it was made with. `kmsDir` overrides the recorded keystore directory; `pin`
+    /// logs in to a PKCS#11 token (used once, never stored).
+    public static func open(at path: String, kmsDir: String? = nil, pin: SecretBytes? = nil) throws(CMKError) -> Volume {
         let path = absolute(path)
         let config = try readConfig(path)
         var providerConfig = config.provider
@@ -48,7 +51,7 @@ public final class Volume: Sendable {
         }
         let metadata: MetadataStore
         do { metadata = try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
-        let provider = try makeProvider(providerConfig, create: false, volume: path)
+        let provider = try makeProvider(providerConfig, create: false, volume: path, pin: pin)
         let active: KeyVersionRecord?
         do { active = try metadata.activeKeyVersion() } catch { throw .metadata(error, volume: path) }
         guard let active else {
@@ -99,13 +102,40 @@ public final class Volume: Sendable {
         }
     }
 
-    static func makeProvider(_ config: ProviderConfig, create: Bool, volume: String) throws(CMKError) -> any KeyProvider {
+    /// The provider settings recorded in the volume at `path` (so the CLI knows whether a PIN is needed).
+    public static func recordedProvider(at path: String) throws(CMKError) -> ProviderConfig {
+        try readConfig(absolute(path)).provider
+    }
+
+    /// The socket KMS client's connect and I/O timeout: `CMKFS_KMS_TIMEOUT_MS`, default 5000.
+    static var socketTimeoutMilliseconds: Int {
+        ProcessInfo.processInfo.environment["CMKFS_KMS_TIMEOUT_MS"].flatMap(Int.init).map { max(50, $0) } ?? 5000
+    }
+
+    static func makeProvider(_ config: ProviderConfig, create: Bool, volume: String,
+                             pin: SecretBytes? = nil) throws(CMKError) -> any KeyProvider {
         switch config.kind {
         case "embedded":
             let dir = config.kmsDir ?? SimulatedKMS.defaultDirectory
             do { return try SimulatedKMS(directory: dir, create: create) } catch {
                 throw CMKError(.keyUnavailable, "\(error) (needed by \(volume))",
                                hint: "restore the keystore directory, or pass --kms-dir with the directory that holds key \(config.keyID)")
+            }
+        case "socket":
+            guard let socket = config.kmsSocket else {
+                throw CMKError(.notAVolume, "\(volume) uses the socket KMS but records no kms_socket")
+            }
+            return SocketKMSProvider(socketPath: socket, timeoutMilliseconds: socketTimeoutMilliseconds)
+        case "pkcs11":
+            guard let module = config.pkcs11Module, let token = config.tokenLabel else {
+                throw CMKError(.notAVolume, "\(volume) uses PKCS#11 but records no pkcs11_module or token_label")
+            }
+            guard let pin else {
+                throw CMKError(.keyUnavailable, "the PIN of PKCS#11 token '\(token)' is needed for \(volume)",
+                               hint: "give it with --pin-file FILE, the CMKFS_PKCS11_PIN environment variable, or at the terminal prompt")
+            }
+            do { return try PKCS11Provider(modulePath: module, tokenLabel: token, pin: pin) } catch {
+                throw CMKError(.keyUnavailable, error.message, hint: error.hint)
             }
         default:
             throw CMKError(.unsupportedFormat, "\(volume) uses key provider '\(config.kind)', which this cmkfs does not know",

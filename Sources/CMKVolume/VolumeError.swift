@@ -46,21 +46,45 @@ public struct CMKError: Error, CustomStringConvertible {
     }
 
     static func provider(_ error: KeyProviderError, volume: String, config: ProviderConfig) -> CMKError {
-        let place = config.kmsDir.map { "the KMS keystore \($0)" } ?? "the \(config.kind) key provider"
+        let place: String
+        switch config.kind {
+        case "socket": place = "the KMS at \(config.kmsSocket ?? "?")"
+        case "pkcs11": place = "PKCS#11 token '\(config.tokenLabel ?? "?")'"
+        default: place = config.kmsDir.map { "the KMS keystore \($0)" } ?? "the \(config.kind) key provider"
+        }
         switch error {
         case .keyNotFound:
             return CMKError(.keyUnavailable, "\(place) has no master key \(config.keyID) for \(volume)",
-                            hint: "restore the keystore, or pass --kms-dir with the keystore that holds \(config.keyID)")
+                            hint: hints(config).notFound)
         case .unwrapFailed:
             return CMKError(.keyUnavailable, "\(place) holds a different master key \(config.keyID) than the one \(volume) was made with",
                             hint: "restore the original keystore of this volume")
         case .keyDisabled:
             return CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) is disabled in \(place)",
-                            hint: "the key owner must enable it again")
+                            hint: hints(config).disabled)
         case .keyDestroyed:
             return CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) was destroyed; its data cannot be decrypted")
         case .unavailable(let why), .corrupt(let why):
-            return CMKError(.keyUnavailable, "\(place) is unavailable: \(why)")
+            // The socket client's messages already name the KMS ("the KMS at PATH is …").
+            return CMKError(.keyUnavailable, why.hasPrefix(place) ? why : "\(place) is unavailable: \(why)",
+                            hint: hints(config).unavailable)
+        }
+    }
+
+    /// What to do, per provider kind: key not found, key disabled, provider unavailable.
+    private static func hints(_ config: ProviderConfig) -> (notFound: String, disabled: String, unavailable: String?) {
+        switch config.kind {
+        case "socket":
+            return ("list the KMS's keys with: cmkfs-kms key list --state DIR",
+                    "the key owner must enable it: cmkfs-kms key enable \(config.keyID) --state DIR",
+                    "start the KMS: cmkfs-kms serve --socket \(config.kmsSocket ?? "PATH") --state DIR")
+        case "pkcs11":
+            return ("check that token '\(config.tokenLabel ?? "?")' holds a secret key labelled \(config.keyID).v1 (pkcs11-tool --list-objects)",
+                    "the HSM administrator must allow encrypt/decrypt on key \(config.keyID) again",
+                    "check the HSM and its PKCS#11 module \(config.pkcs11Module ?? "")")
+        default:
+            return ("restore the keystore, or pass --kms-dir with the keystore that holds \(config.keyID)",
+                    "the key owner must enable it again", nil)
         }
     }
 }

@@ -3,11 +3,20 @@ import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
+import CMKPKCS11
 
 extension Volume {
     /// Creates a new volume at `path` (a missing or empty directory) with a new master key in the
     /// embedded simulated KMS at `kmsDir`. On any failure nothing is left behind in `path`.
     public static func initialize(at path: String, kmsDir: String, blockSize: Int = BlockLayout.defaultBlockSize) throws(CMKError) -> Volume {
+        try initialize(at: path, provider: ProviderConfig(kind: "embedded", keyID: "", kmsDir: absolute(kmsDir)), blockSize: blockSize)
+    }
+
+    /// Creates a new volume whose master key lives in `provider`. With an empty `keyID` a new
+    /// master key is created there; otherwise the named key is used (pkcs11: created when the
+    /// token has no `<keyID>.v1` yet). `pin` logs in to a PKCS#11 token and is never stored.
+    public static func initialize(at path: String, provider providerConfig: ProviderConfig, pin: SecretBytes? = nil,
+                                  blockSize: Int = BlockLayout.defaultBlockSize) throws(CMKError) -> Volume {
         let path = absolute(path)
         let fm = FileManager.default
         var isDir: ObjCBool = false
@@ -26,7 +35,7 @@ extension Volume {
             createdDirectory = true
         }
         do {
-            try populate(path, kmsDir: absolute(kmsDir), blockSize: blockSize)
+            try populate(path, providerConfig: providerConfig, pin: pin, blockSize: blockSize)
         } catch {
             // Leave the directory as it was: remove only what this call made.
             for name in ["data", "meta.db", "meta.db-wal", "meta.db-shm", VolumeConfig.fileName, VolumeConfig.fileName + ".tmp"] {
@@ -35,16 +44,14 @@ extension Volume {
             if createdDirectory { try? fm.removeItem(atPath: path) }
             throw error
         }
-        return try open(at: path)
+        return try open(at: path, pin: pin)
     }
 
-    private static func populate(_ path: String, kmsDir: String, blockSize: Int) throws(CMKError) {
+    private static func populate(_ path: String, providerConfig: ProviderConfig, pin: SecretBytes?, blockSize: Int) throws(CMKError) {
         let volumeID: [UInt8]
         do { volumeID = try SecureRandom.bytes(16) } catch { throw CMKError(.internalError, "random number generator failed") }
-        let providerConfig = ProviderConfig(kind: "embedded", keyID: "", kmsDir: kmsDir)
-        let provider = try makeProvider(providerConfig, create: true, volume: path)
-        let key: KeyRef
-        do { key = try provider.createKey() } catch { throw .provider(error, volume: path, config: providerConfig) }
+        let provider = try makeProvider(providerConfig, create: true, volume: path, pin: pin)
+        let key = try masterKey(provider, providerConfig, volume: path)
 
         guard mkdir(path + "/data", 0o755) == 0 else {
             throw CMKError(.io, "cannot create \(path)/data: \(String(cString: strerror(errno)))")
@@ -64,10 +71,30 @@ extension Volume {
         } catch {
             throw CMKError(.internalError, "\(error)")
         }
+        var recorded = providerConfig
+        recorded.keyID = key.keyID
         let config = VolumeConfig(format: VolumeConfig.currentFormat, volumeID: hex(volumeID), createdAt: isoNow(),
                                   blockSize: blockSize, names: "plaintext",
-                                  provider: ProviderConfig(kind: "embedded", keyID: key.keyID, kmsDir: kmsDir))
+                                  provider: recorded)
         try writeConfig(config, to: path)
+    }
+
+    /// The master key a new volume uses: a new one, or the named existing one (which must be enabled).
+    private static func masterKey(_ provider: any KeyProvider, _ config: ProviderConfig, volume: String) throws(CMKError) -> KeyRef {
+        do throws(KeyProviderError) {
+            if config.keyID.isEmpty { return try provider.createKey() }
+            let key = KeyRef(keyID: config.keyID, version: 1)
+            if let hsm = provider as? PKCS11Provider {
+                do { _ = try hsm.state(of: key) } catch .keyNotFound { return try hsm.createKey(named: config.keyID) }
+            }
+            switch try provider.state(of: key) {
+            case .enabled: return key
+            case .disabled: throw KeyProviderError.keyDisabled(key)
+            case .destroyed: throw KeyProviderError.keyDestroyed(key)
+            }
+        } catch {
+            throw .provider(error, volume: volume, config: config)
+        }
     }
 
     /// Written last, through a temporary file and a rename: its presence marks a complete volume.

@@ -1,3 +1,4 @@
+import CMKCrypto
 import CMKKeys
 import CMKMetadata
 
@@ -32,7 +33,7 @@ public struct VolumeStatus: Codable, Sendable {
     }
 
     /// Gathers the status of the volume at `path`.
-    public static func of(_ path: String, kmsDir: String? = nil) throws(CMKError) -> VolumeStatus {
+    public static func of(_ path: String, kmsDir: String? = nil, pin: SecretBytes? = nil) throws(CMKError) -> VolumeStatus {
         let path = absolute(path)
         let config = try Volume.readConfig(path)
         let store: MetadataStore
@@ -46,7 +47,7 @@ public struct VolumeStatus: Codable, Sendable {
         } catch { throw .metadata(error, volume: path) }
         let holder = MountLock.holder(volumePath: path)
         var keyCheck = "ok"
-        do { _ = try Volume.open(at: path, kmsDir: kmsDir) } catch { keyCheck = error.message }
+        do { _ = try Volume.open(at: path, kmsDir: kmsDir, pin: pin) } catch { keyCheck = error.message }
         var provider = config.provider
         if let kmsDir { provider.kmsDir = absolute(kmsDir) }
         return VolumeStatus(

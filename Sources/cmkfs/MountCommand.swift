@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CMKCrypto
 import CMKFuse
 import CMKVolume
 
@@ -22,8 +23,15 @@ struct MountCommand: ParsableCommand {
     @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
     var kmsDir: String?
 
+    @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
+    var pinFile: String?
+
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFD: Int32?
+
+    /// The daemon reads the PIN from this inherited pipe (written by `cmkfs mount`), never argv.
+    @Option(name: .customLong("pin-fd"), help: .hidden)
+    var pinFD: Int32?
 
     func run() {
         let mnt = absolute(mountpoint)
@@ -34,14 +42,25 @@ struct MountCommand: ParsableCommand {
         }
     }
 
+    /// The PKCS#11 PIN when the volume's provider needs one: from the parent's pipe in the
+    /// daemon, else from --pin-file, $CMKFS_PKCS11_PIN or the terminal.
+    private func pin() throws(CMKError) -> SecretBytes? {
+        if let pinFD {
+            defer { close(pinFD) }
+            return PINSource.fromDescriptor(pinFD)
+        }
+        guard let recorded = try? Volume.recordedProvider(at: volume), recorded.kind == "pkcs11" else { return nil }
+        return try PINSource.read(pinFile: pinFile, promptAtTerminal: true, token: recorded.tokenLabel ?? "?")
+    }
+
     /// Checks everything a person could get wrong before any process is started.
-    private func preflight(_ mnt: String) throws(CMKError) -> Volume {
+    private func preflight(_ mnt: String, pin: SecretBytes?) throws(CMKError) -> Volume {
         // Refuse a live volume before opening its database: even a read touches meta.db-shm.
         if let holder = MountLock.holder(volumePath: absolute(volume)) {
             throw CMKError(.alreadyMounted, "\(absolute(volume)) is already mounted at \(holder.mountpoint) (pid \(holder.pid))",
                            hint: "unmount it first: cmkfs unmount \(holder.mountpoint)")
         }
-        let v = try Volume.open(at: volume, kmsDir: kmsDir)
+        let v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin)
         var st = stat()
         if stat(mnt, &st) != 0 {
             switch errno {
@@ -72,7 +91,7 @@ struct MountCommand: ParsableCommand {
     /// The daemon: mount and serve until unmounted.
     private func serve(_ mnt: String) {
         do {
-            let v = try preflight(mnt)
+            let v = try preflight(mnt, pin: try pin())
             let lock = try MountLock.acquire(v, mountpoint: mnt)
             let fs = try FileSystem(volume: v)
             if readyFD != nil { chdir("/") }
@@ -97,7 +116,8 @@ struct MountCommand: ParsableCommand {
 
     /// Starts `cmkfs mount --foreground` in a new session and waits until it reports the mount ready.
     private func startDaemon(_ mnt: String) throws(CMKError) {
-        let v = try preflight(mnt)
+        let pin = try pin()
+        let v = try preflight(mnt, pin: pin)
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw CMKError(.internalError, "pipe failed") }
         // Close-on-exec on both ends: the child gets the write end only as fd 3 (dup2 clears the
@@ -108,8 +128,15 @@ struct MountCommand: ParsableCommand {
         defer { close(devnull); if log >= 0 { close(log) } }
         var args = ["mount", v.path, mnt, "--foreground", "--ready-fd", "3"]
         if let kmsDir { args += ["--kms-dir", absolute(kmsDir)] }
+        var extra = [(fds[1], Int32(3))]
+        let pinPipe = try pin.map { (p) throws(CMKError) in try Self.pinPipe(p) }
+        if let pinPipe {
+            extra.append((pinPipe, 4))
+            args += ["--pin-fd", "4"]
+        }
+        defer { if let pinPipe { close(pinPipe) } }
         guard let pid = Spawn.start(Spawn.selfPath, args, stdin: devnull, stdout: devnull, stderr: log >= 0 ? log : devnull,
-                                    extra: [(fds[1], 3)], newSession: true) else {
+                                    extra: extra, newSession: true) else {
             close(fds[0]); close(fds[1])
             throw CMKError(.mountFailed, "cannot start the mount daemon")
         }
@@ -130,6 +157,18 @@ struct MountCommand: ParsableCommand {
         let status = Spawn.wait(pid)
         throw CMKError(.mountFailed, "the mount daemon exited (status \(status)) before the mount was ready",
                        hint: "see \(v.logPath)")
+    }
+
+    /// A pipe already holding `pin` (then EOF); returns the read end, close-on-exec, for the
+    /// daemon to inherit as fd 4. The PIN never appears in argv or the daemon's environment.
+    private static func pinPipe(_ pin: SecretBytes) throws(CMKError) -> Int32 {
+        var p: [Int32] = [0, 0]
+        guard pipe(&p) == 0 else { throw CMKError(.internalError, "pipe failed") }
+        p.forEach { _ = fcntl($0, F_SETFD, FD_CLOEXEC) }
+        let written = pin.withUnsafeBytes { write(p[1], $0.baseAddress, $0.count) }
+        close(p[1])
+        guard written == pin.count else { close(p[0]); throw CMKError(.internalError, "cannot pass the PIN to the mount daemon") }
+        return p[0]
     }
 
     /// One line from `fd`, or nil on EOF or timeout.

@@ -14,12 +14,18 @@ struct StatusCommand: ParsableCommand {
     @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
     var kmsDir: String?
 
+    @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN for the key check (else $CMKFS_PKCS11_PIN).")
+    var pinFile: String?
+
     @Flag(help: "Print one JSON object (stable field names, see docs/operator-guide.md).")
     var json = false
 
     func run() {
         reporting { () throws(CMKError) in
-            let s = try VolumeStatus.of(volume, kmsDir: kmsDir)
+            let recorded = try? Volume.recordedProvider(at: volume)
+            let pin = recorded?.kind == "pkcs11"
+                ? try PINSource.read(pinFile: pinFile, promptAtTerminal: false, token: recorded?.tokenLabel ?? "?") : nil
+            let s = try VolumeStatus.of(volume, kmsDir: kmsDir, pin: pin)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -29,7 +35,8 @@ struct StatusCommand: ParsableCommand {
             print("volume:        \(s.volume)")
             print("volume id:     \(s.volumeID)")
             print("format:        \(s.format) (block size \(s.blockSize), names \(s.names))")
-            print("key provider:  \(s.provider.kind)" + (s.provider.kmsDir.map { " at \($0)" } ?? ""))
+            print("key provider:  \(s.provider.kind)" + ((s.provider.kmsDir ?? s.provider.kmsSocket).map { " at \($0)" } ?? "")
+                  + (s.provider.tokenLabel.map { " token '\($0)' via \(s.provider.pkcs11Module ?? "?")" } ?? ""))
             print("master key:    \(s.provider.keyID), active version \(s.activeKeyVersion.map(String.init) ?? "none")")
             for v in s.keyVersions { print("  version \(v.version): \(v.state), \(v.edeks) EDEKs") }
             print("key check:     \(s.keyCheck)")

@@ -89,6 +89,19 @@ final class KMSProcess {
 
     func signal(_ sig: Int32) { if let pid, process?.isRunning == true { kill(pid, sig) } }
 
+    /// SIGSTOP, then waits (≤ 5 s) until the kernel reports the process stopped: signal delivery
+    /// is asynchronous, and a request answered in between would make a test pass by luck.
+    func pause() {
+        signal(SIGSTOP)
+        guard let pid else { return }
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
+               stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("T") { return }
+            usleep(1000)
+        }
+    }
+
     /// SIGKILL and reap (what "the KMS host died" looks like).
     func kill9() {
         signal(SIGCONT)

@@ -88,7 +88,7 @@ final class SocketKMSTests: ProviderContractCase {
         let key = try newKey()
         let ctx = WrapContext(volumeID: volumeA, fileID: file1)
         let edek = try provider.wrap(try dek(), with: key, context: ctx)
-        kms.signal(SIGSTOP)
+        kms.pause()
         let start = Date()
         assertRefused("stopped KMS", { e in "\(e)".contains("did not answer within 1000 ms") }) {
             _ = try provider.unwrap(edek, with: key, context: ctx)

@@ -1,0 +1,80 @@
+import Foundation
+import CMKCrypto
+import CMKVolume
+
+/// Where a PKCS#11 user PIN comes from, in order: `--pin-file FILE`, the `CMKFS_PKCS11_PIN`
+/// environment variable, the terminal (echo off). Never argv, never stored in the volume; the
+/// mount daemon gets it from `cmkfs mount` through an inherited pipe (`--pin-fd`).
+enum PINSource {
+    static let environmentVariable = "CMKFS_PKCS11_PIN"
+
+    /// The PIN, or nil when no source has one (`promptAtTerminal` false, or no terminal).
+    static func read(pinFile: String?, promptAtTerminal: Bool, token: String) throws(CMKError) -> SecretBytes? {
+        if let pinFile { return try fromFile(pinFile) }
+        if let value = ProcessInfo.processInfo.environment[environmentVariable], !value.isEmpty {
+            return Array(value.utf8).withUnsafeBytes { SecretBytes(copying: $0) }
+        }
+        return promptAtTerminal ? fromTerminal(prompt: "PIN for PKCS#11 token '\(token)': ") : nil
+    }
+
+    /// Everything up to the first newline of `path` (the usual PIN-file shape).
+    static func fromFile(_ path: String) throws(CMKError) -> SecretBytes {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw CMKError(.keyUnavailable, "cannot read the PIN file \(path): \(String(cString: strerror(errno)))",
+                           hint: "write the token's user PIN into a file only you can read (chmod 600) and pass it as --pin-file")
+        }
+        defer { close(fd) }
+        guard let pin = fromDescriptor(fd) else {
+            throw CMKError(.keyUnavailable, "the PIN file \(path) is empty", hint: "write the token's user PIN into it")
+        }
+        return pin
+    }
+
+    /// Reads a PIN line from `fd` (a file or the pipe from `cmkfs mount`); nil when empty.
+    static func fromDescriptor(_ fd: Int32) -> SecretBytes? {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 16)
+        defer { secureZero(buffer); buffer.deallocate() }
+        var count = 0
+        while count < buffer.count {
+            let n = Foundation.read(fd, buffer.baseAddress! + count, buffer.count - count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            count += n
+        }
+        if let newline = buffer[0..<count].firstIndex(of: 0x0A) { count = newline }
+        if count > 0 && buffer[count - 1] == 0x0D { count -= 1 }
+        guard count > 0 else { return nil }
+        return SecretBytes(copying: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+    }
+
+    /// Prompts on /dev/tty with echo off; nil without a terminal.
+    static func fromTerminal(prompt: String) -> SecretBytes? {
+        let tty = open("/dev/tty", O_RDWR | O_CLOEXEC)
+        guard tty >= 0 else { return nil }
+        defer { close(tty) }
+        var saved = termios()
+        guard tcgetattr(tty, &saved) == 0 else { return nil }
+        var quiet = saved
+        quiet.c_lflag &= ~tcflag_t(ECHO)
+        tcsetattr(tty, TCSAFLUSH, &quiet)
+        defer { tcsetattr(tty, TCSAFLUSH, &saved); _ = "\n".withCString { write(tty, $0, 1) } }
+        _ = prompt.withCString { write(tty, $0, strlen($0)) }
+        return fromLine(tty)
+    }
+
+    /// One line from a terminal, byte by byte (a tty read returns at most a line anyway).
+    private static func fromLine(_ fd: Int32) -> SecretBytes? {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 16)
+        defer { secureZero(buffer); buffer.deallocate() }
+        var count = 0
+        while count < buffer.count {
+            let n = Foundation.read(fd, buffer.baseAddress! + count, 1)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 || buffer[count] == 0x0A { break }
+            count += 1
+        }
+        guard count > 0 else { return nil }
+        return SecretBytes(copying: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+    }
+}

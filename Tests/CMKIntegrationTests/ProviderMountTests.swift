@@ -1,0 +1,272 @@
+import Foundation
+import XCTest
+
+/// Real mounts on the socket KMS and on a SoftHSM2 token: files round-trip, a wrong PIN fails
+/// `mount` cleanly, and a KMS that dies or stops gives EIO on files whose keys are not in use —
+/// promptly, never a hang — while files already open keep working.
+///
+/// The fixture's embedded volume is left alone; each test makes `root/pvol` on its provider.
+/// The `cmkfs-kms` process is stopped and the token directory (under the fixture root) removed
+/// in tearDown.
+final class ProviderMountTests: IntegrationTestCase {
+    override var mountsInSetUp: Bool { false }
+
+    var kms: KMSProcess?
+    var pvol: String { fx.root + "/pvol" }
+
+    override func tearDown() {
+        // Unmount first (the fixture's cleanup), then stop the KMS the mount was using.
+        let kms = self.kms
+        super.tearDown()
+        if let problem = kms?.stop() { XCTFail(problem) }
+        self.kms = nil
+    }
+
+    /// Runs cmkfs with extra environment variables, detached from any terminal (so a missing
+    /// PIN can never turn into a prompt that waits).
+    @discardableResult
+    func cmkfs(_ arguments: [String], env: [String: String] = [:], timeout: TimeInterval = 60) -> ShellResult {
+        let assignments = env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return Shell.run("/usr/bin/setsid", ["-w", "/usr/bin/env"] + assignments + [MountFixture.binary] + arguments,
+                         timeout: timeout, logDir: fx.logs, label: "cmkfs " + arguments.joined(separator: " "))
+    }
+
+    func startKMS(_ faults: [String] = []) throws -> KMSProcess {
+        let k = KMSProcess(socket: fx.root + "/kms.sock", state: fx.root + "/kms-state", logPath: fx.logs + "/kms.log")
+        try k.start(faults)
+        kms = k
+        return k
+    }
+
+    func makeSocketVolume(env: [String: String] = [:]) throws -> KMSProcess {
+        let k = try startKMS()
+        let r = cmkfs(["init", pvol, "--kms", "socket", "--kms-socket", k.socket], env: env)
+        guard r.succeeded else { throw FixtureError("init --kms socket failed: \(r)") }
+        return k
+    }
+
+    func mountP(env: [String: String] = [:], _ extra: [String] = []) throws {
+        let r = cmkfs(["mount", pvol, mnt] + extra, env: env)
+        guard r.succeeded else { throw FixtureError("mount failed: \(r)\nmount.log: \(fx.mountLog(pvol))") }
+        XCTAssertTrue(fx.isMounted(mnt))
+    }
+
+    func unmountP() throws {
+        let r = cmkfs(["unmount", mnt])
+        guard r.succeeded else { throw FixtureError("unmount failed: \(r)") }
+    }
+
+    /// Writes a few files (sizes around block edges), checks them, remounts, checks again.
+    func roundTrip(env: [String: String] = [:], mountArgs: [String] = []) throws {
+        for (i, size) in [0, 1, 4095, 4097, 300_001].enumerated() { makeRandomFile("\(plain)/f\(i)", size: size) }
+        sh("cp -r \(plain) \(mnt)/tree")
+        XCTAssertEqual(manifest(mnt + "/tree"), manifest(plain))
+        try unmountP()
+        try mountP(env: env, mountArgs)
+        XCTAssertEqual(manifest(mnt + "/tree"), manifest(plain))
+    }
+
+    // MARK: socket KMS
+
+    func testSocketMountRoundTripsFiles() throws {
+        let k = try makeSocketVolume()
+        try mountP()
+        try roundTrip()
+        let r = cmkfs(["status", pvol, "--json"])
+        XCTAssertTrue(r.succeeded, "\(r)")
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let provider = try XCTUnwrap(json["provider"] as? [String: Any])
+        XCTAssertEqual(provider["kind"] as? String, "socket")
+        XCTAssertEqual(provider["kms_socket"] as? String, k.socket)
+        XCTAssertEqual(json["key_check"] as? String, "ok")
+        // The volume records how to reach the KMS and the key id, nothing secret.
+        let config = try String(contentsOfFile: pvol + "/cmkfs.volume", encoding: .utf8)
+        XCTAssertTrue(config.contains("\"kms_socket\""), config)
+        XCTAssertTrue(k.keyCommand(["list"], logDir: fx.logs).stdout.contains(provider["key_id"] as? String ?? "?"))
+    }
+
+    func testKilledKMSGivesEIOOnUnopenedFilesAndOpenFilesKeepWorking() throws {
+        let k = try makeSocketVolume()
+        try mountP()
+        sh("echo kept-open > \(mnt)/a && echo never-opened > \(mnt)/b")
+        // A fresh mount: no key is in memory until a file is opened.
+        try unmountP()
+        try mountP()
+        let r = python("""
+        import errno, os, signal, sys, time
+        mnt, pid = sys.argv[1], int(sys.argv[2])
+        fa = os.open(mnt + "/a", os.O_RDONLY)
+        assert os.pread(fa, 100, 0) == b"kept-open\\n"
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        for name, flags in (("b", os.O_RDONLY), ("new", os.O_WRONLY | os.O_CREAT)):
+            start = time.time()
+            try:
+                os.close(os.open(mnt + "/" + name, flags, 0o644))
+                sys.exit("opening %s worked without the KMS" % name)
+            except OSError as e:
+                assert e.errno == errno.EIO, (name, e)
+            assert time.time() - start < 5, "took %.1f s" % (time.time() - start)
+        assert os.pread(fa, 100, 0) == b"kept-open\\n", "the open file stopped working"
+        os.close(fa)
+        print("ok")
+        """, [mnt, String(k.pid ?? -1)], timeout: 60)
+        XCTAssertTrue(r.succeeded && r.stdout.contains("ok"), "\(r)\nmount.log: \(fx.mountLog(pvol))")
+        XCTAssertTrue(fx.mountLog(pvol).contains("unreachable") || fx.mountLog(pvol).contains("closed the connection"),
+                      "the log names the cause: \(fx.mountLog(pvol))")
+        // The KMS comes back: the same mount reconnects.
+        try k.start()
+        XCTAssertEqual(sh("cat \(mnt)/b"), "never-opened\n")
+    }
+
+    func testStoppedKMSGivesEIOWithinTheTimeoutNotAHang() throws {
+        let k = try makeSocketVolume()
+        try mountP(env: ["CMKFS_KMS_TIMEOUT_MS": "1000"])
+        sh("echo x > \(mnt)/b")
+        try unmountP()
+        try mountP(env: ["CMKFS_KMS_TIMEOUT_MS": "1000"])
+        k.pause()
+        let r = fx.sh("cat \(mnt)/b", timeout: 30)
+        XCTAssertFalse(r.timedOut, "\(r)")
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("Input/output error"), "\(r)")
+        XCTAssertLessThan(r.seconds, 10, "bounded by the 1 s KMS timeout (plus a retry or two)")
+        k.signal(SIGCONT)
+        XCTAssertEqual(sh("cat \(mnt)/b"), "x\n")
+    }
+
+    func testKeyDisabledByTheCustomerGivesEACCES() throws {
+        let k = try makeSocketVolume()
+        try mountP()
+        sh("echo secret > \(mnt)/b")
+        try unmountP()
+        try mountP()
+        let keyID = try XCTUnwrap(k.keyCommand(["list"], logDir: fx.logs).stdout.split(separator: " ").first.map(String.init))
+        XCTAssertTrue(k.keyCommand(["disable", keyID], logDir: fx.logs).succeeded)
+        let r = fx.sh("cat \(mnt)/b")
+        XCTAssertTrue(r.stderr.contains("Permission denied"), "\(r)")
+        XCTAssertTrue(k.keyCommand(["enable", keyID], logDir: fx.logs).succeeded)
+        XCTAssertEqual(sh("cat \(mnt)/b"), "secret\n")
+    }
+
+    func testSocketErrorsAtInitAndMount() throws {
+        // Nothing listening: init fails with exit 5, says unreachable, leaves nothing behind.
+        let r = cmkfs(["init", pvol, "--kms", "socket", "--kms-socket", fx.root + "/nobody.sock"])
+        XCTAssertEqual(r.status, 5, "\(r)")
+        XCTAssertTrue(r.stderr.contains("cmkfs: error: the KMS at \(fx.root)/nobody.sock is unreachable"), "\(r)")
+        XCTAssertTrue(r.stderr.contains("cmkfs: hint: start the KMS"), "\(r)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: pvol))
+        // A KMS that refuses everything: mount fails with exit 5 and says so.
+        let k = try makeSocketVolume()
+        _ = k.stop()
+        try k.start(["--refuse-all"])
+        let m = cmkfs(["mount", pvol, mnt])
+        XCTAssertEqual(m.status, 5, "\(m)")
+        XCTAssertTrue(m.stderr.contains("is refusing requests"), "\(m)")
+        XCTAssertFalse(fx.isMounted(mnt))
+        // An unknown key id at init.
+        _ = k.stop()
+        try k.start()
+        let u = cmkfs(["init", fx.root + "/pvol2", "--kms", "socket", "--kms-socket", k.socket, "--key-id", "mk-nope"])
+        XCTAssertEqual(u.status, 5, "\(u)")
+        XCTAssertTrue(u.stderr.contains("has no master key mk-nope"), "\(u)")
+    }
+
+    /// At mount, a disabled or destroyed master key is exit 5 with a message saying which.
+    func testDisabledAndDestroyedKeysFailMountWithExit5() throws {
+        let k = try makeSocketVolume()
+        let keyID = try XCTUnwrap(k.keyCommand(["list"], logDir: fx.logs).stdout.split(separator: " ").first.map(String.init))
+        XCTAssertTrue(k.keyCommand(["disable", keyID], logDir: fx.logs).succeeded)
+        let d = cmkfs(["mount", pvol, mnt])
+        XCTAssertEqual(d.status, 5, "\(d)")
+        XCTAssertTrue(d.stderr.contains("master key \(keyID) of \(pvol) is disabled in the KMS at \(k.socket)"), "\(d)")
+        XCTAssertTrue(d.stderr.contains("cmkfs: hint: the key owner must enable it: cmkfs-kms key enable \(keyID)"), "\(d)")
+        XCTAssertTrue(k.keyCommand(["destroy", keyID, "--force"], logDir: fx.logs).succeeded)
+        let x = cmkfs(["mount", pvol, mnt])
+        XCTAssertEqual(x.status, 5, "\(x)")
+        XCTAssertTrue(x.stderr.contains("was destroyed; its data cannot be decrypted"), "\(x)")
+        XCTAssertFalse(fx.isMounted(mnt))
+    }
+
+    // MARK: PKCS#11 (SoftHSM2)
+
+    func makeToken() throws -> (SoftHSMTokens, [String: String], String) {
+        let tokens = try SoftHSMTokens(root: fx.root + "/hsm")
+        try tokens.initToken("cmkfs-it", logDir: fx.logs)
+        let pinFile = fx.root + "/hsm/pin"
+        try SoftHSMTokens.writePINFile(pinFile)
+        return (tokens, tokens.environment, pinFile)
+    }
+
+    func initPKCS11(_ env: [String: String], pinFile: String, token: String = "cmkfs-it", extra: [String] = []) -> ShellResult {
+        cmkfs(["init", pvol, "--kms", "pkcs11", "--pkcs11-module", SoftHSMTokens.module, "--token", token,
+               "--pin-file", pinFile] + extra, env: env)
+    }
+
+    func testPKCS11MountRoundTripsFiles() throws {
+        let (_, env, pinFile) = try makeToken()
+        let r = initPKCS11(env, pinFile: pinFile, extra: ["--key-label", "vol-key"])
+        XCTAssertTrue(r.succeeded, "\(r)")
+        let config = try String(contentsOfFile: pvol + "/cmkfs.volume", encoding: .utf8)
+        XCTAssertTrue(config.contains("\"token_label\" : \"cmkfs-it\"") && config.contains("\"key_id\" : \"vol-key\""), config)
+        XCTAssertFalse(config.contains(SoftHSMTokens.userPIN), "no PIN in the volume")
+        try mountP(env: env, ["--pin-file", pinFile])
+        // The daemon got the PIN through a pipe: not in its argv, not in its environment.
+        let pid = try XCTUnwrap(fx.lockPID(pvol))
+        let cmdline = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self)
+        let environ = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/environ") ?? Data(), as: UTF8.self)
+        XCTAssertTrue(cmdline.contains("--pin-fd"), cmdline)
+        XCTAssertFalse(cmdline.contains(SoftHSMTokens.userPIN) || cmdline.contains(pinFile), cmdline)
+        XCTAssertFalse(environ.contains("CMKFS_PKCS11_PIN"), "the PIN is not in the daemon's environment")
+        // The remount inside takes the PIN from the environment variable instead.
+        try roundTrip(env: env.merging(["CMKFS_PKCS11_PIN": SoftHSMTokens.userPIN]) { a, _ in a })
+        let s = cmkfs(["status", pvol, "--json", "--pin-file", pinFile], env: env)
+        XCTAssertTrue(s.stdout.contains("\"key_check\" : \"ok\""), "\(s)")
+        // Without a PIN, status still answers and says what it needs.
+        let n = cmkfs(["status", pvol], env: env)
+        XCTAssertTrue(n.succeeded && n.stdout.contains("PIN"), "\(n)")
+    }
+
+    func testWrongPINFailsMountCleanly() throws {
+        let (_, env, pinFile) = try makeToken()
+        XCTAssertTrue(initPKCS11(env, pinFile: pinFile).succeeded)
+        let badPIN = fx.root + "/hsm/bad-pin"
+        try SoftHSMTokens.writePINFile(badPIN, pin: "0000")
+        let before = snapshot(pvol)
+        let r = cmkfs(["mount", pvol, mnt, "--pin-file", badPIN], env: env)
+        XCTAssertEqual(r.status, 5, "\(r)")
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.first, "cmkfs: error: wrong PIN for PKCS#11 token 'cmkfs-it' (CKR_PIN_INCORRECT)", "\(r)")
+        XCTAssertTrue(lines.count == 2 && lines[1].hasPrefix("cmkfs: hint: "), "\(r)")
+        XCTAssertEqual(r.stdout, "")
+        XCTAssertFalse(fx.isMounted(mnt))
+        XCTAssertEqual(snapshot(pvol), before, "a failed mount changes nothing")
+        // No PIN at all (no file, no variable, no terminal): exit 5 saying so, no prompt, no hang.
+        let none = cmkfs(["mount", pvol, mnt], env: env, timeout: 30)
+        XCTAssertFalse(none.timedOut)
+        XCTAssertEqual(none.status, 5, "\(none)")
+        XCTAssertTrue(none.stderr.contains("PIN of PKCS#11 token 'cmkfs-it' is needed"), "\(none)")
+        XCTAssertEqual(snapshot(pvol), before)
+    }
+
+    func testPKCS11InitErrors() throws {
+        let (_, env, pinFile) = try makeToken()
+        let badPIN = fx.root + "/hsm/bad-pin"
+        try SoftHSMTokens.writePINFile(badPIN, pin: "0000")
+        let cases: [(args: [String], pinFile: String, token: String, expect: String)] = [
+            ([], badPIN, "cmkfs-it", "wrong PIN for PKCS#11 token 'cmkfs-it'"),
+            ([], pinFile, "no-such-token", "no PKCS#11 token labelled 'no-such-token' (tokens: 'cmkfs-it')"),
+            (["--pkcs11-module", fx.root + "/missing.so"], pinFile, "cmkfs-it", "the PKCS#11 module \(fx.root)/missing.so does not exist"),
+            ([], fx.root + "/no-pin-file", "cmkfs-it", "cannot read the PIN file"),
+        ]
+        for c in cases {
+            var args = ["init", pvol, "--kms", "pkcs11", "--pkcs11-module", SoftHSMTokens.module, "--token", c.token, "--pin-file", c.pinFile]
+            args += c.args
+            let r = cmkfs(args, env: env)
+            XCTAssertEqual(r.status, 5, "\(r)")
+            XCTAssertTrue(r.stderr.hasPrefix("cmkfs: error: \(c.expect)"), "\(r)")
+            XCTAssertTrue(r.stderr.contains("\ncmkfs: hint: "), "\(r)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: pvol), "init left \(pvol) behind")
+        }
+    }
+}
