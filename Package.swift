@@ -40,9 +40,9 @@ let package = Package(
         // A volume: its config, its database, its provider, the per-file key service.
         .target(name: "CMKVolume", dependencies: ["CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
-        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKCrypto", "CMKFormat", "CMKMetadata", "CMKVolume"]),
+        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume"]),
         .executableTarget(name: "cmkfs", dependencies: [
-            "CMKVolume", "CMKFuse", "CMKKeys", "CMKCrypto",
+            "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

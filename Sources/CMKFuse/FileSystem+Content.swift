@@ -10,7 +10,7 @@ extension FileSystem {
         let label = "file \(file.file.fileID)"
         if flags & O_TRUNC != 0 {
             let trc = truncate(file, to: 0, label: label)
-            if trc != 0 { openFiles.release(file); return (0, trc) }
+            if trc != 0 { openFiles.release(file, cache: cache); return (0, trc) }
         }
         return (handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: label)), 0)
     }
@@ -20,7 +20,7 @@ extension FileSystem {
         let (file, rc) = createFile(dir, name, mode: mode, caller: caller)
         guard let file else { return (fuse_entry_param(), 0, rc) }
         let (e, erc) = entry(for: file)
-        guard erc == 0 else { openFiles.release(file); return (e, 0, erc) }
+        guard erc == 0 else { openFiles.release(file, cache: cache); return (e, 0, erc) }
         return (e, handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: name)), 0)
     }
 
@@ -42,7 +42,7 @@ extension FileSystem {
 
     func release(_ fh: UInt64) -> Int32 {
         guard let handle = handles.remove(fh) else { return EBADF }
-        openFiles.release(handle.file)
+        openFiles.release(handle.file, cache: cache)
         return 0
     }
 
@@ -54,12 +54,15 @@ extension FileSystem {
         return scratch.with { s -> Int32 in
             let out = s.output(size)
             do {
-                let n = try file.content.withReadLock { () throws(ContentError) -> Int in
-                    try file.file.read(into: out, at: offset, size: file.size, key: file.key, scratch: s)
+                let n = try file.content.withReadLock { () throws(FileOpError) -> Int in
+                    let key = try file.key()
+                    return try content { () throws(ContentError) in
+                        try file.file.read(into: out, at: offset, size: file.size, key: key, scratch: s)
+                    }
                 }
                 reply(UnsafeRawBufferPointer(rebasing: out[0..<n]))
                 return 0
-            } catch let error as ContentError {
+            } catch let error as FileOpError {
                 Self.log("read \(handle.path) at \(offset): \(error)")
                 return error.errno
             } catch {
@@ -72,10 +75,13 @@ extension FileSystem {
         guard let handle = handles.get(fh) else { return (0, EBADF) }
         let file = handle.file
         do {
-            try file.content.withWriteLock { () throws(ContentError) in
+            try file.content.withWriteLock { () throws(FileOpError) in
+                let key = try file.key()
                 let at = handle.append ? file.size : offset
-                file.size = try scratch.with { s throws(ContentError) in
-                    try file.file.write(data, at: at, size: file.size, key: file.key, scratch: s)
+                file.size = try content { () throws(ContentError) in
+                    try scratch.with { s throws(ContentError) in
+                        try file.file.write(data, at: at, size: file.size, key: key, scratch: s)
+                    }
                 }
             }
             return (data.count, 0)
@@ -91,23 +97,31 @@ extension FileSystem {
         if let fh, let handle = handles.get(fh) { return truncate(handle.file, to: size, label: handle.path) }
         let (file, rc) = acquire(inode)
         guard let file else { return rc }
-        defer { openFiles.release(file) }
+        defer { openFiles.release(file, cache: cache) }
         return truncate(file, to: size, label: "file \(file.file.fileID)")
     }
 
     func truncate(_ file: OpenFile, to newSize: Int, label: String) -> Int32 {
         do {
-            try file.content.withWriteLock { () throws(ContentError) in
-                try scratch.with { s throws(ContentError) in
-                    try file.file.truncate(from: file.size, to: newSize, key: file.key, scratch: s)
-                }
-                file.size = newSize
+            try file.content.withWriteLock { () throws(FileOpError) in
+                try resize(file, to: newSize)
             }
             return 0
         } catch {
             Self.log("truncate \(label) to \(newSize): \(error)")
             return error.errno
         }
+    }
+
+    /// Changes the plaintext size; call with `content` held exclusively.
+    private func resize(_ file: OpenFile, to newSize: Int) throws(FileOpError) {
+        let key = try file.key()
+        try content { () throws(ContentError) in
+            try scratch.with { s throws(ContentError) in
+                try file.file.truncate(from: file.size, to: newSize, key: key, scratch: s)
+            }
+        }
+        file.size = newSize
     }
 
     /// fsync(2)/fdatasync(2): the content, then the key rows, so a synced file is never left
@@ -132,19 +146,14 @@ extension FileSystem {
         let file = handle.file
         let layout = volume.layout
         do {
-            return try file.content.withWriteLock { () throws(ContentError) -> Int32 in
+            return try file.content.withWriteLock { () throws(FileOpError) -> Int32 in
                 let end = offset + length
                 let diskStart = layout.diskOffset(ofBlock: offset / layout.blockSize)
                 let diskEnd = layout.backingSize(plaintextSize: max(end, file.size))
                 if cmkfs_fallocate(file.fd, FALLOC_FL_KEEP_SIZE, off_t(diskStart), off_t(diskEnd - diskStart)) != 0 {
                     return errno
                 }
-                if mode & FALLOC_FL_KEEP_SIZE == 0 && end > file.size {
-                    try scratch.with { s throws(ContentError) in
-                        try file.file.truncate(from: file.size, to: end, key: file.key, scratch: s)
-                    }
-                    file.size = end
-                }
+                if mode & FALLOC_FL_KEEP_SIZE == 0 && end > file.size { try resize(file, to: end) }
                 return 0
             }
         } catch {
@@ -152,4 +161,9 @@ extension FileSystem {
             return error.errno
         }
     }
+}
+
+/// Runs a content operation, reporting its failure as a `FileOpError`.
+func content<R>(_ body: () throws(ContentError) -> R) throws(FileOpError) -> R {
+    do { return try body() } catch { throw .content(error) }
 }

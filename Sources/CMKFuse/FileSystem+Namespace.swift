@@ -111,7 +111,7 @@ extension FileSystem {
         case S_IFREG:
             let (file, rc) = createFile(dir, name, mode: mode, caller: caller)
             guard let file else { return (fuse_entry_param(), rc) }
-            defer { openFiles.release(file) }
+            defer { openFiles.release(file, cache: cache) }
             return entry(for: file)
         default:
             return (fuse_entry_param(), EPERM)

@@ -20,12 +20,13 @@ extension FileSystem {
         guard value.count <= Self.maxXattrValue else { return E2BIG }
         let (file, rc) = acquire(inode)
         guard let file else { return rc }
-        defer { openFiles.release(file) }
+        defer { openFiles.release(file, cache: cache) }
         // XATTR_CREATE (1) and XATTR_REPLACE (2) from <sys/xattr.h>.
         let mode: XattrSetMode = flags & 1 != 0 ? .create : flags & 2 != 0 ? .replace : .any
+        guard let key = try? file.content.withReadLock({ () throws(FileOpError) in try file.key() }) else { return EACCES }
         let sealed: [UInt8]
         do {
-            sealed = try file.key.withUnsafeBytes { k throws(CryptoError) in
+            sealed = try key.withUnsafeBytes { k throws(CryptoError) in
                 try AESGCM().sealRecord(key: k, aad: Self.aad(file.file.fileID, name), plaintext: value)
             }
         } catch { return EIO }
@@ -46,9 +47,10 @@ extension FileSystem {
         if length == 0 { return ([], 0, 0) }
         let (file, rc) = acquire(inode)
         guard let file else { return ([], 0, rc) }
-        defer { openFiles.release(file) }
+        defer { openFiles.release(file, cache: cache) }
+        guard let key = try? file.content.withReadLock({ () throws(FileOpError) in try file.key() }) else { return ([], 0, EACCES) }
         do {
-            let plain = try file.key.withUnsafeBytes { k throws(CryptoError) in
+            let plain = try key.withUnsafeBytes { k throws(CryptoError) in
                 try AESGCM().openRecord(key: k, aad: Self.aad(fileID, name), record: sealed)
             }
             return (plain.withUnsafeBytes { Array($0) }, length, 0)

@@ -3,6 +3,8 @@ import Synchronization
 import CFuse3
 import CMKCrypto
 import CMKFormat
+import CMKKeyService
+import CMKKeys
 import CMKVolume
 
 /// The mounted filesystem's state: the volume, the inode table over the backing tree, open files
@@ -18,6 +20,10 @@ public final class FileSystem: Sendable {
     let handles = HandleTable()
     let directories = DirectoryTable()
     let scratch: ScratchPool
+    /// Unwrapped DEKs with TTLs and leases; the only place the frontend gets keys from.
+    public let cache: KeyCache
+    /// The live session, for telling the kernel to drop cached pages after a flush.
+    let session = Mutex<SessionPointer?>(nil)
     /// Serializes unlink, rename and link so "is this the last link?" and the removal of the
     /// file's key rows cannot interleave with a new link to the same inode.
     let namespaceLock = Mutex(())
@@ -25,8 +31,9 @@ public final class FileSystem: Sendable {
     /// and each backing object is one kernel inode, so the caches never go stale.
     static let cacheSeconds = 1.0
 
-    public init(volume: Volume) throws(CMKError) {
+    public init(volume: Volume, policy: CachePolicy = .default) throws(CMKError) {
         self.volume = volume
+        cache = KeyCache(policy: policy, provider: volume.provider, onEvent: { FileSystem.log("key event: \($0)") })
         // Not CMKFS_O_PATH: open_by_handle_at refuses an CMKFS_O_PATH descriptor as its mount descriptor.
         let fd = Glibc.open(volume.dataPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         var st = stat()
@@ -43,6 +50,25 @@ public final class FileSystem: Sendable {
     func withNode<R>(_ node: UInt64, stale: R, _ body: (Node) -> R) -> R {
         guard let inode = inodes.get(node) else { return stale }
         return inode.withDescriptor(mountFD: rootFD) { fd in body(Node(inode: inode, fd: fd)) } ?? stale
+    }
+
+    /// The kill switch inside the mount: drops the cached DEKs under `keyID` (or all), cuts the
+    /// open files using them (their next read or write fails) and tells the kernel to drop their
+    /// cached pages and attributes, so no plaintext is served from the page cache either.
+    /// Returns the number of keys dropped and of open files cut.
+    public func flushKeys(keyID: String?, version: Int?, reason: String) -> (Int, Int) {
+        let dropped = cache.flush(keyID: keyID, version: version, reason: reason)
+        let revoked = Set(dropped.map(\.fileID))
+        let cut = openFiles.all.filter { file in file.content.withReadLock { !file.lease.isLive } }
+        if let session = session.withLock({ $0 }) {
+            for file in cut {
+                if let node = inodes.node(for: file.identity) {
+                    fuse_lowlevel_notify_inval_inode(session.raw, node, 0, 0)
+                }
+            }
+        }
+        _ = revoked
+        return (dropped.count, cut.count)
     }
 
     /// Number of open backing inodes (for tests and status).
@@ -121,6 +147,8 @@ public final class FileSystem: Sendable {
         let identity = InodeIdentity(st)
         if let existing = openFiles.retain(identity) {
             close(fd)
+            let rc = revive(existing)
+            if rc != 0 { openFiles.release(existing, cache: cache); return (nil, rc) }
             return (existing, 0)
         }
         // Unwrapping may call out to the key provider: no lock is held here.
@@ -130,15 +158,49 @@ public final class FileSystem: Sendable {
             close(fd)
             return (nil, error.errno)
         }
-        let key: SecretBytes
-        do { key = try volume.fileKey(fileID) } catch {
+        let lease: KeyLease
+        do { lease = try leaseKey(fileID) } catch {
             Self.log("\(label): cannot get the data key of file \(fileID): \(error)")
             close(fd)
             return (nil, error.errno)
         }
-        let file = OpenFile(fd: fd, file: ContentFile(fd: fd, fileID: fileID, layout: volume.layout), key: key,
+        let file = OpenFile(fd: fd, file: ContentFile(fd: fd, fileID: fileID, layout: volume.layout), lease: lease,
                             identity: identity, size: volume.layout.displaySize(backingSize: Int(st.st_size)))
-        return (openFiles.insert(file), 0)
+        return (register(file), 0)
+    }
+
+    /// The DEK's lease from the cache; a miss unwraps through the provider (no lock held).
+    func leaseKey(_ fileID: FileID) throws(FileKeyError) -> KeyLease {
+        do {
+            return try cache.lease(for: fileID.bytes) { () throws -> (SecretBytes, KeyRef) in try volume.fileKeyAndVersion(fileID) }
+        } catch let error as FileKeyError { throw error } catch {
+            throw FileKeyError(errno: EIO, description: "\(error)")
+        }
+    }
+
+    /// Inserts a new open file, or joins the entry another thread inserted first.
+    private func register(_ file: OpenFile) -> OpenFile {
+        let shared = openFiles.insert(file)
+        if shared !== file { cache.unpin(file.lease) }
+        return shared
+    }
+
+    /// A new open of a file whose lease was flushed (revocation, expiry) asks the provider
+    /// again; handles opened before the flush stay cut off.
+    private func revive(_ file: OpenFile) -> Int32 {
+        guard !file.content.withReadLock({ file.lease.isLive }) else { return 0 }
+        let fresh: KeyLease
+        do { fresh = try leaseKey(file.file.fileID) } catch {
+            Self.log("file \(file.file.fileID): cannot get the data key: \(error)")
+            return error.errno
+        }
+        let old = file.content.withWriteLock { () -> KeyLease in
+            let old = file.lease
+            file.lease = fresh
+            return old
+        }
+        cache.unpin(old)
+        return 0
     }
 
     /// Creates a new encrypted file: key row first, then the header, so a crash never leaves a
@@ -152,19 +214,26 @@ public final class FileSystem: Sendable {
         do { fileID = try FileID.random() } catch {
             return abandon(fd, dir, name, nil, EIO)
         }
-        let key: SecretBytes
-        do { key = try volume.createFileKey(fileID) } catch {
+        let lease: KeyLease
+        do {
+            let ref = volume.activeKey
+            let key = try volume.createFileKey(fileID)
+            lease = try cache.lease(for: fileID.bytes) { (key, ref) }
+        } catch let error as FileKeyError {
             Self.log("\(name): cannot create a data key: \(error)")
             return abandon(fd, dir, name, nil, error.errno)
+        } catch {
+            return abandon(fd, dir, name, fileID, EIO)
         }
         let content = ContentFile(fd: fd, fileID: fileID, layout: volume.layout)
         do { try content.writeHeader() } catch {
+            cache.unpin(lease)
             return abandon(fd, dir, name, fileID, error.errno)
         }
         var st = stat()
         fstat(fd, &st)
-        let file = OpenFile(fd: fd, file: content, key: key, identity: InodeIdentity(st), size: 0)
-        return (openFiles.insert(file), 0)
+        let file = OpenFile(fd: fd, file: content, lease: lease, identity: InodeIdentity(st), size: 0)
+        return (register(file), 0)
     }
 
     private func abandon(_ fd: Int32, _ dir: Node, _ name: String, _ fileID: FileID?, _ error: Int32) -> (OpenFile?, Int32) {
@@ -195,4 +264,11 @@ func openAt(_ path: String, relativeTo dir: Int32, flags: Int32, mode: mode_t = 
         let fd = openat(dir, path, flags, mode)
         if fd >= 0 || errno != EINTR { return fd }
     }
+}
+
+/// The libfuse session, shared with the control thread. Sound as Sendable: libfuse's notify
+/// calls (`fuse_lowlevel_notify_*`) may be made from any thread while the session lives, and
+/// the pointer is cleared before the session is destroyed.
+struct SessionPointer: @unchecked Sendable {
+    let raw: OpaquePointer
 }

@@ -36,6 +36,11 @@ public enum FuseMount {
                                hint: "check that /dev/fuse exists and fuse3 is installed, and that you are root")
             }
             defer { fuse_session_unmount(session) }
+            fileSystem.session.withLock { $0 = SessionPointer(raw: session) }
+            defer { fileSystem.session.withLock { $0 = nil } }
+            fileSystem.cache.startMaintenance()
+            try ControlServer.start(fileSystem)
+            defer { unlink(fileSystem.volume.path + "/control.sock") }
             ready()
             let rc = cmkfs_session_loop_mt(session, 10)
             if rc != 0 && rc != -EINTR {

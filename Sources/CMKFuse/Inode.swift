@@ -82,6 +82,9 @@ final class InodeTable: Sendable {
 
     func get(_ node: UInt64) -> Inode? { state.withLock { $0.byNode[node] } }
 
+    /// The node id the kernel knows the backing object by, if it knows it.
+    func node(for identity: InodeIdentity) -> UInt64? { state.withLock { $0.byIdentity[identity] } }
+
     /// Registers one more lookup of the object behind `fd` (an `CMKFS_O_PATH` descriptor the table
     /// takes over) and returns its node id.
     func remember(fd: Int32, identity: InodeIdentity, kind: mode_t) -> UInt64 {

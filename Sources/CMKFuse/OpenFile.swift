@@ -2,33 +2,67 @@ import Glibc
 import Synchronization
 import CMKCrypto
 import CMKFormat
+import CMKKeyService
 
 /// The state of one open backing inode, shared by every handle (and every hard link) that opened
-/// it: the backing descriptor, the unwrapped DEK, the plaintext size and the lock over content.
+/// it: the backing descriptor, the lease on the file's DEK, the plaintext size and the lock over
+/// content.
 ///
 /// Lock order: `OpenFileTable.entries` before nothing (never held while taking `content`);
 /// `content` is held for a whole read (shared) or write/truncate (exclusive) and never across a
 /// key-provider call.
 final class OpenFile: @unchecked Sendable {
-    // Sound: `fd`, `file` and `key` are immutable; `size` is read under `content` shared and
+    // Sound: `fd` and `file` are immutable; `size` and `lease` are read under `content` shared and
     // written under `content` exclusive; `refs` is touched only under the table's mutex.
     let fd: Int32
     let file: ContentFile
-    let key: SecretBytes
+    /// The DEK, as the key cache lends it: checked on every request, so a flush or revocation
+    /// stops this open file's next read or write.
+    var lease: KeyLease
     let identity: InodeIdentity
     let content = RWLock()
     var size: Int
     var refs = 1
 
-    init(fd: Int32, file: ContentFile, key: SecretBytes, identity: InodeIdentity, size: Int) {
+    init(fd: Int32, file: ContentFile, lease: KeyLease, identity: InodeIdentity, size: Int) {
         self.fd = fd
         self.file = file
-        self.key = key
+        self.lease = lease
         self.identity = identity
         self.size = size
     }
 
     deinit { close(fd) }
+
+    /// The DEK for one request; call with `content` held (either mode).
+    func key() throws(FileOpError) -> SecretBytes {
+        switch lease.key(now: monotonicNow()) {
+        case .success(let key): return key
+        case .failure(let refusal): throw .refused(refusal)
+        }
+    }
+}
+
+/// A failed operation on an open file, with the errno the application sees.
+enum FileOpError: Error, CustomStringConvertible {
+    case content(ContentError)
+    case refused(KeyRefusal)
+
+    var errno: Int32 {
+        switch self {
+        case .content(let error): return error.errno
+        case .refused(.revoked): return EACCES
+        case .refused(.expired): return EIO
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .content(let error): return error.description
+        case .refused(.revoked): return "the data key was revoked (master key disabled or cache flushed)"
+        case .refused(.expired): return "the data key's lease ran out: the key provider has not vouched for it within the maximum lifetime"
+        }
+    }
 }
 
 /// A backing inode's identity: stable while any descriptor on it is open.
@@ -67,14 +101,19 @@ final class OpenFileTable: Sendable {
         }
     }
 
-    /// Drops one reference; the last one closes the descriptor and wipes the key (in `deinit`s).
-    func release(_ file: OpenFile) {
-        entries.withLock { table in
+    /// Drops one reference; the last one closes the descriptor and unpins the DEK's lease.
+    func release(_ file: OpenFile, cache: KeyCache) {
+        let last = entries.withLock { table in
             file.refs -= 1
             precondition(file.refs >= 0, "open-file reference count went negative")
             if file.refs == 0 { table[file.identity] = nil }
+            return file.refs == 0
         }
+        if last { file.content.withReadLock { cache.unpin(file.lease) } }
     }
+
+    /// Every open file now (for invalidating kernel caches after a flush).
+    var all: [OpenFile] { entries.withLock { Array($0.values) } }
 
     var count: Int { entries.withLock { $0.count } }
 }

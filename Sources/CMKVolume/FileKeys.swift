@@ -8,6 +8,11 @@ import CMKMetadata
 public struct FileKeyError: Error, CustomStringConvertible {
     public let errno: Int32
     public let description: String
+
+    public init(errno: Int32, description: String) {
+        self.errno = errno
+        self.description = description
+    }
 }
 
 extension Volume {
@@ -29,14 +34,19 @@ extension Volume {
 
     /// Unwraps the DEK of `fileID` through the provider.
     public func fileKey(_ fileID: FileID) throws(FileKeyError) -> SecretBytes {
+        try fileKeyAndVersion(fileID).0
+    }
+
+    /// Unwraps the DEK of `fileID`, with the master-key version that wrapped it.
+    public func fileKeyAndVersion(_ fileID: FileID) throws(FileKeyError) -> (SecretBytes, KeyRef) {
         let record: FileKeyRecord?
         do { record = try metadata.fileKey(fileId: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }
         guard let record else {
             throw FileKeyError(errno: EIO, description: "file \(fileID) has no key row in the metadata database")
         }
+        let ref = KeyRef(keyID: record.keyId, version: record.keyVersion)
         do {
-            return try provider.unwrap(record.edek, with: KeyRef(keyID: record.keyId, version: record.keyVersion),
-                                       context: WrapContext(volumeID: volumeID, fileID: fileID.bytes))
+            return (try provider.unwrap(record.edek, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes)), ref)
         } catch { throw Self.keyError(error) }
     }
 

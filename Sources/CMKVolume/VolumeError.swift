@@ -14,6 +14,7 @@ public struct CMKError: Error, CustomStringConvertible {
         case alreadyMounted = 8
         case mountFailed = 9
         case io = 10
+        case notMounted = 11
     }
 
     public let code: Code

@@ -9,7 +9,8 @@ struct CMKFSCommand: ParsableCommand {
         abstract: "A FUSE filesystem that encrypts every file under customer-managed keys.",
         discussion: "Exit codes are listed in docs/exit-codes.md.",
         version: "0.1.0",
-        subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self]
+        subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self,
+                      CacheCommand.self, KeyCommand.self]
     )
 }
 

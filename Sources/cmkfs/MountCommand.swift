@@ -26,6 +26,9 @@ struct MountCommand: ParsableCommand {
     @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
     var pinFile: String?
 
+    @OptionGroup(title: "Key cache and leasing")
+    var cache: CacheOptions
+
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFD: Int32?
 
@@ -93,7 +96,7 @@ struct MountCommand: ParsableCommand {
         do {
             let v = try preflight(mnt, pin: try pin())
             let lock = try MountLock.acquire(v, mountpoint: mnt)
-            let fs = try FileSystem(volume: v)
+            let fs = try FileSystem(volume: v, policy: cache.policy)
             if readyFD != nil { chdir("/") }
             FileSystem.log("mounting \(v.path) at \(mnt)")
             try FuseMount.run(fs, at: mnt) {
@@ -128,6 +131,7 @@ struct MountCommand: ParsableCommand {
         defer { close(devnull); if log >= 0 { close(log) } }
         var args = ["mount", v.path, mnt, "--foreground", "--ready-fd", "3"]
         if let kmsDir { args += ["--kms-dir", absolute(kmsDir)] }
+        args += cache.arguments
         var extra = [(fds[1], Int32(3))]
         let pinPipe = try pin.map { (p) throws(CMKError) in try Self.pinPipe(p) }
         if let pinPipe {

@@ -101,7 +101,8 @@ final class KeyCacheTests: XCTestCase {
         }
         XCTAssertTrue(leases.last!.isLive)
         XCTAssertFalse(leases.first!.isLive, "the oldest was evicted and wiped")
-        XCTAssertEqual(cache.stats().evictions, 9_900)
+        XCTAssertGreaterThanOrEqual(cache.stats().evictions, 9_900)
+        XCTAssertLessThan(cache.stats().evictions, 10_000)
     }
 
     func testLeaseExpiresWithoutRenewalAndRenewalExtendsIt() throws {

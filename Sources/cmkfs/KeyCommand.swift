@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import CMKKeyService
+import CMKVolume
+
+struct KeyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "key",
+        abstract: "The kill switch: revoke or enable the volume's master key.",
+        subcommands: [Revoke.self, Enable.self]
+    )
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Disable the master key in the provider and flush it from the live mount.",
+            discussion: """
+            New opens fail at once and files already open fail their next read or write (EACCES); \
+            the mount also drops their pages from the kernel's page cache. Undo with: cmkfs key enable VOLUME
+            """
+        )
+        @Argument(help: "The volume directory.") var volume: String
+        @Option(help: "Why (recorded in the mount's log).") var reason: String?
+        @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
+        var kmsDir: String?
+
+        func run() {
+            reporting { () throws(CMKError) in
+                let start = monotonicNow()
+                let admin = try KeyAdmin.open(at: volume, kmsDir: kmsDir)
+                let changed = try admin.setAll(.disabled)
+                let disabledAt = monotonicNow()
+                let keys = admin.versions.map(\.description).joined(separator: ", ")
+                print("disabled \(keys) in the \(admin.config.provider.kind) key provider"
+                      + (changed.isEmpty ? " (already disabled)" : ""))
+                guard MountLock.holder(volumePath: admin.path) != nil else {
+                    print("the volume is not mounted: nothing cached to flush")
+                    return
+                }
+                let r = try ControlClient.send(ControlRequest(op: "flush-key", keyID: admin.config.provider.keyID,
+                                                              reason: "cmkfs key revoke" + (reason.map { ": \($0)" } ?? "")),
+                                               volume: admin.path)
+                let total = (monotonicNow() - start) * 1000
+                print("flushed \(r.flushed ?? 0) keys and cut \(r.openFilesCut ?? 0) open files in the live mount")
+                print(String(format: "time from request to flushed cache: %.1f ms (provider %.1f ms, mount flush %.1f ms)",
+                             total, (disabledAt - start) * 1000, r.elapsedMilliseconds ?? 0))
+            }
+        }
+    }
+
+    struct Enable: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable the master key again after a revocation.")
+        @Argument(help: "The volume directory.") var volume: String
+        @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
+        var kmsDir: String?
+
+        func run() {
+            reporting { () throws(CMKError) in
+                let admin = try KeyAdmin.open(at: volume, kmsDir: kmsDir)
+                let changed = try admin.setAll(.enabled)
+                print("enabled \(admin.versions.map(\.description).joined(separator: ", "))"
+                      + (changed.isEmpty ? " (already enabled)" : "") + "; files opened from now on are readable")
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import XCTest
+import CMKKeys
+
+/// The key cache, leasing and the kill switch, on a real mount with the embedded KMS.
+final class KeyServiceTests: IntegrationTestCase {
+    override var mountsInSetUp: Bool { false }
+
+    func mount(_ extra: [String]) throws {
+        let r = fx.cmkfs(["mount", vol, mnt, "--kms-dir", fx.kms] + extra)
+        guard r.succeeded else { throw FixtureError("mount failed: \(r)") }
+    }
+
+    func cacheStats() throws -> [String: Any] {
+        let r = fx.cmkfs(["cache", "stats", vol, "--json"])
+        XCTAssertTrue(r.succeeded, "\(r)")
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+    }
+
+    /// A process holding a file open loses it at its next read after `cmkfs key revoke`, new opens
+    /// fail, and `key enable` makes new opens work again.
+    func testRevokeCutsOpenHandlesAndNewOpensAndEnableRestores() throws {
+        try mount([])
+        sh("printf 'top secret' > \(mnt)/held && printf other > \(mnt)/other && cat \(mnt)/held \(mnt)/other > /dev/null")
+        // A reader that opens the file, reads, waits for the revocation, then reads again.
+        let script = """
+            import os, sys, time
+            fd = os.open(sys.argv[1], os.O_RDONLY)
+            print(os.pread(fd, 100, 0).decode(), flush=True)
+            open(sys.argv[2], 'w').close()
+            while not os.path.exists(sys.argv[3]): time.sleep(0.01)
+            try:
+                data = os.pread(fd, 100, 0)
+                print('still readable:', data)
+            except OSError as e:
+                print('after revoke:', os.strerror(e.errno))
+            """
+        let ready = fx.plain + "/ready", go = fx.plain + "/go"
+        try script.write(toFile: fx.logs + "/holder.py", atomically: true, encoding: .utf8)
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        holder.arguments = [fx.logs + "/holder.py", mnt + "/held", ready, go]
+        let out = Pipe()
+        holder.standardOutput = out
+        try holder.run()
+        defer { if holder.isRunning { holder.terminate() } }
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: ready) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+
+        let revoke = fx.cmkfs(["key", "revoke", vol, "--kms-dir", fx.kms, "--reason", "test drill"])
+        XCTAssertTrue(revoke.succeeded, "\(revoke)")
+        XCTAssertTrue(revoke.stdout.contains("time from request to flushed cache"), revoke.stdout)
+        XCTAssertTrue(revoke.stdout.contains("cut 1 open files"), revoke.stdout)
+        FileManager.default.createFile(atPath: go, contents: nil)
+        holder.waitUntilExit()
+        let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(said, "top secret\nafter revoke: Permission denied\n")
+
+        let reopen = fx.sh("cat \(mnt)/other")
+        XCTAssertFalse(reopen.succeeded)
+        XCTAssertTrue(reopen.stderr.contains("Permission denied"), "\(reopen)")
+        XCTAssertFalse(fx.sh("printf x > \(mnt)/new-file").succeeded, "no new file key can be wrapped under a disabled key")
+        XCTAssertTrue(fx.mountLog().contains("cmkfs key revoke: test drill"))
+
+        let enable = fx.cmkfs(["key", "enable", vol, "--kms-dir", fx.kms])
+        XCTAssertTrue(enable.succeeded, "\(enable)")
+        XCTAssertEqual(sh("cat \(mnt)/held \(mnt)/other"), "top secretother")
+    }
+
+    /// Disabling the master key directly in the KMS (not through cmkfs) takes effect within one
+    /// renewal interval, and enabling it lets new opens work again.
+    func testKeyDisabledInTheKMSIsFlushedWithinOneRenewal() throws {
+        try mount(["--lease-renew", "300ms"])
+        sh("printf data > \(mnt)/f && cat \(mnt)/f > /dev/null")
+        let keyID = try XCTUnwrap((try fx.status()["provider"] as? [String: Any])?["key_id"] as? String)
+        let kms = try SimulatedKMS(directory: fx.kms, create: false)
+        try kms.setState(.disabled, of: KeyRef(keyID: keyID, version: 1))
+        let start = Date()
+        var failedAfter: Double?
+        while Date().timeIntervalSince(start) < 5 {
+            if !fx.sh("cat \(mnt)/f").succeeded { failedAfter = Date().timeIntervalSince(start); break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let seconds = try XCTUnwrap(failedAfter, "reads still succeed 5 s after the key was disabled in the KMS")
+        XCTAssertLessThan(seconds, 1.5, "renewal every 300 ms (plus the sweep tick) must notice the disabled key")
+        report("disabled in KMS → first failed read", seconds: seconds)
+        XCTAssertTrue(fx.mountLog().contains("provider reports"), fx.mountLog())
+        try kms.setState(.enabled, of: KeyRef(keyID: keyID, version: 1))
+        XCTAssertEqual(sh("cat \(mnt)/f"), "data")
+    }
+
+    /// Hits and misses are counted truthfully; `cache flush` drops everything.
+    func testStatsCountHitsAndMissesAndFlushEmptiesTheCache() throws {
+        try mount([])
+        sh("printf a > \(mnt)/a && printf b > \(mnt)/b")   // two creates: two misses (new keys)
+        var stats = try cacheStats()
+        XCTAssertEqual(stats["misses"] as? Int, 2)
+        XCTAssertEqual(stats["hits"] as? Int, 0)
+        sh("cat \(mnt)/a \(mnt)/a \(mnt)/b > /dev/null")   // keys still cached: three hits
+        stats = try cacheStats()
+        XCTAssertEqual(stats["hits"] as? Int, 3)
+        XCTAssertEqual(stats["misses"] as? Int, 2)
+        XCTAssertEqual(stats["entries"] as? Int, 2)
+        let flush = fx.cmkfs(["cache", "flush", vol])
+        XCTAssertTrue(flush.succeeded, "\(flush)")
+        XCTAssertTrue(flush.stdout.hasPrefix("flushed 2 keys"), flush.stdout)
+        XCTAssertEqual(try cacheStats()["entries"] as? Int, 0)
+        XCTAssertEqual(sh("cat \(mnt)/a"), "a", "after a flush the next open unwraps again")
+        XCTAssertEqual(try cacheStats()["misses"] as? Int, 3)
+    }
+
+    /// The capacity bound holds while 10,000 files are created and read.
+    func testCapacityBoundHoldsUnderTenThousandFiles() throws {
+        try mount(["--cache-capacity", "100"])
+        timed("create 10,000 files", "cd \(mnt) && mkdir d && cd d && seq 1 10000 | xargs touch && cat * > /dev/null")
+        let stats = try cacheStats()
+        XCTAssertLessThanOrEqual(try XCTUnwrap(stats["entries"] as? Int), 100)
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(stats["evictions"] as? Int), 9_900)
+        XCTAssertEqual(sh("cat \(mnt)/d/1 \(mnt)/d/10000 | wc -c"), "0\n")
+    }
+
+    /// The CLI's errors for a volume that is not mounted.
+    func testCacheCommandsNeedALiveMount() throws {
+        let r = fx.cmkfs(["cache", "stats", vol])
+        XCTAssertEqual(r.status, 11, "\(r)")
+        XCTAssertTrue(r.stderr.contains("cmkfs: error:") && r.stderr.contains("is not mounted"), r.stderr)
+        let bad = fx.cmkfs(["mount", vol, mnt, "--kms-dir", fx.kms, "--lease-renew", "soon"])
+        XCTAssertEqual(bad.status, 64, "\(bad)")
+    }
+}
