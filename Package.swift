@@ -52,6 +52,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Benchmark, run by hand (not by `swift test`): unwrap latency per provider.
+        .executableTarget(name: "provider-latency", dependencies: ["CMKCrypto", "CMKKeys", "CMKPKCS11", "CMKSocketKMS"],
+                          path: "bench/provider-latency"),
+
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
         .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),
