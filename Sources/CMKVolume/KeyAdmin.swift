@@ -1,3 +1,4 @@
+import CMKCrypto
 import CMKKeys
 import CMKMetadata
 
@@ -10,7 +11,8 @@ public struct KeyAdmin {
     /// The versions the volume knows, from its metadata database.
     public let versions: [KeyRef]
 
-    public static func open(at path: String, kmsDir: String? = nil) throws(CMKError) -> KeyAdmin {
+    /// `pin` logs in to a PKCS#11 token (used once, never stored).
+    public static func open(at path: String, kmsDir: String? = nil, pin: SecretBytes? = nil) throws(CMKError) -> KeyAdmin {
         let path = absolute(path)
         let config = try Volume.readConfig(path)
         var providerConfig = config.provider
@@ -20,7 +22,7 @@ public struct KeyAdmin {
         defer { store.close() }
         let records: [KeyVersionRecord]
         do { records = try store.keyVersions() } catch { throw .metadata(error, volume: path) }
-        let provider = try Volume.makeProvider(providerConfig, create: false, volume: path)
+        let provider = try Volume.makeProvider(providerConfig, create: false, volume: path, pin: pin)
         return KeyAdmin(path: path, config: config, provider: provider,
                         versions: records.filter { $0.state != .purged }.map { KeyRef(keyID: $0.keyId, version: $0.version) })
     }

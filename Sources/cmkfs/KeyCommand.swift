@@ -22,11 +22,14 @@ struct KeyCommand: ParsableCommand {
         @Option(help: "Why (recorded in the mount's log).") var reason: String?
         @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
         var kmsDir: String?
+        @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
+        var pinFile: String?
 
         func run() {
             reporting { () throws(CMKError) in
                 let start = monotonicNow()
-                let admin = try KeyAdmin.open(at: volume, kmsDir: kmsDir)
+                let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: true)
+                let admin = try KeyAdmin.open(at: volume, kmsDir: kmsDir, pin: pin)
                 let changed = try admin.setAll(.disabled)
                 let disabledAt = monotonicNow()
                 let keys = admin.versions.map(\.description).joined(separator: ", ")
@@ -52,10 +55,13 @@ struct KeyCommand: ParsableCommand {
         @Argument(help: "The volume directory.") var volume: String
         @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
         var kmsDir: String?
+        @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
+        var pinFile: String?
 
         func run() {
             reporting { () throws(CMKError) in
-                let admin = try KeyAdmin.open(at: volume, kmsDir: kmsDir)
+                let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: true)
+                let admin = try KeyAdmin.open(at: volume, kmsDir: kmsDir, pin: pin)
                 let changed = try admin.setAll(.enabled)
                 print("enabled \(admin.versions.map(\.description).joined(separator: ", "))"
                       + (changed.isEmpty ? " (already enabled)" : "") + "; files opened from now on are readable")

@@ -17,6 +17,12 @@ enum PINSource {
         return promptAtTerminal ? fromTerminal(prompt: "PIN for PKCS#11 token '\(token)': ") : nil
     }
 
+    /// The PIN for `volume` when its recorded provider is PKCS#11; nil for the other providers.
+    static func forVolume(_ volume: String, pinFile: String?, promptAtTerminal: Bool) throws(CMKError) -> SecretBytes? {
+        guard let recorded = try? Volume.recordedProvider(at: volume), recorded.kind == "pkcs11" else { return nil }
+        return try read(pinFile: pinFile, promptAtTerminal: promptAtTerminal, token: recorded.tokenLabel ?? "?")
+    }
+
     /// Everything up to the first newline of `path` (the usual PIN-file shape).
     static func fromFile(_ path: String) throws(CMKError) -> SecretBytes {
         let fd = open(path, O_RDONLY | O_CLOEXEC)

@@ -190,6 +190,26 @@ final class ProviderMountTests: IntegrationTestCase {
 
     // MARK: PKCS#11 (SoftHSM2)
 
+    /// At mount: the recorded token or key label no longer exists on the module.
+    func testPKCS11TokenOrKeyLabelGoneAtMount() throws {
+        let (_, env, pinFile) = try makeToken()
+        XCTAssertTrue(initPKCS11(env, pinFile: pinFile, extra: ["--key-label", "kept"]).succeeded)
+        let configPath = pvol + "/cmkfs.volume"
+        let original = try String(contentsOfFile: configPath, encoding: .utf8)
+        try original.replacingOccurrences(of: "\"key_id\" : \"kept\"", with: "\"key_id\" : \"gone\"")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let k = cmkfs(["mount", pvol, mnt, "--pin-file", pinFile], env: env)
+        XCTAssertEqual(k.status, 5, "\(k)")
+        XCTAssertTrue(k.stderr.contains("cmkfs: error: PKCS#11 token 'cmkfs-it' has no master key gone"), "\(k)")
+        XCTAssertTrue(k.stderr.contains("cmkfs: hint: check that token 'cmkfs-it' holds a secret key labelled gone.v1"), "\(k)")
+        try original.replacingOccurrences(of: "\"token_label\" : \"cmkfs-it\"", with: "\"token_label\" : \"elsewhere\"")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let t = cmkfs(["mount", pvol, mnt, "--pin-file", pinFile], env: env)
+        XCTAssertEqual(t.status, 5, "\(t)")
+        XCTAssertTrue(t.stderr.contains("no PKCS#11 token labelled 'elsewhere' (tokens: 'cmkfs-it')"), "\(t)")
+        XCTAssertFalse(fx.isMounted(mnt))
+    }
+
     func makeToken() throws -> (SoftHSMTokens, [String: String], String) {
         let tokens = try SoftHSMTokens(root: fx.root + "/hsm")
         try tokens.initToken("cmkfs-it", logDir: fx.logs)
@@ -247,6 +267,28 @@ final class ProviderMountTests: IntegrationTestCase {
         XCTAssertEqual(none.status, 5, "\(none)")
         XCTAssertTrue(none.stderr.contains("PIN of PKCS#11 token 'cmkfs-it' is needed"), "\(none)")
         XCTAssertEqual(snapshot(pvol), before)
+    }
+
+    /// The kill switch on an HSM volume: `cmkfs key revoke` turns off CKA_ENCRYPT/CKA_DECRYPT on the
+    /// token (from another process than the mount), opens fail with EACCES; `key enable` undoes it.
+    func testPKCS11RevokeAndEnableThroughTheToken() throws {
+        let (_, env, pinFile) = try makeToken()
+        XCTAssertTrue(initPKCS11(env, pinFile: pinFile).succeeded)
+        try mountP(env: env, ["--pin-file", pinFile])
+        sh("echo hsm-secret > \(mnt)/f")
+        try unmountP()
+        try mountP(env: env, ["--pin-file", pinFile])
+        let revoke = cmkfs(["key", "revoke", pvol, "--pin-file", pinFile], env: env)
+        XCTAssertTrue(revoke.succeeded, "\(revoke)")
+        let denied = fx.sh("cat \(mnt)/f")
+        XCTAssertTrue(denied.stderr.contains("Permission denied"), "\(denied)\nmount.log: \(fx.mountLog(pvol))")
+        let enable = cmkfs(["key", "enable", pvol, "--pin-file", pinFile], env: env)
+        XCTAssertTrue(enable.succeeded, "\(enable)")
+        XCTAssertEqual(sh("cat \(mnt)/f"), "hsm-secret\n")
+        // Without any PIN the kill switch says what it needs instead of hanging at a prompt.
+        let noPIN = cmkfs(["key", "revoke", pvol], env: env, timeout: 30)
+        XCTAssertEqual(noPIN.status, 5, "\(noPIN)")
+        XCTAssertTrue(noPIN.stderr.contains("PIN of PKCS#11 token 'cmkfs-it' is needed"), "\(noPIN)")
     }
 
     func testPKCS11InitErrors() throws {
