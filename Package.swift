@@ -20,6 +20,8 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
         // The PKCS#11 interface (p11-kit's header); modules are loaded with dlopen at run time.
+        // Linux inode flags (chattr +a) for the audit log: ioctl(2) is variadic.
+        .systemLibrary(name: "CLinuxFS"),
         .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1",
                        providers: [.apt(["libp11-kit-dev"])]),
 
@@ -35,14 +37,16 @@ let package = Package(
         .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys"]),
         // The DEK cache: TTLs, capacity, leasing with background renewal, flushes.
         .target(name: "CMKKeyService", dependencies: ["CMKCrypto", "CMKKeys"]),
+        // The tamper-evident audit log: record format, MAC chain, segments, checkpoints, verifier.
+        .target(name: "CMKAudit", dependencies: ["CMKCrypto", "CLinuxFS"]),
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
         .target(name: "CMKMetadata", dependencies: ["CSQLite"]),
         // A volume: its config, its database, its provider, the per-file key service.
-        .target(name: "CMKVolume", dependencies: ["CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS"]),
+        .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
-        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume"]),
+        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume"]),
         .executableTarget(name: "cmkfs", dependencies: [
-            "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto",
+            "CMKAudit", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -60,9 +64,10 @@ let package = Package(
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
         .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKKeyServiceTests", dependencies: ["CMKKeyService", "CMKKeys", "CMKCrypto"]),
+        .testTarget(name: "CMKAuditTests", dependencies: ["CMKAudit", "CMKCrypto"]),
         .testTarget(name: "CMKMetadataTests", dependencies: ["CMKMetadata"]),
         .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "cmkfs-kms", "CMKVolume", "CMKFormat", "CMKCrypto",
-                                                             "CMKKeys", "CMKPKCS11", "CMKSocketKMS"]),
+                                                             "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit"]),
     ],
     swiftLanguageModes: [.v6]
 )

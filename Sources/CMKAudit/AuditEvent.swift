@@ -1,0 +1,47 @@
+/// What happened, as the caller knows it. The writer adds the sequence number, the time, the
+/// volume id, the host and the chain fields (`prev`, `mac`) — see docs/audit-format.md.
+public struct AuditEvent: Sendable, Equatable {
+    /// `init`, `mount`, `unmount`, `open`, `create`, `truncate`, `read-denied`, `revoke`, `enable`,
+    /// `flush`, `renew`, `expire`, `renew-failed`, `mount-denied`, … (docs/audit-format.md lists them).
+    public var event: String
+    /// `ok`, `denied` (the key owner refused: disabled/destroyed key, wrong PIN), or `error`
+    /// (provider down, tampered block, I/O).
+    public var result: String
+    public var errno: Int32?
+    /// The provider's or the content layer's message (never key material).
+    public var error: String?
+    /// The file id (32 hex digits) and the path inside the mount at that moment.
+    public var fileID: String?
+    public var path: String?
+    public var keyID: String?
+    public var keyVersion: Int?
+    /// For a DEK use: `hit` (served from the mount's cache), `miss` (unwrapped by the provider
+    /// for this open) or `new` (generated and wrapped for a new file).
+    public var cache: String?
+    /// The caller as FUSE reports it, and `/proc/PID/comm`.
+    public var uid: Int?
+    public var gid: Int?
+    public var pid: Int?
+    public var process: String?
+    public var detail: String?
+
+    public init(_ event: String, result: String = "ok", errno: Int32? = nil, error: String? = nil,
+                fileID: String? = nil, path: String? = nil, keyID: String? = nil, keyVersion: Int? = nil,
+                cache: String? = nil, uid: Int? = nil, gid: Int? = nil, pid: Int? = nil, process: String? = nil,
+                detail: String? = nil) {
+        self.event = event
+        self.result = result
+        self.errno = errno
+        self.error = error
+        self.fileID = fileID
+        self.path = path
+        self.keyID = keyID
+        self.keyVersion = keyVersion
+        self.cache = cache
+        self.uid = uid
+        self.gid = gid
+        self.pid = pid
+        self.process = process
+        self.detail = detail
+    }
+}

@@ -1,0 +1,321 @@
+import Foundation
+import Glibc
+import Synchronization
+import CLinuxFS
+import CMKCrypto
+
+/// The writer of a volume's audit log: `VOLUME/audit/audit-<first seq>.log` segments, one record
+/// a line, chained by MAC under the audit key (docs/audit-format.md).
+///
+/// One writer per volume at a time: `audit/writer.lock` is `flock`ed for the writer's lifetime
+/// (the mount holds it while mounted; commands that write records while the volume is mounted ask
+/// the mount to write them). Segments are opened `O_APPEND` and, where the filesystem and the
+/// capabilities allow, made append-only (`chattr +a`).
+///
+/// Durability: `append` writes the record with one `write(2)` before it returns (it then survives
+/// a crash of the process); `append(durable: true)` and `sync()` also `fsync` it and save a
+/// checkpoint. `startGroupCommit` syncs every interval while records are pending, which bounds
+/// how long an open's record can be lost to a power cut.
+public final class AuditLog: Sendable {
+    public let directory: String
+    let key: SecretBytes
+    let volumeID: String
+    let host: String
+    let checkpoints: (any AuditCheckpointStore)?
+    let segmentLimit: Int
+    let lockFD: Int32
+    /// Called from the group-commit thread when a background sync fails (for the mount log).
+    let onFailure: @Sendable (AuditError) -> Void
+
+    /// The head of the chain and the open segment.
+    struct Head {
+        var fd: Int32 = -1
+        var path = ""
+        var bytes = 0
+        var seq: UInt64 = 0
+        var prev = AuditRecord.genesis
+        var unsynced = false
+        var closed = false
+        var appendOnly: String = "not tried"
+    }
+    /// Lock order: `syncing` before `head`. `head` is held for one `write(2)` (and the rare
+    /// segment roll), never across an fsync or a checkpoint save.
+    let head: Mutex<Head>
+    /// The last checkpointed seq; serializes syncs so checkpoints only move forward.
+    let syncing = Mutex<UInt64>(0)
+
+    /// How often pending records are fsynced and checkpointed: the bound on how many seconds
+    /// of open records a power cut can lose (a crash of the process loses none).
+    public static let groupCommitInterval = 0.1
+
+    /// The default segment size: 64 MiB (`CMKFS_AUDIT_SEGMENT_BYTES` overrides it, for tests).
+    public static var defaultSegmentLimit: Int {
+        ProcessInfo.processInfo.environment["CMKFS_AUDIT_SEGMENT_BYTES"].flatMap(Int.init).map { max(1024, $0) } ?? 64 << 20
+    }
+
+    init(directory: String, key: SecretBytes, volumeID: String, checkpoints: (any AuditCheckpointStore)?,
+         segmentLimit: Int, lockFD: Int32, head: Head, onFailure: @escaping @Sendable (AuditError) -> Void) {
+        self.directory = directory
+        self.key = key
+        self.volumeID = volumeID
+        self.host = Self.hostName()
+        self.checkpoints = checkpoints
+        self.segmentLimit = segmentLimit
+        self.lockFD = lockFD
+        self.head = Mutex(head)
+        self.onFailure = onFailure
+    }
+
+    deinit {
+        head.withLock { h in if h.fd >= 0 { Glibc.close(h.fd); h.fd = -1 } }
+        Glibc.close(lockFD)
+    }
+
+    /// Opens (creating if needed) the log in `directory` and continues its chain from the last
+    /// complete record. Waits up to `lockWait` seconds for another writer to finish.
+    public static func open(directory: String, key: SecretBytes, volumeID: String,
+                            checkpoints: (any AuditCheckpointStore)?, segmentLimit: Int = defaultSegmentLimit,
+                            lockWait: Double = 10,
+                            onFailure: @escaping @Sendable (AuditError) -> Void = { _ in }) throws(AuditError) -> AuditLog {
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST { throw .system("mkdir", directory, errno) }
+        let lockPath = directory + "/writer.lock"
+        let lockFD = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0 else { throw .system("open", lockPath, errno) }
+        let deadline = Date().addingTimeInterval(lockWait)
+        while flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+            guard Date() < deadline else {
+                Glibc.close(lockFD)
+                throw AuditError(.busy, "another process is writing the audit log in \(directory)",
+                                 hint: "if the volume is mounted, the mount writes its records; else retry when the other command ends")
+            }
+            usleep(20_000)
+        }
+        var head = Head()
+        do {
+            try resume(&head, directory: directory)
+        } catch {
+            Glibc.close(lockFD)
+            throw error
+        }
+        return AuditLog(directory: directory, key: key, volumeID: volumeID, checkpoints: checkpoints,
+                        segmentLimit: segmentLimit, lockFD: lockFD, head: head, onFailure: onFailure)
+    }
+
+    /// Reads the last complete record of the newest segment. A segment that does not end with a
+    /// newline (a torn record after a crash or a full disk) is left as it is: the next record
+    /// starts a new segment, so the torn bytes stay a torn tail and never sit inside a segment.
+    static func resume(_ head: inout Head, directory: String) throws(AuditError) {
+        let segments = AuditSegments.list(directory)
+        guard let last = segments.last else { return }
+        let (tail, endsWithNewline) = try AuditSegments.lastRecord(in: last.path)
+        if let tail {
+            guard let split = AuditRecord.split(tail[...]), let chain = AuditRecord.chainFields(split.body) else {
+                throw AuditError(.malformed, "the last record of \(last.path) is not a record",
+                                 hint: "run cmkfs audit verify on the volume; move the damaged segment aside to continue")
+            }
+            head.seq = chain.seq
+            head.prev = split.mac
+        } else if last.firstSeq > 1 {
+            // A segment with no complete record: continue from the previous segment's tail.
+            let earlier = segments.dropLast()
+            if let previous = earlier.last, let (t, _) = try? AuditSegments.lastRecord(in: previous.path),
+               let t, let split = AuditRecord.split(t[...]), let chain = AuditRecord.chainFields(split.body) {
+                head.seq = chain.seq
+                head.prev = split.mac
+            }
+        }
+        if endsWithNewline && tail != nil {
+            let fd = Glibc.open(last.path, O_WRONLY | O_APPEND | O_CLOEXEC)
+            guard fd >= 0 else { throw .system("open", last.path, errno) }
+            var st = stat()
+            fstat(fd, &st)
+            head.fd = fd
+            head.path = last.path
+            head.bytes = Int(st.st_size)
+        }
+    }
+
+    /// Writes one record (before returning) and, when `durable`, fsyncs it and saves a
+    /// checkpoint. Throws when the record could not be written: the caller must not use the key.
+    public func append(_ event: AuditEvent, durable: Bool = false) throws(AuditError) {
+        try head.withLock { (h: inout Head) throws(AuditError) in
+            guard !h.closed else { throw AuditError(.io, "the audit log is closed") }
+            let seq = h.seq + 1
+            let body = AuditRecord.body(seq: seq, time: AuditRecord.now(), volumeID: volumeID, host: host, prev: h.prev, event)
+            let record: (line: [UInt8], mac: String)
+            do { record = try AuditRecord.line(body: body, key: key) } catch {
+                throw AuditError(.key, "cannot MAC an audit record: \(error)")
+            }
+            if h.fd < 0 || (h.bytes > 0 && h.bytes + record.line.count > segmentLimit) { try roll(&h, firstSeq: seq) }
+            let written = Self.writeAll(h.fd, record.line)
+            guard written == record.line.count else {
+                let code = errno
+                if written > 0 {
+                    // A torn record: leave this segment (append-only: it cannot be cut back) so
+                    // the torn bytes stay its tail; the next record opens a new segment.
+                    fsync(h.fd)
+                    Glibc.close(h.fd)
+                    h.fd = -1
+                }
+                throw .system("write", h.path, code == 0 ? EIO : code)
+            }
+            h.seq = seq
+            h.prev = record.mac
+            h.bytes += record.line.count
+            h.unsynced = true
+        }
+        if durable { try sync() }
+    }
+
+    /// Makes every record written so far durable and saves a checkpoint of the head.
+    public func sync() throws(AuditError) {
+        try syncing.withLock { (checkpointed: inout UInt64) throws(AuditError) in
+            let (fd, seq, prev, path) = head.withLock { h -> (Int32, UInt64, String, String) in
+                let fd = h.unsynced && h.fd >= 0 ? dup(h.fd) : -1
+                h.unsynced = false
+                return (fd, h.seq, h.prev, h.path)
+            }
+            if fd >= 0 {
+                defer { Glibc.close(fd) }
+                if fsync(fd) != 0 {
+                    let code = errno
+                    head.withLock { $0.unsynced = true }
+                    throw .system("fsync", path, code)
+                }
+            }
+            guard seq > checkpointed, let checkpoints else { return }
+            do {
+                let cp = try AuditCheckpoint(count: seq, head: prev, time: AuditRecord.now()).encoded(key: key)
+                try checkpoints.saveCheckpoint(cp)
+            } catch {
+                throw AuditError(.io, "cannot save the audit checkpoint: \(error)")
+            }
+            checkpointed = seq
+        }
+    }
+
+    /// Syncs every `interval` seconds while records are pending (group commit), until `close`.
+    public func startGroupCommit(every interval: Double) {
+        Thread.detachNewThread { [self] in
+            while !head.withLock({ $0.closed }) {
+                Thread.sleep(forTimeInterval: interval)
+                do throws(AuditError) { try sync() } catch { onFailure(error) }
+            }
+        }
+    }
+
+    /// Syncs, closes the segment and releases the writer lock.
+    public func close() throws(AuditError) {
+        defer {
+            head.withLock { h in
+                h.closed = true
+                if h.fd >= 0 { Glibc.close(h.fd); h.fd = -1 }
+            }
+            flock(lockFD, LOCK_UN)
+        }
+        try sync()
+    }
+
+    /// The last record's seq (records written so far, with the records before this writer).
+    public var count: UInt64 { head.withLock { $0.seq } }
+
+    /// What became of `chattr +a` on the current segment ("set", or why not).
+    public var appendOnlyState: String { head.withLock { $0.appendOnly } }
+
+    /// Starts a new segment whose first record will be `firstSeq`.
+    private func roll(_ h: inout Head, firstSeq: UInt64) throws(AuditError) {
+        if h.fd >= 0 {
+            if fsync(h.fd) != 0 { throw .system("fsync", h.path, errno) }
+            Glibc.close(h.fd)
+            h.fd = -1
+        }
+        var attempt = 0
+        var path = AuditSegments.name(directory, firstSeq: firstSeq, attempt: 0)
+        var fd: Int32 = -1
+        while true {
+            fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd >= 0 { break }
+            guard errno == EEXIST, attempt < 1000 else { throw .system("open", path, errno) }
+            attempt += 1
+            path = AuditSegments.name(directory, firstSeq: firstSeq, attempt: attempt)
+        }
+        let rc = cmkfs_set_append_only(fd)
+        h.appendOnly = rc == 0 ? "set" : "not set: \(String(cString: strerror(rc)))"
+        let dir = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 { fsync(dir); Glibc.close(dir) }
+        h.fd = fd
+        h.path = path
+        h.bytes = 0
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Int {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 { if errno == EINTR { continue }; return done }
+            if n == 0 { errno = EIO; return done }
+            done += n
+        }
+        return done
+    }
+
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "unknown" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// The segment files of a log directory, in chain order.
+public enum AuditSegments {
+    public struct Segment: Sendable, Equatable {
+        public let path: String
+        public let firstSeq: UInt64
+        public let attempt: Int
+    }
+
+    /// `audit-<first seq, 12 digits>.log`, or `audit-<first seq>.<attempt>.log` when a segment
+    /// of that name already holds a torn record.
+    static func name(_ directory: String, firstSeq: UInt64, attempt: Int) -> String {
+        let digits = String(firstSeq)
+        let padded = String(repeating: "0", count: max(0, 12 - digits.count)) + digits
+        return directory + "/audit-" + padded + (attempt == 0 ? "" : ".\(attempt)") + ".log"
+    }
+
+    /// The segments in `directory`, ordered by first seq then attempt.
+    public static func list(_ directory: String) -> [Segment] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.compactMap { parse(directory + "/" + $0) }.sorted { ($0.firstSeq, $0.attempt) < ($1.firstSeq, $1.attempt) }
+    }
+
+    /// A segment from its path, or nil if the name is not a segment's.
+    public static func parse(_ path: String) -> Segment? {
+        let name = (path as NSString).lastPathComponent
+        guard name.hasPrefix("audit-"), name.hasSuffix(".log") else { return nil }
+        let parts = name.dropFirst(6).dropLast(4).split(separator: ".", omittingEmptySubsequences: false)
+        guard let seq = parts.first.flatMap({ UInt64($0) }), parts.count <= 2 else { return nil }
+        let attempt = parts.count == 2 ? Int(parts[1]) : 0
+        guard let attempt else { return nil }
+        return Segment(path: path, firstSeq: seq, attempt: attempt)
+    }
+
+    /// The last complete line of a segment (without its newline) and whether the file ends with
+    /// a newline (false: a torn record follows it).
+    static func lastRecord(in path: String) throws(AuditError) -> ([UInt8]?, Bool) {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .system("open", path, errno) }
+        defer { Glibc.close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .system("fstat", path, errno) }
+        let size = Int(st.st_size)
+        guard size > 0 else { return (nil, true) }
+        let window = min(size, 1 << 20)
+        var buffer = [UInt8](repeating: 0, count: window)
+        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, window, off_t(size - window)) }
+        guard n == window else { throw .system("read", path, n < 0 ? errno : EIO) }
+        let endsWithNewline = buffer.last == 0x0A
+        guard let lastNewline = buffer.lastIndex(of: 0x0A) else { return (nil, false) }
+        let start = buffer[..<lastNewline].lastIndex(of: 0x0A).map { $0 + 1 } ?? 0
+        return (Array(buffer[start..<lastNewline]), endsWithNewline)
+    }
+}

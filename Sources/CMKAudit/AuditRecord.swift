@@ -1,0 +1,158 @@
+import Glibc
+import CMKCrypto
+
+/// The byte-level record format (docs/audit-format.md): one JSON object a line, fields always
+/// present and always in this order, so the bytes a MAC covers are fixed:
+///
+///     {"v":1,"seq":…,"time":…,"event":…,…,"prev":"<64 hex>","mac":"<64 hex>"}\n
+///
+/// `body` is everything before `,"mac":"`; `mac` = HMAC-SHA256(audit key, body). `prev` is the
+/// previous record's `mac` (64 zeros for seq 1), so every record is chained to the one before.
+public enum AuditRecord {
+    public static let version = 1
+    /// The `prev` of the first record.
+    public static let genesis = String(repeating: "0", count: 64)
+    static let macPrefix = Array(#","mac":""#.utf8)
+    /// `,"mac":"` + 64 hex + `"}`.
+    static let macSuffixLength = macPrefix.count + 64 + 2
+
+    /// The body of a record (the MACed bytes).
+    public static func body(seq: UInt64, time: String, volumeID: String, host: String, prev: String,
+                            _ e: AuditEvent) -> [UInt8] {
+        var w = JSONLineWriter()
+        w.field("v", int: version, first: true)
+        w.field("seq", int: Int(seq))
+        w.field("time", time)
+        w.field("event", e.event)
+        w.field("result", e.result)
+        w.field("errno", int: e.errno.map(Int.init))
+        w.field("error", e.error)
+        w.field("volume", volumeID)
+        w.field("file", e.fileID)
+        w.field("path", e.path)
+        w.field("key", e.keyID)
+        w.field("key_version", int: e.keyVersion)
+        w.field("cache", e.cache)
+        w.field("uid", int: e.uid)
+        w.field("gid", int: e.gid)
+        w.field("pid", int: e.pid)
+        w.field("process", e.process)
+        w.field("host", host)
+        w.field("detail", e.detail)
+        w.field("prev", prev)
+        return w.bytes
+    }
+
+    /// The full line: body, MAC, closing brace, newline.
+    public static func line(body: [UInt8], key: SecretBytes) throws(CryptoError) -> (line: [UInt8], mac: String) {
+        let mac = hexString(try HMACSHA256.mac(key: key, body))
+        return (body + macPrefix + Array(mac.utf8) + Array(#""}"#.utf8) + [0x0A], mac)
+    }
+
+    /// Splits a line (without its newline) into body and MAC hex, or nil if it is not shaped
+    /// like a record.
+    public static func split(_ line: ArraySlice<UInt8>) -> (body: ArraySlice<UInt8>, mac: String)? {
+        guard line.count > macSuffixLength, line.first == UInt8(ascii: "{"), line.last == UInt8(ascii: "}") else { return nil }
+        let start = line.endIndex - macSuffixLength
+        guard line[start..<start + macPrefix.count].elementsEqual(macPrefix) else { return nil }
+        let hex = line[(start + macPrefix.count)..<(line.endIndex - 2)]
+        guard hex.allSatisfy(isLowerHex), line[line.endIndex - 2] == UInt8(ascii: "\"") else { return nil }
+        return (line[line.startIndex..<start], String(decoding: hex, as: UTF8.self))
+    }
+
+    /// The `seq` and `prev` of a body, read from their fixed places.
+    public static func chainFields(_ body: ArraySlice<UInt8>) -> (seq: UInt64, prev: String)? {
+        let head = Array(#"{"v":1,"seq":"#.utf8)
+        guard body.starts(with: head) else { return nil }
+        var i = body.startIndex + head.count
+        var seq: UInt64 = 0
+        var digits = 0
+        while i < body.endIndex, let d = digit(body[i]) { seq = seq &* 10 &+ UInt64(d); i += 1; digits += 1 }
+        let tail = Array(#","prev":""#.utf8)
+        guard digits > 0, digits < 20, body.count >= tail.count + 65 else { return nil }
+        let prevStart = body.endIndex - 65
+        guard body[(prevStart - tail.count)..<prevStart].elementsEqual(tail), body.last == UInt8(ascii: "\"") else { return nil }
+        let prev = body[prevStart..<(body.endIndex - 1)]
+        guard prev.allSatisfy(isLowerHex) else { return nil }
+        return (seq, String(decoding: prev, as: UTF8.self))
+    }
+
+    /// The time now, UTC, microseconds: `2026-11-24T02:44:21.123456Z`.
+    public static func now() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var t = ts.tv_sec
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        func pad(_ v: Int32, _ n: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, n - s.count)) + s }
+        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T"
+            + "\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(ts.tv_nsec / 1000), 6))Z"
+    }
+
+    static func isLowerHex(_ c: UInt8) -> Bool { (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66) }
+    static func digit(_ c: UInt8) -> Int? { c >= 0x30 && c <= 0x39 ? Int(c - 0x30) : nil }
+}
+
+/// Lower-case hex of `bytes`.
+public func hexString<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+    let digits = Array("0123456789abcdef".utf8)
+    var out = [UInt8]()
+    out.reserveCapacity(bytes.count * 2)
+    for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0x0F)]) }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// Bytes from lower- or upper-case hex, or nil.
+public func bytesFromHex(_ text: String) -> [UInt8]? {
+    let chars = Array(text.utf8)
+    guard chars.count % 2 == 0 else { return nil }
+    var out = [UInt8]()
+    for i in stride(from: 0, to: chars.count, by: 2) {
+        guard let b = UInt8(String(decoding: chars[i...i + 1], as: UTF8.self), radix: 16) else { return nil }
+        out.append(b)
+    }
+    return out
+}
+
+/// A JSON object written field by field in a fixed order, with a deterministic escaping:
+/// `"` `\` and control characters are escaped (`\"`, `\\`, `\n`, `\t`, `\r`, else `\u00XX`);
+/// everything else is the UTF-8 of the string as is.
+struct JSONLineWriter {
+    var bytes: [UInt8] = [UInt8(ascii: "{")]
+
+    init() { bytes.reserveCapacity(512) }
+
+    mutating func key(_ name: String, first: Bool) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        string(name)
+        bytes.append(UInt8(ascii: ":"))
+    }
+
+    mutating func field(_ name: String, int value: Int?, first: Bool = false) {
+        key(name, first: first)
+        bytes += Array((value.map(String.init) ?? "null").utf8)
+    }
+
+    mutating func field(_ name: String, _ value: String?) {
+        key(name, first: false)
+        if let value { string(value) } else { bytes += Array("null".utf8) }
+    }
+
+    mutating func string(_ s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for c in s.utf8 {
+            switch c {
+            case UInt8(ascii: "\""): bytes += [0x5C, 0x22]
+            case UInt8(ascii: "\\"): bytes += [0x5C, 0x5C]
+            case 0x0A: bytes += [0x5C, UInt8(ascii: "n")]
+            case 0x09: bytes += [0x5C, UInt8(ascii: "t")]
+            case 0x0D: bytes += [0x5C, UInt8(ascii: "r")]
+            case 0..<0x20, 0x7F:
+                let hex = Array("0123456789abcdef".utf8)
+                bytes += Array("\\u00".utf8) + [hex[Int(c >> 4)], hex[Int(c & 0xF)]]
+            default: bytes.append(c)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}
