@@ -12,6 +12,9 @@ enum PINSource {
     static func read(pinFile: String?, promptAtTerminal: Bool, token: String) throws(CMKError) -> SecretBytes? {
         if let pinFile { return try fromFile(pinFile) }
         if let value = ProcessInfo.processInfo.environment[environmentVariable], !value.isEmpty {
+            // Taken out of the environment at once, so no child (the mount daemon, which lives
+            // for days) inherits it where /proc/PID/environ would show it.
+            unsetenv(environmentVariable)
             return Array(value.utf8).withUnsafeBytes { SecretBytes(copying: $0) }
         }
         return promptAtTerminal ? fromTerminal(prompt: "PIN for PKCS#11 token '\(token)': ") : nil

@@ -240,6 +240,9 @@ final class ProviderMountTests: IntegrationTestCase {
         XCTAssertFalse(environ.contains("CMKFS_PKCS11_PIN"), "the PIN is not in the daemon's environment")
         // The remount inside takes the PIN from the environment variable instead.
         try roundTrip(env: env.merging(["CMKFS_PKCS11_PIN": SoftHSMTokens.userPIN]) { a, _ in a })
+        let pid2 = try XCTUnwrap(fx.lockPID(pvol))
+        let environ2 = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid2)/environ") ?? Data(), as: UTF8.self)
+        XCTAssertFalse(environ2.contains("CMKFS_PKCS11_PIN"), "the variable is not passed on to the daemon")
         let s = cmkfs(["status", pvol, "--json", "--pin-file", pinFile], env: env)
         XCTAssertTrue(s.stdout.contains("\"key_check\" : \"ok\""), "\(s)")
         // Without a PIN, status still answers and says what it needs.
