@@ -1,4 +1,5 @@
 import Foundation
+import CMKAudit
 import CMKKeyService
 import CMKVolume
 
@@ -81,7 +82,23 @@ enum ControlServer {
             response.flushed = flushed
             response.openFilesCut = cut
             response.elapsedMilliseconds = (monotonicNow() - start) * 1000
+            // The flush's audit record is durable before the command hears of it.
+            do { try fs.audit?.sync() } catch {
+                return ControlResponse(ok: false, error: "flushed, but the audit record could not be made durable: \(error)")
+            }
             return response
+        case "audit":
+            guard let event = request.event, let log = fs.audit else {
+                return ControlResponse(ok: fs.audit == nil, error: fs.audit == nil ? nil : "audit needs event")
+            }
+            do {
+                try log.append(AuditEvent(event, keyID: request.keyID, keyVersion: request.version, uid: Int(peer.uid),
+                                          gid: Int(peer.gid), pid: Int(peer.pid), process: processName(peer.pid),
+                                          detail: request.reason), durable: true)
+                return ControlResponse(ok: true)
+            } catch {
+                return ControlResponse(ok: false, error: "the audit record could not be written: \(error)")
+            }
         default:
             return ControlResponse(ok: false, error: "unknown op '\(request.op)'")
         }

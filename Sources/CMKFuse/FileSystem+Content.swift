@@ -4,9 +4,13 @@ import CMKCrypto
 import CMKFormat
 
 extension FileSystem {
-    func open(_ inode: Node, flags: Int32) -> (UInt64, Int32) {
-        let (file, rc) = acquire(inode)
+    func open(_ inode: Node, flags: Int32, caller: Caller) -> (UInt64, Int32) {
+        var use = KeyUse()
+        let (file, rc) = acquire(inode, use: &use)
+        let arc = audit("open", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: caller,
+                        detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
         guard let file else { return (0, rc) }
+        if arc != 0 { openFiles.release(file, cache: cache); return (0, arc) }
         let label = "file \(file.file.fileID)"
         if flags & O_TRUNC != 0 {
             let trc = truncate(file, to: 0, label: label)
@@ -17,8 +21,17 @@ extension FileSystem {
 
     /// create(2) with O_CREAT: a new file with a new key, its entry and an open handle.
     func create(_ dir: Node, _ name: String, mode: mode_t, flags: Int32, caller: Caller) -> (fuse_entry_param, UInt64, Int32) {
-        let (file, rc) = createFile(dir, name, mode: mode, caller: caller)
+        var use = KeyUse()
+        let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
+        let arc = audit("create", use, rc: rc, path: mountPath(dir, name), caller: caller,
+                        detail: rc == 0 ? "new data key generated and wrapped" : nil)
         guard let file else { return (fuse_entry_param(), 0, rc) }
+        if arc != 0 {
+            openFiles.release(file, cache: cache)
+            unlinkat(dir.fd, name, 0)
+            try? volume.forgetFile(file.file.fileID)
+            return (fuse_entry_param(), 0, arc)
+        }
         let (e, erc) = entry(for: file)
         guard erc == 0 else { openFiles.release(file, cache: cache); return (e, 0, erc) }
         return (e, handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: name)), 0)
@@ -64,6 +77,9 @@ extension FileSystem {
                 return 0
             } catch let error as FileOpError {
                 Self.log("read \(handle.path) at \(offset): \(error)")
+                _ = audit("read-denied", KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef }),
+                          rc: error.errno, error: "\(error)", path: mountPath(ofDescriptor: file.fd), caller: nil,
+                          detail: "read at offset \(offset)")
                 return error.errno
             } catch {
                 return EIO
@@ -87,17 +103,29 @@ extension FileSystem {
             return (data.count, 0)
         } catch {
             Self.log("write \(handle.path) at \(offset): \(error)")
+            _ = audit("write-denied", KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef }),
+                      rc: error.errno, error: "\(error)", path: mountPath(ofDescriptor: file.fd), caller: nil,
+                      detail: "write at offset \(offset)")
             return (0, error.errno)
         }
     }
 
     /// truncate(2) and ftruncate(2).
-    func truncate(_ inode: Node, fh: UInt64?, to size: Int) -> Int32 {
+    func truncate(_ inode: Node, fh: UInt64?, to size: Int, caller: Caller) -> Int32 {
         guard size >= 0 else { return EINVAL }
-        if let fh, let handle = handles.get(fh) { return truncate(handle.file, to: size, label: handle.path) }
-        let (file, rc) = acquire(inode)
+        if let fh, let handle = handles.get(fh) {
+            let file = handle.file
+            let use = KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef })
+            let arc = audit("truncate", use, rc: 0, path: mountPath(ofDescriptor: file.fd), caller: caller, detail: "to \(size) bytes (open handle)")
+            if arc != 0 { return arc }
+            return truncate(file, to: size, label: handle.path)
+        }
+        var use = KeyUse()
+        let (file, rc) = acquire(inode, use: &use)
+        let arc = audit("truncate", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "to \(size) bytes")
         guard let file else { return rc }
         defer { openFiles.release(file, cache: cache) }
+        if arc != 0 { return arc }
         return truncate(file, to: size, label: "file \(file.file.fileID)")
     }
 

@@ -12,7 +12,7 @@ extension FileSystem {
     }
 
     /// setattr: mode, owner, size and times, in that order, then the new attributes.
-    func setattr(_ inode: Node, _ attr: stat, toSet: Int32, fh: UInt64?) -> (stat, Int32) {
+    func setattr(_ inode: Node, _ attr: stat, toSet: Int32, fh: UInt64?, caller: Caller) -> (stat, Int32) {
         if toSet & FUSE_SET_ATTR_MODE != 0 {
             guard inode.kind != S_IFLNK else { return (stat(), EOPNOTSUPP) }
             guard fchmodat(AT_FDCWD, inode.procPath, attr.st_mode & 0o7777, 0) == 0 else { return (stat(), errno) }
@@ -23,7 +23,7 @@ extension FileSystem {
             guard fchownat(inode.fd, "", uid, gid, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (stat(), errno) }
         }
         if toSet & FUSE_SET_ATTR_SIZE != 0 {
-            let rc = truncate(inode, fh: fh, to: Int(attr.st_size))
+            let rc = truncate(inode, fh: fh, to: Int(attr.st_size), caller: caller)
             guard rc == 0 else { return (stat(), rc) }
         }
         if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
@@ -109,9 +109,12 @@ extension FileSystem {
             chownToCaller(dir, name, caller)
             return entry(dir, name)
         case S_IFREG:
-            let (file, rc) = createFile(dir, name, mode: mode, caller: caller)
+            var use = KeyUse()
+            let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
+            let arc = audit("create", use, rc: rc, path: mountPath(dir, name), caller: caller, detail: "mknod")
             guard let file else { return (fuse_entry_param(), rc) }
             defer { openFiles.release(file, cache: cache) }
+            if arc != 0 { unlinkat(dir.fd, name, 0); try? volume.forgetFile(file.file.fileID); return (fuse_entry_param(), arc) }
             return entry(for: file)
         default:
             return (fuse_entry_param(), EPERM)

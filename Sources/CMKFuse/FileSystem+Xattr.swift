@@ -18,8 +18,11 @@ extension FileSystem {
     func setxattr(_ inode: Node, name: String, value: UnsafeRawBufferPointer, flags: Int32) -> Int32 {
         guard Self.userNamespace(name), inode.kind == S_IFREG else { return ENOTSUP }
         guard value.count <= Self.maxXattrValue else { return E2BIG }
-        let (file, rc) = acquire(inode)
+        var use = KeyUse()
+        let (file, rc) = acquire(inode, use: &use)
+        let arc = audit("xattr", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: nil, detail: "set \(name)")
         guard let file else { return rc }
+        if arc != 0 { openFiles.release(file, cache: cache); return arc }
         defer { openFiles.release(file, cache: cache) }
         // XATTR_CREATE (1) and XATTR_REPLACE (2) from <sys/xattr.h>.
         let mode: XattrSetMode = flags & 1 != 0 ? .create : flags & 2 != 0 ? .replace : .any
@@ -45,8 +48,11 @@ extension FileSystem {
         if size == 0 { return ([], length, 0) }
         guard size >= length else { return ([], 0, ERANGE) }
         if length == 0 { return ([], 0, 0) }
-        let (file, rc) = acquire(inode)
+        var use = KeyUse()
+        let (file, rc) = acquire(inode, use: &use)
+        let arc = audit("xattr", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: nil, detail: "get \(name)")
         guard let file else { return ([], 0, rc) }
+        if arc != 0 { openFiles.release(file, cache: cache); return ([], 0, arc) }
         defer { openFiles.release(file, cache: cache) }
         guard let key = try? file.content.withReadLock({ () throws(FileOpError) in try file.key() }) else { return ([], 0, EACCES) }
         do {

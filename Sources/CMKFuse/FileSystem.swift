@@ -1,6 +1,7 @@
 import Glibc
 import Synchronization
 import CFuse3
+import CMKAudit
 import CMKCrypto
 import CMKFormat
 import CMKKeyService
@@ -22,6 +23,9 @@ public final class FileSystem: Sendable {
     let scratch: ScratchPool
     /// Unwrapped DEKs with TTLs and leases; the only place the frontend gets keys from.
     public let cache: KeyCache
+    /// The audit log (nil only when disabled for the open-rate benchmark): every DEK use is
+    /// recorded before its reply.
+    public let audit: AuditLog?
     /// The live session, for telling the kernel to drop cached pages after a flush.
     let session = Mutex<SessionPointer?>(nil)
     /// Serializes unlink, rename and link so "is this the last link?" and the removal of the
@@ -31,9 +35,13 @@ public final class FileSystem: Sendable {
     /// and each backing object is one kernel inode, so the caches never go stale.
     static let cacheSeconds = 1.0
 
-    public init(volume: Volume, policy: CachePolicy = .default) throws(CMKError) {
+    public init(volume: Volume, policy: CachePolicy = .default, audit: AuditLog?) throws(CMKError) {
         self.volume = volume
-        cache = KeyCache(policy: policy, provider: volume.provider, onEvent: { FileSystem.log("key event: \($0)") })
+        self.audit = audit
+        cache = KeyCache(policy: policy, provider: volume.provider, onEvent: {
+            FileSystem.log("key event: \($0)")
+            FileSystem.auditKeyEvent(audit, $0)
+        })
         // Not CMKFS_O_PATH: open_by_handle_at refuses an CMKFS_O_PATH descriptor as its mount descriptor.
         let fd = Glibc.open(volume.dataPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         var st = stat()
@@ -80,6 +88,7 @@ public final class FileSystem: Sendable {
     struct Caller {
         var uid: uid_t
         var gid: gid_t
+        var pid: pid_t = 0
     }
 
     /// One line on stderr (the mount log when daemonized), prefixed with the pid.
@@ -132,34 +141,37 @@ public final class FileSystem: Sendable {
     // MARK: opening files
 
     /// Opens the regular file `inode` and returns its shared state with a new reference.
-    func acquire(_ inode: Node) -> (OpenFile?, Int32) {
+    func acquire(_ inode: Node, use: inout KeyUse) -> (OpenFile?, Int32) {
         guard inode.kind == S_IFREG else { return (nil, inode.kind == S_IFDIR ? EISDIR : EINVAL) }
         let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { return (nil, errno) }
-        return acquire(fd: fd, label: "inode \(inode.identity.inode)")
+        return acquire(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
     }
 
     /// Shares or builds the `OpenFile` for the inode behind `fd` (consumed).
-    func acquire(fd: Int32, label: String) -> (OpenFile?, Int32) {
+    func acquire(fd: Int32, label: String, use: inout KeyUse) -> (OpenFile?, Int32) {
         var st = stat()
         guard fstat(fd, &st) == 0 else { let e = errno; close(fd); return (nil, e) }
         guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); return (nil, EINVAL) }
         let identity = InodeIdentity(st)
         if let existing = openFiles.retain(identity) {
             close(fd)
-            let rc = revive(existing)
+            use.fileID = existing.file.fileID
+            use.key = existing.content.withReadLock { existing.lease.keyRef }
+            let rc = revive(existing, use: &use)
             if rc != 0 { openFiles.release(existing, cache: cache); return (nil, rc) }
             return (existing, 0)
         }
         // Unwrapping may call out to the key provider: no lock is held here.
         let fileID: FileID
-        do { fileID = try ContentFile.readFileID(fd: fd) } catch {
+        do { fileID = try ContentFile.readFileID(fd: fd); use.fileID = fileID } catch {
             Self.log("\(label): \(error)")
             close(fd)
             return (nil, error.errno)
         }
         let lease: KeyLease
-        do { lease = try leaseKey(fileID) } catch {
+        do { lease = try leaseKey(fileID, use: &use) } catch {
+            use.error = error.description
             Self.log("\(label): cannot get the data key of file \(fileID): \(error)")
             close(fd)
             return (nil, error.errno)
@@ -170,9 +182,16 @@ public final class FileSystem: Sendable {
     }
 
     /// The DEK's lease from the cache; a miss unwraps through the provider (no lock held).
-    func leaseKey(_ fileID: FileID) throws(FileKeyError) -> KeyLease {
+    func leaseKey(_ fileID: FileID, use: inout KeyUse) throws(FileKeyError) -> KeyLease {
+        var missed = false
+        defer { use.cache = missed ? "miss" : "hit" }
         do {
-            return try cache.lease(for: fileID.bytes) { () throws -> (SecretBytes, KeyRef) in try volume.fileKeyAndVersion(fileID) }
+            let lease = try cache.lease(for: fileID.bytes) { () throws -> (SecretBytes, KeyRef) in
+                missed = true
+                return try volume.fileKeyAndVersion(fileID)
+            }
+            use.key = lease.keyRef
+            return lease
         } catch let error as FileKeyError { throw error } catch {
             throw FileKeyError(errno: EIO, description: "\(error)")
         }
@@ -187,10 +206,11 @@ public final class FileSystem: Sendable {
 
     /// A new open of a file whose lease was flushed (revocation, expiry) asks the provider
     /// again; handles opened before the flush stay cut off.
-    private func revive(_ file: OpenFile) -> Int32 {
+    private func revive(_ file: OpenFile, use: inout KeyUse) -> Int32 {
         guard !file.content.withReadLock({ file.lease.isLive }) else { return 0 }
         let fresh: KeyLease
-        do { fresh = try leaseKey(file.file.fileID) } catch {
+        do { fresh = try leaseKey(file.file.fileID, use: &use) } catch {
+            use.error = error.description
             Self.log("file \(file.file.fileID): cannot get the data key: \(error)")
             return error.errno
         }
@@ -206,7 +226,7 @@ public final class FileSystem: Sendable {
     /// Creates a new encrypted file: key row first, then the header, so a crash never leaves a
     /// file whose key is missing. Returns the shared state and the new backing object's `CMKFS_O_PATH`
     /// descriptor for the inode table.
-    func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) -> (OpenFile?, Int32) {
+    func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller, use: inout KeyUse) -> (OpenFile?, Int32) {
         let fd = openAt(name, relativeTo: dir.fd, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: mode & 0o7777)
         guard fd >= 0 else { return (nil, errno) }
         _ = fchown(fd, caller.uid, caller.gid)
@@ -214,6 +234,9 @@ public final class FileSystem: Sendable {
         do { fileID = try FileID.random() } catch {
             return abandon(fd, dir, name, nil, EIO)
         }
+        use.fileID = fileID
+        use.cache = "new"
+        use.key = volume.activeKey
         let lease: KeyLease
         do {
             let ref = volume.activeKey

@@ -15,7 +15,7 @@ enum LowLevelCallbacks {
 
     static func caller(_ req: Req?) -> FileSystem.Caller {
         guard let ctx = fuse_req_ctx(req) else { return .init(uid: 0, gid: 0) }
-        return .init(uid: ctx.pointee.uid, gid: ctx.pointee.gid)
+        return .init(uid: ctx.pointee.uid, gid: ctx.pointee.gid, pid: ctx.pointee.pid)
     }
 
     static func name(_ p: UnsafePointer<CChar>?) -> String { String(cString: p!) }
@@ -74,7 +74,8 @@ enum LowLevelCallbacks {
         }
         ops.setattr = { req, node, attr, toSet, fi in
             LowLevelCallbacks.with(req, node) { f, inode in
-                LowLevelCallbacks.replyAttr(req, f.setattr(inode, attr!.pointee, toSet: toSet, fh: fi?.pointee.fh))
+                LowLevelCallbacks.replyAttr(req, f.setattr(inode, attr!.pointee, toSet: toSet, fh: fi?.pointee.fh,
+                                                                  caller: LowLevelCallbacks.caller(req)))
             }
         }
         ops.readlink = { req, node in
@@ -123,7 +124,7 @@ enum LowLevelCallbacks {
         }
         ops.open = { req, node, fi in
             LowLevelCallbacks.with(req, node) { f, inode in
-                let (handle, rc) = f.open(inode, flags: fi!.pointee.flags)
+                let (handle, rc) = f.open(inode, flags: fi!.pointee.flags, caller: LowLevelCallbacks.caller(req))
                 guard rc == 0 else { fuse_reply_err(req, rc); return }
                 fi!.pointee.fh = handle
                 if fuse_reply_open(req, fi) != 0 { _ = f.release(handle) }

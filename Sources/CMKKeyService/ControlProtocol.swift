@@ -8,15 +8,18 @@ public struct ControlRequest: Codable, Sendable {
     public var keyID: String?
     public var version: Int?
     public var reason: String?
+    /// "audit": the record the mount writes (and fsyncs) for a command (`revoke`, `enable`).
+    public var event: String?
 
-    public init(op: String, keyID: String? = nil, version: Int? = nil, reason: String? = nil) {
+    public init(op: String, keyID: String? = nil, version: Int? = nil, reason: String? = nil, event: String? = nil) {
+        self.event = event
         self.op = op
         self.keyID = keyID
         self.version = version
         self.reason = reason
     }
 
-    enum CodingKeys: String, CodingKey { case op, keyID = "key_id", version, reason }
+    enum CodingKeys: String, CodingKey { case op, keyID = "key_id", version, reason, event }
 }
 
 public struct ControlResponse: Codable, Sendable {

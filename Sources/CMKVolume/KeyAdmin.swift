@@ -1,4 +1,7 @@
 import CMKCrypto
+import CMKAudit
+import CMKCrypto
+import CMKFormat
 import CMKKeys
 import CMKMetadata
 
@@ -25,6 +28,43 @@ public struct KeyAdmin {
         let provider = try Volume.makeProvider(providerConfig, create: false, volume: path, pin: pin)
         return KeyAdmin(path: path, config: config, provider: provider,
                         versions: records.filter { $0.state != .purged }.map { KeyRef(keyID: $0.keyId, version: $0.version) })
+    }
+
+    /// The volume's audit key, through the provider (get it before disabling the master key).
+    public func auditKey() throws(CMKError) -> SecretBytes {
+        let store = try openStore()
+        defer { store.close() }
+        return try Volume.auditKey(metadata: store, provider: provider, volumeID: try volumeID(store), activeKey: nil,
+                                   path: path, providerConfig: config.provider)
+    }
+
+    /// Appends `event` to the log of the unmounted volume and fsyncs it (with a checkpoint).
+    public func appendAudit(_ event: AuditEvent, key: SecretBytes) throws(CMKError) {
+        let store = try openStore()
+        defer { store.close() }
+        do {
+            let log = try AuditLog.open(directory: path + "/audit", key: key, volumeID: hex(try volumeID(store)),
+                                        checkpoints: MetadataCheckpoints(store: store), lockWait: 5)
+            try log.append(event, durable: true)
+            try log.close()
+        } catch let error as AuditError {
+            throw CMKError(error)
+        } catch let error as CMKError {
+            throw error
+        } catch {
+            throw CMKError(.internalError, "\(error)")
+        }
+    }
+
+    private func openStore() throws(CMKError) -> MetadataStore {
+        do { return try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
+    }
+
+    private func volumeID(_ store: MetadataStore) throws(CMKError) -> [UInt8] {
+        let id: [UInt8]?
+        do { id = try store.meta("volume_id") } catch { throw .metadata(error, volume: path) }
+        guard let id else { throw CMKError(.notAVolume, "the metadata database of \(path) has no volume id") }
+        return id
     }
 
     /// Sets every version's state in the provider; returns the versions changed.

@@ -15,6 +15,8 @@ public struct CMKError: Error, CustomStringConvertible {
         case mountFailed = 9
         case io = 10
         case notMounted = 11
+        case auditNotIntact = 12
+        case usage = 64
     }
 
     public let code: Code

@@ -38,13 +38,21 @@ extension Volume {
             try populate(path, providerConfig: providerConfig, pin: pin, blockSize: blockSize)
         } catch {
             // Leave the directory as it was: remove only what this call made.
-            for name in ["data", "meta.db", "meta.db-wal", "meta.db-shm", VolumeConfig.fileName, VolumeConfig.fileName + ".tmp"] {
+            for name in ["data", "audit", "meta.db", "meta.db-wal", "meta.db-shm", VolumeConfig.fileName, VolumeConfig.fileName + ".tmp"] {
                 try? fm.removeItem(atPath: path + "/" + name)
             }
             if createdDirectory { try? fm.removeItem(atPath: path) }
             throw error
         }
-        return try open(at: path, pin: pin)
+        let volume = try open(at: path, pin: pin)
+        // The log's first record; durable before init reports success.
+        let log = try volume.openAuditLog()
+        do {
+            try log.append(.command("init", keyID: volume.activeKey.keyID, keyVersion: volume.activeKey.version,
+                                    detail: "volume created; master key \(volume.activeKey) via \(providerConfig.kind)"), durable: true)
+            try log.close()
+        } catch { throw CMKError(error) }
+        return volume
     }
 
     private static func populate(_ path: String, providerConfig: ProviderConfig, pin: SecretBytes?, blockSize: Int) throws(CMKError) {
@@ -64,10 +72,14 @@ extension Volume {
             let check = try SecretBytes.random(count: 32)
             let edek = try provider.wrap(check, with: key, context: WrapContext(volumeID: volumeID, fileID: keyCheckFileID))
             try store.setMeta(keyCheckName, edek)
+            _ = try auditKey(metadata: store, provider: provider, volumeID: volumeID, activeKey: key, path: path,
+                             providerConfig: providerConfig)
         } catch let error as MetadataError {
             throw .metadata(error, volume: path)
         } catch let error as KeyProviderError {
             throw .provider(error, volume: path, config: providerConfig)
+        } catch let error as CMKError {
+            throw error
         } catch {
             throw CMKError(.internalError, "\(error)")
         }

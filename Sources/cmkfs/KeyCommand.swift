@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CMKAudit
 import CMKKeyService
 import CMKVolume
 
@@ -30,12 +31,23 @@ struct KeyCommand: ParsableCommand {
                 let start = monotonicNow()
                 let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: true)
                 let admin = try KeyAdmin.open(at: volume, kmsDir: kmsDir, pin: pin)
+                let mounted = MountLock.holder(volumePath: admin.path) != nil
+                // Unmounted, this command writes the record itself: the audit key must be
+                // unwrapped before the master key is disabled.
+                let auditKey = mounted ? nil : try admin.auditKey()
                 let changed = try admin.setAll(.disabled)
                 let disabledAt = monotonicNow()
                 let keys = admin.versions.map(\.description).joined(separator: ", ")
+                let detail = "disabled \(keys)" + (reason.map { ": \($0)" } ?? "")
+                if let auditKey {
+                    try admin.appendAudit(.command("revoke", keyID: admin.config.provider.keyID, detail: detail), key: auditKey)
+                } else {
+                    _ = try ControlClient.send(ControlRequest(op: "audit", keyID: admin.config.provider.keyID, reason: detail,
+                                                              event: "revoke"), volume: admin.path)
+                }
                 print("disabled \(keys) in the \(admin.config.provider.kind) key provider"
                       + (changed.isEmpty ? " (already disabled)" : ""))
-                guard MountLock.holder(volumePath: admin.path) != nil else {
+                guard mounted else {
                     print("the volume is not mounted: nothing cached to flush")
                     return
                 }
@@ -63,6 +75,13 @@ struct KeyCommand: ParsableCommand {
                 let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: true)
                 let admin = try KeyAdmin.open(at: volume, kmsDir: kmsDir, pin: pin)
                 let changed = try admin.setAll(.enabled)
+                let detail = "enabled \(admin.versions.map(\.description).joined(separator: ", "))"
+                if MountLock.holder(volumePath: admin.path) != nil {
+                    _ = try ControlClient.send(ControlRequest(op: "audit", keyID: admin.config.provider.keyID, reason: detail,
+                                                              event: "enable"), volume: admin.path)
+                } else {
+                    try admin.appendAudit(.command("enable", keyID: admin.config.provider.keyID, detail: detail), key: try admin.auditKey())
+                }
                 print("enabled \(admin.versions.map(\.description).joined(separator: ", "))"
                       + (changed.isEmpty ? " (already enabled)" : "") + "; files opened from now on are readable")
             }

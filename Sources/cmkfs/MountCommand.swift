@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CMKAudit
 import CMKCrypto
 import CMKFuse
 import CMKVolume
@@ -96,7 +97,8 @@ struct MountCommand: ParsableCommand {
         do {
             let v = try preflight(mnt, pin: try pin())
             let lock = try MountLock.acquire(v, mountpoint: mnt)
-            let fs = try FileSystem(volume: v, policy: cache.policy)
+            let audit = try openAudit(v, mnt)
+            let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit)
             if readyFD != nil { chdir("/") }
             FileSystem.log("mounting \(v.path) at \(mnt)")
             try FuseMount.run(fs, at: mnt) {
@@ -106,6 +108,10 @@ struct MountCommand: ParsableCommand {
                 }
             }
             FileSystem.log("unmounted \(mnt)")
+            do {
+                try audit?.append(.command("unmount", detail: "unmounted \(mnt)"), durable: true)
+                try audit?.close()
+            } catch { FileSystem.log("audit: cannot record the unmount: \(error)") }
             withExtendedLifetime(lock) {}
         } catch {
             if let readyFD {
@@ -115,6 +121,24 @@ struct MountCommand: ParsableCommand {
             }
             fail(error)
         }
+    }
+
+    /// The mount's audit log, with its `mount` record durable and group commit running; nil
+    /// only under CMKFS_AUDIT_DISABLE_FOR_BENCHMARK=1 (bench/audit-open-rate.sh: never in production).
+    private func openAudit(_ v: Volume, _ mnt: String) throws(CMKError) -> AuditLog? {
+        if ProcessInfo.processInfo.environment["CMKFS_AUDIT_DISABLE_FOR_BENCHMARK"] == "1" {
+            FileSystem.log("AUDIT DISABLED (CMKFS_AUDIT_DISABLE_FOR_BENCHMARK=1): key uses are NOT recorded; benchmark only")
+            return nil
+        }
+        let log = try v.openAuditLog(onFailure: { FileSystem.log("audit: group commit failed: \($0)") })
+        do {
+            try log.append(.command("mount", keyID: v.activeKey.keyID, keyVersion: v.activeKey.version,
+                                    detail: "mounted at \(mnt); cache idle \(cache.policy.idleTTL) s, lifetime \(cache.policy.maxLifetime) s"),
+                           durable: true)
+        } catch { throw CMKError(error) }
+        FileSystem.log("audit log \(v.auditPath): \(log.count) records; chattr +a \(log.appendOnlyState)")
+        log.startGroupCommit(every: AuditLog.groupCommitInterval)
+        return log
     }
 
     /// Starts `cmkfs mount --foreground` in a new session and waits until it reports the mount ready.

@@ -114,6 +114,8 @@ final class CLITests: IntegrationTestCase {
     func testBusyMountpointExits6() throws {
         try fx.mount()
         sh("echo in the first volume > \(mnt)/f")
+        // Let the audit log's group commit (every 100 ms) settle before the volume is snapshotted.
+        Thread.sleep(forTimeInterval: 0.4)
         let otherVolume = fx.root + "/vol2", otherKMS = fx.root + "/kms2"
         try fx.initVolume(otherVolume, kmsDir: otherKMS)
         assertFails(["mount", otherVolume, mnt, "--kms-dir", otherKMS], exit: 6, mentioning: "busy",

@@ -134,6 +134,8 @@ final class MountFixture {
         }
         let left = Self.mounts(under: root)
         if left.isEmpty {
+            // Audit segments are append-only (chattr +a) where the filesystem allows it.
+            Shell.run("/usr/bin/chattr", ["-R", "-f", "-a", root], timeout: 60, logDir: logs)
             Shell.run("/bin/rm", ["-rf", root], timeout: 120, logDir: logs)
         } else {
             problems.append("still mounted, so \(root) was left in place: \(left)")

@@ -1,0 +1,75 @@
+import Glibc
+import CMKAudit
+import CMKFormat
+import CMKKeys
+import CMKVolume
+
+/// How an open, create or truncate used a file's DEK, for its audit record.
+struct KeyUse {
+    var fileID: FileID?
+    var key: KeyRef?
+    /// `hit`, `miss` (unwrapped by the provider) or `new` (generated and wrapped).
+    var cache = "hit"
+    /// Why the key could not be had (the provider's message), for a denial's record.
+    var error: String?
+}
+
+/// The audit side of the frontend: one record per DEK use (open, create, truncate), written
+/// before the reply; denials on the read and write paths. Nothing here runs on a successful read
+/// or write.
+extension FileSystem {
+    /// Records a key use or a denial. Returns 0, or the errno to answer when the record of a
+    /// successful use could not be written (fail closed: ENOSPC or EIO).
+    func audit(_ event: String, _ use: KeyUse, rc: Int32, error: String? = nil, path: @autoclosure () -> String?,
+               caller: Caller?, detail: String? = nil) -> Int32 {
+        guard let log = audit else { return 0 }
+        let result = rc == 0 ? "ok" : (rc == EACCES ? "denied" : "error")
+        let record = AuditEvent(event, result: result, errno: rc == 0 ? nil : rc, error: error ?? use.error,
+                                fileID: use.fileID.map { "\($0)" }, path: path(), keyID: use.key?.keyID,
+                                keyVersion: use.key?.version, cache: use.fileID == nil ? nil : use.cache,
+                                uid: caller.map { Int($0.uid) }, gid: caller.map { Int($0.gid) },
+                                pid: caller.map { Int($0.pid) }, process: caller.flatMap { processName(pid_t($0.pid)) },
+                                detail: detail)
+        do {
+            try log.append(record)
+            return 0
+        } catch {
+            Self.log("audit: cannot record \(event) of \(path() ?? "?"): \(error); "
+                     + (rc == 0 ? "refusing it (errno \(error.fuseErrno))" : "it failed anyway"))
+            return rc == 0 ? error.fuseErrno : 0
+        }
+    }
+
+    /// A key-service event (renew, flush, expire) as an audit record, written by the group
+    /// commit (a flush requested through the control socket is synced before the reply).
+    static func auditKeyEvent(_ log: AuditLog?, _ text: String) {
+        guard let log else { return }
+        let name = text.prefix { $0 != ":" }
+        let event = name.replacingOccurrences(of: " ", with: "-")
+        let failed = event.hasSuffix("failed")
+        do { try log.append(AuditEvent(event, result: failed ? "error" : "ok", detail: text)) } catch {
+            log_(error, text)
+        }
+    }
+
+    private static func log_(_ error: AuditError, _ text: String) {
+        log("audit: cannot record key event '\(text)': \(error)")
+    }
+
+    /// The path inside the mount of an open backing descriptor (`/proc/self/fd/N`), or nil.
+    func mountPath(ofDescriptor fd: Int32) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = Glibc.readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let root = volume.dataPath
+        if target == root { return "/" }
+        return target.hasPrefix(root + "/") ? String(target.dropFirst(root.count)) : target
+    }
+
+    /// `dir`'s path inside the mount joined with `name`.
+    func mountPath(_ dir: Node, _ name: String) -> String {
+        let base = mountPath(ofDescriptor: dir.fd) ?? "?"
+        return base == "/" ? "/" + name : base + "/" + name
+    }
+}

@@ -1,0 +1,119 @@
+import Glibc
+import CMKAudit
+import CMKCrypto
+import CMKKeys
+import CMKFormat
+import CMKMetadata
+
+/// The volume's audit key and audit log (docs/audit-format.md).
+///
+/// The audit key is 32 random bytes wrapped by the volume's key provider, like a DEK, under the
+/// active master key with its own wrap context (file id = 16 bytes of 0xA0, which no random file
+/// id takes in practice and which differs from the key check's zeros). It is kept in `meta.db`
+/// (`meta['audit_key']`, `meta['audit_key_version']`), so whoever holds the volume but not the
+/// provider cannot recompute a record's MAC.
+extension Volume {
+    static let auditKeyName = "audit_key"
+    static let auditKeyVersionName = "audit_key_version"
+    static let auditCheckpointName = "audit_checkpoint"
+    static let auditKeyFileID = [UInt8](repeating: 0xA0, count: 16)
+
+    /// `VOLUME/audit`: the log's segments and `writer.lock`.
+    public var auditPath: String { path + "/audit" }
+
+    /// The audit key, unwrapped by the provider; made and stored first if the volume has none
+    /// (a volume made before the audit log existed).
+    public func auditKey() throws(CMKError) -> SecretBytes {
+        try Self.auditKey(metadata: metadata, provider: provider, volumeID: volumeID, activeKey: activeKey,
+                          path: path, providerConfig: config.provider)
+    }
+
+    static func auditKey(metadata: MetadataStore, provider: any KeyProvider, volumeID: [UInt8], activeKey: KeyRef?,
+                         path: String, providerConfig: ProviderConfig) throws(CMKError) -> SecretBytes {
+        let context = WrapContext(volumeID: volumeID, fileID: auditKeyFileID)
+        do {
+            if let edek = try metadata.meta(auditKeyName), let raw = try metadata.meta(auditKeyVersionName),
+               let version = Int(String(decoding: raw, as: UTF8.self)) {
+                return try provider.unwrap(edek, with: KeyRef(keyID: providerConfig.keyID, version: version), context: context)
+            }
+            guard let activeKey else {
+                throw CMKError(.notAVolume, "the metadata database of \(path) has no audit key")
+            }
+            let key = try SecretBytes.random(count: 32)
+            let edek = try provider.wrap(key, with: activeKey, context: context)
+            try metadata.setMeta(auditKeyName, edek)
+            try metadata.setMeta(auditKeyVersionName, Array(String(activeKey.version).utf8))
+            try metadata.makeDurable()
+            return key
+        } catch let error as MetadataError {
+            throw .metadata(error, volume: path)
+        } catch let error as KeyProviderError {
+            throw .provider(error, volume: path, config: providerConfig)
+        } catch let error as CMKError {
+            throw error
+        } catch {
+            throw CMKError(.internalError, "cannot make the audit key: \(error)")
+        }
+    }
+
+    /// Opens the log for writing (the mount, or a command on an unmounted volume).
+    public func openAuditLog(lockWait: Double = 10, onFailure: @escaping @Sendable (AuditError) -> Void = { _ in }) throws(CMKError) -> AuditLog {
+        let key = try auditKey()
+        do {
+            return try AuditLog.open(directory: auditPath, key: key, volumeID: hex(volumeID),
+                                     checkpoints: MetadataCheckpoints(store: metadata), lockWait: lockWait, onFailure: onFailure)
+        } catch {
+            throw CMKError(error)
+        }
+    }
+
+    /// The stored checkpoint (nil before the first sync).
+    public func auditCheckpoint() throws(CMKError) -> [UInt8]? {
+        do { return try metadata.meta(Self.auditCheckpointName) } catch { throw .metadata(error, volume: path) }
+    }
+}
+
+extension CMKError {
+    /// An audit log failure as a command reports it.
+    public init(_ error: AuditError) {
+        switch error.kind {
+        case .busy: self.init(.io, error.message, hint: error.hint)
+        case .full, .io: self.init(.io, error.message, hint: error.hint ?? "check the volume's audit/ directory")
+        case .key: self.init(.keyUnavailable, error.message, hint: error.hint)
+        case .malformed: self.init(.auditNotIntact, error.message, hint: error.hint ?? "run: cmkfs audit verify VOLUME")
+        }
+    }
+}
+
+/// Checkpoints in `meta['audit_checkpoint']`, made durable at once (they are written at most
+/// once per group-commit interval).
+struct MetadataCheckpoints: AuditCheckpointStore {
+    let store: MetadataStore
+    func loadCheckpoint() throws -> [UInt8]? { try store.meta(Volume.auditCheckpointName) }
+    func saveCheckpoint(_ bytes: [UInt8]) throws {
+        try store.setMeta(Volume.auditCheckpointName, bytes)
+        try store.makeDurable()
+    }
+}
+
+extension AuditEvent {
+    /// An event by this process (a cmkfs command): its uid, gid, pid and name.
+    public static func command(_ event: String, result: String = "ok", error: String? = nil, keyID: String? = nil,
+                               keyVersion: Int? = nil, detail: String? = nil) -> AuditEvent {
+        AuditEvent(event, result: result, error: error, keyID: keyID, keyVersion: keyVersion,
+                   uid: Int(getuid()), gid: Int(getgid()), pid: Int(getpid()), process: processName(getpid()), detail: detail)
+    }
+}
+
+/// `/proc/PID/comm` without its newline, or nil when the process is gone.
+public func processName(_ pid: pid_t) -> String? {
+    let fd = Glibc.open("/proc/\(pid)/comm", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { Glibc.close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 64)
+    let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 64) }
+    guard n > 0 else { return nil }
+    var bytes = buffer[0..<n]
+    if bytes.last == 0x0A { bytes = bytes.dropLast() }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,0 +1,184 @@
+import ArgumentParser
+import Foundation
+import CMKAudit
+import CMKCrypto
+import CMKVolume
+
+/// `cmkfs audit verify|show|export`: the volume's tamper-evident log of key use
+/// (docs/audit-format.md, docs/operator-guide.md).
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Verify, browse and export the volume's audit log of key use.",
+        subcommands: [Verify.self, Show.self, Export.self]
+    )
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the MAC chain and the checkpoint; names the first bad record (exit 12).",
+            discussion: "Needs the audit key, unwrapped by the volume's key provider (the master key must be enabled)."
+        )
+        @Argument(help: "The volume directory.") var volume: String
+        @Option(name: .customLong("segments"), parsing: .upToNextOption,
+                help: "Verify these segment files (e.g. an archived set) instead of VOLUME/audit; may start mid-chain.")
+        var segments: [String] = []
+        @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
+        var kmsDir: String?
+        @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN).")
+        var pinFile: String?
+
+        func run() {
+            reporting { () throws(CMKError) in
+                let recorded = try? Volume.recordedProvider(at: volume)
+                let pin = recorded?.kind == "pkcs11"
+                    ? try PINSource.read(pinFile: pinFile, promptAtTerminal: false, token: recorded?.tokenLabel ?? "?") : nil
+                let v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin)
+                let key = try v.auditKey()
+                // The checkpoint first: records written after this read cannot look like a cut tail.
+                let checkpoint = segments.isEmpty ? try v.auditCheckpoint() : nil
+                let paths = segments.isEmpty
+                    ? AuditSegments.list(v.auditPath).map(\.path)
+                    : segments.map(absolute).compactMap(AuditSegments.parse)
+                        .sorted { ($0.firstSeq, $0.attempt) < ($1.firstSeq, $1.attempt) }.map(\.path)
+                guard segments.isEmpty || paths.count == segments.count else {
+                    throw CMKError(.io, "a --segments file is not named audit-<seq>.log", hint: "keep the names the log gave its segments")
+                }
+                let report: AuditReport
+                do throws(AuditError) { report = try AuditVerifier.verify(segments: paths, key: key, checkpoint: checkpoint,
+                                                       allowMissingHead: !segments.isEmpty) } catch { throw CMKError(error) }
+                for note in report.notes { print("note: \(note)") }
+                if let problem = report.problem {
+                    throw CMKError(.auditNotIntact, "the audit log of \(v.path) is not intact: \(problem)",
+                                   hint: "keep a copy of VOLUME/audit and meta.db as evidence; records before the named one verified")
+                }
+                let range = report.firstSeq.map { " (seq \($0)…\(report.lastSeq ?? $0))" } ?? ""
+                let cp = report.checkpoint.map { ", checkpoint at seq \($0.count) of \($0.time) matches" } ?? ""
+                print("\(report.records) records\(range), chain intact\(cp)")
+            }
+        }
+    }
+
+    struct Filters: ParsableArguments {
+        @Option(help: "Records at or after T (ISO-8601 UTC like 2026-11-24T03:00:00Z, or an age like 30m, 2h, 1d).")
+        var since: String?
+        @Option(help: "Records before T (same forms as --since).")
+        var until: String?
+        @Option(help: "Records of this file: its path inside the mount (also under later names, by file id).")
+        var file: String?
+        @Option(help: "Records of this event (open, create, truncate, mount, revoke, …).")
+        var event: String?
+
+        func select(_ volume: String) throws(CMKError) -> [AuditLine] {
+            let since = try since.map { (t) throws(CMKError) in try AuditTime.parse(t) }
+            let until = try until.map { (t) throws(CMKError) in try AuditTime.parse(t) }
+            let dir = absolute(volume) + "/audit"
+            guard FileManager.default.fileExists(atPath: dir) else {
+                throw CMKError(.notAVolume, "\(absolute(volume)) has no audit log (no audit/ directory)",
+                               hint: "name a volume directory made by cmkfs init")
+            }
+            var lines = AuditLine.all(in: dir)
+            if let since { lines = lines.filter { $0.time >= since } }
+            if let until { lines = lines.filter { $0.time < until } }
+            if let event { lines = lines.filter { $0.event == event } }
+            if let file {
+                let path = file.hasPrefix("/") ? file : "/" + file
+                let ids = Set(lines.filter { $0.path == path }.compactMap(\.fileID))
+                lines = lines.filter { $0.path == path || ($0.fileID.map(ids.contains) ?? false) }
+            }
+            return lines
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List records, one a line (reads the log as it is: run audit verify to check it).")
+        @Argument(help: "The volume directory.") var volume: String
+        @OptionGroup var filters: Filters
+        @Flag(help: "Print each record as its JSON line.") var json = false
+
+        func run() {
+            reporting { () throws(CMKError) in
+                for line in try filters.select(volume) { print(json ? line.raw : line.summary) }
+            }
+        }
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print records for a SIEM: one JSON object a line, exactly as logged (MACs included).")
+        @Argument(help: "The volume directory.") var volume: String
+        @OptionGroup var filters: Filters
+        @Option(help: "Output format: jsonl.") var format: String = "jsonl"
+
+        func run() {
+            reporting { () throws(CMKError) in
+                guard format == "jsonl" else {
+                    throw CMKError(.usage, "unknown export format '\(format)'", hint: "use --format jsonl")
+                }
+                let out = FileHandle.standardOutput
+                for line in try filters.select(volume) { out.write(Data((line.raw + "\n").utf8)) }
+            }
+        }
+    }
+}
+
+/// One record as `show` and `export` read it (not verified).
+struct AuditLine {
+    let raw: String
+    let fields: [String: Any]
+    var time: String { fields["time"] as? String ?? "" }
+    var event: String? { fields["event"] as? String }
+    var path: String? { fields["path"] as? String }
+    var fileID: String? { fields["file"] as? String }
+
+    static func all(in dir: String) -> [AuditLine] {
+        AuditSegments.list(dir).flatMap { segment -> [AuditLine] in
+            guard let text = try? String(contentsOfFile: segment.path, encoding: .utf8) else { return [] }
+            // A torn last line has no newline and is skipped, like verify does.
+            var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            lines.removeLast()
+            return lines.compactMap { line in
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+                return AuditLine(raw: String(line), fields: object)
+            }
+        }
+    }
+
+    var summary: String {
+        func s(_ k: String) -> String? { fields[k].flatMap { $0 is NSNull ? nil : "\($0)" } }
+        var parts = [time, "#" + (s("seq") ?? "?"), event ?? "?", s("result") ?? "?"]
+        if let e = s("errno") { parts.append("errno=\(e)") }
+        if let p = path { parts.append(p) }
+        if let u = s("uid") { parts.append("uid=\(u) gid=\(s("gid") ?? "?") pid=\(s("pid") ?? "?") (\(s("process") ?? "?"))") }
+        if let k = s("key") { parts.append("key=\(k) v\(s("key_version") ?? "?")") }
+        if let c = s("cache") { parts.append("cache=\(c)") }
+        if let d = s("detail") { parts.append("— \(d)") }
+        if let e = s("error") { parts.append("error: \(e)") }
+        return parts.joined(separator: " ")
+    }
+}
+
+/// `--since`/`--until`: ISO-8601 or an age, as the record time format (comparable as text).
+enum AuditTime {
+    static func parse(_ text: String) throws(CMKError) -> String {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let unit = text.last, let scale = units[unit], let n = Double(text.dropLast()) {
+            return format(Date().addingTimeInterval(-n * scale))
+        }
+        let iso = ISO8601DateFormatter()
+        iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = iso.date(from: text) { return format(d) }
+        iso.formatOptions = [.withInternetDateTime]
+        if let d = iso.date(from: text) { return format(d) }
+        throw CMKError(.usage, "cannot read the time '\(text)'",
+                       hint: "use ISO-8601 UTC like 2026-11-24T03:00:00Z, or an age like 30m, 2h, 1d")
+    }
+
+    static func format(_ date: Date) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'"
+        return f.string(from: date)
+    }
+}
