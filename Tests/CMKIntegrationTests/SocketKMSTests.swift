@@ -162,3 +162,54 @@ final class SocketKMSTests: ProviderContractCase {
         assertRefused("destroyed by the customer", Self.isDestroyed) { _ = try provider.unwrap(edek, with: key, context: ctx) }
     }
 }
+
+/// Garbage on the socket: the server answers what it can parse with `bad_request`, drops a
+/// connection whose frame length is absurd, and keeps serving everyone else.
+final class SocketKMSRobustnessTests: XCTestCase {
+    var scratch: String!
+    var kms: KMSProcess!
+
+    override func setUpWithError() throws {
+        scratch = "/tmp/cmkfs-kr-\(UUID().uuidString.prefix(8).lowercased())"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false)
+        kms = KMSProcess(socket: scratch + "/kms.sock", state: scratch + "/state", logPath: scratch + "/kms.log")
+        try kms.start()
+    }
+
+    override func tearDown() {
+        if let kms, let problem = kms.stop() { XCTFail(problem) }
+        if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+        super.tearDown()
+    }
+
+    func testMalformedRequestsDoNotHurtTheServer() throws {
+        let probe = """
+        import socket, struct, sys
+        def ask(body):
+            s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
+            s.sendall(struct.pack('>I', len(body)) + body)
+            head = s.recv(4)
+            if len(head) < 4: return 'closed'
+            n = struct.unpack('>I', head)[0]; return s.recv(n)[0]
+        print(ask(bytes([1, 99])))                         # unknown op
+        print(ask(bytes([9, 0])))                          # unknown protocol version
+        print(ask(bytes([1, 3, 0, 5]) + b'ab'))            # wrap with a truncated key id
+        print(ask(bytes([1, 4, 0, 2]) + b'mk' + bytes(4) + bytes([0, 200])))  # field longer than the frame
+        s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
+        s.sendall(struct.pack('>I', 0xFFFFFFFF) + b'x' * 16)  # absurd length: the server hangs up
+        try:
+            print('closed' if s.recv(4) == b'' else 'answered')
+        except ConnectionResetError:
+            print('closed')
+        """
+        let path = scratch + "/probe.py"
+        try probe.write(toFile: path, atomically: true, encoding: .utf8)
+        let r = Shell.run(Shell.python, [path, kms.socket], timeout: 30, logDir: scratch)
+        XCTAssertTrue(r.succeeded, "\(r)")
+        XCTAssertEqual(r.stdout.split(separator: "\n"), ["8", "8", "8", "8", "closed"], "\(r)")
+        let client = SocketKMSProvider(socketPath: kms.socket, timeoutMilliseconds: 1000)
+        XCTAssertNoThrow(try client.ping(), "the server still serves: \(kms.output())")
+        let key = try client.createKey()
+        XCTAssertEqual(try client.state(of: key), .enabled)
+    }
+}
