@@ -190,6 +190,9 @@ enum LowLevelCallbacks {
             }
         }
         ops.getxattr = { req, node, name, size in
+            // The kernel asks for security.capability before every write; only user.* names can
+            // exist here, so answer the rest without opening the inode.
+            guard let name, strncmp(name, "user.", 5) == 0 else { fuse_reply_err(req, ENODATA); return }
             LowLevelCallbacks.with(req, node) { f, inode in
                 LowLevelCallbacks.replyXattr(req, size, f.getxattr(inode, name: LowLevelCallbacks.name(name), size: size))
             }
