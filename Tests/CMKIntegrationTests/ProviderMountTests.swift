@@ -285,8 +285,15 @@ final class ProviderMountTests: IntegrationTestCase {
         XCTAssertTrue(revoke.succeeded, "\(revoke)")
         let denied = fx.sh("cat \(mnt)/f")
         XCTAssertTrue(denied.stderr.contains("Permission denied"), "\(denied)\nmount.log: \(fx.mountLog(pvol))")
+        // While disabled on the token the volume does not mount: exit 5, saying so.
+        try unmountP()
+        let refused = cmkfs(["mount", pvol, mnt, "--pin-file", pinFile], env: env)
+        XCTAssertEqual(refused.status, 5, "\(refused)")
+        XCTAssertTrue(refused.stderr.contains("is disabled in PKCS#11 token 'cmkfs-it'"), "\(refused)")
+        XCTAssertTrue(refused.stderr.contains("cmkfs: hint: the HSM administrator must allow encrypt/decrypt"), "\(refused)")
         let enable = cmkfs(["key", "enable", pvol, "--pin-file", pinFile], env: env)
         XCTAssertTrue(enable.succeeded, "\(enable)")
+        try mountP(env: env, ["--pin-file", pinFile])
         XCTAssertEqual(sh("cat \(mnt)/f"), "hsm-secret\n")
         // Without any PIN the kill switch says what it needs instead of hanging at a prompt.
         let noPIN = cmkfs(["key", "revoke", pvol], env: env, timeout: 30)
