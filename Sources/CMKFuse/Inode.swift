@@ -50,6 +50,16 @@ final class Inode: @unchecked Sendable {
         free(handle)
     }
 
+    /// Whether `other` is the very same backing object. Inode numbers are reused once a file is
+    /// gone, and a handle-anchored inode does not keep its number busy, so identity alone can
+    /// name two objects over time; the handle carries the inode's generation and tells them apart.
+    func sameObject(as other: Inode) -> Bool {
+        guard identity == other.identity else { return false }
+        guard let a = handle, let b = other.handle else { return handle == nil && other.handle == nil }
+        let length = 8 + Int(a.load(as: UInt32.self))
+        return length == 8 + Int(b.load(as: UInt32.self)) && memcmp(a, b, length) == 0
+    }
+
     /// Runs `body` with an `CMKFS_O_PATH` descriptor on the object, opened for this call and closed
     /// after it; nil when the object cannot be opened (gone: ESTALE).
     func withDescriptor<R>(mountFD: Int32, _ body: (Int32) -> R) -> R? {
@@ -85,24 +95,17 @@ final class InodeTable: Sendable {
     /// The node id the kernel knows the backing object by, if it knows it.
     func node(for identity: InodeIdentity) -> UInt64? { state.withLock { $0.byIdentity[identity] } }
 
-    /// Registers one more lookup of the object behind `fd` (an `CMKFS_O_PATH` descriptor the table
+    /// Registers one more lookup of the object behind `fd` (an `O_PATH` descriptor the table
     /// takes over) and returns its node id.
     func remember(fd: Int32, identity: InodeIdentity, kind: mode_t) -> UInt64 {
-        if let node = state.withLock({ s -> UInt64? in
-            guard let node = s.byIdentity[identity], let inode = s.byNode[node] else { return nil }
-            inode.lookups += 1
-            return node
-        }) {
-            close(fd)
-            return node
-        }
         // Making the handle is a system call: done outside the lock, then raced for.
         let fresh = Inode(adopting: fd, identity: identity, kind: kind)
         return state.withLock { s in
-            if let node = s.byIdentity[identity], let inode = s.byNode[node] {
+            if let node = s.byIdentity[identity], let inode = s.byNode[node], inode.sameObject(as: fresh) {
                 inode.lookups += 1
                 return node
             }
+            // New, or a reused inode number: a new node. The kernel forgets the old one in time.
             let node = s.next
             s.next += 1
             fresh.lookups = 1
@@ -121,7 +124,7 @@ final class InodeTable: Sendable {
             inode.lookups -= count
             guard inode.lookups == 0 else { return nil }
             s.byNode[node] = nil
-            s.byIdentity[inode.identity] = nil
+            if s.byIdentity[inode.identity] == node { s.byIdentity[inode.identity] = nil }
             return inode
         }
         // The inode (and any descriptor it holds) is released here, outside the lock.

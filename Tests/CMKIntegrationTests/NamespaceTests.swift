@@ -46,6 +46,28 @@ final class NamespaceTests: IntegrationTestCase {
         XCTAssertNotEqual(other.status, 0, "another user must not read a file made 0600 through its other name: \(other)")
     }
 
+    /// A removed file's inode number is soon reused by the backing filesystem while the kernel may
+    /// not have forgotten the old node yet; the new object must get a node of its own, not the
+    /// stale one (which answered "Stale file handle", as tar did when it replaced entries).
+    func testReusedInodeNumbersNeverGiveStaleHandles() throws {
+        XCTAssertEqual(py("""
+            import os, sys
+            d = sys.argv[1]
+            seen = set(); reused = 0
+            for i in range(3000):
+                a, b = os.path.join(d, 'a%d' % i), os.path.join(d, 'b%d' % i)
+                with open(a, 'w') as f: f.write('x')
+                ino = os.stat(a).st_ino
+                os.unlink(a)
+                os.symlink('target', b) if i % 2 else open(b, 'w').close()
+                st = os.lstat(b)
+                reused += st.st_ino == ino
+                os.readlink(b) if i % 2 else open(b).read()
+                os.unlink(b)
+            print('ok', 'reused' if reused else 'no reuse')
+            """, [mnt]), "ok reused\n", "the backing filesystem reused inode numbers and nothing went stale")
+    }
+
     /// Removing a file's last link removes its key rows (status file_count), a non-last link does not.
     func testUnlinkOfLastLinkRemovesKeyRows() throws {
         sh("for i in 1 2 3 4 5; do echo file $i > \(mnt)/f$i; done && ln \(mnt)/f5 \(mnt)/f5-link && mkfifo \(mnt)/fifo && ln -s f1 \(mnt)/sym")
