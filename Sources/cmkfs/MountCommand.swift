@@ -70,7 +70,7 @@ struct MountCommand: ParsableCommand {
             switch errno {
             case ENOENT:
                 throw CMKError(.mountpoint, "mountpoint \(mnt) does not exist", hint: "create it: mkdir -p \(mnt)")
-            case ENOTCONN:
+            case ENOTCONN, ECONNABORTED:
                 throw CMKError(.mountpoint, "\(mnt) is a stale FUSE mount whose daemon is gone",
                                hint: "clear it: fusermount3 -u -z \(mnt)")
             default:
