@@ -44,9 +44,9 @@ let package = Package(
         // A volume: its config, its database, its provider, the per-file key service.
         .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
-        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume"]),
+        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKSocketKMS", "CMKVolume"]),
         .executableTarget(name: "cmkfs", dependencies: [
-            "CMKAudit", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto",
+            "CMKAudit", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto", "CMKSocketKMS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

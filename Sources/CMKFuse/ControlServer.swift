@@ -1,6 +1,7 @@
 import Foundation
 import CMKAudit
 import CMKKeyService
+import CMKSocketKMS
 import CMKVolume
 
 /// Serves the control socket of a live mount on a thread of its own (see `ControlRequest`).
@@ -8,22 +9,11 @@ enum ControlServer {
     /// Binds `VOLUME/control.sock` and serves it until the process ends.
     static func start(_ fs: FileSystem) throws(CMKError) {
         let path = fs.volume.path + "/control.sock"
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw CMKError(.mountFailed, "cannot create the control socket: \(String(cString: strerror(errno)))") }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         unlink(path)
-        var addr = sockaddr_un()
-        guard fillAddress(&addr, path) else {
-            close(fd)
-            throw CMKError(.mountFailed, "the control socket path \(path) is longer than 107 bytes", hint: "use a shorter volume path")
-        }
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0, chmod(path, 0o600) == 0, listen(fd, 16) == 0 else {
-            let e = errno
-            close(fd)
-            throw CMKError(.mountFailed, "cannot listen on \(path): \(String(cString: strerror(e)))")
+        let fd: Int32
+        do { fd = try UnixSocket.listen(path, backlog: 16) } catch {
+            throw CMKError(.mountFailed, "cannot listen on the control socket: \(error)",
+                           hint: path.utf8.count > UnixSocket.maxPathBytes ? "use a shorter volume path" : nil)
         }
         var st = stat()
         let owner = stat(fs.volume.path, &st) == 0 ? st.st_uid : 0
@@ -37,23 +27,9 @@ enum ControlServer {
         }
     }
 
-    static func fillAddress(_ addr: inout sockaddr_un, _ path: String) -> Bool {
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < 108 else { return false }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        return true
-    }
-
     private static func serve(_ client: Int32, _ fs: FileSystem, owner: uid_t) {
-        var cred = PeerCredentials()
-        var length = socklen_t(MemoryLayout<PeerCredentials>.size)
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard getsockopt(client, SOL_SOCKET, SO_PEERCRED, &cred, &length) == 0, cred.uid == 0 || cred.uid == owner else {
+        UnixSocket.setTimeouts(client, milliseconds: 5000)
+        guard let cred = UnixSocket.peerCredentials(client).map(PeerCredentials.init), cred.uid == 0 || cred.uid == owner else {
             reply(client, ControlResponse(ok: false, error: "permission denied: only root or the volume's owner may control the mount"))
             return
         }
@@ -130,9 +106,9 @@ enum ControlServer {
     }
 }
 
-/// `struct ucred` (pid, uid, gid), which glibc declares only under _GNU_SOURCE.
+/// Who is on the other end of a control connection (SO_PEERCRED).
 struct PeerCredentials {
-    var pid: Int32 = 0
-    var uid: UInt32 = 0
-    var gid: UInt32 = 0
+    var pid: Int32
+    var uid: UInt32
+    var gid: UInt32
 }

@@ -1,15 +1,16 @@
 import Glibc
 
-/// The few `AF_UNIX` calls the socket KMS needs; the only caller of socket/bind/connect here.
-enum UnixSocket {
-    struct Failure: Error, CustomStringConvertible {
-        let call: String
-        let code: Int32
-        var description: String { "\(call): \(String(cString: strerror(code)))" }
+/// The few `AF_UNIX` calls the socket KMS and the mount's control socket need; the only caller
+/// of socket/bind/connect in cmkfs.
+public enum UnixSocket {
+    public struct Failure: Error, CustomStringConvertible {
+        public let call: String
+        public let code: Int32
+        public var description: String { "\(call): \(String(cString: strerror(code)))" }
     }
 
     /// The longest socket path the kernel accepts (sun_path is 108 bytes with its NUL).
-    static let maxPathBytes = 107
+    public static let maxPathBytes = 107
 
     private static func withAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R? {
         let bytes = Array(path.utf8)
@@ -32,14 +33,14 @@ enum UnixSocket {
     }
 
     /// Sets SO_RCVTIMEO and SO_SNDTIMEO (the latter also bounds `connect` on AF_UNIX).
-    static func setTimeouts(_ fd: Int32, milliseconds: Int) {
+    public static func setTimeouts(_ fd: Int32, milliseconds: Int) {
         var tv = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// A connected client socket with I/O timeouts, or the failing call and errno.
-    static func connect(_ path: String, timeoutMilliseconds: Int) throws(Failure) -> Int32 {
+    public static func connect(_ path: String, timeoutMilliseconds: Int) throws(Failure) -> Int32 {
         let fd = try newSocket()
         setTimeouts(fd, milliseconds: timeoutMilliseconds)
         var rc: Int32 = -1
@@ -55,7 +56,7 @@ enum UnixSocket {
     }
 
     /// A listening socket at `path`, mode 0600 from the moment it exists (umask 077 around bind).
-    static func listen(_ path: String, backlog: Int32 = 64) throws(Failure) -> Int32 {
+    public static func listen(_ path: String, backlog: Int32 = 64) throws(Failure) -> Int32 {
         let fd = try newSocket()
         let old = umask(0o077)
         let rc = withAddress(path) { bind(fd, $0, $1) } ?? { errno = ENAMETOOLONG; return -1 }()
@@ -66,11 +67,15 @@ enum UnixSocket {
         return fd
     }
 
-    /// The peer's uid from SO_PEERCRED (`struct ucred { pid_t pid; uid_t uid; gid_t gid; }`).
-    static func peerUID(_ fd: Int32) -> uid_t? {
+    /// The peer's uid from SO_PEERCRED.
+    static func peerUID(_ fd: Int32) -> uid_t? { peerCredentials(fd)?.uid }
+
+    /// The peer's pid, uid and gid from SO_PEERCRED (`struct ucred { pid_t pid; uid_t uid; gid_t gid; }`,
+    /// which glibc declares only under _GNU_SOURCE).
+    public static func peerCredentials(_ fd: Int32) -> (pid: Int32, uid: UInt32, gid: UInt32)? {
         var cred: (Int32, UInt32, UInt32) = (0, 0, 0)
         var len = socklen_t(MemoryLayout<(Int32, UInt32, UInt32)>.size)
         guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0, len == 12 else { return nil }
-        return cred.1
+        return (cred.0, cred.1, cred.2)
     }
 }
