@@ -67,7 +67,7 @@ public final class FileSystem: Sendable {
     public func flushKeys(keyID: String?, version: Int?, reason: String) -> (Int, Int) {
         let dropped = cache.flush(keyID: keyID, version: version, reason: reason)
         let revoked = Set(dropped.map(\.fileID))
-        let cut = openFiles.all.filter { file in file.content.withReadLock { !file.lease.isLive } }
+        let cut = openFiles.all.filter { revoked.contains($0.file.fileID.bytes) }
         if let session = session.withLock({ $0 }) {
             for file in cut {
                 if let node = inodes.node(for: file.identity) {
@@ -75,7 +75,6 @@ public final class FileSystem: Sendable {
                 }
             }
         }
-        _ = revoked
         return (dropped.count, cut.count)
     }
 
