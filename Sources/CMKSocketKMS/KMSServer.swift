@@ -79,6 +79,10 @@ public final class KMSServer: Sendable {
     private func serve(_ fd: Int32) {
         defer { close(fd) }
         guard let uid = UnixSocket.peerUID(fd), uid == 0 || uid == ownerUID else {
+            // Read the request before refusing it: closing with it unread would reset the
+            // connection, and the client would see EPIPE or ECONNRESET instead of the refusal.
+            UnixSocket.setTimeouts(fd, milliseconds: 2000)
+            _ = try? WireFrame.receive(from: fd)
             let refusal = WireFrame()
             refusal.u8(KMSProtocol.Status.forbidden.rawValue).string("peer uid \(UnixSocket.peerUID(fd).map(String.init) ?? "?") is not allowed")
             try? refusal.send(to: fd)
