@@ -49,4 +49,40 @@ final class LeasingTests: IntegrationTestCase {
         try k.start()
         XCTAssertEqual(sh("cat \(mnt)/a \(mnt)/b"), "cacheduncached")
     }
+
+    /// The customer disables the key in `cmkfs-kms` (not through cmkfs): a file held open with its
+    /// key cached fails its next read within one renewal interval.
+    func testKeyDisabledInCmkfsKMSCutsAnOpenFileWithinOneRenewal() throws {
+        let k = KMSProcess(socket: fx.root + "/kms.sock", state: fx.root + "/kms-state", logPath: fx.logs + "/kms.log")
+        try k.start()
+        kms = k
+        XCTAssertTrue(fx.cmkfs(["init", pvol, "--kms", "socket", "--kms-socket", k.socket]).succeeded)
+        XCTAssertTrue(fx.cmkfs(["mount", pvol, mnt, "--lease-renew", "300ms"]).succeeded)
+        sh("printf held > \(mnt)/f")
+        let keyID = try XCTUnwrap(k.keyCommand(["list"], logDir: fx.logs).stdout.split(separator: " ").first.map(String.init))
+        let r = python("""
+            import os, subprocess, sys, time
+            path, kms, key, state = sys.argv[1:5]
+            fd = os.open(path, os.O_RDONLY)
+            assert os.pread(fd, 10, 0) == b'held'
+            subprocess.run([kms, 'key', 'disable', key, '--state', state], check=True, capture_output=True)
+            start = time.monotonic()
+            while time.monotonic() - start < 5:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                try:
+                    os.pread(fd, 10, 0)
+                except PermissionError:
+                    print('cut after %.2f s' % (time.monotonic() - start)); break
+                time.sleep(0.02)
+            else:
+                print('still readable after 5 s')
+            """, [mnt + "/f", KMSProcess.binary, keyID, fx.root + "/kms-state"], timeout: 60)
+        XCTAssertTrue(r.stdout.hasPrefix("cut after "), "\(r)\nmount.log: \(fx.mountLog(pvol))")
+        if let seconds = Double(r.stdout.dropFirst("cut after ".count).prefix { $0 != " " }) {
+            XCTAssertLessThan(seconds, 1.5, "one renewal interval (300 ms) plus the sweep tick")
+            report("key disabled in cmkfs-kms → held-open file cut", seconds: seconds)
+        }
+        XCTAssertTrue(k.keyCommand(["enable", keyID], logDir: fx.logs).succeeded)
+        XCTAssertEqual(sh("cat \(mnt)/f"), "held", "a new open works once the customer enables the key")
+    }
 }
