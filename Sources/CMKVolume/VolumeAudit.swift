@@ -45,14 +45,8 @@ extension Volume {
             try metadata.setMeta(auditKeyVersionName, Array(String(activeKey.version).utf8))
             try metadata.makeDurable()
             return key
-        } catch let error as MetadataError {
-            throw .metadata(error, volume: path)
-        } catch let error as KeyProviderError {
-            throw .provider(error, volume: path, config: providerConfig)
-        } catch let error as CMKError {
-            throw error
         } catch {
-            throw CMKError(.internalError, "cannot make the audit key: \(error)")
+            throw .wrapping(error, volume: path, config: providerConfig, doing: "cannot make the audit key")
         }
     }
 

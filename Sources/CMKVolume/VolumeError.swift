@@ -31,6 +31,16 @@ public struct CMKError: Error, CustomStringConvertible {
 
     public var description: String { message }
 
+    /// Any failure of a step that touches both the metadata database and the key provider.
+    static func wrapping(_ error: any Error, volume: String, config: ProviderConfig, doing: String) -> CMKError {
+        switch error {
+        case let error as MetadataError: return .metadata(error, volume: volume)
+        case let error as KeyProviderError: return .provider(error, volume: volume, config: config)
+        case let error as CMKError: return error
+        default: return CMKError(.internalError, "\(doing): \(error)")
+        }
+    }
+
     static func metadata(_ error: MetadataError, volume: String) -> CMKError {
         switch error {
         case .corrupt(let detail):

@@ -74,14 +74,8 @@ extension Volume {
             try store.setMeta(keyCheckName, edek)
             _ = try auditKey(metadata: store, provider: provider, volumeID: volumeID, activeKey: key, path: path,
                              providerConfig: providerConfig)
-        } catch let error as MetadataError {
-            throw .metadata(error, volume: path)
-        } catch let error as KeyProviderError {
-            throw .provider(error, volume: path, config: providerConfig)
-        } catch let error as CMKError {
-            throw error
         } catch {
-            throw CMKError(.internalError, "\(error)")
+            throw .wrapping(error, volume: path, config: providerConfig, doing: "cannot create the metadata database")
         }
         var recorded = providerConfig
         recorded.keyID = key.keyID
