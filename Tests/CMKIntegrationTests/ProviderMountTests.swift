@@ -188,6 +188,18 @@ final class ProviderMountTests: IntegrationTestCase {
         XCTAssertFalse(fx.isMounted(mnt))
     }
 
+    /// The audit key is wrapped by the volume's own provider: the log verifies through the socket KMS.
+    func testAuditLogVerifiesOnTheSocketKMS() throws {
+        _ = try makeSocketVolume()
+        try mountP()
+        sh("echo audited > \(mnt)/f && cat \(mnt)/f > /dev/null")
+        try unmountP()
+        let v = cmkfs(["audit", "verify", pvol])
+        XCTAssertTrue(v.succeeded && v.stdout.contains("chain intact"), "\(v)")
+        let show = cmkfs(["audit", "show", pvol, "--file", "/f", "--json"])
+        XCTAssertTrue(show.succeeded && show.stdout.contains("\"create\""), "\(show)")
+    }
+
     // MARK: PKCS#11 (SoftHSM2)
 
     /// At mount: the recorded token or key label no longer exists on the module.
@@ -208,6 +220,19 @@ final class ProviderMountTests: IntegrationTestCase {
         XCTAssertEqual(t.status, 5, "\(t)")
         XCTAssertTrue(t.stderr.contains("no PKCS#11 token labelled 'elsewhere' (tokens: 'cmkfs-it')"), "\(t)")
         XCTAssertFalse(fx.isMounted(mnt))
+    }
+
+    /// …and through a PKCS#11 token, with the PIN from a file.
+    func testAuditLogVerifiesOnPKCS11() throws {
+        let (_, env, pinFile) = try makeToken()
+        XCTAssertTrue(initPKCS11(env, pinFile: pinFile).succeeded)
+        try mountP(env: env, ["--pin-file", pinFile])
+        sh("echo audited > \(mnt)/f && cat \(mnt)/f > /dev/null")
+        try unmountP()
+        let v = cmkfs(["audit", "verify", pvol, "--pin-file", pinFile], env: env)
+        XCTAssertTrue(v.succeeded && v.stdout.contains("chain intact"), "\(v)")
+        let noPIN = cmkfs(["audit", "verify", pvol], env: env)
+        XCTAssertEqual(noPIN.status, 5, "verifying needs the token: \(noPIN)")
     }
 
     func makeToken() throws -> (SoftHSMTokens, [String: String], String) {
