@@ -6,8 +6,10 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: run as root (apt-get needs it)" >&2
   exit 1
 fi
+# make: `make install`; systemd (systemd-analyze) and groff-base: the packaging tests check the
+# units and the man pages (installing the package does not start systemd).
 packages=(fuse3 libfuse3-dev libssl-dev libsqlite3-dev pkg-config sqlite3 kmod psmisc
-          softhsm2 libp11-kit-dev python3 util-linux)
+          softhsm2 libp11-kit-dev python3 util-linux make systemd groff-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

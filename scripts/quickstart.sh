@@ -8,10 +8,9 @@ VOLUME=${CMKFS_DEMO_VOLUME:-/var/lib/cmkfs/demo-volume}
 MOUNTPOINT=${CMKFS_DEMO_MOUNT:-/mnt/cmkfs-demo}
 
 scripts/install-deps.sh
-swift build -c release
-install -m 0755 "$(swift build -c release --show-bin-path)/cmkfs" /usr/local/bin/cmkfs
-# mount(8) helper: `mount -t fuse.cmkfs VOLUME MOUNTPOINT` and /etc/fstab entries.
-install -m 0755 mount-helpers/mount.cmkfs /sbin/mount.fuse.cmkfs
+# Release build, then cmkfs and cmkfs-kms in /usr/local/bin, the mount(8) helper in
+# /sbin/mount.fuse.cmkfs, the systemd units and the man pages (docs/operator-guide.md, "Install").
+make install PREFIX=/usr/local
 [ -e "$VOLUME/cmkfs.volume" ] || cmkfs init "$VOLUME"
 mkdir -p "$MOUNTPOINT"
 if grep -q " $MOUNTPOINT fuse.cmkfs " /proc/self/mounts; then
