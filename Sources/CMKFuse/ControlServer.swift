@@ -1,6 +1,7 @@
 import Foundation
 import CMKAudit
 import CMKKeyService
+import CMKKeys
 import CMKSocketKMS
 import CMKVolume
 
@@ -63,14 +64,33 @@ enum ControlServer {
                 return ControlResponse(ok: false, error: "flushed, but the audit record could not be made durable: \(error)")
             }
             return response
+        case "relabel":
+            // After a rotation: cached DEKs follow their EDEK to the version that wraps it now.
+            let active: KeyRef
+            do { active = try fs.volume.reloadActiveKey() ?? fs.volume.activeKey } catch {
+                return ControlResponse(ok: false, error: "cannot read the active key version: \(error)")
+            }
+            var response = ControlResponse(ok: true)
+            response.flushed = fs.cache.relabel(active: active) { id in
+                (try? fs.volume.metadata.fileKey(fileId: id))??.keyVersion
+            }
+            return response
+        case "rekey":
+            guard let path = request.path else { return ControlResponse(ok: false, error: "rekey needs path") }
+            let (rc, message) = fs.rekey(relativePath: path, requester: (peer.uid, peer.gid, peer.pid))
+            var response = ControlResponse(ok: rc == 0, error: message)
+            response.errno = rc == 0 ? nil : rc
+            return response
         case "audit":
             guard let event = request.event, let log = fs.audit else {
                 return ControlResponse(ok: fs.audit == nil, error: fs.audit == nil ? nil : "audit needs event")
             }
             do {
-                try log.append(AuditEvent(event, keyID: request.keyID, keyVersion: request.version, uid: Int(peer.uid),
-                                          gid: Int(peer.gid), pid: Int(peer.pid), process: processName(peer.pid),
-                                          detail: request.reason), durable: true)
+                try log.append(AuditEvent(event, result: request.result ?? "ok", error: request.error, fileID: request.fileID,
+                                          path: request.path, keyID: request.keyID, keyVersion: request.version,
+                                          uid: Int(peer.uid), gid: Int(peer.gid), pid: Int(peer.pid),
+                                          process: processName(peer.pid), detail: request.reason),
+                               durable: request.durable ?? true)
                 return ControlResponse(ok: true)
             } catch {
                 return ControlResponse(ok: false, error: "the audit record could not be written: \(error)")

@@ -11,10 +11,6 @@ extension FileSystem {
 
     private static func userNamespace(_ name: String) -> Bool { name.hasPrefix("user.") && name.count > 5 }
 
-    private static func aad(_ fileID: FileID, _ name: String) -> [UInt8] {
-        Array("cmkfs.xattr.v1".utf8) + fileID.bytes + Array(name.utf8)
-    }
-
     func setxattr(_ inode: Node, name: String, value: UnsafeRawBufferPointer, flags: Int32) -> Int32 {
         guard Self.userNamespace(name), inode.kind == S_IFREG else { return ENOTSUP }
         guard value.count <= Self.maxXattrValue else { return E2BIG }
@@ -29,9 +25,7 @@ extension FileSystem {
         guard let key = try? file.content.withReadLock({ () throws(FileOpError) in try file.key() }) else { return EACCES }
         let sealed: [UInt8]
         do {
-            sealed = try key.withUnsafeBytes { k throws(CryptoError) in
-                try AESGCM().sealRecord(key: k, aad: Self.aad(file.file.fileID, name), plaintext: value)
-            }
+            sealed = try XattrSeal.seal(value, name: name, fileID: file.file.fileID, key: key)
         } catch { return EIO }
         return xattrResult { try volume.metadata.setXattr(fileId: file.file.fileID.bytes, name: name, value: sealed, mode: mode) }
     }
@@ -56,9 +50,7 @@ extension FileSystem {
         defer { openFiles.release(file, cache: cache) }
         guard let key = try? file.content.withReadLock({ () throws(FileOpError) in try file.key() }) else { return ([], 0, EACCES) }
         do {
-            let plain = try key.withUnsafeBytes { k throws(CryptoError) in
-                try AESGCM().openRecord(key: k, aad: Self.aad(fileID, name), record: sealed)
-            }
+            let plain = try XattrSeal.open(sealed, name: name, fileID: fileID, key: key)
             return (plain.withUnsafeBytes { Array($0) }, length, 0)
         } catch {
             Self.log("getxattr file \(fileID) \(name): value failed authentication")

@@ -51,6 +51,11 @@ public final class FileSystem: Sendable {
         rootFD = fd
         inodes = InodeTable(root: Inode(root: fd, identity: InodeIdentity(st)))
         scratch = ScratchPool(layout: volume.layout)
+        // A rekey cut short by a crash leaves a file half re-encrypted: finish it before serving.
+        for line in try volume.recoverInterruptedRekeys() {
+            Self.log(line)
+            try? audit?.append(AuditEvent("rekey", detail: line), durable: true)
+        }
     }
 
     /// Opens `node` for one request and runs `body`; ESTALE when the node is unknown or its
@@ -238,8 +243,8 @@ public final class FileSystem: Sendable {
         use.key = volume.activeKey
         let lease: KeyLease
         do {
-            let ref = volume.activeKey
-            let key = try volume.createFileKey(fileID)
+            let (key, ref) = try volume.createFileKey(fileID)
+            use.key = ref
             lease = try cache.lease(for: fileID.bytes) { (key, ref) }
         } catch let error as FileKeyError {
             Self.log("\(name): cannot create a data key: \(error)")

@@ -8,8 +8,15 @@ public struct ControlRequest: Codable, Sendable {
     public var keyID: String?
     public var version: Int?
     public var reason: String?
-    /// "audit": the record the mount writes (and fsyncs) for a command (`revoke`, `enable`).
+    /// "audit": the record the mount writes for a command (`revoke`, `enable`, `rotate`, …),
+    /// with its result, error, file id and path when the command gives them.
     public var event: String?
+    public var result: String?
+    public var error: String?
+    public var fileID: String?
+    public var path: String?
+    /// "audit": fsync before answering (default true).
+    public var durable: Bool?
 
     public init(op: String, keyID: String? = nil, version: Int? = nil, reason: String? = nil, event: String? = nil) {
         self.event = event
@@ -19,7 +26,9 @@ public struct ControlRequest: Codable, Sendable {
         self.reason = reason
     }
 
-    enum CodingKeys: String, CodingKey { case op, keyID = "key_id", version, reason, event }
+    enum CodingKeys: String, CodingKey {
+        case op, keyID = "key_id", version, reason, event, result, error, fileID = "file_id", path, durable
+    }
 }
 
 public struct ControlResponse: Codable, Sendable {
@@ -31,6 +40,8 @@ public struct ControlResponse: Codable, Sendable {
     public var elapsedMilliseconds: Double?
     public var stats: CacheStats?
     public var openFiles: Int?
+    /// rekey: the errno of a failure (EACCES: key refused, EIO: tampered block, …).
+    public var errno: Int32?
 
     public init(ok: Bool, error: String? = nil) {
         self.ok = ok
@@ -39,6 +50,6 @@ public struct ControlResponse: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case ok, error, flushed, openFilesCut = "open_files_cut", elapsedMilliseconds = "elapsed_ms", stats
-        case openFiles = "open_files"
+        case openFiles = "open_files", errno
     }
 }

@@ -79,6 +79,22 @@ public final class KeyCache: Sendable {
     }
 
     /// The file that pinned `lease` closed.
+    /// Puts a new DEK for `fileID` in place of the cached one (after a rekey) and returns its
+    /// lease, pinned. The old entry's key is dropped (wiped once its last user lets go): the
+    /// caller has already moved every holder of the old lease to the new one.
+    public func replace(fileID: [UInt8], key: SecretBytes, keyRef: KeyRef) -> KeyLease {
+        let now = clock()
+        let lease = KeyLease(fileID: fileID, keyRef: keyRef, key: key, now: now, lifetime: policy.maxLifetime)
+        lease.state.withLock { $0.pins = 1 }
+        let old = state.withLock { s in
+            let old = s.entries[fileID]
+            s.entries[fileID] = lease
+            return old
+        }
+        old?.revoke(.revoked)
+        return lease
+    }
+
     public func unpin(_ lease: KeyLease) {
         lease.state.withLock { $0.pins = max(0, $0.pins - 1) }
     }
@@ -117,6 +133,27 @@ public final class KeyCache: Sendable {
         let live = matching.filter { $0.revoke(.revoked) }
         onEvent("flush: \(live.count) data keys dropped (\(reason))")
         return live
+    }
+
+    /// After a rotation re-wrapped EDEKs: each live entry not under `active` asks `currentVersion`
+    /// which version its file's EDEK is under now, and moves to it, so renewal asks the provider
+    /// about the version that actually protects the file and a purge of the old version does not
+    /// cut files that no longer depend on it. Returns how many moved.
+    @discardableResult
+    public func relabel(active: KeyRef, currentVersion: ([UInt8]) -> Int?) -> Int {
+        let stale = state.withLock { s in s.entries.values.filter { $0.isLive && $0.keyRef != active } }
+        var moved = 0
+        for lease in stale {
+            guard let version = currentVersion(lease.fileID) else { continue }
+            let changed = lease.state.withLock { l in
+                guard l.keyRef.version != version else { return false }
+                l.keyRef = KeyRef(keyID: l.keyRef.keyID, version: version)
+                return true
+            }
+            if changed { moved += 1 }
+        }
+        if moved > 0 { onEvent("relabel: \(moved) cached data keys now under the version that wraps them (\(active) active)") }
+        return moved
     }
 
     /// Idle and expired entries out (wiped). Pinned entries stay until their files close.

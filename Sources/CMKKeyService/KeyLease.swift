@@ -9,9 +9,12 @@ import CMKKeys
 /// requests already running finish.
 public final class KeyLease: Sendable {
     public let fileID: [UInt8]
-    public let keyRef: KeyRef
+    /// The master-key version that vouches for this DEK: the one its EDEK is wrapped under.
+    /// A rotation moves it to the new version (`KeyCache.relabel`) without touching the DEK.
+    public var keyRef: KeyRef { state.withLock { $0.keyRef } }
 
     struct State {
+        var keyRef: KeyRef
         var key: SecretBytes?
         /// Monotonic seconds until which the provider's word holds.
         var expiresAt: Double
@@ -24,8 +27,7 @@ public final class KeyLease: Sendable {
 
     init(fileID: [UInt8], keyRef: KeyRef, key: SecretBytes, now: Double, lifetime: Double) {
         self.fileID = fileID
-        self.keyRef = keyRef
-        state = Mutex(State(key: key, expiresAt: now + lifetime, lastUsed: now))
+        state = Mutex(State(keyRef: keyRef, key: key, expiresAt: now + lifetime, lastUsed: now))
     }
 
     /// The DEK for one request, or why it may not be used.

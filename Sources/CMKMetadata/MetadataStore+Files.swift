@@ -13,10 +13,23 @@ extension MetadataStore {
     /// Stores a new file's wrapped key; `.exists` if the file already has one.
     ///
     /// Writes the EDEK row and the key-id row in one transaction, so a reader sees both or neither.
-    public func insertFileKey(fileId: [UInt8], _ record: FileKeyRecord) throws(MetadataError) {
+    /// With `onlyIfActive`, writes nothing and returns false unless the record's key version is
+    /// the active one in `key_versions` at commit: a rotation committed by another process since
+    /// the caller picked its version is seen here, so no new file is ever wrapped under a
+    /// version a rotation has already deactivated (and rotation's drain loop terminates).
+    @discardableResult
+    public func insertFileKey(fileId: [UInt8], _ record: FileKeyRecord, onlyIfActive: Bool = false) throws(MetadataError) -> Bool {
         try Self.checkFileId(fileId)
-        try locked { (c) throws(MetadataError) in
-            try c.transaction("storing a file key") { () throws(MetadataError) in
+        return try locked { (c) throws(MetadataError) -> Bool in
+            try c.transaction("storing a file key") { () throws(MetadataError) -> Bool in
+                if onlyIfActive {
+                    let active = try c.withStatement("SELECT 1 FROM key_versions WHERE key_id = ?1 AND version = ?2 AND state = 'active'") { (s) throws(MetadataError) in
+                        try s.bind(1, record.keyId)
+                        try s.bind(2, record.keyVersion)
+                        return try s.step("checking the active key version")
+                    }
+                    guard active else { return false }
+                }
                 // A plain INSERT: the primary-key clash on the EDEK row is what reports `.exists`.
                 try c.withStatement("INSERT INTO file_attrs(file_id, name, value, key_version) VALUES(?1, '\(Self.edekName)', ?2, ?3)") { (s) throws(MetadataError) in
                     try s.bind(1, fileId)
@@ -30,6 +43,7 @@ extension MetadataStore {
                     try s.bind(2, Array(record.keyId.utf8))
                     try s.step("storing a file key")
                 }
+                return true
             }
         }
     }
@@ -158,7 +172,7 @@ extension MetadataStore {
 
     private static func isReserved(_ name: String) -> Bool { name.hasPrefix(reservedPrefix) }
 
-    private static func checkFileId(_ fileId: [UInt8]) throws(MetadataError) {
+    static func checkFileId(_ fileId: [UInt8]) throws(MetadataError) {
         // Caught here rather than by the CHECK constraint so reads of a bad id fail too, not return nil.
         guard fileId.count == fileIdSize else {
             throw .misuse("a file id must be \(fileIdSize) bytes, got \(fileId.count)")

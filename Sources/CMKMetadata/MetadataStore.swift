@@ -87,13 +87,7 @@ public final class MetadataStore: Sendable {
 
     /// Sets (inserting or overwriting) the volume-level value for `key`.
     public func setMeta(_ key: String, _ value: [UInt8]) throws(MetadataError) {
-        try locked { (c) throws(MetadataError) in
-            try c.withStatement("INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value") { (s) throws(MetadataError) in
-                try s.bind(1, key)
-                try s.bind(2, value)
-                try s.step("writing a volume fact")
-            }
-        }
+        try locked { (c) throws(MetadataError) in try Self.upsertMeta(c, key, value) }
     }
 
     /// The volume-level value for `key`, or nil if it was never set.

@@ -1,4 +1,5 @@
 import CSQLite
+import Glibc
 
 /// One SQLite connection plus its cache of prepared statements.
 ///
@@ -6,6 +7,9 @@ import CSQLite
 /// thread uses it at a time. That is also why it is opened with `SQLITE_OPEN_NOMUTEX`; SQLite's
 /// own per-connection mutex would only duplicate ours.
 final class Connection {
+    /// How long a statement (and a checkpoint) waits for another connection's lock.
+    static let busyTimeoutMilliseconds = 5000
+
     /// The database path, for error messages.
     let path: String
     private let db: OpaquePointer
@@ -28,7 +32,7 @@ final class Connection {
         self.path = path
         self.db = handle
         sqlite3_extended_result_codes(handle, 1)
-        sqlite3_busy_timeout(handle, 5000)
+        sqlite3_busy_timeout(handle, Int32(Self.busyTimeoutMilliseconds))
     }
 
     deinit {
@@ -107,9 +111,19 @@ final class Connection {
     /// With synchronous=NORMAL a commit is written to the WAL but not fsynced; a FULL checkpoint
     /// fsyncs the WAL before backfilling and the database file after, and it waits (through the
     /// busy handler) for readers instead of stopping short, so afterwards every commit is on disk.
+    ///
+    /// Another process checkpointing at the same moment (an auto-checkpoint after its commit)
+    /// holds the checkpointer lock, and SQLite answers SQLITE_BUSY at once without consulting
+    /// the busy handler; that is retried here for as long as the busy timeout.
     func checkpoint() throws(MetadataError) {
         let changes = sqlite3_total_changes64(db)
-        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_FULL, nil, nil)
+        var rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_FULL, nil, nil)
+        var waited = 0
+        while rc == SQLITE_BUSY && waited < Self.busyTimeoutMilliseconds {
+            usleep(2_000)
+            waited += 2
+            rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_FULL, nil, nil)
+        }
         guard rc == SQLITE_OK else {
             throw MetadataError.sqlite(rc, db: db, path: path, context: "checkpointing the write-ahead log")
         }

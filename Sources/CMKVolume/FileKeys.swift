@@ -17,19 +17,27 @@ public struct FileKeyError: Error, CustomStringConvertible {
 
 extension Volume {
     /// Makes a new random DEK for `fileID`, wraps it under the active master key and stores the
-    /// EDEK row. The row is committed before the caller writes the file's header, so a crash can
-    /// leave an orphan row but never a file without its key.
-    public func createFileKey(_ fileID: FileID) throws(FileKeyError) -> SecretBytes {
+    /// EDEK row; returns the DEK and the version that wrapped it. The row is committed before the
+    /// caller writes the file's header, so a crash can leave an orphan row but never a file
+    /// without its key. When a rotation (another process) made another version active since
+    /// this mount last looked, the insert refuses and the DEK is wrapped again under the new one.
+    public func createFileKey(_ fileID: FileID) throws(FileKeyError) -> (SecretBytes, KeyRef) {
         let dek: SecretBytes
         do { dek = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
-        let edek: [UInt8]
-        do {
-            edek = try provider.wrap(dek, with: activeKey, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes))
-        } catch { throw Self.keyError(error) }
-        do {
-            try metadata.insertFileKey(fileId: fileID.bytes, FileKeyRecord(edek: edek, keyId: activeKey.keyID, keyVersion: activeKey.version))
-        } catch { throw Self.metadataError(error, fileID) }
-        return dek
+        var ref = activeKey
+        for _ in 0..<3 {
+            let edek: [UInt8]
+            do {
+                edek = try provider.wrap(dek, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes))
+            } catch { throw Self.keyError(error) }
+            do {
+                let record = FileKeyRecord(edek: edek, keyId: ref.keyID, keyVersion: ref.version)
+                if try metadata.insertFileKey(fileId: fileID.bytes, record, onlyIfActive: true) { return (dek, ref) }
+                guard let reloaded = try reloadActiveKey(), reloaded != ref else { break }
+                ref = reloaded
+            } catch { throw Self.metadataError(error, fileID) }
+        }
+        throw FileKeyError(errno: EIO, description: "file \(fileID): the metadata database names no active master-key version")
     }
 
     /// Unwraps the DEK of `fileID` through the provider.

@@ -56,11 +56,31 @@ public struct KeyAdmin {
         }
     }
 
-    private func openStore() throws(CMKError) -> MetadataStore {
+    /// Opens the volume's audit log for a command on an unmounted volume, held until `close`
+    /// (a mount that starts meanwhile waits for it). Get the key before disabling the master key.
+    public func openAuditLog(key: SecretBytes) throws(CMKError) -> CommandAuditLog {
+        let store = try openStore()
+        do {
+            let log = try AuditLog.open(directory: path + "/audit", key: key, volumeID: hex(try volumeID(store)),
+                                        checkpoints: MetadataCheckpoints(store: store), lockWait: 5)
+            return CommandAuditLog(log: log, ownedStore: store)
+        } catch let error as AuditError {
+            store.close()
+            throw CMKError(error)
+        } catch let error as CMKError {
+            store.close()
+            throw error
+        } catch {
+            store.close()
+            throw CMKError(.internalError, "\(error)")
+        }
+    }
+
+    func openStore() throws(CMKError) -> MetadataStore {
         do { return try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
     }
 
-    private func volumeID(_ store: MetadataStore) throws(CMKError) -> [UInt8] {
+    func volumeID(_ store: MetadataStore) throws(CMKError) -> [UInt8] {
         let id: [UInt8]?
         do { id = try store.meta("volume_id") } catch { throw .metadata(error, volume: path) }
         guard let id else { throw CMKError(.notAVolume, "the metadata database of \(path) has no volume id") }
@@ -80,5 +100,27 @@ public struct KeyAdmin {
             }
         }
         return changed
+    }
+}
+
+/// The audit log held open by one command, with the database its checkpoints go to.
+public final class CommandAuditLog {
+    private let log: AuditLog
+    /// Closed with the log when the log opened it (KeyAdmin); a Volume's own store is not.
+    private let ownedStore: MetadataStore?
+
+    init(log: AuditLog, ownedStore: MetadataStore?) {
+        self.log = log
+        self.ownedStore = ownedStore
+    }
+
+    public func append(_ event: AuditEvent, durable: Bool) throws(CMKError) {
+        do { try log.append(event, durable: durable) } catch { throw CMKError(error) }
+    }
+
+    /// Syncs (with a checkpoint) and releases the log.
+    public func close() throws(CMKError) {
+        defer { ownedStore?.close() }
+        do { try log.close() } catch { throw CMKError(error) }
     }
 }

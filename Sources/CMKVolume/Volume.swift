@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import CMKCrypto
 import CMKFormat
 import CMKKeys
@@ -17,14 +18,18 @@ public final class Volume: Sendable {
     public let layout: BlockLayout
     public let metadata: MetadataStore
     public let provider: any KeyProvider
-    /// The master-key version new files are wrapped under.
-    public let activeKey: KeyRef
+    /// The master-key version new files are wrapped under. A rotation by another process
+    /// changes it in the database; `createFileKey` notices at its next insert and reloads.
+    public var activeKey: KeyRef { active.withLock { $0 } }
+    private let active: Mutex<KeyRef>
 
     public var dataPath: String { path + "/data" }
     public var lockPath: String { path + "/mount.lock" }
     public var logPath: String { path + "/mount.log" }
 
     static let keyCheckName = "key_check"
+    /// The master-key version the key check is wrapped under (absent: 1, as `init` made it).
+    static let keyCheckVersionName = "key_check_version"
     static let keyCheckFileID = [UInt8](repeating: 0, count: 16)
 
     private init(path: String, config: VolumeConfig, volumeID: [UInt8], metadata: MetadataStore,
@@ -35,7 +40,7 @@ public final class Volume: Sendable {
         self.layout = BlockLayout(blockSize: config.blockSize)
         self.metadata = metadata
         self.provider = provider
-        self.activeKey = activeKey
+        self.active = Mutex(activeKey)
     }
 
     /// Opens the volume at `path`, checking its format and that its master key is reachable and
@@ -70,11 +75,27 @@ public final class Volume: Sendable {
         do { edek = try metadata.meta(Self.keyCheckName) } catch { throw .metadata(error, volume: path) }
         guard let edek else { throw CMKError(.notAVolume, "the metadata database of \(path) has no key check record") }
         do {
-            _ = try provider.unwrap(edek, with: KeyRef(keyID: config.provider.keyID, version: 1),
+            _ = try provider.unwrap(edek, with: KeyRef(keyID: config.provider.keyID, version: try Self.keyCheckVersion(metadata)),
                                     context: WrapContext(volumeID: volumeID, fileID: Self.keyCheckFileID))
-        } catch {
+        } catch let error as MetadataError {
+            throw .metadata(error, volume: path)
+        } catch let error as KeyProviderError {
             throw .provider(error, volume: path, config: providerConfig)
+        } catch {
+            throw CMKError(.internalError, "\(error)")
         }
+    }
+
+    static func keyCheckVersion(_ metadata: MetadataStore) throws(MetadataError) -> Int {
+        try metadata.meta(keyCheckVersionName).flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 1
+    }
+
+    /// Re-reads the active master-key version from the database (after a rotation).
+    public func reloadActiveKey() throws(MetadataError) -> KeyRef? {
+        guard let record = try metadata.activeKeyVersion() else { return nil }
+        let ref = KeyRef(keyID: record.keyId, version: record.version)
+        active.withLock { $0 = ref }
+        return ref
     }
 
     static func readConfig(_ path: String) throws(CMKError) -> VolumeConfig {

@@ -61,6 +61,11 @@ extension Volume {
         }
     }
 
+    /// The log held open by a command working on this (unmounted) volume, e.g. an offline rekey.
+    public func openCommandAuditLog() throws(CMKError) -> CommandAuditLog {
+        CommandAuditLog(log: try openAuditLog(lockWait: 5), ownedStore: nil)
+    }
+
     /// The stored checkpoint (nil before the first sync).
     public func auditCheckpoint() throws(CMKError) -> [UInt8]? {
         do { return try metadata.meta(Self.auditCheckpointName) } catch { throw .metadata(error, volume: path) }

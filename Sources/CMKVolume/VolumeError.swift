@@ -16,6 +16,10 @@ public struct CMKError: Error, CustomStringConvertible {
         case io = 10
         case notMounted = 11
         case auditNotIntact = 12
+        /// The command refused to do something harmful or impossible (purge of a key still in use).
+        case refused = 13
+        /// A long operation finished but could not process every item (e.g. EDEKs that did not unwrap).
+        case incomplete = 14
         case usage = 64
     }
 

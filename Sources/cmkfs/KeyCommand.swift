@@ -7,8 +7,8 @@ import CMKVolume
 struct KeyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
-        abstract: "The kill switch: revoke or enable the volume's master key.",
-        subcommands: [Revoke.self, Enable.self]
+        abstract: "The master key: list, rotate and purge its versions; revoke or enable it (the kill switch).",
+        subcommands: [List.self, Rotate.self, Purge.self, Revoke.self, Enable.self]
     )
 
     struct Revoke: ParsableCommand {

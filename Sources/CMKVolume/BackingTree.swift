@@ -1,0 +1,47 @@
+import Glibc
+import CMKFormat
+
+/// Walks a volume's `data/` tree (offline, or beside a live mount) to find the backing files of
+/// file ids: purge names the files it makes unreadable, rekey finds what to re-encrypt.
+public enum BackingTree {
+    /// Every regular file under `root`, as paths relative to it, sorted bytewise (a stable order
+    /// for resumable walks), with the file id in its header (nil: no valid header).
+    public static func regularFiles(under root: String) -> [(path: String, fileID: FileID?)] {
+        var out: [(String, FileID?)] = []
+        walk(root, relative: "", into: &out)
+        return out.sorted { Array($0.0.utf8).lexicographicallyPrecedes(Array($1.0.utf8)) }
+    }
+
+    /// Relative paths of the files whose header names one of `ids` (hard links give several).
+    public static func paths(of ids: Set<[UInt8]>, under root: String) -> [[UInt8]: [String]] {
+        var found: [[UInt8]: [String]] = [:]
+        for (path, id) in regularFiles(under: root) {
+            if let id, ids.contains(id.bytes) { found[id.bytes, default: []].append(path) }
+        }
+        return found
+    }
+
+    private static func walk(_ root: String, relative: String, into out: inout [(String, FileID?)]) {
+        let dirPath = relative.isEmpty ? root : root + "/" + relative
+        guard let dir = opendir(dirPath) else { return }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name == "." || name == ".." { continue }
+            let rel = relative.isEmpty ? name : relative + "/" + name
+            var st = stat()
+            guard lstat(root + "/" + rel, &st) == 0 else { continue }
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR: walk(root, relative: rel, into: &out)
+            case S_IFREG:
+                let fd = open(root + "/" + rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                guard fd >= 0 else { out.append((rel, nil)); continue }
+                out.append((rel, try? ContentFile.readFileID(fd: fd)))
+                close(fd)
+            default: continue
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+import Foundation
+import Glibc
+import CMKCrypto
+import CMKFormat
+import CMKKeys
+import CMKMetadata
+
+/// The journal entry of one rekey, `meta['rekey:<file id hex>']`: written (and made durable)
+/// only once the re-encrypted copy is complete and fsynced, removed in the transaction that
+/// installs the new key. While it exists, the backing file may be a mix of old and new blocks;
+/// redoing the copy from `temp` and installing the key finishes the switch.
+struct RekeyJournal: Codable {
+    /// The backing file, relative to `data/`.
+    var path: String
+    /// The re-encrypted copy, relative to the volume directory.
+    var temp: String
+    /// The new DEK's EDEK (hex) and the master-key version that wrapped it.
+    var edek: String
+    var keyID: String
+    var version: Int
+    /// User xattr values re-sealed under the new DEK (name → hex).
+    var xattrs: [String: String]
+
+    static let prefix = "rekey:"
+
+    enum CodingKeys: String, CodingKey { case path, temp, edek, keyID = "key_id", version, xattrs }
+}
+
+extension Volume {
+    /// `VOLUME/rekey/`: the re-encrypted copies of files being rekeyed (outside `data/`, so the
+    /// mount never shows them).
+    public var rekeyDirectory: String { path + "/rekey" }
+
+    /// Re-encrypts the regular file open at `fd` (backing path `relativePath` under `data/`)
+    /// under a fresh DEK wrapped by the active master key; returns the new DEK and its version.
+    ///
+    /// The caller guarantees nothing else reads or writes the file meanwhile (the mount holds
+    /// the file's content lock; a command on an unmounted volume holds the mount lock). The file
+    /// keeps its inode, its file id and its plaintext; its blocks are sealed anew:
+    /// 1. every block is re-encrypted into `rekey/<file id>.tmp` (holes stay holes), fsynced;
+    /// 2. the new EDEK and re-sealed xattrs go into a durable journal entry;
+    /// 3. the copy's blocks are written over the file in place, fdatasynced;
+    /// 4. one transaction installs the new EDEK and xattrs and drops the journal entry.
+    /// A crash before 2 leaves the old file (and a stray copy); after 2, `recoverInterruptedRekeys`
+    /// redoes 3 and 4, so the file ends up entirely new — never a mix.
+    public func rekey(fd: Int32, relativePath: String, fileID: FileID, oldKey: SecretBytes) throws(FileKeyError) -> (SecretBytes, KeyRef) {
+        let newKey: SecretBytes
+        do { newKey = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
+        let tempName = "rekey/\(fileID).tmp"
+        let tempPath = path + "/" + tempName
+        _ = mkdir(rekeyDirectory, 0o700)
+        let temp = Glibc.open(tempPath, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard temp >= 0 else { throw Self.systemError("cannot create \(tempPath)", errno) }
+        defer { close(temp) }
+        var finished = false
+        defer { if !finished { unlink(tempPath) } }
+
+        try reencrypt(from: fd, to: temp, fileID: fileID, oldKey: oldKey, newKey: newKey)
+        guard fsync(temp) == 0 else { throw Self.systemError("cannot sync \(tempPath)", errno) }
+
+        var xattrs: [String: String] = [:]
+        do {
+            for name in try metadata.xattrNames(fileId: fileID.bytes) {
+                guard let sealed = try metadata.xattr(fileId: fileID.bytes, name: name) else { continue }
+                let plain = try XattrSeal.open(sealed, name: name, fileID: fileID, key: oldKey)
+                xattrs[name] = hex(try plain.withUnsafeBytes { p throws(CryptoError) in try XattrSeal.seal(p, name: name, fileID: fileID, key: newKey) })
+            }
+        } catch let error as MetadataError { throw Self.metadataError(error, fileID) } catch {
+            throw FileKeyError(errno: EIO, description: "file \(fileID): a user xattr failed authentication: \(error)")
+        }
+        var ref = activeKey
+        let edek: [UInt8]
+        do { edek = try provider.wrap(newKey, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes)) } catch {
+            throw Self.keyError(error)
+        }
+        let journalKey = RekeyJournal.prefix + hex(fileID.bytes)
+        let journal = RekeyJournal(path: relativePath, temp: tempName, edek: hex(edek), keyID: ref.keyID,
+                                   version: ref.version, xattrs: xattrs)
+        do {
+            try metadata.setMeta(journalKey, Array(try JSONEncoder().encode(journal)))
+            try metadata.makeDurable()
+        } catch let error as MetadataError { throw Self.metadataError(error, fileID) } catch {
+            throw FileKeyError(errno: EIO, description: "\(error)")
+        }
+        // From here on the switch is committed: a failure leaves the journal for recovery.
+        finished = true
+        try Self.copyBlocks(from: temp, to: fd, layout: layout, fileID: fileID)
+        ref = try install(fileID: fileID, journalKey: journalKey, journal: journal, key: newKey)
+        unlink(tempPath)
+        return (newKey, ref)
+    }
+
+    /// Finishes every rekey a crash interrupted (mount start, `cmkfs rekey`, fsck): redoes the
+    /// in-place copy from the fsynced re-encrypted copy and installs the new key. Returns one
+    /// line per file recovered.
+    public func recoverInterruptedRekeys() throws(CMKError) -> [String] {
+        let keys: [String]
+        do { keys = try metadata.metaKeys(withPrefix: RekeyJournal.prefix) } catch { throw .metadata(error, volume: path) }
+        var done: [String] = []
+        for journalKey in keys {
+            guard let raw = try? metadata.meta(journalKey),
+                  let journal = try? JSONDecoder().decode(RekeyJournal.self, from: Data(raw)),
+                  let idBytes = unhex(String(journalKey.dropFirst(RekeyJournal.prefix.count))),
+                  let fileID = FileID(bytes: idBytes) else {
+                throw CMKError(.notAVolume, "the rekey journal entry \(journalKey) in \(path)/meta.db is unreadable",
+                               hint: "run: cmkfs fsck \(path)")
+            }
+            let fd = Glibc.open(dataPath + "/" + journal.path, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
+            let temp = Glibc.open(path + "/" + journal.temp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            defer { if fd >= 0 { close(fd) }; if temp >= 0 { close(temp) } }
+            guard fd >= 0, temp >= 0, (try? ContentFile.readFileID(fd: fd)) == fileID else {
+                throw CMKError(.io, "cannot finish the interrupted rekey of \(journal.path) (file \(fileID)): its backing file or re-encrypted copy \(journal.temp) is missing or changed",
+                               hint: "run: cmkfs fsck \(path)")
+            }
+            do {
+                try Self.copyBlocks(from: temp, to: fd, layout: layout, fileID: fileID)
+                let key = try provider.unwrap(unhex(journal.edek) ?? [], with: KeyRef(keyID: journal.keyID, version: journal.version),
+                                              context: WrapContext(volumeID: volumeID, fileID: fileID.bytes))
+                _ = try install(fileID: fileID, journalKey: journalKey, journal: journal, key: key)
+            } catch let error as FileKeyError {
+                throw CMKError(.io, "cannot finish the interrupted rekey of \(journal.path): \(error.description)")
+            } catch let error as KeyProviderError {
+                throw .provider(error, volume: path, config: config.provider)
+            } catch {
+                throw CMKError(.internalError, "\(error)")
+            }
+            unlink(path + "/" + journal.temp)
+            done.append("finished the interrupted rekey of \(journal.path) (file \(fileID))")
+        }
+        // Copies without a journal entry were cut short before the switch began: their files
+        // are untouched, the copies are debris.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: rekeyDirectory)) ?? [] where name.hasSuffix(".tmp") {
+            unlink(rekeyDirectory + "/" + name)
+            done.append("removed \(name), an unfinished re-encrypted copy (its file was not changed)")
+        }
+        return done
+    }
+
+    /// Stores the journal's EDEK and xattrs as the file's; when a rotation retired the journal's
+    /// version meanwhile, wraps `key` again under the active one.
+    private func install(fileID: FileID, journalKey: String, journal: RekeyJournal, key: SecretBytes) throws(FileKeyError) -> KeyRef {
+        var ref = KeyRef(keyID: journal.keyID, version: journal.version)
+        var edek = unhex(journal.edek) ?? []
+        let xattrs = journal.xattrs.compactMapValues(unhex)
+        for _ in 0..<3 {
+            do {
+                let record = FileKeyRecord(edek: edek, keyId: ref.keyID, keyVersion: ref.version)
+                if try metadata.installRekeyedKey(fileId: fileID.bytes, record, xattrs: xattrs, journalKey: journalKey) {
+                    try metadata.makeDurable()
+                    return ref
+                }
+                guard let active = try reloadActiveKey() else { break }
+                ref = active
+            } catch { throw Self.metadataError(error, fileID) }
+            do { edek = try provider.wrap(key, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes)) } catch {
+                throw Self.keyError(error)
+            }
+        }
+        throw FileKeyError(errno: EIO, description: "file \(fileID): the metadata database names no active master-key version")
+    }
+
+    /// Writes the plaintext of `source` (sealed under `oldKey`) into `dest` sealed under
+    /// `newKey`, block by block; all-zero (hole) blocks are skipped so holes stay holes.
+    private func reencrypt(from source: Int32, to dest: Int32, fileID: FileID, oldKey: SecretBytes, newKey: SecretBytes) throws(FileKeyError) {
+        let old = ContentFile(fd: source, fileID: fileID, layout: layout)
+        let new = ContentFile(fd: dest, fileID: fileID, layout: layout)
+        let scratch = ContentScratch(layout: layout)
+        let disk = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.diskBlockSize, alignment: 16)
+        let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.blockSize, alignment: 16)
+        defer {
+            secureZero(plain)
+            disk.deallocate()
+            plain.deallocate()
+        }
+        do {
+            try new.writeHeader()
+            let backingSize = try BackingIO.size(source)
+            guard let size = layout.plaintextSize(backingSize: backingSize) else {
+                throw FileKeyError(errno: EIO, description: "file \(fileID): its backing size \(backingSize) is not a valid encrypted size (torn write?)")
+            }
+            var written = 0
+            let blocks = (size + layout.blockSize - 1) / layout.blockSize
+            for index in 0..<blocks {
+                let n = try BackingIO.pread(source, disk.baseAddress!, count: layout.diskBlockSize, offset: layout.diskOffset(ofBlock: index))
+                if UnsafeRawBufferPointer(rebasing: disk[0..<n]).allSatisfy({ $0 == 0 }) { continue }
+                let got = try old.read(into: plain, at: index * layout.blockSize, size: size, key: oldKey, scratch: scratch)
+                written = try new.write(UnsafeRawBufferPointer(rebasing: plain[0..<got]), at: index * layout.blockSize,
+                                        size: written, key: newKey, scratch: scratch)
+            }
+            try BackingIO.ftruncate(dest, backingSize)
+        } catch let error as FileKeyError { throw error } catch let error as ContentError {
+            throw FileKeyError(errno: error.errno, description: "file \(fileID): \(error)")
+        } catch {
+            throw FileKeyError(errno: EIO, description: "file \(fileID): \(error)")
+        }
+    }
+
+    /// Copies every non-hole block of the re-encrypted copy over the file, then syncs it. The
+    /// copy has holes exactly where the file has them, so skipping them keeps the file sparse.
+    static func copyBlocks(from temp: Int32, to fd: Int32, layout: BlockLayout, fileID: FileID) throws(FileKeyError) {
+        let block = layout.diskBlockSize
+        let chunk = 64 * block
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        do {
+            let size = try BackingIO.size(temp)
+            var offset = FileHeader.size
+            while offset < size {
+                let n = try BackingIO.pread(temp, buffer.baseAddress!, count: min(chunk, size - offset), offset: offset)
+                guard n > 0 else { break }
+                // Write each run of non-zero blocks with one pwrite.
+                var start = 0
+                while start < n {
+                    let isHole = { (at: Int) in UnsafeRawBufferPointer(rebasing: buffer[at..<min(at + block, n)]).allSatisfy { $0 == 0 } }
+                    if isHole(start) { start += block; continue }
+                    var end = start + block
+                    while end < n && !isHole(end) { end += block }
+                    end = min(end, n)
+                    try BackingIO.pwrite(fd, buffer.baseAddress! + start, count: end - start, offset: offset + start)
+                    start = end
+                }
+                offset += n
+                // The file is now part new, part old: only the journal can finish it.
+                CrashPoint.hit("rekey-mid-copy")
+            }
+            try BackingIO.ftruncate(fd, size)
+        } catch {
+            throw FileKeyError(errno: error.errno, description: "file \(fileID): \(error)")
+        }
+        guard fdatasync(fd) == 0 else { throw systemError("file \(fileID): cannot sync", errno) }
+    }
+
+    static func systemError(_ what: String, _ code: Int32) -> FileKeyError {
+        FileKeyError(errno: code, description: "\(what): \(String(cString: strerror(code)))")
+    }
+}

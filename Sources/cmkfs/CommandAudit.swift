@@ -1,0 +1,90 @@
+import Foundation
+import CMKAudit
+import CMKCrypto
+import CMKKeyService
+import CMKVolume
+
+/// Where an admin command's audit records go. While the volume is mounted the mount owns the
+/// log, so records travel over its control socket; otherwise the command opens the log itself
+/// (and holds it until `close`). If the mount dies during a long command, the next record finds
+/// the volume unmounted and goes to the log directly.
+final class CommandAudit {
+    private let path: String
+    private let openLog: () throws(CMKError) -> CommandAuditLog
+    /// Never route through a mount: this command holds the mount lock itself (offline rekey).
+    private let direct: Bool
+    private var log: CommandAuditLog?
+
+    /// `key`: the audit key, when the caller already unwrapped it.
+    convenience init(_ admin: KeyAdmin, key: SecretBytes? = nil) {
+        self.init(path: admin.path) { () throws(CMKError) in
+            let auditKey: SecretBytes
+            if let key { auditKey = key } else { auditKey = try admin.auditKey() }
+            return try admin.openAuditLog(key: auditKey)
+        }
+    }
+
+    init(path: String, direct: Bool = false, openLog: @escaping () throws(CMKError) -> CommandAuditLog) {
+        self.path = path
+        self.direct = direct
+        self.openLog = openLog
+    }
+
+    func record(_ event: AuditEvent, durable: Bool) throws(CMKError) {
+        if log == nil && !direct && MountLock.holder(volumePath: path) != nil {
+            var request = ControlRequest(op: "audit", keyID: event.keyID, version: event.keyVersion, reason: event.detail,
+                                         event: event.event)
+            request.result = event.result
+            request.error = event.error
+            request.fileID = event.fileID
+            request.path = event.path
+            request.durable = durable
+            do {
+                _ = try ControlClient.send(request, volume: path)
+                return
+            } catch {
+                // Only a mount that went away is a reason to write the record ourselves.
+                guard MountLock.holder(volumePath: path) == nil else { throw error }
+            }
+        }
+        if log == nil { log = try openLog() }
+        try log!.append(event, durable: durable)
+    }
+
+    /// The sink the CMKVolume operations take.
+    var sink: AuditSink { { (event, durable) throws(CMKError) in try self.record(event, durable: durable) } }
+
+    func close() throws(CMKError) {
+        defer { log = nil }
+        try log?.close()
+    }
+}
+
+/// A one-line progress bar on stderr when it is a terminal; silent in scripts.
+struct ProgressBar {
+    let label: String
+    let enabled = isatty(2) == 1
+    private var lastDrawn = 0.0
+
+    init(_ label: String) { self.label = label }
+
+    mutating func update(_ done: Int, _ total: Int) {
+        guard enabled else { return }
+        let now = Date().timeIntervalSince1970
+        guard done >= total || now - lastDrawn > 0.1 else { return }
+        lastDrawn = now
+        let fraction = total > 0 ? Double(done) / Double(total) : 1
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        FileHandle.standardError.write("\r\(label) [\(bar)] \(done)/\(total)".data(using: .utf8)!)
+        if done >= total { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+    }
+}
+
+/// Prints `value` as one pretty JSON object on stdout (stable, sorted keys).
+func printJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self))
+}
