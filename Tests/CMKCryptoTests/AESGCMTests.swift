@@ -286,3 +286,41 @@ final class AESGCMTests: XCTestCase {
         XCTAssertEqual(known.testBytes, v.plaintext)
     }
 }
+
+/// AES-256-SIV and SHA-256 through EVP.
+final class AESSIVTests: XCTestCase {
+    func testSealOpenDeterministicAndAuthenticated() throws {
+        let key = try SecretBytes.random(count: 64)
+        let plain = Array("payroll-2026-q3.xlsx".utf8)
+        let a = try AESSIV.seal(key: key, associatedData: [[1, 2], [3]], plaintext: plain)
+        XCTAssertEqual(a.count, plain.count + 16)
+        XCTAssertEqual(try AESSIV.seal(key: key, associatedData: [[1, 2], [3]], plaintext: plain), a)
+        XCTAssertNotEqual(try AESSIV.seal(key: key, associatedData: [[1, 2], [4]], plaintext: plain), a)
+        XCTAssertNotEqual(try AESSIV.seal(key: key, associatedData: [[1], [2, 3]], plaintext: plain), a, "components are framed")
+        XCTAssertEqual(try AESSIV.open(key: key, associatedData: [[1, 2], [3]], sealed: a), plain)
+        for i in [0, 15, 16, a.count - 1] {
+            var bad = a
+            bad[i] ^= 1
+            XCTAssertThrowsError(try AESSIV.open(key: key, associatedData: [[1, 2], [3]], sealed: bad)) {
+                XCTAssertEqual($0 as? CryptoError, .authenticationFailed)
+            }
+        }
+        XCTAssertThrowsError(try AESSIV.open(key: key, associatedData: [[1, 2]], sealed: a))
+        XCTAssertThrowsError(try AESSIV.seal(key: try SecretBytes.random(count: 32), associatedData: [], plaintext: plain))
+    }
+
+    /// A known answer from an independent binding (Python `cryptography`'s AESSIV, which also
+    /// outputs `tag ‖ ciphertext`): key 00 01 … 3f, AAD ["cmkfs.name.v1", 16 × 01].
+    func testKnownAnswer() throws {
+        let key = SecretBytes(zeroedCount: 64)
+        key.withUnsafeMutableBytes { for i in 0..<64 { $0[i] = UInt8(i) } }
+        let sealed = try AESSIV.seal(key: key, associatedData: [Array("cmkfs.name.v1".utf8), [UInt8](repeating: 1, count: 16)],
+                                     plaintext: Array("payroll-2026-q3.xlsx".utf8))
+        XCTAssertEqual(sealed, h("a274e3382473f4495bf36c038045ee07c1547bfffbf6305ade930d9c0d0677acde266087"))
+    }
+
+    func testSHA256KnownAnswer() throws {
+        XCTAssertEqual(try SHA256.hash(Array("abc".utf8)), h("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"))
+        XCTAssertEqual(try SHA256.hash([]), h("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"))
+    }
+}

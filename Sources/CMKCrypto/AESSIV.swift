@@ -1,0 +1,133 @@
+import COpenSSL
+
+/// AES-256-SIV (RFC 5297, with two AES-256 keys: a 64-byte key) through OpenSSL 3's EVP
+/// interface: deterministic authenticated encryption, the primitive for encrypted file names.
+///
+/// SIV is misuse resistant: with no nonce, equal (associated data, plaintext) pairs give equal
+/// ciphertexts and nothing else leaks; a fresh random nonce passed as one more associated-data
+/// component makes it randomized. The output is `tag (16) ‖ ciphertext` (same length as the
+/// plaintext); the tag is the synthetic IV.
+///
+/// Each call uses its own cipher context (SIV contexts cannot be rewound after finishing), so the
+/// functions are safe to call from any thread.
+public enum AESSIV {
+    /// 64 bytes: the CMAC key and the CTR key, 256 bits each.
+    public static let keySize = 64
+    /// The synthetic IV that leads every sealed value.
+    public static let tagSize = 16
+
+    /// Seals `plaintext` under `key`, authenticating each component of `associatedData` (S2V
+    /// takes a vector of strings, so components need no length framing of their own).
+    public static func seal(key: SecretBytes, associatedData: [[UInt8]], plaintext: [UInt8]) throws(CryptoError) -> [UInt8] {
+        let ctx = try context(key: key, encrypt: true)
+        defer { EVP_CIPHER_CTX_free(ctx) }
+        try authenticate(ctx, associatedData, encrypt: true)
+        var out = [UInt8](repeating: 0, count: tagSize + plaintext.count)
+        var outLen: Int32 = 0
+        let updated = out.withUnsafeMutableBufferPointer { o in
+            plaintext.withUnsafeBufferPointer { p in
+                // SIV wants the whole message in one update; OpenSSL refuses an empty pointer.
+                EVP_EncryptUpdate(ctx, o.baseAddress! + tagSize, &outLen, p.baseAddress ?? emptyInput, Int32(plaintext.count))
+            }
+        }
+        guard updated == 1 else { throw CryptoError.fromQueue("EVP_EncryptUpdate(AES-256-SIV)") }
+        var finalLen: Int32 = 0
+        let finished = out.withUnsafeMutableBufferPointer { o in
+            EVP_EncryptFinal_ex(ctx, o.baseAddress! + tagSize + Int(outLen), &finalLen) == 1
+                && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, Int32(tagSize), o.baseAddress) == 1
+        }
+        guard finished else { throw CryptoError.fromQueue("EVP_EncryptFinal_ex(AES-256-SIV)") }
+        return out
+    }
+
+    /// Opens a value made by `seal` with the same key and associated data; throws
+    /// `.authenticationFailed` when anything was changed (no unauthenticated byte is returned).
+    public static func open(key: SecretBytes, associatedData: [[UInt8]], sealed: [UInt8]) throws(CryptoError) -> [UInt8] {
+        guard sealed.count >= tagSize else { throw .badLength(what: "AES-SIV sealed value", expected: tagSize, got: sealed.count) }
+        let ctx = try context(key: key, encrypt: false)
+        defer { EVP_CIPHER_CTX_free(ctx) }
+        // SIV checks the tag at the end of the single update, so it is set first.
+        let tagSet = sealed.withUnsafeBufferPointer { s in
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, Int32(tagSize), UnsafeMutableRawPointer(mutating: s.baseAddress!)) == 1
+        }
+        guard tagSet else { throw CryptoError.fromQueue("EVP_CIPHER_CTX_ctrl(SET_TAG)") }
+        try authenticate(ctx, associatedData, encrypt: false)
+        let bodyCount = sealed.count - tagSize
+        var out = [UInt8](repeating: 0, count: max(bodyCount, 1))
+        var outLen: Int32 = 0
+        let updated = out.withUnsafeMutableBufferPointer { o in
+            sealed.withUnsafeBufferPointer { s in
+                EVP_DecryptUpdate(ctx, o.baseAddress!, &outLen, s.baseAddress! + tagSize, Int32(bodyCount))
+            }
+        }
+        var finalLen: Int32 = 0
+        let finished = updated == 1 && out.withUnsafeMutableBufferPointer { o in
+            EVP_DecryptFinal_ex(ctx, o.baseAddress! + Int(outLen), &finalLen) == 1
+        }
+        guard finished else {
+            ERR_clear_error()
+            out.withUnsafeMutableBytes { secureZero($0) }
+            throw .authenticationFailed
+        }
+        return Array(out.prefix(bodyCount))
+    }
+
+    private static func context(key: SecretBytes, encrypt: Bool) throws(CryptoError) -> OpaquePointer {
+        guard key.count == keySize else { throw .badLength(what: "AES-256-SIV key", expected: keySize, got: key.count) }
+        guard let cipher = Cipher.siv.pointer else { throw .openssl(function: "EVP_CIPHER_fetch(AES-256-SIV)", detail: "not available") }
+        guard let ctx = EVP_CIPHER_CTX_new() else { throw CryptoError.fromQueue("EVP_CIPHER_CTX_new") }
+        let ok = key.withUnsafeBytes { k in
+            encrypt ? EVP_EncryptInit_ex2(ctx, cipher, k.baseAddress?.assumingMemoryBound(to: UInt8.self), nil, nil)
+                    : EVP_DecryptInit_ex2(ctx, cipher, k.baseAddress?.assumingMemoryBound(to: UInt8.self), nil, nil)
+        }
+        guard ok == 1 else {
+            EVP_CIPHER_CTX_free(ctx)
+            throw CryptoError.fromQueue("EVP_CipherInit_ex2(AES-256-SIV)")
+        }
+        return ctx
+    }
+
+    /// One S2V component per element (an update with a nil output buffer is associated data).
+    private static func authenticate(_ ctx: OpaquePointer, _ components: [[UInt8]], encrypt: Bool) throws(CryptoError) {
+        for component in components {
+            var n: Int32 = 0
+            let rc = component.withUnsafeBufferPointer { c in
+                encrypt ? EVP_EncryptUpdate(ctx, nil, &n, c.baseAddress ?? emptyInput, Int32(c.count))
+                        : EVP_DecryptUpdate(ctx, nil, &n, c.baseAddress ?? emptyInput, Int32(c.count))
+            }
+            guard rc == 1 else { throw CryptoError.fromQueue("EVP_CipherUpdate(AES-256-SIV, aad)") }
+        }
+    }
+
+    /// The fetched cipher, once per process.
+    private struct Cipher: @unchecked Sendable {
+        // Sound: an EVP_CIPHER from EVP_CIPHER_fetch is immutable and reference counted; OpenSSL
+        // documents fetched algorithms as safe to share between threads. It is never freed.
+        let pointer: OpaquePointer?
+        static let siv = Cipher(pointer: EVP_CIPHER_fetch(nil, "AES-256-SIV", nil))
+    }
+}
+
+/// A valid pointer for zero-length inputs (OpenSSL rejects a NULL input even of length 0).
+/// Sound as nonisolated(unsafe): written once by its initializer, then only passed to OpenSSL
+/// with a length of 0, so no byte of it is ever read or written again.
+nonisolated(unsafe) private let emptyInput: UnsafePointer<UInt8> = {
+    let p = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+    p.initialize(to: 0)
+    return UnsafePointer(p)
+}()
+
+/// SHA-256 through `EVP_Digest`: content-addressed names for long encrypted file names.
+public enum SHA256 {
+    public static let size = 32
+
+    public static func hash(_ bytes: [UInt8]) throws(CryptoError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: size)
+        var length: UInt32 = 0
+        let rc = bytes.withUnsafeBufferPointer { b in
+            EVP_Digest(b.baseAddress ?? emptyInput, b.count, &out, &length, EVP_sha256(), nil)
+        }
+        guard rc == 1, length == UInt32(size) else { throw CryptoError.fromQueue("EVP_Digest(SHA-256)") }
+        return out
+    }
+}

@@ -1,0 +1,263 @@
+import Glibc
+import CMKCrypto
+
+/// Encrypted file names (volume format 2, `"names": "aes-256-siv"`): see docs/on-disk-format.md.
+///
+/// A name is sealed with AES-256-SIV under the volume's name key, with the label
+/// `cmkfs.name.v1` and the 16-byte id of its directory as associated data, after padding it
+/// with NUL bytes to a multiple of 16 (a name never contains NUL). The backing name is the
+/// base64url (no padding) of `tag ‖ ciphertext`. SIV is deterministic, so a lookup encrypts the
+/// name it is asked for and opens one backing entry: O(1) in the directory's size. The
+/// directory id makes equal names in different directories encrypt differently.
+///
+/// Encodings longer than `maxDirectLength` characters (plaintext names over 112 bytes) are
+/// stored as `L.` + base64url(SHA-256(encoding)) — 45 characters — and the full encoding is kept
+/// in `meta.db` (`long_names`), keyed by that hash: lookups still need no scan, and readdir
+/// fetches the full encoding to decrypt it.
+///
+/// Symlink targets are sealed with AES-256-SIV under the same key with the label
+/// `cmkfs.symlink.v1` and a fresh random 16-byte nonce as associated data (randomized: equal
+/// targets do not look equal), stored as base64url(`nonce ‖ tag ‖ ciphertext`).
+public struct NameCodec: Sendable {
+    /// The longest plaintext name (Linux NAME_MAX).
+    public static let maxNameLength = 255
+    /// The longest backing name stored as it is; longer encodings use the long form.
+    public static let maxDirectLength = 175
+    /// The prefix of a long-name backing entry (`.` never occurs in base64url).
+    public static let longPrefix = "L."
+    /// The file in every backing directory holding the directory's 16-byte id.
+    public static let directoryIDFile = ".cmkfs-dirid"
+    /// Size of a directory id.
+    public static let directoryIDSize = 16
+    static let nameLabel = Array("cmkfs.name.v1".utf8)
+    static let targetLabel = Array("cmkfs.symlink.v1".utf8)
+    static let padding = 16
+
+    /// How one plaintext name is stored in its backing directory.
+    public struct Encrypted: Sendable, Equatable {
+        /// The entry's name in the backing directory.
+        public var backingName: String
+        /// For a long name: the full encoding (kept in meta.db under `hash`); nil otherwise.
+        public var fullName: String?
+        /// For a long name: SHA-256 of the full encoding (the key of its meta.db row).
+        public var hash: [UInt8]?
+    }
+
+    /// The name key: 64 bytes, shared by every directory of the volume.
+    let key: SecretBytes
+
+    /// A codec over the volume's unwrapped name key.
+    public init(key: SecretBytes) throws(NameError) {
+        guard key.count == AESSIV.keySize else { throw .malformed("the name key has \(key.count) bytes, expected \(AESSIV.keySize)") }
+        self.key = key
+    }
+
+    /// Encrypts `name` (one path component) for the directory with id `directoryID`.
+    public func encrypt(_ name: String, directoryID: [UInt8]) throws(NameError) -> Encrypted {
+        let plain = Array(name.utf8)
+        guard !plain.isEmpty, plain.count <= Self.maxNameLength else { throw .tooLong }
+        guard !plain.contains(0), !plain.contains(UInt8(ascii: "/")), name != ".", name != ".." else {
+            throw .malformed("not a file name")
+        }
+        let sealed: [UInt8]
+        do { sealed = try AESSIV.seal(key: key, associatedData: [Self.nameLabel, directoryID], plaintext: Self.pad(plain)) } catch {
+            throw .crypto(error)
+        }
+        let encoded = Base64URL.encode(sealed)
+        guard encoded.utf8.count > Self.maxDirectLength else { return Encrypted(backingName: encoded) }
+        let hash = try Self.longHash(encoded)
+        return Encrypted(backingName: Self.longPrefix + Base64URL.encode(hash), fullName: encoded, hash: hash)
+    }
+
+    /// Decrypts a direct backing name, or the full encoding of a long one, in the directory with
+    /// id `directoryID`. Throws for anything that was not made by `encrypt` under this key and
+    /// this directory id (a tampered, moved or foreign name).
+    public func decrypt(_ encoded: String, directoryID: [UInt8]) throws(NameError) -> String {
+        guard let sealed = Base64URL.decode(encoded), sealed.count >= AESSIV.tagSize + Self.padding,
+              (sealed.count - AESSIV.tagSize) % Self.padding == 0 else {
+            throw .malformed("not an encrypted name")
+        }
+        let padded: [UInt8]
+        do { padded = try AESSIV.open(key: key, associatedData: [Self.nameLabel, directoryID], sealed: sealed) } catch {
+            throw .authenticationFailed
+        }
+        return try Self.unpad(padded)
+    }
+
+    /// The row key of a long name: SHA-256 of its full encoding.
+    public static func longHash(_ fullName: String) throws(NameError) -> [UInt8] {
+        do { return try SHA256.hash(Array(fullName.utf8)) } catch { throw .crypto(error) }
+    }
+
+    /// Whether a backing entry is a long name (its full encoding is in meta.db).
+    public static func isLong(_ backingName: String) -> Bool { backingName.hasPrefix(longPrefix) }
+
+    /// The hash a long backing name carries, or nil when `backingName` is not one.
+    public static func hash(ofLong backingName: String) -> [UInt8]? {
+        guard isLong(backingName), let hash = Base64URL.decode(String(backingName.dropFirst(longPrefix.count))),
+              hash.count == SHA256.size else { return nil }
+        return hash
+    }
+
+    /// Whether a backing entry is cmkfs's own (the directory id, a directory being made):
+    /// hidden from readdir. Encrypted names never start with a dot.
+    public static func isInternal(_ backingName: String) -> Bool {
+        backingName.hasPrefix(".") && backingName != "." && backingName != ".."
+    }
+
+    /// Encrypts a symlink target (randomized; at most 4095 bytes of backing target, so targets up
+    /// to 3020 bytes fit).
+    public func encryptTarget(_ target: String) throws(NameError) -> String {
+        let plain = Array(target.utf8)
+        guard !plain.isEmpty, !plain.contains(0) else { throw .malformed("not a symlink target") }
+        do {
+            let nonce = try SecureRandom.bytes(16)
+            let sealed = try AESSIV.seal(key: key, associatedData: [Self.targetLabel, nonce], plaintext: Self.pad(plain))
+            let encoded = Base64URL.encode(nonce + sealed)
+            guard encoded.utf8.count < Int(PATH_MAX) else { throw NameError.tooLong }
+            return encoded
+        } catch let error as NameError { throw error } catch { throw .crypto(error as? CryptoError ?? .randomFailed) }
+    }
+
+    /// Decrypts a symlink target made by `encryptTarget`.
+    public func decryptTarget(_ encoded: String) throws(NameError) -> String {
+        guard let raw = Base64URL.decode(encoded), raw.count >= 16 + AESSIV.tagSize + Self.padding,
+              (raw.count - 16 - AESSIV.tagSize) % Self.padding == 0 else {
+            throw .malformed("not an encrypted symlink target")
+        }
+        let padded: [UInt8]
+        do { padded = try AESSIV.open(key: key, associatedData: [Self.targetLabel, Array(raw[0..<16])], sealed: Array(raw[16...])) } catch {
+            throw .authenticationFailed
+        }
+        return try Self.unpad(padded)
+    }
+
+    /// NUL bytes up to the next multiple of 16 (at least 16): hides a name's exact length.
+    static func pad(_ plain: [UInt8]) -> [UInt8] {
+        let total = max(padding, (plain.count + padding - 1) / padding * padding)
+        return plain + [UInt8](repeating: 0, count: total - plain.count)
+    }
+
+    /// Strips the padding; only the shortest padding `pad` makes is accepted.
+    static func unpad(_ padded: [UInt8]) throws(NameError) -> String {
+        var end = padded.count
+        while end > 0 && padded[end - 1] == 0 { end -= 1 }
+        guard end > 0, max(padding, (end + padding - 1) / padding * padding) == padded.count, !padded[0..<end].contains(0) else {
+            throw .malformed("bad padding")
+        }
+        return String(decoding: padded[0..<end], as: UTF8.self)
+    }
+}
+
+/// A name that could not be encrypted or decrypted.
+public enum NameError: Error, Equatable, CustomStringConvertible {
+    /// Longer than 255 bytes (ENAMETOOLONG).
+    case tooLong
+    /// Not a name (for encrypt) or not an encoding (for decrypt).
+    case malformed(String)
+    /// The encoding did not authenticate: tampered, moved to another directory, or foreign.
+    case authenticationFailed
+    case crypto(CryptoError)
+
+    public var description: String {
+        switch self {
+        case .tooLong: return "name too long"
+        case .malformed(let why): return why
+        case .authenticationFailed: return "encrypted name failed authentication (tampered or moved)"
+        case .crypto(let error): return "\(error)"
+        }
+    }
+
+    /// The errno an application sees.
+    public var errno: Int32 {
+        switch self {
+        case .tooLong: return ENAMETOOLONG
+        case .malformed: return EINVAL
+        case .authenticationFailed, .crypto: return EIO
+        }
+    }
+}
+
+/// The directory id of a backing directory: `.cmkfs-dirid`, 16 random bytes, written when the
+/// directory is made. Kept as a file (like gocryptfs' `gocryptfs.diriv`) so it survives cp, tar
+/// and rsync of the backing tree without xattr options.
+public enum DirectoryID {
+    /// Reads the id of the directory open at `dirFD`.
+    public static func read(directoryFD: Int32) throws(NameError) -> [UInt8] {
+        let fd = openat(directoryFD, NameCodec.directoryIDFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw .malformed("directory has no \(NameCodec.directoryIDFile): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: NameCodec.directoryIDSize + 1)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n == NameCodec.directoryIDSize else { throw .malformed("\(NameCodec.directoryIDFile) has \(n) bytes, expected 16") }
+        return Array(buffer.prefix(NameCodec.directoryIDSize))
+    }
+
+    /// Writes `id` (fresh when nil) as the id of the directory open at `dirFD`; returns it.
+    @discardableResult
+    public static func create(directoryFD: Int32, id: [UInt8]? = nil) throws(NameError) -> [UInt8] {
+        let bytes: [UInt8]
+        if let id { bytes = id } else {
+            do { bytes = try SecureRandom.bytes(NameCodec.directoryIDSize) } catch { throw .crypto(error) }
+        }
+        let fd = openat(directoryFD, NameCodec.directoryIDFile, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o444)
+        guard fd >= 0 else { throw .malformed("cannot create \(NameCodec.directoryIDFile): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        guard n == bytes.count else { throw .malformed("cannot write \(NameCodec.directoryIDFile): \(String(cString: strerror(errno)))") }
+        return bytes
+    }
+}
+
+/// Base64url without padding (RFC 4648 §5): the alphabet is safe in file names.
+public enum Base64URL {
+    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    static let reverse: [Int16] = {
+        var table = [Int16](repeating: -1, count: 256)
+        for (i, c) in alphabet.enumerated() { table[Int(c)] = Int16(i) }
+        return table
+    }()
+
+    public static func encode(_ bytes: [UInt8]) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity((bytes.count * 4 + 2) / 3)
+        var i = 0
+        while i + 3 <= bytes.count {
+            let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+            out += [alphabet[Int(v >> 18)], alphabet[Int(v >> 12 & 63)], alphabet[Int(v >> 6 & 63)], alphabet[Int(v & 63)]]
+            i += 3
+        }
+        let rest = bytes.count - i
+        if rest == 1 {
+            let v = UInt32(bytes[i]) << 16
+            out += [alphabet[Int(v >> 18)], alphabet[Int(v >> 12 & 63)]]
+        } else if rest == 2 {
+            let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
+            out += [alphabet[Int(v >> 18)], alphabet[Int(v >> 12 & 63)], alphabet[Int(v >> 6 & 63)]]
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// nil for any character outside the alphabet, a dangling character, or non-zero spare bits
+    /// (so every byte string has exactly one encoding and a tampered name cannot alias another).
+    public static func decode(_ text: String) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 4 != 1 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(chars.count * 3 / 4)
+        var acc: UInt32 = 0, bits = 0
+        for c in chars {
+            let v = reverse[Int(c)]
+            guard v >= 0 else { return nil }
+            acc = acc << 6 | UInt32(v)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
+                acc &= (1 << UInt32(bits)) - 1
+            }
+        }
+        guard acc == 0 else { return nil }
+        return out
+    }
+}
