@@ -72,7 +72,9 @@ enum ControlServer {
             }
             var response = ControlResponse(ok: true)
             response.flushed = fs.cache.relabel(active: active) { id in
-                (try? fs.volume.metadata.fileKey(fileId: id))??.keyVersion
+                // The name key's lease follows its own wrap, like a DEK's.
+                id == Volume.nameKeyFileID ? (try? fs.volume.nameKeyVersion()) ?? nil
+                    : (try? fs.volume.metadata.fileKey(fileId: id))??.keyVersion
             }
             return response
         case "rekey":

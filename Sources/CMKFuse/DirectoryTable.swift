@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import CMKFormat
 
 /// An open directory: a snapshot of its entries, taken whenever a reader starts from offset 0
 /// (the first readdir, or after rewinddir), served by index so offsets are stable.
@@ -13,8 +14,13 @@ final class DirectoryListing: @unchecked Sendable {
     let fd: Int32
     let lock = Mutex(())
     var entries: [Entry] = []
+    /// The directory's id when names are encrypted (set once, before the listing is shared).
+    var directoryID: [UInt8]?
 
-    init(fd: Int32) { self.fd = fd }
+    init(fd: Int32, directoryID: [UInt8]? = nil) {
+        self.fd = fd
+        self.directoryID = directoryID
+    }
     deinit { close(fd) }
 
     /// Re-reads the directory from its start.
@@ -60,10 +66,14 @@ final class DirectoryTable: Sendable {
 
 extension FileSystem {
     func opendir(_ inode: Node) -> (UInt64, Int32) {
+        var id: [UInt8]?
+        if let names {
+            switch names.directoryID(inode) { case .success(let d): id = d; case .failure(let e): return (0, e) }
+        }
         let fd = openAt(".", relativeTo: inode.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return (0, errno) }
         // Entries are read by the first readdir (offset 0), not here, so they are read once.
-        return (directories.add(DirectoryListing(fd: fd)), 0)
+        return (directories.add(DirectoryListing(fd: fd, directoryID: id)), 0)
     }
 
     func releasedir(_ fh: UInt64) -> Int32 {
@@ -79,6 +89,10 @@ extension FileSystem {
             if offset == 0 {
                 let rc = listing.refresh()
                 if rc != 0 { return rc }
+                if let names, let id = listing.directoryID {
+                    let rc = decrypt(listing, names: names, directoryID: id)
+                    if rc != 0 { return rc }
+                }
             }
             var index = offset
             while index < listing.entries.count {
@@ -91,5 +105,30 @@ extension FileSystem {
             }
             return 0
         }
+    }
+}
+
+extension FileSystem {
+    /// Replaces the backing names of a fresh listing with the names they encrypt. cmkfs's own
+    /// entries (the directory id) are hidden; an entry that does not decrypt (tampered, moved
+    /// in from another directory, not made by cmkfs) is skipped and logged, never shown under
+    /// a wrong name. EACCES when the name key is revoked.
+    func decrypt(_ listing: DirectoryListing, names: NameLayer, directoryID: [UInt8]) -> Int32 {
+        let codec: NameCodec
+        switch names.codec() { case .success(let c): codec = c; case .failure(let e): return e }
+        var shown: [DirectoryListing.Entry] = []
+        shown.reserveCapacity(listing.entries.count)
+        for var entry in listing.entries {
+            if entry.name == "." || entry.name == ".." { shown.append(entry); continue }
+            if NameCodec.isInternal(entry.name) { continue }
+            do {
+                entry.name = try volume.decryptName(entry.name, codec: codec, directoryID: directoryID)
+                shown.append(entry)
+            } catch {
+                Self.log("readdir: skipping backing entry \(entry.name) (inode \(entry.inode)): \(error)")
+            }
+        }
+        listing.entries = shown
+        return 0
     }
 }

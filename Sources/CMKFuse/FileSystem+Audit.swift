@@ -64,7 +64,12 @@ extension FileSystem {
         let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let root = volume.dataPath
         if target == root { return "/" }
-        return target.hasPrefix(root + "/") ? String(target.dropFirst(root.count)) : target
+        guard target.hasPrefix(root + "/") else { return target }
+        let relative = String(target.dropFirst(root.count + 1))
+        guard let names else { return "/" + relative }
+        // Encrypted names: each component decrypted; directories come from a cache, so an open
+        // costs one readlink and one decryption, not a walk.
+        return names.mountPath(ofBacking: relative)
     }
 
     /// `dir`'s path inside the mount joined with `name`.

@@ -20,10 +20,12 @@ extension FileSystem {
     }
 
     /// create(2) with O_CREAT: a new file with a new key, its entry and an open handle.
-    func create(_ dir: Node, _ name: String, mode: mode_t, flags: Int32, caller: Caller) -> (fuse_entry_param, UInt64, Int32) {
+    func create(_ dir: Node, _ plainName: String, mode: mode_t, flags: Int32, caller: Caller) -> (fuse_entry_param, UInt64, Int32) {
+        let (name, nrc) = backing(dir, plainName, creating: true)
+        guard nrc == 0 else { return (fuse_entry_param(), 0, nrc) }
         var use = KeyUse()
         let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
-        let arc = audit("create", use, rc: rc, path: mountPath(dir, name), caller: caller,
+        let arc = audit("create", use, rc: rc, path: mountPath(dir, plainName), caller: caller,
                         detail: rc == 0 ? "new data key generated and wrapped" : nil)
         guard let file else { return (fuse_entry_param(), 0, rc) }
         if arc != 0 {
@@ -34,7 +36,7 @@ extension FileSystem {
         }
         let (e, erc) = entry(for: file)
         guard erc == 0 else { openFiles.release(file, cache: cache); return (e, 0, erc) }
-        return (e, handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: name)), 0)
+        return (e, handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: "file \(file.file.fileID)")), 0)
     }
 
     /// The entry of a file just created, found through its open descriptor (not its name, which

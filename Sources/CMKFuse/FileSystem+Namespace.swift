@@ -1,10 +1,13 @@
 import Glibc
 import CFuse3
+import CMKCrypto
 import CMKFormat
 
 extension FileSystem {
     func lookup(_ dir: Node, _ name: String) -> (fuse_entry_param, Int32) {
-        entry(dir, name)
+        let (backingName, rc) = backing(dir, name)
+        guard rc == 0 else { return (fuse_entry_param(), rc) }
+        return entry(dir, backingName)
     }
 
     func getattr(_ inode: Node) -> (stat, Int32) {
@@ -42,43 +45,104 @@ extension FileSystem {
     }
 
     func mkdir(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) -> (fuse_entry_param, Int32) {
-        guard mkdirat(dir.fd, name, mode & 0o7777) == 0 else { return (fuse_entry_param(), errno) }
-        chownToCaller(dir, name, caller)
-        return entry(dir, name)
+        let (backingName, nrc) = backing(dir, name, creating: true)
+        guard nrc == 0 else { return (fuse_entry_param(), nrc) }
+        guard names != nil else {
+            guard mkdirat(dir.fd, backingName, mode & 0o7777) == 0 else { return (fuse_entry_param(), errno) }
+            chownToCaller(dir, backingName, caller)
+            return entry(dir, backingName)
+        }
+        // Made under a hidden temporary name with its id inside, then renamed into place
+        // (RENAME_NOREPLACE gives mkdir's EEXIST): no crash leaves a visible directory without
+        // an id, whose entries could never be named.
+        let temp = ".cmkfs-mkdir-" + hex((try? SecureRandom.bytes(8)) ?? [UInt8(truncatingIfNeeded: getpid())])
+        guard mkdirat(dir.fd, temp, mode & 0o7777) == 0 else { return (fuse_entry_param(), errno) }
+        let fd = openAt(temp, relativeTo: dir.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        var rc: Int32 = fd >= 0 ? 0 : errno
+        if rc == 0 {
+            do { try DirectoryID.create(directoryFD: fd) } catch { rc = EIO; Self.log("mkdir: \(error)") }
+            close(fd)
+        }
+        if rc == 0 {
+            chownToCaller(dir, temp, caller)
+            if cmkfs_renameat2(dir.fd, temp, dir.fd, backingName, UInt32(RENAME_NOREPLACE)) != 0 { rc = errno }
+        }
+        guard rc == 0 else {
+            _ = unlinkat(dir.fd, temp + "/" + NameCodec.directoryIDFile, 0)
+            _ = unlinkat(dir.fd, temp, AT_REMOVEDIR)
+            return (fuse_entry_param(), rc)
+        }
+        return entry(dir, backingName)
     }
 
     func rmdir(_ dir: Node, _ name: String) -> Int32 {
-        unlinkat(dir.fd, name, AT_REMOVEDIR) == 0 ? 0 : errno
+        let (backingName, nrc) = backing(dir, name)
+        guard nrc == 0 else { return nrc }
+        guard let names else { return unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 ? 0 : errno }
+        // The backing directory holds its id file: empty means nothing else. The kernel holds
+        // the victim's lock for an rmdir, so no entry can appear in it meanwhile.
+        let fd = openAt(backingName, relativeTo: dir.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        let listing = DirectoryListing(fd: dup(fd))
+        guard listing.refresh() == 0 else { return EIO }
+        guard listing.entries.allSatisfy({ [".", "..", NameCodec.directoryIDFile].contains($0.name) }) else { return ENOTEMPTY }
+        let id = try? DirectoryID.read(directoryFD: fd)
+        _ = unlinkat(fd, NameCodec.directoryIDFile, 0)
+        guard unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 else {
+            let rc = errno
+            if let id { _ = try? DirectoryID.create(directoryFD: fd, id: id) }
+            return rc
+        }
+        names.forget(backingName)
+        names.directoriesChanged()
+        return 0
     }
 
     /// Removing a file's last link also removes its key rows: the DEK is gone with the file.
     /// An open handle keeps its unwrapped key until it is closed.
     func unlink(_ dir: Node, _ name: String) -> Int32 {
-        namespaceLock.withLock { _ in
-            let fileID = lastLinkFileID(dir, name)
-            guard unlinkat(dir.fd, name, 0) == 0 else { return errno }
-            if let fileID { forget(fileID, name) }
+        let (backingName, nrc) = backing(dir, name)
+        guard nrc == 0 else { return nrc }
+        return namespaceLock.withLock { _ in
+            let fileID = lastLinkFileID(dir, backingName)
+            guard unlinkat(dir.fd, backingName, 0) == 0 else { return errno }
+            if let fileID { forget(fileID, backingName) }
+            names?.forget(backingName)
             return 0
         }
     }
 
-    func rename(_ dir: Node, _ name: String, _ newDir: Node, _ newName: String, flags: UInt32) -> Int32 {
-        namespaceLock.withLock { _ in
+    func rename(_ dir: Node, _ plainName: String, _ newDir: Node, _ plainNewName: String, flags: UInt32) -> Int32 {
+        let (name, nrc) = backing(dir, plainName)
+        guard nrc == 0 else { return nrc }
+        let (newName, mrc) = backing(newDir, plainNewName, creating: true)
+        guard mrc == 0 else { return mrc }
+        return namespaceLock.withLock { _ in
             var replaced: FileID?
-            if flags & UInt32(RENAME_EXCHANGE) == 0 {
-                let (src, rc) = lstat(dir, name)
-                let (dst, drc) = lstat(newDir, newName)
-                if rc == 0, drc == 0, !(src.st_ino == dst.st_ino && src.st_dev == dst.st_dev) {
-                    replaced = lastLinkFileID(newDir, newName)
-                }
+            let (src, rc) = lstat(dir, name)
+            let (dst, drc) = lstat(newDir, newName)
+            if flags & UInt32(RENAME_EXCHANGE) == 0,
+               rc == 0, drc == 0, !(src.st_ino == dst.st_ino && src.st_dev == dst.st_dev) {
+                replaced = lastLinkFileID(newDir, newName)
             }
             guard cmkfs_renameat2(dir.fd, name, newDir.fd, newName, flags) == 0 else { return errno }
             if let replaced { forget(replaced, newName) }
+            if let names {
+                // An exchange keeps both names; a move frees the old one. A directory's backing
+                // name changed: cached audit paths may be stale.
+                if flags & UInt32(RENAME_EXCHANGE) == 0 && name != newName { names.forget(name) }
+                if (src.st_mode & S_IFMT) == S_IFDIR || (drc == 0 && (dst.st_mode & S_IFMT) == S_IFDIR) {
+                    names.directoriesChanged()
+                }
+            }
             return 0
         }
     }
 
-    func link(_ inode: Node, _ newDir: Node, _ newName: String) -> (fuse_entry_param, Int32) {
+    func link(_ inode: Node, _ newDir: Node, _ plainNewName: String) -> (fuse_entry_param, Int32) {
+        let (newName, nrc) = backing(newDir, plainNewName, creating: true)
+        guard nrc == 0 else { return (fuse_entry_param(), nrc) }
         let rc: Int32 = namespaceLock.withLock { _ in
             // Through /proc with AT_SYMLINK_FOLLOW: links the very object the descriptor names.
             linkat(AT_FDCWD, inode.procPath, newDir.fd, newName, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno
@@ -87,7 +151,17 @@ extension FileSystem {
         return entry(newDir, newName)
     }
 
-    func symlink(target: String, _ dir: Node, _ name: String, caller: Caller) -> (fuse_entry_param, Int32) {
+    func symlink(target plainTarget: String, _ dir: Node, _ plainName: String, caller: Caller) -> (fuse_entry_param, Int32) {
+        let (name, nrc) = backing(dir, plainName, creating: true)
+        guard nrc == 0 else { return (fuse_entry_param(), nrc) }
+        var target = plainTarget
+        if let names {
+            switch names.codec() {
+            case .success(let codec):
+                do { target = try codec.encryptTarget(plainTarget) } catch { return (fuse_entry_param(), error.errno) }
+            case .failure(let rc): return (fuse_entry_param(), rc)
+            }
+        }
         guard symlinkat(target, dir.fd, name) == 0 else { return (fuse_entry_param(), errno) }
         chownToCaller(dir, name, caller)
         return entry(dir, name)
@@ -97,12 +171,24 @@ extension FileSystem {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlinkat(inode.fd, "", &buffer, buffer.count - 1)
         guard n >= 0 else { return ("", errno) }
-        return (String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self), 0)
+        let stored = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let names else { return (stored, 0) }
+        switch names.codec() {
+        case .success(let codec):
+            do { return (try codec.decryptTarget(stored), 0) } catch {
+                Self.log("symlink inode \(inode.identity.inode): its target does not decrypt: \(error)")
+                return ("", EIO)
+            }
+        case .failure(let rc): return ("", rc)
+        }
     }
 
     /// FIFOs and sockets pass through; a regular file gets a key like `create`; device nodes are
     /// refused (EPERM): an encrypted volume is no place for them.
-    func mknod(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) -> (fuse_entry_param, Int32) {
+    func mknod(_ dir: Node, _ plainName: String, mode: mode_t, caller: Caller) -> (fuse_entry_param, Int32) {
+        guard [S_IFIFO, S_IFSOCK, S_IFREG].contains(mode & S_IFMT) else { return (fuse_entry_param(), EPERM) }
+        let (name, nrc) = backing(dir, plainName, creating: true)
+        guard nrc == 0 else { return (fuse_entry_param(), nrc) }
         switch mode & S_IFMT {
         case S_IFIFO, S_IFSOCK:
             guard mknodat(dir.fd, name, mode, 0) == 0 else { return (fuse_entry_param(), errno) }
@@ -111,7 +197,7 @@ extension FileSystem {
         case S_IFREG:
             var use = KeyUse()
             let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
-            let arc = audit("create", use, rc: rc, path: mountPath(dir, name), caller: caller, detail: "mknod")
+            let arc = audit("create", use, rc: rc, path: mountPath(dir, plainName), caller: caller, detail: "mknod")
             guard let file else { return (fuse_entry_param(), rc) }
             defer { openFiles.release(file, cache: cache) }
             if arc != 0 { unlinkat(dir.fd, name, 0); try? volume.forgetFile(file.file.fileID); return (fuse_entry_param(), arc) }
@@ -123,7 +209,11 @@ extension FileSystem {
 
     func statfs(_ inode: Node) -> (statvfs, Int32) {
         var st = statvfs()
-        return fstatvfs(inode.fd, &st) == 0 ? (st, 0) : (st, errno)
+        guard fstatvfs(inode.fd, &st) == 0 else { return (st, errno) }
+        // Names up to Linux's 255 bytes work even when the backing filesystem's limit is lower
+        // than their encoding: long encodings are stored by hash (NameCodec).
+        st.f_namemax = UInt(NameCodec.maxNameLength)
+        return (st, 0)
     }
 
     func forget(_ fileID: FileID, _ name: String) {

@@ -14,7 +14,14 @@ extension FileSystem {
     public func rekey(relativePath: String, requester: (uid: uid_t, gid: gid_t, pid: pid_t)) -> (Int32, String?) {
         let path = relativePath.drop { $0 == "/" }
         guard !path.isEmpty, !path.split(separator: "/").contains("..") else { return (EINVAL, "not a path inside the volume: \(relativePath)") }
-        let fd = openAt(String(path), relativeTo: rootFD, flags: O_RDWR | O_NOFOLLOW | O_CLOEXEC)
+        // The control request names the file as the mount shows it; the backing path may differ.
+        var backingPath = String(path)
+        if let names {
+            let (mapped, rc) = names.backingPath(ofMount: backingPath, rootFD: rootFD)
+            guard rc == 0 else { return (rc, "/\(path): \(String(cString: strerror(rc)))") }
+            backingPath = mapped
+        }
+        let fd = openAt(backingPath, relativeTo: rootFD, flags: O_RDWR | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { let e = errno; return (e, "/\(path): \(String(cString: strerror(e)))") }
         var use = KeyUse()
         let caller = Caller(uid: requester.uid, gid: requester.gid, pid: requester.pid)
@@ -31,7 +38,7 @@ extension FileSystem {
                 return .failure(FileKeyError(errno: error.errno, description: error.description))
             }
             do throws(FileKeyError) {
-                let (newKey, ref) = try volume.rekey(fd: file.fd, relativePath: String(path), fileID: file.file.fileID, oldKey: oldKey)
+                let (newKey, ref) = try volume.rekey(fd: file.fd, relativePath: backingPath, fileID: file.file.fileID, oldKey: oldKey)
                 let old = file.lease
                 file.lease = cache.replace(fileID: file.file.fileID.bytes, key: newKey, keyRef: ref)
                 cache.unpin(old)

@@ -26,6 +26,8 @@ public final class FileSystem: Sendable {
     /// The audit log (nil only when disabled for the open-rate benchmark): every DEK use is
     /// recorded before its reply.
     public let audit: AuditLog?
+    /// Encrypted names (nil on a volume with names in clear): the name key's lease, directory ids.
+    let names: NameLayer?
     /// The live session, for telling the kernel to drop cached pages after a flush.
     let session = Mutex<SessionPointer?>(nil)
     /// Serializes unlink, rename and link so "is this the last link?" and the removal of the
@@ -50,7 +52,12 @@ public final class FileSystem: Sendable {
         }
         rootFD = fd
         inodes = InodeTable(root: Inode(root: fd, identity: InodeIdentity(st)))
+        names = volume.encryptsNames ? NameLayer(volume: volume, cache: cache, audit: audit) : nil
         scratch = ScratchPool(layout: volume.layout)
+        // The name key is unwrapped (and audited) now rather than by the first lookup.
+        if let names, case .failure(let rc) = names.codec() {
+            throw CMKError(rc == EACCES ? .keyUnavailable : .io, "cannot unwrap the name key of \(volume.path) (errno \(rc)); see the log above")
+        }
         // A rekey cut short by a crash leaves a file half re-encrypted: finish it before serving.
         for line in try volume.recoverInterruptedRekeys() {
             Self.log(line)
@@ -108,11 +115,24 @@ public final class FileSystem: Sendable {
         }
     }
 
+    /// An encrypted symlink's size is its plaintext target's length, as lstat(2) promises
+    /// (tools size their readlink buffer by it): one readlink and one decryption.
+    func presentSymlink(_ fd: Int32, _ st: inout stat) {
+        guard let names, (st.st_mode & S_IFMT) == S_IFLNK else { return }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlinkat(fd, "", &buffer, buffer.count - 1)
+        guard n > 0, case .success(let codec) = names.codec(),
+              let target = try? codec.decryptTarget(String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        else { return }
+        st.st_size = off_t(target.utf8.count)
+    }
+
     /// The attributes of an inode, as applications see them.
     func attributes(_ inode: Node) -> (stat, Int32) {
         var st = stat()
         guard fstatat(inode.fd, "", &st, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (st, errno) }
         present(&st)
+        presentSymlink(inode.fd, &st)
         return (st, 0)
     }
 
@@ -122,6 +142,13 @@ public final class FileSystem: Sendable {
         return (st, rc == 0 ? 0 : errno)
     }
 
+    /// The backing name of the plaintext `name` in `dir` (itself on a plaintext-names volume), or
+    /// the errno to answer. `creating`: the caller is about to make the entry.
+    func backing(_ dir: Node, _ name: String, creating: Bool = false) -> (String, Int32) {
+        guard let names else { return (name, 0) }
+        return names.backingName(dir, name, creating: creating)
+    }
+
     /// An entry reply for `name` in `dir`: one more lookup of its inode, and its attributes.
     func entry(_ dir: Node, _ name: String) -> (fuse_entry_param, Int32) {
         var e = fuse_entry_param()
@@ -129,6 +156,7 @@ public final class FileSystem: Sendable {
         guard fd >= 0 else { return (e, errno) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { let err = errno; close(fd); return (e, err) }
+        presentSymlink(fd, &st)
         e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: st.st_mode & S_IFMT)
         present(&st)
         e.attr = st

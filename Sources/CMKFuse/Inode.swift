@@ -19,6 +19,8 @@ final class Inode: @unchecked Sendable {
     /// The file-type bits of the mode (`S_IFREG`, `S_IFDIR`, …); the type never changes.
     let kind: mode_t
     var lookups: UInt64 = 0
+    /// A directory's id (encrypted names), read from its `.cmkfs-dirid` once: ids never change.
+    let directoryID = Mutex<[UInt8]?>(nil)
     private let heldFD: Int32
     private let handle: UnsafeMutableRawPointer?
 

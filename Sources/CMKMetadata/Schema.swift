@@ -1,8 +1,8 @@
-// The cmkfs metadata database, schema version 1.
+// The cmkfs metadata database, schema version 2.
 //
 // A SQLite 3 database file. Identification, in the SQLite header:
 //   PRAGMA application_id = 0x434D4B46   ('CMKF')
-//   PRAGMA user_version   = 1            (the schema version)
+//   PRAGMA user_version   = 2            (the schema version)
 // Settings on every connection:
 //   PRAGMA journal_mode = WAL            (persistent; the file has -wal and -shm companions)
 //   PRAGMA synchronous  = NORMAL         (a commit survives a process crash; a power cut only
@@ -36,6 +36,12 @@
 //   CREATE INDEX file_attrs_by_version ON file_attrs(key_version) WHERE key_version IS NOT NULL
 //     Finds the EDEKs of one master-key version (rotation, purge) without a table scan.
 //
+//   long_names(hash BLOB PRIMARY KEY CHECK(length(hash)=32), name TEXT NOT NULL) WITHOUT ROWID
+//     (schema 2) The full encoding of each encrypted file name too long to be a backing name
+//     (docs/on-disk-format.md): hash = SHA-256 of `name`, which is the backing entry
+//     `L.<base64url(hash)>`. Content-addressed, so rows are written ahead of the entry and
+//     written again idempotently; a row whose entry is gone is an orphan (harmless).
+//
 // Migrations are append-only: `Schema.migrations[v]` upgrades a version-v database to v+1 and is
 // never edited once released; a new schema version appends one entry.
 
@@ -63,6 +69,10 @@ enum Schema {
             PRIMARY KEY(file_id, name)) WITHOUT ROWID
             """,
             "CREATE INDEX file_attrs_by_version ON file_attrs(key_version) WHERE key_version IS NOT NULL",
+        ],
+        // 1 → 2: encrypted file names longer than a backing name may be.
+        [
+            "CREATE TABLE long_names(hash BLOB PRIMARY KEY CHECK(length(hash)=32), name TEXT NOT NULL) WITHOUT ROWID",
         ],
     ]
 

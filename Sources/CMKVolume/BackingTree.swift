@@ -3,6 +3,7 @@ import CMKFormat
 
 /// Walks a volume's `data/` tree (offline, or beside a live mount) to find the backing files of
 /// file ids: purge names the files it makes unreadable, rekey finds what to re-encrypt.
+/// Paths are backing paths; `Volume.mountPath(forBackingPath:)` gives what the mount shows.
 public enum BackingTree {
     /// Every regular file under `root`, as paths relative to it, sorted bytewise (a stable order
     /// for resumable walks), with the file id in its header (nil: no valid header).
@@ -29,7 +30,8 @@ public enum BackingTree {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
-            if name == "." || name == ".." { continue }
+            // cmkfs's own entries (a directory's id, a directory being made) are not files.
+            if name == "." || name == ".." || NameCodec.isInternal(name) { continue }
             let rel = relative.isEmpty ? name : relative + "/" + name
             var st = stat()
             guard lstat(root + "/" + rel, &st) == 0 else { continue }

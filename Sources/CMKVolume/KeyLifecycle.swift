@@ -84,8 +84,8 @@ extension KeyAdmin {
     }
 
     /// The ids of the files still wrapped under `version`, after checking it may be purged at
-    /// all: recorded, not active, not already purged, and holding neither the key check nor the
-    /// audit key. An interrupted rotation refuses too, unless `force` (the files it has not
+    /// all: recorded, not active, not already purged, and holding none of the key check, the
+    /// audit key and the name key. An interrupted rotation refuses too, unless `force` (the files it has not
     /// reached yet are then among those returned).
     public func filesBlockingPurge(of version: Int, force: Bool = false) throws(CMKError) -> [[UInt8]] {
         let store = try openStore()
@@ -107,9 +107,10 @@ extension KeyAdmin {
                                hint: "finish it with: cmkfs key rotate \(path) (it resumes)")
             }
             let secretVersions = [try Volume.keyCheckVersion(store),
-                                  try store.meta(Volume.auditKeyVersionName).flatMap { Int(String(decoding: $0, as: UTF8.self)) }]
+                                  try store.meta(Volume.auditKeyVersionName).flatMap { Int(String(decoding: $0, as: UTF8.self)) },
+                                  try Volume.nameKeyVersion(store)]
             guard !secretVersions.contains(version) else {
-                throw CMKError(.refused, "version \(version) still wraps the volume's key check or audit key",
+                throw CMKError(.refused, "version \(version) still wraps the volume's key check, audit key or name key",
                                hint: "rotate with: cmkfs key rotate \(path)")
             }
             return try store.fileIds(version: version)
@@ -132,9 +133,16 @@ extension KeyAdmin {
         }
         var report = PurgeReport(version: version, unreadable: [])
         if !files.isEmpty {
-            let paths = BackingTree.paths(of: Set(files), under: path + "/data")
+            let backing = BackingTree.paths(of: Set(files), under: path + "/data")
+            // Backing paths → mount paths (encrypted names are decrypted; the name key is
+            // under the active version, which a purge never destroys).
+            let store = try openStore()
+            defer { store.close() }
+            let volume = try Volume.unchecked(path: path, config: config, provider: provider, metadata: store)
             for id in files {
-                let names = paths[id] ?? []
+                let names = (backing[id] ?? []).map { rel in
+                    ((try? volume.mountPath(forBackingPath: rel)).map { String($0.dropFirst()) }) ?? rel
+                }
                 report.unreadable.append(.init(fileID: hex(id), paths: names))
                 var event = AuditEvent.command("purge-unreadable", keyID: keyID, keyVersion: version,
                                                detail: "its EDEK is wrapped only under \(ref), which is being purged")

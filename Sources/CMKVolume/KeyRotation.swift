@@ -112,7 +112,7 @@ extension KeyAdmin {
         return report
     }
 
-    /// Creates the new version, re-wraps the volume's own secrets (key check, audit key) under
+    /// Creates the new version, re-wraps the volume's own secrets (key check, audit key, name key) under
     /// it and commits the switch; from then on every new file is wrapped under the new version.
     private func beginRotation(store: MetadataStore, volumeID: [UInt8], audit: AuditSink) throws -> RotationProgress {
         let keyID = config.provider.keyID
@@ -141,6 +141,12 @@ extension KeyAdmin {
             let secret = try provider.unwrap(edek, with: KeyRef(keyID: keyID, version: version), context: auditContext)
             secrets[Volume.auditKeyName] = try provider.wrap(secret, with: newRef, context: auditContext)
             secrets[Volume.auditKeyVersionName] = Array(String(newRef.version).utf8)
+        }
+        let nameContext = WrapContext(volumeID: volumeID, fileID: Volume.nameKeyFileID)
+        if let edek = try store.meta(Volume.nameKeyName), let version = try Volume.nameKeyVersion(store) {
+            let secret = try provider.unwrap(edek, with: KeyRef(keyID: keyID, version: version), context: nameContext)
+            secrets[Volume.nameKeyName] = try provider.wrap(secret, with: newRef, context: nameContext)
+            secrets[Volume.nameKeyVersionName] = Array(String(newRef.version).utf8)
         }
         let state = RotationProgress(target: newRef.version, startedAt: isoNow(), rewrapped: 0, failed: [], failedCount: 0)
         secrets[RotationProgress.metaName] = state.encoded()

@@ -97,6 +97,12 @@ extension Volume {
         let keys: [String]
         do { keys = try metadata.metaKeys(withPrefix: RekeyJournal.prefix) } catch { throw .metadata(error, volume: path) }
         var done: [String] = []
+        // Journals hold backing paths; messages show mount paths (the codec is not kept).
+        let codec = keys.isEmpty || !encryptsNames ? nil : try? uncachedNameCodec()
+        func shown(_ backing: String) -> String {
+            guard encryptsNames else { return backing }
+            return (try? mountPath(forBackingPath: backing, codec: codec)).map { String($0.dropFirst()) } ?? backing
+        }
         for journalKey in keys {
             guard let raw = try? metadata.meta(journalKey),
                   let journal = try? JSONDecoder().decode(RekeyJournal.self, from: Data(raw)),
@@ -125,7 +131,7 @@ extension Volume {
                 throw CMKError(.internalError, "\(error)")
             }
             unlink(path + "/" + journal.temp)
-            done.append("finished the interrupted rekey of \(journal.path) (file \(fileID))")
+            done.append("finished the interrupted rekey of \(shown(journal.path)) (file \(fileID))")
         }
         // Copies without a journal entry were cut short before the switch began: their files
         // are untouched, the copies are debris.

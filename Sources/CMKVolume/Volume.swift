@@ -22,6 +22,8 @@ public final class Volume: Sendable {
     /// changes it in the database; `createFileKey` notices at its next insert and reloads.
     public var activeKey: KeyRef { active.withLock { $0 } }
     private let active: Mutex<KeyRef>
+    /// The name codec of a command working on the backing tree, once unwrapped (VolumeNames.swift).
+    let codecCache = Mutex<NameCodec?>(nil)
 
     public var dataPath: String { path + "/data" }
     public var lockPath: String { path + "/mount.lock" }
@@ -66,6 +68,19 @@ public final class Volume: Sendable {
                             activeKey: KeyRef(keyID: active.keyId, version: active.version))
         try volume.verifyKeyCheck(providerConfig)
         return volume
+    }
+
+    /// The volume over parts an admin command already holds, without the key check (the
+    /// master key may be disabled): for mapping names while purging. The caller closes `metadata`.
+    static func unchecked(path: String, config: VolumeConfig, provider: any KeyProvider,
+                          metadata: MetadataStore) throws(CMKError) -> Volume {
+        guard let volumeID = unhex(config.volumeID), volumeID.count == 16 else {
+            throw CMKError(.notAVolume, "\(path)/\(VolumeConfig.fileName) has a malformed volume id")
+        }
+        let active: KeyVersionRecord?
+        do { active = try metadata.activeKeyVersion() } catch { throw .metadata(error, volume: path) }
+        return Volume(path: path, config: config, volumeID: volumeID, metadata: metadata, provider: provider,
+                      activeKey: active.map { KeyRef(keyID: $0.keyId, version: $0.version) } ?? KeyRef(keyID: config.provider.keyID, version: 1))
     }
 
     /// The key check: a random key wrapped at `init`. It unwraps only with the very master key
@@ -118,9 +133,15 @@ public final class Volume: Sendable {
                            "\(path) has volume format \(format); this cmkfs supports format \(VolumeConfig.currentFormat)",
                            hint: format > VolumeConfig.currentFormat ? "upgrade cmkfs" : nil)
         }
-        do { return try JSONDecoder().decode(VolumeConfig.self, from: data) } catch {
+        let config: VolumeConfig
+        do { config = try JSONDecoder().decode(VolumeConfig.self, from: data) } catch {
             throw CMKError(.notAVolume, "\(configPath) is not a valid volume configuration: \(error)")
         }
+        guard [plaintextNames, encryptedNames].contains(config.names) else {
+            throw CMKError(.unsupportedFormat, "\(path) stores names as '\(config.names)', which this cmkfs does not know",
+                           hint: "upgrade cmkfs")
+        }
+        return config
     }
 
     /// The provider settings recorded in the volume at `path` (so the CLI knows whether a PIN is needed).

@@ -30,8 +30,9 @@ public struct ProviderConfig: Codable, Sendable, Equatable {
 
 /// The volume's configuration file, `VOLUME/cmkfs.volume` (JSON, written once by `init`).
 public struct VolumeConfig: Codable, Sendable, Equatable {
-    /// The newest volume format this build reads and writes.
-    public static let currentFormat = 1
+    /// The newest volume format this build reads and writes: 2 (encrypted names). Format 1
+    /// (names in clear) is still read and written (`init --plaintext-names`).
+    public static let currentFormat = 2
     public static let fileName = "cmkfs.volume"
 
     /// Volume format version; a newer one is refused rather than misread.
@@ -42,8 +43,8 @@ public struct VolumeConfig: Codable, Sendable, Equatable {
     public var createdAt: String
     /// Plaintext bytes per content block.
     public var blockSize: Int
-    /// How names are stored in the backing tree: "plaintext" in format 1; encrypted names will
-    /// be a new value here, so old volumes keep working.
+    /// How names are stored in the backing tree: "plaintext" (format 1) or "aes-256-siv"
+    /// (format 2, the default: docs/on-disk-format.md).
     public var names: String
     public var provider: ProviderConfig
 

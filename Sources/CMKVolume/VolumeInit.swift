@@ -8,15 +8,19 @@ import CMKPKCS11
 extension Volume {
     /// Creates a new volume at `path` (a missing or empty directory) with a new master key in the
     /// embedded simulated KMS at `kmsDir`. On any failure nothing is left behind in `path`.
-    public static func initialize(at path: String, kmsDir: String, blockSize: Int = BlockLayout.defaultBlockSize) throws(CMKError) -> Volume {
-        try initialize(at: path, provider: ProviderConfig(kind: "embedded", keyID: "", kmsDir: absolute(kmsDir)), blockSize: blockSize)
+    public static func initialize(at path: String, kmsDir: String, blockSize: Int = BlockLayout.defaultBlockSize,
+                                  plaintextNames: Bool = false) throws(CMKError) -> Volume {
+        try initialize(at: path, provider: ProviderConfig(kind: "embedded", keyID: "", kmsDir: absolute(kmsDir)), blockSize: blockSize,
+                       plaintextNames: plaintextNames)
     }
 
     /// Creates a new volume whose master key lives in `provider`. With an empty `keyID` a new
     /// master key is created there; otherwise the named key is used (pkcs11: created when the
     /// token has no `<keyID>.v1` yet). `pin` logs in to a PKCS#11 token and is never stored.
+    /// File names are encrypted (volume format 2) unless `plaintextNames` (format 1, for
+    /// debugging: names, directory structure and symlink targets are then in clear).
     public static func initialize(at path: String, provider providerConfig: ProviderConfig, pin: SecretBytes? = nil,
-                                  blockSize: Int = BlockLayout.defaultBlockSize) throws(CMKError) -> Volume {
+                                  blockSize: Int = BlockLayout.defaultBlockSize, plaintextNames: Bool = false) throws(CMKError) -> Volume {
         let path = absolute(path)
         let fm = FileManager.default
         var isDir: ObjCBool = false
@@ -35,7 +39,7 @@ extension Volume {
             createdDirectory = true
         }
         do {
-            try populate(path, providerConfig: providerConfig, pin: pin, blockSize: blockSize)
+            try populate(path, providerConfig: providerConfig, pin: pin, blockSize: blockSize, plaintextNames: plaintextNames)
         } catch {
             // Leave the directory as it was: remove only what this call made.
             for name in ["data", "audit", "meta.db", "meta.db-wal", "meta.db-shm", VolumeConfig.fileName, VolumeConfig.fileName + ".tmp"] {
@@ -55,7 +59,8 @@ extension Volume {
         return volume
     }
 
-    private static func populate(_ path: String, providerConfig: ProviderConfig, pin: SecretBytes?, blockSize: Int) throws(CMKError) {
+    private static func populate(_ path: String, providerConfig: ProviderConfig, pin: SecretBytes?, blockSize: Int,
+                                 plaintextNames: Bool) throws(CMKError) {
         let volumeID: [UInt8]
         do { volumeID = try SecureRandom.bytes(16) } catch { throw CMKError(.internalError, "random number generator failed") }
         let provider = try makeProvider(providerConfig, create: true, volume: path, pin: pin)
@@ -74,13 +79,23 @@ extension Volume {
             try store.setMeta(keyCheckName, edek)
             _ = try auditKey(metadata: store, provider: provider, volumeID: volumeID, activeKey: key, path: path,
                              providerConfig: providerConfig)
+            if !plaintextNames {
+                try createNameKey(store: store, provider: provider, volumeID: volumeID, activeKey: key)
+                // The root's directory id: names directly under data/ are bound to it.
+                let fd = Foundation.open(path + "/data", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                guard fd >= 0 else { throw CMKError(.io, "cannot open \(path)/data: \(String(cString: strerror(errno)))") }
+                defer { close(fd) }
+                try DirectoryID.create(directoryFD: fd)
+            }
         } catch {
             throw .wrapping(error, volume: path, config: providerConfig, doing: "cannot create the metadata database")
         }
         var recorded = providerConfig
         recorded.keyID = key.keyID
-        let config = VolumeConfig(format: VolumeConfig.currentFormat, volumeID: hex(volumeID), createdAt: isoNow(),
-                                  blockSize: blockSize, names: "plaintext",
+        // Format 2 marks encrypted names, so a cmkfs that predates them refuses the volume
+        // (exit 4) instead of showing ciphertext as names; plaintext names stay format 1.
+        let config = VolumeConfig(format: plaintextNames ? 1 : 2, volumeID: hex(volumeID), createdAt: isoNow(),
+                                  blockSize: blockSize, names: plaintextNames ? Volume.plaintextNames : encryptedNames,
                                   provider: recorded)
         try writeConfig(config, to: path)
     }

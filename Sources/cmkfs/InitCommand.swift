@@ -13,6 +13,8 @@ struct InitCommand: ParsableCommand {
           --kms socket: a cmkfs-kms process at --kms-socket PATH; --key-id ID uses an existing key.
           --kms pkcs11: --pkcs11-module PATH --token LABEL, PIN from --pin-file FILE, $CMKFS_PKCS11_PIN \
         or the terminal; --key-label NAME names (or reuses) the master key.
+        File and directory names and symlink targets are encrypted under a name key wrapped by the \
+        master key; --plaintext-names (debugging only) leaves them in clear.
         """
     )
 
@@ -46,6 +48,10 @@ struct InitCommand: ParsableCommand {
     @Option(name: .customLong("block-size"), help: "Plaintext bytes per encrypted block (power of two, 512…1048576).")
     var blockSize: Int = BlockLayout.defaultBlockSize
 
+    @Flag(name: .customLong("plaintext-names"),
+          help: "DEBUGGING ONLY: keep file names, directory names and symlink targets in clear in the backing tree (volume format 1).")
+    var plaintextNames = false
+
     func validate() throws {
         guard blockSize >= 512, blockSize <= 1 << 20, blockSize.nonzeroBitCount == 1 else {
             throw ValidationError("--block-size must be a power of two from 512 to 1048576")
@@ -67,17 +73,18 @@ struct InitCommand: ParsableCommand {
             switch kms {
             case "socket":
                 v = try Volume.initialize(at: volume, provider: ProviderConfig(kind: "socket", keyID: keyID ?? "", kmsSocket: absolute(kmsSocket!)),
-                                          blockSize: blockSize)
+                                          blockSize: blockSize, plaintextNames: plaintextNames)
             case "pkcs11":
                 let pin = try PINSource.read(pinFile: pinFile, promptAtTerminal: true, token: token!)
                 let config = ProviderConfig(kind: "pkcs11", keyID: keyLabel ?? "", pkcs11Module: pkcs11Module!, tokenLabel: token!)
-                v = try Volume.initialize(at: volume, provider: config, pin: pin, blockSize: blockSize)
+                v = try Volume.initialize(at: volume, provider: config, pin: pin, blockSize: blockSize, plaintextNames: plaintextNames)
             default:
-                v = try Volume.initialize(at: volume, kmsDir: kmsDir, blockSize: blockSize)
+                v = try Volume.initialize(at: volume, kmsDir: kmsDir, blockSize: blockSize, plaintextNames: plaintextNames)
             }
             print("created volume \(v.path)")
             print("  volume id:  \(v.config.volumeID)")
             print("  master key: \(v.activeKey) in \(where_(v.config.provider))")
+            print("  names:      " + (v.encryptsNames ? "encrypted (AES-256-SIV)" : "IN CLEAR (--plaintext-names: for debugging only)"))
             print("mount it with: cmkfs mount \(v.path) MOUNTPOINT")
         }
     }

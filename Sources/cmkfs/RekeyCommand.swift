@@ -68,7 +68,11 @@ struct RekeyCommand: ParsableCommand {
                 run = old
                 resumed = true
             }
-            let files = try Self.select(selection, in: v.dataPath)
+            let files = try Self.select(selection, in: v)
+            if v.encryptsNames {
+                try audit.record(.command("name-key", keyID: v.config.provider.keyID, keyVersion: try? v.nameKeyVersion(), detail: "the name key was unwrapped to find the files to rekey"),
+                                 durable: false)
+            }
             // Resuming: only the files after the last one done (the walk is sorted bytewise).
             let todo = files.filter { file in run.cursor.map { Array($0.utf8).lexicographicallyPrecedes(Array(file.utf8)) } ?? true }
             try audit.record(.command("rekey-run", keyID: v.activeKey.keyID, keyVersion: v.activeKey.version,
@@ -105,29 +109,32 @@ struct RekeyCommand: ParsableCommand {
     }
 
     /// The regular files to rekey, as mount paths ("/a/b"), sorted bytewise, each inode once.
-    static func select(_ selection: [String], in dataPath: String) throws(CMKError) -> [String] {
+    /// Walks the backing tree and maps each backing path to its mount path (encrypted names).
+    static func select(_ selection: [String], in v: Volume) throws(CMKError) -> [String] {
+        let dataPath = v.dataPath
         let roots = selection.isEmpty ? ["/"] : selection
         var seen = Set<[UInt]>()
         var out: [String] = []
         for root in roots {
             guard !root.split(separator: "/").contains("..") else { throw CMKError(.usage, "\(root): '..' is not allowed") }
-            let backing = dataPath + (root == "/" ? "" : root)
+            let rootBacking = root == "/" ? "" : "/" + (try v.backingPath(forMountPath: root))
+            let backing = dataPath + rootBacking
             var st = stat()
             guard lstat(backing, &st) == 0 else {
                 throw CMKError(.usage, "\(root) does not exist in the volume", hint: "name files as the mount shows them, e.g. docs/a.txt")
             }
             let candidates: [String]
             if (st.st_mode & S_IFMT) == S_IFDIR {
-                candidates = BackingTree.regularFiles(under: backing).map { (root == "/" ? "" : root) + "/" + $0.path }
+                candidates = BackingTree.regularFiles(under: backing).map { rootBacking + "/" + $0.path }
             } else if (st.st_mode & S_IFMT) == S_IFREG {
-                candidates = [root]
+                candidates = [rootBacking]
             } else {
                 throw CMKError(.usage, "\(root) is not a regular file or directory")
             }
             for path in candidates {
                 var s = stat()
                 guard lstat(dataPath + path, &s) == 0, seen.insert([UInt(s.st_dev), UInt(s.st_ino)]).inserted else { continue }
-                out.append(path)
+                out.append(try v.mountPath(forBackingPath: String(path.dropFirst())))
             }
         }
         return out.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
@@ -147,7 +154,9 @@ struct RekeyCommand: ParsableCommand {
 
     /// Rekeys `path` of the unmounted volume; its record goes to the log.
     static func rekeyOffline(_ path: String, volume v: Volume, audit: CommandAudit) -> String? {
-        let fd = open(v.dataPath + path, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
+        let backingPath: String
+        do { backingPath = try v.backingPath(forMountPath: path) } catch { return error.message }
+        let fd = open(v.dataPath + "/" + backingPath, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return String(cString: strerror(errno)) }
         defer { close(fd) }
         var event = AuditEvent.command("rekey")
@@ -156,7 +165,7 @@ struct RekeyCommand: ParsableCommand {
             let fileID = try ContentFile.readFileID(fd: fd)
             event.fileID = "\(fileID)"
             let (old, oldRef) = try v.fileKeyAndVersion(fileID)
-            let (_, ref) = try v.rekey(fd: fd, relativePath: String(path.dropFirst()), fileID: fileID, oldKey: old)
+            let (_, ref) = try v.rekey(fd: fd, relativePath: backingPath, fileID: fileID, oldKey: old)
             event.keyID = ref.keyID
             event.keyVersion = ref.version
             event.cache = "new"

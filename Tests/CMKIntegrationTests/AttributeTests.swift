@@ -105,7 +105,7 @@ final class AttributeTests: IntegrationTestCase {
         XCTAssertEqual(sh("stat -c '%U %a' \(mnt)/shared/n \(mnt)/shared/nd"), "nobody 600\nnobody 755\n")
         XCTAssertEqual(sh("runuser -u nobody -- cat \(mnt)/shared/n"), "mine")
         XCTAssertEqual(sh("cat \(mnt)/shared/n"), "mine", "root reads it")
-        XCTAssertEqual(sh("stat -c %U \(vol)/data/shared/n"), "nobody\n", "the backing file is owned by the creator too")
+        XCTAssertEqual(sh("stat -c %U \(try fx.backing("shared/n"))"), "nobody\n", "the backing file is owned by the creator too")
         XCTAssertEqual(try fx.fileCount(), 3)
     }
 
@@ -125,7 +125,7 @@ final class AttributeTests: IntegrationTestCase {
         XCTAssertEqual(sh("stat -c %s \(mnt)/reserved"), "1048576\n")
         sh("cmp -n 1048576 \(mnt)/reserved /dev/zero")
         // The backing range is really allocated.
-        let kib = Int(sh("du -k \(vol)/data/reserved | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        let kib = Int(sh("du -k \(try fx.backing("reserved")) | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         XCTAssertGreaterThanOrEqual(kib, 1024)
         // Extending a file with data keeps the data; KEEP_SIZE keeps the size.
         makeRandomFile(plain + "/data", size: 5000)

@@ -21,7 +21,7 @@ final class BigRoundTripTests: IntegrationTestCase {
         report("1 GiB: sha256 read through the mount after remount", seconds: read, bytes: size)
         XCTAssertEqual(got, expected)
         // The backing file is the plaintext size plus 24 + 28 bytes per 4 KiB block.
-        XCTAssertEqual(sh("stat -c %s \(vol)/data/big"), "\(24 + size / 4096 * 4124)\n")
+        XCTAssertEqual(sh("stat -c %s \(try fx.backing("big"))"), "\(24 + size / 4096 * 4124)\n")
         print("[cmkfs-it] 1 GiB totals: write \(String(format: "%.1f", write)) s, read \(String(format: "%.1f", read)) s")
     }
 

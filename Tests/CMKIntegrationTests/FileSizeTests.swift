@@ -108,10 +108,11 @@ final class FileSizeTests: IntegrationTestCase {
         sh("truncate -s 10G \(mnt)/sparse")
         XCTAssertEqual(sh("stat -c %s \(mnt)/sparse"), "\(tenGiB)\n")
         // The backing file is sparse: du counts allocated blocks, not the apparent size.
-        let duKiB = Int(sh("du -k \(vol)/data/sparse | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let backingSparse = try fx.backing("sparse")
+        let duKiB = Int(sh("du -k \(backingSparse) | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
         XCTAssertGreaterThanOrEqual(duKiB, 0)
         XCTAssertLessThan(duKiB, 1024, "a 10 GiB hole should allocate (almost) nothing")
-        XCTAssertEqual(sh("stat -c %s \(vol)/data/sparse"), "\(24 + tenGiB / 4096 * 4124)\n")
+        XCTAssertEqual(sh("stat -c %s \(backingSparse)"), "\(24 + tenGiB / 4096 * 4124)\n")
         // Reads anywhere in the hole, including the very end, are zeros.
         sh("dd if=\(mnt)/sparse bs=4096 skip=\(tenGiB / 4096 - 1) count=1 status=none | cmp -n 4096 - /dev/zero")
         sh("dd if=\(mnt)/sparse bs=65536 skip=12345 count=16 status=none | cmp -n 1048576 - /dev/zero")
@@ -123,7 +124,7 @@ final class FileSizeTests: IntegrationTestCase {
         XCTAssertEqual(sh("stat -c %s \(mnt)/sparse"), "\(tenGiB)\n")
         XCTAssertEqual(sh("dd if=\(mnt)/sparse bs=1 skip=\(5 * 1024 * 1024 * 1024 + 3) count=13 status=none"), "in the middle")
         sh("dd if=\(mnt)/sparse bs=4096 skip=\(tenGiB / 4096 - 1) count=1 status=none | cmp -n 4096 - /dev/zero")
-        let duAfter = Int(sh("du -k \(vol)/data/sparse | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let duAfter = Int(sh("du -k \(backingSparse) | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
         XCTAssertLessThan(duAfter, 1024)
         XCTAssertEqual(sh("du -k \(mnt)/sparse | cut -f1"), "\(duAfter)\n", "du through the mount shows the backing allocation")
     }

@@ -56,10 +56,11 @@ final class MountFixture {
 
     // MARK: volumes and mounts
 
-    func initVolume(_ volume: String? = nil, kmsDir: String? = nil) throws {
+    /// `plaintextNames`: `init --plaintext-names` (format 1); names are encrypted by default.
+    func initVolume(_ volume: String? = nil, kmsDir: String? = nil, plaintextNames: Bool = false) throws {
         let volume = volume ?? vol
         volumes.append(volume)
-        let r = cmkfs(["init", volume, "--kms-dir", kmsDir ?? kms])
+        let r = cmkfs(["init", volume, "--kms-dir", kmsDir ?? kms] + (plaintextNames ? ["--plaintext-names"] : []))
         guard r.succeeded else { throw FixtureError("init failed: \(r)") }
     }
 
@@ -78,6 +79,15 @@ final class MountFixture {
     func remount() throws {
         try unmount()
         try mount()
+    }
+
+    /// The absolute backing path (under `VOLUME/data`) of `mountPath` ("d/f" as the mount shows
+    /// it), through `cmkfs debug backing-path`: names are encrypted, so tests that tamper with or
+    /// measure a backing file find it this way. Mounted or not; the last component need not exist.
+    func backing(_ mountPath: String, volume: String? = nil) throws -> String {
+        let r = cmkfs(["debug", "backing-path", volume ?? vol, mountPath, "--kms-dir", kms])
+        guard r.succeeded else { throw FixtureError("debug backing-path \(mountPath) failed: \(r)") }
+        return r.stdout.trimmingCharacters(in: .newlines)
     }
 
     /// The mount daemon's pid as `VOLUME/mount.lock` records it.

@@ -16,7 +16,7 @@ final class RekeyTests: IntegrationTestCase {
         return out
     }
 
-    func backingHash(_ name: String) -> String { sha256(vol + "/data/" + name) }
+    func backingHash(_ name: String) -> String { sha256((try? fx.backing(name)) ?? vol + "/data/?") }
 
     func rekey(_ args: [String] = [], file: StaticString = #filePath, line: UInt = #line) -> [String: Any] {
         let r = fx.cmkfs(["rekey", vol, "--kms-dir", fx.kms, "--json"] + args, timeout: 300)
@@ -40,7 +40,7 @@ final class RekeyTests: IntegrationTestCase {
         XCTAssertEqual(sh("cd \(mnt) && sha256sum big d/small empty sparse"), sums)
         XCTAssertEqual(py("import os, sys; print(os.getxattr(sys.argv[1], 'user.tag').decode())", [mnt + "/hardlink"]), "secret-tag\n")
         // Holes stay holes: the sparse file still takes far less than its size on disk.
-        let blocks = Int(sh("stat -c %b \(vol)/data/sparse").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        let blocks = Int(sh("stat -c %b \(try fx.backing("sparse"))").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         XCTAssertLessThan(blocks * 512, 1024 * 1024, "sparse backing file was filled in")
         XCTAssertTrue(FileManager.default.fileExists(atPath: vol + "/rekey"))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: vol + "/rekey"), [], "no copy left behind")

@@ -41,7 +41,7 @@ final class TamperTests: IntegrationTestCase {
             with open(p, 'r+b') as f:
                 f.seek(at); b = f.read(1); f.seek(at); f.write(bytes([b[0] ^ 0x01]))
             print('flipped')
-            """, [vol + "/data/victim", String(at)]), "flipped\n")
+            """, [try fx.backing("victim"), String(at)]), "flipped\n")
         try fx.mount()
         let bad = readBlock(mnt + "/victim", 2)
         assertEIO(bad, "the flipped block")
@@ -74,7 +74,7 @@ final class TamperTests: IntegrationTestCase {
                 assert len(x) == n and len(y) == n and x != y
                 f.seek(a); f.write(y); f.seek(b); f.write(x)
             print('swapped')
-            """, [vol + "/data/victim", String(diskOffset(1)), String(diskOffset(2)), String(Self.diskBlock)]), "swapped\n")
+            """, [try fx.backing("victim"), String(diskOffset(1)), String(diskOffset(2)), String(Self.diskBlock)]), "swapped\n")
         try fx.mount()
         assertEIO(readBlock(mnt + "/victim", 1), "block 1 (now holding block 2's ciphertext)")
         assertEIO(readBlock(mnt + "/victim", 2), "block 2 (now holding block 1's ciphertext)")
@@ -91,7 +91,7 @@ final class TamperTests: IntegrationTestCase {
         makeRandomFile(plain + "/b", size: 3 * Self.block)
         sh("cp \(plain)/a \(mnt)/a && cp \(plain)/b \(mnt)/b")
         try fx.unmount()
-        sh("dd if=\(vol)/data/b of=\(vol)/data/a bs=1 skip=\(diskOffset(1)) seek=\(diskOffset(1)) count=\(Self.diskBlock) conv=notrunc status=none")
+        sh("dd if=\(try fx.backing("b")) of=\(try fx.backing("a")) bs=1 skip=\(diskOffset(1)) seek=\(diskOffset(1)) count=\(Self.diskBlock) conv=notrunc status=none")
         try fx.mount()
         assertEIO(readBlock(mnt + "/a", 1), "a block moved between files")
         XCTAssertEqual(readBlock(mnt + "/a", 0).stdout, plainBlockSHA(plain + "/a", 0))

@@ -4,7 +4,7 @@ import XCTest
 
 final class OpenCreateTests: MetadataTestCase {
     func testSchemaVersionMatchesMigrationList() {
-        XCTAssertEqual(MetadataStore.schemaVersion, 1)
+        XCTAssertEqual(MetadataStore.schemaVersion, 2)
         XCTAssertEqual(Schema.migrations.count, MetadataStore.schemaVersion)
     }
 
