@@ -21,7 +21,9 @@ public enum AuditRecord {
                             _ e: AuditEvent) -> [UInt8] {
         var w = JSONLineWriter()
         w.field("v", int: version, first: true)
-        w.field("seq", int: Int(seq))
+        // Written as the UInt64 it is: a resumed log continues from whatever seq its last line
+        // names (chainFields reads up to 19 digits), which may exceed Int.max.
+        w.field("seq", uint: seq)
         w.field("time", time)
         w.field("event", e.event)
         w.field("result", e.result)
@@ -131,6 +133,11 @@ struct JSONLineWriter {
     mutating func field(_ name: String, int value: Int?, first: Bool = false) {
         key(name, first: first)
         bytes += Array((value.map(String.init) ?? "null").utf8)
+    }
+
+    mutating func field(_ name: String, uint value: UInt64) {
+        key(name, first: false)
+        bytes += Array(String(value).utf8)
     }
 
     mutating func field(_ name: String, _ value: String?) {
