@@ -60,14 +60,29 @@ let package = Package(
         .executableTarget(name: "provider-latency", dependencies: ["CMKCrypto", "CMKKeys", "CMKPKCS11", "CMKSocketKMS"],
                           path: "bench/provider-latency"),
 
+        // Fuzz targets: one function per parser of untrusted bytes, run by CMKFuzzTests and by
+        // the libFuzzer driver below (docs/fuzzing.md).
+        .target(name: "CMKFuzzTargets", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeyService", "CMKKeys",
+                                                       "CMKMetadata", "CMKSocketKMS", "CSQLite"]),
+
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
         .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKKeyServiceTests", dependencies: ["CMKKeyService", "CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKAuditTests", dependencies: ["CMKAudit", "CMKCrypto"]),
         .testTarget(name: "CMKMetadataTests", dependencies: ["CMKMetadata"]),
+        .testTarget(name: "CMKFuzzTests", dependencies: ["CMKFuzzTargets"]),
         .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "cmkfs-kms", "CMKVolume", "CMKFormat", "CMKCrypto",
                                                              "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit"]),
     ],
     swiftLanguageModes: [.v6]
 )
+
+// The libFuzzer driver exists only when CMKFS_FUZZ is set (fuzz/run.sh sets it), so `swift build`
+// and `swift test` never need libFuzzer or unsafe flags.
+if Context.environment["CMKFS_FUZZ"] != nil {
+    package.targets.append(.systemLibrary(name: "CLibFuzzer", path: "fuzz/CLibFuzzer"))
+    package.targets.append(.executableTarget(name: "cmkfs-fuzz", dependencies: ["CLibFuzzer", "CMKFuzzTargets"], path: "fuzz/driver",
+                                             swiftSettings: [.unsafeFlags(["-sanitize=fuzzer", "-parse-as-library"])],
+                                             linkerSettings: [.unsafeFlags(["-sanitize=fuzzer"])]))
+}
