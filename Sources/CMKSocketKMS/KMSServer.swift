@@ -133,13 +133,15 @@ public final class KMSServer: Sendable {
             out.u8(KMSProtocol.Status.ok.rawValue).string(key.keyID).u32(key.version)
         case .wrap:
             let key = KeyRef(keyID: try r.readString(), version: try r.readU32())
-            let context = WrapContext(volumeID: try r.readArray(), fileID: try r.readArray())
+            let context = try Self.readContext(r)
             let dek = try r.readSecret()
+            // The answer carries the EDEK (28 bytes longer) in one u16-length field.
+            guard dek.count <= 0xFFFF - 28 else { throw WireFrame.Malformed() }
             let edek = try kms.wrap(dek, with: key, context: context)
             out.u8(KMSProtocol.Status.ok.rawValue).bytes(edek)
         case .unwrap:
             let key = KeyRef(keyID: try r.readString(), version: try r.readU32())
-            let context = WrapContext(volumeID: try r.readArray(), fileID: try r.readArray())
+            let context = try Self.readContext(r)
             let dek = try kms.unwrap(try r.readArray(), with: key, context: context)
             out.u8(KMSProtocol.Status.ok.rawValue)
             _ = dek.withUnsafeBytes { out.bytes($0) }
@@ -152,6 +154,15 @@ public final class KMSServer: Sendable {
             try kms.setState(state, of: key)
             out.u8(KMSProtocol.Status.ok.rawValue)
         }
+    }
+
+    /// The wrap binding of a request. The binding writes each id's length in one byte
+    /// (`WrapContext.associatedData`), so a longer id is a malformed request, not a trap that
+    /// would stop the KMS for every client.
+    private static func readContext(_ r: WireFrame) throws(WireFrame.Malformed) -> WrapContext {
+        let context = WrapContext(volumeID: try r.readArray(), fileID: try r.readArray())
+        guard context.volumeID.count <= 255, context.fileID.count <= 255 else { throw WireFrame.Malformed() }
+        return context
     }
 
     static func status(_ error: KeyProviderError) -> KMSProtocol.Status {
