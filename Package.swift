@@ -28,7 +28,7 @@ let package = Package(
         // Crypto primitives over OpenSSL EVP: secret buffers, AES-256-GCM, randomness.
         .target(name: "CMKCrypto", dependencies: ["COpenSSL"]),
         // The content format: header, block math, block sealing, holes.
-        .target(name: "CMKFormat", dependencies: ["CMKCrypto"]),
+        .target(name: "CMKFormat", dependencies: ["CMKCrypto", "CLinuxFS"]),
         // Key providers (KEK side): the protocol and the embedded simulated KMS.
         .target(name: "CMKKeys", dependencies: ["CMKCrypto"]),
         // The PKCS#11 HSM key provider: module loading, session pool, AES-GCM wrap inside the token.

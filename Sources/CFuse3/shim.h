@@ -43,6 +43,8 @@ extern int open_by_handle_at(int mount_fd, void *handle, int flags);
 #define CMKFS_MAX_HANDLE_SZ 128
 static const int CMKFS_O_PATH = 010000000;
 static const int CMKFS_AT_EMPTY_PATH = 0x1000;
+// O_TMPFILE (__O_TMPFILE | O_DIRECTORY): an unnamed file in a directory, linked in later.
+static const int CMKFS_O_TMPFILE = 020000000 | 0200000;
 
 // struct file_handle's layout: handle_bytes, handle_type, then the handle itself.
 struct cmkfs_file_handle {

@@ -4,6 +4,7 @@
 // sets (chattr +a).
 #include <errno.h>
 #include <sys/ioctl.h>
+#include <sys/types.h>
 #include <linux/fs.h>
 
 /// Sets FS_APPEND_FL on `fd` (FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS). Returns 0 or an errno:
@@ -15,5 +16,15 @@ static inline int cmkfs_set_append_only(int fd) {
     flags |= FS_APPEND_FL;
     if (ioctl(fd, FS_IOC_SETFLAGS, &flags) != 0) return errno;
     return 0;
+}
+
+// fallocate(2) is a GNU extension (hidden without _GNU_SOURCE, which clashes with Swift's Glibc
+// module): declared here. Used with FALLOC_FL_KEEP_SIZE (1) to reserve room for audit records.
+extern int fallocate(int fd, int mode, off_t offset, off_t len);
+
+/// Allocates `len` bytes at `offset` without changing the file size (FALLOC_FL_KEEP_SIZE).
+/// Allowed on append-only files. Returns 0 or an errno.
+static inline int cmkfs_reserve(int fd, off_t offset, off_t len) {
+    return fallocate(fd, 1, offset, len) == 0 ? 0 : errno;
 }
 #endif

@@ -32,6 +32,9 @@ public final class AuditLog: Sendable {
         var fd: Int32 = -1
         var path = ""
         var bytes = 0
+        /// The segment's allocated end (fallocate with KEEP_SIZE): appends up to here need no
+        /// new blocks, so records still get written when the disk fills up.
+        var reserved = 0
         var seq: UInt64 = 0
         var prev = AuditRecord.genesis
         var unsynced = false
@@ -43,6 +46,11 @@ public final class AuditLog: Sendable {
     let head: Mutex<Head>
     /// The last checkpointed seq; serializes syncs so checkpoints only move forward.
     let syncing = Mutex<UInt64>(0)
+
+    /// Disk space kept allocated ahead of the segment's end (about 2,500 records): when the
+    /// volume's disk fills, files stay readable (their opens are still recorded) while the
+    /// operator frees space. Renewed when less than a quarter is left.
+    public static let reserveBytes = 1 << 20
 
     /// How often pending records are fsynced and checkpointed: the bound on how many seconds
     /// of open records a power cut can lose (a crash of the process loses none).
@@ -132,7 +140,14 @@ public final class AuditLog: Sendable {
             head.fd = fd
             head.path = last.path
             head.bytes = Int(st.st_size)
+            reserve(&head)
         }
+    }
+
+    /// Extends the reservation ahead of the segment's end; a full disk just leaves what is left.
+    static func reserve(_ h: inout Head) {
+        guard h.fd >= 0, cmkfs_reserve(h.fd, off_t(h.bytes), off_t(reserveBytes)) == 0 else { return }
+        h.reserved = h.bytes + reserveBytes
     }
 
     /// Writes one record (before returning) and, when `durable`, fsyncs it and saves a
@@ -146,7 +161,12 @@ public final class AuditLog: Sendable {
             do { record = try AuditRecord.line(body: body, key: key) } catch {
                 throw AuditError(.key, "cannot MAC an audit record: \(error)")
             }
-            if h.fd < 0 || (h.bytes > 0 && h.bytes + record.line.count > segmentLimit) { try roll(&h, firstSeq: seq) }
+            if h.fd < 0 || (h.bytes > 0 && h.bytes + record.line.count > segmentLimit) {
+                do throws(AuditError) { try roll(&h, firstSeq: seq) } catch {
+                    // No room for a new segment: keep writing into the reserve of this one.
+                    guard h.fd >= 0 && error.kind == .full else { throw error }
+                }
+            }
             let written = Self.writeAll(h.fd, record.line)
             guard written == record.line.count else {
                 let code = errno
@@ -163,6 +183,7 @@ public final class AuditLog: Sendable {
             h.prev = record.mac
             h.bytes += record.line.count
             h.unsynced = true
+            if h.reserved - h.bytes < Self.reserveBytes / 4 { Self.reserve(&h) }
         }
         if durable { try sync() }
     }
@@ -223,12 +244,10 @@ public final class AuditLog: Sendable {
     public var appendOnlyState: String { head.withLock { $0.appendOnly } }
 
     /// Starts a new segment whose first record will be `firstSeq`.
+    /// The old segment stays open until the new one exists, so a full disk (no room for a new
+    /// file) leaves the caller the old segment and its reserve.
     private func roll(_ h: inout Head, firstSeq: UInt64) throws(AuditError) {
-        if h.fd >= 0 {
-            if fsync(h.fd) != 0 { throw .system("fsync", h.path, errno) }
-            Glibc.close(h.fd)
-            h.fd = -1
-        }
+        if h.fd >= 0, fsync(h.fd) != 0 { throw .system("fsync", h.path, errno) }
         var attempt = 0
         var path = AuditSegments.name(directory, firstSeq: firstSeq, attempt: 0)
         var fd: Int32 = -1
@@ -243,9 +262,12 @@ public final class AuditLog: Sendable {
         h.appendOnly = rc == 0 ? "set" : "not set: \(String(cString: strerror(rc)))"
         let dir = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 { fsync(dir); Glibc.close(dir) }
+        if h.fd >= 0 { Glibc.close(h.fd) }
         h.fd = fd
         h.path = path
         h.bytes = 0
+        h.reserved = 0
+        Self.reserve(&h)
     }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Int {

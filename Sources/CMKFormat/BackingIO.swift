@@ -1,4 +1,5 @@
 import Glibc
+import CLinuxFS
 
 /// Full-length positional I/O on a backing file descriptor, retrying EINTR and short transfers.
 public enum BackingIO {
@@ -27,6 +28,19 @@ public enum BackingIO {
                 throw .io(call: "pwrite", errno: errno)
             }
             done += n
+        }
+    }
+
+    /// Allocates the disk space of `[offset, offset + count)` without changing the file size,
+    /// so a write that extends the file cannot run out of space half way (which would leave a
+    /// torn block: the old last block partly overwritten). ENOSPC/EDQUOT are thrown before any
+    /// byte is written; filesystems without fallocate are let through.
+    public static func reserve(_ fd: Int32, offset: Int, count: Int) throws(ContentError) {
+        guard count > 0 else { return }
+        while true {
+            let rc = cmkfs_reserve(fd, off_t(offset), off_t(count))
+            if rc == 0 || rc == EOPNOTSUPP || rc == ENOSYS { return }
+            if rc != EINTR { throw .io(call: "fallocate", errno: rc) }
         }
     }
 

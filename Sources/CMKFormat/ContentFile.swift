@@ -110,6 +110,10 @@ public struct ContentFile: Sendable {
                 }
                 diskPos += newLength + BlockLayout.overhead
             }
+            let oldEnd = layout.backingSize(plaintextSize: size)
+            if diskStart + diskCount > oldEnd {
+                try BackingIO.reserve(fd, offset: oldEnd, count: diskStart + diskCount - oldEnd)
+            }
             try BackingIO.pwrite(fd, scratch.disk.baseAddress!, count: diskCount, offset: diskStart)
         }
         return newSize
@@ -171,6 +175,9 @@ public struct ContentFile: Sendable {
         try scratch.sealBlock(UnsafeRawBufferPointer(rebasing: block[0..<newLength]), index: index, fileID: fileID,
                               key: key, into: disk)
         secureZero(block)
+        if newLength > oldLength {
+            try BackingIO.reserve(fd, offset: layout.diskOffset(ofBlock: index) + diskLength, count: newLength - oldLength)
+        }
         try BackingIO.pwrite(fd, disk, count: newLength + BlockLayout.overhead, offset: layout.diskOffset(ofBlock: index))
     }
 }

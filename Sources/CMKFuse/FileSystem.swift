@@ -255,16 +255,20 @@ public final class FileSystem: Sendable {
         return 0
     }
 
-    /// Creates a new encrypted file: key row first, then the header, so a crash never leaves a
-    /// file whose key is missing. Returns the shared state and the new backing object's `CMKFS_O_PATH`
-    /// descriptor for the inode table.
+    /// Creates a new encrypted file, atomically: the backing file is made unnamed (O_TMPFILE),
+    /// its key row is committed, its header written, and only then is it linked under `name`.
+    /// A crash at any point leaves either nothing under `name` (at worst an orphan key row, which
+    /// fsck removes) or a complete file — never a name whose backing file has no header or no
+    /// key. Returns the shared state of the new file.
     func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller, use: inout KeyUse) -> (OpenFile?, Int32) {
-        let fd = openAt(name, relativeTo: dir.fd, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: mode & 0o7777)
+        // Fail early on an existing name; the link below is what decides under a race.
+        if lstat(dir, name).1 == 0 { return (nil, EEXIST) }
+        let fd = openAt(".", relativeTo: dir.fd, flags: O_RDWR | CMKFS_O_TMPFILE | O_CLOEXEC, mode: mode & 0o7777)
         guard fd >= 0 else { return (nil, errno) }
         _ = fchown(fd, caller.uid, caller.gid)
         let fileID: FileID
         do { fileID = try FileID.random() } catch {
-            return abandon(fd, dir, name, nil, EIO)
+            return abandon(fd, nil, EIO)
         }
         use.fileID = fileID
         use.cache = "new"
@@ -276,14 +280,23 @@ public final class FileSystem: Sendable {
             lease = try cache.lease(for: fileID.bytes) { (key, ref) }
         } catch let error as FileKeyError {
             Self.log("\(name): cannot create a data key: \(error)")
-            return abandon(fd, dir, name, nil, error.errno)
+            return abandon(fd, nil, error.errno)
         } catch {
-            return abandon(fd, dir, name, fileID, EIO)
+            return abandon(fd, fileID, EIO)
         }
+        // The key row is committed, the file has no header yet: the moment a crash used to
+        // leave a name that could not be opened.
+        CrashPoint.hit("create-before-header")
         let content = ContentFile(fd: fd, fileID: fileID, layout: volume.layout)
         do { try content.writeHeader() } catch {
             cache.unpin(lease)
-            return abandon(fd, dir, name, fileID, error.errno)
+            return abandon(fd, fileID, error.errno)
+        }
+        // linkat through /proc/self/fd (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
+        guard linkat(AT_FDCWD, "/proc/self/fd/\(fd)", dir.fd, name, AT_SYMLINK_FOLLOW) == 0 else {
+            let e = errno
+            cache.unpin(lease)
+            return abandon(fd, fileID, e)
         }
         var st = stat()
         fstat(fd, &st)
@@ -291,9 +304,9 @@ public final class FileSystem: Sendable {
         return (register(file), 0)
     }
 
-    private func abandon(_ fd: Int32, _ dir: Node, _ name: String, _ fileID: FileID?, _ error: Int32) -> (OpenFile?, Int32) {
+    /// Undoes a create that did not link its file: the unnamed inode goes with its descriptor.
+    private func abandon(_ fd: Int32, _ fileID: FileID?, _ error: Int32) -> (OpenFile?, Int32) {
         close(fd)
-        unlinkat(dir.fd, name, 0)
         if let fileID { try? volume.forgetFile(fileID) }
         return (nil, error)
     }

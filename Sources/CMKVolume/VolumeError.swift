@@ -20,6 +20,8 @@ public struct CMKError: Error, CustomStringConvertible {
         case refused = 13
         /// A long operation finished but could not process every item (e.g. EDEKs that did not unwrap).
         case incomplete = 14
+        /// `cmkfs fsck` found problems that remain (not repaired, or not repairable).
+        case fsckProblems = 15
         case usage = 64
     }
 

@@ -139,7 +139,7 @@ extension Volume {
         return try codec.decrypt(encoded, directoryID: directoryID)
     }
 
-    private func directoryID(at dir: String, showing: String) throws(CMKError) -> [UInt8] {
+    func directoryID(at dir: String, showing: String) throws(CMKError) -> [UInt8] {
         let fd = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
             throw CMKError(.usage, "\(showing) is not a directory in the volume (\(String(cString: strerror(errno))))")

@@ -10,7 +10,7 @@ struct CMKFSCommand: ParsableCommand {
         discussion: "Exit codes are listed in docs/exit-codes.md.",
         version: "0.1.0",
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self,
-                      CacheCommand.self, KeyCommand.self, RekeyCommand.self, AuditCommand.self, DebugCommand.self]
+                      CacheCommand.self, KeyCommand.self, RekeyCommand.self, AuditCommand.self, FsckCommand.self, DebugCommand.self]
     )
 }
 

@@ -77,7 +77,12 @@ final class KMSProcess {
             if FileManager.default.fileExists(atPath: socket) {
                 // A refusing server still answers (with a refusal): that is "ready" too.
                 do { try client.ping(); return } catch {
-                    if faults.isEmpty == false { return }
+                    // A faulty KMS may not answer pings, but it must accept connections: the
+                    // socket file exists from bind(), before listen() (a race under load).
+                    if faults.isEmpty == false, let fd = try? UnixSocket.connect(socket, timeoutMilliseconds: 1000) {
+                        close(fd)
+                        return
+                    }
                 }
             }
             usleep(20_000)
