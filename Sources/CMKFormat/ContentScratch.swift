@@ -98,7 +98,12 @@ public final class ContentScratch {
     }
 }
 
-@inline(__always)
+/// Never inlined: inlined into `openBlock`/`sealBlock`, Swift 6.3's optimizer (-O) made their
+/// typed-throws callers see an error that was never thrown, with an uninitialized payload (a write
+/// over a hole failed with a garbage errno, then the daemon aborted or crashed; found by
+/// scripts/stress.py on a release build, confirmed under valgrind). The call costs nothing next to
+/// a 4 KiB AES-GCM operation. `ContentFileTests` cannot see it (debug); bench/release-smoke.sh can.
+@inline(never)
 func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
     // Word-at-a-time: this runs on every block read when checking for holes.
     var i = 0
