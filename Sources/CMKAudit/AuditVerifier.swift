@@ -131,6 +131,8 @@ public enum AuditVerifier {
             if prev == nil {
                 if p.seq != 1 || p.prev != AuditRecord.genesis {
                     guard allowMissingHead else {
+                        // No writer makes seq 0, and "1…seq − 1" would underflow for it.
+                        guard p.seq > 0 else { return problem(.missingHead, "the log starts at seq 0, which no writer makes") }
                         return problem(.missingHead, "the log starts at seq \(p.seq), not 1: records 1…\(p.seq - 1) are missing "
                                        + "(deleted, or archived segments not given)")
                     }

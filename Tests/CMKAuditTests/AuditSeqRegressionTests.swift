@@ -3,9 +3,28 @@ import XCTest
 import CMKAudit
 import CMKCrypto
 
-/// Found by the `audit-record` fuzz target (docs/fuzzing.md) with its input
-/// fuzz/corpus/audit-record/regression-seq-above-int-max.
+/// Seqs the audit code trapped on, found by the fuzz targets (docs/fuzzing.md); each test names
+/// its input in fuzz/corpus/.
 final class AuditSeqRegressionTests: XCTestCase {
+    /// fuzz/corpus/audit-segment/regression-first-record-seq-0: a log whose first record has
+    /// seq 0 (with a valid MAC, as only a holder of the audit key could make it) trapped verify
+    /// computing "records 1…seq − 1 are missing" in UInt64. Now it is reported as missing-head.
+    func testVerifyALogThatStartsAtSeqZero() throws {
+        let dir = NSTemporaryDirectory() + "cmkfs-audit-seq0-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let key = [UInt8](repeating: 0x5A, count: 32).withUnsafeBytes { SecretBytes(copying: $0) }
+        let body = AuditRecord.body(seq: 0, time: AuditRecord.now(), volumeID: "00", host: "h", prev: AuditRecord.genesis, AuditEvent("open"))
+        let segment = dir + "/audit-000000000000.log"
+        try Data(try AuditRecord.line(body: body, key: key).line).write(to: URL(fileURLWithPath: segment))
+
+        let report = try AuditVerifier.verify(segments: [segment], key: key, checkpoint: nil)
+        XCTAssertEqual(report.problem?.kind, .missingHead)
+        XCTAssertEqual(report.problem?.seq, 0)
+        let archived = try AuditVerifier.verify(segments: [segment], key: key, checkpoint: nil, allowMissingHead: true)
+        XCTAssertTrue(archived.intact, "\(String(describing: archived.problem))")
+    }
+
     /// `chainFields` reads a seq of up to 19 digits, so a segment whose last record says seq
     /// 9300000000000000000 (> Int.max) is resumed from, and the next append trapped converting
     /// seq + 1 to Int in `AuditRecord.body`: one edited line in audit/ crashed the mount at its
