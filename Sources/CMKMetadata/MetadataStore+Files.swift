@@ -128,7 +128,12 @@ extension MetadataStore {
             try c.withStatement("SELECT name FROM file_attrs WHERE file_id = ?1 AND name NOT GLOB '\(Self.reservedPrefix)*' ORDER BY name") { (s) throws(MetadataError) in
                 try s.bind(1, fileId)
                 var names: [String] = []
-                while try s.step("listing xattrs") { names.append(s.text(0)) }
+                while try s.step("listing xattrs") {
+                    // GLOB does not match a name stored as a BLOB (a damaged or hand-edited row):
+                    // check the decoded name too, so an internal row is never listed.
+                    let name = s.text(0)
+                    if !Self.isReserved(name) { names.append(name) }
+                }
                 return names
             }
         }

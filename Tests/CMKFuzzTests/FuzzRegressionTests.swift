@@ -25,4 +25,13 @@ final class FuzzRegressionTests: XCTestCase {
             XCTAssertEqual(answer.count > 4 ? answer[4] : nil, 8, "\(name): status bad_request")
         }
     }
+
+    /// fuzz/corpus/metadata-db/regression-blob-name-listed-as-xattr: a damaged meta.db whose row
+    /// name `cmkfs.edek…` is stored as a BLOB, not TEXT. SQL's `NOT GLOB 'cmkfs.*'` lets a blob
+    /// through, so `xattrNames` listed an internal row as a user xattr name (listxattr would
+    /// have shown it). Now the reserved prefix is checked on the decoded name as well.
+    func testXattrNamesNeverListAReservedRowStoredAsABlob() throws {
+        let input = try XCTUnwrap(FuzzCorpusTests.corpus("metadata-db").first { $0.0 == "regression-blob-name-listed-as-xattr" }?.1)
+        XCTAssertNoThrow(try fuzzMetadataDatabase(input))
+    }
 }
