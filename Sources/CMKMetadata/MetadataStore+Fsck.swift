@@ -35,3 +35,16 @@ extension MetadataStore {
         }
     }
 }
+
+extension MetadataStore {
+    /// The hashes of every stored long name (`long_names`, schema 2).
+    public func allLongNameHashes() throws(MetadataError) -> [[UInt8]] {
+        try locked { (c) throws(MetadataError) in
+            try c.withStatement("SELECT hash FROM long_names ORDER BY hash") { (s) throws(MetadataError) in
+                var out: [[UInt8]] = []
+                while try s.step("listing long names") { out.append(s.blob(0)) }
+                return out
+            }
+        }
+    }
+}

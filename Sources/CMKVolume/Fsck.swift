@@ -9,7 +9,8 @@ import CMKMetadata
 /// One problem `cmkfs fsck` found, named by path and file id (docs/fsck.md lists the kinds).
 public struct FsckProblem: Codable, Sendable, Equatable {
     /// `bad-header`, `no-key-row`, `bad-key-row`, `key-refused`, `key-does-not-unwrap`, `bad-size`,
-    /// `bad-block`, `duplicate-file-id`, `orphan-rows`, `orphan-copy`, `pending-rekey`, `bad-name`, `audit`.
+    /// `bad-block`, `duplicate-file-id`, `orphan-rows`, `orphan-copy`, `pending-rekey`, `bad-name`,
+    /// `missing-dir-id`, `orphan-mkdir`, `orphan-long-name`, `audit`.
     public var kind: String
     /// The file as the mount shows it ("/a/b"); a backing path ("data/…") when its name does not
     /// decrypt.
@@ -77,6 +78,7 @@ extension Volume {
         }
         progress(files.count, files.count)
         try checkOrphanRows(seen: Set(seen.keys), repair: repair, into: &report, audit: audit)
+        try checkNames(repair: repair, into: &report, audit: audit)
         checkAudit(into: &report)
         report.seconds = Date().timeIntervalSince(start)
         return report

@@ -125,6 +125,29 @@ final class FsckTests: IntegrationTestCase {
         XCTAssertEqual(sha256(mnt + "/recovered-\(ids["g"]!)"), sha256(plain + "/g"))
     }
 
+    /// The encrypted-name structures: a long name's row without its entry, a mkdir cut short, a
+    /// directory without its id.
+    func testEncryptedNameStructuresAreChecked() throws {
+        let long = String(repeating: "n", count: 200)
+        sh("mkdir \(mnt)/d && echo x > \(mnt)/d/\(long) && echo y > \(mnt)/d/short")
+        try fx.unmount()
+        XCTAssertEqual(fsck().problems.count, 0)
+        sh("rm \(backing("d/" + long))")
+        let d = backing("d")
+        sh("mkdir \(d)/.cmkfs-mkdir-0011223344556677 && head -c 16 /dev/urandom > \(d)/.cmkfs-mkdir-0011223344556677/.cmkfs-dirid")
+        sh("mkdir \(vol)/data/made-behind-the-mounts-back")
+        let check = fsck()
+        XCTAssertEqual(check.of("orphan-long-name").count, 1, check.raw)
+        XCTAssertEqual(check.of("orphan-mkdir").count, 1, check.raw)
+        XCTAssertEqual(check.of("missing-dir-id").first?["path"] as? String, "data/made-behind-the-mounts-back", check.raw)
+        let fixed = fsck(["--repair"])
+        XCTAssertEqual(Set(fixed.problems.filter { $0["repaired"] as? Bool == true }.compactMap { $0["kind"] as? String }),
+                       ["orphan-long-name", "orphan-mkdir", "orphan-rows"], fixed.raw)
+        XCTAssertEqual(fsck().problems.compactMap { $0["kind"] as? String }, ["missing-dir-id"])
+        try fx.mount()
+        XCTAssertEqual(sh("cat \(mnt)/d/short"), "y\n")
+    }
+
     func testTamperedAuditSegmentIsAProblem() throws {
         sh("echo x > \(mnt)/f && cat \(mnt)/f > /dev/null")
         try fx.unmount()
