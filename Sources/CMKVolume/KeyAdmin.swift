@@ -25,7 +25,11 @@ public struct KeyAdmin {
         defer { store.close() }
         let records: [KeyVersionRecord]
         do { records = try store.keyVersions() } catch { throw .metadata(error, volume: path) }
-        let provider = try Volume.makeProvider(providerConfig, create: false, volume: path, pin: pin)
+        let provider: any KeyProvider
+        do { provider = try Volume.makeProvider(providerConfig, create: false, volume: path, pin: pin) } catch {
+            Volume.notePendingDenial(volume: path, event: "key-command-denied", error: error)
+            throw error
+        }
         return KeyAdmin(path: path, config: config, provider: provider,
                         versions: records.filter { $0.state != .purged }.map { KeyRef(keyID: $0.keyId, version: $0.version) })
     }
@@ -45,6 +49,7 @@ public struct KeyAdmin {
         do {
             let log = try AuditLog.open(directory: path + "/audit", key: key, volumeID: hex(try volumeID(store)),
                                         checkpoints: MetadataCheckpoints(store: store), lockWait: 5)
+            try PendingDenials.ingest(into: log, directory: path + "/audit")
             try log.append(event, durable: true)
             try log.close()
         } catch let error as AuditError {
@@ -63,6 +68,7 @@ public struct KeyAdmin {
         do {
             let log = try AuditLog.open(directory: path + "/audit", key: key, volumeID: hex(try volumeID(store)),
                                         checkpoints: MetadataCheckpoints(store: store), lockWait: 5)
+            try PendingDenials.ingest(into: log, directory: path + "/audit")
             return CommandAuditLog(log: log, ownedStore: store)
         } catch let error as AuditError {
             store.close()

@@ -54,11 +54,25 @@ extension Volume {
     public func openAuditLog(lockWait: Double = 10, onFailure: @escaping @Sendable (AuditError) -> Void = { _ in }) throws(CMKError) -> AuditLog {
         let key = try auditKey()
         do {
-            return try AuditLog.open(directory: auditPath, key: key, volumeID: hex(volumeID),
-                                     checkpoints: MetadataCheckpoints(store: metadata), lockWait: lockWait, onFailure: onFailure)
+            let log = try AuditLog.open(directory: auditPath, key: key, volumeID: hex(volumeID),
+                                        checkpoints: MetadataCheckpoints(store: metadata), lockWait: lockWait, onFailure: onFailure)
+            try PendingDenials.ingest(into: log, directory: auditPath)
+            return log
         } catch {
             throw CMKError(error)
         }
+    }
+
+    /// Notes a denial that happened before the audit log could be opened (wrong PIN, disabled
+    /// key, provider down): kept in `audit/denials.pending` and chained by the next opener.
+    /// Only key failures count; other errors (usage, mountpoint) are not key events.
+    public static func notePendingDenial(volume: String, event: String, error: CMKError, detail: String? = nil) {
+        guard error.code == .keyUnavailable else { return }
+        let lower = error.message.lowercased()
+        let outage = ["unreachable", "not answering", "unavailable", "timed out", "timeout", "does not exist", "cannot"].contains { lower.contains($0) }
+        let keyID = try? readConfig(absolute(volume)).provider.keyID
+        PendingDenials.record(.command(event, result: outage ? "error" : "denied", error: error.message, keyID: keyID, detail: detail),
+                              directory: absolute(volume) + "/audit")
     }
 
     /// The log held open by a command working on this (unmounted) volume, e.g. an offline rekey.

@@ -64,7 +64,12 @@ struct MountCommand: ParsableCommand {
             throw CMKError(.alreadyMounted, "\(absolute(volume)) is already mounted at \(holder.mountpoint) (pid \(holder.pid))",
                            hint: "unmount it first: cmkfs unmount \(holder.mountpoint)")
         }
-        let v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin)
+        let v: Volume
+        do { v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin) } catch {
+            // The audit log needs the key that was just refused: note the denial for later.
+            Volume.notePendingDenial(volume: volume, event: "mount-denied", error: error, detail: "mount at \(mnt)")
+            throw error
+        }
         var st = stat()
         if stat(mnt, &st) != 0 {
             switch errno {

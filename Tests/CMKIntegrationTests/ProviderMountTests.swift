@@ -402,6 +402,18 @@ final class ProviderMountTests: IntegrationTestCase {
         XCTAssertEqual(none.status, 5, "\(none)")
         XCTAssertTrue(none.stderr.contains("PIN of PKCS#11 token 'cmkfs-it' is needed"), "\(none)")
         XCTAssertEqual(snapshot(pvol), before)
+        // The refusals could not be chained (the audit key is behind the token): they wait in
+        // denials.pending, and the next mount chains them with their original time.
+        let pending = (try? String(contentsOfFile: pvol + "/audit/denials.pending", encoding: .utf8)) ?? ""
+        XCTAssertTrue(pending.contains("mount-denied") && pending.contains("CKR_PIN_INCORRECT"), pending)
+        try mountP(env: env, ["--pin-file", pinFile])
+        try unmountP()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: pvol + "/audit/denials.pending"))
+        let denied = cmkfs(["audit", "show", pvol, "--event", "mount-denied", "--json"], env: env)
+        XCTAssertTrue(denied.stdout.contains("\"denied\"") && denied.stdout.contains("CKR_PIN_INCORRECT")
+                      && denied.stdout.contains("chained late"), "\(denied)")
+        let v = cmkfs(["audit", "verify", pvol, "--pin-file", pinFile], env: env)
+        XCTAssertTrue(v.succeeded, "\(v)")
     }
 
     /// The kill switch on an HSM volume: `cmkfs key revoke` turns off CKA_ENCRYPT/CKA_DECRYPT on the
