@@ -105,22 +105,29 @@ final class RekeyTests: IntegrationTestCase {
         return sh("cd \(plain) && sha256sum f*")
     }
 
-    func testKilledRekeyCommandLeavesEveryFileWholeAndResumes() throws {
-        let sums = makeBigFiles(4)
-        try fx.unmount()
-        let before = edeks()
+    /// Starts `cmkfs rekey` of the whole volume and returns once a re-encrypted copy exists
+    /// (a file is mid-rekey), or after 1.5 s: the moment the crash tests kill something.
+    func startRekeyUntilACopyExists() throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: MountFixture.binary)
         p.arguments = ["rekey", vol, "--kms-dir", fx.kms, "--json"]
         p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try p.run()
-        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) }; p.waitUntilExit() }
-        // Kill it while a re-encrypted copy exists (mid-file), or at the latest after 1.5 s.
         let deadline = Date().addingTimeInterval(1.5)
         while Date() < deadline && p.isRunning && ((try? FileManager.default.contentsOfDirectory(atPath: vol + "/rekey")) ?? []).isEmpty {
             usleep(2_000)
         }
         usleep(50_000)
+        return p
+    }
+
+    func testKilledRekeyCommandLeavesEveryFileWholeAndResumes() throws {
+        let sums = makeBigFiles(4)
+        try fx.unmount()
+        let before = edeks()
+        let p = try startRekeyUntilACopyExists()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) }; p.waitUntilExit() }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
         let changed = edeks().filter { before[$0.key] != $0.value }.count
@@ -163,18 +170,8 @@ final class RekeyTests: IntegrationTestCase {
 
     func testKilledMountDuringRekeyRecoversAtTheNextMount() throws {
         let sums = makeBigFiles(3)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: MountFixture.binary)
-        p.arguments = ["rekey", vol, "--kms-dir", fx.kms, "--json"]
-        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
+        let p = try startRekeyUntilACopyExists()
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) }; p.waitUntilExit() }
-        let deadline = Date().addingTimeInterval(1.5)
-        while Date() < deadline && p.isRunning && ((try? FileManager.default.contentsOfDirectory(atPath: vol + "/rekey")) ?? []).isEmpty {
-            usleep(2_000)
-        }
-        usleep(50_000)
         let pid = try XCTUnwrap(fx.lockPID())
         XCTAssertEqual(kill(pid, SIGKILL), 0)
         while MountFixture.isAlive(pid) { usleep(20_000) }
