@@ -41,7 +41,7 @@ public func fuzzMetadataDatabase(_ data: [UInt8]) throws(FuzzViolation) {
     try readEverything(store, target: "metadata-db")
 }
 
-/// Rows of fuzzed values in `key_versions`, `file_attrs` and `meta` of a real database, then
+/// Rows of fuzzed values in `key_versions`, `file_attrs`, `meta` and `long_names` of a real database, then
 /// every reader. The input is a list of rows: a table byte, then one tagged value per column
 /// (null, integer, real, text or blob; file ids mostly from a set of four so rows meet).
 public func fuzzMetadataRows(_ data: [UInt8]) throws(FuzzViolation) {
@@ -55,6 +55,8 @@ public func fuzzMetadataRows(_ data: [UInt8]) throws(FuzzViolation) {
 }
 
 private let fileIDs: [[UInt8]] = (0..<4).map { i in [UInt8](repeating: UInt8(0x10 * (i + 1)), count: 16) }
+/// Keys of `long_names` rows (SHA-256 sized).
+private let longHashes: [[UInt8]] = (0..<4).map { i in [UInt8](repeating: UInt8(0x11 * (i + 1)), count: 32) }
 private let attrNames = ["cmkfs.edek", "cmkfs.kek", "user.a", "cmkfs.other"]
 
 private func insertRows(_ data: [UInt8], into path: String) {
@@ -69,17 +71,18 @@ private func insertRows(_ data: [UInt8], into path: String) {
     var rows = 0
     while !r.atEnd && rows < 64 {
         rows += 1
-        let table = r.u8() % 3
+        let table = r.u8() % 4
         let sql: String
         switch table {
         case 0: sql = "INSERT OR REPLACE INTO key_versions(key_id, version, state, created_at) VALUES(?1, ?2, ?3, ?4)"
         case 1: sql = "INSERT OR REPLACE INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, ?3, ?4)"
-        default: sql = "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"
+        case 2: sql = "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"
+        default: sql = "INSERT OR REPLACE INTO long_names(hash, name) VALUES(?1, ?2)"
         }
         var statement: OpaquePointer?
         guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, let statement else { continue }
         defer { sqlite3_finalize(statement) }
-        let columns: Int32 = table == 2 ? 2 : 4
+        let columns: Int32 = table >= 2 ? 2 : 4
         for column in 1...columns {
             bindValue(statement, column, &r, table: table)
         }
@@ -89,7 +92,8 @@ private func insertRows(_ data: [UInt8], into path: String) {
 }
 
 /// One tagged value. Tags 5–7 are shortcuts to values that meet the schema's expectations
-/// (a known file id, a reserved row name, a valid state), so rows reach the store's parsing.
+/// (a known file id or long-name hash, a reserved row name, a valid state), so rows reach the
+/// store's parsing.
 private func bindValue(_ s: OpaquePointer, _ column: Int32, _ r: inout ByteReader, table: UInt8) {
     let tag = r.u8() % 8
     switch tag {
@@ -110,7 +114,7 @@ private func bindValue(_ s: OpaquePointer, _ column: Int32, _ r: inout ByteReade
             _ = blob.withUnsafeBytes { cmkfs_sqlite3_bind_blob_transient(s, column, $0.baseAddress, Int32($0.count)) }
         }
     case 5:
-        let id = fileIDs[Int(r.u8()) % fileIDs.count]
+        let id = table == 3 ? longHashes[Int(r.u8()) % longHashes.count] : fileIDs[Int(r.u8()) % fileIDs.count]
         _ = id.withUnsafeBytes { cmkfs_sqlite3_bind_blob_transient(s, column, $0.baseAddress, Int32($0.count)) }
     case 6:
         let name = table == 0 ? ["active", "deactivated", "disabled", "purged"][Int(r.u8()) % 4] : attrNames[Int(r.u8()) % attrNames.count]
@@ -125,6 +129,7 @@ private func readEverything(_ store: MetadataStore, target: String) throws(FuzzV
         _ = try? store.meta(key)
     }
     _ = try? store.metaKeys(withPrefix: "rekey.")
+    for hash in longHashes { _ = try? store.longName(hash: hash) }
     let versions = (try? store.keyVersions()) ?? []
     if let active = try? store.activeKeyVersion() {
         guard active.state == .active else { throw FuzzViolation(target, "activeKeyVersion returned a \(active.state) version") }
@@ -159,6 +164,7 @@ func metadataDatabaseSeeds() -> [(name: String, bytes: [UInt8])] {
              try store.insertFileKey(fileId: id, FileKeyRecord(edek: [UInt8](repeating: UInt8(i), count: 60), keyId: "mk-0123456789abcdef", keyVersion: 1 + i % 2))
              try store.setXattr(fileId: id, name: "user.note", value: [1, 2, 3], mode: .any)
          }
+         try store.setLongName(hash: longHashes[0], name: String(repeating: "A", count: 200))
      })]
 }
 
@@ -172,5 +178,6 @@ func metadataRowSeeds() -> [(name: String, bytes: [UInt8])] {
     row += [1, 5, 0, 6, 2, 4, 3, 1, 2, 3, 0]
     return [("file-with-key", row),
             ("bad-state", [0, 3, 1, 0x6B, 7, 1, 3, 3] + Array("odd".utf8) + [3, 0]),
-            ("edek-without-version", [1, 5, 1, 6, 0, 4, 2, 1, 2, 0])]
+            ("edek-without-version", [1, 5, 1, 6, 0, 4, 2, 1, 2, 0]),
+            ("long-name", [3, 5, 0, 3, 43] + Array("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_abcde".utf8))]
 }

@@ -51,10 +51,12 @@ final class FuzzCorpusTests: XCTestCase {
     func testKMSClient() throws { try run("kms-client", mutations: 800) }
 
     /// Regenerates the seeds from the code that writes each format (not a test: run by hand
-    /// with CMKFS_WRITE_CORPUS=1 after a format change; the seeds are committed).
+    /// after a format change, with CMKFS_WRITE_CORPUS=1 for every target or a comma-separated
+    /// list of targets; the seeds are committed).
     func testWriteSeeds() throws {
-        guard ProcessInfo.processInfo.environment["CMKFS_WRITE_CORPUS"] != nil else { return }
-        for target in FuzzTargets.all {
+        guard let which = ProcessInfo.processInfo.environment["CMKFS_WRITE_CORPUS"] else { return }
+        let names = Set(which.split(separator: ",").map(String.init))
+        for target in FuzzTargets.all where which == "1" || names.contains(target.name) {
             let dir = Self.repoRoot.appendingPathComponent("fuzz/corpus/\(target.name)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             for seed in target.seeds() {
