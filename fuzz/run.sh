@@ -26,6 +26,10 @@ mkdir -p "fuzz/corpus/$target" "fuzz/out/$target" fuzz/crashes
 # (regression inputs may be larger: they are replayed, not a reason to mutate 64 KiB inputs).
 max_len=$(find "fuzz/corpus/$target" -type f -name 'seed-*' -printf '%s\n' | sort -n | tail -1)
 max_len=$(( ${max_len:-0} > 4096 ? max_len : 4096 ))
+# A crash skips the harness's cleanup at exit: remove scratch directories of dead fuzz processes.
+for dir in /dev/shm/cmkfs-fuzz.* "${TMPDIR:-/tmp}"/cmkfs-fuzz.*; do
+    if [ -d "$dir" ] && ! kill -0 "${dir##*.}" 2>/dev/null; then rm -rf "$dir"; fi
+done
 # The Swift runtime's backtracer would take the crash signal before libFuzzer could save the input.
 export SWIFT_BACKTRACE=enable=no
 export CMKFS_FUZZ_TARGET="$target"
