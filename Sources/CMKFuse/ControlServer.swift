@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import CMKAudit
 import CMKKeyService
@@ -42,6 +43,7 @@ enum ControlServer {
     }
 
     static func handle(_ request: ControlRequest, _ fs: FileSystem, peer: PeerCredentials) -> ControlResponse {
+        FileSystem.logger.debug("control: \(request.op) from uid \(peer.uid) pid \(peer.pid)")
         switch request.op {
         case "stats":
             var response = ControlResponse(ok: true)

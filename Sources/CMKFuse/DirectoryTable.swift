@@ -1,3 +1,4 @@
+import Logging
 import Glibc
 import Synchronization
 import CMKFormat
@@ -125,7 +126,7 @@ extension FileSystem {
                 entry.name = try volume.decryptName(entry.name, codec: codec, directoryID: directoryID)
                 shown.append(entry)
             } catch {
-                Self.log("readdir: skipping backing entry \(entry.name) (inode \(entry.inode)): \(error)")
+                FileSystem.logger.error("readdir: skipping backing entry \(entry.name) (inode \(entry.inode)): \(error)")
             }
         }
         listing.entries = shown

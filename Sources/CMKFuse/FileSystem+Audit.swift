@@ -1,3 +1,4 @@
+import Logging
 import Glibc
 import CMKAudit
 import CMKFormat
@@ -34,8 +35,7 @@ extension FileSystem {
             try log.append(record)
             return 0
         } catch {
-            Self.log("audit: cannot record \(event) of \(path() ?? "?"): \(error); "
-                     + (rc == 0 ? "refusing it (errno \(error.fuseErrno))" : "it failed anyway"))
+            Self.logger.error("audit: cannot record \(event) of \(path() ?? "?"): \(error); \(rc == 0 ? "refusing it (errno \(error.fuseErrno))" : "it failed anyway")")
             return rc == 0 ? error.fuseErrno : 0
         }
     }
@@ -53,7 +53,7 @@ extension FileSystem {
     }
 
     private static func log_(_ error: AuditError, _ text: String) {
-        log("audit: cannot record key event '\(text)': \(error)")
+        logger.error("audit: cannot record key event '\(text)': \(error)")
     }
 
     /// The path inside the mount of an open backing descriptor (`/proc/self/fd/N`), or nil.

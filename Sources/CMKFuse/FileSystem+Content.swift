@@ -1,3 +1,4 @@
+import Logging
 import Glibc
 import CFuse3
 import CMKCrypto
@@ -78,7 +79,7 @@ extension FileSystem {
                 reply(UnsafeRawBufferPointer(rebasing: out[0..<n]))
                 return 0
             } catch let error as FileOpError {
-                Self.log("read \(handle.path) at \(offset): \(error)")
+                Self.logFailure(error.errno, "read \(handle.path) at \(offset): \(error)")
                 _ = audit("read-denied", KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef }),
                           rc: error.errno, error: "\(error)", path: mountPath(ofDescriptor: file.fd), caller: nil,
                           detail: "read at offset \(offset)")
@@ -104,7 +105,7 @@ extension FileSystem {
             }
             return (data.count, 0)
         } catch {
-            Self.log("write \(handle.path) at \(offset): \(error)")
+            Self.logFailure(error.errno, "write \(handle.path) at \(offset): \(error)")
             _ = audit("write-denied", KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef }),
                       rc: error.errno, error: "\(error)", path: mountPath(ofDescriptor: file.fd), caller: nil,
                       detail: "write at offset \(offset)")
@@ -138,7 +139,7 @@ extension FileSystem {
             }
             return 0
         } catch {
-            Self.log("truncate \(label) to \(newSize): \(error)")
+            Self.logFailure(error.errno, "truncate \(label) to \(newSize): \(error)")
             return error.errno
         }
     }
@@ -161,7 +162,7 @@ extension FileSystem {
         let rc = dataOnly ? fdatasync(handle.file.fd) : Glibc.fsync(handle.file.fd)
         if rc != 0 { return errno }
         do { try volume.metadata.makeDurable() } catch {
-            Self.log("fsync \(handle.path): metadata: \(error)")
+            Self.logger.error("fsync \(handle.path): metadata: \(error)")
             return EIO
         }
         return 0
@@ -187,7 +188,7 @@ extension FileSystem {
                 return 0
             }
         } catch {
-            Self.log("fallocate \(handle.path): \(error)")
+            Self.logFailure(error.errno, "fallocate \(handle.path): \(error)")
             return error.errno
         }
     }

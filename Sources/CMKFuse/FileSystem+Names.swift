@@ -1,3 +1,4 @@
+import Logging
 import Glibc
 import Synchronization
 import CMKAudit
@@ -55,7 +56,7 @@ final class NameLayer: Sendable {
             }
         } catch {
             let err = error as? FileKeyError
-            FileSystem.log("the name key: \(err?.description ?? "\(error)")")
+            FileSystem.logFailure(err?.errno ?? EIO, "the name key: \(err?.description ?? "\(error)")")
             return .failure(err?.errno ?? EIO)
         }
         if missed { record(rc: 0, error: nil, key: fresh.keyRef) }
@@ -90,7 +91,7 @@ final class NameLayer: Sendable {
             dir.inode.directoryID.withLock { $0 = id }
             return .success(id)
         } catch {
-            FileSystem.log("directory inode \(dir.identity.inode): \(error)")
+            FileSystem.logger.error("directory inode \(dir.identity.inode): \(error)")
             return .failure(EIO)
         }
     }
@@ -106,7 +107,7 @@ final class NameLayer: Sendable {
         do { encrypted = try codec.encrypt(name, directoryID: id) } catch { return ("", error.errno) }
         if creating, let full = encrypted.fullName, let hash = encrypted.hash {
             do { try volume.metadata.setLongName(hash: hash, name: full) } catch {
-                FileSystem.log("cannot store a long name: \(error)")
+                FileSystem.logger.error("cannot store a long name: \(error)")
                 return ("", EIO)
             }
         }
@@ -117,7 +118,7 @@ final class NameLayer: Sendable {
     func forget(_ backingName: String) {
         guard let hash = NameCodec.hash(ofLong: backingName) else { return }
         do { try volume.metadata.deleteLongName(hash: hash) } catch {
-            FileSystem.log("a removed long name's row stays behind (an orphan for fsck): \(error)")
+            FileSystem.logger.warning("a removed long name's row stays behind (an orphan for fsck): \(error)")
         }
     }
 

@@ -1,3 +1,4 @@
+import Logging
 import Glibc
 import CFuse3
 import CMKCrypto
@@ -60,7 +61,7 @@ extension FileSystem {
         let fd = openAt(temp, relativeTo: dir.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         var rc: Int32 = fd >= 0 ? 0 : errno
         if rc == 0 {
-            do { try DirectoryID.create(directoryFD: fd) } catch { rc = EIO; Self.log("mkdir: \(error)") }
+            do { try DirectoryID.create(directoryFD: fd) } catch { rc = EIO; Self.logger.error("mkdir: \(error)") }
             close(fd)
         }
         if rc == 0 {
@@ -176,7 +177,7 @@ extension FileSystem {
         switch names.codec() {
         case .success(let codec):
             do { return (try codec.decryptTarget(stored), 0) } catch {
-                Self.log("symlink inode \(inode.identity.inode): its target does not decrypt: \(error)")
+                Self.logger.error("symlink inode \(inode.identity.inode): its target does not decrypt: \(error)")
                 return ("", EIO)
             }
         case .failure(let rc): return ("", rc)
@@ -219,7 +220,7 @@ extension FileSystem {
     func forget(_ fileID: FileID, _ name: String) {
         do { try volume.forgetFile(fileID) } catch {
             // The file is gone; a leftover row is an orphan for fsck, not a loss of data.
-            Self.log("\(name): removed, but its key rows were not: \(error)")
+            Self.logger.error("\(name): removed, but its key rows were not: \(error)")
         }
     }
 }

@@ -1,3 +1,4 @@
+import Logging
 import Glibc
 import CMKAudit
 import CMKCrypto
@@ -53,7 +54,7 @@ extension FileSystem {
                             detail: "re-encrypted under a new data key" + (oldRef.map { " (was under \($0))" } ?? ""))
             return (arc, arc == 0 ? nil : "/\(path): rekeyed, but its audit record could not be written")
         case .failure(let error):
-            Self.log("rekey /\(path): \(error)")
+            Self.logger.error("rekey /\(path): \(error)")
             _ = audit("rekey", use, rc: error.errno, error: error.description, path: "/\(path)", caller: caller)
             return (error.errno, "/\(path): \(error.description)")
         }

@@ -1,3 +1,4 @@
+import Logging
 import Glibc
 import CMKCrypto
 import CMKFormat
@@ -53,7 +54,7 @@ extension FileSystem {
             let plain = try XattrSeal.open(sealed, name: name, fileID: fileID, key: key)
             return (plain.withUnsafeBytes { Array($0) }, length, 0)
         } catch {
-            Self.log("getxattr file \(fileID) \(name): value failed authentication")
+            Self.logger.error("getxattr file \(fileID) \(name): value failed authentication")
             return ([], 0, EIO)
         }
     }

@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import Synchronization
 import CFuse3
 import CMKAudit
@@ -41,7 +42,7 @@ public final class FileSystem: Sendable {
         self.volume = volume
         self.audit = audit
         cache = KeyCache(policy: policy, provider: volume.provider, onEvent: {
-            FileSystem.log("key event: \($0)")
+            FileSystem.logKeyEvent($0)
             FileSystem.auditKeyEvent(audit, $0)
         })
         // Not CMKFS_O_PATH: open_by_handle_at refuses an CMKFS_O_PATH descriptor as its mount descriptor.
@@ -60,7 +61,7 @@ public final class FileSystem: Sendable {
         }
         // A rekey cut short by a crash leaves a file half re-encrypted: finish it before serving.
         for line in try volume.recoverInterruptedRekeys() {
-            Self.log(line)
+            Self.logger.notice("\(line)")
             try? audit?.append(AuditEvent("rekey", detail: line), durable: true)
         }
     }
@@ -102,10 +103,17 @@ public final class FileSystem: Sendable {
         var pid: pid_t = 0
     }
 
-    /// One line on stderr (the mount log when daemonized), prefixed with the pid.
-    public static func log(_ message: String) {
-        let line = "cmkfs[\(getpid())]: \(message)\n"
-        _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+    /// A failed file operation: a warning when the key was refused (EACCES: a revocation the
+    /// operator asked for, one line per refused use), an error otherwise (I/O, tampering).
+    static func logFailure(_ errno: Int32, _ message: @autoclosure () -> String) {
+        logger.log(level: errno == EACCES ? .warning : .error, "\(message())")
+    }
+
+    /// A key-service event: the periodic successful renewal is debug (one line per master-key
+    /// version every --lease-renew), a failed renewal a warning, flushes and expiries info.
+    static func logKeyEvent(_ text: String) {
+        let level: Logger.Level = text.hasPrefix("renew failed") ? .warning : text.hasPrefix("renew:") ? .debug : .info
+        logger.log(level: level, "key event: \(text)")
     }
 
     /// Backing stat → what applications see: a regular file's size is its plaintext size.
@@ -197,14 +205,14 @@ public final class FileSystem: Sendable {
         // Unwrapping may call out to the key provider: no lock is held here.
         let fileID: FileID
         do { fileID = try ContentFile.readFileID(fd: fd); use.fileID = fileID } catch {
-            Self.log("\(label): \(error)")
+            Self.logFailure(error.errno, "\(label): \(error)")
             close(fd)
             return (nil, error.errno)
         }
         let lease: KeyLease
         do { lease = try leaseKey(fileID, use: &use) } catch {
             use.error = error.description
-            Self.log("\(label): cannot get the data key of file \(fileID): \(error)")
+            Self.logFailure(error.errno, "\(label): cannot get the data key of file \(fileID): \(error)")
             close(fd)
             return (nil, error.errno)
         }
@@ -223,6 +231,8 @@ public final class FileSystem: Sendable {
                 return try volume.fileKeyAndVersion(fileID)
             }
             use.key = lease.keyRef
+            // Debug, not info: one line per key-provider call (at most one per file per TTL).
+            if missed { Self.logger.debug("unwrapped the data key of file \(fileID) under \(lease.keyRef)") }
             return lease
         } catch let error as FileKeyError { throw error } catch {
             throw FileKeyError(errno: EIO, description: "\(error)")
@@ -243,7 +253,7 @@ public final class FileSystem: Sendable {
         let fresh: KeyLease
         do { fresh = try leaseKey(file.file.fileID, use: &use) } catch {
             use.error = error.description
-            Self.log("file \(file.file.fileID): cannot get the data key: \(error)")
+            Self.logFailure(error.errno, "file \(file.file.fileID): cannot get the data key: \(error)")
             return error.errno
         }
         let old = file.content.withWriteLock { () -> KeyLease in
@@ -279,7 +289,7 @@ public final class FileSystem: Sendable {
             use.key = ref
             lease = try cache.lease(for: fileID.bytes) { (key, ref) }
         } catch let error as FileKeyError {
-            Self.log("\(name): cannot create a data key: \(error)")
+            Self.logFailure(error.errno, "\(name): cannot create a data key: \(error)")
             return abandon(fd, nil, error.errno)
         } catch {
             return abandon(fd, fileID, EIO)

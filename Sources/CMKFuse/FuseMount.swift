@@ -1,3 +1,4 @@
+import Logging
 import Glibc
 import Foundation
 import CFuse3
@@ -44,7 +45,7 @@ public enum FuseMount {
             ready()
             let rc = cmkfs_session_loop_mt(session, 10)
             if rc != 0 && rc != -EINTR {
-                FileSystem.log("the FUSE loop ended with error \(rc)")
+                FileSystem.logger.error("the FUSE loop ended with error \(rc)")
             }
         }
     }

@@ -4,12 +4,18 @@ import CMKAudit
 import CMKCrypto
 import CMKFuse
 import CMKVolume
+import Logging
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
         abstract: "Mount a volume; returns once the mount is ready (--foreground stays attached).",
-        discussion: "The background mount logs to VOLUME/mount.log. Unmount with: cmkfs unmount MOUNTPOINT"
+        discussion: """
+        The background mount logs to VOLUME/mount.log (or, with --log-to syslog, to syslog and the \
+        journal). Unmount with: cmkfs unmount MOUNTPOINT
+
+        Example: cmkfs mount /srv/secure-vol /mnt/secure --log-level debug
+        """
     )
 
     @Argument(help: "The volume directory.")
@@ -27,6 +33,12 @@ struct MountCommand: ParsableCommand {
     @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
     var pinFile: String?
 
+    @Option(name: .customLong("log-level"), help: "Log messages at this level and above.")
+    var logLevel: Logger.Level = .info
+
+    @Option(name: .customLong("log-to"), help: "Where the mount logs: stderr (VOLUME/mount.log in the background) or syslog.")
+    var logTo: LogDestination = .stderr
+
     @OptionGroup(title: "Key cache and leasing")
     var cache: CacheOptions
 
@@ -40,6 +52,8 @@ struct MountCommand: ParsableCommand {
     func run() {
         let mnt = absolute(mountpoint)
         if foreground {
+            // Before anything can log: the volume's provider may already report while opening.
+            MountLog.configure(level: logLevel, destination: logTo)
             serve(mnt)
         } else {
             reporting { () throws(CMKError) in try startDaemon(mnt) }
@@ -105,18 +119,18 @@ struct MountCommand: ParsableCommand {
             let audit = try openAudit(v, mnt)
             let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit)
             if readyFD != nil { chdir("/") }
-            FileSystem.log("mounting \(v.path) at \(mnt)")
+            FileSystem.logger.info("mounting \(v.path) at \(mnt)")
             try FuseMount.run(fs, at: mnt) {
                 if let readyFD {
                     _ = "ready\n".withCString { write(readyFD, $0, strlen($0)) }
                     close(readyFD)
                 }
             }
-            FileSystem.log("unmounted \(mnt)")
+            FileSystem.logger.info("unmounted \(mnt)")
             do {
                 try audit?.append(.command("unmount", detail: "unmounted \(mnt)"), durable: true)
                 try audit?.close()
-            } catch { FileSystem.log("audit: cannot record the unmount: \(error)") }
+            } catch { FileSystem.logger.error("audit: cannot record the unmount: \(error)") }
             withExtendedLifetime(lock) {}
         } catch {
             if let readyFD {
@@ -124,6 +138,8 @@ struct MountCommand: ParsableCommand {
                 _ = line.withCString { write(readyFD, $0, strlen($0)) }
                 close(readyFD)
             }
+            // The error line below goes to stderr only; with --log-to syslog say it there too.
+            if logTo == .syslog { FileSystem.logger.error("mount of \(absolute(volume)) at \(mnt) refused: \(error.message)") }
             fail(error)
         }
     }
@@ -132,16 +148,16 @@ struct MountCommand: ParsableCommand {
     /// only under CMKFS_AUDIT_DISABLE_FOR_BENCHMARK=1 (bench/audit-open-rate.sh: never in production).
     private func openAudit(_ v: Volume, _ mnt: String) throws(CMKError) -> AuditLog? {
         if ProcessInfo.processInfo.environment["CMKFS_AUDIT_DISABLE_FOR_BENCHMARK"] == "1" {
-            FileSystem.log("AUDIT DISABLED (CMKFS_AUDIT_DISABLE_FOR_BENCHMARK=1): key uses are NOT recorded; benchmark only")
+            FileSystem.logger.critical("AUDIT DISABLED (CMKFS_AUDIT_DISABLE_FOR_BENCHMARK=1): key uses are NOT recorded; benchmark only")
             return nil
         }
-        let log = try v.openAuditLog(onFailure: { FileSystem.log("audit: group commit failed: \($0)") })
+        let log = try v.openAuditLog(onFailure: { FileSystem.logger.error("audit: group commit failed: \($0)") })
         do {
             try log.append(.command("mount", keyID: v.activeKey.keyID, keyVersion: v.activeKey.version,
                                     detail: "mounted at \(mnt); cache idle \(cache.policy.idleTTL) s, lifetime \(cache.policy.maxLifetime) s"),
                            durable: true)
         } catch { throw CMKError(error) }
-        FileSystem.log("audit log \(v.auditPath): \(log.count) records; chattr +a \(log.appendOnlyState)")
+        FileSystem.logger.info("audit log \(v.auditPath): \(log.count) records; chattr +a \(log.appendOnlyState)")
         log.startGroupCommit(every: AuditLog.groupCommitInterval)
         return log
     }
@@ -160,6 +176,7 @@ struct MountCommand: ParsableCommand {
         defer { close(devnull); if log >= 0 { close(log) } }
         var args = ["mount", v.path, mnt, "--foreground", "--ready-fd", "3"]
         if let kmsDir { args += ["--kms-dir", absolute(kmsDir)] }
+        args += ["--log-level", logLevel.rawValue, "--log-to", logTo.rawValue]
         args += cache.arguments
         var extra = [(fds[1], Int32(3))]
         let pinPipe = try pin.map { (p) throws(CMKError) in try Self.pinPipe(p) }
@@ -231,3 +248,6 @@ struct MountCommand: ParsableCommand {
         try? "1024".write(toFile: "/sys/class/bdi/\(major):\(minor)/read_ahead_kb", atomically: false, encoding: .utf8)
     }
 }
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension LogDestination: ExpressibleByArgument {}

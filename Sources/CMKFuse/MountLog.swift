@@ -1,0 +1,159 @@
+import Glibc
+import Logging
+import Synchronization
+
+/// Where the mount daemon's log lines go (`cmkfs mount --log-to`).
+public enum LogDestination: String, Sendable, CaseIterable {
+    /// One line per message on stderr: `VOLUME/mount.log` for a background mount, the
+    /// terminal or the supervisor's journal with `--foreground`.
+    case stderr
+    /// syslog(3)'s datagram socket (`/dev/log`), which journald also reads.
+    case syslog
+}
+
+/// The mount daemon's logger. The level and destination are set once, by `cmkfs mount`,
+/// before the volume is opened; until then (and in any process that never configures it)
+/// messages at `info` and above go to stderr.
+///
+/// Nothing logged may carry a secret: no key bytes, no PIN, no file contents, and no plaintext
+/// file name of a volume that encrypts names (the log names files by file id, inode or backing
+/// path). docs/operator-guide.md ("Logs") promises this and SecretsInLogsTests checks it.
+public enum MountLog {
+    private static let current = Mutex(Logger(label: "cmkfs") { _ in StderrLogHandler(logLevel: .info) })
+
+    /// The configured logger (a copy: loggers are values, the handler writes one line at a time).
+    public static var logger: Logger { current.withLock { $0 } }
+
+    /// Sets the level and destination for the rest of the process.
+    public static func configure(level: Logger.Level, destination: LogDestination) {
+        let logger: Logger
+        switch destination {
+        case .stderr: logger = Logger(label: "cmkfs") { _ in StderrLogHandler(logLevel: level) }
+        case .syslog: logger = Logger(label: "cmkfs") { _ in SyslogLogHandler(logLevel: level) }
+        }
+        current.withLock { $0 = logger }
+    }
+}
+
+extension FileSystem {
+    /// The mount's logger (`MountLog.logger`), so call sites read `Self.logger.error(…)`.
+    public static var logger: Logger { MountLog.logger }
+}
+
+/// Metadata is printed after the message as ` key=value`, sorted, so a line stays greppable.
+private func render(_ message: Logger.Message, _ own: Logger.Metadata, _ extra: Logger.Metadata?) -> String {
+    var all = own
+    if let extra { all.merge(extra) { _, new in new } }
+    guard !all.isEmpty else { return message.description }
+    return message.description + all.sorted { $0.key < $1.key }.map { " \($0.key)=\($0.value)" }.joined()
+}
+
+/// `2026-11-24T02:53:39.123Z cmkfs[PID] LEVEL: message` on file descriptor 2, written with one
+/// write(2) so lines from concurrent FUSE threads never interleave.
+public struct StderrLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+
+    public init(logLevel: Logger.Level) { self.logLevel = logLevel }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        let line = "\(Self.timestamp()) cmkfs[\(getpid())] \(event.level): \(render(event.message, metadata, event.metadata))\n"
+        _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+    }
+
+    /// UTC, millisecond precision: mount.log is read beside the audit log, which uses UTC too.
+    static func timestamp() -> String {
+        var tv = timeval()
+        gettimeofday(&tv, nil)
+        var seconds = tv.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &parts)
+        let head = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let millis = Int(tv.tv_usec) / 1000
+        return head + "." + String(repeating: "0", count: millis < 10 ? 2 : millis < 100 ? 1 : 0) + String(millis) + "Z"
+    }
+}
+
+/// Sends each message to the local syslog socket as `<PRI>cmkfs[PID]: message` (facility
+/// daemon), the datagram syslog(3) sends; journald and rsyslog both read it. Written here
+/// rather than through syslog(3) (variadic, and its socket path is fixed) so the socket can
+/// be `CMKFS_SYSLOG_SOCKET` in tests. A message the socket does not take goes to stderr
+/// instead: a log line is never dropped silently.
+public struct SyslogLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+
+    public init(logLevel: Logger.Level) { self.logLevel = logLevel }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    /// The connected datagram socket, opened on first use and reopened after a failure (the
+    /// journal may restart under a long-running mount).
+    private static let socket = Mutex<Int32>(-1)
+
+    static var path: String {
+        if let p = getenv("CMKFS_SYSLOG_SOCKET") { return String(cString: p) }
+        return "/dev/log"
+    }
+
+    public func log(event: LogEvent) {
+        let text = render(event.message, metadata, event.metadata)
+        // Facility LOG_DAEMON (3 << 3) plus the severity.
+        let priority = 3 * 8 + Self.severity(event.level)
+        let datagram = Array("<\(priority)>cmkfs[\(getpid())]: \(text)".utf8)
+        let sent = Self.socket.withLock { fd -> Bool in
+            for _ in 0..<2 {
+                if fd < 0 { fd = Self.connect() }
+                guard fd >= 0 else { return false }
+                if datagram.withUnsafeBytes({ Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == datagram.count {
+                    return true
+                }
+                Glibc.close(fd)
+                fd = -1
+            }
+            return false
+        }
+        if !sent {
+            let line = "\(StderrLogHandler.timestamp()) cmkfs[\(getpid())] \(event.level): (syslog unavailable) \(text)\n"
+            _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+        }
+    }
+
+    static func severity(_ level: Logger.Level) -> Int {
+        switch level {
+        case .trace, .debug: return 7   // LOG_DEBUG
+        case .info: return 6            // LOG_INFO
+        case .notice: return 5          // LOG_NOTICE
+        case .warning: return 4         // LOG_WARNING
+        case .error: return 3           // LOG_ERR
+        case .critical: return 2        // LOG_CRIT
+        }
+    }
+
+    private static func connect() -> Int32 {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return -1 }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { Glibc.close(fd); return -1 }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { Glibc.close(fd); return -1 }
+        return fd
+    }
+}
