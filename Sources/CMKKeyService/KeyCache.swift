@@ -245,6 +245,8 @@ public final class KeyCache: Sendable {
 
 /// What `cmkfs cache stats` shows.
 public struct CacheStats: Codable, Sendable {
+    /// The version of this JSON shape (`cmkfs cache stats --json`, docs/json.md).
+    public var format = 1
     public var entries, pinned, capacity, hits, misses, evictions, flushed, expired: Int
     /// Seconds since the oldest live lease was last vouched for by the provider.
     public var oldestLeaseAgeSeconds: Double?
@@ -252,7 +254,7 @@ public struct CacheStats: Codable, Sendable {
     public var provider: ProviderHealth
 
     enum CodingKeys: String, CodingKey {
-        case entries, pinned, capacity, hits, misses, evictions, flushed, expired
+        case format, entries, pinned, capacity, hits, misses, evictions, flushed, expired
         case oldestLeaseAgeSeconds = "oldest_lease_age_s", idleTTLSeconds = "idle_ttl_s"
         case maxLifetimeSeconds = "max_lifetime_s", leaseRenewSeconds = "lease_renew_s", provider
     }

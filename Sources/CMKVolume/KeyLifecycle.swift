@@ -41,6 +41,8 @@ public struct KeyListing: Codable, Sendable {
 
 /// What a purge did.
 public struct PurgeReport: Codable, Sendable {
+    /// The version of this JSON shape (docs/json.md).
+    public var format = 1
     public var version: Int
     /// Files made unreadable (forced purge): file id (hex) and backing paths.
     public var unreadable: [UnreadableFile]

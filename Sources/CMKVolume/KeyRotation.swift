@@ -37,6 +37,8 @@ struct RotationProgress: Codable {
 
 /// What `cmkfs key rotate` did.
 public struct RotationReport: Codable, Sendable {
+    /// The version of this JSON shape (docs/json.md); bumped only when a field changes meaning or goes.
+    public var format = 1
     public var keyID: String
     public var target: Int
     public var resumed: Bool
@@ -48,7 +50,7 @@ public struct RotationReport: Codable, Sendable {
     public var perSecond: Double
 
     enum CodingKeys: String, CodingKey {
-        case keyID = "key_id", target = "active_version", resumed, rewrapped, failed, failedFiles = "failed_files"
+        case format, keyID = "key_id", target = "active_version", resumed, rewrapped, failed, failedFiles = "failed_files"
         case seconds, perSecond = "per_second"
     }
 }

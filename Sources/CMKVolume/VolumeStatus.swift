@@ -5,6 +5,9 @@ import CMKMetadata
 /// What `cmkfs status` reports. Built without unwrapping anything, so it works while the key
 /// provider is down (and says so).
 public struct VolumeStatus: Codable, Sendable {
+    /// The version of this JSON shape (docs/json.md). Not `format`: that field was already the
+    /// volume's on-disk format when the shapes were versioned.
+    public var jsonFormat = 1
     public var volume: String
     public var volumeID: String
     public var format: Int
@@ -27,7 +30,7 @@ public struct VolumeStatus: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case volume, volumeID = "volume_id", format, blockSize = "block_size", names, provider
+        case jsonFormat = "json_format", volume, volumeID = "volume_id", format, blockSize = "block_size", names, provider
         case activeKeyVersion = "active_key_version", keyVersions = "key_versions", fileCount = "file_count"
         case mounted, mountpoint, mountPID = "mount_pid", keyCheck = "key_check"
     }

@@ -10,13 +10,18 @@ struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit",
         abstract: "Verify, browse and export the volume's audit log of key use.",
+        discussion: "Example: cmkfs audit show /srv/secure-vol --since 2h --event open",
         subcommands: [Verify.self, Show.self, Export.self]
     )
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check the MAC chain and the checkpoint; names the first bad record (exit 12).",
-            discussion: "Needs the audit key, unwrapped by the volume's key provider (the master key must be enabled)."
+            discussion: """
+            Needs the audit key, unwrapped by the volume's key provider (the master key must be enabled).
+
+            Example: cmkfs audit verify /srv/secure-vol --json
+            """
         )
         @Argument(help: "The volume directory.") var volume: String
         @Option(name: .customLong("segments"), parsing: .upToNextOption,
@@ -26,6 +31,30 @@ struct AuditCommand: ParsableCommand {
         var kmsDir: String?
         @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN).")
         var pinFile: String?
+        @Flag(help: "Print one JSON object (records, first_seq, last_seq, checkpoint_seq, notes) instead of text.")
+        var json = false
+
+        /// `cmkfs audit verify --json` on an intact log (docs/json.md); a broken one exits 12
+        /// with the usual error line and prints nothing on stdout.
+        struct Verified: Encodable {
+            var format = 1
+            var intact = true
+            var records: Int
+            var firstSeq, lastSeq, checkpointSeq: UInt64?
+            var checkpointTime: String?
+            var notes: [String]
+            enum CodingKeys: String, CodingKey {
+                case format, intact, records, firstSeq = "first_seq", lastSeq = "last_seq", checkpointSeq = "checkpoint_seq"
+                case checkpointTime = "checkpoint_time", notes
+            }
+            func encode(to encoder: Encoder) throws {
+                var c = encoder.container(keyedBy: CodingKeys.self)
+                try c.encode(format, forKey: .format); try c.encode(intact, forKey: .intact); try c.encode(records, forKey: .records)
+                try c.encode(firstSeq, forKey: .firstSeq); try c.encode(lastSeq, forKey: .lastSeq)
+                try c.encode(checkpointSeq, forKey: .checkpointSeq); try c.encode(checkpointTime, forKey: .checkpointTime)
+                try c.encode(notes, forKey: .notes)
+            }
+        }
 
         func run() {
             reporting { () throws(CMKError) in
@@ -46,10 +75,17 @@ struct AuditCommand: ParsableCommand {
                 let report: AuditReport
                 do throws(AuditError) { report = try AuditVerifier.verify(segments: paths, key: key, checkpoint: checkpoint,
                                                        allowMissingHead: !segments.isEmpty) } catch { throw CMKError(error) }
-                for note in report.notes { print("note: \(note)") }
+                if !json { for note in report.notes { print("note: \(note)") } }
                 if let problem = report.problem {
                     throw CMKError(.auditNotIntact, "the audit log of \(v.path) is not intact: \(problem)",
                                    hint: "keep a copy of VOLUME/audit and meta.db as evidence; records before the named one verified")
+                }
+                if json {
+                    printJSON(Verified(records: report.records, firstSeq: report.firstSeq.map { UInt64($0) },
+                                       lastSeq: (report.lastSeq ?? report.firstSeq).map { UInt64($0) },
+                                       checkpointSeq: report.checkpoint.map { UInt64($0.count) },
+                                       checkpointTime: report.checkpoint.map { "\($0.time)" }, notes: report.notes))
+                    return
                 }
                 let range = report.firstSeq.map { " (seq \($0)…\(report.lastSeq ?? $0))" } ?? ""
                 let cp = report.checkpoint.map { ", checkpoint at seq \($0.count) of \($0.time) matches" } ?? ""
@@ -91,7 +127,8 @@ struct AuditCommand: ParsableCommand {
 
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "List records, one a line (reads the log as it is: run audit verify to check it).")
+            abstract: "List records, one a line (reads the log as it is: run audit verify to check it).",
+            discussion: "Example: cmkfs audit show /srv/secure-vol --since 2h --file /reports/q3.pdf")
         @Argument(help: "The volume directory.") var volume: String
         @OptionGroup var filters: Filters
         @Flag(help: "Print each record as its JSON line.") var json = false
@@ -105,7 +142,8 @@ struct AuditCommand: ParsableCommand {
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print records for a SIEM: one JSON object a line, exactly as logged (MACs included).")
+            abstract: "Print records for a SIEM: one JSON object a line, exactly as logged (MACs included).",
+            discussion: "Example: cmkfs audit export /srv/secure-vol --since 1d --format jsonl > events.jsonl")
         @Argument(help: "The volume directory.") var volume: String
         @OptionGroup var filters: Filters
         @Option(help: "Output format: jsonl.") var format: String = "jsonl"

@@ -7,7 +7,11 @@ struct CMKFSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cmkfs",
         abstract: "A FUSE filesystem that encrypts every file under customer-managed keys.",
-        discussion: "Exit codes are listed in docs/exit-codes.md.",
+        discussion: """
+        Exit codes are listed in docs/exit-codes.md; each command's --help has an example.
+
+        Example: cmkfs init /srv/secure-vol && cmkfs mount /srv/secure-vol /mnt/secure
+        """,
         version: "0.1.0",
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self,
                       CacheCommand.self, KeyCommand.self, RekeyCommand.self, AuditCommand.self, FsckCommand.self, DebugCommand.self]

@@ -7,11 +7,13 @@ struct CacheCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cache",
         abstract: "Inspect or flush the live mount's cache of unwrapped data keys.",
+        discussion: "Example: cmkfs cache stats /srv/secure-vol",
         subcommands: [Stats.self, Flush.self]
     )
 
     struct Stats: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Entries, hits, misses, evictions, oldest lease, KMS health.")
+        static let configuration = CommandConfiguration(abstract: "Entries, hits, misses, evictions, oldest lease, KMS health.",
+                                                        discussion: "Example: cmkfs cache stats /srv/secure-vol --json")
         @Argument(help: "The volume directory (it must be mounted).") var volume: String
         @Flag(help: "Print one JSON object.") var json = false
 
@@ -38,7 +40,9 @@ struct CacheCommand: ParsableCommand {
     }
 
     struct Flush: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Drop every unwrapped key in the live mount now.")
+        static let configuration = CommandConfiguration(
+            abstract: "Drop every unwrapped key in the live mount now.",
+            discussion: "The next open of each file unwraps its key again. Example: cmkfs cache flush /srv/secure-vol")
         @Argument(help: "The volume directory (it must be mounted).") var volume: String
 
         func run() {

@@ -7,6 +7,7 @@ struct DebugCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debug",
         abstract: "Map between mount paths and backing paths (encrypted names).",
+        discussion: "Example: cmkfs debug backing-path /srv/secure-vol reports/q3.pdf",
         subcommands: [BackingPath.self, MountPath.self]
     )
 

@@ -15,11 +15,16 @@ struct InitCommand: ParsableCommand {
         or the terminal; --key-label NAME names (or reuses) the master key.
         File and directory names and symlink targets are encrypted under a name key wrapped by the \
         master key; --plaintext-names (debugging only) leaves them in clear.
+
+        Example: cmkfs init /srv/secure-vol --kms-dir /etc/cmkfs/kms
         """
     )
 
     @Argument(help: "The directory to hold the ciphertext, metadata database and audit log.")
     var volume: String
+
+    @Flag(help: "Print one JSON object (volume, volume_id, key_id, key_version, provider, names) instead of text.")
+    var json = false
 
     @Option(help: "The key provider: embedded, socket or pkcs11.")
     var kms: String = "embedded"
@@ -81,11 +86,27 @@ struct InitCommand: ParsableCommand {
             default:
                 v = try Volume.initialize(at: volume, kmsDir: kmsDir, blockSize: blockSize, plaintextNames: plaintextNames)
             }
+            if json {
+                printJSON(Created(volume: v.path, volumeID: v.config.volumeID, keyID: v.activeKey.keyID, keyVersion: v.activeKey.version,
+                                  provider: v.config.provider.kind, names: v.encryptsNames ? "encrypted" : "plaintext"))
+                return
+            }
             print("created volume \(v.path)")
             print("  volume id:  \(v.config.volumeID)")
             print("  master key: \(v.activeKey) in \(where_(v.config.provider))")
             print("  names:      " + (v.encryptsNames ? "encrypted (AES-256-SIV)" : "IN CLEAR (--plaintext-names: for debugging only)"))
             print("mount it with: cmkfs mount \(v.path) MOUNTPOINT")
+        }
+    }
+
+    /// `cmkfs init --json` (docs/json.md).
+    struct Created: Encodable {
+        var format = 1
+        var volume, volumeID, keyID: String
+        var keyVersion: Int
+        var provider, names: String
+        enum CodingKeys: String, CodingKey {
+            case format, volume, volumeID = "volume_id", keyID = "key_id", keyVersion = "key_version", provider, names
         }
     }
 

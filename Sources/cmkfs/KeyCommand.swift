@@ -8,6 +8,7 @@ struct KeyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
         abstract: "The master key: list, rotate and purge its versions; revoke or enable it (the kill switch).",
+        discussion: "Example: cmkfs key list /srv/secure-vol",
         subcommands: [List.self, Rotate.self, Purge.self, Revoke.self, Enable.self]
     )
 
@@ -17,10 +18,14 @@ struct KeyCommand: ParsableCommand {
             discussion: """
             New opens fail at once and files already open fail their next read or write (EACCES); \
             the mount also drops their pages from the kernel's page cache. Undo with: cmkfs key enable VOLUME
+
+            Example: cmkfs key revoke /srv/secure-vol --reason "incident 4711"
             """
         )
         @Argument(help: "The volume directory.") var volume: String
         @Option(help: "Why (recorded in the mount's log).") var reason: String?
+        @Flag(help: "Print one JSON object (what was disabled, flushed and cut, and the timings) instead of text.")
+        var json = false
         @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
         var kmsDir: String?
         @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
@@ -45,16 +50,26 @@ struct KeyCommand: ParsableCommand {
                     _ = try ControlClient.send(ControlRequest(op: "audit", keyID: admin.config.provider.keyID, reason: detail,
                                                               event: "revoke"), volume: admin.path)
                 }
-                print("disabled \(keys) in the \(admin.config.provider.kind) key provider"
-                      + (changed.isEmpty ? " (already disabled)" : ""))
+                var result = Revoked(keyID: admin.config.provider.keyID, versions: admin.versions.map(\.version),
+                                     provider: admin.config.provider.kind, alreadyDisabled: changed.isEmpty, mounted: mounted)
+                if !json {
+                    print("disabled \(keys) in the \(admin.config.provider.kind) key provider"
+                          + (changed.isEmpty ? " (already disabled)" : ""))
+                }
                 guard mounted else {
-                    print("the volume is not mounted: nothing cached to flush")
+                    if json { printJSON(result) } else { print("the volume is not mounted: nothing cached to flush") }
                     return
                 }
                 let r = try ControlClient.send(ControlRequest(op: "flush-key", keyID: admin.config.provider.keyID,
                                                               reason: "cmkfs key revoke" + (reason.map { ": \($0)" } ?? "")),
                                                volume: admin.path)
                 let total = (monotonicNow() - start) * 1000
+                result.flushed = r.flushed ?? 0
+                result.openFilesCut = r.openFilesCut ?? 0
+                result.totalMilliseconds = total
+                result.providerMilliseconds = (disabledAt - start) * 1000
+                result.flushMilliseconds = r.elapsedMilliseconds ?? 0
+                if json { printJSON(result); return }
                 print("flushed \(r.flushed ?? 0) keys and cut \(r.openFilesCut ?? 0) open files in the live mount")
                 print(String(format: "time from request to flushed cache: %.1f ms (provider %.1f ms, mount flush %.1f ms)",
                              total, (disabledAt - start) * 1000, r.elapsedMilliseconds ?? 0))
@@ -62,8 +77,37 @@ struct KeyCommand: ParsableCommand {
         }
     }
 
+    /// `cmkfs key revoke --json` (docs/json.md); the flush fields are null when not mounted.
+    struct Revoked: Encodable {
+        var format = 1
+        var keyID: String
+        var versions: [Int]
+        var provider: String
+        var alreadyDisabled: Bool
+        var mounted: Bool
+        var flushed: Int?
+        var openFilesCut: Int?
+        var totalMilliseconds, providerMilliseconds, flushMilliseconds: Double?
+        enum CodingKeys: String, CodingKey {
+            case format, keyID = "key_id", versions, provider, alreadyDisabled = "already_disabled", mounted, flushed
+            case openFilesCut = "open_files_cut", totalMilliseconds = "total_ms", providerMilliseconds = "provider_ms"
+            case flushMilliseconds = "flush_ms"
+        }
+        // Absent values are written as null, so every key is always there for a script.
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(format, forKey: .format); try c.encode(keyID, forKey: .keyID); try c.encode(versions, forKey: .versions)
+            try c.encode(provider, forKey: .provider); try c.encode(alreadyDisabled, forKey: .alreadyDisabled)
+            try c.encode(mounted, forKey: .mounted); try c.encode(flushed, forKey: .flushed)
+            try c.encode(openFilesCut, forKey: .openFilesCut); try c.encode(totalMilliseconds, forKey: .totalMilliseconds)
+            try c.encode(providerMilliseconds, forKey: .providerMilliseconds); try c.encode(flushMilliseconds, forKey: .flushMilliseconds)
+        }
+    }
+
     struct Enable: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Enable the master key again after a revocation.")
+        static let configuration = CommandConfiguration(
+            abstract: "Enable the master key again after a revocation.",
+            discussion: "Files opened from then on are readable; handles opened before the revocation stay cut. Example: cmkfs key enable /srv/secure-vol")
         @Argument(help: "The volume directory.") var volume: String
         @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
         var kmsDir: String?

@@ -37,6 +37,8 @@ struct RekeyCommand: ParsableCommand {
     }
 
     struct Summary: Codable {
+        /// The version of this JSON shape (docs/json.md).
+        var format = 1
         var rekeyed: Int
         var resumed: Bool
         var failed: [Failure]

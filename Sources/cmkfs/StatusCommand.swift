@@ -5,7 +5,8 @@ import CMKVolume
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show a volume's id, key provider, active key version, file count and mount state."
+        abstract: "Show a volume's id, key provider, active key version, file count and mount state.",
+        discussion: "Example: cmkfs status /srv/secure-vol --json"
     )
 
     @Argument(help: "The volume directory.")
@@ -17,7 +18,7 @@ struct StatusCommand: ParsableCommand {
     @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN for the key check (else $CMKFS_PKCS11_PIN).")
     var pinFile: String?
 
-    @Flag(help: "Print one JSON object (stable field names, see docs/operator-guide.md).")
+    @Flag(help: "Print one JSON object (stable field names, see docs/json.md).")
     var json = false
 
     func run() {

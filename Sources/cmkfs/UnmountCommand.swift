@@ -5,7 +5,8 @@ import CMKVolume
 struct UnmountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unmount",
-        abstract: "Unmount a cmkfs mount and wait for its daemon to finish (fusermount3 -u works too)."
+        abstract: "Unmount a cmkfs mount and wait for its daemon to finish (fusermount3 -u works too).",
+        discussion: "Example: cmkfs unmount /mnt/secure"
     )
 
     @Argument(help: "The mountpoint.")

@@ -216,7 +216,11 @@ final class PackagingTests: IntegrationTestCase {
                 .replacingOccurrences(of: "\\-", with: "-")
             for path in subcommands(binary) {
                 XCTAssertTrue(text.contains(path.last!), "\(page) does not mention the subcommand \(path.joined(separator: " "))")
-                let help = sh(([binary] + path + ["--help"]).map(Shell.quote).joined(separator: " "))
+                // From USAGE on: the options themselves, not the examples in the discussion above
+                // (an example may use another command's options).
+                let full = sh(([binary] + path + ["--help"]).map(Shell.quote).joined(separator: " "))
+                let help = full.components(separatedBy: "USAGE:").dropFirst().joined(separator: "USAGE:")
+                XCTAssertFalse(help.isEmpty, "no USAGE: in \(path) --help")
                 let options = Set(help.matches(of: /--[a-z][a-z0-9-]*/).map { String($0.output) })
                     .subtracting(["--help", "--version"])
                 for option in options.sorted() {
