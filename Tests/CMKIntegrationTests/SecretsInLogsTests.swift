@@ -1,0 +1,198 @@
+import Foundation
+import XCTest
+import CMKCrypto
+import CMKFormat
+import CMKVolume
+
+/// Nothing secret reaches a log or a command's output, at the chattiest level: a PKCS#11 PIN,
+/// file contents, file and directory names (encrypted by default), and every key the test can
+/// get at (DEKs, the name key, the audit key, the embedded master key versions) in raw bytes,
+/// hex and base64. Searched: VOLUME/mount.log, what the mount sent to syslog, the stdout and
+/// stderr of every command, and the audit log (which names files in clear by design, so only
+/// contents, the PIN and keys are looked for there).
+final class SecretsInLogsTests: IntegrationTestCase {
+    override var mountsInSetUp: Bool { false }
+
+    /// Unique markers: long and random, so a hit cannot be a coincidence.
+    let contentMarker = "CONTENT-" + randomHex(24)
+    let nameMarker = "name-" + randomHex(20)
+    let dirMarker = "dir-" + randomHex(20)
+    /// SoftHSM2 accepts PINs of 4 to 255 characters; a long random one can be searched for.
+    let pin = "pin-" + randomHex(24)
+
+    /// Every command's stdout and stderr, labelled.
+    var outputs: [(String, String)] = []
+
+    @discardableResult
+    func run(_ arguments: [String], env: [String: String] = [:], expect: Int32 = 0,
+             file: StaticString = #filePath, line: UInt = #line) -> ShellResult {
+        let assignments = env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        // setsid: no controlling terminal, so nothing prompts for a PIN.
+        let r = Shell.run("/usr/bin/setsid", ["-w", "/usr/bin/env"] + assignments + [MountFixture.binary] + arguments,
+                          timeout: 120, logDir: fx.logs, label: "cmkfs " + arguments.joined(separator: " "))
+        XCTAssertEqual(r.status, expect, "\(r)", file: file, line: line)
+        outputs.append(("cmkfs " + arguments.joined(separator: " "), r.stdout + r.stderr))
+        return r
+    }
+
+    /// A datagram socket standing in for /dev/log: every datagram the mount sends, one a line.
+    func startSyslogCapture(socket: String, into path: String) throws -> Process {
+        let program = """
+        import socket, sys
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(sys.argv[1])
+        out = open(sys.argv[2], 'ab', buffering=0)
+        while True:
+            out.write(s.recv(65536) + b'\\n')
+        """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Shell.python)
+        p.arguments = ["-c", program, socket, path]
+        try p.run()
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: socket) && Date() < deadline { usleep(20_000) }
+        guard FileManager.default.fileExists(atPath: socket) else { p.terminate(); throw FixtureError("the syslog capture did not start") }
+        return p
+    }
+
+    /// Mounts at trace, uses the files, revokes with a file held open, enables, rotates,
+    /// rekeys, verifies and unmounts: every command that logs or prints something.
+    func exercise(_ volume: String, _ access: [String], env: [String: String], logTo: String) throws {
+        run(["mount", volume, mnt, "--log-level", "trace", "--log-to", logTo] + access, env: env)
+        let file = "\(mnt)/\(dirMarker)/\(nameMarker)"
+        sh("mkdir \(mnt)/\(dirMarker) && printf '%s\\n' \(contentMarker) > \(file) && cp \(file) \(mnt)/\(nameMarker)-copy")
+        XCTAssertEqual(sh("cat \(file)"), contentMarker + "\n")
+        sh("ls -la \(mnt) \(mnt)/\(dirMarker) > /dev/null && ln -s \(nameMarker) \(mnt)/\(dirMarker)/link-\(nameMarker)")
+        py("import os, sys; os.setxattr(sys.argv[1], 'user.secret', sys.argv[2].encode())", [file, contentMarker])
+        run(["status", volume, "--json"] + access, env: env)
+        run(["cache", "stats", volume, "--json"], env: env)
+        // The drill: a reader holds the file open across the revocation, which it runs itself.
+        let revokeArgs = ["key", "revoke", volume, "--reason", "secrets drill"] + access
+        let drill = python("""
+            import os, subprocess, sys
+            f = open(sys.argv[1], 'rb'); f.read(4)
+            r = subprocess.run(['/usr/bin/env'] + sys.argv[3:], capture_output=True, text=True)
+            print(r.stdout, r.stderr, 'revoke exited', r.returncode)
+            try:
+                os.pread(f.fileno(), 16, 0); print('read')
+            except PermissionError:
+                print('refused')
+            """, [file, "-"] + env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } + [MountFixture.binary] + revokeArgs)
+        outputs.append(("cmkfs " + revokeArgs.joined(separator: " "), drill.stdout + drill.stderr))
+        XCTAssertTrue(drill.stdout.contains("revoke exited 0") && drill.stdout.hasSuffix("refused\n"), "\(drill)")
+        XCTAssertNotEqual(fx.sh("cat \(Shell.quote(file))").status, 0, "reads fail while revoked")
+        run(["key", "enable", volume] + access, env: env)
+        XCTAssertEqual(sh("cat \(Shell.quote(file))"), contentMarker + "\n")
+        run(["key", "rotate", volume, "--json"] + access, env: env)
+        run(["key", "list", volume, "--json"] + access, env: env)
+        run(["rekey", volume, "\(dirMarker)/\(nameMarker)", "--json"] + access, env: env)
+        run(["cache", "flush", volume], env: env)
+        XCTAssertEqual(sh("cat \(Shell.quote(file))"), contentMarker + "\n")
+        run(["audit", "verify", volume, "--json"] + access, env: env)
+        run(["unmount", mnt], env: env)
+        run(["audit", "show", volume, "--json"], env: env)
+        run(["audit", "export", volume], env: env)
+        run(["fsck", volume, "--json"] + access, env: env)
+    }
+
+    func testNoSecretInLogsOrOutputsAtTraceLevel() throws {
+        // An embedded volume logging to mount.log, and a PKCS#11 one logging to syslog.
+        try exercise(vol, ["--kms-dir", fx.kms], env: [:], logTo: "stderr")
+
+        let tokens = try SoftHSMTokens(root: fx.root + "/hsm")
+        let made = Shell.run("/usr/bin/env", ["SOFTHSM2_CONF=\(tokens.config)", "softhsm2-util", "--init-token", "--free", "--label", "secrets",
+                                              "--so-pin", SoftHSMTokens.soPIN, "--pin", pin], timeout: 60, logDir: fx.logs, label: "softhsm2-util --init-token")
+        XCTAssertTrue(made.succeeded, "\(made)")
+        let pinFile = fx.root + "/hsm/pin"
+        try SoftHSMTokens.writePINFile(pinFile, pin: pin)
+        let pvol = fx.root + "/pvol"
+        let syslogSocket = fx.root + "/syslog.sock", syslogOut = fx.root + "/syslog.out"
+        let capture = try startSyslogCapture(socket: syslogSocket, into: syslogOut)
+        defer { capture.terminate(); capture.waitUntilExit() }
+        let env = tokens.environment.merging(["CMKFS_SYSLOG_SOCKET": syslogSocket]) { a, _ in a }
+        run(["init", pvol, "--kms", "pkcs11", "--pkcs11-module", SoftHSMTokens.module, "--token", "secrets",
+             "--pin-file", pinFile, "--key-label", "secrets-key"], env: env)
+        try exercise(pvol, ["--pin-file", pinFile], env: env, logTo: "syslog")
+        // A wrong PIN fails the mount: its error names the token, never the PIN tried.
+        let wrongPIN = fx.root + "/hsm/wrong-pin"
+        try SoftHSMTokens.writePINFile(wrongPIN, pin: pin.uppercased())
+        run(["mount", pvol, mnt, "--log-level", "trace", "--log-to", "syslog", "--pin-file", wrongPIN], env: env, expect: 5)
+
+        // The keys this test can reach, through the API, after everything above.
+        var keys: [(String, [UInt8])] = []
+        let volume = try Volume.open(at: vol, kmsDir: fx.kms)
+        defer { volume.metadata.close() }
+        var backing: [String] = []
+        if let walker = FileManager.default.enumerator(atPath: vol + "/data") {
+            for case let rel as String in walker where !rel.hasSuffix(NameCodec.directoryIDFile) {
+                var isDir: ObjCBool = false
+                let path = vol + "/data/" + rel
+                if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue,
+                   (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) == nil {
+                    backing.append(path)
+                }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(backing.count, 2, "\(backing)")
+        for path in backing {
+            let fd = open(path, O_RDONLY)
+            defer { close(fd) }
+            let fileID = try ContentFile.readFileID(fd: fd)
+            keys.append(("DEK of \(path)", try volume.fileKey(fileID).withUnsafeBytes { Array($0) }))
+        }
+        keys.append(("name key", try volume.nameKeyAndVersion().0.withUnsafeBytes { Array($0) }))
+        keys.append(("audit key", try volume.auditKey().withUnsafeBytes { Array($0) }))
+        for keyFile in try FileManager.default.contentsOfDirectory(atPath: fx.kms) where keyFile.hasSuffix(".key") {
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(fx.kms)/\(keyFile)")))
+            for entry in stride(from: 12, to: bytes.count, by: 48) {
+                keys.append(("master key \(keyFile) entry \((entry - 12) / 48)", Array(bytes[(entry + 16)..<(entry + 48)])))
+            }
+        }
+        XCTAssertGreaterThanOrEqual(keys.count, 6, "DEKs, name key, audit key, two master-key versions")
+        // DEKs, the audit key and master keys are 256-bit; the name key is 512-bit (AES-SIV).
+        for (what, bytes) in keys { XCTAssertTrue(bytes.count == 32 || (what == "name key" && bytes.count == 64), "\(what): \(bytes.count) bytes") }
+
+        var needles: [(String, Data)] = [("the PIN", Data(pin.utf8)), ("the content marker", Data(contentMarker.utf8))]
+        for (what, bytes) in keys {
+            let hex = bytes.map { String(format: "%02x", $0) }.joined()
+            needles += [(what + " raw", Data(bytes)), (what + " hex", Data(hex.utf8)), (what + " HEX", Data(hex.uppercased().utf8)),
+                        (what + " base64", Data(Data(bytes).base64EncodedString().dropLast(4).utf8))]
+        }
+        let names: [(String, Data)] = [("a file name", Data(nameMarker.utf8)), ("a directory name", Data(dirMarker.utf8))]
+
+        // What is searched, and positive controls that it holds what was asked for.
+        let mountLog = Data(fx.mountLog(vol).utf8)
+        let syslog = (try? Data(contentsOf: URL(fileURLWithPath: syslogOut))) ?? Data()
+        XCTAssertTrue(fx.mountLog(vol).contains(" debug: control: flush-key"), "the mount logged at trace/debug: \(fx.mountLog(vol))")
+        XCTAssertTrue(fx.mountLog(vol).contains(" info: key event: flush"), fx.mountLog(vol))
+        let syslogText = String(decoding: syslog, as: UTF8.self)
+        XCTAssertTrue(syslogText.contains("<30>cmkfs[") && syslogText.contains("mounting \(pvol)"), "the PKCS#11 mount logged to syslog: \(syslogText)")
+        XCTAssertTrue(syslogText.contains("<31>cmkfs[") && syslogText.contains("control: flush-key"), "debug lines at LOG_DEBUG: \(syslogText)")
+        XCTAssertFalse(fx.mountLog(pvol).contains("mounting"), "with --log-to syslog nothing but startup errors go to mount.log")
+        var audit = Data()
+        for v in [vol, pvol] {
+            for segment in try FileManager.default.contentsOfDirectory(atPath: v + "/audit") where segment.hasSuffix(".log") {
+                audit += try Data(contentsOf: URL(fileURLWithPath: v + "/audit/" + segment))
+            }
+        }
+        XCTAssertNotNil(audit.range(of: Data(nameMarker.utf8)), "control: the audit log names files in clear, by design")
+        XCTAssertNotNil(outputs.first { $0.0.hasPrefix("cmkfs audit export") }.map { Data($0.1.utf8) }?.range(of: Data(nameMarker.utf8)),
+                        "control: audit export shows the names too")
+
+        var blobs: [(String, Data, Bool)] = [("mount.log of the embedded volume", mountLog, true),
+                                             ("mount.log of the PKCS#11 volume", Data(fx.mountLog(pvol).utf8), true),
+                                             ("syslog", syslog, true), ("the audit logs", audit, false)]
+        // Command outputs: audit show/export print the audit log (names in clear by design).
+        for (label, text) in outputs {
+            blobs.append(("output of \(label)", Data(text.utf8), !label.hasPrefix("cmkfs audit show") && !label.hasPrefix("cmkfs audit export")))
+        }
+        var searched = 0
+        for (what, blob, namesToo) in blobs {
+            searched += blob.count
+            for (secret, needle) in needles + (namesToo ? names : []) {
+                XCTAssertNil(blob.range(of: needle), "\(secret) found in \(what)")
+            }
+        }
+        print("[cmkfs-it] searched \(blobs.count) logs and outputs, \(searched) bytes, for \(needles.count + names.count) secrets")
+    }
+}
