@@ -107,7 +107,7 @@ struct KeyCommand: ParsableCommand {
     struct Enable: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Enable the master key again after a revocation.",
-            discussion: "Files opened from then on are readable; handles opened before the revocation stay cut. Example: cmkfs key enable /srv/secure-vol")
+            discussion: "Files opened from then on are readable; a handle opened before the revocation stays cut until its file is opened again. Example: cmkfs key enable /srv/secure-vol")
         @Argument(help: "The volume directory.") var volume: String
         @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
         var kmsDir: String?
