@@ -230,7 +230,7 @@ extension Volume {
             let id = try directoryID(at: dir, showing: parentMount)
             let backingName = try codec.encrypt(name, directoryID: id).backingName
             let target = parent.isEmpty ? backingName : parent + "/" + backingName
-            guard renameat2NoReplace(dataPath + "/" + relative, dataPath + "/" + target) else {
+            guard moveWithoutReplacing(dataPath + "/" + relative, dataPath + "/" + target) else {
                 problem.repair = "could not rename it: \(String(cString: strerror(errno)))"
                 return (relative, "data/" + relative)
             }
@@ -300,9 +300,9 @@ extension Volume {
     }
 }
 
-/// rename(2) that refuses to replace an existing entry (link + unlink: portable, atomic enough
-/// offline, and never loses the source).
-private func renameat2NoReplace(_ from: String, _ to: String) -> Bool {
+/// A move that never replaces an existing entry: link(2) fails with EEXIST where rename(2) would
+/// overwrite, and the source is unlinked only once the new name exists (offline, so no race).
+private func moveWithoutReplacing(_ from: String, _ to: String) -> Bool {
     guard link(from, to) == 0 else { return false }
     return unlink(from) == 0
 }
