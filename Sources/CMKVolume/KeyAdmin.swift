@@ -44,21 +44,12 @@ public struct KeyAdmin {
 
     /// Appends `event` to the log of the unmounted volume and fsyncs it (with a checkpoint).
     public func appendAudit(_ event: AuditEvent, key: SecretBytes) throws(CMKError) {
-        let store = try openStore()
-        defer { store.close() }
-        do {
-            let log = try AuditLog.open(directory: path + "/audit", key: key, volumeID: hex(try volumeID(store)),
-                                        checkpoints: MetadataCheckpoints(store: store), lockWait: 5)
-            try PendingDenials.ingest(into: log, directory: path + "/audit")
-            try log.append(event, durable: true)
-            try log.close()
-        } catch let error as AuditError {
-            throw CMKError(error)
-        } catch let error as CMKError {
+        let log = try openAuditLog(key: key)
+        do { try log.append(event, durable: true) } catch {
+            try? log.close()
             throw error
-        } catch {
-            throw CMKError(.internalError, "\(error)")
         }
+        try log.close()
     }
 
     /// Opens the volume's audit log for a command on an unmounted volume, held until `close`
