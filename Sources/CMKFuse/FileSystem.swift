@@ -271,8 +271,8 @@ public final class FileSystem: Sendable {
     /// fsck removes) or a complete file — never a name whose backing file has no header or no
     /// key. Returns the shared state of the new file.
     func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller, use: inout KeyUse) -> (OpenFile?, Int32) {
-        // Fail early on an existing name; the link below is what decides under a race.
-        if lstat(dir, name).1 == 0 { return (nil, EEXIST) }
+        // No existence check here: the kernel looked the name up before calling create, and the
+        // link below answers EEXIST if another creator got there first.
         let fd = openAt(".", relativeTo: dir.fd, flags: O_RDWR | CMKFS_O_TMPFILE | O_CLOEXEC, mode: mode & 0o7777)
         guard fd >= 0 else { return (nil, errno) }
         _ = fchown(fd, caller.uid, caller.gid)
