@@ -43,13 +43,14 @@ public struct NameCodec: Sendable {
         public var hash: [UInt8]?
     }
 
-    /// The name key: 64 bytes, shared by every directory of the volume.
-    let key: SecretBytes
+    /// The name key (64 bytes, shared by every directory of the volume), keyed into OpenSSL once
+    /// per codec: keep a codec rather than making one per name.
+    let key: AESSIVKey
 
     /// A codec over the volume's unwrapped name key.
     public init(key: SecretBytes) throws(NameError) {
         guard key.count == AESSIV.keySize else { throw .malformed("the name key has \(key.count) bytes, expected \(AESSIV.keySize)") }
-        self.key = key
+        do { self.key = try AESSIVKey(key) } catch { throw .crypto(error) }
     }
 
     /// Encrypts `name` (one path component) for the directory with id `directoryID`.

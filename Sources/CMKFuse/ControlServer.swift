@@ -43,6 +43,8 @@ enum ControlServer {
     }
 
     static func handle(_ request: ControlRequest, _ fs: FileSystem, peer: PeerCredentials) -> ControlResponse {
+        // Whatever the command does next may read the key rows: they must not list unlinked files.
+        fs.forgets.flush()
         FileSystem.logger.debug("control: \(request.op) from uid \(peer.uid) pid \(peer.pid)")
         switch request.op {
         case "stats":

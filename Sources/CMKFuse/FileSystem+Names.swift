@@ -26,6 +26,9 @@ final class NameLayer: Sendable {
     let audit: AuditLog?
     /// The pinned lease of the name key; replaced when a flush or expiry killed it.
     private let lease = Mutex<KeyLease?>(nil)
+    /// The codec built from that lease's key; used only while the lease still answers its key,
+    /// so a flushed name key is never used through it.
+    private let keyedCodec = Mutex<(KeyLease, NameCodec)?>(nil)
     /// Backing directory path (relative to data/) → (its mount path, its id), for audit paths.
     /// Cleared when a directory is removed or renamed, so a reused path never maps to an old id.
     private let directories = Mutex<[String: (plain: String, id: [UInt8])]>([:])
@@ -42,8 +45,10 @@ final class NameLayer: Sendable {
     func codec() -> Outcome<NameCodec> {
         let now = monotonicNow()
         if let current = lease.withLock({ $0 }), case .success(let key) = current.key(now: now) {
-            return makeCodec(key)
+            return makeCodec(key, for: current)
         }
+        // The lease is dead (flushed or expired): its keyed codec goes with it.
+        dropKeyedCodec()
         var missed = false
         let fresh: KeyLease
         do {
@@ -67,11 +72,23 @@ final class NameLayer: Sendable {
         }
         if let old { cache.unpin(old) }
         guard case .success(let key) = fresh.key(now: monotonicNow()) else { return .failure(EACCES) }
-        return makeCodec(key)
+        return makeCodec(key, for: fresh)
     }
 
-    private func makeCodec(_ key: SecretBytes) -> Outcome<NameCodec> {
-        do { return .success(try NameCodec(key: key)) } catch { return .failure(EIO) }
+    /// Forgets the codec (and OpenSSL's copy of the name key's schedule). The kill switch calls
+    /// it; so does the first name operation after the name key's lease died another way (expiry).
+    func dropKeyedCodec() {
+        keyedCodec.withLock { $0 = nil }
+    }
+
+    /// The codec of `owner`'s key: built (and keyed into OpenSSL) once per lease, not per name.
+    private func makeCodec(_ key: SecretBytes, for owner: KeyLease) -> Outcome<NameCodec> {
+        if let (cachedOwner, codec) = keyedCodec.withLock({ $0 }), cachedOwner === owner { return .success(codec) }
+        do {
+            let codec = try NameCodec(key: key)
+            keyedCodec.withLock { $0 = (owner, codec) }
+            return .success(codec)
+        } catch { return .failure(EIO) }
     }
 
     /// Each unwrap of the name key is a key use, audited like a DEK's.

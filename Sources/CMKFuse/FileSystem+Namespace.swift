@@ -100,15 +100,16 @@ extension FileSystem {
         return 0
     }
 
-    /// Removing a file's last link also removes its key rows: the DEK is gone with the file.
-    /// An open handle keeps its unwrapped key until it is closed.
+    /// Removing a file's last link also removes its key rows (in the next batch, see
+    /// `PendingForgets`): the DEK is gone with the file. An open handle keeps its unwrapped key
+    /// until it is closed.
     func unlink(_ dir: Node, _ name: String) -> Int32 {
         let (backingName, nrc) = backing(dir, name)
         guard nrc == 0 else { return nrc }
         return namespaceLock.withLock { _ in
             let fileID = lastLinkFileID(dir, backingName)
             guard unlinkat(dir.fd, backingName, 0) == 0 else { return errno }
-            if let fileID { forget(fileID, backingName) }
+            if let fileID { forgets.add(fileID) }
             names?.forget(backingName)
             return 0
         }
@@ -128,7 +129,7 @@ extension FileSystem {
                 replaced = lastLinkFileID(newDir, newName)
             }
             guard cmkfs_renameat2(dir.fd, name, newDir.fd, newName, flags) == 0 else { return errno }
-            if let replaced { forget(replaced, newName) }
+            if let replaced { forgets.add(replaced) }
             if let names {
                 // An exchange keeps both names; a move frees the old one. A directory's backing
                 // name changed: cached audit paths may be stale.
@@ -215,13 +216,6 @@ extension FileSystem {
         // than their encoding: long encodings are stored by hash (NameCodec).
         st.f_namemax = UInt(NameCodec.maxNameLength)
         return (st, 0)
-    }
-
-    func forget(_ fileID: FileID, _ name: String) {
-        do { try volume.forgetFile(fileID) } catch {
-            // The file is gone; a leftover row is an orphan for fsck, not a loss of data.
-            Self.logger.error("\(name): removed, but its key rows were not: \(error)")
-        }
     }
 }
 

@@ -34,6 +34,9 @@ public final class FileSystem: Sendable {
     /// Serializes unlink, rename and link so "is this the last link?" and the removal of the
     /// file's key rows cannot interleave with a new link to the same inode.
     let namespaceLock = Mutex(())
+    /// Key rows of unlinked files, deleted in batches.
+    let forgets: PendingForgets
+    let processNames = ProcessNames()
     /// How long the kernel may cache attributes and names. Every change goes through this mount
     /// and each backing object is one kernel inode, so the caches never go stale.
     static let cacheSeconds = 1.0
@@ -55,6 +58,7 @@ public final class FileSystem: Sendable {
         inodes = InodeTable(root: Inode(root: fd, identity: InodeIdentity(st)))
         names = volume.encryptsNames ? NameLayer(volume: volume, cache: cache, audit: audit) : nil
         scratch = ScratchPool(layout: volume.layout)
+        forgets = PendingForgets(volume: volume)
         // The name key is unwrapped (and audited) now rather than by the first lookup.
         if let names, case .failure(let rc) = names.codec() {
             throw CMKError(rc == EACCES ? .keyUnavailable : .io, "cannot unwrap the name key of \(volume.path) (errno \(rc)); see the log above")
@@ -79,6 +83,7 @@ public final class FileSystem: Sendable {
     /// Returns the number of keys dropped and of open files cut.
     public func flushKeys(keyID: String?, version: Int?, reason: String) -> (Int, Int) {
         let dropped = cache.flush(keyID: keyID, version: version, reason: reason)
+        if dropped.contains(where: { $0.fileID == Volume.nameKeyFileID }) { names?.dropKeyedCodec() }
         let revoked = Set(dropped.map(\.fileID))
         let cut = openFiles.all.filter { revoked.contains($0.file.fileID.bytes) }
         if let session = session.withLock({ $0 }) {

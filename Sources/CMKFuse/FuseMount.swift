@@ -43,6 +43,7 @@ public enum FuseMount {
             try ControlServer.start(fileSystem)
             defer { unlink(fileSystem.volume.path + "/control.sock") }
             ready()
+            defer { fileSystem.forgets.flush() }
             let rc = cmkfs_session_loop_mt(session, 10)
             if rc != 0 && rc != -EINTR {
                 FileSystem.logger.error("the FUSE loop ended with error \(rc)")

@@ -85,6 +85,21 @@ extension MetadataStore {
         }
     }
 
+    /// Removes every row of each file in one transaction (a batch of unlinks).
+    public func deleteFiles(fileIds: [[UInt8]]) throws(MetadataError) {
+        for id in fileIds { try Self.checkFileId(id) }
+        try locked { (c) throws(MetadataError) in
+            try c.transaction("deleting the rows of unlinked files") { () throws(MetadataError) in
+                for id in fileIds {
+                    try c.withStatement("DELETE FROM file_attrs WHERE file_id = ?1") { (s) throws(MetadataError) in
+                        try s.bind(1, id)
+                        try s.step("deleting a file's rows")
+                    }
+                }
+            }
+        }
+    }
+
     /// Sets a user xattr. `.create` fails with `.exists` if it is set, `.replace` with
     /// `.notFound` if it is not. Names under `cmkfs.` are reserved and refused.
     public func setXattr(fileId: [UInt8], name: String, value: [UInt8], mode: XattrSetMode) throws(MetadataError) {

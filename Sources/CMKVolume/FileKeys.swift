@@ -58,6 +58,14 @@ extension Volume {
         } catch { throw Self.keyError(error) }
     }
 
+    /// Removes the metadata rows of several files whose last links are gone, in one transaction.
+    public func forgetFiles(_ fileIDs: [FileID]) throws(FileKeyError) {
+        guard !fileIDs.isEmpty else { return }
+        do { try metadata.deleteFiles(fileIds: fileIDs.map(\.bytes)) } catch {
+            throw FileKeyError(errno: EIO, description: "deleting the key rows of \(fileIDs.count) unlinked files: \(error)")
+        }
+    }
+
     /// Removes every metadata row of a file whose last link is gone.
     public func forgetFile(_ fileID: FileID) throws(FileKeyError) {
         do { try metadata.deleteFile(fileId: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }

@@ -5,6 +5,14 @@ import CMKVolume
 
 /// Talks to a live mount through `VOLUME/control.sock` (docs/control-protocol.md).
 enum ControlClient {
+    /// Lets a live mount of `volume` finish what it defers (the key rows of unlinked files are
+    /// deleted in batches) before a command counts rows. Any request does it; `stats` changes
+    /// nothing. Silent when the volume is not mounted or the mount does not answer.
+    static func settle(volume: String) {
+        guard MountLock.holder(volumePath: absolute(volume)) != nil else { return }
+        _ = try? send(ControlRequest(op: "stats"), volume: volume)
+    }
+
     /// Sends one request; throws when the volume is not mounted or the mount does not answer.
     static func send(_ request: ControlRequest, volume: String) throws(CMKError) -> ControlResponse {
         let path = absolute(volume) + "/control.sock"

@@ -33,6 +33,7 @@ extension KeyCommand {
 
         func run() {
             reporting { () throws(CMKError) in
+                ControlClient.settle(volume: volume)
                 let listing = try access.admin(volume).list()
                 if json { printJSON(listing); return }
                 print("master key \(listing.keyID) (\(listing.provider) provider)")
@@ -116,6 +117,7 @@ extension KeyCommand {
 
         func run() {
             reporting { () throws(CMKError) in
+                ControlClient.settle(volume: volume)
                 let admin = try access.admin(volume)
                 let audit = CommandAudit(admin)
                 let files: [[UInt8]]

@@ -26,6 +26,7 @@ struct StatusCommand: ParsableCommand {
             let recorded = try? Volume.recordedProvider(at: volume)
             let pin = recorded?.kind == "pkcs11"
                 ? try PINSource.read(pinFile: pinFile, promptAtTerminal: false, token: recorded?.tokenLabel ?? "?") : nil
+            ControlClient.settle(volume: volume)
             let s = try VolumeStatus.of(volume, kmsDir: kmsDir, pin: pin)
             if json {
                 let encoder = JSONEncoder()

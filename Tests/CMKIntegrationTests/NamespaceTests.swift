@@ -96,6 +96,35 @@ final class NamespaceTests: IntegrationTestCase {
         XCTAssertEqual(sh("ls \(mnt)"), "f3\nf4\n")
     }
 
+    /// Unlinks delete key rows in batches (PendingForgets): a full batch at once, the rest within
+    /// moments, and whatever is queued before the mount ends. Read straight from meta.db, not
+    /// through `status`, which flushes the queue first.
+    func testUnlinkedFilesLoseTheirKeyRowsSoonAndBeforeUnmountReturns() throws {
+        let rows = { Int(self.sh("sqlite3 \(self.vol)/meta.db \"SELECT count(*) FROM file_attrs WHERE name = 'cmkfs.edek'\"")
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 }
+        sh("mkdir \(mnt)/many && cd \(mnt)/many && seq 1 700 | xargs touch && echo kept > \(mnt)/kept")
+        XCTAssertEqual(rows(), 701)
+        sh("rm -rf \(mnt)/many")
+        var left = rows()
+        for _ in 0..<50 where left != 1 { usleep(20_000); left = rows() }
+        XCTAssertEqual(left, 1, "the rows of 700 unlinked files are gone within a second; only 'kept' has one")
+        // With the batch held back (a long delay), a control request and the unmount each write it.
+        try fx.unmount()
+        let r = Shell.run("/usr/bin/env", ["CMKFS_FORGET_DELAY_MS=600000", MountFixture.binary, "mount", vol, mnt, "--kms-dir", fx.kms],
+                          timeout: 60, logDir: fx.logs, label: "mount with a held-back forget batch")
+        XCTAssertTrue(r.succeeded, "\(r)")
+        sh("cd \(mnt) && seq 1 40 | xargs touch && seq 1 40 | xargs rm")
+        XCTAssertEqual(rows(), 41, "the 40 rows wait for their batch")
+        _ = try fx.status()
+        XCTAssertEqual(rows(), 1, "a control request (status) writes the batch first")
+        sh("cd \(mnt) && seq 1 30 | xargs touch && seq 1 30 | xargs rm")
+        XCTAssertEqual(rows(), 31)
+        try fx.unmount()
+        XCTAssertEqual(rows(), 1, "the unmount writes the last batch: no orphan rows after a clean unmount")
+        try fx.mount()
+        XCTAssertEqual(sh("cat \(mnt)/kept"), "kept\n")
+    }
+
     func testRenameOverExistingFileAndAcrossDirectories() throws {
         makeRandomFile(plain + "/A", size: 9000)
         makeRandomFile(plain + "/B", size: 5000)
