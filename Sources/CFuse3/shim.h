@@ -20,6 +20,62 @@ static inline int cmkfs_session_loop_mt(struct fuse_session *se, unsigned int ma
     return fuse_session_loop_mt(se, &cfg);
 }
 
+// --- The kernel channel (docs/design-notes.md, "FUSE_HANDLE_KILLPRIV_V2") -----------------
+// libfuse 3.14 cannot ask for FUSE_HANDLE_KILLPRIV_V2; the mount asks for it itself by adding
+// the bit to libfuse's INIT reply on its way to the kernel (fuse_session_custom_io). These read
+// the kernel's own structs (<linux/fuse.h>) from a request or reply; they keep no state.
+#include <linux/fuse.h>
+#include <stddef.h>
+#include <sys/uio.h>
+#include <string.h>
+
+static const uint32_t CMKFS_FUSE_HANDLE_KILLPRIV_V2 = FUSE_HANDLE_KILLPRIV_V2;
+
+// The request's unique id when `buf` holds an INIT request offering KILLPRIV_V2, else 0.
+static inline uint64_t cmkfs_init_offering_killpriv_v2(const void *buf, size_t n) {
+    struct fuse_in_header h;
+    struct fuse_init_in in;
+    if (n < sizeof h + offsetof(struct fuse_init_in, flags) + sizeof in.flags) return 0;
+    memcpy(&h, buf, sizeof h);
+    if (h.opcode != FUSE_INIT) return 0;
+    memcpy(&in.flags, (const char *)buf + sizeof h + offsetof(struct fuse_init_in, flags), sizeof in.flags);
+    return (in.flags & FUSE_HANDLE_KILLPRIV_V2) ? h.unique : 0;
+}
+
+// 1 when `buf` is a WRITE or SETATTR whose caller lacks CAP_FSETID: the server must clear the
+// file's setuid/setgid bits (the kernel's FUSE_WRITE_KILL_SUIDGID / FATTR_KILL_SUIDGID).
+static inline int cmkfs_request_kills_suidgid(const void *buf, size_t n) {
+    struct fuse_in_header h;
+    if (n < sizeof h) return 0;
+    memcpy(&h, buf, sizeof h);
+    if (h.opcode == FUSE_WRITE && n >= sizeof h + sizeof(struct fuse_write_in)) {
+        struct fuse_write_in w;
+        memcpy(&w, (const char *)buf + sizeof h, sizeof w);
+        return (w.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+    }
+    if (h.opcode == FUSE_SETATTR && n >= sizeof h + sizeof(uint32_t)) {
+        uint32_t valid;
+        memcpy(&valid, (const char *)buf + sizeof h, sizeof valid);
+        return (valid & FATTR_KILL_SUIDGID) != 0;
+    }
+    return 0;
+}
+
+// Adds `flags` to the INIT reply in `iov` when it answers request `unique`; 1 if it did.
+static inline int cmkfs_patch_init_reply(struct iovec *iov, int count, uint64_t unique, uint32_t flags) {
+    struct fuse_out_header h;
+    if (count < 2 || iov[0].iov_len < sizeof h) return 0;
+    memcpy(&h, iov[0].iov_base, sizeof h);
+    if (h.unique != unique || h.error != 0) return 0;
+    if (iov[1].iov_len < offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) return 0;
+    uint32_t current;
+    char *at = (char *)iov[1].iov_base + offsetof(struct fuse_init_out, flags);
+    memcpy(&current, at, sizeof current);
+    current |= flags;
+    memcpy(at, &current, sizeof current);
+    return 1;
+}
+
 // renameat2 has no glibc wrapper usable from Swift on Debian 12; syscall() is variadic.
 static inline int cmkfs_renameat2(int olddirfd, const char *oldpath,
                                   int newdirfd, const char *newpath, unsigned int flags) {

@@ -103,6 +103,12 @@ extension FileSystem {
                     }
                 }
             }
+            if KernelChannel.currentRequestKillsSetIDBits, Self.killSetIDBits(file.fd) {
+                // The kernel keeps the mode it cached; a WRITE reply cannot carry a new one.
+                if let session = session.withLock({ $0 }), let node = inodes.node(for: file.identity) {
+                    fuse_lowlevel_notify_inval_inode(session.raw, node, -1, 0)
+                }
+            }
             return (data.count, 0)
         } catch {
             Self.logFailure(error.errno, "write \(handle.path) at \(offset): \(error)")
@@ -111,6 +117,26 @@ extension FileSystem {
                       detail: "write at offset \(offset)")
             return (0, error.errno)
         }
+    }
+
+    /// What the kernel does for a local filesystem when a caller without CAP_FSETID writes,
+    /// truncates or chowns a file: setuid goes, and setgid when group-execute is set (a setgid
+    /// file without it is a mandatory-locking mark, left alone). With FUSE_HANDLE_KILLPRIV_V2 the
+    /// kernel leaves this to the daemon (`KernelChannel`); the daemon writes the backing file as
+    /// root, whose writes never clear the bits by themselves.
+    /// Returns whether it changed the mode.
+    @discardableResult
+    static func killSetIDBits(_ fd: Int32) -> Bool {
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return false }
+        var kill = st.st_mode & S_ISUID
+        if st.st_mode & S_IXGRP != 0 { kill |= st.st_mode & S_ISGID }
+        guard kill != 0 else { return false }
+        guard fchmod(fd, st.st_mode & 0o7777 & ~kill) == 0 else {
+            logger.error("cannot clear the setuid/setgid bits of a written file: \(String(cString: strerror(errno)))")
+            return false
+        }
+        return true
     }
 
     /// truncate(2) and ftruncate(2).

@@ -42,6 +42,10 @@ extension FileSystem {
                 : utimensat(AT_FDCWD, inode.procPath, times, 0)
             guard rc == 0 else { return (stat(), errno) }
         }
+        if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits {
+            let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { Self.killSetIDBits(fd); close(fd) }
+        }
         return attributes(inode)
     }
 

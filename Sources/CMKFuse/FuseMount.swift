@@ -37,6 +37,9 @@ public enum FuseMount {
                                hint: "check that /dev/fuse exists and fuse3 is installed, and that you are root")
             }
             defer { fuse_session_unmount(session) }
+            if !KernelChannel.install(session) {
+                FileSystem.logger.warning("cannot hook the FUSE channel: the kernel will ask for security.capability before each write")
+            }
             fileSystem.session.withLock { $0 = SessionPointer(raw: session) }
             defer { fileSystem.session.withLock { $0 = nil } }
             fileSystem.cache.startMaintenance()

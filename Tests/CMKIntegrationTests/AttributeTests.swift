@@ -109,6 +109,29 @@ final class AttributeTests: IntegrationTestCase {
         XCTAssertEqual(try fx.fileCount(), 3)
     }
 
+    /// Writes, truncates and chowns by a caller without CAP_FSETID clear setuid (and setgid with
+    /// group-execute), as on a local filesystem. The mount asks the kernel for
+    /// FUSE_HANDLE_KILLPRIV_V2 (KernelChannel), which leaves this to cmkfs: without
+    /// `killSetIDBits` the modes below stay 4777/6777.
+    func testUnprivilegedWritesTruncatesAndChownsClearSetIDBitsAtOnce() throws {
+        XCTAssertTrue(fx.mountLog().contains("FUSE_HANDLE_KILLPRIV_V2 on"), fx.mountLog())
+        let mode = { self.sh("stat -c %a \(self.mnt)/s").trimmingCharacters(in: .whitespacesAndNewlines) }
+        sh("echo hello > \(mnt)/s && chmod 4777 \(mnt)/s")
+        sh("runuser -u nobody -- sh -c 'echo x >> \(mnt)/s'")
+        XCTAssertEqual(mode(), "777", "a write by nobody clears setuid, visible at once")
+        sh("chmod 6777 \(mnt)/s && runuser -u nobody -- truncate -s 2 \(mnt)/s")
+        XCTAssertEqual(mode(), "777", "a truncate by nobody clears setuid and setgid")
+        sh("chmod 2767 \(mnt)/s && runuser -u nobody -- sh -c 'echo x >> \(mnt)/s'")
+        XCTAssertEqual(mode(), "2767", "setgid without group-execute is a locking mark and stays")
+        sh("chmod 4777 \(mnt)/s && echo root >> \(mnt)/s")
+        XCTAssertEqual(mode(), "4777", "root (CAP_FSETID) keeps the bits")
+        sh("chown nobody \(mnt)/s")
+        XCTAssertEqual(mode(), "777", "chown clears setuid")
+        XCTAssertEqual(sh("cat \(mnt)/s"), "hex\nroot\n")
+        try fx.remount()
+        XCTAssertEqual(mode(), "777", "the cleared mode is the backing file's")
+    }
+
     func testStatfsReportsTheBackingFilesystem() throws {
         let df = sh("df -P \(mnt)")
         XCTAssertTrue(df.contains("cmkfs:\(vol)"), df)

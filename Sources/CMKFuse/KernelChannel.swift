@@ -1,0 +1,66 @@
+import Glibc
+import Synchronization
+import CFuse3
+
+/// The mount's reads and writes on `/dev/fuse`, through libfuse's custom-I/O hook, to ask the
+/// kernel for `FUSE_HANDLE_KILLPRIV_V2`, which libfuse 3.14 (Debian 12) cannot ask for.
+///
+/// Why: without it the kernel asks the daemon for `security.capability` (a GETXATTR round trip)
+/// before every write(2) and after every chown, to decide whether to clear setuid bits — half of
+/// the FUSE requests of a 4 KiB random-write load and two of the nine of each file `tar x`
+/// makes. With it the kernel marks the superblock SB_NOSEC, stops asking, and instead flags the
+/// WRITE or SETATTR of a caller without CAP_FSETID so that the daemon clears the bits itself
+/// (`FileSystem.killSetIDBits`). cmkfs stores no `security.*` xattrs (ENOTSUP), so there is no
+/// capability to remove, only the mode bits.
+///
+/// How: the INIT request is read here; if the kernel offers the flag, the bit is added to
+/// libfuse's INIT reply as it is written back. Every later request is only inspected for the
+/// kill flag, which is handed to the handler through a thread-local (libfuse's worker threads
+/// read a request and process it on the same thread).
+enum KernelChannel {
+    /// The INIT request's unique id while its reply is awaited (0: none).
+    fileprivate static let pendingInit = Atomic<UInt64>(0)
+    /// Whether the kernel accepted FUSE_HANDLE_KILLPRIV_V2 on this mount.
+    static let killPrivV2 = Atomic<Bool>(false)
+
+    /// Routes the session's I/O through this channel. Call after `fuse_session_mount`.
+    static func install(_ session: OpaquePointer) -> Bool {
+        var io = fuse_custom_io()
+        io.read = { fd, buffer, length, _ in
+            let n = Glibc.read(fd, buffer, length)
+            guard n > 0, let buffer else { return n }
+            let unique = cmkfs_init_offering_killpriv_v2(buffer, n)
+            if unique != 0 { KernelChannel.pendingInit.store(unique, ordering: .sequentiallyConsistent) }
+            KillFlag.set(cmkfs_request_kills_suidgid(buffer, n) != 0)
+            return n
+        }
+        io.writev = { fd, iov, count, _ in
+            let unique = KernelChannel.pendingInit.load(ordering: .sequentiallyConsistent)
+            if unique != 0, cmkfs_patch_init_reply(iov, count, unique, CMKFS_FUSE_HANDLE_KILLPRIV_V2) == 1 {
+                KernelChannel.pendingInit.store(0, ordering: .sequentiallyConsistent)
+                KernelChannel.killPrivV2.store(true, ordering: .sequentiallyConsistent)
+                FileSystem.logger.info("FUSE_HANDLE_KILLPRIV_V2 on: cmkfs clears setuid/setgid bits on write, truncate and chown")
+            }
+            return Glibc.writev(fd, iov, count)
+        }
+        return fuse_session_custom_io(session, &io, fuse_session_fd(session)) == 0
+    }
+
+    /// Whether the request this thread is serving asks the daemon to clear setuid/setgid bits.
+    static var currentRequestKillsSetIDBits: Bool { KillFlag.get() }
+}
+
+/// One flag per thread, through a pthread key (Swift has no thread-local storage of its own).
+private enum KillFlag {
+    static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        return key
+    }()
+
+    static func set(_ on: Bool) {
+        _ = pthread_setspecific(key, on ? UnsafeRawPointer(bitPattern: 1) : nil)
+    }
+
+    static func get() -> Bool { pthread_getspecific(key) != nil }
+}
