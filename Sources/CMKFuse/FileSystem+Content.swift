@@ -17,7 +17,10 @@ extension FileSystem {
             let trc = truncate(file, to: 0, label: label)
             if trc != 0 { openFiles.release(file, cache: cache); return (0, trc) }
         }
-        return (handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: label)), 0)
+        // With the writeback cache the kernel places O_APPEND writes itself, and sends cached
+        // pages through whichever writable handle of the inode it picks: a handle must not
+        // move them to the end of the file.
+        return (handles.add(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: label)), 0)
     }
 
     /// create(2) with O_CREAT: a new file with a new key, its entry and an open handle.
@@ -37,7 +40,7 @@ extension FileSystem {
         }
         let (e, erc) = entry(for: file)
         guard erc == 0 else { openFiles.release(file, cache: cache); return (e, 0, erc) }
-        return (e, handles.add(Handle(file: file, append: flags & O_APPEND != 0, path: "file \(file.file.fileID)")), 0)
+        return (e, handles.add(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")), 0)
     }
 
     /// The entry of a file just created, found through its open descriptor (not its name, which

@@ -41,8 +41,13 @@ public final class FileSystem: Sendable {
     /// and each backing object is one kernel inode, so the caches never go stale.
     static let cacheSeconds = 1.0
 
-    public init(volume: Volume, policy: CachePolicy = .default, audit: AuditLog?) throws(CMKError) {
+    /// The kernel buffers writes in its page cache and sends them later (FUSE_CAP_WRITEBACK_CACHE,
+    /// `cmkfs mount --writeback-cache`; docs/design-notes.md "Writeback cache").
+    let writebackCache: Bool
+
+    public init(volume: Volume, policy: CachePolicy = .default, audit: AuditLog?, writebackCache: Bool = false) throws(CMKError) {
         self.volume = volume
+        self.writebackCache = writebackCache
         self.audit = audit
         cache = KeyCache(policy: policy, provider: volume.provider, onEvent: {
             FileSystem.logKeyEvent($0)
@@ -82,6 +87,10 @@ public final class FileSystem: Sendable {
     /// cached pages and attributes, so no plaintext is served from the page cache either.
     /// Returns the number of keys dropped and of open files cut.
     public func flushKeys(keyID: String?, version: Int?, reason: String) -> (Int, Int) {
+        // With the writeback cache, pages written before the flush may still be in the kernel:
+        // write them back (and drop them) while the key still works, so the kill switch loses no
+        // write that was accepted before it.
+        if writebackCache { invalidateOpenFiles { lease in lease.keyRef.keyID == keyID || keyID == nil } }
         let dropped = cache.flush(keyID: keyID, version: version, reason: reason)
         if dropped.contains(where: { $0.fileID == Volume.nameKeyFileID }) { names?.dropKeyedCodec() }
         let revoked = Set(dropped.map(\.fileID))
@@ -94,6 +103,17 @@ public final class FileSystem: Sendable {
             }
         }
         return (dropped.count, cut.count)
+    }
+
+    /// Asks the kernel to write back and drop the cached pages of the open files whose lease
+    /// matches (`fuse_lowlevel_notify_inval_inode` writes dirty pages before dropping them).
+    private func invalidateOpenFiles(_ matching: (KeyLease) -> Bool) {
+        guard let session = session.withLock({ $0 }) else { return }
+        for file in openFiles.all where matching(file.content.withReadLock { file.lease }) {
+            if let node = inodes.node(for: file.identity) {
+                fuse_lowlevel_notify_inval_inode(session.raw, node, 0, 0)
+            }
+        }
     }
 
     /// Number of open backing inodes (for tests and status).

@@ -47,8 +47,11 @@ enum LowLevelCallbacks {
 
     static func operations() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
-        ops.`init` = { _, conn in
+        ops.`init` = { userdata, conn in
             guard let conn else { return }
+            if let userdata, Unmanaged<FileSystem>.fromOpaque(userdata).takeUnretainedValue().writebackCache {
+                conn.pointee.want |= UInt32(FUSE_CAP_WRITEBACK_CACHE)
+            }
             conn.pointee.max_write = 1 << 20
             conn.pointee.max_readahead = 1 << 20
             conn.pointee.want |= UInt32(FUSE_CAP_ATOMIC_O_TRUNC)

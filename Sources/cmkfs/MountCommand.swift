@@ -39,6 +39,10 @@ struct MountCommand: ParsableCommand {
     @Option(name: .customLong("log-to"), help: "Where the mount logs: stderr (VOLUME/mount.log in the background) or syslog.")
     var logTo: LogDestination = .stderr
 
+    @Flag(name: .customLong("writeback-cache"),
+          help: "Let the kernel buffer writes and send them in batches (faster small writes; see the man page for what a kill switch or a crash then costs).")
+    var writebackCache = false
+
     @OptionGroup(title: "Key cache and leasing")
     var cache: CacheOptions
 
@@ -117,7 +121,7 @@ struct MountCommand: ParsableCommand {
             let v = try preflight(mnt, pin: try pin())
             let lock = try MountLock.acquire(v, mountpoint: mnt)
             let audit = try openAudit(v, mnt)
-            let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit)
+            let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit, writebackCache: writebackCache)
             if readyFD != nil { chdir("/") }
             FileSystem.logger.info("mounting \(v.path) at \(mnt)")
             try FuseMount.run(fs, at: mnt) {
@@ -178,6 +182,7 @@ struct MountCommand: ParsableCommand {
         if let kmsDir { args += ["--kms-dir", absolute(kmsDir)] }
         args += ["--log-level", logLevel.rawValue, "--log-to", logTo.rawValue]
         args += cache.arguments
+        if writebackCache { args.append("--writeback-cache") }
         var extra = [(fds[1], Int32(3))]
         let pinPipe = try pin.map { (p) throws(CMKError) in try Self.pinPipe(p) }
         if let pinPipe {

@@ -97,9 +97,12 @@ final class KeyServiceTests: IntegrationTestCase {
         var stats = try cacheStats()
         XCTAssertEqual(stats["misses"] as? Int, 3, "the name key and two new DEKs")
         XCTAssertEqual(stats["hits"] as? Int, 0)
-        sh("cat \(mnt)/a \(mnt)/a \(mnt)/b > /dev/null")   // keys still cached: three hits
+        // Keys still cached: two hits. (Not `cat a a b`: the second open of `a` can arrive before
+        // the kernel's asynchronous RELEASE of the first and join the still-open file, with no
+        // cache lookup — a flaky count seen once in 5 runs.)
+        sh("cat \(mnt)/a \(mnt)/b > /dev/null")
         stats = try cacheStats()
-        XCTAssertEqual(stats["hits"] as? Int, 3)
+        XCTAssertEqual(stats["hits"] as? Int, 2)
         XCTAssertEqual(stats["misses"] as? Int, 3)
         XCTAssertEqual(stats["entries"] as? Int, 3)
         let flush = fx.cmkfs(["cache", "flush", vol])
