@@ -36,6 +36,7 @@ public final class FileSystem: Sendable {
     let namespaceLock = Mutex(())
     /// Key rows of unlinked files, deleted in batches.
     let forgets: PendingForgets
+    /// Process names for audit records, remembered for a second.
     let processNames = ProcessNames()
     /// How long the kernel may cache attributes and names. Every change goes through this mount
     /// and each backing object is one kernel inode, so the caches never go stale.
@@ -90,7 +91,11 @@ public final class FileSystem: Sendable {
         // With the writeback cache, pages written before the flush may still be in the kernel:
         // write them back (and drop them) while the key still works, so the kill switch loses no
         // write that was accepted before it.
-        if writebackCache { invalidateOpenFiles { lease in lease.keyRef.keyID == keyID || keyID == nil } }
+        if writebackCache {
+            invalidateOpenFiles { lease in
+                (keyID == nil || lease.keyRef.keyID == keyID) && (version == nil || lease.keyRef.version == version)
+            }
+        }
         let dropped = cache.flush(keyID: keyID, version: version, reason: reason)
         if dropped.contains(where: { $0.fileID == Volume.nameKeyFileID }) { names?.dropKeyedCodec() }
         let revoked = Set(dropped.map(\.fileID))
