@@ -120,9 +120,9 @@ public enum AESSIV {
     }
 
     /// The fetched cipher, once per process.
+    /// Sound as @unchecked Sendable: an EVP_CIPHER from EVP_CIPHER_fetch is immutable and reference
+    /// counted; OpenSSL documents fetched algorithms as safe to share between threads. It is never freed.
     struct Cipher: @unchecked Sendable {
-        // Sound: an EVP_CIPHER from EVP_CIPHER_fetch is immutable and reference counted; OpenSSL
-        // documents fetched algorithms as safe to share between threads. It is never freed.
         let pointer: OpaquePointer?
         static let siv = Cipher(pointer: EVP_CIPHER_fetch(nil, "AES-256-SIV", nil))
     }
@@ -144,10 +144,11 @@ nonisolated(unsafe) private let emptyInput: UnsafePointer<UInt8> = {
 /// CTR context and their AES schedules (about half of a lookup's crypto time in a profile of a
 /// tree read). Each call here copies a keyed template instead (`EVP_CIPHER_CTX_copy`), which
 /// duplicates the schedules without recomputing them.
+///
+/// Sound as @unchecked Sendable: the two templates are written only by `init` and `deinit`; every
+/// other use is `EVP_CIPHER_CTX_copy` reading one under `lock`, so no two threads touch a template
+/// at once. The copies belong to their callers.
 public final class AESSIVKey: @unchecked Sendable {
-    // Sound as Sendable: the two templates are written only by `init` and `deinit`; every other
-    // use is `EVP_CIPHER_CTX_copy` reading one under `lock`, so no two threads touch a template
-    // at once. The copies belong to their callers.
     private let encryptTemplate: OpaquePointer
     private let decryptTemplate: OpaquePointer
     private let lock = Mutex(())

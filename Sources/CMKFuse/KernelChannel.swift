@@ -20,8 +20,6 @@ import CFuse3
 enum KernelChannel {
     /// The INIT request's unique id while its reply is awaited (0: none).
     fileprivate static let pendingInit = Atomic<UInt64>(0)
-    /// Whether the kernel accepted FUSE_HANDLE_KILLPRIV_V2 on this mount.
-    static let killPrivV2 = Atomic<Bool>(false)
 
     /// Routes the session's I/O through this channel. Call after `fuse_session_mount`.
     static func install(_ session: OpaquePointer) -> Bool {
@@ -38,7 +36,6 @@ enum KernelChannel {
             let unique = KernelChannel.pendingInit.load(ordering: .sequentiallyConsistent)
             if unique != 0, cmkfs_patch_init_reply(iov, count, unique, CMKFS_FUSE_HANDLE_KILLPRIV_V2) == 1 {
                 KernelChannel.pendingInit.store(0, ordering: .sequentiallyConsistent)
-                KernelChannel.killPrivV2.store(true, ordering: .sequentiallyConsistent)
                 FileSystem.logger.info("FUSE_HANDLE_KILLPRIV_V2 on: cmkfs clears setuid/setgid bits on write, truncate and chown")
             }
             return Glibc.writev(fd, iov, count)

@@ -172,6 +172,8 @@ func auditLines(_ count: Int, firstSeq: UInt64 = 1, events: [AuditEvent]? = nil)
                                                               uid: 0, gid: 0, pid: 42, process: "cat", detail: i == 3 ? "reason: \u{1}" : nil)
         let body = AuditRecord.body(seq: firstSeq + UInt64(i), time: "2026-11-24T02:53:39.98750\(i % 10)Z",
                                     volumeID: String(repeating: "9b", count: 16), host: "build-1", prev: prev, event)
+        // try!: HMAC-SHA256 under a fixed 32-byte key fails only if OpenSSL cannot allocate, and a
+        // seed generator that cannot make seeds has nothing to fuzz; trapping says so at once.
         let (line, mac) = try! AuditRecord.line(body: body, key: fuzzAuditKey)
         out.append(line)
         prev = mac

@@ -76,13 +76,7 @@ extension MetadataStore {
     /// Removes every row of the file: its key and all its xattrs. Removing a file that has no
     /// rows is not an error, so an interrupted unlink can simply be retried.
     public func deleteFile(fileId: [UInt8]) throws(MetadataError) {
-        try Self.checkFileId(fileId)
-        try locked { (c) throws(MetadataError) in
-            try c.withStatement("DELETE FROM file_attrs WHERE file_id = ?1") { (s) throws(MetadataError) in
-                try s.bind(1, fileId)
-                try s.step("deleting a file's rows")
-            }
-        }
+        try deleteFiles(fileIds: [fileId])
     }
 
     /// Removes every row of each file in one transaction (a batch of unlinks).

@@ -62,7 +62,8 @@ extension Volume {
     public func forgetFiles(_ fileIDs: [FileID]) throws(FileKeyError) {
         guard !fileIDs.isEmpty else { return }
         do { try metadata.deleteFiles(fileIds: fileIDs.map(\.bytes)) } catch {
-            throw FileKeyError(errno: EIO, description: "deleting the key rows of \(fileIDs.count) unlinked files: \(error)")
+            throw FileKeyError(errno: error == .full ? ENOSPC : EIO,
+                               description: "deleting the key rows of \(fileIDs.count) unlinked files: \(error)")
         }
     }
 
