@@ -8,10 +8,13 @@ import CMKMetadata
 public struct FileKeyError: Error, CustomStringConvertible {
     public let errno: Int32
     public let description: String
+    /// The provider's answer when the provider failed (nil for a metadata failure).
+    public let providerError: KeyProviderError?
 
-    public init(errno: Int32, description: String) {
+    public init(errno: Int32, description: String, providerError: KeyProviderError? = nil) {
         self.errno = errno
         self.description = description
+        self.providerError = providerError
     }
 }
 
@@ -74,8 +77,8 @@ extension Volume {
 
     static func keyError(_ error: KeyProviderError) -> FileKeyError {
         switch error {
-        case .keyDisabled, .keyDestroyed: return FileKeyError(errno: EACCES, description: "\(error)")
-        default: return FileKeyError(errno: EIO, description: "\(error)")
+        case .keyDisabled, .keyDestroyed: return FileKeyError(errno: EACCES, description: "\(error)", providerError: error)
+        default: return FileKeyError(errno: EIO, description: "\(error)", providerError: error)
         }
     }
 

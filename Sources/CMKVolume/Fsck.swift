@@ -10,7 +10,8 @@ import CMKMetadata
 public struct FsckProblem: Codable, Sendable, Equatable {
     /// `bad-header`, `no-key-row`, `bad-key-row`, `key-refused`, `key-does-not-unwrap`, `bad-size`,
     /// `bad-block`, `duplicate-file-id`, `orphan-rows`, `orphan-copy`, `pending-rekey`, `bad-name`,
-    /// `missing-dir-id`, `orphan-mkdir`, `orphan-long-name`, `audit`.
+    /// `missing-dir-id`, `orphan-mkdir`, `orphan-long-name`, `audit`, `not-checked` (the key
+    /// provider was unavailable: nothing is known about the file, and nothing is done to it).
     public var kind: String
     /// The file as the mount shows it ("/a/b"); a backing path ("data/…") when its name does not
     /// decrypt.
@@ -33,6 +34,9 @@ public struct FsckReport: Codable, Sendable {
     public var blocksChecked = 0
     public var auditRecords = 0
     public var problems: [FsckProblem] = []
+    /// Files whose key could not be had because the provider was unavailable (after retries):
+    /// not checked, never repaired.
+    public var notChecked = 0
     public var repairMode: Bool
     public var seconds = 0.0
 
@@ -41,7 +45,7 @@ public struct FsckReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case format, volume, filesChecked = "files_checked", blocksChecked = "blocks_checked"
-        case auditRecords = "audit_records", problems, repairMode = "repair", seconds
+        case auditRecords = "audit_records", problems, notChecked = "not_checked", repairMode = "repair", seconds
     }
 }
 
@@ -148,11 +152,23 @@ extension Volume {
         }
         let key: SecretBytes
         do { key = try fileKey(fileID) } catch {
-            if error.errno == EACCES {
+            switch error.providerError {
+            case .unavailable?, .corrupt?:
+                // An outage (or a provider that cannot read its own storage) says nothing about
+                // this file. The caller opened the volume with a RetryPolicy, so the provider was
+                // asked again with backoff before this.
+                report.notChecked += 1
+                report.problems.append(FsckProblem(kind: "not-checked", path: display, fileID: "\(fileID)",
+                                                   detail: "not checked, the key provider is unavailable: \(error.description)",
+                                                   repair: nil, repaired: false))
+            case .keyDisabled?, .keyDestroyed?, .keyNotFound?:
                 report.problems.append(FsckProblem(kind: "key-refused", path: display, fileID: "\(fileID)",
                                                    detail: "the key provider refuses its master-key version: \(error.description)",
                                                    repair: nil, repaired: false))
-            } else {
+            case nil:
+                throw CMKError(.io, "\(path): \(error.description)")
+            case .unwrapFailed?:
+                // Proven bad: the provider answered, and the EDEK does not authenticate.
                 try unreadable(relative, display: display, fileID: fileID, kind: "key-does-not-unwrap",
                                detail: "its EDEK does not unwrap (tampered, moved or from another volume): \(error.description)",
                                repair: repair, into: &report, audit: audit)
@@ -293,6 +309,11 @@ extension Volume {
                                                    detail: "the audit log is not intact: \(problem)",
                                                    repair: nil, repaired: false))
             }
+        } catch let error as CMKError where error.code == .keyUnavailable {
+            // The audit key did not unwrap because of the provider: nothing is known about the log.
+            report.problems.append(FsckProblem(kind: "not-checked", path: nil, fileID: nil,
+                                               detail: "the audit log was not verified, the key provider is unavailable: \(error)",
+                                               repair: nil, repaired: false))
         } catch {
             report.problems.append(FsckProblem(kind: "audit", path: nil, fileID: nil, detail: "cannot verify the audit log: \(error)",
                                                repair: nil, repaired: false))

@@ -47,8 +47,11 @@ public final class Volume: Sendable {
 
     /// Opens the volume at `path`, checking its format and that its master key is reachable and
     /// is the key it was made with. `kmsDir` overrides the recorded keystore directory; `pin`
-    /// logs in to a PKCS#11 token (used once, never stored).
-    public static func open(at path: String, kmsDir: String? = nil, pin: SecretBytes? = nil) throws(CMKError) -> Volume {
+    /// logs in to a PKCS#11 token (used once, never stored). With `retry`, provider calls that
+    /// fail because the provider is unavailable are tried again (an offline check, where an
+    /// outage must not pass for an answer).
+    public static func open(at path: String, kmsDir: String? = nil, pin: SecretBytes? = nil,
+                            retry: RetryPolicy? = nil) throws(CMKError) -> Volume {
         let path = absolute(path)
         let config = try readConfig(path)
         var providerConfig = config.provider
@@ -58,7 +61,8 @@ public final class Volume: Sendable {
         }
         let metadata: MetadataStore
         do { metadata = try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
-        let provider = try makeProvider(providerConfig, create: false, volume: path, pin: pin)
+        let made = try makeProvider(providerConfig, create: false, volume: path, pin: pin)
+        let provider: any KeyProvider = retry.map { RetryingProvider(made, policy: $0) } ?? made
         let active: KeyVersionRecord?
         do { active = try metadata.activeKeyVersion() } catch { throw .metadata(error, volume: path) }
         guard let active else {

@@ -22,6 +22,9 @@ public struct CMKError: Error, CustomStringConvertible {
         case incomplete = 14
         /// `cmkfs fsck` found problems that remain (not repaired, or not repairable).
         case fsckProblems = 15
+        /// `cmkfs fsck` could not check some files because the key provider was unavailable
+        /// (after retries); nothing was repaired on their account.
+        case notChecked = 16
         case usage = 64
     }
 

@@ -73,7 +73,9 @@ extension Volume {
     func uncachedNameCodec() throws(CMKError) -> NameCodec {
         let key: SecretBytes
         do { (key, _) = try nameKeyAndVersion() } catch {
-            throw CMKError(error.errno == EACCES ? .keyUnavailable : .io, "cannot unwrap the name key of \(path): \(error.description)",
+            // A provider's answer (refused, unavailable, did not unwrap) is exit 5, as for every key.
+            throw CMKError(error.errno == EACCES || error.providerError != nil ? .keyUnavailable : .io,
+                           "cannot unwrap the name key of \(path): \(error.description)",
                            hint: error.errno == EACCES ? "enable the master key: cmkfs key enable \(path)" : nil)
         }
         do { return try NameCodec(key: key) } catch { throw CMKError(.notAVolume, "\(path): \(error)") }

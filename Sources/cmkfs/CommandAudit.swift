@@ -51,6 +51,12 @@ final class CommandAudit {
         try log!.append(event, durable: durable)
     }
 
+    /// Opens the log now (a command on an unmounted volume), so a key provider that goes away
+    /// later cannot keep the command's records, or its final one, from being written.
+    func openNow() throws(CMKError) {
+        if log == nil { log = try openLog() }
+    }
+
     /// The sink the CMKVolume operations take.
     var sink: AuditSink { { (event, durable) throws(CMKError) in try self.record(event, durable: durable) } }
 

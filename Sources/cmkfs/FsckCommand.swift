@@ -12,8 +12,11 @@ struct FsckCommand: ParsableCommand {
         discussion: """
         Names every problem by path and file id. With --repair it fixes what is safe (finishes \
         interrupted rekeys, removes stray copies and rows whose file is gone) and moves files \
-        nothing can decrypt to VOLUME/lost+found; it never deletes readable data. Exit 0: clean \
-        (or everything repaired); 15: problems remain. Example: cmkfs fsck /srv/vol --repair
+        nothing can decrypt to VOLUME/lost+found; it never deletes readable data. A key provider \
+        that is unavailable is asked again with backoff; files it still cannot answer for are \
+        reported as not checked and never repaired. Exit 0: clean (or everything repaired); 15: \
+        problems remain; 16: some files could not be checked (provider unavailable). \
+        Example: cmkfs fsck /srv/vol --repair
         """
     )
     @Argument(help: "The volume directory (unmounted).") var volume: String
@@ -26,7 +29,8 @@ struct FsckCommand: ParsableCommand {
     func run() {
         reporting { () throws(CMKError) in
             let pin = try PINSource.forVolume(volume, pinFile: access.pinFile, promptAtTerminal: true)
-            let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin)
+            // An outage must never pass for an answer about a file: provider calls are retried.
+            let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin, retry: .offlineCheck)
             if let holder = MountLock.holder(volumePath: v.path) {
                 throw CMKError(.alreadyMounted, "\(v.path) is mounted at \(holder.mountpoint) (pid \(holder.pid)); fsck checks an unmounted volume",
                                hint: "unmount it first: cmkfs unmount \(holder.mountpoint)")
@@ -35,6 +39,7 @@ struct FsckCommand: ParsableCommand {
             let lock = try MountLock.acquire(v, mountpoint: "(cmkfs fsck, pid \(getpid()))")
             defer { withExtendedLifetime(lock) {} }
             let audit = CommandAudit(path: v.path, direct: true) { () throws(CMKError) in try v.openCommandAuditLog() }
+            try audit.openNow()
             var bar = ProgressBar("checking")
             let report: FsckReport
             do throws(CMKError) {
@@ -61,7 +66,15 @@ struct FsckCommand: ParsableCommand {
                     print(line)
                 }
                 print("\(report.filesChecked) files, \(report.blocksChecked) blocks, \(report.auditRecords) audit records checked in "
-                      + String(format: "%.2f s", report.seconds) + "; \(report.problems.count) problems, \(report.remaining) remaining")
+                      + String(format: "%.2f s", report.seconds) + "; \(report.problems.count) problems, \(report.remaining) remaining"
+                      + (report.notChecked > 0 ? " (\(report.notChecked) files not checked)" : ""))
+            }
+            let auditNotChecked = report.problems.contains { $0.kind == "not-checked" && $0.fileID == nil }
+            if report.notChecked > 0 || auditNotChecked {
+                let others = report.remaining - report.notChecked - (auditNotChecked ? 1 : 0)
+                throw CMKError(.notChecked, "could not check \(report.notChecked) files\(auditNotChecked ? " and the audit log" : ""): provider unavailable"
+                               + (others > 0 ? "; \(others) other problems remain in \(v.path)" : ""),
+                               hint: "nothing was repaired on their account; once the key provider answers again, run: cmkfs fsck \(volume)")
             }
             if report.remaining > 0 {
                 throw CMKError(.fsckProblems, "\(report.remaining) problems remain in \(v.path)",
