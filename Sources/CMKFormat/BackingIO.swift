@@ -18,6 +18,17 @@ public enum BackingIO {
         return done
     }
 
+    /// `pread` for cmkfs's own reads (a partial block read back to be rewritten): the backing
+    /// file's access time stays as applications left it, as on a local filesystem, where a
+    /// write never touches it. The caller holds the file exclusively: CMKFS_O_NOATIME is a property
+    /// of the open file description, shared with readers that must update it.
+    public static func preadInternal(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, count: Int, offset: Int) throws(ContentError) -> Int {
+        let flags = fcntl(fd, F_GETFL)
+        let toggled = flags >= 0 && flags & CMKFS_O_NOATIME == 0 && fcntl(fd, F_SETFL, flags | CMKFS_O_NOATIME) == 0
+        defer { if toggled { _ = fcntl(fd, F_SETFL, flags) } }
+        return try pread(fd, buffer, count: count, offset: offset)
+    }
+
     /// Writes all `count` bytes at `offset`.
     public static func pwrite(_ fd: Int32, _ buffer: UnsafeRawPointer, count: Int, offset: Int) throws(ContentError) {
         var done = 0

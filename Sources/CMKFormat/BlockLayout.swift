@@ -43,11 +43,13 @@ public struct BlockLayout: Sendable, Equatable {
         return full * blockSize + rest - Self.overhead
     }
 
-    /// The plaintext size applications see: an impossible backing size shows the readable
-    /// prefix (reads of the torn tail then fail with EIO rather than the file vanishing).
+    /// The plaintext size applications see. An impossible backing size (the file ends inside a
+    /// block's nonce or tag) shows the readable prefix and one byte more: the kernel only asks
+    /// for bytes below the size, so a read reaches the damaged block and fails with EIO, where
+    /// the prefix alone would read as a silently shorter file.
     public func displaySize(backingSize: Int) -> Int {
         if let size = plaintextSize(backingSize: backingSize) { return size }
         guard backingSize > FileHeader.size else { return 0 }
-        return (backingSize - FileHeader.size) / diskBlockSize * blockSize
+        return (backingSize - FileHeader.size) / diskBlockSize * blockSize + 1
     }
 }

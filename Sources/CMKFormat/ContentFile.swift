@@ -130,7 +130,7 @@ public struct ContentFile: Sendable {
         // `disk` holds the request's output, so the old block is staged in a buffer of its own.
         let diskLength = existing + BlockLayout.overhead
         let staging = scratch.stage.baseAddress!
-        let got = try BackingIO.pread(fd, staging, count: diskLength, offset: layout.diskOffset(ofBlock: index))
+        let got = try BackingIO.preadInternal(fd, staging, count: diskLength, offset: layout.diskOffset(ofBlock: index))
         guard got == diskLength else { throw .corruptBlock(index: index, reason: "backing file is shorter than its size says") }
         try scratch.openBlock(UnsafeRawBufferPointer(start: staging, count: diskLength), index: index, fileID: fileID,
                               key: key, into: block.baseAddress!)
@@ -163,7 +163,7 @@ public struct ContentFile: Sendable {
         let diskLength = oldLength + BlockLayout.overhead
         scratch.reserveDisk(max(diskLength, newLength + BlockLayout.overhead))
         let disk = scratch.disk.baseAddress!
-        let got = try BackingIO.pread(fd, disk, count: diskLength, offset: layout.diskOffset(ofBlock: index))
+        let got = try BackingIO.preadInternal(fd, disk, count: diskLength, offset: layout.diskOffset(ofBlock: index))
         guard got == diskLength else { throw .corruptBlock(index: index, reason: "backing file is shorter than its size says") }
         if isAllZero(UnsafeRawBufferPointer(start: disk, count: diskLength)) { return }
         let block = scratch.block

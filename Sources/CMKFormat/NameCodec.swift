@@ -23,6 +23,12 @@ public struct NameCodec: Sendable {
     public static let maxNameLength = 255
     /// The longest backing name stored as it is; longer encodings use the long form.
     public static let maxDirectLength = 175
+    /// The longest symlink target (Linux PATH_MAX less its NUL).
+    public static let maxTargetLength = Int(PATH_MAX) - 1
+    /// The longest encoded symlink target stored in the backing symlink itself (plaintext targets
+    /// up to 720 bytes). Fits every backing filesystem's limit, even ext4 with 1 KiB blocks,
+    /// whose symlinks hold at most 1,023 bytes; longer ones use the long form.
+    public static let maxDirectTargetLength = 1023
     /// The prefix of a long-name backing entry (`.` never occurs in base64url).
     public static let longPrefix = "L."
     /// The file in every backing directory holding the directory's 16-byte id.
@@ -106,18 +112,22 @@ public struct NameCodec: Sendable {
         backingName.hasPrefix(".") && backingName != "." && backingName != ".."
     }
 
-    /// Encrypts a symlink target (randomized; at most 4095 bytes of backing target, so targets up
-    /// to 3020 bytes fit).
-    public func encryptTarget(_ target: String) throws(NameError) -> String {
+    /// Encrypts a symlink target (randomized) of up to `maxTargetLength` bytes. An encoding
+    /// longer than `maxDirectTargetLength` is stored in the long form, like a long name: the
+    /// backing symlink holds `L.` + base64url(SHA-256(encoding)) and meta.db the encoding.
+    public func encryptTarget(_ target: String) throws(NameError) -> Encrypted {
         let plain = Array(target.utf8)
         guard !plain.isEmpty, !plain.contains(0) else { throw .malformed("not a symlink target") }
+        guard plain.count <= Self.maxTargetLength else { throw .tooLong }
+        let encoded: String
         do {
             let nonce = try SecureRandom.bytes(16)
             let sealed = try AESSIV.seal(key: key, associatedData: [Self.targetLabel, nonce], plaintext: Self.pad(plain))
-            let encoded = Base64URL.encode(nonce + sealed)
-            guard encoded.utf8.count < Int(PATH_MAX) else { throw NameError.tooLong }
-            return encoded
-        } catch let error as NameError { throw error } catch { throw .crypto(error as? CryptoError ?? .randomFailed) }
+            encoded = Base64URL.encode(nonce + sealed)
+        } catch { throw .crypto(error as? CryptoError ?? .randomFailed) }
+        guard encoded.utf8.count > Self.maxDirectTargetLength else { return Encrypted(backingName: encoded) }
+        let hash = try Self.longHash(encoded)
+        return Encrypted(backingName: Self.longPrefix + Base64URL.encode(hash), fullName: encoded, hash: hash)
     }
 
     /// Decrypts a symlink target made by `encryptTarget`.
@@ -152,7 +162,7 @@ public struct NameCodec: Sendable {
 
 /// A name that could not be encrypted or decrypted.
 public enum NameError: Error, Equatable, CustomStringConvertible {
-    /// Longer than 255 bytes (ENAMETOOLONG).
+    /// A name longer than 255 bytes or a target longer than 4,095 (ENAMETOOLONG).
     case tooLong
     /// Not a name (for encrypt) or not an encoding (for decrypt).
     case malformed(String)

@@ -139,6 +139,40 @@ final class NameLayer: Sendable {
         }
     }
 
+    /// What the backing symlink for `plain` holds: its encoding, or for a long one the long
+    /// form, whose encoding is stored in meta.db first.
+    func storedTarget(_ plain: String) -> Outcome<String> {
+        let codec: NameCodec
+        switch self.codec() { case .success(let c): codec = c; case .failure(let e): return .failure(e) }
+        let encrypted: NameCodec.Encrypted
+        do { encrypted = try codec.encryptTarget(plain) } catch { return .failure(error.errno) }
+        if let full = encrypted.fullName, let hash = encrypted.hash {
+            do { try volume.metadata.setLongName(hash: hash, name: full) } catch {
+                FileSystem.logger.error("cannot store a long symlink target: \(error)")
+                return .failure(EIO)
+            }
+        }
+        return .success(encrypted.backingName)
+    }
+
+    /// The plaintext of a backing symlink's target (a long one through its meta.db row);
+    /// EIO when it does not decrypt or its row is missing.
+    func plainTarget(_ stored: String) -> Outcome<String> {
+        let codec: NameCodec
+        switch self.codec() { case .success(let c): codec = c; case .failure(let e): return .failure(e) }
+        var encoding = stored
+        if let hash = NameCodec.hash(ofLong: stored) {
+            guard let full = try? volume.metadata.longName(hash: hash), (try? NameCodec.longHash(full)) == hash else {
+                return .failure(EIO)
+            }
+            encoding = full
+        }
+        do { return .success(try codec.decryptTarget(encoding)) } catch { return .failure(EIO) }
+    }
+
+    /// Drops the stored encoding of a long symlink target whose symlink is gone.
+    func forgetTarget(_ stored: String) { forget(stored) }
+
     /// A directory was removed or renamed: cached paths may be wrong now.
     func directoriesChanged() { directories.withLock { $0.removeAll() } }
 

@@ -1,5 +1,6 @@
 import Logging
 import Glibc
+import Foundation
 import CFuse3
 import CMKCrypto
 import CMKFormat
@@ -54,7 +55,7 @@ extension FileSystem {
         guard nrc == 0 else { return (fuse_entry_param(), nrc) }
         guard names != nil else {
             guard mkdirat(dir.fd, backingName, mode & 0o7777) == 0 else { return (fuse_entry_param(), errno) }
-            chownToCaller(dir, backingName, caller)
+            settle(dir, backingName, mode: mode, isDirectory: true, caller: caller)
             return entry(dir, backingName)
         }
         // Made under a hidden temporary name with its id inside, then renamed into place
@@ -69,7 +70,7 @@ extension FileSystem {
             close(fd)
         }
         if rc == 0 {
-            chownToCaller(dir, temp, caller)
+            settle(dir, temp, mode: mode, isDirectory: true, caller: caller)
             if cmkfs_renameat2(dir.fd, temp, dir.fd, backingName, UInt32(RENAME_NOREPLACE)) != 0 { rc = errno }
         }
         guard rc == 0 else {
@@ -84,16 +85,12 @@ extension FileSystem {
         let (backingName, nrc) = backing(dir, name)
         guard nrc == 0 else { return nrc }
         guard let names else { return unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 ? 0 : errno }
-        // The backing directory holds its id file: empty means nothing else. The kernel holds
-        // the victim's lock for an rmdir, so no entry can appear in it meanwhile.
-        let fd = openAt(backingName, relativeTo: dir.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return errno }
+        let fd: Int32, id: [UInt8]?
+        switch emptyDirectoryIDFile(dir, backingName) {
+        case .success(let found): (fd, id) = found
+        case .failure(let e): return e
+        }
         defer { close(fd) }
-        let listing = DirectoryListing(fd: dup(fd))
-        guard listing.refresh() == 0 else { return EIO }
-        guard listing.entries.allSatisfy({ [".", "..", NameCodec.directoryIDFile].contains($0.name) }) else { return ENOTEMPTY }
-        let id = try? DirectoryID.read(directoryFD: fd)
-        _ = unlinkat(fd, NameCodec.directoryIDFile, 0)
         guard unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 else {
             let rc = errno
             if let id { _ = try? DirectoryID.create(directoryFD: fd, id: id) }
@@ -104,6 +101,25 @@ extension FileSystem {
         return 0
     }
 
+    /// Removes the id file of the backing directory `name` in `dir` if that file is all it
+    /// holds, and returns the directory (open; the caller closes it) with the id it had, to put
+    /// back if the removal or replacement that needed this fails. ENOTEMPTY otherwise. The kernel
+    /// holds the directory's lock for an rmdir or a rename onto it, so no entry can appear in it
+    /// meanwhile.
+    func emptyDirectoryIDFile(_ dir: Node, _ name: String) -> Outcome<(fd: Int32, id: [UInt8]?)> {
+        let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(errno) }
+        let listing = DirectoryListing(fd: dup(fd))
+        guard listing.refresh() == 0 else { close(fd); return .failure(EIO) }
+        guard listing.entries.allSatisfy({ [".", "..", NameCodec.directoryIDFile].contains($0.name) }) else {
+            close(fd)
+            return .failure(ENOTEMPTY)
+        }
+        let id = try? DirectoryID.read(directoryFD: fd)
+        _ = unlinkat(fd, NameCodec.directoryIDFile, 0)
+        return .success((fd, id))
+    }
+
     /// Removing a file's last link also removes its key rows (in the next batch, see
     /// `PendingForgets`): the DEK is gone with the file. An open handle keeps its unwrapped key
     /// until it is closed.
@@ -112,8 +128,10 @@ extension FileSystem {
         guard nrc == 0 else { return nrc }
         return namespaceLock.withLock { _ in
             let fileID = lastLinkFileID(dir, backingName)
+            let longTarget = lastLinkLongTarget(dir, backingName)
             guard unlinkat(dir.fd, backingName, 0) == 0 else { return errno }
             if let fileID { forgets.add(fileID) }
+            if let longTarget { names?.forgetTarget(longTarget) }
             names?.forget(backingName)
             return 0
         }
@@ -125,15 +143,34 @@ extension FileSystem {
         let (newName, mrc) = backing(newDir, plainNewName, creating: true)
         guard mrc == 0 else { return mrc }
         return namespaceLock.withLock { _ in
-            var replaced: FileID?
+            var replaced: FileID?, replacedTarget: String?
             let (src, rc) = lstat(dir, name)
             let (dst, drc) = lstat(newDir, newName)
             if flags & UInt32(RENAME_EXCHANGE) == 0,
                rc == 0, drc == 0, !(src.st_ino == dst.st_ino && src.st_dev == dst.st_dev) {
                 replaced = lastLinkFileID(newDir, newName)
+                replacedTarget = lastLinkLongTarget(newDir, newName)
             }
-            guard cmkfs_renameat2(dir.fd, name, newDir.fd, newName, flags) == 0 else { return errno }
+            // A directory moved onto an empty directory replaces it (POSIX): the target's id
+            // file is all that keeps its backing directory from being empty, so it goes first
+            // and comes back if the rename fails.
+            var victimID: (fd: Int32, id: [UInt8]?)?
+            if names != nil, flags & UInt32(RENAME_EXCHANGE | RENAME_NOREPLACE) == 0, rc == 0, drc == 0,
+               (src.st_mode & S_IFMT) == S_IFDIR, (dst.st_mode & S_IFMT) == S_IFDIR,
+               !(src.st_ino == dst.st_ino && src.st_dev == dst.st_dev) {
+                switch emptyDirectoryIDFile(newDir, newName) {
+                case .success(let found): victimID = found
+                case .failure(let e): return e
+                }
+            }
+            defer { if let victimID { close(victimID.fd) } }
+            guard cmkfs_renameat2(dir.fd, name, newDir.fd, newName, flags) == 0 else {
+                let e = errno
+                if let victimID { _ = try? DirectoryID.create(directoryFD: victimID.fd, id: victimID.id) }
+                return e
+            }
             if let replaced { forgets.add(replaced) }
+            if let replacedTarget { names?.forgetTarget(replacedTarget) }
             if let names {
                 // An exchange keeps both names; a move frees the old one. A directory's backing
                 // name changed: cached audit paths may be stale.
@@ -162,55 +199,73 @@ extension FileSystem {
         guard nrc == 0 else { return (fuse_entry_param(), nrc) }
         var target = plainTarget
         if let names {
-            switch names.codec() {
-            case .success(let codec):
-                do { target = try codec.encryptTarget(plainTarget) } catch { return (fuse_entry_param(), error.errno) }
+            switch names.storedTarget(plainTarget) {
+            case .success(let stored): target = stored
             case .failure(let rc): return (fuse_entry_param(), rc)
             }
         }
-        guard symlinkat(target, dir.fd, name) == 0 else { return (fuse_entry_param(), errno) }
-        chownToCaller(dir, name, caller)
+        guard symlinkat(target, dir.fd, name) == 0 else {
+            let rc = errno
+            names?.forgetTarget(target)
+            return (fuse_entry_param(), rc)
+        }
+        settleSymlink(dir, name, caller: caller)
         return entry(dir, name)
     }
 
     func readlink(_ inode: Node) -> (String, Int32) {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlinkat(inode.fd, "", &buffer, buffer.count - 1)
-        guard n >= 0 else { return ("", errno) }
-        let stored = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let names else { return (stored, 0) }
-        switch names.codec() {
-        case .success(let codec):
-            do { return (try codec.decryptTarget(stored), 0) } catch {
-                Self.logger.error("symlink inode \(inode.identity.inode): its target does not decrypt: \(error)")
-                return ("", EIO)
-            }
-        case .failure(let rc): return ("", rc)
+        switch target(ofSymlink: inode.fd) {
+        case .success(let target): return (target, 0)
+        case .failure(let rc):
+            if rc == EIO { Self.logger.error("symlink inode \(inode.identity.inode): its target does not decrypt") }
+            return ("", rc)
         }
     }
 
-    /// FIFOs and sockets pass through; a regular file gets a key like `create`; device nodes are
-    /// refused (EPERM): an encrypted volume is no place for them.
-    func mknod(_ dir: Node, _ plainName: String, mode: mode_t, caller: Caller) -> (fuse_entry_param, Int32) {
-        guard [S_IFIFO, S_IFSOCK, S_IFREG].contains(mode & S_IFMT) else { return (fuse_entry_param(), EPERM) }
+    /// The plaintext target of the symlink open at `fd` (`CMKFS_O_PATH`).
+    func target(ofSymlink fd: Int32) -> Outcome<String> {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlinkat(fd, "", &buffer, buffer.count - 1)
+        guard n >= 0 else { return .failure(errno) }
+        let stored = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let names else { return .success(stored) }
+        return names.plainTarget(stored)
+    }
+
+    /// FIFOs, sockets and device nodes are made as they are in the backing tree; a regular file
+    /// gets a key like `create`. A device node needs CAP_MKNOD, as on ext4 (the kernel checks it
+    /// too); the mount is `nodev`, so no node is ever opened as a device through cmkfs
+    /// (docs/on-disk-format.md, "Special files").
+    func mknod(_ dir: Node, _ plainName: String, mode: mode_t, rdev: dev_t, caller: Caller) -> (fuse_entry_param, Int32) {
+        let type = mode & S_IFMT
+        guard [S_IFIFO, S_IFSOCK, S_IFREG, S_IFCHR, S_IFBLK].contains(type) else { return (fuse_entry_param(), EINVAL) }
+        let device = type == S_IFCHR || type == S_IFBLK
+        if device && !Self.mayMakeDevices(caller) { return (fuse_entry_param(), EPERM) }
         let (name, nrc) = backing(dir, plainName, creating: true)
         guard nrc == 0 else { return (fuse_entry_param(), nrc) }
-        switch mode & S_IFMT {
-        case S_IFIFO, S_IFSOCK:
-            guard mknodat(dir.fd, name, mode, 0) == 0 else { return (fuse_entry_param(), errno) }
-            chownToCaller(dir, name, caller)
+        guard type == S_IFREG else {
+            guard mknodat(dir.fd, name, mode, device ? rdev : 0) == 0 else { return (fuse_entry_param(), errno) }
+            settle(dir, name, mode: mode, isDirectory: false, caller: caller)
             return entry(dir, name)
-        case S_IFREG:
-            var use = KeyUse()
-            let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
-            let arc = audit("create", use, rc: rc, path: mountPath(dir, plainName), caller: caller, detail: "mknod")
-            guard let file else { return (fuse_entry_param(), rc) }
-            defer { openFiles.release(file, cache: cache) }
-            if arc != 0 { unlinkat(dir.fd, name, 0); try? volume.forgetFile(file.file.fileID); return (fuse_entry_param(), arc) }
-            return entry(for: file)
-        default:
-            return (fuse_entry_param(), EPERM)
         }
+        var use = KeyUse()
+        let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
+        let arc = audit("create", use, rc: rc, path: mountPath(dir, plainName), caller: caller, detail: "mknod")
+        guard let file else { return (fuse_entry_param(), rc) }
+        defer { openFiles.release(file, cache: cache) }
+        if arc != 0 { unlinkat(dir.fd, name, 0); try? volume.forgetFile(file.file.fileID); return (fuse_entry_param(), arc) }
+        return entry(for: file)
+    }
+
+    /// Whether the calling process holds CAP_MKNOD (its effective set in /proc; uid 0 when the
+    /// kernel did not say which process called).
+    static func mayMakeDevices(_ caller: Caller) -> Bool {
+        guard caller.pid > 0, let status = try? String(contentsOfFile: "/proc/\(caller.pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+              let caps = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return caller.uid == 0 }
+        let capMknod: UInt64 = 27
+        return caps & (1 << capMknod) != 0
     }
 
     func statfs(_ inode: Node) -> (statvfs, Int32) {

@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import Synchronization
 import CFuse3
+import CLinuxFS
 import CMKAudit
 import CMKCrypto
 import CMKFormat
@@ -156,12 +157,7 @@ public final class FileSystem: Sendable {
     /// An encrypted symlink's size is its plaintext target's length, as lstat(2) promises
     /// (tools size their readlink buffer by it): one readlink and one decryption.
     func presentSymlink(_ fd: Int32, _ st: inout stat) {
-        guard let names, (st.st_mode & S_IFMT) == S_IFLNK else { return }
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlinkat(fd, "", &buffer, buffer.count - 1)
-        guard n > 0, case .success(let codec) = names.codec(),
-              let target = try? codec.decryptTarget(String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))
-        else { return }
+        guard names != nil, (st.st_mode & S_IFMT) == S_IFLNK, case .success(let target) = target(ofSymlink: fd) else { return }
         st.st_size = off_t(target.utf8.count)
     }
 
@@ -203,17 +199,13 @@ public final class FileSystem: Sendable {
         return (e, 0)
     }
 
-    /// Gives a new entry to the caller, as the kernel would for a local filesystem.
-    func chownToCaller(_ dir: Node, _ name: String, _ caller: Caller) {
-        _ = fchownat(dir.fd, name, caller.uid, caller.gid, AT_SYMLINK_NOFOLLOW)
-    }
-
     // MARK: opening files
 
     /// Opens the regular file `inode` and returns its shared state with a new reference.
     func acquire(_ inode: Node, use: inout KeyUse) -> (OpenFile?, Int32) {
         guard inode.kind == S_IFREG else { return (nil, inode.kind == S_IFDIR ? EISDIR : EINVAL) }
-        let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDWR | O_CLOEXEC)
+        // CMKFS_O_NOATIME until the header is read: opening a file does not make it accessed.
+        let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDWR | O_CLOEXEC | CMKFS_O_NOATIME)
         guard fd >= 0 else { return (nil, errno) }
         return acquire(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
     }
@@ -239,6 +231,9 @@ public final class FileSystem: Sendable {
             close(fd)
             return (nil, error.errno)
         }
+        // Applications' reads through this descriptor update the access time, as they would locally.
+        let flags = fcntl(fd, F_GETFL)
+        if flags >= 0 && flags & CMKFS_O_NOATIME != 0 { _ = fcntl(fd, F_SETFL, flags & ~CMKFS_O_NOATIME) }
         let lease: KeyLease
         do { lease = try leaseKey(fileID, use: &use) } catch {
             use.error = error.description
@@ -305,7 +300,7 @@ public final class FileSystem: Sendable {
         // link below answers EEXIST if another creator got there first.
         let fd = openAt(".", relativeTo: dir.fd, flags: O_RDWR | CMKFS_O_TMPFILE | O_CLOEXEC, mode: mode & 0o7777)
         guard fd >= 0 else { return (nil, errno) }
-        _ = fchown(fd, caller.uid, caller.gid)
+        settle(fd: fd, in: dir, mode: mode, caller: caller)
         let fileID: FileID
         do { fileID = try FileID.random() } catch {
             return abandon(fd, nil, EIO)
@@ -355,10 +350,25 @@ public final class FileSystem: Sendable {
     func lastLinkFileID(_ dir: Node, _ name: String) -> FileID? {
         let (st, rc) = lstat(dir, name)
         guard rc == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1 else { return nil }
-        let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC | CMKFS_O_NOATIME)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         return try? ContentFile.readFileID(fd: fd)
+    }
+}
+
+extension FileSystem {
+    /// The long-form target of the symlink `name` in `dir` if this is its last link (its
+    /// meta.db row goes with it).
+    func lastLinkLongTarget(_ dir: Node, _ name: String) -> String? {
+        guard names != nil else { return nil }
+        let (st, rc) = lstat(dir, name)
+        guard rc == 0, (st.st_mode & S_IFMT) == S_IFLNK, st.st_nlink == 1 else { return nil }
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = readlinkat(dir.fd, name, &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        let stored = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return NameCodec.isLong(stored) ? stored : nil
     }
 }
 

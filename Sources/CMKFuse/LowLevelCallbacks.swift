@@ -87,9 +87,10 @@ enum LowLevelCallbacks {
                 if rc == 0 { fuse_reply_readlink(req, target) } else { fuse_reply_err(req, rc) }
             }
         }
-        ops.mknod = { req, parent, name, mode, _ in
+        ops.mknod = { req, parent, name, mode, rdev in
             LowLevelCallbacks.with(req, parent) { f, dir in
-                LowLevelCallbacks.replyEntry(req, f.mknod(dir, LowLevelCallbacks.name(name), mode: mode, caller: LowLevelCallbacks.caller(req)))
+                LowLevelCallbacks.replyEntry(req, f.mknod(dir, LowLevelCallbacks.name(name), mode: mode, rdev: rdev,
+                                                          caller: LowLevelCallbacks.caller(req)))
             }
         }
         ops.mkdir = { req, parent, name, mode in

@@ -46,7 +46,7 @@ public func fuzzNames(_ data: [UInt8]) throws(FuzzViolation) {
 
 func nameSeeds() -> [(name: String, bytes: [UInt8])] {
     func encoded(_ name: String) -> [UInt8] { Array(((try? nameCodec.encrypt(name, directoryID: directoryID)).map { $0.fullName ?? $0.backingName } ?? "").utf8) }
-    let target = (try? nameCodec.encryptTarget("../some/where else")) ?? ""
+    let target = (try? nameCodec.encryptTarget("../some/where else"))?.backingName ?? ""
     return [("short", encoded("a")),
             ("sixteen", encoded("0123456789abcdef")),
             ("unicode", encoded("Überweisung 2026 ✓.pdf")),

@@ -57,6 +57,12 @@ extension Volume {
             if let hash = NameCodec.hash(ofLong: name) { longNames.insert(hash) }
             var st = stat()
             let rel = relative.isEmpty ? name : relative + "/" + name
+            // A long symlink target's encoding is a long_names row too.
+            if lstat(dataPath + "/" + rel, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK,
+               let stored = try? FileManager.default.destinationOfSymbolicLink(atPath: dataPath + "/" + rel),
+               let hash = NameCodec.hash(ofLong: stored) {
+                longNames.insert(hash)
+            }
             if lstat(dataPath + "/" + rel, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
                 try walkDirectories(rel, longNames: &longNames, repair: repair, into: &report, audit: audit)
             }

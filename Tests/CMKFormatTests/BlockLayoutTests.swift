@@ -94,8 +94,9 @@ final class BlockLayoutTests: XCTestCase {
                 let base = FileHeader.size + full * l.diskBlockSize
                 for rest in 1...BlockLayout.overhead {
                     XCTAssertNil(l.plaintextSize(backingSize: base + rest), "\(full) blocks + \(rest)")
-                    // Applications see the readable prefix: the full blocks.
-                    XCTAssertEqual(l.displaySize(backingSize: base + rest), full * l.blockSize, "\(full) blocks + \(rest)")
+                    // Applications see the readable prefix and one byte more, so that reading
+                    // to the end reaches the torn block (EIO) instead of stopping short.
+                    XCTAssertEqual(l.displaySize(backingSize: base + rest), full * l.blockSize + 1, "\(full) blocks + \(rest)")
                 }
                 XCTAssertEqual(l.plaintextSize(backingSize: base), full * l.blockSize)
                 XCTAssertEqual(l.plaintextSize(backingSize: base + BlockLayout.overhead + 1), full * l.blockSize + 1)
@@ -106,7 +107,7 @@ final class BlockLayoutTests: XCTestCase {
         XCTAssertEqual(l.plaintextSize(backingSize: 24), 0)
         XCTAssertEqual(l.plaintextSize(backingSize: 53), 1)
         XCTAssertNil(l.plaintextSize(backingSize: 23))
-        XCTAssertEqual(l.displaySize(backingSize: 4148 + 10), 4096)
+        XCTAssertEqual(l.displaySize(backingSize: 4148 + 10), 4097)
         XCTAssertEqual(l.displaySize(backingSize: 4148 + 30), 4098)
     }
 

@@ -61,13 +61,18 @@ final class NameCodecTests: XCTestCase {
 
     func testSymlinkTargetsAreRandomized() throws {
         let c = try codec()
-        for target in ["../x", "/etc/passwd", "日本/" + String(repeating: "t", count: 3000)] {
+        for target in ["../x", "/etc/passwd", String(repeating: "t", count: 720), "日本/" + String(repeating: "t", count: 3000),
+                       String(repeating: "u", count: 4095)] {
             let a = try c.encryptTarget(target), b = try c.encryptTarget(target)
             XCTAssertNotEqual(a, b)
-            XCTAssertEqual(try c.decryptTarget(a), target)
-            XCTAssertLessThan(a.utf8.count, 4096)
-            XCTAssertThrowsError(try c.decryptTarget(String(a.dropFirst(4))))
+            let encoding = a.fullName ?? a.backingName
+            XCTAssertEqual(try c.decryptTarget(encoding), target)
+            XCTAssertLessThanOrEqual(a.backingName.utf8.count, NameCodec.maxDirectTargetLength)
+            XCTAssertEqual(a.fullName != nil, target.utf8.count > 720, "only long targets use the long form")
+            if let hash = a.hash { XCTAssertEqual(NameCodec.hash(ofLong: a.backingName), hash) }
+            XCTAssertThrowsError(try c.decryptTarget(String(encoding.dropFirst(4))))
         }
+        XCTAssertThrowsError(try c.encryptTarget(String(repeating: "v", count: 4096))) { XCTAssertEqual($0 as? NameError, .tooLong) }
     }
 
     func testBase64URL() {
