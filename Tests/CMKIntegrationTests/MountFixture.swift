@@ -64,6 +64,9 @@ final class MountFixture {
         guard r.succeeded else { throw FixtureError("init failed: \(r)") }
     }
 
+    /// A volume the test made another way (unpacked, copied): cleanup stops its daemon too.
+    func adoptVolume(_ volume: String) { volumes.append(volume) }
+
     func mount(_ volume: String? = nil, at mountpoint: String? = nil, kmsDir: String? = nil) throws {
         let r = cmkfs(["mount", volume ?? vol, mountpoint ?? mnt, "--kms-dir", kmsDir ?? kms])
         guard r.succeeded else { throw FixtureError("mount failed: \(r)\nmount.log: \(mountLog(volume ?? vol))") }
