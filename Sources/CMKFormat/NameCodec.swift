@@ -52,11 +52,34 @@ public struct NameCodec: Sendable {
     /// The name key (64 bytes, shared by every directory of the volume), keyed into OpenSSL once
     /// per codec: keep a codec rather than making one per name.
     let key: AESSIVKey
+    /// HMAC-SHA256(name key, "cmkfs.link-key.v1"): the key of name bindings (`linkTag`), kept
+    /// apart from the SIV key by derivation rather than used for two algorithms.
+    let bindKey: SecretBytes
+    static let bindKeyLabel = Array("cmkfs.link-key.v1".utf8)
+    static let bindLabel = Array("cmkfs.link.v1".utf8)
+    /// Bytes of a name binding's tag.
+    public static let linkTagSize = 16
 
     /// A codec over the volume's unwrapped name key.
     public init(key: SecretBytes) throws(NameError) {
         guard key.count == AESSIV.keySize else { throw .malformed("the name key has \(key.count) bytes, expected \(AESSIV.keySize)") }
-        do { self.key = try AESSIVKey(key) } catch { throw .crypto(error) }
+        do {
+            self.key = try AESSIVKey(key)
+            var derived = try HMACSHA256.mac(key: key, Self.bindKeyLabel)
+            defer { derived.withUnsafeMutableBytes { secureZero($0) } }
+            let bind = SecretBytes(zeroedCount: derived.count)
+            bind.withUnsafeMutableBytes { $0.copyBytes(from: derived) }
+            bindKey = bind
+        } catch { throw .crypto(error) }
+    }
+
+    /// The tag binding the file `fileID` to the entry `backingName` of the directory with id
+    /// `directoryID`: a truncated HMAC, so only a holder of the name key can make one.
+    public func linkTag(fileID: [UInt8], directoryID: [UInt8], backingName: String) throws(NameError) -> [UInt8] {
+        do {
+            let mac = try HMACSHA256.mac(key: bindKey, Self.bindLabel, fileID, directoryID, Array(backingName.utf8))
+            return Array(mac.prefix(Self.linkTagSize))
+        } catch { throw .crypto(error) }
     }
 
     /// Encrypts `name` (one path component) for the directory with id `directoryID`.
@@ -124,7 +147,7 @@ public struct NameCodec: Sendable {
             let nonce = try SecureRandom.bytes(16)
             let sealed = try AESSIV.seal(key: key, associatedData: [Self.targetLabel, nonce], plaintext: Self.pad(plain))
             encoded = Base64URL.encode(nonce + sealed)
-        } catch { throw .crypto(error as? CryptoError ?? .randomFailed) }
+        } catch { throw .crypto(error) }
         guard encoded.utf8.count > Self.maxDirectTargetLength else { return Encrypted(backingName: encoded) }
         let hash = try Self.longHash(encoded)
         return Encrypted(backingName: Self.longPrefix + Base64URL.encode(hash), fullName: encoded, hash: hash)

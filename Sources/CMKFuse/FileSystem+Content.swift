@@ -38,20 +38,21 @@ extension FileSystem {
             try? volume.forgetFile(file.file.fileID)
             return (fuse_entry_param(), 0, arc)
         }
-        let (e, erc) = entry(for: file)
+        let (e, erc) = entry(for: file, link: entryLink(dir, name))
         guard erc == 0 else { openFiles.release(file, cache: cache); return (e, 0, erc) }
         return (e, handles.add(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")), 0)
     }
 
     /// The entry of a file just created, found through its open descriptor (not its name, which
     /// another process could already have renamed).
-    func entry(for file: OpenFile) -> (fuse_entry_param, Int32) {
+    func entry(for file: OpenFile, link: EntryLink? = nil) -> (fuse_entry_param, Int32) {
         var e = fuse_entry_param()
         let fd = openAt("/proc/self/fd/\(file.fd)", relativeTo: AT_FDCWD, flags: CMKFS_O_PATH | O_CLOEXEC)
         guard fd >= 0 else { return (e, errno) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { let err = errno; close(fd); return (e, err) }
         e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: S_IFREG)
+        if let inode = inodes.get(e.ino) { noteEntry(inode, link) }
         present(&st)
         e.attr = st
         e.attr_timeout = Self.cacheSeconds

@@ -2,6 +2,7 @@ import Logging
 import Glibc
 import Foundation
 import CFuse3
+import CLinuxFS
 import CMKCrypto
 import CMKFormat
 
@@ -127,10 +128,16 @@ extension FileSystem {
         let (backingName, nrc) = backing(dir, name)
         guard nrc == 0 else { return nrc }
         return namespaceLock.withLock { _ in
-            let fileID = lastLinkFileID(dir, backingName)
+            let file = bindsNames ? regularFileID(dir, backingName) : lastLinkFileID(dir, backingName).map { ($0, true) }
             let longTarget = lastLinkLongTarget(dir, backingName)
+            let (st, _) = lstat(dir, backingName)
             guard unlinkat(dir.fd, backingName, 0) == 0 else { return errno }
-            if let fileID { forgets.add(fileID) }
+            if let file, file.last { forgets.add(file.id) }
+            // Another link remains: only this entry's binding goes.
+            if let file, !file.last, let link = entryLink(dir, backingName) {
+                _ = changeBindings(add: [], remove: [(file.id, link)])
+                entryRemoved(InodeIdentity(st), link)
+            }
             if let longTarget { names?.forgetTarget(longTarget) }
             names?.forget(backingName)
             return 0
@@ -164,10 +171,22 @@ extension FileSystem {
                 }
             }
             defer { if let victimID { close(victimID.fd) } }
+            let bindings = renameBindings(dir, name, src: rc == 0 ? src : nil, newDir, newName, dst: drc == 0 ? dst : nil,
+                                          exchange: flags & UInt32(RENAME_EXCHANGE) != 0)
+            if !bindings.add.isEmpty {
+                let brc = changeBindings(add: bindings.add)
+                guard brc == 0 else { return brc }
+            }
             guard cmkfs_renameat2(dir.fd, name, newDir.fd, newName, flags) == 0 else {
                 let e = errno
                 if let victimID { _ = try? DirectoryID.create(directoryFD: victimID.fd, id: victimID.id) }
+                _ = changeBindings(add: [], remove: bindings.add)
                 return e
+            }
+            _ = changeBindings(add: [], remove: bindings.remove)
+            if let (identity, link) = bindings.replaced { entryRemoved(identity, link) }
+            for (identity, link) in bindings.moved {
+                inodes.inode(for: identity)?.entryLink.withLock { $0 = (link, link) }
             }
             if let replaced { forgets.add(replaced) }
             if let replacedTarget { names?.forgetTarget(replacedTarget) }
@@ -187,8 +206,27 @@ extension FileSystem {
         let (newName, nrc) = backing(newDir, plainNewName, creating: true)
         guard nrc == 0 else { return (fuse_entry_param(), nrc) }
         let rc: Int32 = namespaceLock.withLock { _ in
+            // The new entry's binding first: a crash leaves a stale row, never an unbound entry.
+            var bound: (FileID, EntryLink)?
+            // An existing name (the kernel looked first; the directory is locked) keeps its row.
+            if lstat(newDir, newName).1 == 0 { return EEXIST }
+            if bindsNames, inode.kind == S_IFREG, let link = entryLink(newDir, newName) {
+                let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDONLY | O_CLOEXEC | CMKFS_O_NOATIME)
+                let id = fd >= 0 ? try? ContentFile.readFileID(fd: fd) : nil
+                if fd >= 0 { close(fd) }
+                if let id {
+                    let brc = changeBindings(add: [(id, link)])
+                    guard brc == 0 else { return brc }
+                    bound = (id, link)
+                }
+            }
             // Through /proc with AT_SYMLINK_FOLLOW: links the very object the descriptor names.
-            linkat(AT_FDCWD, inode.procPath, newDir.fd, newName, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno
+            guard linkat(AT_FDCWD, inode.procPath, newDir.fd, newName, AT_SYMLINK_FOLLOW) == 0 else {
+                let e = errno
+                if let bound { _ = changeBindings(add: [], remove: [bound]) }
+                return e
+            }
+            return 0
         }
         guard rc == 0 else { return (fuse_entry_param(), rc) }
         return entry(newDir, newName)
@@ -254,7 +292,7 @@ extension FileSystem {
         guard let file else { return (fuse_entry_param(), rc) }
         defer { openFiles.release(file, cache: cache) }
         if arc != 0 { unlinkat(dir.fd, name, 0); try? volume.forgetFile(file.file.fileID); return (fuse_entry_param(), arc) }
-        return entry(for: file)
+        return entry(for: file, link: entryLink(dir, name))
     }
 
     /// Whether the calling process holds CAP_MKNOD (its effective set in /proc; uid 0 when the

@@ -75,6 +75,7 @@ public final class FileSystem: Sendable {
             Self.logger.notice("\(line)")
             try? audit?.append(AuditEvent("rekey", detail: line), durable: true)
         }
+        try backfillBindings()
     }
 
     /// Opens `node` for one request and runs `body`; ESTALE when the node is unknown or its
@@ -192,6 +193,7 @@ public final class FileSystem: Sendable {
         guard fstat(fd, &st) == 0 else { let err = errno; close(fd); return (e, err) }
         presentSymlink(fd, &st)
         e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: st.st_mode & S_IFMT)
+        if (st.st_mode & S_IFMT) == S_IFREG, let inode = inodes.get(e.ino) { noteEntry(inode, entryLink(dir, name)) }
         present(&st)
         e.attr = st
         e.attr_timeout = Self.cacheSeconds
@@ -207,7 +209,15 @@ public final class FileSystem: Sendable {
         // CMKFS_O_NOATIME until the header is read: opening a file does not make it accessed.
         let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDWR | O_CLOEXEC | CMKFS_O_NOATIME)
         guard fd >= 0 else { return (nil, errno) }
-        return acquire(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
+        let (file, rc) = acquire(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
+        guard let file else { return (nil, rc) }
+        let brc = checkBinding(inode.inode, file.file.fileID)
+        guard brc == 0 else {
+            use.error = "the file is not bound to this name (moved, copied or swapped behind the mount's back)"
+            openFiles.release(file, cache: cache)
+            return (nil, brc)
+        }
+        return (file, 0)
     }
 
     /// Shares or builds the `OpenFile` for the inode behind `fd` (consumed).
@@ -310,7 +320,8 @@ public final class FileSystem: Sendable {
         use.key = volume.activeKey
         let lease: KeyLease
         do {
-            let (key, ref) = try volume.createFileKey(fileID)
+            // The first name's binding is committed with the key, before the name exists.
+            let (key, ref) = try volume.createFileKey(fileID, linkTag: entryLink(dir, name).flatMap { bindingTag(fileID, $0) })
             use.key = ref
             lease = try cache.lease(for: fileID.bytes) { (key, ref) }
         } catch let error as FileKeyError {

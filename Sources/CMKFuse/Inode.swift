@@ -21,6 +21,9 @@ final class Inode: @unchecked Sendable {
     var lookups: UInt64 = 0
     /// A directory's id (encrypted names), read from its `.cmkfs-dirid` once: ids never change.
     let directoryID = Mutex<[UInt8]?>(nil)
+    /// A regular file's entry the kernel last reached it by, and the entry whose binding an
+    /// open last checked (FileSystem+Bindings.swift).
+    let entryLink = Mutex<(seen: EntryLink?, verified: EntryLink?)>((nil, nil))
     private let heldFD: Int32
     private let handle: UnsafeMutableRawPointer?
 
@@ -99,6 +102,11 @@ final class InodeTable: Sendable {
 
     /// Registers one more lookup of the object behind `fd` (an `O_PATH` descriptor the table
     /// takes over) and returns its node id.
+    /// The inode of a backing object, if the kernel knows it.
+    func inode(for identity: InodeIdentity) -> Inode? {
+        state.withLock { s in s.byIdentity[identity].flatMap { s.byNode[$0] } }
+    }
+
     func remember(fd: Int32, identity: InodeIdentity, kind: mode_t) -> UInt64 {
         // Making the handle is a system call: done outside the lock, then raced for.
         let fresh = Inode(adopting: fd, identity: identity, kind: kind)

@@ -10,7 +10,8 @@ extension MetadataStore {
     static let edekName = "cmkfs.edek"
     static let kekName = "cmkfs.kek"
 
-    /// Stores a new file's wrapped key; `.exists` if the file already has one.
+    /// Stores a new file's wrapped key (and, with `linkTag`, its first name binding); `.exists`
+    /// if the file already has one.
     ///
     /// Writes the EDEK row and the key-id row in one transaction, so a reader sees both or neither.
     /// With `onlyIfActive`, writes nothing and returns false unless the record's key version is
@@ -18,7 +19,8 @@ extension MetadataStore {
     /// the caller picked its version is seen here, so no new file is ever wrapped under a
     /// version a rotation has already deactivated (and rotation's drain loop terminates).
     @discardableResult
-    public func insertFileKey(fileId: [UInt8], _ record: FileKeyRecord, onlyIfActive: Bool = false) throws(MetadataError) -> Bool {
+    public func insertFileKey(fileId: [UInt8], _ record: FileKeyRecord, onlyIfActive: Bool = false,
+                              linkTag: [UInt8]? = nil) throws(MetadataError) -> Bool {
         try Self.checkFileId(fileId)
         return try locked { (c) throws(MetadataError) -> Bool in
             try c.transaction("storing a file key") { () throws(MetadataError) -> Bool in
@@ -42,6 +44,14 @@ extension MetadataStore {
                     try s.bind(1, fileId)
                     try s.bind(2, Array(record.keyId.utf8))
                     try s.step("storing a file key")
+                }
+                // The new file's first name binding (MetadataStore+Links.swift), with its key.
+                if let linkTag {
+                    try c.withStatement("INSERT OR IGNORE INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, x'', NULL)") { (s) throws(MetadataError) in
+                        try s.bind(1, fileId)
+                        try s.bind(2, Self.linkRowName(linkTag))
+                        try s.step("binding a new file's name")
+                    }
                 }
                 return true
             }

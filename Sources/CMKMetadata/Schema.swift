@@ -29,6 +29,10 @@
 //                          key_version = the master-key version that wrapped it.
 //       name 'cmkfs.kek'   value = the key id of that master key, UTF-8; key_version NULL.
 //                          Written in the same transaction as 'cmkfs.edek'; both or neither.
+//       name 'cmkfs.link.<32 hex>'  one per directory entry of the file (encrypted-name
+//                          volumes): the entry's binding tag, value empty, key_version NULL
+//                          (docs/on-disk-format.md, "Name bindings"). No schema change: these
+//                          are file_attrs rows under the reserved prefix.
 //       name 'user.*'      a user extended attribute; value already encrypted by the caller;
 //                          key_version NULL.
 //     Names starting with 'cmkfs.' are reserved for the rows above.

@@ -24,7 +24,7 @@ extension Volume {
     /// caller writes the file's header, so a crash can leave an orphan row but never a file
     /// without its key. When a rotation (another process) made another version active since
     /// this mount last looked, the insert refuses and the DEK is wrapped again under the new one.
-    public func createFileKey(_ fileID: FileID) throws(FileKeyError) -> (SecretBytes, KeyRef) {
+    public func createFileKey(_ fileID: FileID, linkTag: [UInt8]? = nil) throws(FileKeyError) -> (SecretBytes, KeyRef) {
         let dek: SecretBytes
         do { dek = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
         var ref = activeKey
@@ -35,7 +35,7 @@ extension Volume {
             } catch { throw Self.keyError(error) }
             do {
                 let record = FileKeyRecord(edek: edek, keyId: ref.keyID, keyVersion: ref.version)
-                if try metadata.insertFileKey(fileId: fileID.bytes, record, onlyIfActive: true) { return (dek, ref) }
+                if try metadata.insertFileKey(fileId: fileID.bytes, record, onlyIfActive: true, linkTag: linkTag) { return (dek, ref) }
                 guard let reloaded = try reloadActiveKey(), reloaded != ref else { break }
                 ref = reloaded
             } catch { throw Self.metadataError(error, fileID) }

@@ -250,6 +250,10 @@ extension Volume {
                 problem.repair = "could not rename it: \(String(cString: strerror(errno)))"
                 return (relative, "data/" + relative)
             }
+            // The operator asked for this name: bind the file to it, or the mount refuses it (EIO).
+            if let tag = try? codec.linkTag(fileID: fileID.bytes, directoryID: id, backingName: backingName) {
+                try? metadata.changeLinks(add: [(fileID.bytes, tag)])
+            }
             let shown = (parentMount == "/" ? "" : parentMount) + "/" + name
             problem.repaired = true
             problem.repair = "renamed to \(shown)"

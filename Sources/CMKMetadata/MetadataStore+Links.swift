@@ -1,0 +1,61 @@
+import CSQLite
+
+/// Name bindings (format 2): one `file_attrs` row per directory entry of a regular file, named
+/// `cmkfs.link.<hex tag>` with an empty value, where the tag is a MAC of (file id, directory id,
+/// backing name) under a key derived from the name key. An open checks that the file it found
+/// has the row for the entry it was reached by, so a backing file moved or copied under another
+/// name reads as EIO (docs/threat-model.md). The rows go with the file's other rows on unlink.
+extension MetadataStore {
+    static let linkPrefix = "cmkfs.link."
+
+    static func linkRowName(_ tag: [UInt8]) -> String {
+        linkPrefix + tag.map { String(($0 >> 4) & 0xF, radix: 16) + String($0 & 0xF, radix: 16) }.joined()
+    }
+
+    /// Adds the bindings `add` and removes `remove`, for any number of files, in one transaction
+    /// (a rename adds the new entry's binding and drops the old one together).
+    public func changeLinks(add: [(fileId: [UInt8], tag: [UInt8])], remove: [(fileId: [UInt8], tag: [UInt8])] = []) throws(MetadataError) {
+        for link in add + remove { try Self.checkFileId(link.fileId) }
+        try locked { (c) throws(MetadataError) in
+            try c.transaction("binding file names") { () throws(MetadataError) in
+                for link in add {
+                    try c.withStatement("INSERT OR IGNORE INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, x'', NULL)") { (s) throws(MetadataError) in
+                        try s.bind(1, link.fileId)
+                        try s.bind(2, Self.linkRowName(link.tag))
+                        try s.step("binding a file name")
+                    }
+                }
+                for link in remove {
+                    try c.withStatement("DELETE FROM file_attrs WHERE file_id = ?1 AND name = ?2") { (s) throws(MetadataError) in
+                        try s.bind(1, link.fileId)
+                        try s.bind(2, Self.linkRowName(link.tag))
+                        try s.step("unbinding a file name")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the file has the binding `tag`.
+    public func hasLink(fileId: [UInt8], tag: [UInt8]) throws(MetadataError) -> Bool {
+        try Self.checkFileId(fileId)
+        return try locked { (c) throws(MetadataError) in
+            try c.withStatement("SELECT 1 FROM file_attrs WHERE file_id = ?1 AND name = ?2") { (s) throws(MetadataError) in
+                try s.bind(1, fileId)
+                try s.bind(2, Self.linkRowName(tag))
+                return try s.step("checking a file name's binding")
+            }
+        }
+    }
+
+    /// Whether the file has any binding (used when the entry an open came through is not known).
+    public func hasAnyLink(fileId: [UInt8]) throws(MetadataError) -> Bool {
+        try Self.checkFileId(fileId)
+        return try locked { (c) throws(MetadataError) in
+            try c.withStatement("SELECT 1 FROM file_attrs WHERE file_id = ?1 AND name >= '\(Self.linkPrefix)' AND name < 'cmkfs.link/' LIMIT 1") { (s) throws(MetadataError) in
+                try s.bind(1, fileId)
+                return try s.step("checking a file's bindings")
+            }
+        }
+    }
+}
