@@ -70,6 +70,7 @@ public final class FileSystem: Sendable {
         if let names, case .failure(let rc) = names.codec() {
             throw CMKError(rc == EACCES ? .keyUnavailable : .io, "cannot unwrap the name key of \(volume.path) (errno \(rc)); see the log above")
         }
+        cache.onDrop { [weak self] in self?.cutOpenFiles($0) }
         // A rekey cut short by a crash leaves a file half re-encrypted: finish it before serving.
         for line in try volume.recoverInterruptedRekeys() {
             Self.logger.notice("\(line)")
@@ -85,10 +86,8 @@ public final class FileSystem: Sendable {
         return inode.withDescriptor(mountFD: rootFD) { fd in body(Node(inode: inode, fd: fd)) } ?? stale
     }
 
-    /// The kill switch inside the mount: drops the cached DEKs under `keyID` (or all), cuts the
-    /// open files using them (their next read or write fails) and tells the kernel to drop their
-    /// cached pages and attributes, so no plaintext is served from the page cache either.
-    /// Returns the number of keys dropped and of open files cut.
+    /// The kill switch inside the mount: drops the cached DEKs under `keyID` (or all); the cache
+    /// then calls `cutOpenFiles` with them. Returns the number of keys dropped and of open files cut.
     public func flushKeys(keyID: String?, version: Int?, reason: String) -> (Int, Int) {
         // With the writeback cache, pages written before the flush may still be in the kernel:
         // write them back (and drop them) while the key still works, so the kill switch loses no
@@ -99,24 +98,27 @@ public final class FileSystem: Sendable {
             }
         }
         let dropped = cache.flush(keyID: keyID, version: version, reason: reason)
-        if dropped.contains(where: { $0.fileID == Volume.nameKeyFileID }) { names?.dropKeyedCodec() }
         let revoked = Set(dropped.map(\.fileID))
-        let cut = openFiles.all.filter { revoked.contains($0.file.fileID.bytes) }
-        if let session = session.withLock({ $0 }) {
-            for file in cut {
-                if let node = inodes.node(for: file.identity) {
-                    fuse_lowlevel_notify_inval_inode(session.raw, node, 0, 0)
-                }
-            }
-        }
-        return (dropped.count, cut.count)
+        return (dropped.count, openFiles.all.filter { revoked.contains($0.file.fileID.bytes) }.count)
     }
 
-    /// Asks the kernel to write back and drop the cached pages of the open files whose lease
-    /// matches (`fuse_lowlevel_notify_inval_inode` writes dirty pages before dropping them).
+    /// What every dropped key cuts, whichever way it left the cache (flush or revocation, a
+    /// renewal the provider refused, a lease past its maximum lifetime, idle): the name codec if
+    /// the name key went, and the kernel's cached pages and mappings of the open files that used
+    /// the keys, so their next read comes to the mount and is refused (EACCES, or EIO once expired; SIGBUS for a mapped reader).
+    /// Runs on the control or maintenance thread (`KeyCache.onDrop`), never a request thread:
+    /// the kernel may wait on a page lock a request in flight holds.
+    func cutOpenFiles(_ dropped: [KeyLease]) {
+        if dropped.contains(where: { $0.fileID == Volume.nameKeyFileID }) { names?.dropKeyedCodec() }
+        let gone = Set(dropped.map(ObjectIdentifier.init))
+        invalidateOpenFiles { gone.contains(ObjectIdentifier($0)) }
+    }
+
+    /// Asks the kernel to drop (after writing back, if dirty) the cached pages and mappings of the
+    /// open files whose lease matches (`fuse_lowlevel_notify_inval_inode` over the whole file).
     private func invalidateOpenFiles(_ matching: (KeyLease) -> Bool) {
         guard let session = session.withLock({ $0 }) else { return }
-        for file in openFiles.all where matching(file.content.withReadLock { file.lease }) {
+        for file in openFiles.all where matching(file.lease) {
             if let node = inodes.node(for: file.identity) {
                 fuse_lowlevel_notify_inval_inode(session.raw, node, 0, 0)
             }

@@ -12,13 +12,19 @@ import CMKKeyService
 /// `content` is held for a whole read (shared) or write/truncate (exclusive) and never across a
 /// key-provider call.
 final class OpenFile: @unchecked Sendable {
-    // Sound: `fd` and `file` are immutable; `size` and `lease` are read under `content` shared and
-    // written under `content` exclusive; `refs` is touched only under the table's mutex.
+    // Sound: `fd` and `file` are immutable; `size` is read under `content` shared and written
+    // under `content` exclusive; `lease` sits behind its own mutex (and is replaced only under
+    // `content` exclusive); `refs` is touched only under the table's mutex.
     let fd: Int32
     let file: ContentFile
     /// The DEK, as the key cache lends it: checked on every request, so a flush or revocation
-    /// stops this open file's next read or write.
-    var lease: KeyLease
+    /// stops this open file's next read or write. Readable without `content`, so the kill switch
+    /// never waits behind a long write or a rekey to learn which lease a file uses.
+    var lease: KeyLease {
+        get { leaseCell.withLock { $0 } }
+        set { leaseCell.withLock { $0 = newValue } }
+    }
+    private let leaseCell: Mutex<KeyLease>
     let identity: InodeIdentity
     let content = RWLock()
     var size: Int
@@ -27,7 +33,7 @@ final class OpenFile: @unchecked Sendable {
     init(fd: Int32, file: ContentFile, lease: KeyLease, identity: InodeIdentity, size: Int) {
         self.fd = fd
         self.file = file
-        self.lease = lease
+        leaseCell = Mutex(lease)
         self.identity = identity
         self.size = size
     }

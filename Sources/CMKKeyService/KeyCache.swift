@@ -22,6 +22,9 @@ public final class KeyCache: Sendable {
         var health = ProviderHealth(state: "unchecked", checkedAt: nil, detail: nil)
     }
     let state = Mutex(State())
+    /// Told of every lease that `flush` or `sweep` takes out of the cache, after its key is
+    /// dropped: the mount cuts the kernel's cached pages of the files using them.
+    private let dropHandler = Mutex<(@Sendable ([KeyLease]) -> Void)?>(nil)
 
     public init(policy: CachePolicy, provider: any KeyProvider,
                 clock: @escaping @Sendable () -> Double = monotonicNow,
@@ -78,7 +81,19 @@ public final class KeyCache: Sendable {
         }
     }
 
-    /// The file that pinned `lease` closed.
+    /// Sets what runs after `flush` or `sweep` dropped keys (renewal refused, lifetime expired,
+    /// idle, revocation, flush): one hook, so every way a key leaves the cache cuts the same things.
+    /// It runs on the thread that dropped them (the control or the maintenance thread), never on
+    /// a thread serving a file request.
+    public func onDrop(_ handler: @escaping @Sendable ([KeyLease]) -> Void) {
+        dropHandler.withLock { $0 = handler }
+    }
+
+    private func notifyDropped(_ leases: [KeyLease]) {
+        guard !leases.isEmpty, let handler = dropHandler.withLock({ $0 }) else { return }
+        handler(leases)
+    }
+
     /// Puts a new DEK for `fileID` in place of the cached one (after a rekey) and returns its
     /// lease, pinned. The old entry's key is dropped (wiped once its last user lets go): the
     /// caller has already moved every holder of the old lease to the new one.
@@ -95,6 +110,7 @@ public final class KeyCache: Sendable {
         return lease
     }
 
+    /// The file that pinned `lease` closed.
     public func unpin(_ lease: KeyLease) {
         lease.state.withLock { $0.pins = max(0, $0.pins - 1) }
     }
@@ -132,6 +148,7 @@ public final class KeyCache: Sendable {
         }
         let live = matching.filter { $0.revoke(.revoked) }
         onEvent("flush: \(live.count) data keys dropped (\(reason))")
+        notifyDropped(matching)
         return live
     }
 
@@ -176,6 +193,7 @@ public final class KeyCache: Sendable {
             }
             lease.revoke(.expired)
         }
+        notifyDropped(dropped)
     }
 
     /// Re-checks every master-key version in use with the provider: renews the leases of keys

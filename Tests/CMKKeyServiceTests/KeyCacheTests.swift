@@ -132,6 +132,29 @@ final class KeyCacheTests: XCTestCase {
         XCTAssertEqual(cache.stats().entries, 0)
     }
 
+    /// Every way a key leaves the cache reaches the one drop hook (which the mount uses to cut
+    /// the kernel's cached pages): a refused renewal, an expired lease of an open (pinned) file,
+    /// and a flush.
+    func testEveryDropPathReachesTheDropHook() throws {
+        let provider = FakeProvider(), clock = TestClock()
+        let cache = makeCache(CachePolicy(idleTTL: 100, maxLifetime: 10, leaseRenew: 1, capacity: 10), provider, clock)
+        let seen = Mutex<[[UInt8]]>([])
+        cache.onDrop { leases in seen.withLock { $0 += leases.map(\.fileID) } }
+        _ = try cache.lease(for: id(1)) { (try SecretBytes.random(count: 32), ref) }
+        provider.lock.lock(); provider.answer = .success(.disabled); provider.lock.unlock()
+        cache.renew()
+        XCTAssertEqual(seen.withLock { $0 }, [id(1)], "renewal refused")
+        provider.lock.lock(); provider.answer = .failure(.unavailable("down")); provider.lock.unlock()
+        _ = try cache.lease(for: id(2)) { (try SecretBytes.random(count: 32), ref) }
+        cache.renew()
+        clock.advance(11)
+        cache.sweep()
+        XCTAssertEqual(seen.withLock { $0 }, [id(1), id(2)], "pinned lease past its lifetime while the provider is down")
+        _ = try cache.lease(for: id(3)) { (try SecretBytes.random(count: 32), ref) }
+        cache.flush(reason: "test")
+        XCTAssertEqual(seen.withLock { $0 }, [id(1), id(2), id(3)], "flush")
+    }
+
     func testFlushByKeyOnlyTouchesThatKey() throws {
         let cache = makeCache(CachePolicy())
         let a = try cache.lease(for: id(1)) { (try SecretBytes.random(count: 32), KeyRef(keyID: "a", version: 1)) }
