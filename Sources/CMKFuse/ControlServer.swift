@@ -1,19 +1,29 @@
 import Logging
 import Foundation
+import Synchronization
 import CMKAudit
 import CMKKeyService
 import CMKKeys
 import CMKSocketKMS
 import CMKVolume
 
-/// Serves the control socket of a live mount on a thread of its own (see `ControlRequest`).
+/// Serves the control socket of a live mount: one thread accepts, each connection is served on
+/// a thread of its own (see `ControlRequest`), so an idle or slow client never delays a flush.
 enum ControlServer {
+    /// Connections served at once; one more is answered "busy" and closed at once, so a flood
+    /// of idle clients costs threads up to this bound and never blocks the accept loop.
+    static let maxConnections = 32
+    /// A connection must deliver its request line within this long (in total, not per read).
+    static let requestTimeoutMilliseconds = 5000
+    /// Connections being served now (one control server per process).
+    private static let active = Atomic<Int>(0)
+
     /// Binds `VOLUME/control.sock` and serves it until the process ends.
     static func start(_ fs: FileSystem) throws(CMKError) {
         let path = fs.volume.path + "/control.sock"
         unlink(path)
         let fd: Int32
-        do { fd = try UnixSocket.listen(path, backlog: 16) } catch {
+        do { fd = try UnixSocket.listen(path, backlog: 64) } catch {
             throw CMKError(.mountFailed, "cannot listen on the control socket: \(error)",
                            hint: path.utf8.count > UnixSocket.maxPathBytes ? "use a shorter volume path" : nil)
         }
@@ -23,19 +33,30 @@ enum ControlServer {
             while true {
                 let client = accept(fd, nil, nil)
                 if client < 0 { if errno == EINTR { continue }; usleep(10_000); continue }
-                serve(client, fs, owner: owner)
-                close(client)
+                guard Self.active.add(1, ordering: .sequentiallyConsistent).newValue <= maxConnections else {
+                    Self.active.subtract(1, ordering: .sequentiallyConsistent)
+                    UnixSocket.setTimeouts(client, milliseconds: 100)
+                    reply(client, ControlResponse(ok: false, error: "busy: \(maxConnections) control connections are open; try again"))
+                    close(client)
+                    continue
+                }
+                Thread.detachNewThread {
+                    serve(client, fs, owner: owner)
+                    close(client)
+                    Self.active.subtract(1, ordering: .sequentiallyConsistent)
+                }
             }
         }
     }
 
     private static func serve(_ client: Int32, _ fs: FileSystem, owner: uid_t) {
-        UnixSocket.setTimeouts(client, milliseconds: 5000)
+        UnixSocket.setTimeouts(client, milliseconds: requestTimeoutMilliseconds)
         guard let cred = UnixSocket.peerCredentials(client).map(PeerCredentials.init), cred.uid == 0 || cred.uid == owner else {
             reply(client, ControlResponse(ok: false, error: "permission denied: only root or the volume's owner may control the mount"))
             return
         }
-        guard let line = readLine(client), let request = try? JSONDecoder().decode(ControlRequest.self, from: line) else {
+        guard let line = readLine(client, deadline: monotonicNow() + Double(requestTimeoutMilliseconds) / 1000),
+              let request = try? JSONDecoder().decode(ControlRequest.self, from: line) else {
             reply(client, ControlResponse(ok: false, error: "malformed request"))
             return
         }
@@ -43,30 +64,17 @@ enum ControlServer {
     }
 
     static func handle(_ request: ControlRequest, _ fs: FileSystem, peer: PeerCredentials) -> ControlResponse {
+        FileSystem.logger.debug("control: \(request.op) from uid \(peer.uid) pid \(peer.pid)")
+        // The kill switch first: nothing that can wait (the batched deletes below, an audit sync)
+        // runs before the keys are gone.
+        if request.op == "flush" || request.op == "flush-key" { return flush(request, fs, peer: peer) }
         // Whatever the command does next may read the key rows: they must not list unlinked files.
         fs.forgets.flush()
-        FileSystem.logger.debug("control: \(request.op) from uid \(peer.uid) pid \(peer.pid)")
         switch request.op {
         case "stats":
             var response = ControlResponse(ok: true)
             response.stats = fs.cache.stats()
             response.openFiles = fs.openFileCount
-            return response
-        case "flush", "flush-key":
-            if request.op == "flush-key" && request.keyID == nil {
-                return ControlResponse(ok: false, error: "flush-key needs key_id")
-            }
-            let start = monotonicNow()
-            let why = (request.reason.map { "\($0); " } ?? "") + "requested by uid \(peer.uid) pid \(peer.pid)"
-            let (flushed, cut) = fs.flushKeys(keyID: request.op == "flush" ? nil : request.keyID, version: request.version, reason: why)
-            var response = ControlResponse(ok: true)
-            response.flushed = flushed
-            response.openFilesCut = cut
-            response.elapsedMilliseconds = (monotonicNow() - start) * 1000
-            // The flush's audit record is durable before the command hears of it.
-            do { try fs.audit?.sync() } catch {
-                return ControlResponse(ok: false, error: "flushed, but the audit record could not be made durable: \(error)")
-            }
             return response
         case "relabel":
             // After a rotation: cached DEKs follow their EDEK to the version that wraps it now.
@@ -106,10 +114,37 @@ enum ControlServer {
         }
     }
 
-    private static func readLine(_ fd: Int32) -> Data? {
+    /// One request line, or nil when the peer closes, sends too much, or is not done by `deadline`
+    /// (a client trickling one byte at a time cannot hold its thread longer than that).
+    /// Drops the keys, cuts open files, then lets the deferred deletions and the audit record
+    /// catch up before answering.
+    private static func flush(_ request: ControlRequest, _ fs: FileSystem, peer: PeerCredentials) -> ControlResponse {
+        if request.op == "flush-key" && request.keyID == nil {
+            return ControlResponse(ok: false, error: "flush-key needs key_id")
+        }
+        let start = monotonicNow()
+        let why = (request.reason.map { "\($0); " } ?? "") + "requested by uid \(peer.uid) pid \(peer.pid)"
+        let (flushed, cut) = fs.flushKeys(keyID: request.op == "flush" ? nil : request.keyID, version: request.version, reason: why)
+        var response = ControlResponse(ok: true)
+        response.flushed = flushed
+        response.openFilesCut = cut
+        response.elapsedMilliseconds = (monotonicNow() - start) * 1000
+        // The command may count key rows next: they must not list unlinked files.
+        fs.forgets.flush()
+        // The flush's audit record is durable before the command hears of it.
+        do { try fs.audit?.sync() } catch {
+            return ControlResponse(ok: false, error: "flushed, but the audit record could not be made durable: \(error)")
+        }
+        return response
+    }
+
+    private static func readLine(_ fd: Int32, deadline: Double) -> Data? {
         var data = Data()
         var byte: UInt8 = 0
         while data.count < 65536 {
+            let left = Int32((deadline - monotonicNow()) * 1000)
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard left > 0, poll(&p, 1, left) == 1 else { return nil }
             let n = read(fd, &byte, 1)
             if n <= 0 { return data.isEmpty ? nil : data }
             if byte == 0x0A { return data }

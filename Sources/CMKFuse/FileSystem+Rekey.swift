@@ -6,9 +6,10 @@ import CMKFormat
 import CMKKeys
 import CMKVolume
 
-/// Rekey inside the live mount: the file is re-encrypted under a fresh DEK while its content
-/// lock is held exclusively, so applications that have it open just wait for the switch and
-/// then go on with the new key (their handles share the one `OpenFile` of the inode).
+/// Rekey inside the live mount: the new DEK is wrapped first, with no lock held; then the file is
+/// re-encrypted while its content lock is held exclusively, so applications that have it open
+/// just wait for the switch and then go on with the new key (their handles share the one
+/// `OpenFile` of the inode). A flush or revocation during the re-encryption stops it.
 extension FileSystem {
     /// Rekeys the regular file at `relativePath` (under the backing root, as the mount shows
     /// it); returns 0 or an errno with a message. `requester` is the control-socket peer.
@@ -33,13 +34,24 @@ extension FileSystem {
         }
         defer { openFiles.release(file, cache: cache) }
         let oldRef = use.key
+        // The provider call (wrapping the new DEK) comes first, with no lock held: the lock rule
+        // of `OpenFile`. Readers and writers of the file wait only for the re-encryption.
+        let prepared: PreparedRekey
+        do throws(FileKeyError) { prepared = try volume.prepareRekey(fileID: file.file.fileID) } catch {
+            Self.logger.error("rekey /\(path): \(error)")
+            _ = audit("rekey", use, rc: error.errno, error: error.description, path: "/\(path)", caller: caller)
+            return (error.errno, "/\(path): \(error.description)")
+        }
         let outcome: Result<KeyRef, FileKeyError> = file.content.withWriteLock { () -> Result<KeyRef, FileKeyError> in
             let oldKey: SecretBytes
             do throws(FileOpError) { oldKey = try file.key() } catch {
                 return .failure(FileKeyError(errno: error.errno, description: error.description))
             }
+            let oldLease = file.lease
             do throws(FileKeyError) {
-                let (newKey, ref) = try volume.rekey(fd: file.fd, relativePath: backingPath, fileID: file.file.fileID, oldKey: oldKey)
+                // The kill switch does not wait for a long re-encryption: a dropped key stops it.
+                let (newKey, ref) = try volume.rekey(fd: file.fd, relativePath: backingPath, fileID: file.file.fileID, oldKey: oldKey,
+                                                     prepared: prepared, proceed: { oldLease.isLive })
                 let old = file.lease
                 file.lease = cache.replace(fileID: file.file.fileID.bytes, key: newKey, keyRef: ref)
                 cache.unpin(old)

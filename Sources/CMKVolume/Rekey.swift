@@ -26,6 +26,13 @@ struct RekeyJournal: Codable {
     enum CodingKeys: String, CodingKey { case path, temp, edek, keyID = "key_id", version, xattrs }
 }
 
+/// A rekey's new DEK and its EDEK, wrapped before the file is locked (`Volume.prepareRekey`).
+public struct PreparedRekey: Sendable {
+    let key: SecretBytes
+    let edek: [UInt8]
+    let ref: KeyRef
+}
+
 extension Volume {
     /// `VOLUME/rekey/`: the re-encrypted copies of files being rekeyed (outside `data/`, so the
     /// mount never shows them).
@@ -43,9 +50,16 @@ extension Volume {
     /// 4. one transaction installs the new EDEK and xattrs and drops the journal entry.
     /// A crash before 2 leaves the old file (and a stray copy); after 2, `recoverInterruptedRekeys`
     /// redoes 3 and 4, so the file ends up entirely new — never a mix.
-    public func rekey(fd: Int32, relativePath: String, fileID: FileID, oldKey: SecretBytes) throws(FileKeyError) -> (SecretBytes, KeyRef) {
-        let newKey: SecretBytes
-        do { newKey = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
+    ///
+    /// `prepared` is the new DEK already wrapped (`prepareRekey`), so a mount can make that
+    /// provider call before it takes the file's lock; nil prepares it here. `proceed` is asked
+    /// before each block: once it says no (the old key was dropped: the kill switch), the rekey
+    /// stops with EACCES and the file is left as it was.
+    public func rekey(fd: Int32, relativePath: String, fileID: FileID, oldKey: SecretBytes, prepared: PreparedRekey? = nil,
+                      proceed: () -> Bool = { true }) throws(FileKeyError) -> (SecretBytes, KeyRef) {
+        let ready: PreparedRekey
+        if let prepared { ready = prepared } else { ready = try prepareRekey(fileID: fileID) }
+        let newKey = ready.key
         let tempName = "rekey/\(fileID).tmp"
         let tempPath = path + "/" + tempName
         _ = mkdir(rekeyDirectory, 0o700)
@@ -55,7 +69,7 @@ extension Volume {
         var finished = false
         defer { if !finished { unlink(tempPath) } }
 
-        try reencrypt(from: fd, to: temp, fileID: fileID, oldKey: oldKey, newKey: newKey)
+        try reencrypt(from: fd, to: temp, fileID: fileID, oldKey: oldKey, newKey: newKey, proceed: proceed)
         guard fsync(temp) == 0 else { throw Self.systemError("cannot sync \(tempPath)", errno) }
 
         var xattrs: [String: String] = [:]
@@ -68,11 +82,8 @@ extension Volume {
         } catch let error as MetadataError { throw Self.metadataError(error, fileID) } catch {
             throw FileKeyError(errno: EIO, description: "file \(fileID): a user xattr failed authentication: \(error)")
         }
-        var ref = activeKey
-        let edek: [UInt8]
-        do { edek = try provider.wrap(newKey, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes)) } catch {
-            throw Self.keyError(error)
-        }
+        var ref = ready.ref
+        let edek = ready.edek
         let journalKey = RekeyJournal.prefix + hex(fileID.bytes)
         let journal = RekeyJournal(path: relativePath, temp: tempName, edek: hex(edek), keyID: ref.keyID,
                                    version: ref.version, xattrs: xattrs)
@@ -88,6 +99,18 @@ extension Volume {
         ref = try install(fileID: fileID, journalKey: journalKey, journal: journal, key: newKey)
         unlink(tempPath)
         return (newKey, ref)
+    }
+
+    /// A fresh DEK wrapped under the active master key: the one provider call of a rekey (bar a
+    /// rotation racing it), made before the file is locked.
+    public func prepareRekey(fileID: FileID) throws(FileKeyError) -> PreparedRekey {
+        let key: SecretBytes
+        do { key = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
+        let ref = activeKey
+        do {
+            return PreparedRekey(key: key, edek: try provider.wrap(key, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes)),
+                                 ref: ref)
+        } catch { throw Self.keyError(error) }
     }
 
     /// Finishes every rekey a crash interrupted (mount start, `cmkfs rekey`, fsck): redoes the
@@ -167,7 +190,8 @@ extension Volume {
 
     /// Writes the plaintext of `source` (sealed under `oldKey`) into `dest` sealed under
     /// `newKey`, block by block; all-zero (hole) blocks are skipped so holes stay holes.
-    private func reencrypt(from source: Int32, to dest: Int32, fileID: FileID, oldKey: SecretBytes, newKey: SecretBytes) throws(FileKeyError) {
+    private func reencrypt(from source: Int32, to dest: Int32, fileID: FileID, oldKey: SecretBytes, newKey: SecretBytes,
+                           proceed: () -> Bool) throws(FileKeyError) {
         let old = ContentFile(fd: source, fileID: fileID, layout: layout)
         let new = ContentFile(fd: dest, fileID: fileID, layout: layout)
         let scratch = ContentScratch(layout: layout)
@@ -187,6 +211,9 @@ extension Volume {
             var written = 0
             let blocks = (size + layout.blockSize - 1) / layout.blockSize
             for index in 0..<blocks {
+                guard proceed() else {
+                    throw FileKeyError(errno: EACCES, description: "file \(fileID): its data key was dropped (revoked or flushed) during the rekey; the file is unchanged")
+                }
                 let n = try BackingIO.pread(source, disk.baseAddress!, count: layout.diskBlockSize, offset: layout.diskOffset(ofBlock: index))
                 if UnsafeRawBufferPointer(rebasing: disk[0..<n]).allSatisfy({ $0 == 0 }) { continue }
                 let got = try old.read(into: plain, at: index * layout.blockSize, size: size, key: oldKey, scratch: scratch)

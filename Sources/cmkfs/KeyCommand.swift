@@ -44,6 +44,11 @@ struct KeyCommand: ParsableCommand {
                 let disabledAt = monotonicNow()
                 let keys = admin.versions.map(\.description).joined(separator: ", ")
                 let detail = "disabled \(keys)" + (reason.map { ": \($0)" } ?? "")
+                // The flush goes first: recording the revocation waits for a durable write.
+                let flush = mounted ? try ControlClient.send(ControlRequest(op: "flush-key", keyID: admin.config.provider.keyID,
+                                                                            reason: "cmkfs key revoke" + (reason.map { ": \($0)" } ?? "")),
+                                                             volume: admin.path) : nil
+                let flushedAt = monotonicNow()
                 if let auditKey {
                     try admin.appendAudit(.command("revoke", keyID: admin.config.provider.keyID, detail: detail), key: auditKey)
                 } else {
@@ -56,14 +61,11 @@ struct KeyCommand: ParsableCommand {
                     print("disabled \(keys) in the \(admin.config.provider.kind) key provider"
                           + (changed.isEmpty ? " (already disabled)" : ""))
                 }
-                guard mounted else {
+                guard let r = flush else {
                     if json { printJSON(result) } else { print("the volume is not mounted: nothing cached to flush") }
                     return
                 }
-                let r = try ControlClient.send(ControlRequest(op: "flush-key", keyID: admin.config.provider.keyID,
-                                                              reason: "cmkfs key revoke" + (reason.map { ": \($0)" } ?? "")),
-                                               volume: admin.path)
-                let total = (monotonicNow() - start) * 1000
+                let total = (flushedAt - start) * 1000
                 result.flushed = r.flushed ?? 0
                 result.openFilesCut = r.openFilesCut ?? 0
                 result.totalMilliseconds = total
