@@ -117,4 +117,44 @@ final class ControlSocketTests: IntegrationTestCase {
         XCTAssertLessThan(slowest, 1.0, "a read waited behind the rekey's 1.5 s provider call")
         XCTAssertTrue(fx.cmkfs(["unmount", mnt]).succeeded)
     }
+
+    /// `key revoke` while a mounted rekey re-encrypts a large file and a reader waits on it: the
+    /// rekey stops at its next block (file unchanged) instead of finishing under the revoked key
+    /// with the file's lock held (before: it finished and succeeded), and the revoke returns at
+    /// once.
+    func testRevokeDuringAMountedRekeyStopsTheRekey() throws {
+        sh("head -c 134217728 /dev/urandom > \(plain)/big && cp \(plain)/big \(mnt)/big")
+        let sum = sha256(plain + "/big")
+        try fx.remount()
+        let rekey = Process()
+        rekey.executableURL = URL(fileURLWithPath: MountFixture.binary)
+        rekey.arguments = ["rekey", vol, "big", "--kms-dir", fx.kms]
+        let out = Pipe()
+        rekey.standardOutput = out
+        rekey.standardError = out
+        try rekey.run()
+        defer { if rekey.isRunning { rekey.terminate() } }
+        // The copy appears once the rekey holds the file's lock.
+        let deadline = Date().addingTimeInterval(60)
+        while ((try? FileManager.default.contentsOfDirectory(atPath: vol + "/rekey")) ?? []).isEmpty && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        let reader = Process()
+        reader.executableURL = URL(fileURLWithPath: Shell.python)
+        reader.arguments = ["-c", "import sys\ntry:\n  open(sys.argv[1], 'rb').read()\nexcept OSError: pass", mnt + "/big"]
+        try reader.run()
+        defer { if reader.isRunning { reader.terminate() } }
+        Thread.sleep(forTimeInterval: 0.2)
+        XCTAssertTrue(rekey.isRunning, "the rekey must still be running for this test to mean anything")
+        let revoke = fx.cmkfs(["key", "revoke", vol, "--kms-dir", fx.kms, "--reason", "during rekey"], timeout: 120)
+        XCTAssertTrue(revoke.succeeded, "\(revoke)")
+        print(String(format: "revoke during a 128 MiB rekey: %.3f s", revoke.seconds))
+        XCTAssertLessThan(revoke.seconds, 1.5, "the kill switch waited for the rekey: \(revoke)")
+        rekey.waitUntilExit()
+        reader.waitUntilExit()
+        let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertNotEqual(rekey.terminationStatus, 0, "the rekey went on under a revoked key: \(said)")
+        XCTAssertTrue(fx.cmkfs(["key", "enable", vol, "--kms-dir", fx.kms]).succeeded)
+        XCTAssertEqual(sha256(mnt + "/big"), sum, "the file is unchanged")
+    }
 }
