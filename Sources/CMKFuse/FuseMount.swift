@@ -8,9 +8,13 @@ import CMKVolume
 public enum FuseMount {
     /// Mounts at `mountpoint`, calls `ready` once the kernel mount exists, serves requests until
     /// the mount is unmounted (or SIGINT/SIGTERM/SIGHUP), then tears down.
-    public static func run(_ fileSystem: FileSystem, at mountpoint: String, ready: () -> Void) throws(CMKError) {
+    /// `kernelOptions`: generic mount options (`MountOptions.kernelOptions`: ro, noexec, …) that
+    /// libfuse turns into mount flags; nosuid and nodev are libfuse's default and always on.
+    public static func run(_ fileSystem: FileSystem, at mountpoint: String, kernelOptions: [String] = [],
+                           ready: () -> Void) throws(CMKError) {
         raiseDescriptorLimit()
         var options = ["fsname=cmkfs:" + escapeOption(fileSystem.volume.path), "subtype=cmkfs", "default_permissions"]
+        options += kernelOptions.filter { MountOptions.kernelOptions.contains($0) }
         // As root the mount serves every user (permissions still enforced by the kernel through
         // default_permissions); an unprivileged mount would need user_allow_other in /etc/fuse.conf.
         if geteuid() == 0 { options.append("allow_other") }

@@ -14,7 +14,10 @@ struct MountCommand: ParsableCommand {
         The background mount logs to VOLUME/mount.log (or, with --log-to syslog, to syslog and the \
         journal). Unmount with: cmkfs unmount MOUNTPOINT
 
+        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         writeback_cache) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
+
         Example: cmkfs mount /srv/secure-vol /mnt/secure --log-level debug
+        Example: cmkfs mount /srv/secure-vol /mnt/secure -o ro,noexec,kms_dir=/etc/cmkfs/kms
         """
     )
 
@@ -46,6 +49,13 @@ struct MountCommand: ParsableCommand {
     @OptionGroup(title: "Key cache and leasing")
     var cache: CacheOptions
 
+    @Option(name: [.customShort("o"), .customLong("options")],
+            help: "mount(8)-style options, comma-separated: ro, noexec, noatime, …, and cmkfs's own by name (see below).")
+    var options: String?
+
+    @Flag(name: .customLong("read-only"), help: "Mount read-only: the kernel refuses every change with EROFS (same as -o ro).")
+    var readOnly = false
+
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFD: Int32?
 
@@ -54,13 +64,44 @@ struct MountCommand: ParsableCommand {
     var pinFD: Int32?
 
     func run() {
+        var me = self
+        let kernel: [String]
+        do { kernel = try me.applyOptions() } catch { fail(error) }
+        me.start(kernelOptions: kernel)
+    }
+
+    /// Applies -o's cmkfs options to this command's settings (over the same setting given as a
+    /// flag, as fstab options override defaults) and returns the options for the kernel mount.
+    private mutating func applyOptions() throws(CMKError) -> [String] {
+        let parsed = try MountOptions.parse(options ?? "")
+        for (name, value) in parsed.cmkfs {
+            let v = value ?? ""
+            let bad = CMKError(.usage, "mount option \(name)=\(v) is not valid", hint: "see cmkfs mount --help")
+            switch name {
+            case "kms_dir": kmsDir = v
+            case "pin_file": pinFile = v
+            case "log_level": guard let level = Logger.Level(argument: v) else { throw bad }; logLevel = level
+            case "log_to": guard let to = LogDestination(argument: v) else { throw bad }; logTo = to
+            case "writeback_cache": writebackCache = true
+            case "cache_idle_ttl": cache.idleTTL = v
+            case "cache_max_lifetime": cache.maxLifetime = v
+            case "lease_renew": cache.leaseRenew = v
+            case "cache_capacity": guard let n = Int(v) else { throw bad }; cache.capacity = n
+            default: throw bad
+            }
+        }
+        do { try cache.validate() } catch { throw CMKError(.usage, "\(error)", hint: "see cmkfs mount --help") }
+        return parsed.kernel + (readOnly ? ["ro"] : [])
+    }
+
+    private func start(kernelOptions: [String]) {
         let mnt = absolute(mountpoint)
         if foreground {
             // Before anything can log: the volume's provider may already report while opening.
             MountLog.configure(level: logLevel, destination: logTo)
-            serve(mnt)
+            serve(mnt, kernelOptions: kernelOptions)
         } else {
-            reporting { () throws(CMKError) in try startDaemon(mnt) }
+            reporting { () throws(CMKError) in try startDaemon(mnt, kernelOptions: kernelOptions) }
         }
     }
 
@@ -116,7 +157,7 @@ struct MountCommand: ParsableCommand {
     }
 
     /// The daemon: mount and serve until unmounted.
-    private func serve(_ mnt: String) {
+    private func serve(_ mnt: String, kernelOptions: [String]) {
         do {
             let v = try preflight(mnt, pin: try pin())
             let lock = try MountLock.acquire(v, mountpoint: mnt)
@@ -124,7 +165,7 @@ struct MountCommand: ParsableCommand {
             let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit, writebackCache: writebackCache)
             if readyFD != nil { chdir("/") }
             FileSystem.logger.info("mounting \(v.path) at \(mnt)")
-            try FuseMount.run(fs, at: mnt) {
+            try FuseMount.run(fs, at: mnt, kernelOptions: kernelOptions) {
                 if let readyFD {
                     _ = "ready\n".withCString { write(readyFD, $0, strlen($0)) }
                     close(readyFD)
@@ -167,7 +208,7 @@ struct MountCommand: ParsableCommand {
     }
 
     /// Starts `cmkfs mount --foreground` in a new session and waits until it reports the mount ready.
-    private func startDaemon(_ mnt: String) throws(CMKError) {
+    private func startDaemon(_ mnt: String, kernelOptions: [String]) throws(CMKError) {
         let pin = try pin()
         let v = try preflight(mnt, pin: pin)
         var fds: [Int32] = [0, 0]
@@ -183,6 +224,7 @@ struct MountCommand: ParsableCommand {
         args += ["--log-level", logLevel.rawValue, "--log-to", logTo.rawValue]
         args += cache.arguments
         if writebackCache { args.append("--writeback-cache") }
+        if !kernelOptions.isEmpty { args += ["-o", kernelOptions.joined(separator: ",")] }
         var extra = [(fds[1], Int32(3))]
         let pinPipe = try pin.map { (p) throws(CMKError) in try Self.pinPipe(p) }
         if let pinPipe {
