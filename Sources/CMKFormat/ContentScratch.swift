@@ -102,7 +102,8 @@ public final class ContentScratch {
 /// typed-throws callers see an error that was never thrown, with an uninitialized payload (a write
 /// over a hole failed with a garbage errno, then the daemon aborted or crashed; found by
 /// scripts/stress.py on a release build, confirmed under valgrind). The call costs nothing next to
-/// a 4 KiB AES-GCM operation. `ContentFileTests` cannot see it (debug); bench/release-smoke.sh can.
+/// a 4 KiB AES-GCM operation. `ContentFileTests` cannot see it (debug); `ReleaseBuildTests`, which
+/// builds release and runs the stress seeds that crashed it, can.
 @inline(never)
 func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
     // Word-at-a-time: this runs on every block read when checking for holes.

@@ -284,7 +284,8 @@ public final class FileSystem: Sendable {
     }
 
     /// A new open of a file whose lease was flushed (revocation, expiry) asks the provider
-    /// again; handles opened before the flush stay cut off.
+    /// again; handles opened before the flush share this open file, so they read again too once
+    /// the new open got the key (until then they stay cut).
     private func revive(_ file: OpenFile, use: inout KeyUse) -> Int32 {
         guard !file.content.withReadLock({ file.lease.isLive }) else { return 0 }
         let fresh: KeyLease
