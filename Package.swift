@@ -41,7 +41,7 @@ let package = Package(
         // The tamper-evident audit log: record format, MAC chain, segments, checkpoints, verifier.
         .target(name: "CMKAudit", dependencies: ["CMKCrypto", "CLinuxFS"]),
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
-        .target(name: "CMKMetadata", dependencies: ["CSQLite"]),
+        .target(name: "CMKMetadata", dependencies: ["CSQLite", "CLinuxFS"]),
         // A volume: its config, its database, its provider, the per-file key service.
         .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.

@@ -61,6 +61,9 @@ public enum MetadataError: Error, Equatable, CustomStringConvertible {
             return .corrupt("\(path): \(context): \(detail)")
         case SQLITE_FULL:
             return .full
+        case SQLITE_IOERR where code == sqliteIOErrShmSize:
+            // SQLite could not extend the WAL index file: on a full disk that is ENOSPC.
+            return .full
         case SQLITE_BUSY, SQLITE_LOCKED:
             return .busy
         case SQLITE_CONSTRAINT where code == sqliteConstraintPrimaryKey || code == sqliteConstraintUnique:
@@ -76,3 +79,4 @@ public enum MetadataError: Error, Equatable, CustomStringConvertible {
 // other macros); values from sqlite3.h.
 let sqliteConstraintPrimaryKey: Int32 = SQLITE_CONSTRAINT | (6 << 8)
 let sqliteConstraintUnique: Int32 = SQLITE_CONSTRAINT | (8 << 8)
+let sqliteIOErrShmSize: Int32 = SQLITE_IOERR | (19 << 8)

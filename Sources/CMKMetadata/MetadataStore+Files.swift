@@ -22,7 +22,7 @@ extension MetadataStore {
     public func insertFileKey(fileId: [UInt8], _ record: FileKeyRecord, onlyIfActive: Bool = false,
                               linkTag: [UInt8]? = nil) throws(MetadataError) -> Bool {
         try Self.checkFileId(fileId)
-        return try locked { (c) throws(MetadataError) -> Bool in
+        return try locked(growing: true) { (c) throws(MetadataError) -> Bool in
             try c.transaction("storing a file key") { () throws(MetadataError) -> Bool in
                 if onlyIfActive {
                     let active = try c.withStatement("SELECT 1 FROM key_versions WHERE key_id = ?1 AND version = ?2 AND state = 'active'") { (s) throws(MetadataError) in
@@ -109,7 +109,7 @@ extension MetadataStore {
     public func setXattr(fileId: [UInt8], name: String, value: [UInt8], mode: XattrSetMode) throws(MetadataError) {
         try Self.checkFileId(fileId)
         guard !Self.isReserved(name) else { throw .misuse("xattr names starting with \(Self.reservedPrefix) are reserved") }
-        try locked { (c) throws(MetadataError) in
+        try locked(growing: true) { (c) throws(MetadataError) in
             let sql = switch mode {
             case .any: "INSERT INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, ?3, NULL) ON CONFLICT(file_id, name) DO UPDATE SET value = excluded.value"
             case .create: "INSERT INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, ?3, NULL)"

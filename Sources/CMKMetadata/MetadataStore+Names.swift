@@ -4,7 +4,7 @@ import CSQLite
 extension MetadataStore {
     /// Stores the full encoding of a long name (idempotent: the row is content-addressed).
     public func setLongName(hash: [UInt8], name: String) throws(MetadataError) {
-        try locked { (c) throws(MetadataError) in
+        try locked(growing: true) { (c) throws(MetadataError) in
             try c.withStatement("INSERT OR REPLACE INTO long_names(hash, name) VALUES(?1, ?2)") { (s) throws(MetadataError) in
                 try s.bind(1, hash)
                 try s.bind(2, name)

@@ -14,9 +14,12 @@ public final class MetadataStore: Sendable {
     // nil once closed. Mutex<Value> is Sendable for any Value, and the non-Sendable Connection
     // never escapes the withLock closures, so the store needs no @unchecked.
     private let state: Mutex<Connection?>
+    /// Room kept for the database on a full disk (MetadataReserve.swift).
+    private let reserve: MetadataReserve
 
-    private init(_ connection: sending Connection) {
+    private init(_ connection: sending Connection, reserve: MetadataReserve) {
         state = Mutex(connection)
+        self.reserve = reserve
     }
 
     deinit { close() }
@@ -32,7 +35,9 @@ public final class MetadataStore: Sendable {
             try Schema.create(connection)
             // A new volume's schema should not depend on a later fsync to exist after a power cut.
             try connection.checkpoint()
-            return MetadataStore(connection)
+            let reserve = MetadataReserve(databasePath: path)
+            reserve.refill()
+            return MetadataStore(connection, reserve: reserve)
         } catch {
             removeDatabaseFiles(path)
             throw error
@@ -42,12 +47,26 @@ public final class MetadataStore: Sendable {
     /// Opens an existing database, upgrading an older schema in place.
     ///
     /// Throws `.notFound` if nothing exists at `path`, `.corrupt` if the file is not a SQLite
-    /// database or not a cmkfs one, and `.newerSchema` if a newer cmkfs wrote it.
+    /// database or not a cmkfs one, and `.newerSchema` if a newer cmkfs wrote it. On a full
+    /// disk the reserve is released so the database opens (`.full` only when even that is not
+    /// enough); it is allocated again whenever there is room.
     public static func open(at path: String) throws(MetadataError) -> MetadataStore {
         guard !pathIsMissing(path) else { throw .notFound }
+        let reserve = MetadataReserve(databasePath: path)
+        let connection: Connection
+        do {
+            connection = try openConnection(path)
+        } catch .full where reserve.release() {
+            connection = try openConnection(path)
+        }
+        reserve.refill()
+        return MetadataStore(connection, reserve: reserve)
+    }
+
+    private static func openConnection(_ path: String) throws(MetadataError) -> sending Connection {
         let connection = try Connection(path: path)
         try Schema.openExisting(connection)
-        return MetadataStore(connection)
+        return connection
     }
 
     /// Finalizes every statement and closes the database. Idempotent; later calls on the store
@@ -56,11 +75,25 @@ public final class MetadataStore: Sendable {
         state.withLock { $0 = nil }
     }
 
-    /// Runs `body` with the connection under the lock.
-    func locked<R: Sendable>(_ body: (Connection) throws(MetadataError) -> R) throws(MetadataError) -> R {
-        try state.withLock { (slot: inout sending Connection?) throws(MetadataError) -> R in
+    /// Runs `body` with the connection under the lock. When the disk is full, the reserve is
+    /// released and `body` run once more: a failed statement or transaction changed nothing
+    /// (SQLite rolls it back), so running it again is safe. `growing` work (rows for new files,
+    /// user xattrs, new long names: what file data would use) never takes the reserve: it gets
+    /// `.full` (ENOSPC) like the data itself, and the room stays for reads, deletions, the audit
+    /// checkpoint and the next open.
+    func locked<R: Sendable>(growing: Bool = false, _ body: (Connection) throws(MetadataError) -> R) throws(MetadataError) -> R {
+        let reserve = self.reserve
+        if growing {
+            return try state.withLock { (slot: inout sending Connection?) throws(MetadataError) -> R in
+                guard let connection = slot else { throw MetadataError.misuse("the metadata store is closed") }
+                return try body(connection)
+            }
+        }
+        return try state.withLock { (slot: inout sending Connection?) throws(MetadataError) -> R in
             guard let connection = slot else { throw MetadataError.misuse("the metadata store is closed") }
-            return try body(connection)
+            do throws(MetadataError) { return try body(connection) } catch .full where reserve.release() {
+                return try body(connection)
+            }
         }
     }
 

@@ -36,7 +36,7 @@ func pathIsMissing(_ path: String) -> Bool {
 
 /// Removes a half-created database and the companions SQLite may have made next to it.
 func removeDatabaseFiles(_ path: String) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
+    for suffix in ["", "-wal", "-shm", "-journal", MetadataReserve.suffix] {
         unlink(path + suffix)
     }
 }

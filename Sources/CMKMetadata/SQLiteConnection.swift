@@ -22,7 +22,10 @@ final class Connection {
     /// Opens an existing file read-write; never creates one (creation is `MetadataStore.create`).
     init(path: String) throws(MetadataError) {
         var handle: OpaquePointer?
-        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil)
+        // Through the VFS that allocates the -shm file's blocks before SQLite stores into them
+        // (AllocatingShmVFS.swift): a full disk is then SQLITE_FULL, never SIGBUS.
+        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                                 AllocatingShmVFS.registered ? AllocatingShmVFS.name : nil)
         guard rc == SQLITE_OK, let handle else {
             // open_v2 may allocate a handle even on failure; it carries the message and must be closed.
             let error = MetadataError.sqlite(rc, db: handle, path: path, context: "opening the database")

@@ -91,7 +91,8 @@ extension CMKError {
     public init(_ error: AuditError) {
         switch error.kind {
         case .busy: self.init(.io, error.message, hint: error.hint)
-        case .full, .io: self.init(.io, error.message, hint: error.hint ?? "check the volume's audit/ directory")
+        case .full: self.init(.io, error.message, hint: error.hint ?? "free space on the volume's filesystem")
+        case .io: self.init(.io, error.message, hint: error.hint ?? "check the volume's audit/ directory")
         case .key: self.init(.keyUnavailable, error.message, hint: error.hint)
         case .malformed: self.init(.auditNotIntact, error.message, hint: error.hint ?? "run: cmkfs audit verify VOLUME")
         }

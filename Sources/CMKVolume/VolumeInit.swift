@@ -42,7 +42,7 @@ extension Volume {
             try populate(path, providerConfig: providerConfig, pin: pin, blockSize: blockSize, plaintextNames: plaintextNames)
         } catch {
             // Leave the directory as it was: remove only what this call made.
-            for name in ["data", "audit", "meta.db", "meta.db-wal", "meta.db-shm", VolumeConfig.fileName, VolumeConfig.fileName + ".tmp"] {
+            for name in ["data", "audit", "meta.db", "meta.db-wal", "meta.db-shm", "meta.db-reserve", VolumeConfig.fileName, VolumeConfig.fileName + ".tmp"] {
                 try? fm.removeItem(atPath: path + "/" + name)
             }
             if createdDirectory { try? fm.removeItem(atPath: path) }

@@ -1,0 +1,36 @@
+import CLinuxFS
+import Glibc
+
+/// Room kept on the database's filesystem for the database itself: `meta.db-reserve`, a
+/// preallocated file of `bytes` that file data written through the mount cannot take.
+///
+/// When the disk is full and the database needs a block (its WAL index when a process opens it,
+/// a WAL frame for a key row, the deletion of an unlinked file's rows), the reserve is released
+/// and the operation tried again, so a volume filled to the last block still opens, mounts and
+/// lets files be deleted. The next open (the next mount) allocates it again once there is room.
+struct MetadataReserve: Sendable {
+    /// Enough for the WAL index (32 KiB), a checkpoint's growth of the database and many
+    /// transactions' WAL frames.
+    static let bytes = 512 << 10
+    static let suffix = "-reserve"
+
+    let path: String
+
+    init(databasePath: String) { path = databasePath + Self.suffix }
+
+    /// Gives the reserve's blocks back to the filesystem; true if it held any.
+    func release() -> Bool {
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_blocks > 0 else { return false }
+        return truncate(path, 0) == 0
+    }
+
+    /// Allocates the reserve (mode 0600) as far as the free space allows; never fails: without
+    /// it the database still works, only not on a full disk.
+    func refill() {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        _ = fallocate(fd, 0, 0, off_t(Self.bytes))
+    }
+}
