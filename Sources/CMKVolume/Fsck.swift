@@ -10,7 +10,7 @@ import CMKMetadata
 public struct FsckProblem: Codable, Sendable, Equatable {
     /// `bad-header`, `no-key-row`, `bad-key-row`, `key-refused`, `key-does-not-unwrap`, `bad-size`,
     /// `bad-block`, `duplicate-file-id`, `orphan-rows`, `orphan-copy`, `pending-rekey`, `bad-name`,
-    /// `missing-dir-id`, `orphan-mkdir`, `orphan-long-name`, `audit`, `not-checked` (the key
+    /// `missing-dir-id`, `orphan-mkdir`, `orphan-long-name`, `audit`, `keystore-in-volume`, `not-checked` (the key
     /// provider was unavailable: nothing is known about the file, and nothing is done to it).
     public var kind: String
     /// The file as the mount shows it ("/a/b"); a backing path ("data/…") when its name does not
@@ -83,6 +83,7 @@ extension Volume {
         progress(files.count, files.count)
         try checkOrphanRows(seen: Set(seen.keys), repair: repair, into: &report, audit: audit)
         try checkNames(repair: repair, into: &report, audit: audit)
+        checkKeystorePlacement(into: &report)
         checkAudit(into: &report)
         report.seconds = Date().timeIntervalSince(start)
         return report
@@ -322,6 +323,50 @@ extension Volume {
             report.problems.append(FsckProblem(kind: "audit", path: nil, fileID: nil, detail: "cannot verify the audit log: \(error)",
                                                repair: nil, repaired: false))
         }
+    }
+}
+
+extension Volume {
+    /// A master key stored inside the volume it protects: the embedded keystore in use, or any
+    /// keystore file (`*.key` starting with `CMKK`, e.g. a `cmkfs-kms --state` directory) found
+    /// outside `data/`. Never repaired: moving a keystore is the key owner's decision.
+    func checkKeystorePlacement(into report: inout FsckReport) {
+        var base: any KeyProvider = provider
+        if let retrying = base as? RetryingProvider { base = retrying.base }
+        var flagged: [String] = []
+        if let kms = base as? SimulatedKMS, KeystorePlacement.isInside(kms.directory, path) {
+            flagged.append(kms.directory)
+        }
+        for file in keystoreFiles(under: path, depth: 0) where !flagged.contains(where: { KeystorePlacement.isInside(file, $0) }) {
+            flagged.append(file)
+        }
+        for place in flagged {
+            report.problems.append(FsckProblem(kind: "keystore-in-volume", path: nil, fileID: nil,
+                                               detail: "\(place) is a KMS keystore inside the volume it protects: every copy of the volume carries the master key",
+                                               repair: nil, repaired: false))
+        }
+    }
+
+    /// Keystore files under `dir` (not in `data/`, at most 4 levels down, symlinks not followed).
+    private func keystoreFiles(under dir: String, depth: Int) -> [String] {
+        guard depth < 4, let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
+        var found: [String] = []
+        for name in names where !(depth == 0 && name == "data") {
+            let p = dir + "/" + name
+            var st = stat()
+            guard lstat(p, &st) == 0 else { continue }
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                found += keystoreFiles(under: p, depth: depth + 1)
+            } else if (st.st_mode & S_IFMT) == S_IFREG, name.hasSuffix(".key"), st.st_size >= 12 {
+                let fd = Glibc.open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                guard fd >= 0 else { continue }
+                var magic = [UInt8](repeating: 0, count: 4)
+                let n = magic.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4, 0) }
+                close(fd)
+                if n == 4 && magic == Array("CMKK".utf8) { found.append(p) }
+            }
+        }
+        return found
     }
 }
 

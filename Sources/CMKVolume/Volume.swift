@@ -163,10 +163,20 @@ public final class Volume: Sendable {
         switch config.kind {
         case "embedded":
             let dir = config.kmsDir ?? SimulatedKMS.defaultDirectory
-            do { return try SimulatedKMS(directory: dir, create: create) } catch {
+            let kms: SimulatedKMS
+            do { kms = try SimulatedKMS(directory: dir, create: create) } catch {
                 throw CMKError(.keyUnavailable, "\(error) (needed by \(volume))",
                                hint: "restore the keystore directory, or pass --kms-dir with the directory that holds key \(config.keyID)")
             }
+            let warnings: [String]
+            do { warnings = try KeystoreModes.check(dir) } catch {
+                throw CMKError(.keyUnavailable, "refusing \(error.description)", hint: error.fix)
+            }
+            for warning in warnings { warn(warning) }
+            if KeystorePlacement.isInside(dir, volume) {
+                warn("the KMS keystore \(dir) is inside the volume it protects: every copy of the volume carries its master key; move the keystore out and pass --kms-dir (cmkfs fsck reports it as keystore-in-volume)")
+            }
+            return kms
         case "socket":
             guard let socket = config.kmsSocket else {
                 throw CMKError(.notAVolume, "\(volume) uses the socket KMS but records no kms_socket")
@@ -196,4 +206,9 @@ public func absolute(_ path: String) -> String {
     var p = url.standardized.path
     while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
     return p
+}
+
+/// Prints `cmkfs: warning: …` on stderr (the terminal of a command; `mount.log` for the daemon).
+func warn(_ message: String) {
+    FileHandle.standardError.write(Data("cmkfs: warning: \(message)\n".utf8))
 }

@@ -22,6 +22,10 @@ extension Volume {
     public static func initialize(at path: String, provider providerConfig: ProviderConfig, pin: SecretBytes? = nil,
                                   blockSize: Int = BlockLayout.defaultBlockSize, plaintextNames: Bool = false) throws(CMKError) -> Volume {
         let path = absolute(path)
+        if providerConfig.kind == "embedded", let kmsDir = providerConfig.kmsDir, KeystorePlacement.isInside(kmsDir, path) {
+            throw CMKError(.refused, "the KMS keystore \(kmsDir) would be inside the volume \(path) it protects: every copy of the volume would carry its master key",
+                           hint: "keep the keystore outside the volume, e.g. --kms-dir /var/lib/cmkfs/kms")
+        }
         let fm = FileManager.default
         var isDir: ObjCBool = false
         var createdDirectory = false
@@ -31,6 +35,10 @@ extension Volume {
             guard entries.isEmpty else {
                 throw CMKError(.initTargetNotEmpty, "\(path) is not empty (\(entries.count) entries); init never writes over existing files",
                                hint: "choose a new or empty directory")
+            }
+            var st = stat()
+            if stat(path, &st) == 0, st.st_mode & 0o022 != 0 {
+                warn("\(path) is writable by other users (mode \(String(st.st_mode & 0o7777, radix: 8))): they could replace the volume's database and files; chmod 700 \(path)")
             }
         } else {
             do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {
@@ -126,9 +134,15 @@ extension Volume {
         do {
             var data = try encoder.encode(config)
             data.append(0x0A)
-            try data.write(to: URL(fileURLWithPath: tmp))
-            let fd = Foundation.open(tmp, O_RDONLY)
-            if fd >= 0 { fsync(fd); close(fd) }
+            // 0644 whatever the umask: a writable configuration could point the volume at
+            // another key provider.
+            unlink(tmp)
+            let fd = Foundation.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw CMKError(.io, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
+            let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let ok = written == data.count && fchmod(fd, 0o644) == 0 && fsync(fd) == 0
+            close(fd)
+            guard ok else { throw CMKError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
             guard rename(tmp, final) == 0 else { throw CMKError(.io, "cannot create \(final): \(String(cString: strerror(errno)))") }
             let dfd = Foundation.open(path, O_RDONLY | O_DIRECTORY)
             if dfd >= 0 { fsync(dfd); close(dfd) }

@@ -21,10 +21,25 @@ func fail(_ message: String, hint: String? = nil, code: Int32 = 5) -> Never {
     exit(code)
 }
 
+/// Opens the keystore, refusing modes that expose a key (KeystoreModes) and a keystore inside a
+/// cmkfs volume; warns on loose modes.
 func openKeystore(_ dir: String, create: Bool) -> SimulatedKMS {
-    do { return try SimulatedKMS(directory: dir, create: create) } catch {
+    if let volume = KeystorePlacement.enclosingVolume(of: dir) {
+        fail("the keystore \(dir) is inside the cmkfs volume \(volume): every copy of the volume would carry the master key",
+             hint: "keep the KMS state outside every volume", code: 13)
+    }
+    let kms: SimulatedKMS
+    do { kms = try SimulatedKMS(directory: dir, create: create) } catch {
         fail("\(error)", hint: "create one with: cmkfs-kms key create --state \(dir)")
     }
+    do {
+        for warning in try KeystoreModes.check(dir) {
+            FileHandle.standardError.write(Data("cmkfs-kms: warning: \(warning)\n".utf8))
+        }
+    } catch {
+        fail("refusing \(error.description)", hint: error.fix)
+    }
+    return kms
 }
 
 struct ServeCommand: ParsableCommand {

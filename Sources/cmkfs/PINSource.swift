@@ -34,10 +34,27 @@ enum PINSource {
                            hint: "write the token's user PIN into a file only you can read (chmod 600) and pass it as --pin-file")
         }
         defer { close(fd) }
+        try checkMode(fd, path)
         guard let pin = fromDescriptor(fd) else {
             throw CMKError(.keyUnavailable, "the PIN file \(path) is empty", hint: "write the token's user PIN into it")
         }
         return pin
+    }
+
+    /// A PIN file other users can read exposes the token's PIN: refused. One they can only
+    /// write is warned about (they could change the PIN cmkfs sends, not learn it).
+    static func checkMode(_ fd: Int32, _ path: String) throws(CMKError) {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return }
+        let mode = st.st_mode & 0o7777
+        let shown = String(mode, radix: 8)
+        if mode & 0o044 != 0 {
+            throw CMKError(.keyUnavailable, "the PIN file \(path) is readable by other users (mode 0\(shown)): it exposes the token's PIN",
+                           hint: "chmod 600 \(path), and change the token's PIN if others may have read it")
+        }
+        if mode & 0o022 != 0 {
+            FileHandle.standardError.write(Data("cmkfs: warning: the PIN file \(path) is writable by other users (mode 0\(shown)); chmod 600 \(path)\n".utf8))
+        }
     }
 
     /// Reads a PIN line from `fd` (a file or the pipe from `cmkfs mount`); nil when empty.
