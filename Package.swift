@@ -27,7 +27,7 @@ let package = Package(
                        providers: [.apt(["libp11-kit-dev"])]),
 
         // Crypto primitives over OpenSSL EVP: secret buffers, AES-256-GCM, randomness.
-        .target(name: "CMKCrypto", dependencies: ["COpenSSL"]),
+        .target(name: "CMKCrypto", dependencies: ["COpenSSL", "CLinuxFS"]),
         // The content format: header, block math, block sealing, holes.
         .target(name: "CMKFormat", dependencies: ["CMKCrypto", "CLinuxFS"]),
         // Key providers (KEK side): the protocol and the embedded simulated KMS.

@@ -3,8 +3,9 @@ import COpenSSL
 /// AES-256-GCM over one reusable OpenSSL `EVP_CIPHER_CTX`.
 ///
 /// Creating a context per block costs an allocation, so a worker keeps one context and re-keys it
-/// per request (`EVP_*Init_ex` with a new key is a key schedule, no allocation). Not thread-safe:
-/// each worker owns one.
+/// per request (`EVP_*Init_ex` with a new key is a key schedule, no allocation). The context keeps
+/// the last key's schedule until the next request or `reset()`, which the mount calls whenever
+/// keys are dropped. Not thread-safe: each worker owns one.
 public final class AESGCM {
     public static let keySize = 32
     public static let nonceSize = 12
@@ -18,6 +19,12 @@ public final class AESGCM {
     }
 
     deinit { EVP_CIPHER_CTX_free(ctx) }
+
+    /// Forgets the last key: OpenSSL wipes the context's key schedule (which holds the key's
+    /// bytes) and frees it. The next `seal`/`open` sets a key again; it costs one allocation.
+    public func reset() {
+        EVP_CIPHER_CTX_reset(ctx)
+    }
 
     /// Encrypts `plaintext` into `ciphertext` (same length) and writes the 16-byte tag to `tag`.
     public func seal(key: UnsafeRawBufferPointer, nonce: UnsafeRawPointer, aad: UnsafeRawBufferPointer,

@@ -1,6 +1,7 @@
 import COpenSSL
 
-/// Key material: a fixed-size buffer that is wiped with `OPENSSL_cleanse` when released.
+/// Key material: a fixed-size buffer that is wiped with `OPENSSL_cleanse` when released, on
+/// pages excluded from core dumps (`SecretMemory`).
 ///
 /// The bytes are reachable only inside `withUnsafeBytes`; `description` is redacted, and equality
 /// is constant-time. A final class rather than a `~Copyable` struct because one unwrapped DEK is
@@ -18,7 +19,7 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible {
     /// A secret of `count` zero bytes, to be filled by the caller through `withUnsafeMutableBytes`.
     public init(zeroedCount count: Int) {
         precondition(count > 0, "a secret has at least one byte")
-        storage = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+        storage = SecretMemory.allocate(count)
         storage.initializeMemory(as: UInt8.self, repeating: 0)
     }
 
@@ -39,7 +40,7 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible {
 
     deinit {
         OPENSSL_cleanse(storage.baseAddress, storage.count)
-        storage.deallocate()
+        SecretMemory.deallocate(storage)
     }
 
     /// Calls `body` with a read-only view of the secret; the pointer must not escape.

@@ -35,6 +35,9 @@ public final class ContentScratch {
         aad.deallocate()
     }
 
+    /// Wipes the cipher context's copy of the last key used (see `AESGCM.reset`).
+    public func forgetKey() { cipher.reset() }
+
     /// Plaintext staging for a read request's reply; grows to the largest request seen. Not
     /// wiped per request: it holds file content, which the kernel's page cache holds too, never
     /// key material.

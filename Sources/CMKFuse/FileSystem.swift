@@ -104,12 +104,13 @@ public final class FileSystem: Sendable {
 
     /// What every dropped key cuts, whichever way it left the cache (flush or revocation, a
     /// renewal the provider refused, a lease past its maximum lifetime, idle): the name codec if
-    /// the name key went, and the kernel's cached pages and mappings of the open files that used
-    /// the keys, so their next read comes to the mount and is refused (EACCES, or EIO once expired; SIGBUS for a mapped reader).
+    /// the name key went, the workers' keyed cipher contexts (`ScratchPool.forgetKeys`), and the
+    /// kernel's cached pages and mappings of the open files that used the keys, so their next read comes to the mount and is refused (EACCES, or EIO once expired; SIGBUS for a mapped reader).
     /// Runs on the control or maintenance thread (`KeyCache.onDrop`), never a request thread:
     /// the kernel may wait on a page lock a request in flight holds.
     func cutOpenFiles(_ dropped: [KeyLease]) {
         if dropped.contains(where: { $0.fileID == Volume.nameKeyFileID }) { names?.dropKeyedCodec() }
+        scratch.forgetKeys()
         let gone = Set(dropped.map(ObjectIdentifier.init))
         invalidateOpenFiles { gone.contains(ObjectIdentifier($0)) }
     }

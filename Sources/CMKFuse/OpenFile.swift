@@ -162,21 +162,44 @@ final class HandleTable: Sendable {
 }
 
 /// Reusable per-request crypto state (`ContentScratch`), so the hot path allocates nothing.
+///
+/// A scratch's cipher context keeps the schedule of the last DEK it used. `forgetKeys` (called
+/// whenever keys leave the cache) wipes every idle one, and bumps a generation so that one in
+/// use by a request at that moment is wiped when it comes back: no dropped DEK stays keyed in
+/// a worker's context.
 final class ScratchPool: Sendable {
+    private struct State {
+        var free: [ScratchBox] = []
+        var generation = 0
+    }
     private let layout: BlockLayout
-    private let free = Mutex<[ScratchBox]>([])
+    private let state = Mutex(State())
 
     init(layout: BlockLayout) { self.layout = layout }
 
     func with<R, E: Error>(_ body: (ContentScratch) throws(E) -> R) throws(E) -> R {
-        let box = free.withLock { $0.popLast() } ?? ScratchBox(ContentScratch(layout: layout))
-        defer { free.withLock { $0.append(box) } }
+        let (box, generation) = state.withLock { s in (s.free.popLast() ?? ScratchBox(ContentScratch(layout: layout)), s.generation) }
+        defer {
+            state.withLock { s in
+                if s.generation != generation { box.scratch.forgetKey() }
+                s.free.append(box)
+            }
+        }
         return try body(box.scratch)
+    }
+
+    /// Wipes the key schedules of every scratch, now (idle ones) or when returned (busy ones).
+    func forgetKeys() {
+        state.withLock { s in
+            s.generation += 1
+            for box in s.free { box.scratch.forgetKey() }
+        }
     }
 }
 
 /// Sound as Sendable: a scratch is used by exactly one thread between taking it from the pool
-/// and returning it, and the pool's mutex orders those hand-overs.
+/// and returning it, and the pool's mutex orders those hand-overs (`forgetKeys` touches only
+/// the idle ones, under that mutex).
 private final class ScratchBox: @unchecked Sendable {
     let scratch: ContentScratch
     init(_ scratch: ContentScratch) { self.scratch = scratch }

@@ -25,8 +25,10 @@ public final class SimulatedKMS: KeyProvider {
         var mtimeNsec: Int
         var size: Int
     }
-    /// Key files loaded so far, by key id; guarded by the mutex, never held across file I/O
-    /// other than a `stat`.
+    /// Key files loaded so far, by key id, *without their key material*: states and versions
+    /// only, for `state(of:)`. A wrap or unwrap reads the material from the file for that one
+    /// call, so no master key stays in this process between calls (docs/threat-model.md).
+    /// Guarded by the mutex, never held across file I/O other than a `stat`.
     private let loaded = Mutex<[String: Loaded]>([:])
 
     /// The default keystore location when running as root.
@@ -131,8 +133,14 @@ public final class SimulatedKMS: KeyProvider {
 
     private func path(_ keyID: String) -> String { "\(directory)/\(keyID).key" }
 
+    /// The master key's bytes, read from its file for one wrap or unwrap (never cached).
     private func usableMaterial(_ key: KeyRef) throws(KeyProviderError) -> SecretBytes {
-        let v = try version(key)
+        guard isSafeKeyID(key.keyID) else { throw .keyNotFound(key, detail: "malformed key id") }
+        guard access(path(key.keyID), F_OK) == 0 else { throw .keyNotFound(key, detail: "\(path(key.keyID)) does not exist") }
+        let file = try readFile(path(key.keyID))
+        guard let v = file.versions.first(where: { $0.number == key.version }) else {
+            throw .keyNotFound(key, detail: "\(path(key.keyID)) has no version \(key.version)")
+        }
         switch v.state {
         case .disabled: throw .keyDisabled(key)
         case .destroyed: throw .keyDestroyed(key)
@@ -160,7 +168,8 @@ public final class SimulatedKMS: KeyProvider {
         }
         let identity = FileIdentity(inode: UInt(st.st_ino), mtimeSec: st.st_mtim.tv_sec, mtimeNsec: st.st_mtim.tv_nsec, size: Int(st.st_size))
         if let cached = loaded.withLock({ $0[keyID] }), cached.identity == identity { return cached.file }
-        let file = try readFile(p)
+        var file = try readFile(p)
+        for i in file.versions.indices { file.versions[i].material = nil }
         loaded.withLock { $0[keyID] = Loaded(identity: identity, file: file) }
         return file
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CMKCrypto
 import CMKKeys
 import CMKSocketKMS
 
@@ -60,6 +61,10 @@ struct ServeCommand: ParsableCommand {
     }
 
     func run() {
+        // Master keys pass through this process for each wrap and unwrap, DEKs for each answer:
+        // no core file, no ptrace or /proc/PID/mem without CAP_SYS_PTRACE.
+        let dump = SecretMemory.forbidCoreDumps()
+        if dump != 0 { FileHandle.standardError.write(Data("cmkfs-kms: warning: cannot make the server non-dumpable: \(String(cString: strerror(dump)))\n".utf8)) }
         let kms = openKeystore(state, create: true)
         // Signals are taken by one thread with sigwait, so the socket file is removed on exit.
         var set = sigset_t()

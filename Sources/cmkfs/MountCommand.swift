@@ -158,6 +158,10 @@ struct MountCommand: ParsableCommand {
 
     /// The daemon: mount and serve until unmounted.
     private func serve(_ mnt: String, kernelOptions: [String]) {
+        // Unwrapped keys live in this process from here on: no core file, no ptrace or
+        // /proc/PID/mem for anyone without CAP_SYS_PTRACE (docs/threat-model.md).
+        let dump = SecretMemory.forbidCoreDumps()
+        if dump != 0 { FileSystem.logger.warning("cannot make the mount daemon non-dumpable: \(String(cString: strerror(dump)))") }
         do {
             let v = try preflight(mnt, pin: try pin())
             let lock = try MountLock.acquire(v, mountpoint: mnt)

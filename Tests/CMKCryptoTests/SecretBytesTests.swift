@@ -89,3 +89,42 @@ final class SecretBytesTests: XCTestCase {
         secureZero(UnsafeMutableRawBufferPointer(start: nil, count: 0))
     }
 }
+
+/// Key material is kept out of core dumps: every secret's pages are MADV_DONTDUMP (what
+/// /proc/self/smaps shows as the "dd" flag), and a process can make itself non-dumpable.
+final class SecretMemoryTests: XCTestCase {
+    /// The VmFlags of the mapping holding `address`, from /proc/self/smaps.
+    func flags(of address: UnsafeRawPointer) throws -> [String] {
+        let a = UInt(bitPattern: address)
+        var inside = false
+        // procfs reports size 0: read to the end rather than by the size.
+        let smaps = try XCTUnwrap(FileHandle(forReadingAtPath: "/proc/self/smaps")).readToEnd() ?? Data()
+        XCTAssertGreaterThan(smaps.count, 0)
+        for line in String(decoding: smaps, as: UTF8.self).split(separator: "\n") {
+            let head = line.split(separator: " ").first ?? ""
+            let range = head.split(separator: "-")
+            if range.count == 2, let lo = UInt(range[0], radix: 16), let hi = UInt(range[1], radix: 16) {
+                inside = lo <= a && a < hi
+            } else if inside && line.hasPrefix("VmFlags:") {
+                return line.split(separator: " ").dropFirst().map(String.init)
+            }
+        }
+        return []
+    }
+
+    func testSecretsLiveOnPagesExcludedFromCoreDumps() throws {
+        for count in [32, 64, 65, 5000] {
+            let secret = try SecretBytes.random(count: count)
+            let f = try secret.withUnsafeBytes { try flags(of: $0.baseAddress!) }
+            XCTAssertTrue(f.contains("dd"), "a \(count)-byte secret is on a page a core dump would copy: \(f)")
+        }
+        // Slots are reused, and wiped before reuse.
+        let many = try (0..<3000).map { _ in try SecretBytes.random(count: 32) }
+        XCTAssertEqual(Set(many.map(\.testBytes)).count, 3000)
+    }
+
+    func testForbidCoreDumpsMakesTheProcessNonDumpable() {
+        XCTAssertEqual(SecretMemory.forbidCoreDumps(), 0)
+        XCTAssertFalse(SecretMemory.processIsDumpable)
+    }
+}
