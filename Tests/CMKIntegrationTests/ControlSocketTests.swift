@@ -57,11 +57,11 @@ final class ControlSocketTests: IntegrationTestCase {
         _ = try connectIdleClients(5, to: vol + "/control.sock")
         let stats = fx.cmkfs(["cache", "stats", vol, "--json"], timeout: 60)
         XCTAssertTrue(stats.succeeded, "\(stats)")
-        XCTAssertLessThan(stats.seconds, 2, "cache stats behind five idle clients: \(stats)")
+        XCTAssertLessThan(stats.seconds, 3, "cache stats behind five idle clients: \(stats)")
         let revoke = fx.cmkfs(["key", "revoke", vol, "--kms-dir", fx.kms, "--reason", "idle clients"], timeout: 60)
         XCTAssertTrue(revoke.succeeded, "\(revoke)")
         XCTAssertTrue(revoke.stdout.contains("flushed"), revoke.stdout)
-        XCTAssertLessThan(revoke.seconds, 2, "revoke behind five idle clients: \(revoke)")
+        XCTAssertLessThan(revoke.seconds, 3, "revoke behind five idle clients: \(revoke)")
         print(String(format: "revoke with 5 idle control clients: %.3f s (command wall time); %@", revoke.seconds,
                      revoke.stdout.split(separator: "\n").last.map(String.init) ?? ""))
         XCTAssertFalse(fx.sh("cat \(mnt)/f").succeeded, "the revocation took effect")
@@ -79,7 +79,7 @@ final class ControlSocketTests: IntegrationTestCase {
         XCTAssertTrue(stats.succeeded, "\(stats)")
     }
 
-    /// A mounted rekey wraps the new DEK before it locks the file: with a KMS that takes 1.5 s
+    /// A mounted rekey wraps the new DEK before it locks the file: with a KMS that takes 3 s
     /// per request, readers of the file are never held up for the length of the wrap.
     func testMountedRekeyHoldsNoFileLockAcrossTheProviderCall() throws {
         try fx.unmount()
@@ -93,7 +93,7 @@ final class ControlSocketTests: IntegrationTestCase {
         XCTAssertTrue(m.succeeded, "\(m)")
         sh("head -c 65536 /dev/urandom > \(mnt)/f")
         _ = k.stop()
-        try k.start(["--latency-ms", "1500"])
+        try k.start(["--latency-ms", "3000"])
         // A reader holding the file open reads it (past the page cache: O_DIRECT) every 20 ms
         // while a rekey runs, and reports its slowest read.
         let reader = """
@@ -114,7 +114,7 @@ final class ControlSocketTests: IntegrationTestCase {
         let r = python(reader, [mnt + "/f", pvol, MountFixture.binary], timeout: 120)
         XCTAssertTrue(r.succeeded, "\(r)\nmount.log: \(fx.mountLog(pvol))")
         let slowest = try XCTUnwrap(Double(r.stdout.replacingOccurrences(of: "slowest ", with: "").trimmingCharacters(in: .whitespacesAndNewlines)), r.stdout)
-        XCTAssertLessThan(slowest, 1.0, "a read waited behind the rekey's 1.5 s provider call")
+        XCTAssertLessThan(slowest, 1.5, "a read waited behind the rekey's 3 s provider call")
         XCTAssertTrue(fx.cmkfs(["unmount", mnt]).succeeded)
     }
 
@@ -149,7 +149,7 @@ final class ControlSocketTests: IntegrationTestCase {
         let revoke = fx.cmkfs(["key", "revoke", vol, "--kms-dir", fx.kms, "--reason", "during rekey"], timeout: 120)
         XCTAssertTrue(revoke.succeeded, "\(revoke)")
         print(String(format: "revoke during a 128 MiB rekey: %.3f s", revoke.seconds))
-        XCTAssertLessThan(revoke.seconds, 1.5, "the kill switch waited for the rekey: \(revoke)")
+        XCTAssertLessThan(revoke.seconds, 3, "the kill switch waited for the rekey: \(revoke)")
         rekey.waitUntilExit()
         reader.waitUntilExit()
         let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

@@ -119,7 +119,7 @@ final class KillSwitchTests: IntegrationTestCase {
         for (seconds, name, fate) in results {
             XCTAssertEqual(name, "EACCES")
             XCTAssertEqual(fate, "SIGBUS", "a mapped reader of a cached page")
-            XCTAssertLessThan(seconds, renewSeconds + 1.5, "one renewal (plus the maintenance tick)")
+            XCTAssertLessThan(seconds, renewSeconds + 3, "one renewal plus the maintenance tick (≤ 1 s), with room for a loaded machine")
         }
         let latencies = results.map(\.0)
         if !latencies.isEmpty {
@@ -138,7 +138,7 @@ final class KillSwitchTests: IntegrationTestCase {
         for (seconds, name, fate) in results {
             XCTAssertEqual(name, "EIO")
             XCTAssertEqual(fate, "SIGBUS")
-            XCTAssertLessThan(seconds, 2 + 0.5 + 1.5, "the lifetime, one renewal and the maintenance tick")
+            XCTAssertLessThan(seconds, 2 + 0.5 + 3, "the lifetime, one renewal and the maintenance tick, with room for a loaded machine")
         }
         XCTAssertTrue(fx.mountLog(pvol).contains("passed its lease"), fx.mountLog(pvol))
     }
