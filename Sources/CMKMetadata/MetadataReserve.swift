@@ -7,7 +7,8 @@ import Glibc
 /// When the disk is full and the database needs a block (its WAL index when a process opens it,
 /// a WAL frame for a key row, the deletion of an unlinked file's rows), the reserve is released
 /// and the operation tried again, so a volume filled to the last block still opens, mounts and
-/// lets files be deleted. The next open (the next mount) allocates it again once there is room.
+/// lets files be deleted. It is allocated again by the next open and after every deletion of
+/// files' rows (which follows unlinks that freed space).
 struct MetadataReserve: Sendable {
     /// Enough for the WAL index (32 KiB), a checkpoint's growth of the database and many
     /// transactions' WAL frames.
@@ -23,6 +24,12 @@ struct MetadataReserve: Sendable {
         var st = stat()
         guard stat(path, &st) == 0, st.st_blocks > 0 else { return false }
         return truncate(path, 0) == 0
+    }
+
+    /// `refill()` when the reserve was released (or never fully allocated).
+    func refillIfShort() {
+        var st = stat()
+        if stat(path, &st) != 0 || Int(st.st_blocks) * 512 < Self.bytes { refill() }
     }
 
     /// Allocates the reserve (mode 0600) as far as the free space allows; never fails: without

@@ -102,6 +102,9 @@ extension MetadataStore {
                 }
             }
         }
+        // Unlinks free space: take back the room a full disk made the database use, so a
+        // long-running mount keeps it too (not only the next open).
+        reserve.refillIfShort()
     }
 
     /// Sets a user xattr. `.create` fails with `.exists` if it is set, `.replace` with

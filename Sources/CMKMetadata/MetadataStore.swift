@@ -15,7 +15,7 @@ public final class MetadataStore: Sendable {
     // never escapes the withLock closures, so the store needs no @unchecked.
     private let state: Mutex<Connection?>
     /// Room kept for the database on a full disk (MetadataReserve.swift).
-    private let reserve: MetadataReserve
+    let reserve: MetadataReserve
 
     private init(_ connection: sending Connection, reserve: MetadataReserve) {
         state = Mutex(connection)

@@ -19,10 +19,13 @@ final class SmallBlockFullDiskTests: IntegrationTestCase {
     /// Takes all free space of the small filesystem but `kib` KiB, with `filler` on it (beside
     /// the volume, as anything else on a shared disk would).
     func leaveFree(_ kib: Int) {
+        // fallocate most of it (leaving room for the filler's own extent blocks), then write
+        // the rest 1 KiB at a time, so the free space ends within a block of `kib`.
         sh("""
-            rm -f \(small)/filler; sync
-            avail=$(( $(stat -f -c '%a' \(small)) * $(stat -f -c '%S' \(small)) - \(kib) * 1024 ))
-            if [ $avail -gt 0 ]; then fallocate -l $avail \(small)/filler; fi
+            cd \(small) && rm -f filler filler2 && sync
+            free() { echo $(( $(stat -f -c '%a' .) * $(stat -f -c '%S' .) )); }
+            a=$(( $(free) - \(kib) * 1024 - 65536 )); if [ $a -gt 0 ]; then fallocate -l $a filler; fi; sync
+            n=$(( ($(free) - \(kib) * 1024) / 1024 )); if [ $n -gt 0 ]; then dd if=/dev/zero of=filler2 bs=1024 count=$n conv=fsync status=none || true; fi
             """)
     }
 
@@ -45,7 +48,7 @@ final class SmallBlockFullDiskTests: IntegrationTestCase {
                              "init keeps room for the metadata")
         try fx.mount(svol)
         for i in 0..<3 { makeRandomFile(plain + "/k\(i)", size: 200_000 + i) }
-        sh("cp \(plain)/k* \(mnt)/ && echo victim > \(mnt)/victim")
+        sh("cp \(plain)/k* \(mnt)/ && echo victim > \(mnt)/victim && head -c 1048576 /dev/urandom > \(mnt)/spare")
 
         // Fill through the mount: big data, then small files (each one a key row and a name).
         let fill = fx.sh("dd if=/dev/urandom of=\(mnt)/fill bs=64k count=1000 status=none")
@@ -56,6 +59,17 @@ final class SmallBlockFullDiskTests: IntegrationTestCase {
         // The metadata still works on the full disk: files read, and one can be deleted.
         XCTAssertEqual(sha256(mnt + "/k0"), sha256(plain + "/k0"))
         sh("rm \(mnt)/victim")
+        // Space freed by an unlink goes to the reserve first, while the mount runs: a reserve the
+        // database used up (released here by hand, as a full disk does) is taken back.
+        sh("truncate -s 0 \(svol)/meta.db-reserve && rm \(mnt)/spare")
+        let deadline = Date().addingTimeInterval(10)
+        var reserved = 0
+        while Date() < deadline {
+            reserved = Int(sh("stat -c %b \(svol)/meta.db-reserve").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            if reserved * 512 >= 512 << 10 { break }
+            usleep(20_000)
+        }
+        XCTAssertGreaterThanOrEqual(reserved * 512, 512 << 10, "the reserve is taken back after an unlink freed space")
         try fx.unmount()
         // Full to the last block, the volume still mounts: the reserve is its room.
         try fx.mount(svol)
@@ -80,7 +94,7 @@ final class SmallBlockFullDiskTests: IntegrationTestCase {
         print("[cmkfs-it] small-block full disk, reserve removed: " + outcomes.joined(separator: "; "))
 
         // Space freed: it mounts again and every file reads back.
-        sh("rm -f \(small)/filler")
+        sh("rm -f \(small)/filler \(small)/filler2")
         try fx.mount(svol)
         for i in 0..<3 { XCTAssertEqual(sha256(mnt + "/k\(i)"), sha256(plain + "/k\(i)")) }
         sh("rm \(mnt)/fill && echo new > \(mnt)/new && grep -q new \(mnt)/new")
