@@ -16,12 +16,22 @@ import CMKCrypto
 /// a crash of the process); `append(durable: true)` and `sync()` also `fsync` it and save a
 /// checkpoint. `startGroupCommit` syncs every interval while records are pending, which bounds
 /// how long an open's record can be lost to a power cut.
+///
+/// Continuity (docs/audit-format.md): `open` compares the log with the last checkpoint and the
+/// anchor kept outside the volume, and chains an `audit-gap` record from the known head when
+/// records are missing, never re-basing on what it found. Paths are sealed (record format 2).
 public final class AuditLog: Sendable {
     public let directory: String
     let key: SecretBytes
+    /// Seals the `path` of every record (format 2): no name in clear under the volume.
+    let paths: AuditPathSeal
     let volumeID: String
     let host: String
     let checkpoints: (any AuditCheckpointStore)?
+    /// The head's anchor outside the volume (the key provider), moved by the group commit after
+    /// durable records and at most every `anchorInterval` seconds, and by `close`.
+    let anchor: (any AuditAnchorStore)?
+    let anchorInterval: Double
     let segmentLimit: Int
     let lockFD: Int32
     /// Called from the group-commit thread when a background sync fails (for the mount log).
@@ -46,6 +56,18 @@ public final class AuditLog: Sendable {
     let head: Mutex<Head>
     /// The last checkpointed seq; serializes syncs so checkpoints only move forward.
     let syncing = Mutex<UInt64>(0)
+    /// The last anchored seq, when (monotonic seconds), and whether a durable record asked for
+    /// an anchor at the next group commit.
+    struct Anchored { var seq: UInt64 = 0; var at: Double = 0; var requested = false }
+    let anchored = Mutex(Anchored())
+    /// Serializes anchor writes (one provider call at a time, so a slower older write cannot
+    /// land after a newer one). Held across the provider call: sound because only the
+    /// group-commit thread and `close` take it — no FUSE request and no durable append waits on it.
+    let anchoring = Mutex(())
+    /// When `sync` writes the anchor.
+    enum AnchorMode { case never, ifDue, now }
+    /// What the opener found about the anchor, for the mount log and `audit verify`.
+    public let anchorState: String
 
     /// Disk space kept allocated ahead of the segment's end (about 2,500 records): when the
     /// volume's disk fills, files stay readable (their opens are still recorded) while the
@@ -61,13 +83,24 @@ public final class AuditLog: Sendable {
         ProcessInfo.processInfo.environment["CMKFS_AUDIT_SEGMENT_BYTES"].flatMap(Int.init).map { max(1024, $0) } ?? 64 << 20
     }
 
-    init(directory: String, key: SecretBytes, volumeID: String, checkpoints: (any AuditCheckpointStore)?,
+    /// How often the group commit moves the anchor forward (a provider round trip, never on
+    /// the path of an open): the window of records a rollback of the whole volume can hide.
+    public static var defaultAnchorInterval: Double {
+        ProcessInfo.processInfo.environment["CMKFS_AUDIT_ANCHOR_SECONDS"].flatMap(Double.init).map { max(0, $0) } ?? 5
+    }
+
+    init(directory: String, key: SecretBytes, paths: AuditPathSeal, volumeID: String, checkpoints: (any AuditCheckpointStore)?,
+         anchor: (any AuditAnchorStore)?, anchorInterval: Double, anchorState: String,
          segmentLimit: Int, lockFD: Int32, head: Head, onFailure: @escaping @Sendable (AuditError) -> Void) {
         self.directory = directory
         self.key = key
+        self.paths = paths
         self.volumeID = volumeID
         self.host = Self.hostName()
         self.checkpoints = checkpoints
+        self.anchor = anchor
+        self.anchorInterval = anchorInterval
+        self.anchorState = anchorState
         self.segmentLimit = segmentLimit
         self.lockFD = lockFD
         self.head = Mutex(head)
@@ -82,7 +115,8 @@ public final class AuditLog: Sendable {
     /// Opens (creating if needed) the log in `directory` and continues its chain from the last
     /// complete record. Waits up to `lockWait` seconds for another writer to finish.
     public static func open(directory: String, key: SecretBytes, volumeID: String,
-                            checkpoints: (any AuditCheckpointStore)?, segmentLimit: Int = defaultSegmentLimit,
+                            checkpoints: (any AuditCheckpointStore)?, anchor: (any AuditAnchorStore)? = nil,
+                            anchorInterval: Double = defaultAnchorInterval, segmentLimit: Int = defaultSegmentLimit,
                             lockWait: Double = 10,
                             onFailure: @escaping @Sendable (AuditError) -> Void = { _ in }) throws(AuditError) -> AuditLog {
         if mkdir(directory, 0o700) != 0 && errno != EEXIST { throw .system("mkdir", directory, errno) }
@@ -99,14 +133,87 @@ public final class AuditLog: Sendable {
             usleep(20_000)
         }
         var head = Head()
+        let found: Continuity
         do {
             try resume(&head, directory: directory)
+            found = continuity(&head, key: key, checkpoints: checkpoints, anchor: anchor)
         } catch {
             Glibc.close(lockFD)
             throw error
         }
-        return AuditLog(directory: directory, key: key, volumeID: volumeID, checkpoints: checkpoints,
-                        segmentLimit: segmentLimit, lockFD: lockFD, head: head, onFailure: onFailure)
+        let paths: AuditPathSeal
+        do { paths = try AuditPathSeal(auditKey: key) } catch {
+            Glibc.close(lockFD)
+            throw AuditError(.key, "cannot derive the audit path key: \(error)")
+        }
+        let log = AuditLog(directory: directory, key: key, paths: paths, volumeID: volumeID, checkpoints: checkpoints,
+                           anchor: anchor, anchorInterval: anchorInterval, anchorState: found.anchorState,
+                           segmentLimit: segmentLimit, lockFD: lockFD, head: head, onFailure: onFailure)
+        if let gap = found.gap {
+            // Chained at once, durably, before anything else can be appended: the hole stays
+            // visible to `audit verify` for as long as the log exists.
+            try log.append(AuditEvent(AuditGap.event, result: "error", detail: gap), durable: true)
+        }
+        return log
+    }
+
+    /// What `continuity` found: the gap to record (nil: the log reaches its last known head) and
+    /// the anchor's state in words.
+    struct Continuity { var gap: String?; var anchorState: String }
+
+    /// Checks the log found on disk against the last checkpoint (meta.db) and the anchor (the
+    /// key provider), whichever is further. A log that ends before it, or holds another record at
+    /// its seq, had records removed: the chain then continues from the known head (seq and MAC),
+    /// never from what was found, so the hole is in the chain itself, and a gap is returned.
+    static func continuity(_ head: inout Head, key: SecretBytes, checkpoints: (any AuditCheckpointStore)?,
+                           anchor: (any AuditAnchorStore)?) -> Continuity {
+        var known: [(what: String, cp: AuditCheckpoint)] = []
+        var problems: [String] = []
+        if let bytes = try? checkpoints?.loadCheckpoint() {
+            do { known.append(("the checkpoint in meta.db", try AuditCheckpoint.decode(bytes, key: key))) } catch {
+                problems.append("the checkpoint in meta.db does not verify (altered): \(error.message)")
+            }
+        }
+        var anchorState = "not anchored (the key provider keeps no anchor)"
+        if let anchor {
+            do {
+                if let bytes = try anchor.loadAnchor() {
+                    do {
+                        let cp = try AuditCheckpoint.decode(bytes, key: key)
+                        known.append(("the anchor in \(anchor.place)", cp))
+                        anchorState = "anchored in \(anchor.place) at seq \(cp.count)"
+                    } catch {
+                        problems.append("the anchor in \(anchor.place) does not verify under the audit key (altered or another volume's)")
+                        anchorState = "the anchor in \(anchor.place) does not verify"
+                    }
+                } else {
+                    anchorState = "no anchor in \(anchor.place) yet"
+                }
+            } catch {
+                anchorState = "cannot read the anchor in \(anchor.place): \(error)"
+            }
+        }
+        guard let best = known.max(by: { $0.cp.count < $1.cp.count }) else {
+            return Continuity(gap: problems.isEmpty ? nil : problems.joined(separator: "; "), anchorState: anchorState)
+        }
+        let found = head.seq
+        var gap: String?
+        if best.cp.count > found {
+            gap = "the log ended at seq \(found) but \(best.what) of \(best.cp.time) records seq \(best.cp.count): "
+                + "records \(found + 1)…\(best.cp.count) are missing (cut off, segments deleted, or audit/ replaced); "
+                + "the chain continues from seq \(best.cp.count)"
+        } else if best.cp.count == found && best.cp.head != head.prev {
+            gap = "record seq \(found) is not the one \(best.what) of \(best.cp.time) names (the log was replaced); "
+                + "the chain continues from the anchored record"
+        }
+        if gap != nil {
+            head.seq = best.cp.count
+            head.prev = best.cp.head
+            // A new segment for the continued chain: never append after the records found.
+            if head.fd >= 0 { Glibc.close(head.fd); head.fd = -1 }
+        }
+        let all = (gap.map { [$0] } ?? []) + problems
+        return Continuity(gap: all.isEmpty ? nil : all.joined(separator: "; "), anchorState: anchorState)
     }
 
     /// Reads the last complete record of the newest segment. A segment that does not end with a
@@ -153,6 +260,11 @@ public final class AuditLog: Sendable {
     /// Writes one record (before returning) and, when `durable`, fsyncs it and saves a
     /// checkpoint. Throws when the record could not be written: the caller must not use the key.
     public func append(_ event: AuditEvent, durable: Bool = false) throws(AuditError) {
+        var event = event
+        if let path = event.path {
+            // Sealed before the lock: the head is held for one write(2) only.
+            do { event.path = try paths.seal(path) } catch { throw AuditError(.key, "cannot seal an audit record's path: \(error)") }
+        }
         try head.withLock { (h: inout Head) throws(AuditError) in
             guard !h.closed else { throw AuditError(.io, "the audit log is closed") }
             let seq = h.seq + 1
@@ -185,13 +297,24 @@ public final class AuditLog: Sendable {
             h.unsynced = true
             if h.reserved - h.bytes < Self.reserveBytes / 4 { Self.reserve(&h) }
         }
-        if durable { try sync() }
+        if durable {
+            // The anchor follows within one group-commit interval, off the caller's path: a
+            // `key revoke` never waits for a provider round trip (or a provider timeout) here.
+            anchored.withLock { $0.requested = true }
+            try sync()
+        }
     }
 
     /// Makes every record written so far durable and saves a checkpoint of the head.
-    public func sync() throws(AuditError) {
-        try syncing.withLock { (checkpointed: inout UInt64) throws(AuditError) in
-            let (fd, seq, prev, path) = head.withLock { h -> (Int32, UInt64, String, String) in
+    public func sync() throws(AuditError) { try sync(anchor: .never) }
+
+    /// `sync`, then the anchor: `.now` (close), or `.ifDue` (the group commit: when a durable
+    /// record asked for it or `anchorInterval` has passed). An anchor that cannot be written is
+    /// reported through `onFailure`, never thrown: the records are safe in the log, and the next
+    /// interval tries again.
+    func sync(anchor mode: AnchorMode) throws(AuditError) {
+        let head = try syncing.withLock { (checkpointed: inout UInt64) throws(AuditError) -> (seq: UInt64, checkpoint: [UInt8]) in
+            let (fd, seq, prev, path) = self.head.withLock { h -> (Int32, UInt64, String, String) in
                 let fd = h.unsynced && h.fd >= 0 ? dup(h.fd) : -1
                 h.unsynced = false
                 return (fd, h.seq, h.prev, h.path)
@@ -200,19 +323,44 @@ public final class AuditLog: Sendable {
                 defer { Glibc.close(fd) }
                 if fsync(fd) != 0 {
                     let code = errno
-                    head.withLock { $0.unsynced = true }
+                    self.head.withLock { $0.unsynced = true }
                     throw .system("fsync", path, code)
                 }
             }
-            guard seq > checkpointed, let checkpoints else { return }
-            do {
-                let cp = try AuditCheckpoint(count: seq, head: prev, time: AuditRecord.now()).encoded(key: key)
-                try checkpoints.saveCheckpoint(cp)
-            } catch {
-                throw AuditError(.io, "cannot save the audit checkpoint: \(error)")
+            let cp: [UInt8]
+            do { cp = try AuditCheckpoint(count: seq, head: prev, time: AuditRecord.now()).encoded(key: key) } catch {
+                throw AuditError(.key, "cannot MAC the audit checkpoint: \(error)")
             }
-            checkpointed = seq
+            if seq > checkpointed, let checkpoints {
+                do { try checkpoints.saveCheckpoint(cp) } catch {
+                    throw AuditError(.io, "cannot save the audit checkpoint: \(error)")
+                }
+                checkpointed = seq
+            }
+            return (seq, cp)
         }
+        guard mode != .never, let anchor, head.seq > 0 else { return }
+        anchoring.withLock { _ in
+            let now = Self.monotonicSeconds()
+            let due = anchored.withLock { a in
+                head.seq > a.seq && (mode == .now || a.requested || now - a.at >= anchorInterval)
+            }
+            guard due else { return }
+            do {
+                try anchor.saveAnchor(head.checkpoint, seq: head.seq)
+                anchored.withLock { $0 = Anchored(seq: head.seq, at: now) }
+            } catch {
+                // Retried at the next interval, not at every 100 ms group commit.
+                anchored.withLock { $0.at = now; $0.requested = false }
+                onFailure(AuditError(.io, "cannot move the audit anchor in \(anchor.place) to seq \(head.seq): \(error)"))
+            }
+        }
+    }
+
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     /// Syncs every `interval` seconds while records are pending (group commit), until `close`.
@@ -220,7 +368,7 @@ public final class AuditLog: Sendable {
         Thread.detachNewThread { [self] in
             while !head.withLock({ $0.closed }) {
                 Thread.sleep(forTimeInterval: interval)
-                do throws(AuditError) { try sync() } catch { onFailure(error) }
+                do throws(AuditError) { try sync(anchor: .ifDue) } catch { onFailure(error) }
             }
         }
     }
@@ -234,7 +382,7 @@ public final class AuditLog: Sendable {
             }
             flock(lockFD, LOCK_UN)
         }
-        try sync()
+        try sync(anchor: .now)
     }
 
     /// The last record's seq (records written so far, with the records before this writer).

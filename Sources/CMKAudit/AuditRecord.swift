@@ -9,7 +9,8 @@ import CMKCrypto
 /// `body` is everything before `,"mac":"`; `mac` = HMAC-SHA256(audit key, body). `prev` is the
 /// previous record's `mac` (64 zeros for seq 1), so every record is chained to the one before.
 public enum AuditRecord {
-    public static let version = 1
+    /// 2: `path` is sealed (AuditPathSeal). Version-1 records (paths in clear) stay valid.
+    public static let version = 2
     /// The `prev` of the first record.
     public static let genesis = String(repeating: "0", count: 64)
     static let macPrefix = Array(#","mac":""#.utf8)
@@ -64,8 +65,7 @@ public enum AuditRecord {
 
     /// The `seq` and `prev` of a body, read from their fixed places.
     public static func chainFields(_ body: ArraySlice<UInt8>) -> (seq: UInt64, prev: String)? {
-        let head = Array(#"{"v":1,"seq":"#.utf8)
-        guard body.starts(with: head) else { return nil }
+        guard let head = [Array(#"{"v":2,"seq":"#.utf8), Array(#"{"v":1,"seq":"#.utf8)].first(where: { body.starts(with: $0) }) else { return nil }
         var i = body.startIndex + head.count
         var seq: UInt64 = 0
         var digits = 0

@@ -27,6 +27,11 @@ public enum AuditProblemKind: String, Sendable {
     case checkpoint
     /// The first segment does not start at seq 1 (earlier segments are missing).
     case missingHead = "missing-head"
+    /// A writer found records missing when it opened the log and chained an `audit-gap` record.
+    case gap
+    /// The log ends before the anchor kept by the key provider, or holds another record at its
+    /// seq: cut off or rolled back together with meta.db.
+    case behindAnchor = "behind-anchor"
 }
 
 /// The first problem found, naming the record.
@@ -53,8 +58,21 @@ public struct AuditReport: Sendable {
     /// Things that are not forgery: a torn last record, a set of segments starting mid-chain.
     public var notes: [String] = []
     public var checkpoint: AuditCheckpoint?
+    /// The anchor the log was checked against, if the provider keeps one.
+    public var anchor: AuditCheckpoint?
 
     public var intact: Bool { problem == nil }
+}
+
+/// The anchor `verify` compares the log with: its bytes (nil: the provider keeps none for this
+/// volume yet) and where it is kept.
+public struct AuditAnchorCheck: Sendable {
+    public let bytes: [UInt8]?
+    public let place: String
+    public init(bytes: [UInt8]?, place: String) {
+        self.bytes = bytes
+        self.place = place
+    }
 }
 
 /// Verifies a chain of segments under the audit key, then the checkpoint.
@@ -70,6 +88,7 @@ public enum AuditVerifier {
     /// `segments` in chain order. `allowMissingHead`: the set may start mid-chain (archived
     /// segments not given); the first record is then trusted as the anchor, with a note.
     public static func verify(segments: [String], key: SecretBytes, checkpoint: [UInt8]?,
+                              anchor: AuditAnchorCheck? = nil,
                               allowMissingHead: Bool = false) throws(AuditError) -> AuditReport {
         var report = AuditReport()
         var lines: [Line] = []
@@ -107,11 +126,28 @@ public enum AuditVerifier {
             }
             report.checkpoint = cp
         }
+        var anchored: AuditCheckpoint?
+        if let anchor, let bytes = anchor.bytes {
+            do { anchored = try AuditCheckpoint.decode(bytes, key: key) } catch {
+                report.problem = AuditProblem(kind: .checkpoint, seq: nil, segment: anchor.place, line: 0,
+                                              message: "the anchor does not verify under the audit key (altered, or another volume's)")
+                return report
+            }
+            report.anchor = anchored
+        }
         if let problem = walk(lines, &report, allowMissingHead: allowMissingHead) {
             report.problem = problem
             return report
         }
-        if let cp { report.problem = check(cp, lines, report) }
+        // The checkpoint first (it is the fresher of the two); the anchor catches what a
+        // checkpoint rolled back with the log no longer shows.
+        if let cp, let problem = check(cp, lines, report) {
+            report.problem = problem
+            return report
+        }
+        if let anchored, let anchor {
+            report.problem = check(anchored, lines, report, what: "the anchor in \(anchor.place)", kind: .behindAnchor)
+        }
         return report
     }
 
@@ -128,6 +164,10 @@ public enum AuditVerifier {
                 AuditProblem(kind: kind, seq: p.seq, segment: line.segment, line: line.number, message: message)
             }
             guard line.macOK else { return diagnoseBadMAC(lines, i, chainHead: prev, problem) }
+            if p.body.firstRange(of: gapMarker) != nil {
+                let detail = (try? JSONSerialization.jsonObject(with: Data(line.bytes)) as? [String: Any])?["detail"] as? String
+                return problem(.gap, "the writer that opened the log at this point found records missing: " + (detail ?? "(no detail)"))
+            }
             if prev == nil {
                 if p.seq != 1 || p.prev != AuditRecord.genesis {
                     guard allowMissingHead else {
@@ -180,18 +220,23 @@ public enum AuditVerifier {
         return problem(.edited, "its content does not match its MAC under the audit key (a field was edited, or the line forged)")
     }
 
-    /// The log must reach the checkpoint and hold the checkpointed record at its seq.
-    static func check(_ cp: AuditCheckpoint, _ lines: [Line], _ report: AuditReport) -> AuditProblem? {
+    /// `"event":"audit-gap"` as it appears in a body (quotes inside strings are escaped, so no
+    /// field value can contain it).
+    static let gapMarker = Array(#","event":"\#(AuditGap.event)","#.utf8)
+
+    /// The log must reach the checkpoint (or anchor) and hold the checkpointed record at its seq.
+    static func check(_ cp: AuditCheckpoint, _ lines: [Line], _ report: AuditReport,
+                      what: String = "the checkpoint", kind: AuditProblemKind = .truncated) -> AuditProblem? {
         let last = report.lastSeq ?? 0
         let where_ = lines.last?.segment ?? "audit/"
         if cp.count > last {
-            return AuditProblem(kind: .truncated, seq: last == 0 ? nil : last, segment: where_, line: lines.last?.number ?? 0,
-                                message: "the log ends at seq \(last) but the checkpoint of \(cp.time) records \(cp.count) records: "
+            return AuditProblem(kind: kind, seq: last == 0 ? nil : last, segment: where_, line: lines.last?.number ?? 0,
+                                message: "the log ends at seq \(last) but \(what) of \(cp.time) records \(cp.count) records: "
                                 + "records \(last + 1)…\(cp.count) were cut off, or the log was replaced with an older copy")
         }
         if let line = lines.first(where: { $0.parsed?.seq == cp.count }), line.parsed?.mac != cp.head {
-            return AuditProblem(kind: .replaced, seq: cp.count, segment: line.segment, line: line.number,
-                                message: "is not the record the checkpoint of \(cp.time) names at this seq: the log was replaced")
+            return AuditProblem(kind: kind == .truncated ? .replaced : kind, seq: cp.count, segment: line.segment, line: line.number,
+                                message: "is not the record \(what) of \(cp.time) names at this seq: the log was replaced")
         }
         return nil
     }

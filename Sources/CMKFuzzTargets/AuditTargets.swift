@@ -18,7 +18,7 @@ public func fuzzAuditRecord(_ data: [UInt8]) throws(FuzzViolation) {
             throw FuzzViolation("audit-record", "split does not give back the line it split")
         }
         if let chain = AuditRecord.chainFields(parts.body) {
-            let head = Array(#"{"v":1,"seq":"#.utf8)
+            let head = Array(#"{"v":2,"seq":"#.utf8)  // v1 and v2 prefixes have the same length
             let digits = parts.body.dropFirst(head.count).prefix { $0 >= 0x30 && $0 <= 0x39 }
             guard UInt64(String(decoding: digits, as: UTF8.self)) == chain.seq, chain.prev.utf8.count == 64 else {
                 throw FuzzViolation("audit-record", "chainFields read seq \(chain.seq) from other digits, or a short prev")

@@ -62,4 +62,30 @@ public protocol KeyProvider: Sendable {
     func state(of key: KeyRef) throws(KeyProviderError) -> ProviderKeyState
     /// Changes the state of `key`: enable, disable, or destroy (irreversible).
     func setState(_ state: ProviderKeyState, of key: KeyRef) throws(KeyProviderError)
+
+    /// Where this provider keeps a volume's audit anchor (for messages), or nil if it keeps none.
+    func anchorPlace(volumeID: [UInt8]) -> String?
+    /// The audit anchor of a volume (opaque bytes, MACed by the writer), or nil if none yet.
+    func auditAnchor(volumeID: [UInt8]) throws(KeyProviderError) -> [UInt8]?
+    /// Stores the audit anchor of record `seq`. A provider refuses to move an anchor back to a
+    /// lower seq (a rollback), with `.unavailable` saying so.
+    func setAuditAnchor(_ anchor: [UInt8], seq: UInt64, volumeID: [UInt8]) throws(KeyProviderError)
+}
+
+extension KeyProvider {
+    public func anchorPlace(volumeID: [UInt8]) -> String? { nil }
+    public func auditAnchor(volumeID: [UInt8]) throws(KeyProviderError) -> [UInt8]? { nil }
+    public func setAuditAnchor(_ anchor: [UInt8], seq: UInt64, volumeID: [UInt8]) throws(KeyProviderError) {}
+}
+
+/// The stored form of an audit anchor, the same for every provider: `seq` in decimal, a newline,
+/// then the anchor's bytes. The seq is what a provider compares to refuse a rollback.
+public enum AnchorRecord {
+    public static func encode(_ anchor: [UInt8], seq: UInt64) -> [UInt8] { Array("\(seq)\n".utf8) + anchor }
+
+    public static func decode(_ bytes: [UInt8]) -> (seq: UInt64, anchor: [UInt8])? {
+        guard let newline = bytes.firstIndex(of: 0x0A), newline > 0, newline < 21,
+              let seq = UInt64(String(decoding: bytes[..<newline], as: UTF8.self)) else { return nil }
+        return (seq, Array(bytes[(newline + 1)...]))
+    }
 }

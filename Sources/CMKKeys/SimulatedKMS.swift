@@ -129,6 +129,54 @@ public final class SimulatedKMS: KeyProvider {
         return out
     }
 
+    // MARK: audit anchors
+
+    /// Anchors live in `KEYSTORE/audit-anchors/<volume id>.anchor` (0600): outside the volume,
+    /// with the master keys. The bytes are MACed by the writer under the audit key.
+    private func anchorPath(_ volumeID: [UInt8]) -> String { "\(directory)/audit-anchors/\(hexString(volumeID)).anchor" }
+
+    public func anchorPlace(volumeID: [UInt8]) -> String? { "the keystore directory \(directory)" }
+
+    public func auditAnchor(volumeID: [UInt8]) throws(KeyProviderError) -> [UInt8]? {
+        let p = anchorPath(volumeID)
+        guard access(p, F_OK) == 0 else { return nil }
+        guard let data = FileManager.default.contents(atPath: p) else {
+            throw .unavailable("cannot read the audit anchor \(p): \(String(cString: strerror(errno)))")
+        }
+        guard let record = AnchorRecord.decode([UInt8](data)) else { throw .corrupt("\(p) is not an audit anchor") }
+        return record.anchor
+    }
+
+    /// Replaces the anchor under the keystore's lock, refusing a lower seq than the stored one.
+    public func setAuditAnchor(_ anchor: [UInt8], seq: UInt64, volumeID: [UInt8]) throws(KeyProviderError) {
+        let lockFD = open("\(directory)/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0 else { throw .unavailable("cannot lock the keystore \(directory): \(String(cString: strerror(errno)))") }
+        defer { close(lockFD) }
+        while flock(lockFD, LOCK_EX) != 0 && errno == EINTR {}
+        let dir = directory + "/audit-anchors"
+        if mkdir(dir, 0o700) != 0 && errno != EEXIST {
+            throw .unavailable("cannot create \(dir): \(String(cString: strerror(errno)))")
+        }
+        let p = anchorPath(volumeID)
+        if let data = FileManager.default.contents(atPath: p), let stored = AnchorRecord.decode([UInt8](data)), stored.seq > seq {
+            throw .unavailable("refusing to move the audit anchor \(p) back from seq \(stored.seq) to \(seq) (a rollback)")
+        }
+        let bytes = AnchorRecord.encode(anchor, seq: seq)
+        let tmp = p + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .unavailable("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard written == bytes.count, synced, rename(tmp, p) == 0 else {
+            let e = errno
+            unlink(tmp)
+            throw .unavailable("cannot write the audit anchor \(p): \(String(cString: strerror(e)))")
+        }
+        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 { fsync(dfd); close(dfd) }
+    }
+
     // MARK: private
 
     private func path(_ keyID: String) -> String { "\(directory)/\(keyID).key" }

@@ -151,6 +151,50 @@ public final class PKCS11Provider: KeyProvider {
         }
     }
 
+    // MARK: audit anchors
+
+    /// The label of a volume's anchor: a private CKO_DATA token object `cmkfs-audit-anchor.<volume id>`
+    /// whose CKA_VALUE is the anchor record (readable and writable only after C_Login).
+    public static func anchorLabel(volumeID: [UInt8]) -> String {
+        "cmkfs-audit-anchor." + volumeID.map { String($0, radix: 16).leftPadded(2) }.joined()
+    }
+
+    public func anchorPlace(volumeID: [UInt8]) -> String? {
+        "PKCS#11 token '\(tokenLabel)' (object \(Self.anchorLabel(volumeID: volumeID)))"
+    }
+
+    /// The anchor objects of a volume with their records (two after a crash between the create
+    /// and the destroy of an update: the higher seq wins).
+    private func anchors(_ volumeID: [UInt8]) throws(KeyProviderError) -> [(object: CK_OBJECT_HANDLE, seq: UInt64, anchor: [UInt8])] {
+        let template = Template().ulong(CKA_CLASS, CKO_DATA).text(CKA_LABEL, Self.anchorLabel(volumeID: volumeID))
+        return try call { (s) throws(PKCS11Failure) in
+            var out: [(object: CK_OBJECT_HANDLE, seq: UInt64, anchor: [UInt8])] = []
+            for o in try s.findObjects(template) {
+                if let record = AnchorRecord.decode(try s.bytesAttribute(o, CKA_VALUE)) { out.append((o, record.seq, record.anchor)) }
+            }
+            return out
+        }
+    }
+
+    public func auditAnchor(volumeID: [UInt8]) throws(KeyProviderError) -> [UInt8]? {
+        try anchors(volumeID).max { $0.seq < $1.seq }?.anchor
+    }
+
+    /// Creates the new anchor object, then destroys the old ones: a crash in between leaves both,
+    /// never none. Refuses a lower seq than the stored one.
+    public func setAuditAnchor(_ anchor: [UInt8], seq: UInt64, volumeID: [UInt8]) throws(KeyProviderError) {
+        let old = try anchors(volumeID)
+        if let stored = old.map(\.seq).max(), stored > seq {
+            throw .unavailable("PKCS#11 token '\(tokenLabel)': refusing to move the audit anchor back from seq \(stored) to \(seq) (a rollback)")
+        }
+        try call { (s) throws(PKCS11Failure) in
+            try s.createObject(Template().ulong(CKA_CLASS, CKO_DATA).bool(CKA_TOKEN, true).bool(CKA_PRIVATE, true)
+                .bool(CKA_MODIFIABLE, true).text(CKA_LABEL, Self.anchorLabel(volumeID: volumeID))
+                .text(CKA_APPLICATION, "cmkfs").bytes(CKA_VALUE, AnchorRecord.encode(anchor, seq: seq)))
+            for o in old { try s.destroyObject(o.object) }
+        }
+    }
+
     // MARK: private
 
     private func notFoundDetail(_ key: KeyRef) -> String {

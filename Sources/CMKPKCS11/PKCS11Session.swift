@@ -43,6 +43,32 @@ struct PKCS11Session {
         }
     }
 
+    /// Every object matching `template`, at most `limit`.
+    func findObjects(_ template: Template, limit: Int = 16) throws(PKCS11Failure) -> [CK_OBJECT_HANDLE] {
+        try template.withAttributes { (attrs, count) throws(PKCS11Failure) in
+            try check("C_FindObjectsInit", f.C_FindObjectsInit!(handle, attrs, count))
+            var objects = [CK_OBJECT_HANDLE](repeating: 0, count: limit)
+            var found: CK_ULONG = 0
+            let rv = f.C_FindObjects!(handle, &objects, CK_ULONG(limit), &found)
+            _ = f.C_FindObjectsFinal!(handle)
+            try check("C_FindObjects", rv)
+            return Array(objects.prefix(Int(found)))
+        }
+    }
+
+    /// A byte-array attribute of `object` (size first, then the value).
+    func bytesAttribute(_ object: CK_OBJECT_HANDLE, _ type: CK_ATTRIBUTE_TYPE) throws(PKCS11Failure) -> [UInt8] {
+        var attr = CK_ATTRIBUTE(type: type, pValue: nil, ulValueLen: 0)
+        try check("C_GetAttributeValue", f.C_GetAttributeValue!(handle, object, &attr, 1))
+        let size = Int(attr.ulValueLen)
+        guard size > 0, size < 1 << 16 else { return [] }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+        defer { buffer.deallocate() }
+        attr.pValue = buffer.baseAddress
+        try check("C_GetAttributeValue", f.C_GetAttributeValue!(handle, object, &attr, 1))
+        return Array(buffer.prefix(Int(attr.ulValueLen)))
+    }
+
     /// C_GenerateKey with CKM_AES_KEY_GEN.
     func generateAESKey(_ template: Template) throws(PKCS11Failure) -> CK_OBJECT_HANDLE {
         var mechanism = CK_MECHANISM(mechanism: CKM_AES_KEY_GEN, pParameter: nil, ulParameterLen: 0)
@@ -139,6 +165,10 @@ struct Template {
 
     func text(_ type: CK_ATTRIBUTE_TYPE, _ value: String) -> Template {
         adding(type, Array(value.utf8))
+    }
+
+    func bytes(_ type: CK_ATTRIBUTE_TYPE, _ value: [UInt8]) -> Template {
+        adding(type, value)
     }
 
     private func adding(_ type: CK_ATTRIBUTE_TYPE, _ bytes: [UInt8]) -> Template {

@@ -13,6 +13,9 @@ public enum KMSProtocol {
         case unwrap = 4
         case state = 5
         case setState = 6
+        /// The audit anchor of a volume (docs/kms-protocol.md, "Audit anchors").
+        case anchorGet = 7
+        case anchorSet = 8
     }
 
     /// Response status bytes.

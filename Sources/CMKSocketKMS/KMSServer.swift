@@ -153,6 +153,21 @@ public final class KMSServer: Sendable {
             guard let state = KMSProtocol.state(try r.readU8()) else { throw WireFrame.Malformed() }
             try kms.setState(state, of: key)
             out.u8(KMSProtocol.Status.ok.rawValue)
+        case .anchorGet:
+            let volume = try Self.readVolumeID(r)
+            if let anchor = try kms.auditAnchor(volumeID: volume) {
+                out.u8(KMSProtocol.Status.ok.rawValue).u8(1)
+                _ = anchor.withUnsafeBytes { out.bytes($0) }
+            } else {
+                out.u8(KMSProtocol.Status.ok.rawValue).u8(0)
+            }
+        case .anchorSet:
+            let volume = try Self.readVolumeID(r)
+            let seq = UInt64(try r.readU32()) << 32 | UInt64(try r.readU32())
+            let anchor = try r.readArray()
+            // The KMS keeps the latest anchor per volume and never moves it back.
+            try kms.setAuditAnchor(anchor, seq: seq, volumeID: volume)
+            out.u8(KMSProtocol.Status.ok.rawValue)
         }
     }
 
@@ -163,6 +178,13 @@ public final class KMSServer: Sendable {
         let context = WrapContext(volumeID: try r.readArray(), fileID: try r.readArray())
         guard context.volumeID.count <= 255, context.fileID.count <= 255 else { throw WireFrame.Malformed() }
         return context
+    }
+
+    /// A volume id of an anchor request: 1…64 bytes (it names a file in the keystore).
+    private static func readVolumeID(_ r: WireFrame) throws(WireFrame.Malformed) -> [UInt8] {
+        let id = try r.readArray()
+        guard !id.isEmpty, id.count <= 64 else { throw WireFrame.Malformed() }
+        return id
     }
 
     static func status(_ error: KeyProviderError) -> KMSProtocol.Status {

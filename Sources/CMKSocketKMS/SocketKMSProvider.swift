@@ -62,6 +62,24 @@ public final class SocketKMSProvider: KeyProvider {
         _ = try call(.setState, key: key) { f in f.string(key.keyID).u32(key.version).u8(KMSProtocol.stateByte(state)) }
     }
 
+    public func anchorPlace(volumeID: [UInt8]) -> String? { "cmkfs-kms at \(socketPath)" }
+
+    public func auditAnchor(volumeID: [UInt8]) throws(KeyProviderError) -> [UInt8]? {
+        let r = try call(.anchorGet) { f in _ = volumeID.withUnsafeBytes { f.bytes($0) } }
+        do {
+            guard try r.readU8() == 1 else { return nil }
+            return try r.readArray()
+        } catch { throw malformed() }
+    }
+
+    public func setAuditAnchor(_ anchor: [UInt8], seq: UInt64, volumeID: [UInt8]) throws(KeyProviderError) {
+        _ = try call(.anchorSet) { f in
+            _ = volumeID.withUnsafeBytes { f.bytes($0) }
+            f.u32(Int(seq >> 32)).u32(Int(seq & 0xFFFF_FFFF))
+            _ = anchor.withUnsafeBytes { f.bytes($0) }
+        }
+    }
+
     /// Asks the KMS to answer a ping (for `status` and tests).
     public func ping() throws(KeyProviderError) { _ = try call(.ping) { _ in } }
 

@@ -57,9 +57,11 @@ public struct KeyAdmin {
     public func openAuditLog(key: SecretBytes) throws(CMKError) -> CommandAuditLog {
         let store = try openStore()
         do {
-            let log = try AuditLog.open(directory: path + "/audit", key: key, volumeID: hex(try volumeID(store)),
-                                        checkpoints: MetadataCheckpoints(store: store), lockWait: 5)
-            try PendingDenials.ingest(into: log, directory: path + "/audit")
+            let id = try volumeID(store)
+            let log = try AuditLog.open(directory: path + "/audit", key: key, volumeID: hex(id),
+                                        checkpoints: MetadataCheckpoints(store: store),
+                                        anchor: ProviderAnchor(provider: provider, volumeID: id), lockWait: 5)
+            try PendingDenials.ingest(into: log, directory: path + "/audit", key: DenialKey.load(volumeID: id))
             return CommandAuditLog(log: log, ownedStore: store)
         } catch let error as AuditError {
             store.close()

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import CMKAudit
 import CMKCrypto
@@ -34,7 +35,18 @@ extension Volume {
         do {
             if let edek = try metadata.meta(auditKeyName), let raw = try metadata.meta(auditKeyVersionName),
                let version = Int(String(decoding: raw, as: UTF8.self)) {
-                return try provider.unwrap(edek, with: KeyRef(keyID: providerConfig.keyID, version: version), context: context)
+                let ref = KeyRef(keyID: providerConfig.keyID, version: version)
+                do { return try provider.unwrap(edek, with: ref, context: context) } catch {
+                    // Which is wrong, the row or the keystore? The key check tells: if it unwraps,
+                    // the master key is the volume's own and the row is bad.
+                    guard case .unwrapFailed = error, let check = try metadata.meta(Volume.keyCheckName),
+                          (try? provider.unwrap(check, with: KeyRef(keyID: providerConfig.keyID, version: try Volume.keyCheckVersion(metadata)),
+                                                context: WrapContext(volumeID: volumeID, fileID: Volume.keyCheckFileID))) != nil else { throw error }
+                    throw CMKError(.auditNotIntact,
+                                   "the audit key row meta['\(auditKeyName)'] in \(path)/meta.db does not unwrap under master key \(ref), "
+                                   + "although that master key passes the volume's key check: the row is damaged or was replaced",
+                                   hint: "restore VOLUME/meta.db (or its audit_key row) from a backup of the volume; the keystore is not at fault")
+                }
             }
             guard let activeKey else {
                 throw CMKError(.notAVolume, "the metadata database of \(path) has no audit key")
@@ -55,11 +67,24 @@ extension Volume {
         let key = try auditKey()
         do {
             let log = try AuditLog.open(directory: auditPath, key: key, volumeID: hex(volumeID),
-                                        checkpoints: MetadataCheckpoints(store: metadata), lockWait: lockWait, onFailure: onFailure)
-            try PendingDenials.ingest(into: log, directory: auditPath)
+                                        checkpoints: MetadataCheckpoints(store: metadata), anchor: anchorStore,
+                                        lockWait: lockWait, onFailure: onFailure)
+            try PendingDenials.ingest(into: log, directory: auditPath, key: DenialKey.load(volumeID: volumeID))
             return log
         } catch {
             throw CMKError(error)
+        }
+    }
+
+    /// The anchor of the head outside the volume, if the provider keeps one.
+    var anchorStore: ProviderAnchor? { ProviderAnchor(provider: provider, volumeID: volumeID) }
+
+    /// What `audit verify` compares the log with: the provider's anchor (nil: this provider keeps
+    /// none). Throws when the provider cannot answer.
+    public func auditAnchor() throws(CMKError) -> AuditAnchorCheck? {
+        guard let place = provider.anchorPlace(volumeID: volumeID) else { return nil }
+        do { return AuditAnchorCheck(bytes: try provider.auditAnchor(volumeID: volumeID), place: place) } catch {
+            throw .provider(error, volume: path, config: config.provider)
         }
     }
 
@@ -70,9 +95,11 @@ extension Volume {
         guard error.code == .keyUnavailable else { return }
         let lower = error.message.lowercased()
         let outage = ["unreachable", "not answering", "unavailable", "timed out", "timeout", "does not exist", "cannot"].contains { lower.contains($0) }
-        let keyID = try? readConfig(absolute(volume)).provider.keyID
-        PendingDenials.record(.command(event, result: outage ? "error" : "denied", error: error.message, keyID: keyID, detail: detail),
-                              directory: absolute(volume) + "/audit")
+        guard let config = try? readConfig(absolute(volume)), let volumeID = unhex(config.volumeID),
+              let key = DenialKey.loadOrCreate(volumeID: volumeID) else { return }
+        PendingDenials.record(.command(event, result: outage ? "error" : "denied", error: error.message, keyID: config.provider.keyID,
+                                       detail: detail),
+                              directory: absolute(volume) + "/audit", key: key)
     }
 
     /// The log held open by a command working on this (unmounted) volume, e.g. an offline rekey.
@@ -96,6 +123,63 @@ extension CMKError {
         case .key: self.init(.keyUnavailable, error.message, hint: error.hint)
         case .malformed: self.init(.auditNotIntact, error.message, hint: error.hint ?? "run: cmkfs audit verify VOLUME")
         }
+    }
+}
+
+/// The key provider as the keeper of a volume's audit anchor.
+struct ProviderAnchor: AuditAnchorStore {
+    let provider: any KeyProvider
+    let volumeID: [UInt8]
+    let place: String
+
+    init?(provider: any KeyProvider, volumeID: [UInt8]) {
+        guard let place = provider.anchorPlace(volumeID: volumeID) else { return nil }
+        self.provider = provider
+        self.volumeID = volumeID
+        self.place = place
+    }
+
+    func loadAnchor() throws -> [UInt8]? { try provider.auditAnchor(volumeID: volumeID) }
+    func saveAnchor(_ bytes: [UInt8], seq: UInt64) throws { try provider.setAuditAnchor(bytes, seq: seq, volumeID: volumeID) }
+}
+
+/// The key that MACs a volume's pending denials (docs/audit-format.md): 32 random bytes in
+/// `STATE/denial-keys/<volume id>.key` (0600, directory 0700), where STATE is
+/// `$CMKFS_STATE_DIR` or `/var/lib/cmkfs` — on the host, outside the volume. It needs no master
+/// key (a denial happens when the master key cannot be had), and whoever holds only the volume
+/// cannot forge a pending line; root on this host can (it holds the file).
+public enum DenialKey {
+    static var directory: String {
+        (ProcessInfo.processInfo.environment["CMKFS_STATE_DIR"] ?? "/var/lib/cmkfs") + "/denial-keys"
+    }
+
+    public static func path(volumeID: [UInt8]) -> String { directory + "/" + hex(volumeID) + ".key" }
+
+    /// The key, or nil when this host has none for the volume (or it is not 32 bytes).
+    public static func load(volumeID: [UInt8]) -> SecretBytes? {
+        let fd = Glibc.open(path(volumeID: volumeID), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        let key = SecretBytes(zeroedCount: 32)
+        let n = key.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 32) }
+        return n == 32 ? key : nil
+    }
+
+    /// The key, made (O_EXCL, so two processes agree on one) if this host has none yet.
+    static func loadOrCreate(volumeID: [UInt8]) -> SecretBytes? {
+        if let key = load(volumeID: volumeID) { return key }
+        var prefix = ""
+        for component in directory.split(separator: "/") {
+            prefix += "/" + component
+            _ = mkdir(prefix, 0o700)
+        }
+        guard let key = try? SecretBytes.random(count: 32) else { return nil }
+        let fd = Glibc.open(path(volumeID: volumeID), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { return load(volumeID: volumeID) }
+        let n = key.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, 32) }
+        fsync(fd)
+        Glibc.close(fd)
+        return n == 32 ? key : nil
     }
 }
 

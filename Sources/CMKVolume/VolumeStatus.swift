@@ -22,6 +22,9 @@ public struct VolumeStatus: Codable, Sendable {
     public var mountPID: Int32?
     /// "ok", or why the master key cannot be used now.
     public var keyCheck: String
+    /// "ok", why the audit key (meta['audit_key']) does not unwrap, or "not checked" when the
+    /// master key cannot be used.
+    public var auditKey: String
 
     public struct Version: Codable, Sendable {
         public var version: Int
@@ -33,6 +36,7 @@ public struct VolumeStatus: Codable, Sendable {
         case jsonFormat = "json_format", volume, volumeID = "volume_id", format, blockSize = "block_size", names, provider
         case activeKeyVersion = "active_key_version", keyVersions = "key_versions", fileCount = "file_count"
         case mounted, mountpoint, mountPID = "mount_pid", keyCheck = "key_check"
+        case auditKey = "audit_key"
     }
 
     /// Gathers the status of the volume at `path`.
@@ -50,7 +54,11 @@ public struct VolumeStatus: Codable, Sendable {
         } catch { throw .metadata(error, volume: path) }
         let holder = MountLock.holder(volumePath: path)
         var keyCheck = "ok"
-        do { _ = try Volume.open(at: path, kmsDir: kmsDir, pin: pin) } catch { keyCheck = error.message }
+        var auditKey = "not checked (the master key cannot be used)"
+        do {
+            let v = try Volume.open(at: path, kmsDir: kmsDir, pin: pin)
+            do { _ = try v.auditKey(); auditKey = "ok" } catch { auditKey = error.message }
+        } catch { keyCheck = error.message }
         var provider = config.provider
         if let kmsDir { provider.kmsDir = absolute(kmsDir) }
         return VolumeStatus(
@@ -59,6 +67,6 @@ public struct VolumeStatus: Codable, Sendable {
             activeKeyVersion: versions.first { $0.state == .active }?.version,
             keyVersions: versions.map { Version(version: $0.version, state: $0.state.rawValue, edeks: counts[$0.version] ?? 0) },
             fileCount: files, mounted: holder != nil, mountpoint: holder?.mountpoint, mountPID: holder?.pid,
-            keyCheck: keyCheck)
+            keyCheck: keyCheck, auditKey: auditKey)
     }
 }

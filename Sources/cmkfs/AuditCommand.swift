@@ -42,16 +42,19 @@ struct AuditCommand: ParsableCommand {
             var records: Int
             var firstSeq, lastSeq, checkpointSeq: UInt64?
             var checkpointTime: String?
+            var anchorSeq: UInt64?
+            var anchorPlace: String?
             var notes: [String]
             enum CodingKeys: String, CodingKey {
                 case format, intact, records, firstSeq = "first_seq", lastSeq = "last_seq", checkpointSeq = "checkpoint_seq"
-                case checkpointTime = "checkpoint_time", notes
+                case checkpointTime = "checkpoint_time", anchorSeq = "anchor_seq", anchorPlace = "anchor_place", notes
             }
             func encode(to encoder: Encoder) throws {
                 var c = encoder.container(keyedBy: CodingKeys.self)
                 try c.encode(format, forKey: .format); try c.encode(intact, forKey: .intact); try c.encode(records, forKey: .records)
                 try c.encode(firstSeq, forKey: .firstSeq); try c.encode(lastSeq, forKey: .lastSeq)
                 try c.encode(checkpointSeq, forKey: .checkpointSeq); try c.encode(checkpointTime, forKey: .checkpointTime)
+                try c.encode(anchorSeq, forKey: .anchorSeq); try c.encode(anchorPlace, forKey: .anchorPlace)
                 try c.encode(notes, forKey: .notes)
             }
         }
@@ -63,7 +66,24 @@ struct AuditCommand: ParsableCommand {
                     ? try PINSource.read(pinFile: pinFile, promptAtTerminal: false, token: recorded?.tokenLabel ?? "?") : nil
                 let v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin)
                 let key = try v.auditKey()
-                // The checkpoint first: records written after this read cannot look like a cut tail.
+                // The anchor and the checkpoint first: records written after these reads cannot
+                // look like a cut tail.
+                var anchorNotes: [String] = []
+                var anchor: AuditAnchorCheck?
+                if segments.isEmpty {
+                    do throws(CMKError) {
+                        anchor = try v.auditAnchor()
+                        if anchor == nil {
+                            anchorNotes.append("not anchored: the \(v.config.provider.kind) key provider keeps no anchor; "
+                                               + "a log cut or rolled back together with meta.db would not be detected")
+                        } else if anchor?.bytes == nil {
+                            anchorNotes.append("not anchored yet: \(anchor!.place) holds no anchor for this volume (a volume "
+                                               + "made before anchors, or the anchor was deleted); the next mount makes one")
+                        }
+                    } catch {
+                        anchorNotes.append("the anchor could not be read, so it was not checked: \(error.message)")
+                    }
+                }
                 let checkpoint = segments.isEmpty ? try v.auditCheckpoint() : nil
                 let paths = segments.isEmpty
                     ? AuditSegments.list(v.auditPath).map(\.path)
@@ -74,8 +94,10 @@ struct AuditCommand: ParsableCommand {
                 }
                 let report: AuditReport
                 do throws(AuditError) { report = try AuditVerifier.verify(segments: paths, key: key, checkpoint: checkpoint,
+                                                       anchor: anchor?.bytes == nil ? nil : anchor,
                                                        allowMissingHead: !segments.isEmpty) } catch { throw CMKError(error) }
-                if !json { for note in report.notes { print("note: \(note)") } }
+                let notes = report.notes + anchorNotes
+                if !json { for note in notes { print("note: \(note)") } }
                 if let problem = report.problem {
                     throw CMKError(.auditNotIntact, "the audit log of \(v.path) is not intact: \(problem)",
                                    hint: "keep a copy of VOLUME/audit and meta.db as evidence; records before the named one verified")
@@ -84,12 +106,14 @@ struct AuditCommand: ParsableCommand {
                     printJSON(Verified(records: report.records, firstSeq: report.firstSeq.map { UInt64($0) },
                                        lastSeq: (report.lastSeq ?? report.firstSeq).map { UInt64($0) },
                                        checkpointSeq: report.checkpoint.map { UInt64($0.count) },
-                                       checkpointTime: report.checkpoint.map { "\($0.time)" }, notes: report.notes))
+                                       checkpointTime: report.checkpoint.map { "\($0.time)" },
+                                       anchorSeq: report.anchor?.count, anchorPlace: report.anchor == nil ? nil : anchor?.place, notes: notes))
                     return
                 }
                 let range = report.firstSeq.map { " (seq \($0)…\(report.lastSeq ?? $0))" } ?? ""
                 let cp = report.checkpoint.map { ", checkpoint at seq \($0.count) of \($0.time) matches" } ?? ""
-                print("\(report.records) records\(range), chain intact\(cp)")
+                let anchored = report.anchor.map { a in ", anchor in \(anchor?.place ?? "?") at seq \(a.count) of \(a.time) matches" } ?? ", not anchored"
+                print("\(report.records) records\(range), chain intact\(cp)\(anchored)")
             }
         }
     }
@@ -103,6 +127,28 @@ struct AuditCommand: ParsableCommand {
         var file: String?
         @Option(help: "Records of this event (open, create, truncate, mount, revoke, …).")
         var event: String?
+        @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
+        var kmsDir: String?
+        @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN).")
+        var pinFile: String?
+
+        /// The path key, through the provider (paths are sealed under the audit key); nil with a
+        /// note on stderr when it cannot be had: paths then show as `(sealed)`.
+        func pathSeal(_ volume: String) throws(CMKError) -> AuditPathSeal? {
+            do throws(CMKError) {
+                let recorded = try? Volume.recordedProvider(at: volume)
+                let pin = recorded?.kind == "pkcs11"
+                    ? try PINSource.read(pinFile: pinFile, promptAtTerminal: false, token: recorded?.tokenLabel ?? "?") : nil
+                let key = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin).auditKey()
+                do { return try AuditPathSeal(auditKey: key) } catch { throw CMKError(.internalError, "cannot derive the path key: \(error)") }
+            } catch {
+                guard file == nil else {
+                    throw CMKError(error.code, "--file needs the audit key (paths are sealed under it): \(error.message)", hint: error.hint)
+                }
+                FileHandle.standardError.write(Data("cmkfs: note: paths are sealed under the audit key, which cannot be had (\(error.message)); they show as (sealed)\n".utf8))
+                return nil
+            }
+        }
 
         func select(_ volume: String) throws(CMKError) -> [AuditLine] {
             let since = try since.map { (t) throws(CMKError) in try AuditTime.parse(t) }
@@ -112,7 +158,7 @@ struct AuditCommand: ParsableCommand {
                 throw CMKError(.notAVolume, "\(absolute(volume)) has no audit log (no audit/ directory)",
                                hint: "name a volume directory made by cmkfs init")
             }
-            var lines = AuditLine.all(in: dir)
+            var lines = AuditLine.all(in: dir, seal: try pathSeal(volume))
             if let since { lines = lines.filter { $0.time >= since } }
             if let until { lines = lines.filter { $0.time < until } }
             if let event { lines = lines.filter { $0.event == event } }
@@ -135,7 +181,7 @@ struct AuditCommand: ParsableCommand {
 
         func run() {
             reporting { () throws(CMKError) in
-                for line in try filters.select(volume) { print(json ? line.raw : line.summary) }
+                for line in try filters.select(volume) { print(json ? line.opened : line.summary) }
             }
         }
     }
@@ -147,6 +193,7 @@ struct AuditCommand: ParsableCommand {
         @Argument(help: "The volume directory.") var volume: String
         @OptionGroup var filters: Filters
         @Option(help: "Output format: jsonl.") var format: String = "jsonl"
+        @Flag(help: "Print the lines exactly as logged (paths sealed), e.g. to check their MACs elsewhere.") var sealed = false
 
         func run() {
             reporting { () throws(CMKError) in
@@ -154,7 +201,7 @@ struct AuditCommand: ParsableCommand {
                     throw CMKError(.usage, "unknown export format '\(format)'", hint: "use --format jsonl")
                 }
                 let out = FileHandle.standardOutput
-                for line in try filters.select(volume) { out.write(Data((line.raw + "\n").utf8)) }
+                for line in try filters.select(volume) { out.write(Data(((sealed ? line.raw : line.opened) + "\n").utf8)) }
             }
         }
     }
@@ -164,12 +211,34 @@ struct AuditCommand: ParsableCommand {
 struct AuditLine {
     let raw: String
     let fields: [String: Any]
+    /// The path in clear: as logged (format 1), opened with the path key (format 2), or
+    /// `(sealed)` when the key is not at hand.
+    let path: String?
     var time: String { fields["time"] as? String ?? "" }
     var event: String? { fields["event"] as? String }
-    var path: String? { fields["path"] as? String }
     var fileID: String? { fields["file"] as? String }
 
-    static func all(in dir: String) -> [AuditLine] {
+    init(raw: String, fields: [String: Any], seal: AuditPathSeal?) {
+        self.raw = raw
+        self.fields = fields
+        let logged = fields["path"] as? String
+        if let logged, (fields["v"] as? Int ?? 1) >= 2 {
+            path = seal.map { $0.open(logged) ?? "(does not open: altered)" } ?? "(sealed)"
+        } else {
+            path = logged
+        }
+    }
+
+    /// The record with its path in clear and the sealed form kept as `path_sealed` (so a SIEM
+    /// reads names); `raw` is the line exactly as logged.
+    var opened: String {
+        guard let logged = fields["path"] as? String, let path, path != logged,
+              let clear = try? JSONSerialization.data(withJSONObject: [path], options: [.withoutEscapingSlashes]) else { return raw }
+        let quoted = String(decoding: clear.dropFirst().dropLast(), as: UTF8.self)
+        return raw.replacingOccurrences(of: #""path":"\#(logged)""#, with: #""path":\#(quoted),"path_sealed":"\#(logged)""#)
+    }
+
+    static func all(in dir: String, seal: AuditPathSeal?) -> [AuditLine] {
         AuditSegments.list(dir).flatMap { segment -> [AuditLine] in
             guard let text = try? String(contentsOfFile: segment.path, encoding: .utf8) else { return [] }
             // A torn last line has no newline and is skipped, like verify does.
@@ -177,7 +246,7 @@ struct AuditLine {
             lines.removeLast()
             return lines.compactMap { line in
                 guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
-                return AuditLine(raw: String(line), fields: object)
+                return AuditLine(raw: String(line), fields: object, seal: seal)
             }
         }
     }

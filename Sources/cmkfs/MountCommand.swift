@@ -206,7 +206,7 @@ struct MountCommand: ParsableCommand {
                                     detail: "mounted at \(mnt); cache idle \(cache.policy.idleTTL) s, lifetime \(cache.policy.maxLifetime) s"),
                            durable: true)
         } catch { throw CMKError(error) }
-        FileSystem.logger.info("audit log \(v.auditPath): \(log.count) records; chattr +a \(log.appendOnlyState)")
+        FileSystem.logger.info("audit log \(v.auditPath): \(log.count) records; chattr +a \(log.appendOnlyState); \(log.anchorState)")
         log.startGroupCommit(every: AuditLog.groupCommitInterval)
         return log
     }

@@ -42,6 +42,7 @@ struct StatusCommand: ParsableCommand {
             print("master key:    \(s.provider.keyID), active version \(s.activeKeyVersion.map(String.init) ?? "none")")
             for v in s.keyVersions { print("  version \(v.version): \(v.state), \(v.edeks) EDEKs") }
             print("key check:     \(s.keyCheck)")
+            print("audit key:     \(s.auditKey)")
             print("files:         \(s.fileCount)")
             if s.mounted {
                 print("mounted:       yes, at \(s.mountpoint ?? "?") (pid \(s.mountPID.map(String.init) ?? "?"))")

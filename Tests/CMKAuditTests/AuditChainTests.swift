@@ -65,9 +65,11 @@ final class AuditChainTests: XCTestCase {
         XCTAssertEqual(report.records, 5)
         XCTAssertEqual(report.checkpoint?.count, 5)
         let first = try lines(segments[0])[0]
-        XCTAssertTrue(first.hasPrefix(#"{"v":1,"seq":1,"time":""#), first)
+        XCTAssertTrue(first.hasPrefix(#"{"v":2,"seq":1,"time":""#), first)
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Any])
-        XCTAssertEqual(object["path"] as? String, "/dir/f1 \"q\"\n")
+        // Format 2: the path is sealed under the audit key's path key, never in clear.
+        XCTAssertFalse(first.contains("/dir/f1"), first)
+        XCTAssertEqual(try AuditPathSeal(auditKey: key).open(try XCTUnwrap(object["path"] as? String)), "/dir/f1 \"q\"\n")
         XCTAssertEqual(object["prev"] as? String, AuditRecord.genesis)
         XCTAssertEqual(object["process"] as? String, "cat")
         XCTAssertEqual((object["mac"] as? String)?.count, 64)

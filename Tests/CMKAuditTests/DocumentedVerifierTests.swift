@@ -61,11 +61,11 @@ final class DocumentedVerifierTests: XCTestCase {
         let (ok, okOut) = try run(script, hexKey)
         XCTAssertEqual(ok, 0, okOut)
         XCTAssertTrue(okOut.contains("40 records, chain intact"), okOut)
-        // Edit one record's path: the script must fail.
+        // Edit one record's uid: the script must fail.
         let seg = AuditSegments.list(dir)[1].path
         _ = try? Process.run(URL(fileURLWithPath: "/usr/bin/chattr"), arguments: ["-a", seg]).waitUntilExit()
         let text = try String(contentsOfFile: seg, encoding: .utf8)
-        try text.replacingOccurrences(of: "/d/f", with: "/d/g").write(toFile: seg, atomically: false, encoding: .utf8)
+        try text.replacingOccurrences(of: #""uid":0"#, with: #""uid":1"#).write(toFile: seg, atomically: false, encoding: .utf8)
         let (bad, badOut) = try run(script, hexKey)
         XCTAssertNotEqual(bad, 0, badOut)
         XCTAssertTrue(badOut.contains("bad MAC"), badOut)

@@ -112,7 +112,7 @@ final class CLITranscriptTests: IntegrationTestCase {
 
         let status = try json(["status", vol, "--kms-dir", fx.kms, "--json"])
         assertShape(status, ["volume", "volume_id", "format", "block_size", "names", "provider", "active_key_version", "key_versions",
-                             "file_count", "mounted", "key_check"], version: "json_format")
+                             "file_count", "mounted", "key_check", "audit_key"], version: "json_format")
         XCTAssertEqual(status["format"] as? Int, 2, "status's format is the volume's on-disk format")
 
         try fx.mount()
@@ -158,7 +158,7 @@ final class CLITranscriptTests: IntegrationTestCase {
             XCTAssertGreaterThan(records.count, 5, "\(r)")
             for record in records {
                 let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(record.utf8)) as? [String: Any])
-                XCTAssertEqual(object["v"] as? Int, 1, "\(record)")
+                XCTAssertEqual(object["v"] as? Int, 2, "record format 2 (sealed paths): \(record)")
                 for key in ["seq", "time", "event", "result", "volume", "mac"] { XCTAssertNotNil(object[key], "\(key) in \(record)") }
             }
         }

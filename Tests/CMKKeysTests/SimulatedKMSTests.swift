@@ -78,6 +78,23 @@ final class SimulatedKMSTests: XCTestCase {
 
     // MARK: wrap / unwrap
 
+    /// The audit anchor lives in the keystore directory, per volume, and never moves back.
+    func testAuditAnchorIsKeptPerVolumeAndRefusesARollback() throws {
+        let k = try kms()
+        XCTAssertNil(try k.auditAnchor(volumeID: volumeA))
+        try k.setAuditAnchor(Array("seven".utf8), seq: 7, volumeID: volumeA)
+        try k.setAuditAnchor(Array("other".utf8), seq: 2, volumeID: volumeB)
+        XCTAssertEqual(try k.auditAnchor(volumeID: volumeA), Array("seven".utf8))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/audit-anchors/" + String(repeating: "a1", count: 16) + ".anchor"))
+        XCTAssertThrowsError(try k.setAuditAnchor(Array("three".utf8), seq: 3, volumeID: volumeA)) { error in
+            XCTAssertTrue("\(error)".contains("refusing to move the audit anchor"), "\(error)")
+        }
+        XCTAssertEqual(try k.auditAnchor(volumeID: volumeA), Array("seven".utf8))
+        try k.setAuditAnchor(Array("nine".utf8), seq: 9, volumeID: volumeA)
+        XCTAssertEqual(try k.auditAnchor(volumeID: volumeA), Array("nine".utf8))
+        XCTAssertEqual(try k.auditAnchor(volumeID: volumeB), Array("other".utf8))
+    }
+
     func testCreateKeyAndWrapUnwrapRoundTrip() throws {
         let kms = try kms()
         XCTAssertEqual(kms.kind, "embedded")
