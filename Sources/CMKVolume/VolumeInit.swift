@@ -37,8 +37,11 @@ extension Volume {
                                hint: "choose a new or empty directory")
             }
             var st = stat()
-            if stat(path, &st) == 0, st.st_mode & 0o022 != 0 {
-                warn("\(path) is writable by other users (mode \(String(st.st_mode & 0o7777, radix: 8))): they could replace the volume's database and files; chmod 700 \(path)")
+            if stat(path, &st) == 0, st.st_mode & 0o077 != 0 {
+                // The backing tree keeps the modes files have in the mount (a 0777 directory
+                // made there is 0777 here): only a private volume directory keeps others out.
+                let what = st.st_mode & 0o022 != 0 ? "writable" : "reachable"
+                warn("\(path) is \(what) by other users (mode \(String(st.st_mode & 0o7777, radix: 8))): they could read or change the ciphertext, database and audit log behind the mount; chmod 700 \(path)")
             }
         } else {
             do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {

@@ -62,6 +62,11 @@ final class KeystoreSafetyTests: IntegrationTestCase {
         XCTAssertEqual(sh("find \(u) \(uk) -perm /022 ! -type l"), "", "nothing writable by group or others")
         XCTAssertEqual(sh("find \(uk) -type f -perm /077"), "", "key files private")
         XCTAssertEqual(sh("find \(u) -maxdepth 1 -name 'meta.db*' -perm /077"), "", "the database private")
+        XCTAssertEqual(mode(u), "700")
+        // An existing volume directory others can reach is warned about.
+        sh("mkdir -m 755 \(fx.root)/open")
+        let open = fx.cmkfs(["init", fx.root + "/open", "--kms-dir", uk])
+        XCTAssertTrue(open.succeeded && open.stderr.contains("warning: \(fx.root)/open is reachable by other users (mode 755)"), "\(open)")
     }
 
     func testLooseKeystoreModesAreWarnedAboutAndModesThatExposeAKeyRefused() throws {
