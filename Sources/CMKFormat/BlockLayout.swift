@@ -17,6 +17,16 @@ public struct BlockLayout: Sendable, Equatable {
     /// Bytes one full block takes on disk.
     public var diskBlockSize: Int { blockSize + Self.overhead }
 
+    /// The largest plaintext size whose backing size is still an `Int` (an `off_t`): sizes and
+    /// offsets past it are EFBIG, never an arithmetic overflow (which would stop the daemon).
+    /// The backing filesystem's own limit (ext4: 16 TiB) is lower and answers EFBIG first.
+    public var maxPlaintextSize: Int { (Int.max - FileHeader.size) / diskBlockSize * blockSize }
+
+    /// Whether `length` bytes at `offset` end within `maxPlaintextSize`.
+    public func fits(offset: Int, length: Int) -> Bool {
+        offset >= 0 && length >= 0 && offset <= maxPlaintextSize && length <= maxPlaintextSize - offset
+    }
+
     /// Where block `index` starts in the backing file.
     public func diskOffset(ofBlock index: Int) -> Int { FileHeader.size + index * diskBlockSize }
 

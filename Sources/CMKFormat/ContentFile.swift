@@ -1,3 +1,4 @@
+import Glibc
 import CMKCrypto
 
 /// Reads, writes and truncates one file's encrypted content through its backing descriptor.
@@ -37,7 +38,8 @@ public struct ContentFile: Sendable {
     /// Reads up to `dest.count` bytes at `offset` of a file of `size` bytes; returns the count read.
     public func read(into dest: UnsafeMutableRawBufferPointer, at offset: Int, size: Int,
                      key: SecretBytes, scratch: ContentScratch) throws(ContentError) -> Int {
-        let end = min(offset + dest.count, size)
+        guard offset < size else { return 0 }
+        let end = min(offset + min(dest.count, size - offset), size)
         guard offset < end else { return 0 }
         let bs = layout.blockSize
         let first = offset / bs, last = (end - 1) / bs
@@ -77,6 +79,7 @@ public struct ContentFile: Sendable {
     public func write(_ data: UnsafeRawBufferPointer, at offset: Int, size: Int,
                       key: SecretBytes, scratch: ContentScratch) throws(ContentError) -> Int {
         guard data.count > 0 else { return size }
+        guard layout.fits(offset: offset, length: data.count) else { throw .io(call: "write", errno: EFBIG) }
         var size = size
         if offset > size {
             try truncate(from: size, to: offset, key: key, scratch: scratch)
@@ -142,6 +145,7 @@ public struct ContentFile: Sendable {
     /// read as zeros) and never writes data blocks; shrinking re-seals the new last block.
     public func truncate(from size: Int, to newSize: Int, key: SecretBytes, scratch: ContentScratch) throws(ContentError) {
         guard newSize != size else { return }
+        guard layout.fits(offset: newSize, length: 0) else { throw .io(call: "truncate", errno: EFBIG) }
         let bs = layout.blockSize
         // The block whose length changes: the old last block when growing, the new last when shrinking.
         let pivot = newSize > size ? size : newSize

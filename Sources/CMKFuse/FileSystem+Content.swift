@@ -204,6 +204,7 @@ extension FileSystem {
         guard let handle = handles.get(fh) else { return EBADF }
         guard offset >= 0, length > 0 else { return EINVAL }
         guard mode & ~FALLOC_FL_KEEP_SIZE == 0 else { return EOPNOTSUPP }
+        guard volume.layout.fits(offset: offset, length: length) else { return EFBIG }
         let file = handle.file
         let layout = volume.layout
         do {

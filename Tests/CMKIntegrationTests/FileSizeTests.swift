@@ -186,4 +186,39 @@ final class FileSizeTests: IntegrationTestCase {
         try fx.remount()
         XCTAssertEqual(sha256(mnt + "/rand"), sha256(plain + "/rand"), "after a remount")
     }
+    /// Sizes and offsets near 2^63 are EFBIG, as on ext4, and the daemon lives on: truncate to
+    /// 2^63-1 used to overflow the backing-size arithmetic and stop the mount for every user.
+    func testHugeSizesAndOffsetsAreEFBIGAndTheMountLivesOn() {
+        let program = """
+        import errno, os, sys
+        f = sys.argv[1] + '/big'
+        open(f, 'w').close()
+        def err(call):
+            try:
+                call(); return 'ok'
+            except OSError as e:
+                return errno.errorcode[e.errno]
+        for n in [2**63 - 1, 2**63 - 4096, 2**62, 999999999999999999, 2**44]:
+            print('truncate', n, err(lambda: os.truncate(f, n)))
+        fd = os.open(f, os.O_RDWR)
+        print('pwrite', err(lambda: os.pwrite(fd, b'x', 2**63 - 2)))
+        print('fallocate', err(lambda: os.posix_fallocate(fd, 2**62, 4096)))
+        print('pread', os.pread(fd, 10, 2**63 - 20))
+        os.close(fd)
+        print('size', os.stat(f).st_size)
+        """
+        XCTAssertEqual(py(program, [mnt]), """
+            truncate 9223372036854775807 EFBIG
+            truncate 9223372036854771712 EFBIG
+            truncate 4611686018427387904 EFBIG
+            truncate 999999999999999999 EFBIG
+            truncate 17592186044416 EFBIG
+            pwrite EFBIG
+            fallocate EFBIG
+            pread b''
+            size 0
+
+            """)
+        XCTAssertEqual(sh("echo alive > \(mnt)/after && cat \(mnt)/after"), "alive\n", "the mount still serves")
+    }
 }
