@@ -233,6 +233,7 @@ extension FileSystem {
     }
 
     func symlink(target plainTarget: String, _ dir: Node, _ plainName: String, caller: Caller) -> (fuse_entry_param, Int32) {
+        guard plainTarget != LowLevelCallbacks.invalidName else { return (fuse_entry_param(), EILSEQ) }
         let (name, nrc) = backing(dir, plainName, creating: true)
         guard nrc == 0 else { return (fuse_entry_param(), nrc) }
         var target = plainTarget

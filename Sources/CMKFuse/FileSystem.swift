@@ -183,6 +183,7 @@ public final class FileSystem: Sendable {
     /// The backing name of the plaintext `name` in `dir` (itself on a plaintext-names volume), or
     /// the errno to answer. `creating`: the caller is about to make the entry.
     func backing(_ dir: Node, _ name: String, creating: Bool = false) -> (String, Int32) {
+        guard name != LowLevelCallbacks.invalidName else { return ("", EILSEQ) }
         guard let names else { return (name, 0) }
         return names.backingName(dir, name, creating: creating)
     }

@@ -18,7 +18,14 @@ enum LowLevelCallbacks {
         return .init(uid: ctx.pointee.uid, gid: ctx.pointee.gid, pid: ctx.pointee.pid)
     }
 
-    static func name(_ p: UnsafePointer<CChar>?) -> String { String(cString: p!) }
+    /// A name or symlink target from the kernel. Names are UTF-8 here: bytes that are not
+    /// become `invalidName`, which every name operation refuses with EILSEQ — decoding them
+    /// with replacement characters would give two different names one backing entry (one
+    /// file overwriting another).
+    static func name(_ p: UnsafePointer<CChar>?) -> String { String(validatingCString: p!) ?? invalidName }
+
+    /// Stands for a name that is not UTF-8: a NUL, which no name from the kernel can hold.
+    static let invalidName = "\u{0}"
 
     /// Runs `body` with `node` opened for this request, or replies ESTALE for a node the table
     /// has dropped or whose backing object is gone.

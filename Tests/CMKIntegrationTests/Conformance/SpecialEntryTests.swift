@@ -69,6 +69,39 @@ final class SpecialEntryTests: IntegrationTestCase {
         XCTAssertTrue(denied.stdout.contains("\"/f\"") && denied.stdout.contains("shorter than its size says"), denied.stdout)
         try fx.mount()
     }
+
+    /// Names that are not UTF-8 are refused with EILSEQ: they used to be decoded with
+    /// replacement characters, so b'\\xff' and b'\\xfe' were one backing entry and writing one
+    /// overwrote the other.
+    func testNamesThatAreNotUTF8AreRefusedAndNeverCollide() {
+        let program = """
+        import errno, os, sys
+        d = sys.argv[1].encode()
+        def err(call):
+            try:
+                call(); return 'ok'
+            except OSError as e:
+                return errno.errorcode[e.errno]
+        def write(name, data):
+            with open(d + b'/' + name, 'wb') as f: f.write(data)
+        print('create ff', err(lambda: write(b'\\xff', b'ff')))
+        print('create fe', err(lambda: write(b'\\xfe', b'fe')))
+        print('mkdir', err(lambda: os.mkdir(d + b'/dir-\\xe9')))
+        print('symlink target', err(lambda: os.symlink(b'to-\\xe9', d + b'/link')))
+        write(b'ok', b'x')
+        print('rename to', err(lambda: os.rename(d + b'/ok', d + b'/\\xe9')))
+        print(sorted(os.listdir(d)))
+        """
+        XCTAssertEqual(py(program, [mnt]), """
+            create ff EILSEQ
+            create fe EILSEQ
+            mkdir EILSEQ
+            symlink target EILSEQ
+            rename to EILSEQ
+            [b'ok']
+
+            """)
+    }
 }
 
 /// Mount options from /proc/self/mounts.
