@@ -426,6 +426,67 @@ def section_special_files(d):
     s.close()
 
 
+def section_files(d):
+    """open(2) flags and file I/O as applications use them."""
+    f = os.path.join(d, "f")
+    say("O_EXCL new:", err(lambda: os.close(os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))))
+    say("O_EXCL existing:", err(lambda: os.close(os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))))
+    say("O_CREAT on a directory:", err(lambda: os.close(os.open(d, os.O_CREAT | os.O_WRONLY, 0o644))))
+    say("open a directory for writing:", err(lambda: os.close(os.open(d, os.O_WRONLY))))
+    say("O_DIRECTORY on a file:", err(lambda: os.close(os.open(f, os.O_RDONLY | os.O_DIRECTORY))))
+    say("missing without O_CREAT:", err(lambda: os.close(os.open(os.path.join(d, "none"), os.O_RDONLY))))
+    say("through a file as a directory:", err(lambda: os.close(os.open(os.path.join(f, "x"), os.O_RDONLY))))
+    fd = os.open(f, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"one")
+    os.pwrite(fd, b"two", 0)   # Linux appends whatever the offset with O_APPEND
+    os.close(fd)
+    say("O_APPEND with pwrite:", open(f, "rb").read())
+    fd = os.open(f, os.O_RDONLY | os.O_TRUNC)
+    os.close(fd)
+    say("O_RDONLY|O_TRUNC:", describe(f))
+    with open(f, "wb") as h:
+        h.write(b"abc")
+    fd = os.open(f, os.O_RDONLY)
+    say("ftruncate read-only fd:", err(lambda: os.ftruncate(fd, 0)))
+    say("write read-only fd:", err(lambda: os.write(fd, b"x")))
+    os.close(fd)
+    fd = os.open(f, os.O_RDWR)
+    os.pwrite(fd, b"Z", 10000)
+    say("write past the end:", os.fstat(fd).st_size, os.pread(fd, 20, 0) == b"abc" + bytes(17), os.pread(fd, 5, 9998))
+    os.ftruncate(fd, 5)
+    say("shrink:", os.fstat(fd).st_size, os.pread(fd, 10, 0))
+    os.ftruncate(fd, 8192)
+    say("grow reads zeros:", os.pread(fd, 16, 4090) == bytes(16), os.fstat(fd).st_size)
+    os.unlink(f)
+    os.pwrite(fd, b"after unlink", 0)
+    say("unlinked but open:", os.fstat(fd).st_nlink, os.pread(fd, 12, 0))
+    os.close(fd)
+    g = os.path.join(d, "g")
+    with open(g, "wb") as h:
+        h.write(b"renamed while open")
+    fd = os.open(g, os.O_RDONLY)
+    os.rename(g, g + "2")
+    say("renamed while open:", os.pread(fd, 40, 0), os.path.exists(g))
+    os.close(fd)
+    say("read a directory:", err(lambda: os.read(os.open(d, os.O_RDONLY), 10)))
+    s = os.path.join(d, "s")
+    os.symlink("g2", s)
+    os.chmod(s, 0o600)   # follows the link
+    say("chmod through a symlink:", describe(g + "2"), describe(s).split(" n=")[0])
+    os.utime(s, ns=(PAST, PAST), follow_symlinks=False)
+    say("utime of the symlink itself:", times(s)[:2] == (PAST, PAST), times(g + "2")[:2] != (PAST, PAST))
+    say("access:", os.access(g + "2", os.R_OK), os.access(g + "2", os.X_OK))
+    say("readlink of a file:", err(lambda: os.readlink(g + "2")))
+    big = os.path.join(d, "dir-of-many")
+    os.mkdir(big)
+    for i in range(300):
+        open(os.path.join(big, "e%03d" % i), "w").close()
+    with os.scandir(big) as it:
+        say("listing of 300:", len(list(it)), sorted(os.listdir(big))[:2], sorted(os.listdir(big))[-1])
+    say("rmdir non-empty:", err(lambda: os.rmdir(big)), "rmdir file:", err(lambda: os.rmdir(g + "2")))
+    say("unlink a directory:", err(lambda: os.unlink(big)))
+
+
 SECTIONS = {name[len("section_"):]: fn for name, fn in globals().items() if name.startswith("section_")}
 
 

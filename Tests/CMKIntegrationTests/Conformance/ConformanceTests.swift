@@ -102,6 +102,12 @@ final class ConformanceTests: IntegrationTestCase {
         try fx.mount()
     }
 
+    func testOpenFlagsAndFileIO() {
+        let r = compare("files")
+        assertLine(r, "O_APPEND with pwrite: b'onetwo'")
+        assertLine(r, "unlinked but open: 0 b'after unlink'")
+    }
+
     func testFIFOsAndSocketsWork() {
         compare("special_files")
     }
