@@ -7,11 +7,7 @@ import CMKFormat
 /// (the first readdir, or after rewinddir), served by index so offsets are stable.
 final class DirectoryListing: @unchecked Sendable {
     // Sound: `entries` is read and replaced only under `lock`.
-    struct Entry {
-        var name: String
-        var inode: UInt
-        var type: UInt8
-    }
+    typealias Entry = BackingDirectory.Entry
     let fd: Int32
     let lock = Mutex(())
     var entries: [Entry] = []
@@ -32,13 +28,8 @@ final class DirectoryListing: @unchecked Sendable {
         defer { closedir(dir) }
         // The duplicate shares the file offset with `fd`: start from the top every time.
         rewinddir(dir)
-        var fresh: [Entry] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            fresh.append(Entry(name: name, inode: UInt(entry.pointee.d_ino), type: entry.pointee.d_type))
-        }
+        let (fresh, rc) = BackingDirectory.entries(dir)
+        guard rc == 0 else { return rc }
         entries = fresh
         return 0
     }

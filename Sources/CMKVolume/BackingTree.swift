@@ -26,10 +26,7 @@ public enum BackingTree {
         let dirPath = relative.isEmpty ? root : root + "/" + relative
         guard let dir = opendir(dirPath) else { return }
         defer { closedir(dir) }
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
+        for name in BackingDirectory.entries(dir).0.map(\.name) {
             // cmkfs's own entries (a directory's id, a directory being made) are not files.
             if name == "." || name == ".." || NameCodec.isInternal(name) { continue }
             let rel = relative.isEmpty ? name : relative + "/" + name
