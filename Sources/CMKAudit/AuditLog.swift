@@ -68,6 +68,9 @@ public final class AuditLog: Sendable {
     enum AnchorMode { case never, ifDue, now }
     /// What the opener found about the anchor, for the mount log and `audit verify`.
     public let anchorState: String
+    /// What was missing when this writer opened the log (it chained an `audit-gap` record for
+    /// it), or nil: for the mount log's error line.
+    public let gap: String?
 
     /// Disk space kept allocated ahead of the segment's end (about 2,500 records): when the
     /// volume's disk fills, files stay readable (their opens are still recorded) while the
@@ -90,7 +93,7 @@ public final class AuditLog: Sendable {
     }
 
     init(directory: String, key: SecretBytes, paths: AuditPathSeal, volumeID: String, checkpoints: (any AuditCheckpointStore)?,
-         anchor: (any AuditAnchorStore)?, anchorInterval: Double, anchorState: String,
+         anchor: (any AuditAnchorStore)?, anchorInterval: Double, anchorState: String, gap: String?,
          segmentLimit: Int, lockFD: Int32, head: Head, onFailure: @escaping @Sendable (AuditError) -> Void) {
         self.directory = directory
         self.key = key
@@ -101,6 +104,7 @@ public final class AuditLog: Sendable {
         self.anchor = anchor
         self.anchorInterval = anchorInterval
         self.anchorState = anchorState
+        self.gap = gap
         self.segmentLimit = segmentLimit
         self.lockFD = lockFD
         self.head = Mutex(head)
@@ -147,7 +151,7 @@ public final class AuditLog: Sendable {
             throw AuditError(.key, "cannot derive the audit path key: \(error)")
         }
         let log = AuditLog(directory: directory, key: key, paths: paths, volumeID: volumeID, checkpoints: checkpoints,
-                           anchor: anchor, anchorInterval: anchorInterval, anchorState: found.anchorState,
+                           anchor: anchor, anchorInterval: anchorInterval, anchorState: found.anchorState, gap: found.gap,
                            segmentLimit: segmentLimit, lockFD: lockFD, head: head, onFailure: onFailure)
         if let gap = found.gap {
             // Chained at once, durably, before anything else can be appended: the hole stays

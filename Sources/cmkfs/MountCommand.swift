@@ -207,6 +207,7 @@ struct MountCommand: ParsableCommand {
                            durable: true)
         } catch { throw CMKError(error) }
         FileSystem.logger.info("audit log \(v.auditPath): \(log.count) records; chattr +a \(log.appendOnlyState); \(log.anchorState)")
+        if let gap = log.gap { FileSystem.logger.error("audit: records are missing, recorded as an audit-gap: \(gap)") }
         log.startGroupCommit(every: AuditLog.groupCommitInterval)
         return log
     }

@@ -35,6 +35,7 @@ final class AuditAnchorTests: IntegrationTestCase {
         XCTAssertTrue(verify().succeeded)
         try cutNewestSegment(keep: 3)
         try fx.mount()
+        XCTAssertTrue(fx.mountLog().contains("audit: records are missing, recorded as an audit-gap: the log ended at seq 3"), fx.mountLog())
         sh("cat \(mnt)/a > /dev/null")
         try fx.unmount()
         var r = verify()
