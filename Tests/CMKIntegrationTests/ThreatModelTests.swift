@@ -66,13 +66,25 @@ final class ThreatModelTests: IntegrationTestCase {
         XCTAssertTrue(fx.sh("cat \(mnt)/f > /dev/null").succeeded)
     }
 
-    /// Known limit: whole backing files swapped (header and all) swap what two names show.
-    func testLimitWholeFileSwapIsAccepted() throws {
+    /// No longer a limit (name bindings): whole backing files swapped (header and all) read as
+    /// EIO instead of as each other; an older copy of a file under its own name is still
+    /// accepted (the rollback limit above).
+    func testWholeFileSwapIsDetectedButAnOlderCopyUnderItsOwnNameIsNot() throws {
         sh("echo content-of-a > \(mnt)/a && echo content-of-b > \(mnt)/b")
+        try fx.unmount()
+        sh("cp -p \(backing("a")) \(fx.root)/old-a")
+        sh("mv \(backing("a")) \(fx.root)/t && mv \(backing("b")) \(backing("a")) && mv \(fx.root)/t \(backing("b"))")
+        try fx.mount()
+        XCTAssertTrue(fx.sh("cat \(mnt)/a").stderr.contains("Input/output error"))
+        XCTAssertTrue(fx.sh("cat \(mnt)/b").stderr.contains("Input/output error"))
         try fx.unmount()
         sh("mv \(backing("a")) \(fx.root)/t && mv \(backing("b")) \(backing("a")) && mv \(fx.root)/t \(backing("b"))")
         try fx.mount()
-        XCTAssertEqual(sh("cat \(mnt)/a"), "content-of-b\n")
+        sh("echo newer >> \(mnt)/a")
+        try fx.unmount()
+        sh("cp -p \(fx.root)/old-a \(backing("a"))")
+        try fx.mount()
+        XCTAssertEqual(sh("cat \(mnt)/a"), "content-of-a\n", "the rollback of a file under its own name is accepted")
     }
 
     /// Deleting a backing file removes the file from the mount; fsck reports its orphan rows.
