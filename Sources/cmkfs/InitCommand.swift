@@ -29,8 +29,8 @@ struct InitCommand: ParsableCommand {
     @Option(help: "The key provider: embedded, socket or pkcs11.")
     var kms: String = "embedded"
 
-    @Option(name: .customLong("kms-dir"), help: "embedded: the KMS keystore directory.")
-    var kmsDir: String = defaultKMSDir
+    @Option(name: .customLong("kms-dir"), help: "embedded: the KMS keystore directory (default \(defaultKMSDir)).")
+    var kmsDir: String?
 
     @Option(name: .customLong("kms-socket"), help: "socket: the cmkfs-kms socket path.")
     var kmsSocket: String?
@@ -61,6 +61,17 @@ struct InitCommand: ParsableCommand {
         guard blockSize >= 512, blockSize <= 1 << 20, blockSize.nonzeroBitCount == 1 else {
             throw ValidationError("--block-size must be a power of two from 512 to 1048576")
         }
+        // A flag of a provider not chosen is a mistake, never ignored: `--kms-socket S` without
+        // `--kms socket` used to make an embedded volume, the opposite of what was meant.
+        let owners: [(flag: String, given: Bool, kind: String)] = [
+            ("--kms-dir", kmsDir != nil, "embedded"), ("--kms-socket", kmsSocket != nil, "socket"), ("--key-id", keyID != nil, "socket"),
+            ("--pkcs11-module", pkcs11Module != nil, "pkcs11"), ("--token", token != nil, "pkcs11"),
+            ("--pin-file", pinFile != nil, "pkcs11"), ("--key-label", keyLabel != nil, "pkcs11"),
+        ]
+        for owner in owners where owner.given && owner.kind != kms && ["embedded", "socket", "pkcs11"].contains(kms) {
+            fail(CMKError(.usage, "\(owner.flag) is a flag of the \(owner.kind) provider, but the volume would use the \(kms) provider",
+                          hint: kms == "embedded" && kmsDir == nil ? "add --kms \(owner.kind) (the default is embedded)" : "drop \(owner.flag), or choose --kms \(owner.kind)"))
+        }
         switch kms {
         case "embedded": break
         case "socket":
@@ -84,7 +95,7 @@ struct InitCommand: ParsableCommand {
                 let config = ProviderConfig(kind: "pkcs11", keyID: keyLabel ?? "", pkcs11Module: pkcs11Module!, tokenLabel: token!)
                 v = try Volume.initialize(at: volume, provider: config, pin: pin, blockSize: blockSize, plaintextNames: plaintextNames)
             default:
-                v = try Volume.initialize(at: volume, kmsDir: kmsDir, blockSize: blockSize, plaintextNames: plaintextNames)
+                v = try Volume.initialize(at: volume, kmsDir: kmsDir ?? defaultKMSDir, blockSize: blockSize, plaintextNames: plaintextNames)
             }
             if json {
                 printJSON(Created(volume: v.path, volumeID: v.config.volumeID, keyID: v.activeKey.keyID, keyVersion: v.activeKey.version,

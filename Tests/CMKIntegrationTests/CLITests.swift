@@ -169,6 +169,20 @@ final class CLITests: IntegrationTestCase {
         assertFails(["no-such-command"], exit: 64, unchanged: [vol])
     }
 
+    /// A flag of a provider not chosen is an error, not ignored: `--kms-socket` without
+    /// `--kms socket` used to make an embedded volume, the opposite of what was meant.
+    func testInitRefusesAnotherProvidersFlags() throws {
+        let target = plain + "/pv"
+        let socket = assertFails(["init", target, "--kms-socket", fx.root + "/kms.sock"], exit: 64,
+                                 mentioning: "--kms-socket is a flag of the socket provider", unchanged: [plain, fx.kms])
+        XCTAssertTrue(socket.stderr.contains("cmkfs: hint: add --kms socket"), socket.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: target))
+        for (extra, flag) in [(["--token", "t"], "--token"), (["--key-id", "mk-1"], "--key-id"), (["--pin-file", "/x"], "--pin-file"),
+                              (["--kms", "socket", "--kms-socket", "/s", "--kms-dir", fx.kms], "--kms-dir")] {
+            assertFails(["init", target] + extra, exit: 64, mentioning: "\(flag) is a flag of the", unchanged: [plain, fx.kms])
+        }
+    }
+
     /// `cmkfs unmount` returns only once the daemon is done with the volume: what a script
     /// copies right after it returns is what stays (no late WAL checkpoint, no late log line),
     /// and the daemon is gone shortly after.
