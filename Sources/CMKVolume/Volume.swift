@@ -165,8 +165,10 @@ public final class Volume: Sendable {
             let dir = config.kmsDir ?? SimulatedKMS.defaultDirectory
             let kms: SimulatedKMS
             do { kms = try SimulatedKMS(directory: dir, create: create) } catch {
-                throw CMKError(.keyUnavailable, "\(error) (needed by \(volume))",
-                               hint: "restore the keystore directory, or pass --kms-dir with the directory that holds key \(config.keyID)")
+                var refused = CMKError(.keyUnavailable, "\(error) (needed by \(volume))",
+                                       hint: "restore the keystore directory, or pass --kms-dir with the directory that holds key \(config.keyID)")
+                refused.reason = "missing"
+                throw refused
             }
             let warnings: [String]
             do { warnings = try KeystoreModes.check(dir) } catch {

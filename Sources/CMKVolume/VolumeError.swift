@@ -31,6 +31,9 @@ public struct CMKError: Error, CustomStringConvertible {
     public let code: Code
     public let message: String
     public let hint: String?
+    /// For a master key that cannot be used: why, as a stable word for scripts (`missing`,
+    /// `wrong-key`, `disabled`, `destroyed`, `unreachable`); nil for other errors.
+    public var reason: String?
 
     public init(_ code: Code, _ message: String, hint: String? = nil) {
         self.code = code
@@ -74,23 +77,30 @@ public struct CMKError: Error, CustomStringConvertible {
         case "pkcs11": place = "PKCS#11 token '\(config.tokenLabel ?? "?")'"
         default: place = config.kmsDir.map { "the KMS keystore \($0)" } ?? "the \(config.kind) key provider"
         }
+        var result: CMKError
         switch error {
         case .keyNotFound:
-            return CMKError(.keyUnavailable, "\(place) has no master key \(config.keyID) for \(volume)",
-                            hint: hints(config).notFound)
+            result = CMKError(.keyUnavailable, "\(place) has no master key \(config.keyID) for \(volume)",
+                              hint: hints(config).notFound)
+            result.reason = "missing"
         case .unwrapFailed:
-            return CMKError(.keyUnavailable, "\(place) holds a different master key \(config.keyID) than the one \(volume) was made with",
-                            hint: "restore the original keystore of this volume")
+            result = CMKError(.keyUnavailable, "\(place) holds a different master key \(config.keyID) than the one \(volume) was made with",
+                              hint: "restore the original keystore of this volume")
+            result.reason = "wrong-key"
         case .keyDisabled:
-            return CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) is disabled in \(place)",
-                            hint: hints(config).disabled)
+            result = CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) is disabled in \(place)",
+                              hint: hints(config).disabled)
+            result.reason = "disabled"
         case .keyDestroyed:
-            return CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) was destroyed; its data cannot be decrypted")
+            result = CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) was destroyed; its data cannot be decrypted")
+            result.reason = "destroyed"
         case .unavailable(let why), .corrupt(let why):
             // The socket client's messages already name the KMS ("the KMS at PATH is …").
-            return CMKError(.keyUnavailable, why.hasPrefix(place) ? why : "\(place) is unavailable: \(why)",
-                            hint: hints(config).unavailable)
+            result = CMKError(.keyUnavailable, why.hasPrefix(place) ? why : "\(place) is unavailable: \(why)",
+                              hint: hints(config).unavailable)
+            result.reason = "unreachable"
         }
+        return result
     }
 
     /// What to do, per provider kind: key not found, key disabled, provider unavailable.

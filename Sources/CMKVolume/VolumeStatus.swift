@@ -22,6 +22,11 @@ public struct VolumeStatus: Codable, Sendable {
     public var mountPID: Int32?
     /// "ok", or why the master key cannot be used now.
     public var keyCheck: String
+    /// The same as a stable word: `ok`, `disabled`, `wrong-key`, `missing`, `destroyed`,
+    /// `unreachable`, or `error` (anything else, such as a wrong PIN).
+    public var keyCheckReason: String
+    /// The exit code `cmkfs status` ends with: 0, or the key check's error code.
+    public var exitCode: Int32 = 0
     /// "ok", why the audit key (meta['audit_key']) does not unwrap, or "not checked" when the
     /// master key cannot be used.
     public var auditKey: String
@@ -35,7 +40,7 @@ public struct VolumeStatus: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case jsonFormat = "json_format", volume, volumeID = "volume_id", format, blockSize = "block_size", names, provider
         case activeKeyVersion = "active_key_version", keyVersions = "key_versions", fileCount = "file_count"
-        case mounted, mountpoint, mountPID = "mount_pid", keyCheck = "key_check"
+        case mounted, mountpoint, mountPID = "mount_pid", keyCheck = "key_check", keyCheckReason = "key_check_reason"
         case auditKey = "audit_key"
     }
 
@@ -53,12 +58,16 @@ public struct VolumeStatus: Codable, Sendable {
             counts = try store.edekCounts()
         } catch { throw .metadata(error, volume: path) }
         let holder = MountLock.holder(volumePath: path)
-        var keyCheck = "ok"
+        var keyCheck = "ok", keyCheckReason = "ok", exitCode: Int32 = 0
         var auditKey = "not checked (the master key cannot be used)"
         do {
             let v = try Volume.open(at: path, kmsDir: kmsDir, pin: pin)
             do { _ = try v.auditKey(); auditKey = "ok" } catch { auditKey = error.message }
-        } catch { keyCheck = error.message }
+        } catch {
+            keyCheck = error.message
+            keyCheckReason = error.reason ?? "error"
+            exitCode = error.code.rawValue
+        }
         var provider = config.provider
         if let kmsDir { provider.kmsDir = absolute(kmsDir) }
         return VolumeStatus(
@@ -67,6 +76,6 @@ public struct VolumeStatus: Codable, Sendable {
             activeKeyVersion: versions.first { $0.state == .active }?.version,
             keyVersions: versions.map { Version(version: $0.version, state: $0.state.rawValue, edeks: counts[$0.version] ?? 0) },
             fileCount: files, mounted: holder != nil, mountpoint: holder?.mountpoint, mountPID: holder?.pid,
-            keyCheck: keyCheck, auditKey: auditKey)
+            keyCheck: keyCheck, keyCheckReason: keyCheckReason, exitCode: exitCode, auditKey: auditKey)
     }
 }

@@ -32,6 +32,7 @@ struct StatusCommand: ParsableCommand {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(decoding: (try? encoder.encode(s)) ?? Data(), as: UTF8.self))
+                if s.exitCode != 0 { Foundation.exit(s.exitCode) }
                 return
             }
             print("volume:        \(s.volume)")
@@ -49,6 +50,8 @@ struct StatusCommand: ParsableCommand {
             } else {
                 print("mounted:       no")
             }
+            // The report is printed either way; a key that cannot be used is also the exit code.
+            if s.exitCode != 0 { Foundation.exit(s.exitCode) }
         }
     }
 }

@@ -66,9 +66,10 @@ final class CLITests: IntegrationTestCase {
         sh("test ! -e \(fx.kms)")
         // status still answers, and says why the key is unusable.
         let r = fx.cmkfs(["status", vol, "--json"])
-        XCTAssertTrue(r.succeeded, "\(r)")
+        XCTAssertEqual(r.status, 5, "the report, and the key check's exit code: \(r)")
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         XCTAssertNotEqual(json["key_check"] as? String, "ok")
+        XCTAssertEqual(json["key_check_reason"] as? String, "missing")
         XCTAssertTrue((json["key_check"] as? String ?? "").contains("does not exist"), "\(json)")
         XCTAssertFalse(fx.isMounted(mnt))
     }
@@ -95,6 +96,8 @@ final class CLITests: IntegrationTestCase {
         XCTAssertFalse(fx.isMounted(mnt))
         let status = try fx.status()
         XCTAssertTrue((status["key_check"] as? String ?? "").contains("different master key"), "\(status)")
+        XCTAssertEqual(status["key_check_reason"] as? String, "wrong-key")
+        XCTAssertEqual(fx.cmkfs(["status", vol, "--kms-dir", fx.kms]).status, 5, "status exits non-zero when the key cannot be used")
     }
 
     // MARK: exit 6, mountpoint problems
