@@ -22,6 +22,11 @@ struct CacheOptions: ParsableArguments {
             }
         }
         guard capacity >= 1 else { throw ValidationError("--cache-capacity must be at least 1") }
+        // A key is served at most --cache-max-lifetime after the provider last vouched for it;
+        // renewing less often than that would cut every open file at each lifetime's end.
+        if let renew = parseDuration(leaseRenew), let lifetime = parseDuration(maxLifetime), renew >= lifetime {
+            throw ValidationError("--lease-renew \(leaseRenew) must be shorter than --cache-max-lifetime \(maxLifetime): keys would expire before they are renewed")
+        }
     }
 
     var policy: CachePolicy {

@@ -170,6 +170,10 @@ final class CLITests: IntegrationTestCase {
         assertFails(["mount", vol], exit: 64, unchanged: [vol, fx.kms])
         assertFails(["init", plain + "/bs", "--kms-dir", fx.kms, "--block-size", "1000"], exit: 64, unchanged: [plain, fx.kms])
         assertFails(["no-such-command"], exit: 64, unchanged: [vol])
+        assertFails(["mount", vol, mnt, "--kms-dir", fx.kms, "--lease-renew", "2h", "--cache-max-lifetime", "1h"], exit: 64,
+                    mentioning: "must be shorter than --cache-max-lifetime", unchanged: [vol])
+        assertFails(["mount", vol, mnt, "--kms-dir", fx.kms, "-o", "lease_renew=2h"], exit: 64,
+                    mentioning: "must be shorter than --cache-max-lifetime", unchanged: [vol])
     }
 
     /// A flag of a provider not chosen is an error, not ignored: `--kms-socket` without
