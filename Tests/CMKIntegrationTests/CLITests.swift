@@ -170,6 +170,11 @@ final class CLITests: IntegrationTestCase {
         assertFails(["mount", vol], exit: 64, unchanged: [vol, fx.kms])
         assertFails(["init", plain + "/bs", "--kms-dir", fx.kms, "--block-size", "1000"], exit: 64, unchanged: [plain, fx.kms])
         assertFails(["no-such-command"], exit: 64, unchanged: [vol])
+        for (typo, hint) in [(["mout", vol, mnt], "did you mean 'cmkfs mount'?"), (["key", "revok", vol], "did you mean 'cmkfs key revoke'?"),
+                             (["audit", "veryfy", vol], "did you mean 'cmkfs audit verify'?")] {
+            let r = assertFails(typo, exit: 64, mentioning: "cmkfs: hint: " + hint, unchanged: [vol])
+            XCTAssertTrue(r.stderr.hasPrefix("cmkfs: error: unknown command"), r.stderr)
+        }
         assertFails(["mount", vol, mnt, "--kms-dir", fx.kms, "--lease-renew", "2h", "--cache-max-lifetime", "1h"], exit: 64,
                     mentioning: "must be shorter than --cache-max-lifetime", unchanged: [vol])
         assertFails(["mount", vol, mnt, "--kms-dir", fx.kms, "-o", "lease_renew=2h"], exit: 64,
