@@ -120,11 +120,13 @@ public final class Volume: Sendable {
     static func readConfig(_ path: String) throws(CMKError) -> VolumeConfig {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            if CMKError.isDenied(path) { throw .permissionDenied(path) }
             throw CMKError(.notAVolume, "\(path) does not exist", hint: "create a volume with: cmkfs init \(path)")
         }
         guard isDir.boolValue else { throw CMKError(.notAVolume, "\(path) is not a directory") }
         let configPath = path + "/" + VolumeConfig.fileName
         guard let data = FileManager.default.contents(atPath: configPath) else {
+            if CMKError.isDenied(path) || CMKError.isDenied(configPath) { throw .permissionDenied(configPath) }
             throw CMKError(.notAVolume, "\(path) is not a cmkfs volume (no \(VolumeConfig.fileName))",
                            hint: "create a volume with: cmkfs init VOLUME, or name the directory that holds cmkfs.volume")
         }

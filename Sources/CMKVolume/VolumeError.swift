@@ -1,3 +1,4 @@
+import Glibc
 import CMKKeys
 import CMKMetadata
 
@@ -25,6 +26,8 @@ public struct CMKError: Error, CustomStringConvertible {
         /// `cmkfs fsck` could not check some files because the key provider was unavailable
         /// (after retries); nothing was repaired on their account.
         case notChecked = 16
+        /// The caller may not read the volume (or its audit log): not the same as no volume.
+        case permissionDenied = 17
         case usage = 64
     }
 
@@ -42,6 +45,21 @@ public struct CMKError: Error, CustomStringConvertible {
     }
 
     public var description: String { message }
+
+    /// `path` exists but the caller may not read it (EACCES), said as such: before, a non-root
+    /// operator was told the volume did not exist or had no audit log.
+    public static func permissionDenied(_ path: String) -> CMKError {
+        CMKError(.permissionDenied, "permission denied: \(path)", hint: "run as root or as the volume's owner")
+    }
+
+    /// Whether looking at `path` fails because the caller may not (rather than because it is not there).
+    public static func isDenied(_ path: String) -> Bool {
+        var st = stat()
+        if stat(path, &st) != 0 { return errno == EACCES }
+        // A directory must also be searchable to be read.
+        let wanted = (st.st_mode & S_IFMT) == S_IFDIR ? R_OK | X_OK : R_OK
+        return access(path, wanted) != 0 && errno == EACCES
+    }
 
     /// Any failure of a step that touches both the metadata database and the key provider.
     static func wrapping(_ error: any Error, volume: String, config: ProviderConfig, doing: String) -> CMKError {

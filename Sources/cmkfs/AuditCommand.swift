@@ -155,9 +155,12 @@ struct AuditCommand: ParsableCommand {
             let until = try until.map { (t) throws(CMKError) in try AuditTime.parse(t) }
             let dir = absolute(volume) + "/audit"
             guard FileManager.default.fileExists(atPath: dir) else {
+                if CMKError.isDenied(dir) { throw .permissionDenied(dir) }
                 throw CMKError(.notAVolume, "\(absolute(volume)) has no audit log (no audit/ directory)",
                                hint: "name a volume directory made by cmkfs init")
             }
+            // There but unreadable is not an empty log.
+            if CMKError.isDenied(dir) { throw .permissionDenied(dir) }
             var lines = AuditLine.all(in: dir, seal: try pathSeal(volume))
             if let since { lines = lines.filter { $0.time >= since } }
             if let until { lines = lines.filter { $0.time < until } }

@@ -181,6 +181,21 @@ final class CLITests: IntegrationTestCase {
                     mentioning: "must be shorter than --cache-max-lifetime", unchanged: [vol])
     }
 
+    /// A user who may not read the volume is told so, not that there is no volume.
+    func testAnotherUserIsToldPermissionDeniedNotNoVolume() throws {
+        sh("chmod 700 \(vol)")
+        for command in [["status", vol], ["audit", "verify", vol], ["key", "list", vol]] {
+            let r = fx.sh("runuser -u nobody -- \(Shell.quote(MountFixture.binary)) \(command.map(Shell.quote).joined(separator: " "))")
+            XCTAssertEqual(r.status, 17, "\(command): \(r)")
+            XCTAssertTrue(r.stderr.contains("cmkfs: error: permission denied: \(vol)") && r.stderr.contains("run as root or as the volume's owner"),
+                          "\(command): \(r.stderr)")
+        }
+        sh("chmod 755 \(vol) && chmod 700 \(vol)/audit")
+        let audit = fx.sh("runuser -u nobody -- \(Shell.quote(MountFixture.binary)) audit show \(vol)")
+        XCTAssertEqual(audit.status, 17, "\(audit)")
+        XCTAssertTrue(audit.stderr.contains("permission denied: \(vol)/audit"), audit.stderr)
+    }
+
     /// A flag of a provider not chosen is an error, not ignored: `--kms-socket` without
     /// `--kms socket` used to make an embedded volume, the opposite of what was meant.
     func testInitRefusesAnotherProvidersFlags() throws {
