@@ -47,6 +47,9 @@ struct StatusCommand: ParsableCommand {
             print("files:         \(s.fileCount)")
             if s.mounted {
                 print("mounted:       yes, at \(s.mountpoint ?? "?") (pid \(s.mountPID.map(String.init) ?? "?"))")
+            } else if let stale = MountTable.entries().first(where: { $0.source == "cmkfs:" + s.volume && $0.type == "fuse.cmkfs" }) {
+                // The kernel still has the mount but no daemon serves it (killed): say so.
+                print("mounted:       no — stale mount at \(stale.mountpoint) (transport endpoint is not connected: its daemon is gone); clear it with: cmkfs unmount \(stale.mountpoint)")
             } else {
                 print("mounted:       no")
             }

@@ -181,6 +181,19 @@ final class CLITests: IntegrationTestCase {
                     mentioning: "must be shorter than --cache-max-lifetime", unchanged: [vol])
     }
 
+    /// After the daemon is killed, status names the stale mount and how to clear it.
+    func testStatusNamesAStaleMountWhoseDaemonIsGone() throws {
+        try fx.mount()
+        let pid = try XCTUnwrap(fx.lockPID())
+        kill(pid, SIGKILL)
+        let deadline = Date().addingTimeInterval(10)
+        while MountFixture.isCmkfsDaemon(pid, volume: vol) && Date() < deadline { usleep(20_000) }
+        let r = fx.cmkfs(["status", vol, "--kms-dir", fx.kms])
+        XCTAssertTrue(r.stdout.contains("mounted:       no — stale mount at \(mnt)") && r.stdout.contains("cmkfs unmount \(mnt)"), "\(r)")
+        XCTAssertTrue(fx.cmkfs(["unmount", mnt]).succeeded)
+        XCTAssertTrue(fx.cmkfs(["status", vol, "--kms-dir", fx.kms]).stdout.contains("mounted:       no\n"))
+    }
+
     /// A user who may not read the volume is told so, not that there is no volume.
     func testAnotherUserIsToldPermissionDeniedNotNoVolume() throws {
         sh("chmod 700 \(vol)")
