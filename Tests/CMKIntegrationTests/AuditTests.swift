@@ -6,6 +6,15 @@ import XCTest
 final class AuditTests: IntegrationTestCase {
     func verify() -> ShellResult { fx.cmkfs(["audit", "verify", vol, "--kms-dir", fx.kms]) }
 
+    /// Records written to the segments so far (whole lines), read from the volume directly.
+    func recordsOnDisk() -> Int {
+        let dir = vol + "/audit"
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".log") }
+        return names.reduce(0) { n, name in
+            n + ((FileManager.default.contents(atPath: dir + "/" + name)).map { $0.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) } } ?? 0)
+        }
+    }
+
     func records(_ args: [String]) throws -> [[String: Any]] {
         let r = fx.cmkfs(["audit", "show", vol, "--json"] + args)
         XCTAssertTrue(r.succeeded, "\(r)")
@@ -70,9 +79,11 @@ final class AuditTests: IntegrationTestCase {
         let load = Process()
         load.executableURL = URL(fileURLWithPath: "/bin/sh")
         load.arguments = ["-c", "for p in 1 2 3 4; do (while :; do cat \(mnt)/h/* > /dev/null 2>&1 || exit 0; done) & done; wait"]
+        let before = recordsOnDisk()
         try load.run()
         defer { if load.isRunning { load.terminate() } }
-        Thread.sleep(forTimeInterval: 1.0)
+        // Kill once the readers have really loaded the log (not after a fixed time).
+        XCTAssertTrue(waitUntil(deadline: 60) { recordsOnDisk() >= before + 200 }, "the readers wrote no records")
         let pid = try XCTUnwrap(fx.lockPID())
         kill(pid, SIGKILL)
         load.waitUntilExit()

@@ -117,8 +117,9 @@ final class CLITests: IntegrationTestCase {
     func testBusyMountpointExits6() throws {
         try fx.mount()
         sh("echo in the first volume > \(mnt)/f")
-        // Let the audit log's group commit (every 100 ms) settle before the volume is snapshotted.
-        Thread.sleep(forTimeInterval: 0.4)
+        // Make the audit log durable now, so its group commit changes nothing while the volume is
+        // snapshotted.
+        try fx.syncAudit()
         let otherVolume = fx.root + "/vol2", otherKMS = fx.root + "/kms2"
         try fx.initVolume(otherVolume, kmsDir: otherKMS)
         assertFails(["mount", otherVolume, mnt, "--kms-dir", otherKMS], exit: 6, mentioning: "busy",
@@ -145,9 +146,9 @@ final class CLITests: IntegrationTestCase {
     func testMountingAnAlreadyMountedVolumeExits8() throws {
         try fx.mount()
         sh("echo something > \(mnt)/f")
-        // Let the audit group commit (every 100 ms) checkpoint the create into meta.db first, so
+        // Checkpoint the create into meta.db first (instead of waiting for the group commit), so
         // the snapshot below sees only what the refused mount might change.
-        Thread.sleep(forTimeInterval: 0.3)
+        try fx.syncAudit()
         let second = fx.root + "/mnt2"
         sh("mkdir \(second)")
         let pid = fx.lockPID()
@@ -235,8 +236,7 @@ final class CLITests: IntegrationTestCase {
                [mnt, String(round)])
             try fx.unmount()
             let atReturn = snapshot(vol)
-            let deadline = Date().addingTimeInterval(10)
-            while MountFixture.isAlive(pid) && Date() < deadline { usleep(10_000) }
+            waitUntil(deadline: 10) { !MountFixture.isAlive(pid) }
             XCTAssertFalse(MountFixture.isAlive(pid), "the daemon \(pid) exits after unmount")
             XCTAssertEqual(snapshot(vol), atReturn, "round \(round): the volume changed after unmount returned")
         }

@@ -51,8 +51,7 @@ final class CrashChurnTests: IntegrationTestCase {
             usleep(UInt32.random(in: 300_000...1_200_000))
             let pid = try XCTUnwrap(fx.lockPID())
             XCTAssertEqual(kill(pid, SIGKILL), 0)
-            let deadline = Date().addingTimeInterval(10)
-            while MountFixture.isAlive(pid) && Date() < deadline { usleep(10_000) }
+            waitUntil(deadline: 10) { !MountFixture.isAlive(pid) }
             p.waitUntilExit()
             crashes += 1
             sh("fusermount3 -u -z \(mnt)")

@@ -28,8 +28,7 @@ final class CrashTests: IntegrationTestCase {
         let pid = try XCTUnwrap(fx.lockPID(), "mount.lock names the daemon")
         XCTAssertTrue(MountFixture.isCmkfsDaemon(pid, volume: vol), "pid \(pid) is the daemon")
         XCTAssertEqual(kill(pid, SIGKILL), 0)
-        let deadline = Date().addingTimeInterval(10)
-        while MountFixture.isAlive(pid) && Date() < deadline { usleep(20_000) }
+        waitUntil(deadline: 10) { !MountFixture.isAlive(pid) }
         XCTAssertFalse(MountFixture.isAlive(pid), "the daemon died")
 
         // The dead mount answers ENOTCONN (or ECONNABORTED, when the kernel aborted the connection

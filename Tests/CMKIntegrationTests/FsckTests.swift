@@ -169,8 +169,7 @@ final class FsckTests: IntegrationTestCase {
         let pid = try XCTUnwrap(fx.lockPID())
         let create = fx.sh("echo new > \(mnt)/victim", timeout: 30)
         XCTAssertFalse(create.succeeded, "the daemon was to die mid-create: \(create)")
-        let deadline = Date().addingTimeInterval(10)
-        while MountFixture.isAlive(pid) && Date() < deadline { usleep(20_000) }
+        waitUntil(deadline: 10) { !MountFixture.isAlive(pid) }
         XCTAssertFalse(MountFixture.isAlive(pid))
         sh("fusermount3 -u -z \(mnt)")
         XCTAssertFalse(FileManager.default.fileExists(atPath: backing("victim")), "a name without a complete file")

@@ -51,6 +51,9 @@ final class KeyLifecycleTests: IntegrationTestCase {
             except OSError as e:
                 errors += 1; first = first or f"{e}"
             ops += 1
+            if ops % 10 == 0:
+                with open(out + ".tmp", "w") as f: f.write(f"{ops}")
+                os.replace(out + ".tmp", out + ".progress")
         with open(out, "w") as f: f.write(f"{ops} {errors} {j} {first}")
         """
 
@@ -96,8 +99,7 @@ final class KeyLifecycleTests: IntegrationTestCase {
         let p = try spawn(MountFixture.binary, ["key", "rotate", vol, "--kms-dir", fx.kms, "--batch-size", "10",
                                                 "--max-rate", "400", "--json"], output: out)
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) }; p.waitUntilExit() }
-        let deadline = Date().addingTimeInterval(60)
-        while rewrappedSoFar() < 50 && p.isRunning && Date() < deadline { usleep(20_000) }
+        waitUntil(deadline: 60) { rewrappedSoFar() >= 50 || !p.isRunning }
         XCTAssertTrue(p.isRunning, "the rotation ended before it was killed: \((try? String(contentsOfFile: out, encoding: .utf8)) ?? "")")
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
@@ -118,13 +120,16 @@ final class KeyLifecycleTests: IntegrationTestCase {
         let stop = fx.root + "/stop", out = fx.root + "/churn.out"
         let churner = try spawn(Shell.python, ["-c", Self.churn, mnt, String(n), stop, out], output: fx.logs + "/churn.log")
         defer { if churner.isRunning { kill(churner.processIdentifier, SIGKILL) }; churner.waitUntilExit() }
-        usleep(300_000)
+        // The churner's operations so far (it reports every 10): it is busy before the rotation
+        // starts and still after it ends, whatever the machine's speed.
+        let churned = { Int((try? String(contentsOfFile: out + ".progress", encoding: .utf8)) ?? "") ?? 0 }
+        XCTAssertTrue(waitUntil(deadline: 60) { churned() >= 20 || !churner.isRunning }, "the churner never got going")
         let r = fx.cmkfs(["key", "rotate", vol, "--kms-dir", fx.kms, "--batch-size", "100", "--json"], timeout: 300)
         XCTAssertTrue(r.succeeded, "rotate: \(r)")
-        usleep(300_000)
+        let afterRotation = churned()
+        XCTAssertTrue(waitUntil(deadline: 60) { churned() >= afterRotation + 20 || !churner.isRunning }, "the churner stalled after the rotation")
         FileManager.default.createFile(atPath: stop, contents: nil)
-        let deadline = Date().addingTimeInterval(30)
-        while churner.isRunning && Date() < deadline { usleep(50_000) }
+        waitUntil(deadline: 30, interval: 0.05) { !churner.isRunning }
         let churn = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: " ", maxSplits: 3).map(String.init)
         XCTAssertEqual(churn.count >= 3 ? churn[1] : "?", "0", "I/O during the rotation: \(churn)")
         let created = Int(churn.count >= 3 ? churn[2] : "0") ?? 0

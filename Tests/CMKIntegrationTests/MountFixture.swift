@@ -137,13 +137,11 @@ final class MountFixture {
         }
         for volume in volumes {
             guard let pid = lockPID(volume), Self.isCmkfsDaemon(pid, volume: volume) else { continue }
-            let deadline = Date().addingTimeInterval(5)
-            while Self.isCmkfsDaemon(pid, volume: volume) && Date() < deadline { usleep(20_000) }
+            waitUntil(deadline: 5) { !Self.isCmkfsDaemon(pid, volume: volume) }
             if Self.isCmkfsDaemon(pid, volume: volume) {
                 problems.append("the daemon \(pid) of \(volume) was still alive after unmount; killed it")
                 kill(pid, SIGKILL)
-                let deadline = Date().addingTimeInterval(10)
-                while Self.isCmkfsDaemon(pid, volume: volume) && Date() < deadline { usleep(20_000) }
+                waitUntil(deadline: 10) { !Self.isCmkfsDaemon(pid, volume: volume) }
             }
         }
         let left = Self.mounts(under: root)

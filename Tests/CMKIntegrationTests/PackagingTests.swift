@@ -164,8 +164,7 @@ final class PackagingTests: IntegrationTestCase {
         XCTAssertTrue(runExec(start, env: env).succeeded)
         let crashed = try XCTUnwrap(fx.lockPID())
         kill(crashed, SIGKILL)
-        let deadline = Date().addingTimeInterval(10)
-        while MountFixture.isAlive(crashed) && Date() < deadline { usleep(20_000) }
+        waitUntil(deadline: 10) { !MountFixture.isAlive(crashed) }
         XCTAssertTrue(fx.isMounted(mnt), "expected the stale mount of the killed daemon")
         r = runExec(stopPost, env: env)
         XCTAssertTrue(r.succeeded, "ExecStopPost failed: \(r)")
@@ -259,8 +258,7 @@ final class PackagingTests: IntegrationTestCase {
     /// Waits until `pid` no longer serves the volume (umount(8) does not wait for the daemon).
     func waitForDaemonExit(_ pid: pid_t?, file: StaticString = #filePath, line: UInt = #line) {
         guard let pid else { return }
-        let deadline = Date().addingTimeInterval(15)
-        while MountFixture.isCmkfsDaemon(pid, volume: vol) && Date() < deadline { usleep(20_000) }
+        waitUntil(deadline: 15) { !MountFixture.isCmkfsDaemon(pid, volume: vol) }
         XCTAssertFalse(MountFixture.isCmkfsDaemon(pid, volume: vol), "the daemon \(pid) outlived umount", file: file, line: line)
     }
 

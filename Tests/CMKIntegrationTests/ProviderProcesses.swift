@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import CMKCrypto
 import CMKSocketKMS
 
 /// A SoftHSM2 token directory of its own: `root/softhsm2.conf` pointing `directories.tokendir`
@@ -34,6 +35,33 @@ struct SoftHSMTokens {
         try (pin + "\n").write(toFile: path, atomically: true, encoding: .utf8)
         chmod(path, 0o600)
     }
+
+    /// `pin` as the provider takes it.
+    func pin(_ s: String = SoftHSMTokens.userPIN) -> SecretBytes { Array(s.utf8).withUnsafeBytes { SecretBytes(copying: $0) } }
+
+    /// The token the in-process PKCS#11 tests share (the contract suite, PKCS11ProviderTests).
+    static let contractToken = "cmkfs-contract"
+    /// A token no test logs in to, so a wrong PIN meets C_Login for real.
+    static let probeToken = "cmkfs-pin-probe"
+
+    /// The token directory of the test process itself, with `contractToken` and `probeToken`,
+    /// made on first use and removed when the process exits. One for the whole process because
+    /// SoftHSM reads SOFTHSM2_CONF once, at the process's one C_Initialize: a second directory
+    /// made later would never be seen.
+    static let inProcess: Result<SoftHSMTokens, any Error> = {
+        let root = "/tmp/cmkfs-hsm-\(UUID().uuidString.prefix(8).lowercased())"
+        do {
+            let t = try SoftHSMTokens(root: root)
+            try t.initToken(contractToken, logDir: root)
+            try t.initToken(probeToken, logDir: root)
+            setenv("SOFTHSM2_CONF", t.config, 1)
+            atexit { if case .success(let t) = SoftHSMTokens.inProcess { try? FileManager.default.removeItem(atPath: t.root) } }
+            return .success(t)
+        } catch {
+            try? FileManager.default.removeItem(atPath: root)
+            return .failure(error)
+        }
+    }()
 }
 
 /// A `cmkfs-kms serve` process started by a test, stopped (or killed) by `stop()` in tearDown.
@@ -71,23 +99,18 @@ final class KMSProcess {
         try? log.close()
         process = p
         let client = SocketKMSProvider(socketPath: socket, timeoutMilliseconds: 1000)
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            guard p.isRunning else { throw FixtureError("cmkfs-kms exited: \(output())") }
-            if FileManager.default.fileExists(atPath: socket) {
-                // A refusing server still answers (with a refusal): that is "ready" too.
-                do { try client.ping(); return } catch {
-                    // A faulty KMS may not answer pings, but it must accept connections: the
-                    // socket file exists from bind(), before listen() (a race under load).
-                    if faults.isEmpty == false, let fd = try? UnixSocket.connect(socket, timeoutMilliseconds: 1000) {
-                        close(fd)
-                        return
-                    }
-                }
-            }
-            usleep(20_000)
+        let ready = waitUntil(deadline: 10) {
+            guard p.isRunning, FileManager.default.fileExists(atPath: socket) else { return !p.isRunning }
+            // A refusing server still answers (with a refusal): that is "ready" too.
+            if (try? client.ping()) != nil { return true }
+            // A faulty KMS may not answer pings, but it must accept connections: the socket
+            // file exists from bind(), before listen() (a race under load).
+            guard faults.isEmpty == false, let fd = try? UnixSocket.connect(socket, timeoutMilliseconds: 1000) else { return false }
+            close(fd)
+            return true
         }
-        throw FixtureError("cmkfs-kms did not become ready on \(socket): \(output())")
+        guard p.isRunning else { throw FixtureError("cmkfs-kms exited: \(output())") }
+        guard ready else { throw FixtureError("cmkfs-kms did not become ready on \(socket): \(output())") }
     }
 
     func output() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
@@ -99,11 +122,9 @@ final class KMSProcess {
     func pause() {
         signal(SIGSTOP)
         guard let pid else { return }
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
-            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
-               stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("T") { return }
-            usleep(1000)
+        waitUntil(deadline: 5, interval: 0.001) {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+            return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("T")
         }
     }
 
@@ -121,8 +142,7 @@ final class KMSProcess {
         guard let p = process, p.isRunning else { return nil }
         signal(SIGCONT)
         signal(SIGTERM)
-        let deadline = Date().addingTimeInterval(5)
-        while p.isRunning && Date() < deadline { usleep(10_000) }
+        waitUntil(deadline: 5, interval: 0.01) { !p.isRunning }
         if p.isRunning {
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()

@@ -81,12 +81,14 @@ final class RekeyTests: IntegrationTestCase {
                 except OSError as e:
                     errors += 1; first = first or str(e)
                 n += 1
+                if n == 20: open(out + ".ready", "w").close()
             os.fsync(fd); os.close(fd)
             open(out, "w").write(f"{n} {errors} {first}")
             """, mnt + "/live", stop, out]
         try app.run()
         defer { if app.isRunning { kill(app.processIdentifier, SIGKILL) }; app.waitUntilExit() }
-        usleep(200_000)
+        XCTAssertTrue(waitUntil(deadline: 60) { FileManager.default.fileExists(atPath: out + ".ready") || !app.isRunning },
+                      "the application never got going")
         for _ in 0..<3 { _ = rekey(["live"]) }
         FileManager.default.createFile(atPath: stop, contents: nil)
         app.waitUntilExit()
@@ -105,8 +107,9 @@ final class RekeyTests: IntegrationTestCase {
         return sh("cd \(plain) && sha256sum f*")
     }
 
-    /// Starts `cmkfs rekey` of the whole volume and returns once a re-encrypted copy exists
-    /// (a file is mid-rekey), or after 1.5 s: the moment the crash tests kill something.
+    /// Starts `cmkfs rekey` of the whole volume and returns once a re-encrypted copy has bytes
+    /// in it (a file is mid-rekey), or the command has ended: the moment the crash tests kill
+    /// something.
     func startRekeyUntilACopyExists() throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: MountFixture.binary)
@@ -114,11 +117,13 @@ final class RekeyTests: IntegrationTestCase {
         p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         p.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try p.run()
-        let deadline = Date().addingTimeInterval(1.5)
-        while Date() < deadline && p.isRunning && ((try? FileManager.default.contentsOfDirectory(atPath: vol + "/rekey")) ?? []).isEmpty {
-            usleep(2_000)
+        let copies = vol + "/rekey"
+        let copying = {
+            ((try? FileManager.default.contentsOfDirectory(atPath: copies)) ?? []).contains { name in
+                ((try? FileManager.default.attributesOfItem(atPath: copies + "/" + name))?[.size] as? NSNumber)?.intValue ?? 0 > 0
+            }
         }
-        usleep(50_000)
+        XCTAssertTrue(waitUntil(deadline: 60, interval: 0.002) { copying() || !p.isRunning }, "the rekey never started a copy")
         return p
     }
 
@@ -174,7 +179,7 @@ final class RekeyTests: IntegrationTestCase {
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) }; p.waitUntilExit() }
         let pid = try XCTUnwrap(fx.lockPID())
         XCTAssertEqual(kill(pid, SIGKILL), 0)
-        while MountFixture.isAlive(pid) { usleep(20_000) }
+        XCTAssertTrue(waitForExit(pid), "the mount outlived SIGKILL")
         p.waitUntilExit()
         sh("fusermount3 -u -z \(mnt)")
         try fx.mount()

@@ -49,8 +49,7 @@ final class SecretsInLogsTests: IntegrationTestCase {
         p.executableURL = URL(fileURLWithPath: Shell.python)
         p.arguments = ["-c", program, socket, path]
         try p.run()
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socket) && Date() < deadline { usleep(20_000) }
+        waitUntil(deadline: 10) { FileManager.default.fileExists(atPath: socket) }
         guard FileManager.default.fileExists(atPath: socket) else { p.terminate(); throw FixtureError("the syslog capture did not start") }
         return p
     }

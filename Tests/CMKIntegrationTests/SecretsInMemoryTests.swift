@@ -92,8 +92,7 @@ final class SecretsInMemoryTests: IntegrationTestCase {
         holder.arguments = [fx.logs + "/holder.py", mnt + "/f", ready, go]
         try holder.run()
         defer { if holder.isRunning { holder.terminate() } }
-        let deadline = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: ready) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        waitUntil(deadline: 20) { FileManager.default.fileExists(atPath: ready) }
 
         // Positive control: the scan finds the DEK while it is in use, and its SecretBytes copy
         // is on a page excluded from core dumps.

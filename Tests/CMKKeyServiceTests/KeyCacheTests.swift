@@ -55,18 +55,30 @@ final class KeyCacheTests: XCTestCase {
         XCTAssertEqual(stats.entries, 1)
     }
 
+    /// Sixteen threads miss one file at once: one load, the others wait for it. The load holds
+    /// until every thread has asked (not for a fixed time), so the misses really overlap.
     func testConcurrentMissesForOneFileLoadOnce() throws {
+        final class Counts: Sendable { let loads = Mutex(0), asked = Mutex(0) }
         let cache = makeCache(CachePolicy())
-        let loads = Mutex(0)
+        let counts = Counts()
         let fileID = id(7), ref = self.ref
-        DispatchQueue.concurrentPerform(iterations: 16) { _ in
-            _ = try? cache.lease(for: fileID) {
-                loads.withLock { $0 += 1 }
-                Thread.sleep(forTimeInterval: 0.05)
-                return (try SecretBytes.random(count: 32), ref)
+        let done = DispatchGroup()
+        for _ in 0..<16 {
+            done.enter()
+            Thread.detachNewThread {
+                counts.asked.withLock { $0 += 1 }
+                _ = try? cache.lease(for: fileID) {
+                    counts.loads.withLock { $0 += 1 }
+                    let deadline = Date().addingTimeInterval(30)
+                    while counts.asked.withLock({ $0 }) < 16 && Date() < deadline { Thread.sleep(forTimeInterval: 0.001) }
+                    return (try SecretBytes.random(count: 32), ref)
+                }
+                done.leave()
             }
         }
-        XCTAssertEqual(loads.withLock { $0 }, 1)
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success, "a lease never returned")
+        XCTAssertEqual(counts.asked.withLock { $0 }, 16)
+        XCTAssertEqual(counts.loads.withLock { $0 }, 1)
     }
 
     func testFailedLoadIsNotCachedAndPropagates() {
