@@ -4,56 +4,25 @@ import CMKCrypto
 import CMKKeys
 import CMKPKCS11
 
-/// The contract against a real SoftHSM2 token, and the PKCS#11 errors that can be produced
-/// in-process. SoftHSM reads SOFTHSM2_CONF once per process (at C_Initialize), so the class
-/// shares one token directory, made in `setUp()` (class) and removed in `tearDown()` (class);
-/// each test uses its own master-key label.
-final class PKCS11ProviderTests: ProviderContractCase {
-    nonisolated(unsafe) static var tokens: SoftHSMTokens?
-    static let token = "cmkfs-contract"
+/// What only the PKCS#11 provider does, against a real SoftHSM2 token (the contract itself is in
+/// ProviderContractTests), and the PKCS#11 errors that can be produced in-process. SoftHSM reads
+/// SOFTHSM2_CONF once per process (at C_Initialize), so these tests use the process's one token
+/// directory (`SoftHSMTokens.inProcess`); each test uses its own master-key label.
+final class PKCS11ProviderTests: ProviderTestCase {
+    static let token = SoftHSMTokens.contractToken
     /// Never logged in by any test, so a wrong PIN meets C_Login for real.
-    static let probeToken = "cmkfs-pin-probe"
-
-    override class func setUp() {
-        super.setUp()
-        let root = "/tmp/cmkfs-hsm-\(UUID().uuidString.prefix(8).lowercased())"
-        do {
-            let t = try SoftHSMTokens(root: root)
-            try t.initToken(token, logDir: root)
-            try t.initToken(probeToken, logDir: root)
-            setenv("SOFTHSM2_CONF", t.config, 1)
-            tokens = t
-        } catch {
-            try? FileManager.default.removeItem(atPath: root)
-            print("[cmkfs-it] SoftHSM token setup failed: \(error)")
-        }
-    }
-
-    override class func tearDown() {
-        if let t = tokens { try? FileManager.default.removeItem(atPath: t.root) }
-        tokens = nil
-        unsetenv("SOFTHSM2_CONF")
-        super.tearDown()
-    }
+    static let probeToken = SoftHSMTokens.probeToken
 
     static func pin(_ s: String = SoftHSMTokens.userPIN) -> SecretBytes { Array(s.utf8).withUnsafeBytes { SecretBytes(copying: $0) } }
 
     override func makeProvider() throws -> any KeyProvider {
-        guard Self.tokens != nil else { throw FixtureError("no SoftHSM token (see the setup message above)") }
+        _ = try SoftHSMTokens.inProcess.get()
         return try PKCS11Provider(modulePath: SoftHSMTokens.module, tokenLabel: Self.token, pin: Self.pin())
     }
 
     var hsm: PKCS11Provider { provider as! PKCS11Provider }
 
     override func newKey() throws -> KeyRef { try hsm.createKey(named: "t-\(UUID().uuidString.prefix(8).lowercased())") }
-
-    func testRoundTrip() throws { try contractRoundTrip() }
-    func testBinding() throws { try contractBinding() }
-    func testDisableAndReenable() throws { try contractDisableAndReenable() }
-    func testVersions() throws { try contractVersions() }
-    func testDestroy() throws { try contractDestroy() }
-    func testUnknownKey() throws { try contractUnknownKey() }
-    func testConcurrentUnwraps() throws { try contractConcurrentUnwraps() }
 
     func testEDEKLayoutAndLabels() throws {
         let key = try newKey()

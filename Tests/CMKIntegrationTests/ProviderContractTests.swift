@@ -5,38 +5,80 @@ import CMKKeys
 import CMKPKCS11
 import CMKSocketKMS
 
-/// The key-provider contract every provider passes against the real thing: the in-process
-/// simulated KMS, a `cmkfs-kms` process over its socket, and a SoftHSM2 token.
-///
-/// The checks live here as `contract…` methods; each provider's subclass runs every one of them
-/// as its own test (XCTest on Linux does not discover inherited test methods).
-class ProviderContractCase: XCTestCase {
-    var provider: (any KeyProvider)!
-    var scratch: String!
+/// The key-provider contract, one parameterised suite: every test runs its check against each
+/// provider for real (`ContractProvider`): the in-process simulated KMS, a `cmkfs-kms` process
+/// over its socket, and a SoftHSM2 token. A failure names the provider it came from. What only
+/// one provider can do is tested beside it (SocketKMSTests, PKCS11ProviderTests).
+final class ProviderContractTests: XCTestCase {
+    func testRoundTrip() { forEachProvider { try $0.roundTrip() } }
+    func testBinding() { forEachProvider { try $0.binding() } }
+    func testDisableAndReenable() { forEachProvider { try $0.disableAndReenable() } }
+    func testVersions() { forEachProvider { try $0.versions() } }
+    func testDestroy() { forEachProvider { try $0.destroy() } }
+    func testUnknownKey() { forEachProvider { try $0.unknownKey() } }
+    func testConcurrentUnwraps() { forEachProvider { try $0.concurrentUnwraps() } }
 
-    let volumeA: [UInt8] = Array(repeating: 0xA1, count: 16)
-    let volumeB: [UInt8] = Array(repeating: 0xB2, count: 16)
-    let file1: [UInt8] = Array(0..<16)
-    let file2: [UInt8] = Array(16..<32)
-
-    /// The provider under test; called in setUp after `scratch` exists.
-    func makeProvider() throws -> any KeyProvider { throw FixtureError("subclass must override makeProvider") }
-
-    /// A new master key for one test (the PKCS#11 token is shared by the class, so names differ).
-    func newKey() throws -> KeyRef { try provider.createKey() }
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        scratch = "/tmp/cmkfs-pc-\(UUID().uuidString.prefix(8).lowercased())"
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
-        provider = try makeProvider()
+    /// Runs `check` against a fresh instance of every provider, each in a scratch directory of
+    /// its own, and stops what it started even when the check fails.
+    func forEachProvider(_ check: (ProviderContract) throws -> Void) {
+        for kind in ContractProvider.allCases {
+            let failuresBefore = testRun?.totalFailureCount ?? 0
+            let scratch = "/tmp/cmkfs-pc-\(UUID().uuidString.prefix(8).lowercased())"
+            do {
+                try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false,
+                                                        attributes: [.posixPermissions: 0o700])
+                defer { try? FileManager.default.removeItem(atPath: scratch) }
+                let (contract, stop) = try kind.start(in: scratch)
+                defer { if let problem = stop() { XCTFail("\(kind.rawValue): \(problem)") } }
+                try check(contract)
+            } catch {
+                XCTFail("\(kind.rawValue): \(error)")
+            }
+            if (testRun?.totalFailureCount ?? 0) > failuresBefore {
+                XCTFail("the failures above came from the \(kind.rawValue)")
+            }
+        }
     }
+}
 
-    override func tearDown() {
-        provider = nil
-        if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
-        super.tearDown()
+/// The providers the contract runs against.
+enum ContractProvider: String, CaseIterable {
+    case embedded = "embedded simulated KMS"
+    case socket = "cmkfs-kms socket KMS"
+    case pkcs11 = "PKCS#11 provider on SoftHSM2"
+
+    /// A fresh provider, with whatever it needs made in `scratch`, and how to stop it (which
+    /// returns a problem, if any).
+    func start(in scratch: String) throws -> (ProviderContract, stop: () -> String?) {
+        switch self {
+        case .embedded:
+            let kms = try SimulatedKMS(directory: scratch + "/kms", create: true)
+            return (ProviderContract(kms), { nil })
+        case .socket:
+            let kms = KMSProcess(socket: scratch + "/kms.sock", state: scratch + "/state", logPath: scratch + "/kms.log")
+            try kms.start()
+            return (ProviderContract(SocketKMSProvider(socketPath: kms.socket, timeoutMilliseconds: 1000)), { kms.stop() })
+        case .pkcs11:
+            let tokens = try SoftHSMTokens.inProcess.get()
+            let hsm = try PKCS11Provider(modulePath: SoftHSMTokens.module, tokenLabel: SoftHSMTokens.contractToken, pin: tokens.pin())
+            // The token is shared by the process: each key gets a label of its own.
+            return (ProviderContract(hsm) { try hsm.createKey(named: "t-\(UUID().uuidString.prefix(8).lowercased())") }, { nil })
+        }
     }
+}
+
+/// What every test of a key provider uses: fixed volume and file ids, fresh DEKs, refusal checks.
+protocol ProviderChecks {
+    var provider: (any KeyProvider)! { get }
+    /// A new master key for one test.
+    func newKey() throws -> KeyRef
+}
+
+extension ProviderChecks {
+    var volumeA: [UInt8] { Array(repeating: 0xA1, count: 16) }
+    var volumeB: [UInt8] { Array(repeating: 0xB2, count: 16) }
+    var file1: [UInt8] { Array(0..<16) }
+    var file2: [UInt8] { Array(16..<32) }
 
     func dek() throws -> SecretBytes { try SecretBytes.random(count: 32) }
 
@@ -60,10 +102,46 @@ class ProviderContractCase: XCTestCase {
     static func isUnwrapFailed(_ e: KeyProviderError) -> Bool { if case .unwrapFailed = e { return true }; return false }
     static func isNotFound(_ e: KeyProviderError) -> Bool { if case .keyNotFound = e { return true }; return false }
     static func isUnavailable(_ e: KeyProviderError) -> Bool { if case .unavailable = e { return true }; return false }
+}
 
-    // MARK: the contract
+/// A provider's own tests (beyond the contract): a fresh provider per test from `makeProvider`,
+/// in a scratch directory removed in tearDown.
+class ProviderTestCase: XCTestCase, ProviderChecks {
+    var provider: (any KeyProvider)!
+    var scratch: String!
 
-    func contractRoundTrip() throws {
+    /// The provider under test; called in setUp after `scratch` exists.
+    func makeProvider() throws -> any KeyProvider { throw FixtureError("subclass must override makeProvider") }
+
+    func newKey() throws -> KeyRef { try provider.createKey() }
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        scratch = "/tmp/cmkfs-pc-\(UUID().uuidString.prefix(8).lowercased())"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        provider = try makeProvider()
+    }
+
+    override func tearDown() {
+        provider = nil
+        if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+        super.tearDown()
+    }
+}
+
+/// The contract's checks against one provider.
+final class ProviderContract: ProviderChecks {
+    let provider: (any KeyProvider)!
+    private let makeKey: () throws -> KeyRef
+
+    init(_ provider: any KeyProvider, newKey: (() throws -> KeyRef)? = nil) {
+        self.provider = provider
+        self.makeKey = newKey ?? { try provider.createKey() }
+    }
+
+    func newKey() throws -> KeyRef { try makeKey() }
+
+    func roundTrip() throws {
         let key = try newKey()
         XCTAssertEqual(key.version, 1)
         XCTAssertEqual(try provider.state(of: key), .enabled)
@@ -78,7 +156,7 @@ class ProviderContractCase: XCTestCase {
         XCTAssertTrue(try provider.unwrap(e2, with: key, context: ctx).constantTimeEquals(d))
     }
 
-    func contractBinding() throws {
+    func binding() throws {
         let key = try newKey()
         let d = try dek()
         let edek = try provider.wrap(d, with: key, context: WrapContext(volumeID: volumeA, fileID: file1))
@@ -102,7 +180,7 @@ class ProviderContractCase: XCTestCase {
         XCTAssertTrue(try provider.unwrap(edek, with: key, context: WrapContext(volumeID: volumeA, fileID: file1)).constantTimeEquals(d))
     }
 
-    func contractDisableAndReenable() throws {
+    func disableAndReenable() throws {
         let key = try newKey()
         let ctx = WrapContext(volumeID: volumeA, fileID: file1)
         let d = try dek()
@@ -116,7 +194,7 @@ class ProviderContractCase: XCTestCase {
         XCTAssertTrue(try provider.unwrap(edek, with: key, context: ctx).constantTimeEquals(d))
     }
 
-    func contractVersions() throws {
+    func versions() throws {
         let v1 = try newKey()
         let v2 = try provider.createVersion(of: v1.keyID)
         XCTAssertEqual(v2, KeyRef(keyID: v1.keyID, version: 2))
@@ -135,7 +213,7 @@ class ProviderContractCase: XCTestCase {
         assertRefused("no version 9", Self.isNotFound) { _ = try provider.state(of: KeyRef(keyID: v1.keyID, version: 9)) }
     }
 
-    func contractDestroy() throws {
+    func destroy() throws {
         let v1 = try newKey()
         let v2 = try provider.createVersion(of: v1.keyID)
         let ctx = WrapContext(volumeID: volumeA, fileID: file1)
@@ -152,7 +230,7 @@ class ProviderContractCase: XCTestCase {
         XCTAssertEqual(try provider.createVersion(of: v1.keyID).version, 3, "a destroyed version's number is never reused")
     }
 
-    func contractUnknownKey() throws {
+    func unknownKey() throws {
         let ghost = KeyRef(keyID: "no-such-key-\(UUID().uuidString.prefix(6).lowercased())", version: 1)
         assertRefused("state of an unknown key", Self.isNotFound) { _ = try provider.state(of: ghost) }
         assertRefused("unwrap under an unknown key", Self.isNotFound) {
@@ -161,7 +239,7 @@ class ProviderContractCase: XCTestCase {
     }
 
     /// The mount calls the provider from many FUSE threads at once.
-    func contractConcurrentUnwraps() throws {
+    func concurrentUnwraps() throws {
         let key = try newKey()
         let contexts = (0..<8).map { i in WrapContext(volumeID: volumeA, fileID: Array(repeating: UInt8(i), count: 16)) }
         var dekList: [SecretBytes] = [], edekList: [[UInt8]] = []
@@ -172,7 +250,7 @@ class ProviderContractCase: XCTestCase {
         }
         let deks = dekList, edeks = edekList
         let failures = ManagedAtomicCounter()
-        let provider = self.provider!
+        let provider: any KeyProvider = self.provider
         DispatchQueue.concurrentPerform(iterations: 8) { t in
             for i in 0..<50 {
                 let n = (t + i) % 8
@@ -195,18 +273,4 @@ final class ManagedAtomicCounter: @unchecked Sendable {
     private var count = 0
     func add() { lock.lock(); count += 1; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return count }
-}
-
-// MARK: the in-process simulated KMS
-
-final class EmbeddedProviderContractTests: ProviderContractCase {
-    override func makeProvider() throws -> any KeyProvider { try SimulatedKMS(directory: scratch + "/kms", create: true) }
-
-    func testRoundTrip() throws { try contractRoundTrip() }
-    func testBinding() throws { try contractBinding() }
-    func testDisableAndReenable() throws { try contractDisableAndReenable() }
-    func testVersions() throws { try contractVersions() }
-    func testDestroy() throws { try contractDestroy() }
-    func testUnknownKey() throws { try contractUnknownKey() }
-    func testConcurrentUnwraps() throws { try contractConcurrentUnwraps() }
 }

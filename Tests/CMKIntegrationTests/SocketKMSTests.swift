@@ -4,9 +4,10 @@ import CMKCrypto
 import CMKKeys
 import CMKSocketKMS
 
-/// The contract against a real `cmkfs-kms serve` process, then what only a KMS across a socket
-/// can do: be killed, stopped, slow, refusing or flaky, and have its keys changed by the customer.
-final class SocketKMSTests: ProviderContractCase {
+/// What only a KMS across a socket can do, against a real `cmkfs-kms serve` process (the contract
+/// itself is in ProviderContractTests): be killed, stopped, slow, refusing or flaky, and have its
+/// keys changed by the customer.
+final class SocketKMSTests: ProviderTestCase {
     var kms: KMSProcess!
 
     override func makeProvider() throws -> any KeyProvider {
@@ -22,14 +23,6 @@ final class SocketKMSTests: ProviderContractCase {
     }
 
     var client: SocketKMSProvider { provider as! SocketKMSProvider }
-
-    func testRoundTrip() throws { try contractRoundTrip() }
-    func testBinding() throws { try contractBinding() }
-    func testDisableAndReenable() throws { try contractDisableAndReenable() }
-    func testVersions() throws { try contractVersions() }
-    func testDestroy() throws { try contractDestroy() }
-    func testUnknownKey() throws { try contractUnknownKey() }
-    func testConcurrentUnwraps() throws { try contractConcurrentUnwraps() }
 
     // MARK: the socket itself
 
