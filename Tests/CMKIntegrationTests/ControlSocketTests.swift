@@ -3,8 +3,9 @@ import XCTest
 
 /// The control socket under clients that connect and say nothing, and a mounted rekey against a
 /// slow KMS: neither may hold up the kill switch or the file's readers.
-final class ControlSocketTests: IntegrationTestCase {
-    var kms: KMSProcess?
+final class ControlSocketTests: SocketKMSTestCase {
+    /// This class's tests mount in setUp (the embedded volume) and add a KMS where they need one.
+    override var mountsInSetUp: Bool { true }
     var idle: Process?
     /// The idle clients' stdin: they stay connected until it closes.
     var idleHold: Pipe?
@@ -12,10 +13,7 @@ final class ControlSocketTests: IntegrationTestCase {
     override func tearDown() {
         if let idle, idle.isRunning { idle.terminate(); idle.waitUntilExit() }
         idleHold = nil
-        let kms = self.kms
         super.tearDown()
-        if let problem = kms?.stop() { XCTFail(problem) }
-        self.kms = nil
     }
 
     /// Connects `count` clients to `socket` that never send a byte and stay until the test

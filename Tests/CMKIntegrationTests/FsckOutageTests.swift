@@ -5,19 +5,8 @@ import XCTest
 /// (`--fail-fraction`, an injected `unavailable` answer): an outage is never taken for a bad
 /// file. Healthy files stay where they are, and files the KMS could not answer for are reported
 /// with exit 16.
-final class FsckOutageTests: IntegrationTestCase {
-    override var mountsInSetUp: Bool { false }
-
-    var kms: KMSProcess?
-    var pvol: String { fx.root + "/pvol" }
+final class FsckOutageTests: SocketKMSTestCase {
     static let fileCount = 22
-
-    override func tearDown() {
-        let kms = self.kms
-        super.tearDown()
-        if let problem = kms?.stop() { XCTFail(problem) }
-        self.kms = nil
-    }
 
     func cmkfs(_ arguments: [String], timeout: TimeInterval = 120) -> ShellResult {
         Shell.run("/usr/bin/setsid", ["-w", MountFixture.binary] + arguments, timeout: timeout, logDir: fx.logs,

@@ -5,18 +5,7 @@ import XCTest
 /// through cmkfs), or the KMS gone past the lease's maximum lifetime. Pages the kernel already
 /// cached for a file held open must stop being served too: a reader gets an error, a mapped
 /// reader SIGBUS.
-final class KillSwitchTests: IntegrationTestCase {
-    override var mountsInSetUp: Bool { false }
-
-    var kms: KMSProcess?
-    var pvol: String { fx.root + "/pvol" }
-
-    override func tearDown() {
-        let kms = self.kms
-        super.tearDown()
-        if let problem = kms?.stop() { XCTFail(problem) }
-        self.kms = nil
-    }
+final class KillSwitchTests: SocketKMSTestCase {
 
     /// A socket-KMS volume mounted with `mountArgs`; returns the KMS and the master key id.
     func mountOnSocketKMS(_ mountArgs: [String]) throws -> (KMSProcess, String) {

@@ -8,19 +8,7 @@ import XCTest
 /// The fixture's embedded volume is left alone; each test makes `root/pvol` on its provider.
 /// The `cmkfs-kms` process is stopped and the token directory (under the fixture root) removed
 /// in tearDown.
-final class ProviderMountTests: IntegrationTestCase {
-    override var mountsInSetUp: Bool { false }
-
-    var kms: KMSProcess?
-    var pvol: String { fx.root + "/pvol" }
-
-    override func tearDown() {
-        // Unmount first (the fixture's cleanup), then stop the KMS the mount was using.
-        let kms = self.kms
-        super.tearDown()
-        if let problem = kms?.stop() { XCTFail(problem) }
-        self.kms = nil
-    }
+final class ProviderMountTests: SocketKMSTestCase {
 
     /// Runs cmkfs with extra environment variables, detached from any terminal (so a missing
     /// PIN can never turn into a prompt that waits).

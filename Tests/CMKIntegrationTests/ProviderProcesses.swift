@@ -157,3 +157,20 @@ final class KMSProcess {
         Shell.run(Self.binary, ["key"] + args + ["--state", state], timeout: 30, logDir: logDir)
     }
 }
+
+/// Base of the tests whose volume lives on a `cmkfs-kms` process they start: the KMS is
+/// stopped after the fixture has unmounted everything (a mount still using it would otherwise
+/// see it vanish), and a KMS that does not stop fails the test.
+class SocketKMSTestCase: IntegrationTestCase {
+    override var mountsInSetUp: Bool { false }
+
+    var kms: KMSProcess?
+    var pvol: String { fx.root + "/pvol" }
+
+    override func tearDown() {
+        let kms = self.kms
+        super.tearDown()
+        if let problem = kms?.stop() { XCTFail(problem) }
+        self.kms = nil
+    }
+}
