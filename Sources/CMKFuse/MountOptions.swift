@@ -55,7 +55,4 @@ public struct MountOptions: Equatable, Sendable {
         }
         return out
     }
-
-    /// Whether the mount is read-only (the last of `ro`/`rw` wins, as with mount(8)).
-    public var readOnly: Bool { kernel.last(where: { $0 == "ro" || $0 == "rw" }) == "ro" }
 }
