@@ -153,10 +153,10 @@ final class KeyCacheTests: XCTestCase {
         let seen = Mutex<[[UInt8]]>([])
         cache.onDrop { leases in seen.withLock { $0 += leases.map(\.fileID) } }
         _ = try cache.lease(for: id(1)) { (try SecretBytes.random(count: 32), ref) }
-        provider.lock.lock(); provider.answer = .success(.disabled); provider.lock.unlock()
+        provider.lock.withLock { provider.answer = .success(.disabled) }
         cache.renew()
         XCTAssertEqual(seen.withLock { $0 }, [id(1)], "renewal refused")
-        provider.lock.lock(); provider.answer = .failure(.unavailable("down")); provider.lock.unlock()
+        provider.lock.withLock { provider.answer = .failure(.unavailable("down")) }
         _ = try cache.lease(for: id(2)) { (try SecretBytes.random(count: 32), ref) }
         cache.renew()
         clock.advance(11)
