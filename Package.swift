@@ -41,6 +41,8 @@ let package = Package(
         .target(name: "CMKHTTP", dependencies: ["CCurl", "CMKCrypto"]),
         // The simulated KMS over a Unix socket: wire format, client provider, server.
         .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys"]),
+        // The AWS KMS provider: Signature Version 4, the credential chain, the KMS JSON API.
+        .target(name: "CMKAWSKMS", dependencies: ["COpenSSL", "CMKCrypto", "CMKKeys"]),
         // The DEK cache: TTLs, capacity, leasing with background renewal, flushes.
         .target(name: "CMKKeyService", dependencies: ["CMKCrypto", "CMKKeys"]),
         // The tamper-evident audit log: record format, MAC chain, segments, checkpoints, verifier.
@@ -76,6 +78,7 @@ let package = Package(
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
         .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),
+        .testTarget(name: "CMKAWSKMSTests", dependencies: ["CMKAWSKMS", "CMKCrypto"]),
         .testTarget(name: "CMKKeyServiceTests", dependencies: ["CMKKeyService", "CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKAuditTests", dependencies: ["CMKAudit", "CMKCrypto"]),
         .testTarget(name: "CMKMetadataTests", dependencies: ["CMKMetadata"]),

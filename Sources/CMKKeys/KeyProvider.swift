@@ -63,6 +63,11 @@ public protocol KeyProvider: Sendable {
     /// Changes the state of `key`: enable, disable, or destroy (irreversible).
     func setState(_ state: ProviderKeyState, of key: KeyRef) throws(KeyProviderError)
 
+    /// Whether each master-key version is a key of its own in the provider, disabled and destroyed
+    /// apart from the others. False where versions are labels over one provider key (AWS KMS):
+    /// `key purge` then retires a version in the volume without touching the provider's key.
+    var versionsAreSeparateKeys: Bool { get }
+
     /// Where this provider keeps a volume's audit anchor (for messages), or nil if it keeps none.
     func anchorPlace(volumeID: [UInt8]) -> String?
     /// The audit anchor of a volume (opaque bytes, MACed by the writer), or nil if none yet.
@@ -73,6 +78,7 @@ public protocol KeyProvider: Sendable {
 }
 
 extension KeyProvider {
+    public var versionsAreSeparateKeys: Bool { true }
     public func anchorPlace(volumeID: [UInt8]) -> String? { nil }
     public func auditAnchor(volumeID: [UInt8]) throws(KeyProviderError) -> [UInt8]? { nil }
     public func setAuditAnchor(_ anchor: [UInt8], seq: UInt64, volumeID: [UInt8]) throws(KeyProviderError) {}

@@ -37,6 +37,7 @@ public struct RetryingProvider: KeyProvider {
     }
 
     public var kind: String { base.kind }
+    public var versionsAreSeparateKeys: Bool { base.versionsAreSeparateKeys }
 
     public func createKey() throws(KeyProviderError) -> KeyRef { try base.createKey() }
 
