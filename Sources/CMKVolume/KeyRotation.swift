@@ -227,7 +227,7 @@ extension KeyAdmin {
         enum Outcome: Sendable { case wrapped([UInt8]), bad, abort(KeyProviderError) }
         let results = Mutex([Outcome](repeating: .bad, count: batch.count))
         let provider = self.provider
-        let workers = min(batch.count, provider.kind == "embedded" ? ProcessInfo.processInfo.activeProcessorCount : 8)
+        let workers = min(batch.count, (ProviderRegistry.kind(named: config.provider.kind)?.rotationParallelism ?? .fixed(8)).workers)
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for i in stride(from: worker, to: batch.count, by: workers) {
                 let item = batch[i]

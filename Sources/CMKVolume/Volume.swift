@@ -4,8 +4,6 @@ import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
-import CMKPKCS11
-import CMKSocketKMS
 
 /// An opened volume: its directory, configuration, metadata database and key provider.
 ///
@@ -155,52 +153,9 @@ public final class Volume: Sendable {
         try readConfig(absolute(path)).provider
     }
 
-    /// The socket KMS client's connect and I/O timeout: `CMKFS_KMS_TIMEOUT_MS`, default 5000.
-    static var socketTimeoutMilliseconds: Int {
-        ProcessInfo.processInfo.environment["CMKFS_KMS_TIMEOUT_MS"].flatMap(Int.init).map { max(50, $0) } ?? 5000
-    }
-
     static func makeProvider(_ config: ProviderConfig, create: Bool, volume: String,
                              pin: SecretBytes? = nil) throws(CMKError) -> any KeyProvider {
-        switch config.kind {
-        case "embedded":
-            let dir = config.kmsDir ?? SimulatedKMS.defaultDirectory
-            let kms: SimulatedKMS
-            do { kms = try SimulatedKMS(directory: dir, create: create) } catch {
-                var refused = CMKError(.keyUnavailable, "\(error) (needed by \(volume))",
-                                       hint: "restore the keystore directory, or pass --kms-dir with the directory that holds key \(config.keyID)")
-                refused.reason = "missing"
-                throw refused
-            }
-            let warnings: [String]
-            do { warnings = try KeystoreModes.check(dir) } catch {
-                throw CMKError(.keyUnavailable, "refusing \(error.description)", hint: error.fix)
-            }
-            for warning in warnings { warn(warning) }
-            if KeystorePlacement.isInside(dir, volume) {
-                warn("the KMS keystore \(dir) is inside the volume it protects: every copy of the volume carries its master key; move the keystore out and pass --kms-dir (cmkfs fsck reports it as keystore-in-volume)")
-            }
-            return kms
-        case "socket":
-            guard let socket = config.kmsSocket else {
-                throw CMKError(.notAVolume, "\(volume) uses the socket KMS but records no kms_socket")
-            }
-            return SocketKMSProvider(socketPath: socket, timeoutMilliseconds: socketTimeoutMilliseconds)
-        case "pkcs11":
-            guard let module = config.pkcs11Module, let token = config.tokenLabel else {
-                throw CMKError(.notAVolume, "\(volume) uses PKCS#11 but records no pkcs11_module or token_label")
-            }
-            guard let pin else {
-                throw CMKError(.keyUnavailable, "the PIN of PKCS#11 token '\(token)' is needed for \(volume)",
-                               hint: "give it with --pin-file FILE, the CMKFS_PKCS11_PIN environment variable, or at the terminal prompt")
-            }
-            do { return try PKCS11Provider(modulePath: module, tokenLabel: token, pin: pin) } catch {
-                throw CMKError(.keyUnavailable, error.message, hint: error.hint)
-            }
-        default:
-            throw CMKError(.unsupportedFormat, "\(volume) uses key provider '\(config.kind)', which this cmkfs does not know",
-                           hint: "upgrade cmkfs")
-        }
+        try ProviderRegistry.makeProvider(config, create: create, volume: volume, secret: pin)
     }
 }
 

@@ -89,17 +89,14 @@ public struct CMKError: Error, CustomStringConvertible {
     }
 
     static func provider(_ error: KeyProviderError, volume: String, config: ProviderConfig) -> CMKError {
-        let place: String
-        switch config.kind {
-        case "socket": place = "the KMS at \(config.kmsSocket ?? "?")"
-        case "pkcs11": place = "PKCS#11 token '\(config.tokenLabel ?? "?")'"
-        default: place = config.kmsDir.map { "the KMS keystore \($0)" } ?? "the \(config.kind) key provider"
-        }
+        let kind = ProviderRegistry.kind(named: config.kind)
+        let place = (kind?.place ?? ProviderKind.unknownPlace)(config)
+        let hints = (kind?.hints ?? ProviderKind.unknownHints)(config)
         var result: CMKError
         switch error {
         case .keyNotFound:
             result = CMKError(.keyUnavailable, "\(place) has no master key \(config.keyID) for \(volume)",
-                              hint: hints(config).notFound)
+                              hint: hints.notFound)
             result.reason = "missing"
         case .unwrapFailed:
             result = CMKError(.keyUnavailable, "\(place) holds a different master key \(config.keyID) than the one \(volume) was made with",
@@ -107,7 +104,7 @@ public struct CMKError: Error, CustomStringConvertible {
             result.reason = "wrong-key"
         case .keyDisabled:
             result = CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) is disabled in \(place)",
-                              hint: hints(config).disabled)
+                              hint: hints.disabled)
             result.reason = "disabled"
         case .keyDestroyed:
             result = CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) was destroyed; its data cannot be decrypted")
@@ -115,26 +112,9 @@ public struct CMKError: Error, CustomStringConvertible {
         case .unavailable(let why), .corrupt(let why):
             // The socket client's messages already name the KMS ("the KMS at PATH is …").
             result = CMKError(.keyUnavailable, why.hasPrefix(place) ? why : "\(place) is unavailable: \(why)",
-                              hint: hints(config).unavailable)
+                              hint: hints.unavailable)
             result.reason = "unreachable"
         }
         return result
-    }
-
-    /// What to do, per provider kind: key not found, key disabled, provider unavailable.
-    private static func hints(_ config: ProviderConfig) -> (notFound: String, disabled: String, unavailable: String?) {
-        switch config.kind {
-        case "socket":
-            return ("list the KMS's keys with: cmkfs-kms key list --state DIR",
-                    "the key owner must enable it: cmkfs-kms key enable \(config.keyID) --state DIR",
-                    "start the KMS: cmkfs-kms serve --socket \(config.kmsSocket ?? "PATH") --state DIR")
-        case "pkcs11":
-            return ("check that token '\(config.tokenLabel ?? "?")' holds a secret key labelled \(config.keyID).v1 (pkcs11-tool --list-objects)",
-                    "the HSM administrator must allow encrypt/decrypt on key \(config.keyID) again",
-                    "check the HSM and its PKCS#11 module \(config.pkcs11Module ?? "")")
-        default:
-            return ("restore the keystore, or pass --kms-dir with the keystore that holds \(config.keyID)",
-                    "the key owner must enable it again", nil)
-        }
     }
 }

@@ -10,7 +10,7 @@ extension Volume {
     /// embedded simulated KMS at `kmsDir`. On any failure nothing is left behind in `path`.
     public static func initialize(at path: String, kmsDir: String, blockSize: Int = BlockLayout.defaultBlockSize,
                                   plaintextNames: Bool = false) throws(CMKError) -> Volume {
-        try initialize(at: path, provider: ProviderConfig(kind: "embedded", keyID: "", kmsDir: absolute(kmsDir)), blockSize: blockSize,
+        try initialize(at: path, provider: ProviderConfig(kind: ProviderKind.embedded.name, keyID: "", kmsDir: absolute(kmsDir)), blockSize: blockSize,
                        plaintextNames: plaintextNames)
     }
 
@@ -22,10 +22,7 @@ extension Volume {
     public static func initialize(at path: String, provider providerConfig: ProviderConfig, pin: SecretBytes? = nil,
                                   blockSize: Int = BlockLayout.defaultBlockSize, plaintextNames: Bool = false) throws(CMKError) -> Volume {
         let path = absolute(path)
-        if providerConfig.kind == "embedded", let kmsDir = providerConfig.kmsDir, KeystorePlacement.isInside(kmsDir, path) {
-            throw CMKError(.refused, "the KMS keystore \(kmsDir) would be inside the volume \(path) it protects: every copy of the volume would carry its master key",
-                           hint: "keep the keystore outside the volume, e.g. --kms-dir /var/lib/cmkfs/kms")
-        }
+        try ProviderRegistry.kind(named: providerConfig.kind)?.refuseAtInit?(providerConfig, path)
         let fm = FileManager.default
         var isDir: ObjCBool = false
         var createdDirectory = false

@@ -61,9 +61,7 @@ struct AuditCommand: ParsableCommand {
 
         func run() {
             reporting { () throws(CMKError) in
-                let recorded = try? Volume.recordedProvider(at: volume)
-                let pin = recorded?.kind == "pkcs11"
-                    ? try PINSource.read(pinFile: pinFile, promptAtTerminal: false, token: recorded?.tokenLabel ?? "?") : nil
+                let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: false)
                 let v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin)
                 let key = try v.auditKey()
                 // The anchor and the checkpoint first: records written after these reads cannot
@@ -136,9 +134,7 @@ struct AuditCommand: ParsableCommand {
         /// note on stderr when it cannot be had: paths then show as `(sealed)`.
         func pathSeal(_ volume: String) throws(CMKError) -> AuditPathSeal? {
             do throws(CMKError) {
-                let recorded = try? Volume.recordedProvider(at: volume)
-                let pin = recorded?.kind == "pkcs11"
-                    ? try PINSource.read(pinFile: pinFile, promptAtTerminal: false, token: recorded?.tokenLabel ?? "?") : nil
+                let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: false)
                 let key = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin).auditKey()
                 do { return try AuditPathSeal(auditKey: key) } catch { throw CMKError(.internalError, "cannot derive the path key: \(error)") }
             } catch {

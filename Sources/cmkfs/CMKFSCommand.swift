@@ -30,6 +30,3 @@ func fail(_ error: CMKError) -> Never {
 func reporting(_ body: () throws(CMKError) -> Void) {
     do { try body() } catch { fail(error) }
 }
-
-/// The keystore directory the embedded KMS uses when `--kms-dir` is not given.
-let defaultKMSDir = ProcessInfo.processInfo.environment["CMKFS_KMS_DIR"] ?? "/var/lib/cmkfs/kms"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMKCrypto
 import CMKFormat
 import CMKVolume
 
@@ -9,10 +10,7 @@ struct InitCommand: ParsableCommand {
         discussion: """
         VOLUME must be missing or an empty directory. The master key is kept in the key provider, \
         never in the volume, so copying the volume does not copy the key.
-          --kms embedded (default): keystore directory --kms-dir (default /var/lib/cmkfs/kms or $CMKFS_KMS_DIR).
-          --kms socket: a cmkfs-kms process at --kms-socket PATH; --key-id ID uses an existing key.
-          --kms pkcs11: --pkcs11-module PATH --token LABEL, PIN from --pin-file FILE, $CMKFS_PKCS11_PIN \
-        or the terminal; --key-label NAME names (or reuses) the master key.
+        \(ProviderRegistry.kinds.map { "  " + $0.initHelp }.joined(separator: "\n"))
         File and directory names and symlink targets are encrypted under a name key wrapped by the \
         master key; --plaintext-names (debugging only) leaves them in clear.
 
@@ -20,35 +18,18 @@ struct InitCommand: ParsableCommand {
         """
     )
 
-    @Argument(help: "The directory to hold the ciphertext, metadata database and audit log.")
-    var volume: String
+    /// The volume and the provider flags, parsed by `ProviderArguments` (their flags come
+    /// from the provider registry, which ArgumentParser cannot know at compile time).
+    @Argument(parsing: .allUnrecognized,
+              help: ArgumentHelp("The directory to hold the ciphertext, metadata database and audit log, and the chosen provider's flags:",
+                                 discussion: ProviderArguments.help, valueName: "volume"))
+    var arguments: [String] = []
 
     @Flag(help: "Print one JSON object (volume, volume_id, key_id, key_version, provider, names) instead of text.")
     var json = false
 
-    @Option(help: "The key provider: embedded, socket or pkcs11.")
-    var kms: String = "embedded"
-
-    @Option(name: .customLong("kms-dir"), help: "embedded: the KMS keystore directory (default \(defaultKMSDir)).")
-    var kmsDir: String?
-
-    @Option(name: .customLong("kms-socket"), help: "socket: the cmkfs-kms socket path.")
-    var kmsSocket: String?
-
-    @Option(name: .customLong("key-id"), help: "socket: use this existing master key instead of creating one.")
-    var keyID: String?
-
-    @Option(name: .customLong("pkcs11-module"), help: "pkcs11: the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).")
-    var pkcs11Module: String?
-
-    @Option(help: "pkcs11: the token label.")
-    var token: String?
-
-    @Option(name: .customLong("pin-file"), help: "pkcs11: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
-    var pinFile: String?
-
-    @Option(name: .customLong("key-label"), help: "pkcs11: the master key's label stem (objects <label>.v<N>); reused if present.")
-    var keyLabel: String?
+    @Option(help: ArgumentHelp("The key provider: \(ProviderRegistry.namesListed)."))
+    var kms: String = ProviderRegistry.defaultKind.name
 
     @Option(name: .customLong("block-size"), help: "Plaintext bytes per encrypted block (power of two, 512…1048576).")
     var blockSize: Int = BlockLayout.defaultBlockSize
@@ -58,45 +39,35 @@ struct InitCommand: ParsableCommand {
     var plaintextNames = false
 
     func validate() throws {
+        let given = try ProviderArguments.parse(arguments)
         guard blockSize >= 512, blockSize <= 1 << 20, blockSize.nonzeroBitCount == 1 else {
             throw ValidationError("--block-size must be a power of two from 512 to 1048576")
         }
+        guard let kind = ProviderRegistry.kind(named: kms) else {
+            throw ValidationError("--kms must be \(ProviderRegistry.namesListed)")
+        }
         // A flag of a provider not chosen is a mistake, never ignored: `--kms-socket S` without
         // `--kms socket` used to make an embedded volume, the opposite of what was meant.
-        let owners: [(flag: String, given: Bool, kind: String)] = [
-            ("--kms-dir", kmsDir != nil, "embedded"), ("--kms-socket", kmsSocket != nil, "socket"), ("--key-id", keyID != nil, "socket"),
-            ("--pkcs11-module", pkcs11Module != nil, "pkcs11"), ("--token", token != nil, "pkcs11"),
-            ("--pin-file", pinFile != nil, "pkcs11"), ("--key-label", keyLabel != nil, "pkcs11"),
-        ]
-        for owner in owners where owner.given && owner.kind != kms && ["embedded", "socket", "pkcs11"].contains(kms) {
-            fail(CMKError(.usage, "\(owner.flag) is a flag of the \(owner.kind) provider, but the volume would use the \(kms) provider",
-                          hint: kms == "embedded" && kmsDir == nil ? "add --kms \(owner.kind) (the default is embedded)" : "drop \(owner.flag), or choose --kms \(owner.kind)"))
+        let defaulted = kms == ProviderRegistry.defaultKind.name && !ProviderRegistry.defaultKind.flags.contains { given.values[$0.name] != nil }
+        for (flag, owners) in ProviderRegistry.flags where given.values[flag.name] != nil && !owners.contains(kms) {
+            let owner = owners.joined(separator: " or ")
+            fail(CMKError(.usage, "\(flag.name) is a flag of the \(owner) provider, but the volume would use the \(kms) provider",
+                          hint: defaulted ? "add --kms \(owners[0]) (the default is \(kms))" : "drop \(flag.name), or choose --kms \(owners[0])"))
         }
-        switch kms {
-        case "embedded": break
-        case "socket":
-            guard kmsSocket != nil else { throw ValidationError("--kms socket needs --kms-socket PATH") }
-        case "pkcs11":
-            guard pkcs11Module != nil, token != nil else { throw ValidationError("--kms pkcs11 needs --pkcs11-module PATH and --token LABEL") }
-        default:
-            throw ValidationError("--kms must be embedded, socket or pkcs11")
-        }
+        if let problem = kind.problem(withFlags: given.values) { throw ValidationError(problem) }
     }
 
     func run() {
         reporting { () throws(CMKError) in
-            let v: Volume
-            switch kms {
-            case "socket":
-                v = try Volume.initialize(at: volume, provider: ProviderConfig(kind: "socket", keyID: keyID ?? "", kmsSocket: absolute(kmsSocket!)),
-                                          blockSize: blockSize, plaintextNames: plaintextNames)
-            case "pkcs11":
-                let pin = try PINSource.read(pinFile: pinFile, promptAtTerminal: true, token: token!)
-                let config = ProviderConfig(kind: "pkcs11", keyID: keyLabel ?? "", pkcs11Module: pkcs11Module!, tokenLabel: token!)
-                v = try Volume.initialize(at: volume, provider: config, pin: pin, blockSize: blockSize, plaintextNames: plaintextNames)
-            default:
-                v = try Volume.initialize(at: volume, kmsDir: kmsDir ?? defaultKMSDir, blockSize: blockSize, plaintextNames: plaintextNames)
+            guard let given = try? ProviderArguments.parse(arguments), let kind = ProviderRegistry.kind(named: kms) else {
+                throw CMKError(.usage, "invalid arguments")  // validate() refused them already
             }
+            let (config, secretFile) = kind.config(fromFlags: given.values)
+            var secret: SecretBytes?
+            if let wanted = kind.secret {
+                secret = try PINSource.read(pinFile: secretFile, promptAtTerminal: true, secret: wanted, config: config)
+            }
+            let v = try Volume.initialize(at: given.volume, provider: config, pin: secret, blockSize: blockSize, plaintextNames: plaintextNames)
             if json {
                 printJSON(Created(volume: v.path, volumeID: v.config.volumeID, keyID: v.activeKey.keyID, keyVersion: v.activeKey.version,
                                   provider: v.config.provider.kind, names: v.encryptsNames ? "encrypted" : "plaintext"))
@@ -104,7 +75,7 @@ struct InitCommand: ParsableCommand {
             }
             print("created volume \(v.path)")
             print("  volume id:  \(v.config.volumeID)")
-            print("  master key: \(v.activeKey) in \(where_(v.config.provider))")
+            print("  master key: \(v.activeKey) in \(kind.describe(v.config.provider))")
             print("  names:      " + (v.encryptsNames ? "encrypted (AES-256-SIV)" : "IN CLEAR (--plaintext-names: for debugging only)"))
             print("mount it with: cmkfs mount \(v.path) MOUNTPOINT")
         }
@@ -118,14 +89,6 @@ struct InitCommand: ParsableCommand {
         var provider, names: String
         enum CodingKeys: String, CodingKey {
             case format, volume, volumeID = "volume_id", keyID = "key_id", keyVersion = "key_version", provider, names
-        }
-    }
-
-    private func where_(_ p: ProviderConfig) -> String {
-        switch p.kind {
-        case "socket": return "the KMS at \(p.kmsSocket ?? "?")"
-        case "pkcs11": return "PKCS#11 token '\(p.tokenLabel ?? "?")' (\(p.pkcs11Module ?? "?"))"
-        default: return "the embedded KMS at \(p.kmsDir ?? "?")"
         }
     }
 }

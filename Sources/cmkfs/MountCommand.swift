@@ -112,8 +112,7 @@ struct MountCommand: ParsableCommand {
             defer { close(pinFD) }
             return PINSource.fromDescriptor(pinFD)
         }
-        guard let recorded = try? Volume.recordedProvider(at: volume), recorded.kind == "pkcs11" else { return nil }
-        return try PINSource.read(pinFile: pinFile, promptAtTerminal: true, token: recorded.tokenLabel ?? "?")
+        return try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: true)
     }
 
     /// Checks everything a person could get wrong before any process is started.

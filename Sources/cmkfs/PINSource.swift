@@ -2,28 +2,27 @@ import Foundation
 import CMKCrypto
 import CMKVolume
 
-/// Where a PKCS#11 user PIN comes from, in order: `--pin-file FILE`, the `CMKFS_PKCS11_PIN`
-/// environment variable, the terminal (echo off). Never argv, never stored in the volume; the
+/// Where a provider's run-time secret (a PKCS#11 user PIN) comes from, in order: `--pin-file
+/// FILE`, the kind's environment variable (`CMKFS_PKCS11_PIN`), the terminal (echo off). Never argv, never stored in the volume; the
 /// mount daemon gets it from `cmkfs mount` through an inherited pipe (`--pin-fd`).
 enum PINSource {
-    static let environmentVariable = "CMKFS_PKCS11_PIN"
-
-    /// The PIN, or nil when no source has one (`promptAtTerminal` false, or no terminal).
-    static func read(pinFile: String?, promptAtTerminal: Bool, token: String) throws(CMKError) -> SecretBytes? {
+    /// The secret, or nil when no source has one (`promptAtTerminal` false, or no terminal).
+    static func read(pinFile: String?, promptAtTerminal: Bool, secret: ProviderSecret, config: ProviderConfig) throws(CMKError) -> SecretBytes? {
         if let pinFile { return try fromFile(pinFile) }
-        if let value = ProcessInfo.processInfo.environment[environmentVariable], !value.isEmpty {
+        if let value = ProcessInfo.processInfo.environment[secret.environmentVariable], !value.isEmpty {
             // Taken out of the environment at once, so no child (the mount daemon, which lives
             // for days) inherits it where /proc/PID/environ would show it.
-            unsetenv(environmentVariable)
+            unsetenv(secret.environmentVariable)
             return Array(value.utf8).withUnsafeBytes { SecretBytes(copying: $0) }
         }
-        return promptAtTerminal ? fromTerminal(prompt: "PIN for PKCS#11 token '\(token)': ") : nil
+        return promptAtTerminal ? fromTerminal(prompt: secret.prompt(config)) : nil
     }
 
-    /// The PIN for `volume` when its recorded provider is PKCS#11; nil for the other providers.
+    /// The secret for `volume` when its recorded provider kind needs one; nil for the others.
     static func forVolume(_ volume: String, pinFile: String?, promptAtTerminal: Bool) throws(CMKError) -> SecretBytes? {
-        guard let recorded = try? Volume.recordedProvider(at: volume), recorded.kind == "pkcs11" else { return nil }
-        return try read(pinFile: pinFile, promptAtTerminal: promptAtTerminal, token: recorded.tokenLabel ?? "?")
+        guard let recorded = try? Volume.recordedProvider(at: volume),
+              let secret = ProviderRegistry.kind(named: recorded.kind)?.secret else { return nil }
+        return try read(pinFile: pinFile, promptAtTerminal: promptAtTerminal, secret: secret, config: recorded)
     }
 
     /// Everything up to the first newline of `path` (the usual PIN-file shape).

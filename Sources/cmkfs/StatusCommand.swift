@@ -23,9 +23,7 @@ struct StatusCommand: ParsableCommand {
 
     func run() {
         reporting { () throws(CMKError) in
-            let recorded = try? Volume.recordedProvider(at: volume)
-            let pin = recorded?.kind == "pkcs11"
-                ? try PINSource.read(pinFile: pinFile, promptAtTerminal: false, token: recorded?.tokenLabel ?? "?") : nil
+            let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: false)
             ControlClient.settle(volume: volume)
             let s = try VolumeStatus.of(volume, kmsDir: kmsDir, pin: pin)
             if json {
@@ -38,8 +36,7 @@ struct StatusCommand: ParsableCommand {
             print("volume:        \(s.volume)")
             print("volume id:     \(s.volumeID)")
             print("format:        \(s.format) (block size \(s.blockSize), names \(s.names))")
-            print("key provider:  \(s.provider.kind)" + ((s.provider.kmsDir ?? s.provider.kmsSocket).map { " at \($0)" } ?? "")
-                  + (s.provider.tokenLabel.map { " token '\($0)' via \(s.provider.pkcs11Module ?? "?")" } ?? ""))
+            print("key provider:  \(s.provider.kind)" + (ProviderRegistry.kind(named: s.provider.kind)?.describeForStatus(s.provider) ?? ""))
             print("master key:    \(s.provider.keyID), active version \(s.activeKeyVersion.map(String.init) ?? "none")")
             for v in s.keyVersions { print("  version \(v.version): \(v.state), \(v.edeks) EDEKs") }
             print("key check:     \(s.keyCheck)")

@@ -1,0 +1,42 @@
+import CMKPKCS11
+
+extension ProviderKind {
+    /// An HSM token through its PKCS#11 module; the user PIN is needed at every open.
+    public static let pkcs11 = ProviderKind(
+        name: "pkcs11",
+        initHelp: "--kms pkcs11: --pkcs11-module PATH --token LABEL, PIN from --pin-file FILE, $CMKFS_PKCS11_PIN "
+            + "or the terminal; --key-label NAME names (or reuses) the master key.",
+        flags: [
+            ProviderFlag("--pkcs11-module", valueName: "PATH", help: "pkcs11: the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).",
+                         target: .setting("pkcs11_module"), required: true),
+            ProviderFlag("--token", valueName: "LABEL", help: "pkcs11: the token label.", target: .setting("token_label"), required: true),
+            ProviderFlag("--pin-file", valueName: "FILE", help: "pkcs11: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).",
+                         target: .secretFile),
+            ProviderFlag("--key-label", valueName: "NAME", help: "pkcs11: the master key's label stem (objects <label>.v<N>); reused if present.",
+                         target: .keyID),
+        ],
+        secret: ProviderSecret(name: "PIN", environmentVariable: "CMKFS_PKCS11_PIN",
+                               prompt: { "PIN for PKCS#11 token '\($0.tokenLabel ?? "?")': " }),
+        rotationParallelism: .fixed(8),
+        build: { config, context throws(CMKError) in
+            guard let module = config.pkcs11Module, let token = config.tokenLabel else {
+                throw CMKError(.notAVolume, "\(context.volume) uses PKCS#11 but records no pkcs11_module or token_label")
+            }
+            guard let pin = context.secret else {
+                throw CMKError(.keyUnavailable, "the PIN of PKCS#11 token '\(token)' is needed for \(context.volume)",
+                               hint: "give it with --pin-file FILE, the CMKFS_PKCS11_PIN environment variable, or at the terminal prompt")
+            }
+            do throws(PKCS11OpenError) { return try PKCS11Provider(modulePath: module, tokenLabel: token, pin: pin) } catch {
+                throw CMKError(.keyUnavailable, error.message, hint: error.hint)
+            }
+        },
+        place: { "PKCS#11 token '\($0.tokenLabel ?? "?")'" },
+        initDescription: { "PKCS#11 token '\($0.tokenLabel ?? "?")' (\($0.pkcs11Module ?? "?"))" },
+        statusDetail: { config in config.tokenLabel.map { " token '\($0)' via \(config.pkcs11Module ?? "?")" } ?? "" },
+        hints: { config in
+            ProviderHints(notFound: "check that token '\(config.tokenLabel ?? "?")' holds a secret key labelled \(config.keyID).v1 (pkcs11-tool --list-objects)",
+                          disabled: "the HSM administrator must allow encrypt/decrypt on key \(config.keyID) again",
+                          unavailable: "check the HSM and its PKCS#11 module \(config.pkcs11Module ?? "")")
+        }
+    )
+}
