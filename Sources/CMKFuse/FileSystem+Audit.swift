@@ -4,6 +4,7 @@ import Synchronization
 import Glibc
 import CMKAudit
 import CMKFormat
+import CMKKeyService
 import CMKKeys
 import CMKVolume
 
@@ -66,13 +67,10 @@ extension FileSystem {
 
     /// A key-service event (renew, flush, expire) as an audit record, written by the group
     /// commit (a flush requested through the control socket is synced before the reply).
-    static func auditKeyEvent(_ log: AuditLog?, _ text: String) {
+    static func auditKeyEvent(_ log: AuditLog?, _ event: KeyCacheEvent) {
         guard let log else { return }
-        let name = text.prefix { $0 != ":" }
-        let event = name.replacingOccurrences(of: " ", with: "-")
-        let failed = event.hasSuffix("failed")
-        do { try log.append(AuditEvent(event, result: failed ? "error" : "ok", detail: text)) } catch {
-            log_(error, text)
+        do { try log.append(AuditEvent(event.auditName, result: event.auditResult, detail: event.message)) } catch {
+            log_(error, event.message)
         }
     }
 

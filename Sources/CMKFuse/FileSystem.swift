@@ -146,9 +146,13 @@ public final class FileSystem: Sendable {
 
     /// A key-service event: the periodic successful renewal is debug (one line per master-key
     /// version every --lease-renew), a failed renewal a warning, flushes and expiries info.
-    static func logKeyEvent(_ text: String) {
-        let level: Logger.Level = text.hasPrefix("renew failed") ? .warning : text.hasPrefix("renew:") ? .debug : .info
-        logger.log(level: level, "key event: \(text)")
+    static func logKeyEvent(_ event: KeyCacheEvent) {
+        let level: Logger.Level = switch event.severity {
+        case .debug: .debug
+        case .info: .info
+        case .warning: .warning
+        }
+        logger.log(level: level, "key event: \(event.message)")
     }
 
     /// Backing stat → what applications see: a regular file's size is its plaintext size.

@@ -13,7 +13,7 @@ public final class KeyCache: Sendable {
     public let policy: CachePolicy
     let provider: any KeyProvider
     let clock: @Sendable () -> Double
-    let onEvent: @Sendable (String) -> Void
+    let onEvent: @Sendable (KeyCacheEvent) -> Void
 
     struct State {
         var entries: [[UInt8]: KeyLease] = [:]
@@ -28,7 +28,7 @@ public final class KeyCache: Sendable {
 
     public init(policy: CachePolicy, provider: any KeyProvider,
                 clock: @escaping @Sendable () -> Double = monotonicNow,
-                onEvent: @escaping @Sendable (String) -> Void = { _ in }) {
+                onEvent: @escaping @Sendable (KeyCacheEvent) -> Void = { _ in }) {
         self.policy = policy
         self.provider = provider
         self.clock = clock
@@ -147,7 +147,7 @@ public final class KeyCache: Sendable {
             return hit
         }
         let live = matching.filter { $0.revoke(.revoked) }
-        onEvent("flush: \(live.count) data keys dropped (\(reason))")
+        onEvent(.flushed(count: live.count, reason: reason))
         notifyDropped(matching)
         return live
     }
@@ -169,7 +169,7 @@ public final class KeyCache: Sendable {
             }
             if changed { moved += 1 }
         }
-        if moved > 0 { onEvent("relabel: \(moved) cached data keys now under the version that wraps them (\(active) active)") }
+        if moved > 0 { onEvent(.relabelled(count: moved, active: active)) }
         return moved
     }
 
@@ -189,7 +189,7 @@ public final class KeyCache: Sendable {
         for lease in dropped {
             if lease.state.withLock({ $0.key != nil && now >= $0.expiresAt }) {
                 state.withLock { $0.expired += 1 }
-                onEvent("expire: data key of file \(hexString(lease.fileID)) passed its lease (\(lease.keyRef))")
+                onEvent(.expired(fileID: lease.fileID, key: lease.keyRef))
             }
             lease.revoke(.expired)
         }
@@ -211,7 +211,7 @@ public final class KeyCache: Sendable {
                         return s.entries.values.filter { $0.keyRef == key }
                     }
                     for lease in renewed { lease.state.withLock { $0.expiresAt = now + policy.maxLifetime } }
-                    onEvent("renew: \(key) enabled; \(renewed.count) leases extended")
+                    onEvent(.renewed(key: key, leases: renewed.count))
                 } else {
                     state.withLock { $0.health = ProviderHealth(state: "ok", checkedAt: now, detail: "\(key) \(keyState.rawValue)") }
                     flush(keyID: key.keyID, version: key.version, reason: "provider reports \(key) \(keyState.rawValue)")
@@ -222,7 +222,7 @@ public final class KeyCache: Sendable {
                     flush(keyID: key.keyID, version: key.version, reason: "provider refused: \(error)")
                 default:
                     state.withLock { $0.health = ProviderHealth(state: "unreachable", checkedAt: now, detail: "\(error)") }
-                    onEvent("renew failed: \(key): \(error); cached keys serve until their lease ends")
+                    onEvent(.renewFailed(key: key, error: "\(error)"))
                 }
             }
         }
