@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "cmkfs",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "cmkfs", targets: ["cmkfs"]),
         .executable(name: "cmkfs-kms", targets: ["cmkfs-kms"]),
