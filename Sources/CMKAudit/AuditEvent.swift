@@ -24,11 +24,17 @@ public struct AuditEvent: Sendable, Equatable {
     public var pid: Int?
     public var process: String?
     public var detail: String?
+    /// The id of the key-provider request this key use made (`KeyRequest.id`), which the KMS's own
+    /// log records too: the two logs join on it. Only on records of a use that called the
+    /// provider; a batch (rotation) records the batch's id, whose requests are `ID.N`.
+    public var kmsRequest: String?
+    /// The provider server's own id for that request, when it gives one (an HTTP KMS).
+    public var kmsServerRequest: String?
 
     public init(_ event: String, result: String = "ok", errno: Int32? = nil, error: String? = nil,
                 fileID: String? = nil, path: String? = nil, keyID: String? = nil, keyVersion: Int? = nil,
                 cache: String? = nil, uid: Int? = nil, gid: Int? = nil, pid: Int? = nil, process: String? = nil,
-                detail: String? = nil) {
+                detail: String? = nil, kmsRequest: String? = nil, kmsServerRequest: String? = nil) {
         self.event = event
         self.result = result
         self.errno = errno
@@ -43,5 +49,7 @@ public struct AuditEvent: Sendable, Equatable {
         self.pid = pid
         self.process = process
         self.detail = detail
+        self.kmsRequest = kmsRequest
+        self.kmsServerRequest = kmsServerRequest
     }
 }

@@ -2,7 +2,9 @@ import Glibc
 import CMKCrypto
 
 /// The byte-level record format (docs/audit-format.md): one JSON object a line, fields always
-/// present and always in this order, so the bytes a MAC covers are fixed:
+/// present and always in this order, so the bytes a MAC covers are fixed (except `kms_request`
+/// and `kms_server_request`, written only when set, so records without them are byte for byte
+/// what earlier versions wrote and earlier versions still verify records with them):
 ///
 ///     {"v":1,"seq":…,"time":…,"event":…,…,"prev":"<64 hex>","mac":"<64 hex>"}\n
 ///
@@ -42,6 +44,8 @@ public enum AuditRecord {
         w.field("process", e.process)
         w.field("host", host)
         w.field("detail", e.detail)
+        if let id = e.kmsRequest { w.field("kms_request", id) }
+        if let id = e.kmsServerRequest { w.field("kms_server_request", id) }
         w.field("prev", prev)
         return w.bytes
     }

@@ -10,12 +10,28 @@ import CMKVolume
 
 /// How an open, create or truncate used a file's DEK, for its audit record.
 struct KeyUse {
+    /// The event the use is recorded as (`open`, `create`, …): the operation a key request names.
+    var operation = "open"
+    /// The FUSE request's caller, whom a key request names (nil: not known here).
+    var caller: FileSystem.Caller?
     var fileID: FileID?
     var key: KeyRef?
     /// `hit`, `miss` (unwrapped by the provider) or `new` (generated and wrapped).
     var cache = "hit"
     /// Why the key could not be had (the provider's message), for a denial's record.
     var error: String?
+    /// The key-provider request this use made (a miss or a new key), whose id the record carries.
+    var request: KeyRequest?
+
+    init(_ operation: String, caller: FileSystem.Caller?) {
+        self.operation = operation
+        self.caller = caller
+    }
+
+    init(fileID: FileID?, key: KeyRef?) {
+        self.fileID = fileID
+        self.key = key
+    }
 }
 
 /// Process names for audit records, remembered for a second: `find -exec cat {} +` opens
@@ -55,7 +71,8 @@ extension FileSystem {
                                 keyVersion: use.key?.version, cache: use.fileID == nil ? nil : use.cache,
                                 uid: caller.map { Int($0.uid) }, gid: caller.map { Int($0.gid) },
                                 pid: caller.map { Int($0.pid) }, process: caller.flatMap { processNames.name(of: pid_t($0.pid)) },
-                                detail: detail)
+                                detail: detail, kmsRequest: use.request?.id,
+                                kmsServerRequest: use.request?.receipt.serverRequestID)
         do {
             try log.append(record)
             return 0
@@ -63,6 +80,13 @@ extension FileSystem {
             Self.logger.error("audit: cannot record \(event) of \(path() ?? "?"): \(error); \(rc == 0 ? "refusing it (errno \(error.fuseErrno))" : "it failed anyway")")
             return rc == 0 ? error.fuseErrno : 0
         }
+    }
+
+    /// The key request a use makes when it calls the provider: who (the FUSE caller), what for
+    /// (the use's event) and the mount's `--kms-reason`.
+    func keyRequest(for use: KeyUse) -> KeyRequest {
+        KeyRequest(operation: use.operation, uid: use.caller.map { UInt32($0.uid) }, pid: use.caller.map { Int32($0.pid) },
+                   process: use.caller.flatMap { processNames.name(of: pid_t($0.pid)) }, reason: volume.kmsReason)
     }
 
     /// A key-service event (renew, flush, expire) as an audit record, written by the group

@@ -6,7 +6,7 @@ import CMKFormat
 
 extension FileSystem {
     func open(_ inode: Node, flags: Int32, caller: Caller) -> (UInt64, Int32) {
-        var use = KeyUse()
+        var use = KeyUse("open", caller: caller)
         let (file, rc) = acquire(inode, use: &use)
         let arc = audit("open", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: caller,
                         detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
@@ -27,7 +27,7 @@ extension FileSystem {
     func create(_ dir: Node, _ plainName: String, mode: mode_t, flags: Int32, caller: Caller) -> (fuse_entry_param, UInt64, Int32) {
         let (name, nrc) = backing(dir, plainName, creating: true)
         guard nrc == 0 else { return (fuse_entry_param(), 0, nrc) }
-        var use = KeyUse()
+        var use = KeyUse("create", caller: caller)
         let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
         let arc = audit("create", use, rc: rc, path: mountPath(dir, plainName), caller: caller,
                         detail: rc == 0 ? "new data key generated and wrapped" : nil)
@@ -153,7 +153,7 @@ extension FileSystem {
             if arc != 0 { return arc }
             return truncate(file, to: size, label: handle.path)
         }
-        var use = KeyUse()
+        var use = KeyUse("truncate", caller: caller)
         let (file, rc) = acquire(inode, use: &use)
         let arc = audit("truncate", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "to \(size) bytes")
         guard let file else { return rc }

@@ -287,7 +287,7 @@ extension FileSystem {
             settle(dir, name, mode: mode, isDirectory: false, caller: caller)
             return entry(dir, name)
         }
-        var use = KeyUse()
+        var use = KeyUse("create", caller: caller)
         let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
         let arc = audit("create", use, rc: rc, path: mountPath(dir, plainName), caller: caller, detail: "mknod")
         guard let file else { return (fuse_entry_param(), rc) }

@@ -25,8 +25,8 @@ extension FileSystem {
         }
         let fd = openAt(backingPath, relativeTo: rootFD, flags: O_RDWR | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { let e = errno; return (e, "/\(path): \(String(cString: strerror(e)))") }
-        var use = KeyUse()
         let caller = Caller(uid: requester.uid, gid: requester.gid, pid: requester.pid)
+        var use = KeyUse("rekey", caller: caller)
         let (shared, rc) = acquire(fd: fd, label: "/\(path)", use: &use)
         guard let file = shared else {
             _ = audit("rekey", use, rc: rc, path: "/\(path)", caller: caller)

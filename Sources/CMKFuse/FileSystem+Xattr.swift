@@ -12,12 +12,12 @@ extension FileSystem {
 
     private static func userNamespace(_ name: String) -> Bool { name.hasPrefix("user.") && name.count > 5 }
 
-    func setxattr(_ inode: Node, name: String, value: UnsafeRawBufferPointer, flags: Int32) -> Int32 {
+    func setxattr(_ inode: Node, name: String, value: UnsafeRawBufferPointer, flags: Int32, caller: Caller? = nil) -> Int32 {
         guard Self.userNamespace(name), inode.kind == S_IFREG else { return ENOTSUP }
         guard value.count <= Self.maxXattrValue else { return E2BIG }
-        var use = KeyUse()
+        var use = KeyUse("xattr", caller: caller)
         let (file, rc) = acquire(inode, use: &use)
-        let arc = audit("xattr", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: nil, detail: "set \(name)")
+        let arc = audit("xattr", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "set \(name)")
         guard let file else { return rc }
         if arc != 0 { openFiles.release(file, cache: cache); return arc }
         defer { openFiles.release(file, cache: cache) }
@@ -32,7 +32,7 @@ extension FileSystem {
     }
 
     /// The value's length when `size` is 0, else the value (ERANGE if it does not fit).
-    func getxattr(_ inode: Node, name: String, size: Int) -> ([UInt8], Int, Int32) {
+    func getxattr(_ inode: Node, name: String, size: Int, caller: Caller? = nil) -> ([UInt8], Int, Int32) {
         guard Self.userNamespace(name), inode.kind == S_IFREG else { return ([], 0, ENODATA) }
         guard let fileID = fileID(inode) else { return ([], 0, EIO) }
         let sealed: [UInt8]?
@@ -43,9 +43,9 @@ extension FileSystem {
         if size == 0 { return ([], length, 0) }
         guard size >= length else { return ([], 0, ERANGE) }
         if length == 0 { return ([], 0, 0) }
-        var use = KeyUse()
+        var use = KeyUse("xattr", caller: caller)
         let (file, rc) = acquire(inode, use: &use)
-        let arc = audit("xattr", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: nil, detail: "get \(name)")
+        let arc = audit("xattr", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "get \(name)")
         guard let file else { return ([], 0, rc) }
         if arc != 0 { openFiles.release(file, cache: cache); return ([], 0, arc) }
         defer { openFiles.release(file, cache: cache) }

@@ -267,11 +267,16 @@ public final class FileSystem: Sendable {
     /// The DEK's lease from the cache; a miss unwraps through the provider (no lock held).
     func leaseKey(_ fileID: FileID, use: inout KeyUse) throws(FileKeyError) -> KeyLease {
         var missed = false
-        defer { use.cache = missed ? "miss" : "hit" }
+        var request: KeyRequest?
+        defer {
+            use.cache = missed ? "miss" : "hit"
+            if missed { use.request = request }
+        }
         do {
             let lease = try cache.lease(for: fileID.bytes) { () throws -> (SecretBytes, KeyRef) in
                 missed = true
-                return try volume.fileKeyAndVersion(fileID)
+                request = keyRequest(for: use)
+                return try volume.fileKeyAndVersion(fileID, request: request)
             }
             use.key = lease.keyRef
             // Debug, not info: one line per key-provider call (at most one per file per TTL).
@@ -330,7 +335,10 @@ public final class FileSystem: Sendable {
         let lease: KeyLease
         do {
             // The first name's binding is committed with the key, before the name exists.
-            let (key, ref) = try volume.createFileKey(fileID, linkTag: entryLink(dir, name).flatMap { bindingTag(fileID, $0) })
+            let request = keyRequest(for: use)
+            use.request = request
+            let (key, ref) = try volume.createFileKey(fileID, linkTag: entryLink(dir, name).flatMap { bindingTag(fileID, $0) },
+                                                      request: request)
             use.key = ref
             lease = try cache.lease(for: fileID.bytes) { (key, ref) }
         } catch let error as FileKeyError {

@@ -200,7 +200,8 @@ enum LowLevelCallbacks {
         ops.setxattr = { req, node, name, value, size, flags in
             LowLevelCallbacks.with(req, node) { f, inode in
                 fuse_reply_err(req, f.setxattr(inode, name: LowLevelCallbacks.name(name),
-                                               value: UnsafeRawBufferPointer(start: value, count: size), flags: flags))
+                                               value: UnsafeRawBufferPointer(start: value, count: size), flags: flags,
+                                               caller: LowLevelCallbacks.caller(req)))
             }
         }
         ops.getxattr = { req, node, name, size in
@@ -208,7 +209,8 @@ enum LowLevelCallbacks {
             // exist here, so answer the rest without opening the inode.
             guard let name, strncmp(name, "user.", 5) == 0 else { fuse_reply_err(req, ENODATA); return }
             LowLevelCallbacks.with(req, node) { f, inode in
-                LowLevelCallbacks.replyXattr(req, size, f.getxattr(inode, name: LowLevelCallbacks.name(name), size: size))
+                LowLevelCallbacks.replyXattr(req, size, f.getxattr(inode, name: LowLevelCallbacks.name(name), size: size,
+                                                                      caller: LowLevelCallbacks.caller(req)))
             }
         }
         ops.listxattr = { req, node, size in

@@ -13,12 +13,25 @@ public struct KeyRef: Hashable, Sendable, CustomStringConvertible {
 
 /// What a wrap binds the DEK to: unwrapping under any other context fails, so an EDEK copied
 /// onto another file's row (or another volume) is useless.
+///
+/// It also carries the `request` (who asked, what for, from where, and the request id), which a
+/// provider sends to its server for the key owner's own log. The request is not part of the
+/// binding: equality and `associatedData` look at the volume and file ids only.
 public struct WrapContext: Sendable, Equatable {
     public let volumeID: [UInt8]
     public let fileID: [UInt8]
-    public init(volumeID: [UInt8], fileID: [UInt8]) {
+    /// Who asked for this wrap or unwrap; nil where no one attributable asked (tests, fuzzing).
+    public var request: KeyRequest?
+
+    public init(volumeID: [UInt8], fileID: [UInt8], request: KeyRequest? = nil) {
         self.volumeID = volumeID
         self.fileID = fileID
+        self.request = request
+    }
+
+    /// Equal when they bind the same: the request is no part of the binding.
+    public static func == (a: WrapContext, b: WrapContext) -> Bool {
+        a.volumeID == b.volumeID && a.fileID == b.fileID
     }
 
     /// The associated data every provider binds: a label, the key version, volume and file ids.
@@ -54,7 +67,9 @@ public protocol KeyProvider: Sendable {
     func createKey() throws(KeyProviderError) -> KeyRef
     /// Creates the next version of `keyID` (rotation) and returns it.
     func createVersion(of keyID: String) throws(KeyProviderError) -> KeyRef
-    /// Wraps `dek` under `key`, bound to `context`.
+    /// Wraps `dek` under `key`, bound to `context`. A provider that talks to a server sends
+    /// `context.request` with the call (the server's log of key uses) and leaves the server's
+    /// own request id, if it gives one, in `context.request?.receipt`.
     func wrap(_ dek: SecretBytes, with key: KeyRef, context: WrapContext) throws(KeyProviderError) -> [UInt8]
     /// Unwraps an EDEK made by `wrap` with the same key and context.
     func unwrap(_ edek: [UInt8], with key: KeyRef, context: WrapContext) throws(KeyProviderError) -> SecretBytes

@@ -133,16 +133,19 @@ public final class KMSServer: Sendable {
             out.u8(KMSProtocol.Status.ok.rawValue).string(key.keyID).u32(key.version)
         case .wrap:
             let key = KeyRef(keyID: try r.readString(), version: try r.readU32())
-            let context = try Self.readContext(r)
+            var context = try Self.readContext(r)
             let dek = try r.readSecret()
+            context.request = try RequestContextWire.read(r)
             // The answer carries the EDEK (28 bytes longer) in one u16-length field.
             guard dek.count <= 0xFFFF - 28 else { throw WireFrame.Malformed() }
             let edek = try kms.wrap(dek, with: key, context: context)
             out.u8(KMSProtocol.Status.ok.rawValue).bytes(edek)
         case .unwrap:
             let key = KeyRef(keyID: try r.readString(), version: try r.readU32())
-            let context = try Self.readContext(r)
-            let dek = try kms.unwrap(try r.readArray(), with: key, context: context)
+            var context = try Self.readContext(r)
+            let edek = try r.readArray()
+            context.request = try RequestContextWire.read(r)
+            let dek = try kms.unwrap(edek, with: key, context: context)
             out.u8(KMSProtocol.Status.ok.rawValue)
             _ = dek.withUnsafeBytes { out.bytes($0) }
         case .state:

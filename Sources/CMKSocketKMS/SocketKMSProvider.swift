@@ -41,6 +41,7 @@ public final class SocketKMSProvider: KeyProvider {
         let r = try call(.wrap, key: key) { f in
             f.string(key.keyID).u32(key.version).bytes(context.volumeID).bytes(context.fileID)
             _ = dek.withUnsafeBytes { f.bytes($0) }
+            RequestContextWire.write(context.request, to: f)
         }
         do { return try r.readArray() } catch { throw malformed() }
     }
@@ -48,6 +49,7 @@ public final class SocketKMSProvider: KeyProvider {
     public func unwrap(_ edek: [UInt8], with key: KeyRef, context: WrapContext) throws(KeyProviderError) -> SecretBytes {
         let r = try call(.unwrap, key: key) { f in
             f.string(key.keyID).u32(key.version).bytes(context.volumeID).bytes(context.fileID).bytes(edek)
+            RequestContextWire.write(context.request, to: f)
         }
         do { return try r.readSecret() } catch { throw malformed() }
     }

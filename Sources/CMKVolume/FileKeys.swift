@@ -24,14 +24,17 @@ extension Volume {
     /// caller writes the file's header, so a crash can leave an orphan row but never a file
     /// without its key. When a rotation (another process) made another version active since
     /// this mount last looked, the insert refuses and the DEK is wrapped again under the new one.
-    public func createFileKey(_ fileID: FileID, linkTag: [UInt8]? = nil) throws(FileKeyError) -> (SecretBytes, KeyRef) {
+    /// `request` says who asked (default: this process, for `purpose`).
+    public func createFileKey(_ fileID: FileID, linkTag: [UInt8]? = nil,
+                              request: KeyRequest? = nil) throws(FileKeyError) -> (SecretBytes, KeyRef) {
+        let request = request ?? keyRequest()
         let dek: SecretBytes
         do { dek = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
         var ref = activeKey
         for _ in 0..<3 {
             let edek: [UInt8]
             do {
-                edek = try provider.wrap(dek, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes))
+                edek = try provider.wrap(dek, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes, request: request))
             } catch { throw Self.keyError(error) }
             do {
                 let record = FileKeyRecord(edek: edek, keyId: ref.keyID, keyVersion: ref.version)
@@ -48,8 +51,9 @@ extension Volume {
         try fileKeyAndVersion(fileID).0
     }
 
-    /// Unwraps the DEK of `fileID`, with the master-key version that wrapped it.
-    public func fileKeyAndVersion(_ fileID: FileID) throws(FileKeyError) -> (SecretBytes, KeyRef) {
+    /// Unwraps the DEK of `fileID`, with the master-key version that wrapped it. `request` says
+    /// who asked (default: this process, for `purpose`).
+    public func fileKeyAndVersion(_ fileID: FileID, request: KeyRequest? = nil) throws(FileKeyError) -> (SecretBytes, KeyRef) {
         let record: FileKeyRecord?
         do { record = try metadata.fileKey(fileId: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }
         guard let record else {
@@ -57,7 +61,8 @@ extension Volume {
         }
         let ref = KeyRef(keyID: record.keyId, version: record.keyVersion)
         do {
-            return (try provider.unwrap(record.edek, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes)), ref)
+            let context = WrapContext(volumeID: volumeID, fileID: fileID.bytes, request: request ?? keyRequest())
+            return (try provider.unwrap(record.edek, with: ref, context: context), ref)
         } catch { throw Self.keyError(error) }
     }
 

@@ -130,21 +130,22 @@ extension KeyAdmin {
         }
         var secrets: [String: [UInt8]] = [:]
         let newRef = try provider.createVersion(of: keyID)
-        let checkContext = WrapContext(volumeID: volumeID, fileID: Volume.keyCheckFileID)
+        let request = KeyRequest.ownProcess("rotate")
+        let checkContext = WrapContext(volumeID: volumeID, fileID: Volume.keyCheckFileID, request: request)
         if let check = try store.meta(Volume.keyCheckName) {
             let old = KeyRef(keyID: keyID, version: try Volume.keyCheckVersion(store))
             let secret = try provider.unwrap(check, with: old, context: checkContext)
             secrets[Volume.keyCheckName] = try provider.wrap(secret, with: newRef, context: checkContext)
             secrets[Volume.keyCheckVersionName] = Array(String(newRef.version).utf8)
         }
-        let auditContext = WrapContext(volumeID: volumeID, fileID: Volume.auditKeyFileID)
+        let auditContext = WrapContext(volumeID: volumeID, fileID: Volume.auditKeyFileID, request: request)
         if let edek = try store.meta(Volume.auditKeyName), let raw = try store.meta(Volume.auditKeyVersionName),
            let version = Int(String(decoding: raw, as: UTF8.self)) {
             let secret = try provider.unwrap(edek, with: KeyRef(keyID: keyID, version: version), context: auditContext)
             secrets[Volume.auditKeyName] = try provider.wrap(secret, with: newRef, context: auditContext)
             secrets[Volume.auditKeyVersionName] = Array(String(newRef.version).utf8)
         }
-        let nameContext = WrapContext(volumeID: volumeID, fileID: Volume.nameKeyFileID)
+        let nameContext = WrapContext(volumeID: volumeID, fileID: Volume.nameKeyFileID, request: request)
         if let edek = try store.meta(Volume.nameKeyName), let version = try Volume.nameKeyVersion(store) {
             let secret = try provider.unwrap(edek, with: KeyRef(keyID: keyID, version: version), context: nameContext)
             secrets[Volume.nameKeyName] = try provider.wrap(secret, with: newRef, context: nameContext)
@@ -185,7 +186,10 @@ extension KeyAdmin {
                     throw .metadata(error, volume: path)
                 }
                 guard let last = batch.last else { break }
-                let outcomes = try rewrapAll(batch, from: from, to: target, volumeID: volumeID)
+                // One request id for the batch; its requests are ID.0, ID.1, … (the batch's
+                // audit record names the id, the KMS's log each request).
+                let request = KeyRequest.ownProcess("rotate")
+                let outcomes = try rewrapAll(batch, from: from, to: target, volumeID: volumeID, request: request)
                 var rewraps: [MetadataStore.Rewrap] = []
                 for (item, outcome) in zip(batch, outcomes) {
                     if let edek = outcome {
@@ -206,8 +210,10 @@ extension KeyAdmin {
                                                        meta: [RotationProgress.metaName: state.encoded()])
                 } catch { throw .metadata(error, volume: path) }
                 done += batch.count
-                try audit(.command("rotate-batch", keyID: target.keyID, keyVersion: target.version,
-                                   detail: "\(from) -> v\(target.version): \(changed) re-wrapped, \(batch.count - rewraps.count) failed, through file \(hex(last.fileId))"), false)
+                var record = AuditEvent.command("rotate-batch", keyID: target.keyID, keyVersion: target.version,
+                                                detail: "\(from) -> v\(target.version): \(changed) re-wrapped, \(batch.count - rewraps.count) failed, through file \(hex(last.fileId))")
+                record.kmsRequest = request.id
+                try audit(record, false)
                 progress(min(done, total), total)
                 after = last.fileId
                 doneHere += batch.count
@@ -223,7 +229,7 @@ extension KeyAdmin {
     /// be a network KMS or an HSM). nil: this EDEK did not unwrap (tampered or moved row). A
     /// provider refusal or outage aborts the batch: nothing of it is stored.
     private func rewrapAll(_ batch: [MetadataStore.WrappedKey], from: KeyRef, to: KeyRef,
-                           volumeID: [UInt8]) throws(CMKError) -> [[UInt8]?] {
+                           volumeID: [UInt8], request: KeyRequest) throws(CMKError) -> [[UInt8]?] {
         enum Outcome: Sendable { case wrapped([UInt8]), bad, abort(KeyProviderError) }
         let results = Mutex([Outcome](repeating: .bad, count: batch.count))
         let provider = self.provider
@@ -231,7 +237,7 @@ extension KeyAdmin {
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for i in stride(from: worker, to: batch.count, by: workers) {
                 let item = batch[i]
-                let context = WrapContext(volumeID: volumeID, fileID: item.fileId)
+                let context = WrapContext(volumeID: volumeID, fileID: item.fileId, request: request.item(i))
                 let outcome: Outcome
                 do throws(KeyProviderError) {
                     let dek = try provider.unwrap(item.edek, with: from, context: context)

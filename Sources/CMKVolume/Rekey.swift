@@ -108,7 +108,7 @@ extension Volume {
         do { key = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
         let ref = activeKey
         do {
-            return PreparedRekey(key: key, edek: try provider.wrap(key, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes)),
+            return PreparedRekey(key: key, edek: try provider.wrap(key, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes, request: keyRequest("rekey"))),
                                  ref: ref)
         } catch { throw Self.keyError(error) }
     }
@@ -144,7 +144,7 @@ extension Volume {
             do {
                 try Self.copyBlocks(from: temp, to: fd, layout: layout, fileID: fileID)
                 let key = try provider.unwrap(unhex(journal.edek) ?? [], with: KeyRef(keyID: journal.keyID, version: journal.version),
-                                              context: WrapContext(volumeID: volumeID, fileID: fileID.bytes))
+                                              context: WrapContext(volumeID: volumeID, fileID: fileID.bytes, request: keyRequest("rekey")))
                 _ = try install(fileID: fileID, journalKey: journalKey, journal: journal, key: key)
             } catch let error as FileKeyError {
                 throw CMKError(.io, "cannot finish the interrupted rekey of \(journal.path): \(error.description)")
@@ -181,7 +181,7 @@ extension Volume {
                 guard let active = try reloadActiveKey() else { break }
                 ref = active
             } catch { throw Self.metadataError(error, fileID) }
-            do { edek = try provider.wrap(key, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes)) } catch {
+            do { edek = try provider.wrap(key, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes, request: keyRequest("rekey"))) } catch {
                 throw Self.keyError(error)
             }
         }

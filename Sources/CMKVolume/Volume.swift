@@ -22,6 +22,11 @@ public final class Volume: Sendable {
     private let active: Mutex<KeyRef>
     /// The name codec of a command working on the backing tree, once unwrapped (VolumeNames.swift).
     let codecCache = Mutex<NameCodec?>(nil)
+    /// What opened the volume (`mount`, `fsck`, `status`, …): the operation of the key requests
+    /// it makes for itself (key check, audit and name keys, files a command reads).
+    public let purpose: String
+    /// The operator's justification sent with every key request (`--kms-reason`), if any.
+    public let kmsReason: String?
 
     public var dataPath: String { path + "/data" }
     public var lockPath: String { path + "/mount.lock" }
@@ -33,8 +38,10 @@ public final class Volume: Sendable {
     static let keyCheckFileID = [UInt8](repeating: 0, count: 16)
 
     private init(path: String, config: VolumeConfig, volumeID: [UInt8], metadata: MetadataStore,
-                 provider: any KeyProvider, activeKey: KeyRef) {
+                 provider: any KeyProvider, activeKey: KeyRef, purpose: String, kmsReason: String?) {
         self.path = path
+        self.purpose = purpose
+        self.kmsReason = kmsReason
         self.config = config
         self.volumeID = volumeID
         self.layout = BlockLayout(blockSize: config.blockSize)
@@ -47,9 +54,11 @@ public final class Volume: Sendable {
     /// is the key it was made with. `kmsDir` overrides the recorded keystore directory; `pin`
     /// logs in to a PKCS#11 token (used once, never stored). With `retry`, provider calls that
     /// fail because the provider is unavailable are tried again (an offline check, where an
-    /// outage must not pass for an answer).
+    /// outage must not pass for an answer). `purpose` and `kmsReason` go with every key request
+    /// the volume makes (`KeyRequest`).
     public static func open(at path: String, kmsDir: String? = nil, pin: SecretBytes? = nil,
-                            retry: RetryPolicy? = nil) throws(CMKError) -> Volume {
+                            retry: RetryPolicy? = nil, purpose: String = "command",
+                            kmsReason: String? = nil) throws(CMKError) -> Volume {
         let path = absolute(path)
         let config = try readConfig(path)
         var providerConfig = config.provider
@@ -67,7 +76,8 @@ public final class Volume: Sendable {
             throw CMKError(.notAVolume, "the metadata database of \(path) names no active master-key version")
         }
         let volume = Volume(path: path, config: config, volumeID: volumeID, metadata: metadata, provider: provider,
-                            activeKey: KeyRef(keyID: active.keyId, version: active.version))
+                            activeKey: KeyRef(keyID: active.keyId, version: active.version),
+                            purpose: purpose, kmsReason: kmsReason)
         try volume.verifyKeyCheck(providerConfig)
         return volume
     }
@@ -82,7 +92,8 @@ public final class Volume: Sendable {
         let active: KeyVersionRecord?
         do { active = try metadata.activeKeyVersion() } catch { throw .metadata(error, volume: path) }
         return Volume(path: path, config: config, volumeID: volumeID, metadata: metadata, provider: provider,
-                      activeKey: active.map { KeyRef(keyID: $0.keyId, version: $0.version) } ?? KeyRef(keyID: config.provider.keyID, version: 1))
+                      activeKey: active.map { KeyRef(keyID: $0.keyId, version: $0.version) } ?? KeyRef(keyID: config.provider.keyID, version: 1),
+                      purpose: "purge", kmsReason: nil)
     }
 
     /// The key check: a random key wrapped at `init`. It unwraps only with the very master key
@@ -93,7 +104,7 @@ public final class Volume: Sendable {
         guard let edek else { throw CMKError(.notAVolume, "the metadata database of \(path) has no key check record") }
         do {
             _ = try provider.unwrap(edek, with: KeyRef(keyID: config.provider.keyID, version: try Self.keyCheckVersion(metadata)),
-                                    context: WrapContext(volumeID: volumeID, fileID: Self.keyCheckFileID))
+                                    context: WrapContext(volumeID: volumeID, fileID: Self.keyCheckFileID, request: keyRequest()))
         } catch let error as MetadataError {
             throw .metadata(error, volume: path)
         } catch let error as KeyProviderError {
@@ -101,6 +112,11 @@ public final class Volume: Sendable {
         } catch {
             throw CMKError(.internalError, "\(error)")
         }
+    }
+
+    /// A key request made by this process for itself, under `operation` (default: `purpose`).
+    public func keyRequest(_ operation: String? = nil) -> KeyRequest {
+        KeyRequest.ownProcess(operation ?? purpose, reason: kmsReason)
     }
 
     static func keyCheckVersion(_ metadata: MetadataStore) throws(MetadataError) -> Int {

@@ -26,12 +26,13 @@ extension Volume {
     /// (a volume made before the audit log existed).
     public func auditKey() throws(CMKError) -> SecretBytes {
         try Self.auditKey(metadata: metadata, provider: provider, volumeID: volumeID, activeKey: activeKey,
-                          path: path, providerConfig: config.provider)
+                          path: path, providerConfig: config.provider, request: keyRequest())
     }
 
     static func auditKey(metadata: MetadataStore, provider: any KeyProvider, volumeID: [UInt8], activeKey: KeyRef?,
-                         path: String, providerConfig: ProviderConfig) throws(CMKError) -> SecretBytes {
-        let context = WrapContext(volumeID: volumeID, fileID: auditKeyFileID)
+                         path: String, providerConfig: ProviderConfig,
+                         request: KeyRequest = .ownProcess("audit")) throws(CMKError) -> SecretBytes {
+        let context = WrapContext(volumeID: volumeID, fileID: auditKeyFileID, request: request)
         do {
             if let edek = try metadata.meta(auditKeyName), let raw = try metadata.meta(auditKeyVersionName),
                let version = Int(String(decoding: raw, as: UTF8.self)) {
@@ -41,7 +42,7 @@ extension Volume {
                     // the master key is the volume's own and the row is bad.
                     guard case .unwrapFailed = error, let check = try metadata.meta(Volume.keyCheckName),
                           (try? provider.unwrap(check, with: KeyRef(keyID: providerConfig.keyID, version: try Volume.keyCheckVersion(metadata)),
-                                                context: WrapContext(volumeID: volumeID, fileID: Volume.keyCheckFileID))) != nil else { throw error }
+                                                context: WrapContext(volumeID: volumeID, fileID: Volume.keyCheckFileID, request: request))) != nil else { throw error }
                     throw CMKError(.auditNotIntact,
                                    "the audit key row meta['\(auditKeyName)'] in \(path)/meta.db does not unwrap under master key \(ref), "
                                    + "although that master key passes the volume's key check: the row is damaged or was replaced",

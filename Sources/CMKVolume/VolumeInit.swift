@@ -83,7 +83,7 @@ extension Volume {
             try store.setMeta("volume_id", volumeID)
             try store.addKeyVersion(KeyVersionRecord(keyId: key.keyID, version: key.version, state: .active, createdAt: isoNow()))
             let check = try SecretBytes.random(count: 32)
-            let edek = try provider.wrap(check, with: key, context: WrapContext(volumeID: volumeID, fileID: keyCheckFileID))
+            let edek = try provider.wrap(check, with: key, context: WrapContext(volumeID: volumeID, fileID: keyCheckFileID, request: .ownProcess("init")))
             try store.setMeta(keyCheckName, edek)
             _ = try auditKey(metadata: store, provider: provider, volumeID: volumeID, activeKey: key, path: path,
                              providerConfig: providerConfig)

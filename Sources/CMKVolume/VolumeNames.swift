@@ -45,7 +45,7 @@ extension Volume {
         }
         let ref = KeyRef(keyID: config.provider.keyID, version: version)
         do {
-            let key = try provider.unwrap(edek, with: ref, context: WrapContext(volumeID: volumeID, fileID: Self.nameKeyFileID))
+            let key = try provider.unwrap(edek, with: ref, context: WrapContext(volumeID: volumeID, fileID: Self.nameKeyFileID, request: keyRequest()))
             return (key, ref)
         } catch { throw Self.keyError(error) }
     }
@@ -53,7 +53,7 @@ extension Volume {
     /// Makes and stores a new volume's name key under `activeKey` (at `init`).
     static func createNameKey(store: MetadataStore, provider: any KeyProvider, volumeID: [UInt8], activeKey: KeyRef) throws {
         let key = try SecretBytes.random(count: AESSIV.keySize)
-        let edek = try provider.wrap(key, with: activeKey, context: WrapContext(volumeID: volumeID, fileID: nameKeyFileID))
+        let edek = try provider.wrap(key, with: activeKey, context: WrapContext(volumeID: volumeID, fileID: nameKeyFileID, request: .ownProcess("init")))
         try store.setMeta(nameKeyName, edek)
         try store.setMeta(nameKeyVersionName, Array(String(activeKey.version).utf8))
     }

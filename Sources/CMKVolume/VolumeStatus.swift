@@ -61,7 +61,7 @@ public struct VolumeStatus: Codable, Sendable {
         var keyCheck = "ok", keyCheckReason = "ok", exitCode: Int32 = 0
         var auditKey = "not checked (the master key cannot be used)"
         do {
-            let v = try Volume.open(at: path, kmsDir: kmsDir, pin: pin)
+            let v = try Volume.open(at: path, kmsDir: kmsDir, pin: pin, purpose: "status")
             do { _ = try v.auditKey(); auditKey = "ok" } catch { auditKey = error.message }
         } catch {
             keyCheck = error.message

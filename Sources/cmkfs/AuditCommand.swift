@@ -62,7 +62,7 @@ struct AuditCommand: ParsableCommand {
         func run() {
             reporting { () throws(CMKError) in
                 let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: false)
-                let v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin)
+                let v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin, purpose: "audit")
                 let key = try v.auditKey()
                 // The anchor and the checkpoint first: records written after these reads cannot
                 // look like a cut tail.
@@ -135,7 +135,7 @@ struct AuditCommand: ParsableCommand {
         func pathSeal(_ volume: String) throws(CMKError) -> AuditPathSeal? {
             do throws(CMKError) {
                 let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: false)
-                let key = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin).auditKey()
+                let key = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin, purpose: "audit").auditKey()
                 do { return try AuditPathSeal(auditKey: key) } catch { throw CMKError(.internalError, "cannot derive the path key: \(error)") }
             } catch {
                 guard file == nil else {
@@ -258,6 +258,7 @@ struct AuditLine {
         if let u = s("uid") { parts.append("uid=\(u) gid=\(s("gid") ?? "?") pid=\(s("pid") ?? "?") (\(s("process") ?? "?"))") }
         if let k = s("key") { parts.append("key=\(k) v\(s("key_version") ?? "?")") }
         if let c = s("cache") { parts.append("cache=\(c)") }
+        if let r = s("kms_request") { parts.append("kms_request=\(r)" + (s("kms_server_request").map { " (server: \($0))" } ?? "")) }
         if let d = s("detail") { parts.append("— \(d)") }
         if let e = s("error") { parts.append("error: \(e)") }
         return parts.joined(separator: " ")

@@ -29,7 +29,7 @@ struct DebugCommand: ParsableCommand {
         func run() {
             reporting { () throws(CMKError) in
                 let pin = try PINSource.forVolume(volume, pinFile: access.pinFile, promptAtTerminal: true)
-                let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin)
+                let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin, purpose: "debug")
                 defer { v.metadata.close() }
                 let backing = try v.backingPath(forMountPath: path)
                 try DebugCommand.recordNameKeyUse(v, detail: "debug backing-path")
@@ -55,7 +55,7 @@ struct DebugCommand: ParsableCommand {
         func run() {
             reporting { () throws(CMKError) in
                 let pin = try PINSource.forVolume(volume, pinFile: access.pinFile, promptAtTerminal: true)
-                let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin)
+                let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin, purpose: "debug")
                 defer { v.metadata.close() }
                 var rel = path
                 if rel.hasPrefix(v.dataPath + "/") { rel = String(rel.dropFirst(v.dataPath.count + 1)) }

@@ -30,7 +30,7 @@ struct FsckCommand: ParsableCommand {
         reporting { () throws(CMKError) in
             let pin = try PINSource.forVolume(volume, pinFile: access.pinFile, promptAtTerminal: true)
             // An outage must never pass for an answer about a file: provider calls are retried.
-            let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin, retry: .offlineCheck)
+            let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin, retry: .offlineCheck, purpose: "fsck")
             if let holder = MountLock.holder(volumePath: v.path) {
                 throw CMKError(.alreadyMounted, "\(v.path) is mounted at \(holder.mountpoint) (pid \(holder.pid)); fsck checks an unmounted volume",
                                hint: "unmount it first: cmkfs unmount \(holder.mountpoint)")

@@ -7,6 +7,9 @@ import CMKVolume
 import Logging
 
 struct MountCommand: ParsableCommand {
+    /// The longest `--kms-reason` (bytes): a justification, not a document.
+    static let maxReason = 256
+
     static let configuration = CommandConfiguration(
         commandName: "mount",
         abstract: "Mount a volume; returns once the mount is ready (--foreground stays attached).",
@@ -35,6 +38,10 @@ struct MountCommand: ParsableCommand {
 
     @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
     var pinFile: String?
+
+    @Option(name: .customLong("kms-reason"),
+            help: "A justification sent with every key request this mount makes, for the key owner's log (at most 256 bytes).")
+    var kmsReason: String?
 
     @Option(name: .customLong("log-level"), help: "Log messages at this level and above.")
     var logLevel: Logger.Level = .info
@@ -80,6 +87,7 @@ struct MountCommand: ParsableCommand {
             switch name {
             case "kms_dir": kmsDir = v
             case "pin_file": pinFile = v
+            case "kms_reason": kmsReason = v
             case "log_level": guard let level = Logger.Level(argument: v) else { throw bad }; logLevel = level
             case "log_to": guard let to = LogDestination(argument: v) else { throw bad }; logTo = to
             case "writeback_cache": writebackCache = true
@@ -91,6 +99,10 @@ struct MountCommand: ParsableCommand {
             }
         }
         do { try cache.validate() } catch { throw CMKError(.usage, "\(error)", hint: "see cmkfs mount --help") }
+        if let kmsReason, kmsReason.utf8.count > Self.maxReason || kmsReason.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            throw CMKError(.usage, "--kms-reason must be one line of at most \(Self.maxReason) bytes without control characters",
+                           hint: "give a short justification, e.g. --kms-reason 'ticket OPS-1234: nightly backup'")
+        }
         return parsed.kernel + (readOnly ? ["ro"] : [])
     }
 
@@ -123,7 +135,7 @@ struct MountCommand: ParsableCommand {
                            hint: "unmount it first: cmkfs unmount \(holder.mountpoint)")
         }
         let v: Volume
-        do { v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin) } catch {
+        do { v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin, purpose: "mount", kmsReason: kmsReason) } catch {
             // The audit log needs the key that was just refused: note the denial for later.
             Volume.notePendingDenial(volume: volume, event: "mount-denied", error: error, detail: "mount at \(mnt)")
             throw error
@@ -225,6 +237,7 @@ struct MountCommand: ParsableCommand {
         defer { close(devnull); if log >= 0 { close(log) } }
         var args = ["mount", v.path, mnt, "--foreground", "--ready-fd", "3"]
         if let kmsDir { args += ["--kms-dir", absolute(kmsDir)] }
+        if let kmsReason { args += ["--kms-reason", kmsReason] }
         args += ["--log-level", logLevel.rawValue, "--log-to", logTo.rawValue]
         args += cache.arguments
         if writebackCache { args.append("--writeback-cache") }

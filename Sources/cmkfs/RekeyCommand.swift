@@ -51,7 +51,7 @@ struct RekeyCommand: ParsableCommand {
             let start = Date()
             let selection = paths.map { "/" + $0.split(separator: "/").joined(separator: "/") }.sorted()
             let pin = try PINSource.forVolume(volume, pinFile: access.pinFile, promptAtTerminal: true)
-            let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin)
+            let v = try Volume.open(at: volume, kmsDir: access.kmsDir, pin: pin, purpose: "rekey")
             let mounted = MountLock.holder(volumePath: v.path) != nil
             // Offline, hold the mount lock so no mount starts while files are half switched.
             let lock = mounted ? nil : try MountLock.acquire(v, mountpoint: "(cmkfs rekey, pid \(getpid()))")

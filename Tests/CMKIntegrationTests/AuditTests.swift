@@ -50,6 +50,30 @@ final class AuditTests: IntegrationTestCase {
         XCTAssertEqual(fx.cmkfs(["audit", "export", vol, "--format", "csv"]).status, 64)
     }
 
+    /// A key use that calls the provider (a new file's wrap, an open that missed the cache)
+    /// names its request id (`kms_request`), the id the KMS's own log records; a use served from
+    /// the cache names none. The records still verify.
+    func testKeyUsesThatCallTheProviderNameTheirRequest() throws {
+        sh("echo x > \(mnt)/a")
+        try fx.remount()
+        sh("cat \(mnt)/a > /dev/null && cat \(mnt)/a > /dev/null")
+        let created = try records(["--file", "/a", "--event", "create"])
+        XCTAssertEqual(created.count, 1)
+        let createID = try XCTUnwrap(created.first?["kms_request"] as? String, "\(created)")
+        XCTAssertTrue(createID.count == 32 && createID.allSatisfy(\.isHexDigit), createID)
+        let opens = try records(["--file", "/a", "--event", "open"])
+        let misses = opens.filter { $0["cache"] as? String == "miss" }, hits = opens.filter { $0["cache"] as? String == "hit" }
+        XCTAssertEqual(misses.count, 1, "\(opens)")
+        XCTAssertGreaterThanOrEqual(hits.count, 1, "\(opens)")
+        let missID = try XCTUnwrap(misses.first?["kms_request"] as? String, "\(misses)")
+        XCTAssertNotEqual(missID, createID)
+        XCTAssertTrue(hits.allSatisfy { $0["kms_request"] == nil }, "\(hits)")
+        let r = fx.cmkfs(["audit", "show", vol])
+        XCTAssertTrue(r.stdout.contains("kms_request=\(missID)"), r.stdout)
+        let v = verify()
+        XCTAssertTrue(v.succeeded, "\(v)")
+    }
+
     /// Tampering with the log of a real volume is named by the CLI with exit code 12; a cut
     /// tail is caught by the checkpoint in meta.db.
     func testVerifyNamesAnEditedRecordAndACutTail() throws {

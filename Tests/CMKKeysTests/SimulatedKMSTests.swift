@@ -124,6 +124,28 @@ final class SimulatedKMSTests: XCTestCase {
         XCTAssertEqual(expectError { try kms.unwrap(edek, with: other, context: context) }, .unwrapFailed(other))
     }
 
+    /// The request context (who asked, why, the request id) travels with the binding but is no
+    /// part of it: an EDEK made under one request unwraps under any other or none, as EDEKs made
+    /// before requests carried a context must.
+    func testRequestContextIsNoPartOfTheBinding() throws {
+        let kms = try kms()
+        let key = try kms.createKey()
+        let secret = try dek()
+        let asked = KeyRequest(operation: "create", uid: 1000, pid: 42, process: "cp", reason: "ticket 7")
+        let edek = try kms.wrap(secret, with: key, context: WrapContext(volumeID: volumeA, fileID: file1, request: asked))
+        let other = KeyRequest.ownProcess("open")
+        XCTAssertNotEqual(asked.id, other.id)
+        XCTAssertEqual(asked.id.count, 32)
+        XCTAssertTrue(try kms.unwrap(edek, with: key, context: WrapContext(volumeID: volumeA, fileID: file1, request: other))
+            .constantTimeEquals(secret))
+        XCTAssertTrue(try kms.unwrap(edek, with: key, context: WrapContext(volumeID: volumeA, fileID: file1)).constantTimeEquals(secret))
+        XCTAssertEqual(WrapContext(volumeID: volumeA, fileID: file1, request: asked), WrapContext(volumeID: volumeA, fileID: file1))
+        XCTAssertEqual(WrapContext(volumeID: volumeA, fileID: file1, request: asked).associatedData(for: key),
+                       WrapContext(volumeID: volumeA, fileID: file1).associatedData(for: key))
+        XCTAssertEqual(asked.item(3).id, asked.id + ".3")
+        XCTAssertEqual(asked.item(3).reason, "ticket 7")
+    }
+
     func testUnwrapUnderAnotherContextFails() throws {
         let kms = try kms()
         let key = try kms.createKey()
