@@ -61,7 +61,7 @@ let package = Package(
 
         // The simulated customer KMS as its own process (`cmkfs-kms serve`, `cmkfs-kms key …`).
         .executableTarget(name: "cmkfs-kms", dependencies: [
-            "CMKKeys", "CMKSocketKMS",
+            "CMKCrypto", "CMKKeys", "CMKPKCS11", "CMKSocketKMS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

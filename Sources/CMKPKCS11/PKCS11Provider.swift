@@ -151,6 +151,32 @@ public final class PKCS11Provider: KeyProvider {
         }
     }
 
+    /// The master keys on the token, each with the state of every version (destroyed ones from
+    /// their tombstones), sorted by key id: what `cmkfs-kms key list` shows for a token.
+    public func listKeys() throws(KeyProviderError) -> [(keyID: String, versions: [(version: Int, state: ProviderKeyState)])] {
+        var found: [String: [Int: ProviderKeyState]] = [:]
+        func parse(_ label: String) -> KeyRef? {
+            guard let dot = label.range(of: ".v", options: .backwards), let n = Int(label[dot.upperBound...]), n > 0 else { return nil }
+            return KeyRef(keyID: String(label[..<dot.lowerBound]), version: n)
+        }
+        try call { (s) throws(PKCS11Failure) in
+            for o in try s.findObjects(Template().ulong(CKA_CLASS, CKO_SECRET_KEY), limit: 4096) {
+                let label = String(decoding: try s.bytesAttribute(o, CKA_LABEL), as: UTF8.self)
+                guard let key = parse(label) else { continue }
+                let encrypt = try s.boolAttribute(o, CKA_ENCRYPT)
+                let decrypt = try s.boolAttribute(o, CKA_DECRYPT)
+                let usable = encrypt && decrypt
+                found[key.keyID, default: [:]][key.version] = usable ? .enabled : .disabled
+            }
+            for o in try s.findObjects(Template().ulong(CKA_CLASS, CKO_DATA).text(CKA_APPLICATION, "cmkfs"), limit: 4096) {
+                let label = String(decoding: try s.bytesAttribute(o, CKA_LABEL), as: UTF8.self)
+                guard label.hasSuffix(".destroyed"), let key = parse(String(label.dropLast(".destroyed".count))) else { continue }
+                if found[key.keyID]?[key.version] == nil { found[key.keyID, default: [:]][key.version] = .destroyed }
+            }
+        }
+        return found.keys.sorted().map { id in (id, found[id]!.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }) }
+    }
+
     // MARK: audit anchors
 
     /// The label of a volume's anchor: a private CKO_DATA token object `cmkfs-audit-anchor.<volume id>`

@@ -8,9 +8,9 @@ import CMKSocketKMS
 struct KMSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cmkfs-kms",
-        abstract: "The simulated customer KMS: serve it on a Unix socket, and manage its keys.",
+        abstract: "The customer's KMS: serve it on a Unix socket, keys in a keystore directory or a PKCS#11 token, and manage its keys.",
         discussion: "Protocol: docs/kms-protocol.md. The keystore format is the embedded KMS's (docs/key-hierarchy.md).",
-        subcommands: [ServeCommand.self, KeyCommand.self]
+        subcommands: [ServeCommand.self, KeyCommand.self, AuditCommand.self]
     )
 }
 
@@ -49,14 +49,20 @@ struct ServeCommand: ParsableCommand {
         abstract: "Serve the keystore on a Unix socket (mode 0600; callers must be root or the socket owner).")
 
     @Option(help: "The socket path to listen on.") var socket: String
-    @Option(help: "The keystore directory (created 0700 if missing).") var state: String
+    @OptionGroup var keys: KeyStoreOptions
     @Option(name: .customLong("latency-ms"), help: "Fault injection: delay every answer by N ms.") var latencyMs = 0
     @Option(name: .customLong("fail-fraction"), help: "Fault injection: fail this share (0…1) of requests.") var failFraction = 0.0
     @Flag(name: .customLong("refuse-all"), help: "Fault injection: refuse every request.") var refuseAll = false
+    @Option(name: .customLong("audit-log"),
+            help: "Record every request answered in this file (JSON lines, fsync'd before each answer); default STATE/kms-audit.log.")
+    var auditLog: String?
 
     func validate() throws {
         guard latencyMs >= 0, (0...1).contains(failFraction) else {
             throw ValidationError("--latency-ms must be >= 0 and --fail-fraction within 0…1")
+        }
+        guard keys.state != nil || (keys.usesToken && auditLog != nil) else {
+            throw ValidationError("give --state DIR (the keystore; with a token, where the audit log goes) or, with a token, --audit-log FILE")
         }
     }
 
@@ -65,16 +71,21 @@ struct ServeCommand: ParsableCommand {
         // no core file, no ptrace or /proc/PID/mem without CAP_SYS_PTRACE.
         let dump = SecretMemory.forbidCoreDumps()
         if dump != 0 { FileHandle.standardError.write(Data("cmkfs-kms: warning: cannot make the server non-dumpable: \(String(cString: strerror(dump)))\n".utf8)) }
-        let kms = openKeystore(state, create: true)
+        let kms = keys.open(create: true)
         // Signals are taken by one thread with sigwait, so the socket file is removed on exit.
         var set = sigset_t()
         sigemptyset(&set)
         for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
         pthread_sigmask(SIG_BLOCK, &set, nil)
+        let audit: KMSAuditLog
+        do { audit = try KMSAuditLog(path: auditLog ?? (keys.state! + "/" + KMSPaths.auditLogName)) } catch {
+            fail(error.description, hint: "give a writable --audit-log FILE", code: 1)
+        }
         let server: KMSServer
         do {
             server = try KMSServer(socketPath: socket, kms: kms,
-                                   faults: .init(latencyMilliseconds: latencyMs, failFraction: failFraction, refuseAll: refuseAll))
+                                   faults: .init(latencyMilliseconds: latencyMs, failFraction: failFraction, refuseAll: refuseAll),
+                                   audit: audit)
         } catch {
             fail(error.description, hint: "choose another --socket, or stop the KMS serving it", code: 1)
         }
@@ -86,22 +97,22 @@ struct ServeCommand: ParsableCommand {
             server.removeSocket()
             Glibc.exit(0)
         }.start()
-        FileHandle.standardOutput.write(Data("cmkfs-kms: serving \(state) on \(socket)\n".utf8))
+        FileHandle.standardOutput.write(Data("cmkfs-kms: serving \(keys.place) on \(socket); audit log \(audit.path)\n".utf8))
         server.run()
     }
 }
 
 struct KeyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "key", abstract: "The customer's side: create, list, disable, enable, destroy master keys.",
-        subcommands: [Create.self, List.self, Disable.self, Enable.self, Destroy.self])
+        commandName: "key", abstract: "The customer's side: create, list, rotate, disable, enable, destroy master keys.",
+        subcommands: [Create.self, List.self, Rotate.self, Disable.self, Enable.self, Destroy.self])
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a new master key (version 1), or a new version of KEY_ID.")
-        @Option(help: "The keystore directory.") var state: String
+        @OptionGroup var keys: KeyStoreOptions
         @Option(name: .customLong("new-version-of"), help: "Add a version to this key instead.") var keyID: String?
         func run() {
-            let kms = openKeystore(state, create: true)
+            let kms = keys.open(create: true)
             do {
                 let key = try keyID.map { id throws(KeyProviderError) in try kms.createVersion(of: id) } ?? kms.createKey()
                 print("\(key.keyID) v\(key.version)")
@@ -111,12 +122,25 @@ struct KeyCommand: ParsableCommand {
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List keys and the state of each version.")
-        @Option(help: "The keystore directory.") var state: String
+        @OptionGroup var keys: KeyStoreOptions
         func run() {
             do {
-                for key in try openKeystore(state, create: false).listKeys() {
+                for key in try keys.list() {
                     print(key.keyID + " " + key.versions.map { "v\($0.version)=\($0.state.rawValue)" }.joined(separator: " "))
                 }
+            } catch { fail("\(error)") }
+        }
+    }
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create the next version of KEY_ID (the volumes move to it with cmkfs key rotate; older versions stay usable).")
+        @Argument(help: "The key id.") var keyID: String
+        @OptionGroup var keys: KeyStoreOptions
+        func run() {
+            do {
+                let key = try keys.open(create: false).createVersion(of: keyID)
+                print("\(key.keyID) v\(key.version)")
             } catch { fail("\(error)") }
         }
     }
@@ -125,39 +149,39 @@ struct KeyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Disable a key (every version unless --version).")
         @Argument(help: "The key id.") var keyID: String
         @Option(help: "Only this version.") var version: Int?
-        @Option(help: "The keystore directory.") var state: String
-        func run() { change(keyID, version, to: .disabled, state) }
+        @OptionGroup var keys: KeyStoreOptions
+        func run() { change(keyID, version, to: .disabled, keys) }
     }
 
     struct Enable: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Enable a disabled key (every version unless --version).")
         @Argument(help: "The key id.") var keyID: String
         @Option(help: "Only this version.") var version: Int?
-        @Option(help: "The keystore directory.") var state: String
-        func run() { change(keyID, version, to: .enabled, state) }
+        @OptionGroup var keys: KeyStoreOptions
+        func run() { change(keyID, version, to: .enabled, keys) }
     }
 
     struct Destroy: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Destroy a key for good (every version unless --version); needs --force.")
         @Argument(help: "The key id.") var keyID: String
         @Option(help: "Only this version.") var version: Int?
-        @Option(help: "The keystore directory.") var state: String
+        @OptionGroup var keys: KeyStoreOptions
         @Flag(help: "Confirm: everything wrapped under the key becomes unreadable forever.") var force = false
         func run() {
             guard force else { fail("destroying \(keyID) makes every file under it unreadable forever", hint: "add --force", code: 64) }
-            change(keyID, version, to: .destroyed, state)
+            change(keyID, version, to: .destroyed, keys)
         }
     }
 }
 
 /// Sets `keyID` (one version, or all that are not destroyed) to `target`.
-func change(_ keyID: String, _ version: Int?, to target: ProviderKeyState, _ state: String) {
-    let kms = openKeystore(state, create: false)
+func change(_ keyID: String, _ version: Int?, to target: ProviderKeyState, _ keys: KeyStoreOptions) {
+    let kms = keys.open(create: false)
     do {
         let versions: [Int]
         if let version { versions = [version] } else {
-            guard let listing = try kms.listKeys().first(where: { $0.keyID == keyID }) else {
-                throw KeyProviderError.keyNotFound(KeyRef(keyID: keyID, version: 1), detail: "no such key in \(state)")
+            guard let listing = try keys.list().first(where: { $0.keyID == keyID }) else {
+                throw KeyProviderError.keyNotFound(KeyRef(keyID: keyID, version: 1), detail: "no such key in \(keys.place)")
             }
             versions = listing.versions.filter { $0.state != .destroyed || target == .destroyed }.map(\.version)
         }

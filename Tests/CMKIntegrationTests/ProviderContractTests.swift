@@ -46,6 +46,7 @@ enum ContractProvider: String, CaseIterable {
     case embedded = "embedded simulated KMS"
     case socket = "cmkfs-kms socket KMS"
     case pkcs11 = "PKCS#11 provider on SoftHSM2"
+    case socketOnToken = "cmkfs-kms socket KMS in front of a SoftHSM2 token"
 
     /// A fresh provider, with whatever it needs made in `scratch`, and how to stop it (which
     /// returns a problem, if any).
@@ -63,6 +64,11 @@ enum ContractProvider: String, CaseIterable {
             let hsm = try PKCS11Provider(modulePath: SoftHSMTokens.module, tokenLabel: SoftHSMTokens.contractToken, pin: tokens.pin())
             // The token is shared by the process: each key gets a label of its own.
             return (ProviderContract(hsm) { try hsm.createKey(named: "t-\(UUID().uuidString.prefix(8).lowercased())") }, { nil })
+        case .socketOnToken:
+            let kms = try KMSProcess.onToken(socket: scratch + "/kms.sock", state: scratch + "/state", logPath: scratch + "/kms.log",
+                                             root: scratch + "/hsm", logDir: scratch)
+            try kms.start()
+            return (ProviderContract(SocketKMSProvider(socketPath: kms.socket, timeoutMilliseconds: 5000)), { kms.stop() })
         }
     }
 }

@@ -73,12 +73,29 @@ final class KMSProcess {
     let socket: String
     let state: String
     let logPath: String
+    /// Where the keys are besides `--state`: the token flags of a KMS in front of an HSM.
+    let keyStore: [String]
+    /// Added to the environment of the server and the key commands (SOFTHSM2_CONF).
+    let environment: [String: String]
     private(set) var process: Process?
 
-    init(socket: String, state: String, logPath: String) {
+    init(socket: String, state: String, logPath: String, keyStore: [String] = [], environment: [String: String] = [:]) {
         self.socket = socket
         self.state = state
         self.logPath = logPath
+        self.keyStore = keyStore
+        self.environment = environment
+    }
+
+    /// A KMS whose master keys are in a new SoftHSM2 token made under `root` (its PIN in a file there).
+    static func onToken(socket: String, state: String, logPath: String, root: String, logDir: String) throws -> KMSProcess {
+        let tokens = try SoftHSMTokens(root: root)
+        try tokens.initToken("cmkfs-kms-hsm", logDir: logDir)
+        let pinFile = root + "/pin"
+        try SoftHSMTokens.writePINFile(pinFile)
+        return KMSProcess(socket: socket, state: state, logPath: logPath,
+                          keyStore: ["--pkcs11-module", SoftHSMTokens.module, "--token", "cmkfs-kms-hsm", "--pin-file", pinFile],
+                          environment: tokens.environment)
     }
 
     var pid: pid_t? { process.map { $0.processIdentifier } }
@@ -89,7 +106,8 @@ final class KMSProcess {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["serve", "--socket", socket, "--state", state] + faults
+        p.arguments = ["serve", "--socket", socket, "--state", state] + keyStore + faults
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         p.standardInput = FileHandle(forReadingAtPath: "/dev/null")
         let log = FileHandle(forWritingAtPath: logPath)!
         log.seekToEndOfFile()
@@ -151,10 +169,21 @@ final class KMSProcess {
         return nil
     }
 
+    /// `cmkfs-kms audit show --json --state STATE ARGS`: the KMS's own records, parsed.
+    func auditRecords(_ args: [String] = [], logDir: String) throws -> [[String: Any]] {
+        let r = Shell.run(Self.binary, ["audit", "show", "--json", "--state", state] + args, timeout: 30, logDir: logDir)
+        guard r.succeeded else { throw FixtureError("cmkfs-kms audit show failed: \(r)") }
+        return try r.stdout.split(separator: "\n").map {
+            guard let o = try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] else { throw FixtureError("not JSON: \($0)") }
+            return o
+        }
+    }
+
     /// Runs `cmkfs-kms ARGS --state STATE` (the customer's key commands).
     @discardableResult
     func keyCommand(_ args: [String], logDir: String) -> ShellResult {
-        Shell.run(Self.binary, ["key"] + args + ["--state", state], timeout: 30, logDir: logDir)
+        Shell.run("/usr/bin/env", environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                  + [Self.binary, "key"] + args + ["--state", state] + keyStore, timeout: 30, logDir: logDir)
     }
 }
 
