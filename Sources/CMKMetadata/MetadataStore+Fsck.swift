@@ -13,13 +13,6 @@ extension MetadataStore {
 }
 
 extension MetadataStore {
-    /// One row of `file_attrs`, as fsck saves it before removing an orphan.
-    public struct FileRow: Sendable, Codable {
-        public var name: String
-        public var value: [UInt8]
-        public var keyVersion: Int?
-    }
-
     /// Every row of a file (its key rows and xattrs), by name.
     public func rows(fileId: [UInt8]) throws(MetadataError) -> [FileRow] {
         try Self.checkFileId(fileId)

@@ -1,26 +1,6 @@
 /// Rows for master-key rotation and purge: switching the active version, draining the EDEKs of
 /// old versions in batches, and the progress record that lets an interrupted rotation resume.
 extension MetadataStore {
-    /// One file's wrapped key as rotation reads it.
-    public struct WrappedKey: Sendable, Equatable {
-        public var fileId: [UInt8]
-        public var keyVersion: Int
-        public var edek: [UInt8]
-    }
-
-    /// A re-wrapped EDEK to store: applied only if the row still holds `oldEdek` (the file may
-    /// have been deleted or rekeyed since it was read).
-    public struct Rewrap: Sendable {
-        public var fileId: [UInt8]
-        public var oldEdek: [UInt8]
-        public var newEdek: [UInt8]
-        public init(fileId: [UInt8], oldEdek: [UInt8], newEdek: [UInt8]) {
-            self.fileId = fileId
-            self.oldEdek = oldEdek
-            self.newEdek = newEdek
-        }
-    }
-
     /// In one transaction: every active version becomes deactivated, `newVersion` is recorded
     /// as active, and the `meta` rows (re-wrapped volume secrets, the progress record) are set.
     /// From the commit on, `insertFileKey(onlyIfActive:)` refuses the old version everywhere.

@@ -54,3 +54,42 @@ public enum XattrSetMode: Sendable {
     /// Fail with `.notFound` if the attribute is not set.
     case replace
 }
+
+/// One file's wrapped key as rotation reads it.
+public struct WrappedKey: Sendable, Equatable {
+    public var fileId: [UInt8]
+    public var keyVersion: Int
+    public var edek: [UInt8]
+
+    public init(fileId: [UInt8], keyVersion: Int, edek: [UInt8]) {
+        self.fileId = fileId
+        self.keyVersion = keyVersion
+        self.edek = edek
+    }
+}
+
+/// A re-wrapped EDEK to store: applied only if the row still holds `oldEdek` (the file may
+/// have been deleted or rekeyed since it was read).
+public struct Rewrap: Sendable {
+    public var fileId: [UInt8]
+    public var oldEdek: [UInt8]
+    public var newEdek: [UInt8]
+    public init(fileId: [UInt8], oldEdek: [UInt8], newEdek: [UInt8]) {
+        self.fileId = fileId
+        self.oldEdek = oldEdek
+        self.newEdek = newEdek
+    }
+}
+
+/// One row of a file (its key rows and xattrs, by name), as fsck saves it before removing an orphan.
+public struct FileRow: Sendable, Codable, Equatable {
+    public var name: String
+    public var value: [UInt8]
+    public var keyVersion: Int?
+
+    public init(name: String, value: [UInt8], keyVersion: Int?) {
+        self.name = name
+        self.value = value
+        self.keyVersion = keyVersion
+    }
+}

@@ -20,8 +20,7 @@ public struct KeyAdmin {
         let config = try Volume.readConfig(path)
         var providerConfig = config.provider
         if let kmsDir { providerConfig.kmsDir = absolute(kmsDir) }
-        let store: MetadataStore
-        do { store = try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
+        let store = try MetadataBackends.open(volume: path)
         defer { store.close() }
         let records: [KeyVersionRecord]
         do { records = try store.keyVersions() } catch { throw .metadata(error, volume: path) }
@@ -75,11 +74,11 @@ public struct KeyAdmin {
         }
     }
 
-    func openStore() throws(CMKError) -> MetadataStore {
-        do { return try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
+    func openStore() throws(CMKError) -> any MetadataBackend {
+        try MetadataBackends.open(volume: path)
     }
 
-    func volumeID(_ store: MetadataStore) throws(CMKError) -> [UInt8] {
+    func volumeID(_ store: any VolumeFactStore) throws(CMKError) -> [UInt8] {
         let id: [UInt8]?
         do { id = try store.meta("volume_id") } catch { throw .metadata(error, volume: path) }
         guard let id else { throw CMKError(.notAVolume, "the metadata database of \(path) has no volume id") }
@@ -106,9 +105,9 @@ public struct KeyAdmin {
 public final class CommandAuditLog {
     private let log: AuditLog
     /// Closed with the log when the log opened it (KeyAdmin); a Volume's own store is not.
-    private let ownedStore: MetadataStore?
+    private let ownedStore: (any MetadataMaintenance)?
 
-    init(log: AuditLog, ownedStore: MetadataStore?) {
+    init(log: AuditLog, ownedStore: (any MetadataMaintenance)?) {
         self.log = log
         self.ownedStore = ownedStore
     }

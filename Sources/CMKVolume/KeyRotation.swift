@@ -116,7 +116,7 @@ extension KeyAdmin {
 
     /// Creates the new version, re-wraps the volume's own secrets (key check, audit key, name key) under
     /// it and commits the switch; from then on every new file is wrapped under the new version.
-    private func beginRotation(store: MetadataStore, volumeID: [UInt8], audit: AuditSink) throws -> RotationProgress {
+    private func beginRotation(store: any MetadataBackend, volumeID: [UInt8], audit: AuditSink) throws -> RotationProgress {
         let keyID = config.provider.keyID
         guard let active = try store.keyVersions().first(where: { $0.state == .active }) else {
             throw CMKError(.notAVolume, "the metadata database of \(path) names no active master-key version")
@@ -163,7 +163,7 @@ extension KeyAdmin {
     }
 
     /// Re-wraps every EDEK of the non-target, non-purged versions, batch by batch.
-    private func drain(store: MetadataStore, volumeID: [UInt8], target: KeyRef, state: inout RotationProgress,
+    private func drain(store: any MetadataBackend, volumeID: [UInt8], target: KeyRef, state: inout RotationProgress,
                        batchSize: Int, maxRate: Double?, audit: AuditSink, progress: (Int, Int) -> Void) throws(CMKError) {
         let started = Date()
         var doneHere = 0
@@ -181,7 +181,7 @@ extension KeyAdmin {
             let from = KeyRef(keyID: source.keyId, version: source.version)
             var after = state.cursorVersion == source.version ? state.cursorFile.flatMap(unhex) : nil
             while true {
-                let batch: [MetadataStore.WrappedKey]
+                let batch: [WrappedKey]
                 do { batch = try store.wrappedKeys(version: source.version, after: after, limit: batchSize) } catch {
                     throw .metadata(error, volume: path)
                 }
@@ -190,10 +190,10 @@ extension KeyAdmin {
                 // audit record names the id, the KMS's log each request).
                 let request = KeyRequest.ownProcess("rotate")
                 let outcomes = try rewrapAll(batch, from: from, to: target, volumeID: volumeID, request: request)
-                var rewraps: [MetadataStore.Rewrap] = []
+                var rewraps: [Rewrap] = []
                 for (item, outcome) in zip(batch, outcomes) {
                     if let edek = outcome {
-                        rewraps.append(MetadataStore.Rewrap(fileId: item.fileId, oldEdek: item.edek, newEdek: edek))
+                        rewraps.append(Rewrap(fileId: item.fileId, oldEdek: item.edek, newEdek: edek))
                     } else {
                         state.failedCount += 1
                         if state.failed.count < RotationProgress.maxListed { state.failed.append(hex(item.fileId)) }
@@ -228,7 +228,7 @@ extension KeyAdmin {
     /// Unwraps each EDEK under `from` and wraps its DEK under `to`, in parallel (the provider may
     /// be a network KMS or an HSM). nil: this EDEK did not unwrap (tampered or moved row). A
     /// provider refusal or outage aborts the batch: nothing of it is stored.
-    private func rewrapAll(_ batch: [MetadataStore.WrappedKey], from: KeyRef, to: KeyRef,
+    private func rewrapAll(_ batch: [WrappedKey], from: KeyRef, to: KeyRef,
                            volumeID: [UInt8], request: KeyRequest) throws(CMKError) -> [[UInt8]?] {
         enum Outcome: Sendable { case wrapped([UInt8]), bad, abort(KeyProviderError) }
         let results = Mutex([Outcome](repeating: .bad, count: batch.count))

@@ -14,7 +14,8 @@ public final class Volume: Sendable {
     public let config: VolumeConfig
     public let volumeID: [UInt8]
     public let layout: BlockLayout
-    public let metadata: MetadataStore
+    /// The metadata backend (MetadataBackends.swift).
+    public let metadata: any MetadataBackend
     public let provider: any KeyProvider
     /// The master-key version new files are wrapped under. A rotation by another process
     /// changes it in the database; `createFileKey` notices at its next insert and reloads.
@@ -37,7 +38,7 @@ public final class Volume: Sendable {
     static let keyCheckVersionName = "key_check_version"
     static let keyCheckFileID = [UInt8](repeating: 0, count: 16)
 
-    private init(path: String, config: VolumeConfig, volumeID: [UInt8], metadata: MetadataStore,
+    private init(path: String, config: VolumeConfig, volumeID: [UInt8], metadata: any MetadataBackend,
                  provider: any KeyProvider, activeKey: KeyRef, purpose: String, kmsReason: String?) {
         self.path = path
         self.purpose = purpose
@@ -66,8 +67,7 @@ public final class Volume: Sendable {
         guard let volumeID = unhex(config.volumeID), volumeID.count == 16 else {
             throw CMKError(.notAVolume, "\(path)/\(VolumeConfig.fileName) has a malformed volume id")
         }
-        let metadata: MetadataStore
-        do { metadata = try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
+        let metadata = try MetadataBackends.open(volume: path)
         let made = try makeProvider(providerConfig, create: false, volume: path, pin: pin)
         let provider: any KeyProvider = retry.map { RetryingProvider(made, policy: $0) } ?? made
         let active: KeyVersionRecord?
@@ -85,7 +85,7 @@ public final class Volume: Sendable {
     /// The volume over parts an admin command already holds, without the key check (the
     /// master key may be disabled): for mapping names while purging. The caller closes `metadata`.
     static func unchecked(path: String, config: VolumeConfig, provider: any KeyProvider,
-                          metadata: MetadataStore) throws(CMKError) -> Volume {
+                          metadata: any MetadataBackend) throws(CMKError) -> Volume {
         guard let volumeID = unhex(config.volumeID), volumeID.count == 16 else {
             throw CMKError(.notAVolume, "\(path)/\(VolumeConfig.fileName) has a malformed volume id")
         }
@@ -119,7 +119,7 @@ public final class Volume: Sendable {
         KeyRequest.ownProcess(operation ?? purpose, reason: kmsReason)
     }
 
-    static func keyCheckVersion(_ metadata: MetadataStore) throws(MetadataError) -> Int {
+    static func keyCheckVersion(_ metadata: any VolumeFactStore) throws(MetadataError) -> Int {
         try metadata.meta(keyCheckVersionName).flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 1
     }
 

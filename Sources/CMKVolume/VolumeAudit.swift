@@ -29,7 +29,7 @@ extension Volume {
                           path: path, providerConfig: config.provider, request: keyRequest())
     }
 
-    static func auditKey(metadata: MetadataStore, provider: any KeyProvider, volumeID: [UInt8], activeKey: KeyRef?,
+    static func auditKey(metadata: any VolumeFactStore & MetadataMaintenance, provider: any KeyProvider, volumeID: [UInt8], activeKey: KeyRef?,
                          path: String, providerConfig: ProviderConfig,
                          request: KeyRequest = .ownProcess("audit")) throws(CMKError) -> SecretBytes {
         let context = WrapContext(volumeID: volumeID, fileID: auditKeyFileID, request: request)
@@ -187,7 +187,7 @@ public enum DenialKey {
 /// Checkpoints in `meta['audit_checkpoint']`, made durable at once (they are written at most
 /// once per group-commit interval).
 struct MetadataCheckpoints: AuditCheckpointStore {
-    let store: MetadataStore
+    let store: any VolumeFactStore & MetadataMaintenance
     func loadCheckpoint() throws -> [UInt8]? { try store.meta(Volume.auditCheckpointName) }
     func saveCheckpoint(_ bytes: [UInt8]) throws {
         try store.setMeta(Volume.auditCheckpointName, bytes)

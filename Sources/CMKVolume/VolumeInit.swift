@@ -78,7 +78,7 @@ extension Volume {
             throw CMKError(.io, "cannot create \(path)/data: \(String(cString: strerror(errno)))")
         }
         do {
-            let store = try MetadataStore.create(at: path + "/meta.db")
+            let store = try MetadataBackends.create(volume: path)
             defer { store.close() }
             try store.setMeta("volume_id", volumeID)
             try store.addKeyVersion(KeyVersionRecord(keyId: key.keyID, version: key.version, state: .active, createdAt: isoNow()))

@@ -28,7 +28,7 @@ extension Volume {
         try Self.nameKeyVersion(metadata)
     }
 
-    static func nameKeyVersion(_ store: MetadataStore) throws(MetadataError) -> Int? {
+    static func nameKeyVersion(_ store: any VolumeFactStore) throws(MetadataError) -> Int? {
         try store.meta(nameKeyVersionName).flatMap { Int(String(decoding: $0, as: UTF8.self)) }
     }
 
@@ -51,7 +51,7 @@ extension Volume {
     }
 
     /// Makes and stores a new volume's name key under `activeKey` (at `init`).
-    static func createNameKey(store: MetadataStore, provider: any KeyProvider, volumeID: [UInt8], activeKey: KeyRef) throws {
+    static func createNameKey(store: any VolumeFactStore, provider: any KeyProvider, volumeID: [UInt8], activeKey: KeyRef) throws {
         let key = try SecretBytes.random(count: AESSIV.keySize)
         let edek = try provider.wrap(key, with: activeKey, context: WrapContext(volumeID: volumeID, fileID: nameKeyFileID, request: .ownProcess("init")))
         try store.setMeta(nameKeyName, edek)

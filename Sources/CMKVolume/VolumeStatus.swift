@@ -48,8 +48,7 @@ public struct VolumeStatus: Codable, Sendable {
     public static func of(_ path: String, kmsDir: String? = nil, pin: SecretBytes? = nil) throws(CMKError) -> VolumeStatus {
         let path = absolute(path)
         let config = try Volume.readConfig(path)
-        let store: MetadataStore
-        do { store = try MetadataStore.open(at: path + "/meta.db") } catch { throw .metadata(error, volume: path) }
+        let store = try MetadataBackends.open(volume: path)
         defer { store.close() }
         let versions: [KeyVersionRecord], files: Int, counts: [Int: Int]
         do {

@@ -41,8 +41,8 @@ final class RotationRowTests: MetadataTestCase {
         XCTAssertEqual(second.map(\.fileId), [id(2), id(3)])
         // One row changed since it was read (rekeyed): its stale re-wrap must not land.
         let changed = try store.storeRewrapped([
-            MetadataStore.Rewrap(fileId: id(2), oldEdek: [1, 2], newEdek: [2, 2]),
-            MetadataStore.Rewrap(fileId: id(3), oldEdek: [0xFF], newEdek: [2, 3]),
+            Rewrap(fileId: id(2), oldEdek: [1, 2], newEdek: [2, 2]),
+            Rewrap(fileId: id(3), oldEdek: [0xFF], newEdek: [2, 3]),
         ], newVersion: 2, meta: ["rotation": [1]])
         XCTAssertEqual(changed, 1)
         XCTAssertEqual(try store.fileKey(fileId: id(2)), FileKeyRecord(edek: [2, 2], keyId: "mk", keyVersion: 2))
