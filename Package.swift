@@ -38,12 +38,17 @@ let package = Package(
         .target(name: "CMKPKCS11", dependencies: ["CPKCS11", "CMKCrypto", "CMKKeys"]),
         // A blocking, thread-safe HTTP client over libcurl with a pool of keep-alive handles.
         .target(name: "CMKHTTP", dependencies: ["CCurl", "CMKCrypto"]),
+        // The AF_UNIX calls (connect, listen, peer credentials) of the socket KMS and the control channel.
+        .target(name: "CMKUnixSocket"),
         // The simulated KMS over a Unix socket: wire format, client provider, server.
-        .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys"]),
+        .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys", "CMKUnixSocket"]),
         // The AWS KMS provider: Signature Version 4, the credential chain, the KMS JSON API.
         .target(name: "CMKAWSKMS", dependencies: ["COpenSSL", "CMKCrypto", "CMKKeys"]),
         // The DEK cache: TTLs, capacity, leasing with background renewal, flushes.
         .target(name: "CMKKeyService", dependencies: ["CMKCrypto", "CMKKeys"]),
+        // A live mount's control channel: the requests and answers (docs/control-protocol.md) and
+        // the socket plumbing both ends use (the mount's server, the CLI's client).
+        .target(name: "CMKControl", dependencies: ["CMKKeyService", "CMKUnixSocket"]),
         // The tamper-evident audit log: record format, MAC chain, segments, checkpoints, verifier.
         .target(name: "CMKAudit", dependencies: ["CMKCrypto", "CLinuxFS"]),
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
@@ -51,10 +56,10 @@ let package = Package(
         // A volume: its config, its database, its provider, the per-file key service.
         .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
-        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKSocketKMS", "CMKVolume",
+        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume",
                                                 .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "cmkfs", dependencies: [
-            "CMKAudit", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto", "CMKSocketKMS",
+            "CMKAudit", "CMKControl", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -71,8 +76,8 @@ let package = Package(
 
         // Fuzz targets: one function per parser of untrusted bytes, run by CMKFuzzTests and by
         // the libFuzzer driver below (docs/fuzzing.md).
-        .target(name: "CMKFuzzTargets", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeyService", "CMKKeys",
-                                                       "CMKMetadata", "CMKSocketKMS", "CSQLite"]),
+        .target(name: "CMKFuzzTargets", dependencies: ["CMKAudit", "CMKControl", "CMKCrypto", "CMKFormat", "CMKKeyService", "CMKKeys",
+                                                       "CMKMetadata", "CMKSocketKMS", "CMKUnixSocket", "CSQLite"]),
 
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
@@ -83,8 +88,9 @@ let package = Package(
         .testTarget(name: "CMKMetadataTests", dependencies: ["CMKMetadata"]),
         .testTarget(name: "CMKHTTPTests", dependencies: ["CMKHTTP"]),
         .testTarget(name: "CMKFuzzTests", dependencies: ["CMKFuzzTargets"]),
+        .testTarget(name: "CMKControlTests", dependencies: ["CMKControl", "CMKUnixSocket"]),
         .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "cmkfs-kms", "CMKVolume", "CMKFormat", "CMKCrypto",
-                                                             "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit"]),
+                                                             "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit", "CMKControl", "CMKUnixSocket"]),
     ],
     swiftLanguageModes: [.v6]
 )

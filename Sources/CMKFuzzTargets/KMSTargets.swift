@@ -4,6 +4,7 @@ import Synchronization
 import CMKCrypto
 import CMKKeys
 import CMKSocketKMS
+import CMKUnixSocket
 
 // The socket KMS: the server answering bytes from a peer, and the client reading the bytes a
 // KMS answers. Both run over real Unix sockets in this process, through public API only, so

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import CMKCrypto
 import CMKKeys
+import CMKUnixSocket
 
 /// Serves master keys on a Unix socket: the body of `cmkfs-kms serve`.
 ///

@@ -2,6 +2,7 @@ import Glibc
 import Synchronization
 import CMKCrypto
 import CMKKeys
+import CMKUnixSocket
 
 /// A `KeyProvider` that asks a `cmkfs-kms` process over its Unix socket (docs/kms-protocol.md).
 ///

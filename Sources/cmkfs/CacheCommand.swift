@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CMKControl
 import CMKKeyService
 import CMKVolume
 
@@ -19,7 +20,7 @@ struct CacheCommand: ParsableCommand {
 
         func run() {
             reporting { () throws(CMKError) in
-                let response = try ControlClient.send(ControlRequest(op: "stats"), volume: volume)
+                let response = try ControlClient.send(.stats, volume: volume)
                 guard let s = response.stats else { throw CMKError(.io, "the live mount sent no statistics") }
                 if json {
                     let encoder = JSONEncoder()
@@ -47,7 +48,7 @@ struct CacheCommand: ParsableCommand {
 
         func run() {
             reporting { () throws(CMKError) in
-                let r = try ControlClient.send(ControlRequest(op: "flush", reason: "cmkfs cache flush"), volume: volume)
+                let r = try ControlClient.send(.flush(reason: "cmkfs cache flush"), volume: volume)
                 print("flushed \(r.flushed ?? 0) keys; \(r.openFilesCut ?? 0) open files must be reopened; "
                       + String(format: "%.1f ms", r.elapsedMilliseconds ?? 0))
             }

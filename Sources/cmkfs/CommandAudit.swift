@@ -1,5 +1,6 @@
 import Foundation
 import CMKAudit
+import CMKControl
 import CMKCrypto
 import CMKKeyService
 import CMKVolume
@@ -32,13 +33,10 @@ final class CommandAudit {
 
     func record(_ event: AuditEvent, durable: Bool) throws(CMKError) {
         if log == nil && !direct && MountLock.holder(volumePath: path) != nil {
-            var request = ControlRequest(op: "audit", keyID: event.keyID, version: event.keyVersion, reason: event.detail,
-                                         event: event.event)
-            request.result = event.result
-            request.error = event.error
-            request.fileID = event.fileID
-            request.path = event.path
-            request.durable = durable
+            let request = ControlRequest.audit(ControlAuditRecord(event: event.event, result: event.result, error: event.error,
+                                                                  fileID: event.fileID, path: event.path, keyID: event.keyID,
+                                                                  keyVersion: event.keyVersion, detail: event.detail),
+                                               durable: durable)
             do {
                 _ = try ControlClient.send(request, volume: path)
                 return

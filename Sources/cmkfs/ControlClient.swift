@@ -1,6 +1,5 @@
 import Foundation
-import CMKKeyService
-import CMKSocketKMS
+import CMKControl
 import CMKVolume
 
 /// Talks to a live mount through `VOLUME/control.sock` (docs/control-protocol.md).
@@ -10,7 +9,7 @@ enum ControlClient {
     /// nothing. Silent when the volume is not mounted or the mount does not answer.
     static func settle(volume: String) {
         guard MountLock.holder(volumePath: absolute(volume)) != nil else { return }
-        _ = try? send(ControlRequest(op: "stats"), volume: volume)
+        _ = try? send(.stats, volume: volume)
     }
 
     /// Sends one request; throws when the volume is not mounted or the mount does not answer.
@@ -19,20 +18,13 @@ enum ControlClient {
         guard MountLock.holder(volumePath: absolute(volume)) != nil else {
             throw CMKError(.notMounted, "\(absolute(volume)) is not mounted", hint: "mount it first: cmkfs mount \(volume) MOUNTPOINT")
         }
-        let fd: Int32
-        do { fd = try UnixSocket.connect(path, timeoutMilliseconds: 10_000) } catch {
-            throw CMKError(.io, "cannot reach the live mount's control socket \(path): \(error)")
-        }
-        defer { close(fd) }
-        guard var data = try? JSONEncoder().encode(request) else { throw CMKError(.internalError, "cannot encode the request") }
-        data.append(0x0A)
-        let sent = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard sent == data.count else { throw CMKError(.io, "cannot send to \(path)") }
-        var reply = Data()
-        var byte: UInt8 = 0
-        while read(fd, &byte, 1) == 1 && byte != 0x0A { reply.append(byte) }
-        guard let response = try? JSONDecoder().decode(ControlResponse.self, from: reply) else {
-            throw CMKError(.io, "the live mount did not answer on \(path)")
+        let response: ControlResponse
+        do { response = try ControlChannel.send(request, to: path, timeoutMilliseconds: 10_000) } catch {
+            switch error {
+            case .unreachable(let why): throw CMKError(.io, "cannot reach the live mount's control socket \(path): \(why)")
+            case .sendFailed: throw CMKError(.io, "cannot send to \(path)")
+            case .noAnswer: throw CMKError(.io, "the live mount did not answer on \(path)")
+            }
         }
         guard response.ok else {
             throw CMKError(.io, "the live mount refused: \(response.error ?? "no reason")")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import CMKAudit
+import CMKControl
 import CMKKeyService
 import CMKVolume
 
@@ -45,15 +46,15 @@ struct KeyCommand: ParsableCommand {
                 let keys = admin.versions.map(\.description).joined(separator: ", ")
                 let detail = "disabled \(keys)" + (reason.map { ": \($0)" } ?? "")
                 // The flush goes first: recording the revocation waits for a durable write.
-                let flush = mounted ? try ControlClient.send(ControlRequest(op: "flush-key", keyID: admin.config.provider.keyID,
-                                                                            reason: "cmkfs key revoke" + (reason.map { ": \($0)" } ?? "")),
+                let flush = mounted ? try ControlClient.send(.flushKey(keyID: admin.config.provider.keyID, version: nil,
+                                                                                reason: "cmkfs key revoke" + (reason.map { ": \($0)" } ?? "")),
                                                              volume: admin.path) : nil
                 let flushedAt = monotonicNow()
                 if let auditKey {
                     try admin.appendAudit(.command("revoke", keyID: admin.config.provider.keyID, detail: detail), key: auditKey)
                 } else {
-                    _ = try ControlClient.send(ControlRequest(op: "audit", keyID: admin.config.provider.keyID, reason: detail,
-                                                              event: "revoke"), volume: admin.path)
+                    _ = try ControlClient.send(.audit(ControlAuditRecord(event: "revoke", keyID: admin.config.provider.keyID, detail: detail),
+                                                            durable: true), volume: admin.path)
                 }
                 var result = Revoked(keyID: admin.config.provider.keyID, versions: admin.versions.map(\.version),
                                      provider: admin.config.provider.kind, alreadyDisabled: changed.isEmpty, mounted: mounted)
@@ -123,8 +124,8 @@ struct KeyCommand: ParsableCommand {
                 let changed = try admin.setAll(.enabled)
                 let detail = "enabled \(admin.versions.map(\.description).joined(separator: ", "))"
                 if MountLock.holder(volumePath: admin.path) != nil {
-                    _ = try ControlClient.send(ControlRequest(op: "audit", keyID: admin.config.provider.keyID, reason: detail,
-                                                              event: "enable"), volume: admin.path)
+                    _ = try ControlClient.send(.audit(ControlAuditRecord(event: "enable", keyID: admin.config.provider.keyID, detail: detail),
+                                                            durable: true), volume: admin.path)
                 } else {
                     try admin.appendAudit(.command("enable", keyID: admin.config.provider.keyID, detail: detail), key: try admin.auditKey())
                 }

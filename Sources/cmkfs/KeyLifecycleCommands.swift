@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CMKControl
 import CMKKeyService
 import CMKVolume
 
@@ -81,7 +82,7 @@ extension KeyCommand {
                 try audit.close()
                 // Cached DEKs in the live mount follow their EDEKs to the new version.
                 if MountLock.holder(volumePath: admin.path) != nil {
-                    _ = try ControlClient.send(ControlRequest(op: "relabel"), volume: admin.path)
+                    _ = try ControlClient.send(.relabel, volume: admin.path)
                 }
                 if json || isatty(1) == 0 {
                     printJSON(report)
@@ -133,7 +134,7 @@ extension KeyCommand {
                 }
                 // Cached DEKs already re-wrapped must not be cut with the version they left.
                 if MountLock.holder(volumePath: admin.path) != nil {
-                    _ = try? ControlClient.send(ControlRequest(op: "relabel"), volume: admin.path)
+                    _ = try? ControlClient.send(.relabel, volume: admin.path)
                 }
                 let report: PurgeReport
                 do throws(CMKError) { report = try admin.purge(version: version, files: files, force: force, audit: audit.sink) } catch {
@@ -142,8 +143,8 @@ extension KeyCommand {
                 }
                 try audit.close()
                 if MountLock.holder(volumePath: admin.path) != nil {
-                    _ = try? ControlClient.send(ControlRequest(op: "flush-key", keyID: admin.config.provider.keyID, version: version,
-                                                               reason: "cmkfs key purge --version \(version)"), volume: admin.path)
+                    _ = try? ControlClient.send(.flushKey(keyID: admin.config.provider.keyID, version: version,
+                                                            reason: "cmkfs key purge --version \(version)"), volume: admin.path)
                 }
                 if json { printJSON(report); return }
                 print("purged version \(version) of \(admin.config.provider.keyID)"

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import CMKAudit
+import CMKControl
 import CMKFormat
 import CMKKeyService
 import CMKVolume
@@ -145,9 +146,7 @@ struct RekeyCommand: ParsableCommand {
     /// Asks the live mount to rekey `path`; nil on success, else why not.
     static func rekeyMounted(_ path: String, volume: String) -> String? {
         do {
-            var request = ControlRequest(op: "rekey")
-            request.path = path
-            _ = try ControlClient.send(request, volume: volume)
+            _ = try ControlClient.send(.rekey(path: path), volume: volume)
             return nil
         } catch {
             return error.message

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import CMKCrypto
 import CMKSocketKMS
+import CMKUnixSocket
 
 /// A SoftHSM2 token directory of its own: `root/softhsm2.conf` pointing `directories.tokendir`
 /// at `root/tokens`, with tokens made by `softhsm2-util --init-token`. Processes find it through

@@ -1,7 +1,7 @@
 import Glibc
 
-/// The few `AF_UNIX` calls the socket KMS and the mount's control socket need; the only caller
-/// of socket/bind/connect in cmkfs.
+/// The few `AF_UNIX` calls the socket KMS (CMKSocketKMS) and the mount's control channel
+/// (CMKControl) need; the only caller of socket/bind/connect in cmkfs.
 public enum UnixSocket {
     public struct Failure: Error, CustomStringConvertible {
         public let call: String
@@ -68,7 +68,7 @@ public enum UnixSocket {
     }
 
     /// The peer's uid from SO_PEERCRED.
-    static func peerUID(_ fd: Int32) -> uid_t? { peerCredentials(fd)?.uid }
+    public static func peerUID(_ fd: Int32) -> uid_t? { peerCredentials(fd)?.uid }
 
     /// The peer's pid, uid and gid from SO_PEERCRED (`struct ucred { pid_t pid; uid_t uid; gid_t gid; }`,
     /// which glibc declares only under _GNU_SOURCE).
