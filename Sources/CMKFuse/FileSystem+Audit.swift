@@ -91,7 +91,7 @@ extension FileSystem {
 
     /// A key-service event (renew, flush, expire) as an audit record, written by the group
     /// commit (a flush requested through the control socket is synced before the reply).
-    static func auditKeyEvent(_ log: AuditLog?, _ event: KeyCacheEvent) {
+    static func auditKeyEvent(_ log: (any AuditSink)?, _ event: KeyCacheEvent) {
         guard let log else { return }
         do { try log.append(AuditEvent(event.auditName, result: event.auditResult, detail: event.message)) } catch {
             log_(error, event.message)

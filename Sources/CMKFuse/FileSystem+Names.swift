@@ -23,7 +23,7 @@ import CMKVolume
 final class NameLayer: Sendable {
     let volume: Volume
     let cache: KeyCache
-    let audit: AuditLog?
+    let audit: (any AuditSink)?
     /// The pinned lease of the name key; replaced when a flush or expiry killed it.
     private let lease = Mutex<KeyLease?>(nil)
     /// The codec built from that lease's key; used only while the lease still answers its key,
@@ -34,7 +34,7 @@ final class NameLayer: Sendable {
     private let directories = Mutex<[String: (plain: String, id: [UInt8])]>([:])
     static let maxCachedDirectories = 4096
 
-    init(volume: Volume, cache: KeyCache, audit: AuditLog?) {
+    init(volume: Volume, cache: KeyCache, audit: (any AuditSink)?) {
         self.volume = volume
         self.cache = cache
         self.audit = audit

@@ -25,9 +25,9 @@ public final class FileSystem: Sendable {
     let scratch: ScratchPool
     /// Unwrapped DEKs with TTLs and leases; the only place the frontend gets keys from.
     public let cache: KeyCache
-    /// The audit log (nil only when disabled for the open-rate benchmark): every DEK use is
-    /// recorded before its reply.
-    public let audit: AuditLog?
+    /// Where audit records go (the volume's local log; nil only when disabled for the open-rate
+    /// benchmark): every DEK use is recorded before its reply.
+    public let audit: (any AuditSink)?
     /// Encrypted names (nil on a volume with names in clear): the name key's lease, directory ids.
     let names: NameLayer?
     /// The live session, for telling the kernel to drop cached pages after a flush.
@@ -47,7 +47,7 @@ public final class FileSystem: Sendable {
     /// `cmkfs mount --writeback-cache`; docs/design-notes.md "Writeback cache").
     let writebackCache: Bool
 
-    public init(volume: Volume, policy: CachePolicy = .default, audit: AuditLog?, writebackCache: Bool = false) throws(CMKError) {
+    public init(volume: Volume, policy: CachePolicy = .default, audit: (any AuditSink)?, writebackCache: Bool = false) throws(CMKError) {
         self.volume = volume
         self.writebackCache = writebackCache
         self.audit = audit

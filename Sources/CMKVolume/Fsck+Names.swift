@@ -7,7 +7,7 @@ import CMKMetadata
 /// fsck's checks of the encrypted-name structures (format 2): every backing directory has its
 /// directory id, no `mkdir` was left half done, and every stored long name belongs to an entry.
 extension Volume {
-    func checkNames(repair: Bool, into report: inout FsckReport, audit: AuditSink) throws(CMKError) {
+    func checkNames(repair: Bool, into report: inout FsckReport, audit: AuditRecorder) throws(CMKError) {
         guard encryptsNames else { return }
         var longNames = Set<[UInt8]>()
         try walkDirectories("", longNames: &longNames, repair: repair, into: &report, audit: audit)
@@ -27,7 +27,7 @@ extension Volume {
     }
 
     private func walkDirectories(_ relative: String, longNames: inout Set<[UInt8]>, repair: Bool,
-                                 into report: inout FsckReport, audit: AuditSink) throws(CMKError) {
+                                 into report: inout FsckReport, audit: AuditRecorder) throws(CMKError) {
         let dir = relative.isEmpty ? dataPath : dataPath + "/" + relative
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         if !names.contains(NameCodec.directoryIDFile) {

@@ -60,7 +60,7 @@ extension Volume {
     /// verifies. With `repair`, fixes what is safe: finishes interrupted rekeys, removes stray
     /// copies and rows without a file, and moves files nothing can decrypt to `lost+found/`.
     /// Every repair is an audit record (`fsck`). `checkBlocks: false` skips reading the data.
-    public func fsck(repair: Bool, checkBlocks: Bool = true, audit: AuditSink,
+    public func fsck(repair: Bool, checkBlocks: Bool = true, audit: AuditRecorder,
                      progress: (Int, Int) -> Void = { _, _ in }) throws(CMKError) -> FsckReport {
         let start = Date()
         var report = FsckReport(volume: path, repairMode: repair)
@@ -89,7 +89,7 @@ extension Volume {
         return report
     }
 
-    private func checkRekeys(repair: Bool, into report: inout FsckReport, audit: AuditSink) throws(CMKError) {
+    private func checkRekeys(repair: Bool, into report: inout FsckReport, audit: AuditRecorder) throws(CMKError) {
         let pending: [String]
         do { pending = try metadata.metaKeys(withPrefix: RekeyJournal.prefix) } catch { throw .metadata(error, volume: path) }
         let copies = ((try? FileManager.default.contentsOfDirectory(atPath: rekeyDirectory)) ?? []).filter { $0.hasSuffix(".tmp") }
@@ -116,7 +116,7 @@ extension Volume {
     }
 
     private func checkFile(_ relative: String, display: String, fileID: FileID?, seen: inout [[UInt8]: (path: String, inode: [UInt])],
-                           checkBlocks: Bool, repair: Bool, into report: inout FsckReport, audit: AuditSink) throws(CMKError) {
+                           checkBlocks: Bool, repair: Bool, into report: inout FsckReport, audit: AuditRecorder) throws(CMKError) {
         var st = stat()
         guard lstat(dataPath + "/" + relative, &st) == 0 else { return }
         let inode = [UInt(st.st_dev), UInt(st.st_ino)]
@@ -208,7 +208,7 @@ extension Volume {
 
     /// A file nothing can decrypt: reported, and with `repair` moved to `lost+found/`.
     private func unreadable(_ relative: String, display: String, fileID: FileID?, kind: String, detail: String, repair: Bool,
-                            into report: inout FsckReport, audit: AuditSink) throws(CMKError) {
+                            into report: inout FsckReport, audit: AuditRecorder) throws(CMKError) {
         let target = "lost+found/" + (fileID.map { "\($0)-" } ?? "") + relative.replacingOccurrences(of: "/", with: "%")
         var problem = FsckProblem(kind: kind, path: display, fileID: fileID.map { "\($0)" }, detail: detail,
                                   repair: "move it to VOLUME/\(target) (kept, not deleted)", repaired: false)
@@ -232,7 +232,7 @@ extension Volume {
     /// same directory, which the mount then shows (its content is untouched). Returns the path
     /// to go on checking it under.
     private func badName(_ relative: String, fileID: FileID?, error: CMKError, codec: NameCodec?, repair: Bool,
-                         into report: inout FsckReport, audit: AuditSink) throws(CMKError) -> (String, String) {
+                         into report: inout FsckReport, audit: AuditRecorder) throws(CMKError) -> (String, String) {
         var problem = FsckProblem(kind: "bad-name", path: "data/" + relative, fileID: fileID.map { "\($0)" },
                                   detail: "its name does not decrypt, so the mount cannot show it: \(error.message)",
                                   repair: "rename it to recovered-<file id> in its directory", repaired: false)
@@ -271,7 +271,7 @@ extension Volume {
 
     /// Key rows whose file is gone (a crash between a create's row and its header, or an unlink
     /// cut short): removed on repair.
-    private func checkOrphanRows(seen: Set<[UInt8]>, repair: Bool, into report: inout FsckReport, audit: AuditSink) throws(CMKError) {
+    private func checkOrphanRows(seen: Set<[UInt8]>, repair: Bool, into report: inout FsckReport, audit: AuditRecorder) throws(CMKError) {
         let ids: [[UInt8]]
         do { ids = try metadata.allFileIds() } catch { throw .metadata(error, volume: path) }
         for id in ids where !seen.contains(id) {

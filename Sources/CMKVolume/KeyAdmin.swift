@@ -103,11 +103,11 @@ public struct KeyAdmin {
 
 /// The audit log held open by one command, with the database its checkpoints go to.
 public final class CommandAuditLog {
-    private let log: AuditLog
+    private let log: any AuditSink
     /// Closed with the log when the log opened it (KeyAdmin); a Volume's own store is not.
     private let ownedStore: (any MetadataMaintenance)?
 
-    init(log: AuditLog, ownedStore: (any MetadataMaintenance)?) {
+    init(log: any AuditSink, ownedStore: (any MetadataMaintenance)?) {
         self.log = log
         self.ownedStore = ownedStore
     }

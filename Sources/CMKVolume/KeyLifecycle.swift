@@ -124,7 +124,7 @@ extension KeyAdmin {
     /// Destroys `version` in the provider and marks it purged. `files` are those still wrapped
     /// under it (from `filesBlockingPurge`); with any, `force` must be set: each becomes
     /// unreadable and gets its own audit record (file id and backing paths) before the destroy.
-    public func purge(version: Int, files: [[UInt8]], force: Bool, audit: AuditSink) throws(CMKError) -> PurgeReport {
+    public func purge(version: Int, files: [[UInt8]], force: Bool, audit: AuditRecorder) throws(CMKError) -> PurgeReport {
         let keyID = config.provider.keyID
         let ref = KeyRef(keyID: keyID, version: version)
         guard files.isEmpty || force else {

@@ -6,9 +6,10 @@ import CMKFormat
 import CMKKeys
 import CMKMetadata
 
-/// Where a command's audit records go: the live mount (which owns the log while mounted) or the
-/// log itself. `durable`: fsynced before the call returns.
-public typealias AuditSink = (AuditEvent, _ durable: Bool) throws(CMKError) -> Void
+/// How a volume operation records its audit events: the CLI routes them to the live mount (which
+/// owns the log while mounted) or to the volume's `AuditSink` itself. `durable`: safe against a
+/// power cut before the call returns.
+public typealias AuditRecorder = (AuditEvent, _ durable: Bool) throws(CMKError) -> Void
 
 /// A rotation's progress, kept in `meta['rotation']` (JSON) and updated in the same
 /// transaction as each batch, so a killed rotation resumes after its last committed batch.
@@ -62,7 +63,7 @@ extension KeyAdmin {
     /// progress (the command or the mount was killed) is resumed instead of starting another.
     /// File data is never touched. `progress(done, total)` is called after each batch.
     /// `maxRate` (EDEKs per second) spares a shared HSM or KMS; nil is as fast as it goes.
-    public func rotate(batchSize: Int = 1000, maxRate: Double? = nil, audit: AuditSink,
+    public func rotate(batchSize: Int = 1000, maxRate: Double? = nil, audit: AuditRecorder,
                        progress: (Int, Int) -> Void = { _, _ in }) throws(CMKError) -> RotationReport {
         let start = Date()
         let store = try openStore()
@@ -116,7 +117,7 @@ extension KeyAdmin {
 
     /// Creates the new version, re-wraps the volume's own secrets (key check, audit key, name key) under
     /// it and commits the switch; from then on every new file is wrapped under the new version.
-    private func beginRotation(store: any MetadataBackend, volumeID: [UInt8], audit: AuditSink) throws -> RotationProgress {
+    private func beginRotation(store: any MetadataBackend, volumeID: [UInt8], audit: AuditRecorder) throws -> RotationProgress {
         let keyID = config.provider.keyID
         guard let active = try store.keyVersions().first(where: { $0.state == .active }) else {
             throw CMKError(.notAVolume, "the metadata database of \(path) names no active master-key version")
@@ -164,7 +165,7 @@ extension KeyAdmin {
 
     /// Re-wraps every EDEK of the non-target, non-purged versions, batch by batch.
     private func drain(store: any MetadataBackend, volumeID: [UInt8], target: KeyRef, state: inout RotationProgress,
-                       batchSize: Int, maxRate: Double?, audit: AuditSink, progress: (Int, Int) -> Void) throws(CMKError) {
+                       batchSize: Int, maxRate: Double?, audit: AuditRecorder, progress: (Int, Int) -> Void) throws(CMKError) {
         let started = Date()
         var doneHere = 0
         let sources: [KeyVersionRecord]

@@ -56,7 +56,7 @@ final class CommandAudit {
     }
 
     /// The sink the CMKVolume operations take.
-    var sink: AuditSink { { (event, durable) throws(CMKError) in try self.record(event, durable: durable) } }
+    var sink: AuditRecorder { { (event, durable) throws(CMKError) in try self.record(event, durable: durable) } }
 
     func close() throws(CMKError) {
         defer { log = nil }
