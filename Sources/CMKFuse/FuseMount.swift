@@ -1,17 +1,22 @@
 import Logging
 import Glibc
 import Foundation
+import Synchronization
 import CFuse3
 import CMKVolume
 
 /// Runs a `FileSystem` as a FUSE mount in this process (multithreaded low-level libfuse loop).
 public enum FuseMount {
-    /// Mounts at `mountpoint`, calls `ready` once the kernel mount exists, serves requests until
-    /// the mount is unmounted (or SIGINT/SIGTERM/SIGHUP), then tears down.
+    /// Mounts at `mountpoint`, serves requests until the mount is unmounted (or
+    /// SIGINT/SIGTERM/SIGHUP), then tears down.
+    /// `ready` runs (on another thread) once the mount answers: a `stat` of the mountpoint,
+    /// served by this process's own request loop, shows the mount's root rather than the
+    /// directory beneath it. A kernel mount alone is not enough: until the loop runs, every
+    /// access to it would hang. `stopping` runs when the loop has ended, before the unmount.
     /// `kernelOptions`: generic mount options (`MountOptions.kernelOptions`: ro, noexec, …) that
     /// libfuse turns into mount flags; nosuid and nodev are libfuse's default and always on.
     public static func run(_ fileSystem: FileSystem, at mountpoint: String, kernelOptions: [String] = [],
-                           ready: () -> Void) throws(CMKError) {
+                           ready: @escaping @Sendable () -> Void, stopping: () -> Void = {}) throws(CMKError) {
         raiseDescriptorLimit()
         var options = ["fsname=cmkfs:" + escapeOption(fileSystem.volume.path), "subtype=cmkfs", "default_permissions"]
         options += kernelOptions.filter { MountOptions.kernelOptions.contains($0) }
@@ -36,6 +41,8 @@ public enum FuseMount {
                 throw CMKError(.mountFailed, "cannot install signal handlers")
             }
             defer { fuse_remove_signal_handlers(session) }
+            var beneath = stat()
+            let beneathKnown = stat(mountpoint, &beneath) == 0
             guard fuse_session_mount(session, mountpoint) == 0 else {
                 throw CMKError(.mountFailed, "the kernel refused to mount \(mountpoint) (see the lines above from libfuse)",
                                hint: "check that /dev/fuse exists and fuse3 is installed, and that you are root")
@@ -49,13 +56,34 @@ public enum FuseMount {
             fileSystem.cache.startMaintenance()
             try ControlServer.start(fileSystem)
             defer { unlink(fileSystem.volume.path + "/control.sock") }
-            ready()
+            let serving = ServingFlag()
+            startReadinessProbe(mountpoint, beneath: beneathKnown ? beneath.st_dev : nil, serving: serving, ready: ready)
             defer { fileSystem.forgets.flush() }
+            StallPoint.hit("fuse-loop-start")
             let rc = cmkfs_session_loop_mt(session, 10)
+            serving.end()
+            stopping()
             if rc != 0 && rc != -EINTR {
                 FileSystem.logger.error("the FUSE loop ended with error \(rc)")
             }
         }
+    }
+
+    /// Waits on a thread of its own for the mount to answer, then calls `ready`, unless the loop
+    /// has already ended (then the `stat` may have reached the directory beneath).
+    private static func startReadinessProbe(_ mountpoint: String, beneath: dev_t?, serving: ServingFlag,
+                                            ready: @escaping @Sendable () -> Void) {
+        let thread = Thread {
+            var st = stat()
+            guard stat(mountpoint, &st) == 0, beneath.map({ st.st_dev != $0 }) ?? true else {
+                FileSystem.logger.error("the mount at \(mountpoint) does not answer: \(String(cString: strerror(errno)))")
+                return
+            }
+            guard serving.isServing else { return }
+            ready()
+        }
+        thread.name = "cmkfs-readiness"
+        thread.start()
     }
 
     /// Every inode the kernel holds costs the daemon one `O_PATH` descriptor, so a limit of a
@@ -77,4 +105,11 @@ public enum FuseMount {
     static func escapeOption(_ value: String) -> String {
         value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ",", with: "\\,")
     }
+}
+
+/// Whether the request loop still runs, shared with the readiness probe's thread.
+final class ServingFlag: Sendable {
+    private let serving = Mutex(true)
+    var isServing: Bool { serving.withLock { $0 } }
+    func end() { serving.withLock { $0 = false } }
 }

@@ -173,6 +173,10 @@ struct MountCommand: ParsableCommand {
         // /proc/PID/mem for anyone without CAP_SYS_PTRACE (docs/threat-model.md).
         let dump = SecretMemory.forbidCoreDumps()
         if dump != 0 { FileSystem.logger.warning("cannot make the mount daemon non-dumpable: \(String(cString: strerror(dump)))") }
+        // Under a Type=notify unit (the daemon is systemd's main process, started with
+        // --foreground); a daemon started by `cmkfs mount` is not the process systemd watches.
+        let notifier = readyFD == nil ? ServiceNotifier.fromEnvironment() : nil
+        notifier?.send(["STATUS": "opening \(absolute(volume)) for \(mnt)"])
         do {
             let v = try preflight(mnt, pin: try pin())
             let lock = try MountLock.acquire(v, mountpoint: mnt)
@@ -180,12 +184,19 @@ struct MountCommand: ParsableCommand {
             let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit, writebackCache: writebackCache)
             if readyFD != nil { chdir("/") }
             FileSystem.logger.info("mounting \(v.path) at \(mnt)")
-            try FuseMount.run(fs, at: mnt, kernelOptions: kernelOptions) {
+            let readyFD = readyFD, volumePath = v.path
+            try FuseMount.run(fs, at: mnt, kernelOptions: kernelOptions, ready: {
                 if let readyFD {
                     _ = "ready\n".withCString { write(readyFD, $0, strlen($0)) }
                     close(readyFD)
+                } else {
+                    // The background mode's parent does this once told "ready".
+                    Self.tuneReadahead(mnt)
                 }
-            }
+                notifier?.send(["READY": "1", "STATUS": "serving \(volumePath) at \(mnt)"])
+            }, stopping: {
+                notifier?.send(["STOPPING": "1", "STATUS": "unmounting \(mnt)"])
+            })
             FileSystem.logger.info("unmounted \(mnt)")
             do {
                 try audit?.append(.command("unmount", detail: "unmounted \(mnt)"), durable: true)
@@ -198,6 +209,7 @@ struct MountCommand: ParsableCommand {
                 _ = line.withCString { write(readyFD, $0, strlen($0)) }
                 close(readyFD)
             }
+            notifier?.send(["STATUS": "mount refused: \(error.message)"])
             // The error line below goes to stderr only; with --log-to syslog say it there too.
             if logTo == .syslog { FileSystem.logger.error("mount of \(absolute(volume)) at \(mnt) refused: \(error.message)") }
             fail(error)
@@ -258,7 +270,7 @@ struct MountCommand: ParsableCommand {
         let reply = readLine(fds[0], timeoutSeconds: 60)
         close(fds[0])
         if reply == "ready" {
-            tuneReadahead(mnt)
+            Self.tuneReadahead(mnt)
             print("mounted \(v.path) at \(mnt) (pid \(pid))")
             return
         }
@@ -305,7 +317,7 @@ struct MountCommand: ParsableCommand {
 
     /// Raises the mount's read-ahead to 1 MiB so large sequential reads reach the daemon as 1 MiB
     /// requests (libfuse's max_readahead alone is capped by the bdi setting).
-    private func tuneReadahead(_ mnt: String) {
+    private static func tuneReadahead(_ mnt: String) {
         var st = stat()
         guard stat(mnt, &st) == 0 else { return }
         let major = (st.st_dev >> 8) & 0xFFF, minor = (st.st_dev & 0xFF) | ((st.st_dev >> 12) & 0xFFF00)

@@ -74,7 +74,7 @@ final class PackagingTests: IntegrationTestCase {
         XCTAssertTrue(sh("\(dest)/usr/bin/cmkfs --version").contains("0.1.0"))
         XCTAssertTrue(sh("\(dest)/usr/bin/cmkfs-kms --help").contains("serve"))
         let unit = try String(contentsOfFile: dest + "/usr/lib/systemd/system/cmkfs@.service", encoding: .utf8)
-        XCTAssertTrue(unit.contains("ExecStart=/usr/bin/cmkfs mount ${VOLUME} ${MOUNTPOINT}"), unit)
+        XCTAssertTrue(unit.contains("ExecStart=/usr/bin/cmkfs mount --foreground ${VOLUME} ${MOUNTPOINT}"), unit)
         let kmsUnit = try String(contentsOfFile: dest + "/usr/lib/systemd/system/cmkfs-kms.service", encoding: .utf8)
         XCTAssertTrue(kmsUnit.contains("ExecStart=/usr/bin/cmkfs-kms serve"), kmsUnit)
         let helper = try String(contentsOfFile: dest + "/sbin/mount.fuse.cmkfs", encoding: .utf8)
@@ -132,10 +132,42 @@ final class PackagingTests: IntegrationTestCase {
         return fx.sh("export \(exports); \(command)", timeout: timeout)
     }
 
-    func testTemplateUnitCommandsMountUnmountAndClearACrashedMount() throws {
+    /// Starts one Exec line in the background as systemd starts a Type=notify main process:
+    /// `$NOTIFY_SOCKET` names `notify`. The process is killed at teardown if still running.
+    func startExec(_ line: String, env: [String: String], notify: NotifySocket, extraEnv: [String: String] = [:]) -> Process {
+        var command = line.replacingOccurrences(of: "$$", with: "\u{1}")
+        for (name, value) in env {
+            command = command.replacingOccurrences(of: "${\(name)}", with: Shell.quote(value))
+            command = command.replacingOccurrences(of: "$\(name)", with: value)
+        }
+        command = command.replacingOccurrences(of: "\u{1}", with: "$")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "exec " + command]
+        var environment = ProcessInfo.processInfo.environment.merging(env) { $1 }.merging(extraEnv) { $1 }
+        environment["NOTIFY_SOCKET"] = notify.path
+        process.environment = environment
+        process.standardInput = FileHandle(forReadingAtPath: "/dev/null")
+        let log = fx.logs + "/exec-start-\(randomHex(4)).log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        XCTAssertNoThrow(try process.run())
+        addTeardownBlock { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+        return process
+    }
+
+    /// Whether the mount at `mnt` answers a stat within two seconds (a mount whose daemon does
+    /// not serve yet blocks it).
+    func mountAnswers() -> Bool {
+        let r = Shell.run("/usr/bin/stat", ["-f", "-c", "%T", mnt], timeout: 2, logDir: fx.logs, label: "stat -f \(mnt)")
+        return r.succeeded && r.stdout.contains("fuse")
+    }
+
+    func testTemplateUnitNotifiesReadyOnlyOnceTheMountAnswersAndClearsACrashedMount() throws {
         let prefix = installIntoPrivatePrefix()
         let unit = try String(contentsOfFile: prefix + "/lib/systemd/system/cmkfs@.service", encoding: .utf8)
-        XCTAssertEqual(unitSetting(unit, "Type"), "forking")
+        XCTAssertEqual(unitSetting(unit, "Type"), "notify")
         XCTAssertEqual(unitSetting(unit, "EnvironmentFile"), "/etc/cmkfs/%i.conf")
         let start = try XCTUnwrap(unitSetting(unit, "ExecStart"))
         let stop = try XCTUnwrap(unitSetting(unit, "ExecStop"))
@@ -143,37 +175,55 @@ final class PackagingTests: IntegrationTestCase {
         XCTAssertTrue(start.hasPrefix(prefix + "/bin/cmkfs "), start)
         // What /etc/cmkfs/NAME.conf would hold.
         let env = ["VOLUME": vol, "MOUNTPOINT": mnt, "CMKFS_MOUNT_OPTIONS": "--kms-dir \(fx.kms) --lease-renew 1m"]
+        let notify = try NotifySocket(path: fx.root + "/notify.sock")
 
-        // ExecStart returns with the mount ready (Type=forking), and the daemon lives on.
-        var r = runExec(start, env: env)
-        XCTAssertTrue(r.succeeded, "ExecStart failed: \(r)")
-        XCTAssertTrue(fx.isMounted(mnt), "ExecStart returned before the mount was there")
+        // The request loop starts 3 s after the kernel mount: READY=1 must wait for it, and
+        // the mount must answer at once when READY=1 arrives.
+        var daemon = startExec(start, env: env, notify: notify, extraEnv: ["CMKFS_STALL_POINT": "fuse-loop-start:3000"])
+        let ready = try XCTUnwrap(notify.receive(until: "READY", deadline: 60), "no READY=1 from the daemon")
+        XCTAssertEqual(ready["READY"], "1")
+        XCTAssertTrue(mountAnswers(), "READY=1 came before the mount answered")
+        XCTAssertEqual(ready["STATUS"], "serving \(vol) at \(mnt)")
+        XCTAssertEqual(fx.lockPID(), daemon.processIdentifier, "the main process is not the daemon")
         sh("echo 'mounted by the unit' > \(mnt)/unit.txt && cat \(mnt)/unit.txt")
         // ExecStopPost leaves a live mount alone.
-        r = runExec(stopPost, env: env)
+        var r = runExec(stopPost, env: env)
         XCTAssertTrue(fx.isMounted(mnt), "ExecStopPost unmounted a live mount: \(r)")
 
-        // ExecStop unmounts cleanly and waits for the daemon.
-        let pid = try XCTUnwrap(fx.lockPID())
+        // ExecStop unmounts cleanly; the daemon says STOPPING=1 and exits 0.
         r = runExec(stop, env: env)
         XCTAssertTrue(r.succeeded, "ExecStop failed: \(r)")
         XCTAssertFalse(fx.isMounted(mnt))
-        XCTAssertFalse(MountFixture.isCmkfsDaemon(pid, volume: vol), "the daemon outlived ExecStop")
+        XCTAssertEqual(notify.receive(until: "STOPPING", deadline: 10)?["STOPPING"], "1")
+        XCTAssertTrue(waitUntil(deadline: 15) { !daemon.isRunning }, "the daemon outlived ExecStop")
+        XCTAssertEqual(daemon.terminationStatus, 0)
 
         // A crashed daemon leaves a stale mount; ExecStopPost clears it and the restart mounts.
-        XCTAssertTrue(runExec(start, env: env).succeeded)
-        let crashed = try XCTUnwrap(fx.lockPID())
-        kill(crashed, SIGKILL)
-        waitUntil(deadline: 10) { !MountFixture.isAlive(crashed) }
+        daemon = startExec(start, env: env, notify: notify)
+        XCTAssertNotNil(notify.receive(until: "READY", deadline: 60), "no READY=1 after the restart")
+        kill(daemon.processIdentifier, SIGKILL)
+        waitUntil(deadline: 10) { !daemon.isRunning }
         XCTAssertTrue(fx.isMounted(mnt), "expected the stale mount of the killed daemon")
         r = runExec(stopPost, env: env)
         XCTAssertTrue(r.succeeded, "ExecStopPost failed: \(r)")
         XCTAssertFalse(fx.isMounted(mnt), "ExecStopPost left the stale mount")
-        r = runExec(start, env: env)
-        XCTAssertTrue(r.succeeded, "the restart failed: \(r)")
+        daemon = startExec(start, env: env, notify: notify)
+        XCTAssertNotNil(notify.receive(until: "READY", deadline: 60), "no READY=1 after the crash")
         XCTAssertEqual(sh("cat \(mnt)/unit.txt"), "mounted by the unit\n")
         XCTAssertTrue(runExec(stop, env: env).succeeded)
         XCTAssertFalse(fx.isMounted(mnt))
+        XCTAssertEqual(notify.receive(until: "STOPPING", deadline: 10)?["STOPPING"], "1")
+        XCTAssertTrue(waitUntil(deadline: 15) { !daemon.isRunning })
+
+        // A refused mount tells systemd why before it exits (exit 3: not a volume).
+        let missing = env.merging(["VOLUME": fx.root + "/missing-vol"]) { $1 }
+        daemon = startExec(start, env: missing, notify: notify)
+        XCTAssertTrue(notify.receive(until: "STATUS", deadline: 30)?["STATUS"]?.hasPrefix("opening ") == true)
+        let refused = notify.receive(until: "STATUS", deadline: 30)
+        XCTAssertTrue(refused?["STATUS"]?.hasPrefix("mount refused: ") == true, "\(String(describing: refused))")
+        XCTAssertNil(refused?["READY"])
+        XCTAssertTrue(waitUntil(deadline: 30) { !daemon.isRunning })
+        XCTAssertEqual(daemon.terminationStatus, 3)
         make(["uninstall", "PREFIX=\(prefix)", "SBINDIR=\(prefix)/sbin"])
     }
 
