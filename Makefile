@@ -15,6 +15,12 @@ SBINDIR ?= /sbin
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
 DOCDIR ?= $(PREFIX)/share/doc/cmkfs
+# Where each shell looks for completions a package installs (bash-completion, fish's
+# vendor_completions.d); zsh's fpath has PREFIX/share/zsh/site-functions for /usr/local and
+# Debian's vendor-completions for /usr.
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/share/zsh/vendor-completions,$(PREFIX)/share/zsh/site-functions)
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 SWIFT ?= swift
 SWIFT_FLAGS ?=
 SWIFT_BUILD_DIR ?=
@@ -27,7 +33,11 @@ HELPER_FILE = $(SBINDIR)/mount.fuse.cmkfs
 UNIT_FILES = $(UNITDIR)/cmkfs@.service $(UNITDIR)/cmkfs-kms.service
 MAN_FILES = $(MANDIR)/man1/cmkfs.1 $(MANDIR)/man1/cmkfs-kms.1 $(MANDIR)/man8/mount.fuse.cmkfs.8
 DOC_FILES = $(DOCDIR)/volume.conf.example
-INSTALLED = $(BIN_FILES) $(HELPER_FILE) $(UNIT_FILES) $(MAN_FILES) $(DOC_FILES)
+# Generated at install by the binaries themselves (swift-argument-parser), so they always
+# match the installed commands and options.
+COMPLETION_FILES = $(BASHCOMPDIR)/cmkfs $(BASHCOMPDIR)/cmkfs-kms $(ZSHCOMPDIR)/_cmkfs $(ZSHCOMPDIR)/_cmkfs-kms \
+    $(FISHCOMPDIR)/cmkfs.fish $(FISHCOMPDIR)/cmkfs-kms.fish
+INSTALLED = $(BIN_FILES) $(HELPER_FILE) $(UNIT_FILES) $(MAN_FILES) $(DOC_FILES) $(COMPLETION_FILES)
 
 # The sources carry /usr/local/bin (the default); installs elsewhere point at $(BINDIR).
 FIX_BINDIR = sed -e 's|/usr/local/bin/|$(BINDIR)/|g'
@@ -57,6 +67,13 @@ install: build
 	install -m 0644 man/cmkfs.1 man/cmkfs-kms.1 '$(DESTDIR)$(MANDIR)/man1/'
 	install -m 0644 man/mount.fuse.cmkfs.8 '$(DESTDIR)$(MANDIR)/man8/'
 	install -m 0644 packaging/systemd/volume.conf.example '$(DESTDIR)$(DOCDIR)/volume.conf.example'
+	install -d '$(DESTDIR)$(BASHCOMPDIR)' '$(DESTDIR)$(ZSHCOMPDIR)' '$(DESTDIR)$(FISHCOMPDIR)'
+	@set -e; for b in cmkfs cmkfs-kms; do \
+	    '$(DESTDIR)$(BINDIR)'/$$b --generate-completion-script bash > '$(DESTDIR)$(BASHCOMPDIR)'/$$b; \
+	    '$(DESTDIR)$(BINDIR)'/$$b --generate-completion-script zsh > '$(DESTDIR)$(ZSHCOMPDIR)'/_$$b; \
+	    '$(DESTDIR)$(BINDIR)'/$$b --generate-completion-script fish > '$(DESTDIR)$(FISHCOMPDIR)'/$$b.fish; \
+	    chmod 0644 '$(DESTDIR)$(BASHCOMPDIR)'/$$b '$(DESTDIR)$(ZSHCOMPDIR)'/_$$b '$(DESTDIR)$(FISHCOMPDIR)'/$$b.fish; \
+	done
 	@if [ -z '$(DESTDIR)' ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 
 # Only the files install put (never a directory shared with other software; DOCDIR is ours).

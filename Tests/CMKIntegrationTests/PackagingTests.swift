@@ -30,7 +30,18 @@ final class PackagingTests: IntegrationTestCase {
             "\(prefix)/share/man/man1/cmkfs-kms.1": 0o644,
             "\(prefix)/share/man/man8/mount.fuse.cmkfs.8": 0o644,
             "\(prefix)/share/doc/cmkfs/volume.conf.example": 0o644,
+            "\(prefix)/share/bash-completion/completions/cmkfs": 0o644,
+            "\(prefix)/share/bash-completion/completions/cmkfs-kms": 0o644,
+            "\(zshCompletions(prefix: prefix))/_cmkfs": 0o644,
+            "\(zshCompletions(prefix: prefix))/_cmkfs-kms": 0o644,
+            "\(prefix)/share/fish/vendor_completions.d/cmkfs.fish": 0o644,
+            "\(prefix)/share/fish/vendor_completions.d/cmkfs-kms.fish": 0o644,
         ]
+    }
+
+    /// Where zsh finds a package's completions: Debian's directory for /usr, else site-functions.
+    static func zshCompletions(prefix: String) -> String {
+        prefix == "/usr" ? "/usr/share/zsh/vendor-completions" : prefix + "/share/zsh/site-functions"
     }
 
     /// Runs make in the repository root with `arguments`.
@@ -85,6 +96,62 @@ final class PackagingTests: IntegrationTestCase {
         XCTAssertEqual(files(under: dest), [:], "make uninstall left files behind")
         XCTAssertFalse(FileManager.default.fileExists(atPath: dest + "/usr/share/doc/cmkfs"))
         make(["uninstall", "DESTDIR=\(dest)", "PREFIX=/usr"])   // nothing left to remove is fine
+    }
+
+    // MARK: shell completions
+
+    /// What bash completes for the command line `words` (the last one being typed) with the
+    /// completion script `script`, called the way bash-completion calls it; the installed
+    /// binaries are on the PATH (the scripts may call them back).
+    func bashCompletes(_ script: String, _ words: [String]) -> [String] {
+        let line = words.joined(separator: " ")
+        let function = "_" + words[0]
+        let r = Shell.run("/bin/bash", ["-c", """
+            export PATH="$2:$PATH"; source "$1"
+            COMP_WORDS=(\(words.map(Shell.quote).joined(separator: " "))); COMP_CWORD=\(words.count - 1)
+            COMP_LINE=\(Shell.quote(line)); COMP_POINT=${#COMP_LINE}
+            \(function) \(Shell.quote(words[0])) \(Shell.quote(words.last!)) \(Shell.quote(words[words.count - 2]))
+            printf '%s\\n' "${COMPREPLY[@]}"
+            """, "bash", script, fx.root + "/dest/usr/bin"], timeout: 30, logDir: fx.logs, label: "bash completion of \(line)")
+        XCTAssertTrue(r.succeeded, "\(r)")
+        return r.stdout.split(separator: "\n").map(String.init)
+    }
+
+    func testMakeInstallPutsShellCompletionsThatComplete() throws {
+        let dest = fx.root + "/dest"
+        make(["install", "DESTDIR=\(dest)", "PREFIX=/usr", "SWIFT_BUILD_DIR=\(Self.buildDir)"])
+        let bash = dest + "/usr/share/bash-completion/completions/"
+        XCTAssertTrue(bashCompletes(bash + "cmkfs", ["cmkfs", "re"]).contains("rekey"))
+        XCTAssertTrue(bashCompletes(bash + "cmkfs", ["cmkfs", "key", "re"]).contains("revoke"))
+        XCTAssertTrue(bashCompletes(bash + "cmkfs", ["cmkfs", "mount", "--read"]).contains("--read-only"))
+        XCTAssertTrue(bashCompletes(bash + "cmkfs-kms", ["cmkfs-kms", "se"]).contains("serve"))
+
+        // zsh and fish load theirs without an error, and name the same commands.
+        for (shell, file, check) in [
+            ("/usr/bin/zsh", dest + Self.zshCompletions(prefix: "/usr") + "/_cmkfs", "-n"),
+            ("/usr/bin/fish", dest + "/usr/share/fish/vendor_completions.d/cmkfs.fish", "--no-execute"),
+        ] {
+            guard FileManager.default.isExecutableFile(atPath: shell) else {
+                XCTFail("\(shell) is missing: run scripts/install-deps.sh (Debian packages zsh and fish)")
+                continue
+            }
+            let r = Shell.run(shell, [check, file], timeout: 30, logDir: fx.logs)
+            XCTAssertTrue(r.succeeded && r.stderr.isEmpty, "\(shell) does not load \(file): \(r)")
+            let text = try String(contentsOfFile: file, encoding: .utf8)
+            for command in ["init", "mount", "rekey", "fsck", "read-only"] {
+                XCTAssertTrue(text.contains(command), "\(file) does not complete \(command)")
+            }
+        }
+        let fish = Shell.run("/usr/bin/fish", ["-c", "source $argv[1]; complete -C 'cmkfs re'",
+                                               dest + "/usr/share/fish/vendor_completions.d/cmkfs.fish"],
+                             timeout: 30, logDir: fx.logs)
+        XCTAssertTrue(fish.stdout.contains("rekey"), "fish does not complete cmkfs re: \(fish)")
+        let fishOption = Shell.run("/usr/bin/fish", ["-c", "source $argv[1]; complete -C 'cmkfs mount --rea'",
+                                                     dest + "/usr/share/fish/vendor_completions.d/cmkfs.fish"],
+                                   timeout: 30, logDir: fx.logs)
+        XCTAssertTrue(fishOption.stdout.hasPrefix("--read-only"), "fish does not complete cmkfs mount --rea: \(fishOption)")
+        make(["uninstall", "DESTDIR=\(dest)", "PREFIX=/usr"])
+        XCTAssertEqual(files(under: dest), [:], "make uninstall left completions behind")
     }
 
     // MARK: systemd units
