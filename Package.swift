@@ -22,16 +22,22 @@ let package = Package(
         // The PKCS#11 interface (p11-kit's header); modules are loaded with dlopen at run time.
         // Linux inode flags (chattr +a) for the audit log: ioctl(2) is variadic.
         .systemLibrary(name: "CLinuxFS"),
+        // Linux calls and constants Swift's Glibc module hides (variadic, or GNU extensions):
+        // compiled with _GNU_SOURCE in a C file of their own. Only CMKSystem imports it.
+        .target(name: "CLinux"),
         .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1",
                        providers: [.apt(["libp11-kit-dev"])]),
         // libcurl, OpenSSL flavour, for the HTTP key providers (Vault Transit, AWS KMS).
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl",
                        providers: [.apt(["libcurl4-openssl-dev"])]),
 
+        // The system calls: descriptors that close themselves, typed errno, the *at calls, one
+        // EINTR rule (docs/design-notes.md, "System calls").
+        .target(name: "CMKSystem", dependencies: ["CLinux"]),
         // Crypto primitives over OpenSSL EVP: secret buffers, AES-256-GCM, randomness.
-        .target(name: "CMKCrypto", dependencies: ["COpenSSL", "CLinuxFS"]),
+        .target(name: "CMKCrypto", dependencies: ["COpenSSL", "CMKSystem"]),
         // The content format: header, block math, block sealing, holes.
-        .target(name: "CMKFormat", dependencies: ["CMKCrypto", "CLinuxFS"]),
+        .target(name: "CMKFormat", dependencies: ["CMKCrypto", "CMKSystem"]),
         // Key providers (KEK side): the protocol and the embedded simulated KMS.
         .target(name: "CMKKeys", dependencies: ["CMKCrypto"]),
         // The PKCS#11 HSM key provider: module loading, session pool, AES-GCM wrap inside the token.
@@ -79,6 +85,7 @@ let package = Package(
         .target(name: "CMKFuzzTargets", dependencies: ["CMKAudit", "CMKControl", "CMKCrypto", "CMKFormat", "CMKKeyService", "CMKKeys",
                                                        "CMKMetadata", "CMKSocketKMS", "CMKUnixSocket", "CSQLite"]),
 
+        .testTarget(name: "CMKSystemTests", dependencies: ["CMKSystem"]),
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
         .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),

@@ -1,6 +1,6 @@
 import Glibc
 import Synchronization
-import CLinuxFS
+import CMKSystem
 
 /// Where `SecretBytes` live: pages marked `MADV_DONTDUMP`, so a core dump of the process (or
 /// `gcore`, which honours the mark) holds no key material, and `forbidCoreDumps` for the
@@ -46,10 +46,12 @@ public enum SecretMemory {
     /// Makes this process non-dumpable (`PR_SET_DUMPABLE` 0): no core file at all, and only a
     /// process with CAP_SYS_PTRACE may attach to it or read its memory. For the mount daemon,
     /// which holds unwrapped keys. Returns 0 or the errno of the refusal.
-    public static func forbidCoreDumps() -> Int32 { cmkfs_forbid_core_dumps() }
+    public static func forbidCoreDumps() -> Int32 {
+        do { try ProcessControls.forbidCoreDumps(); return 0 } catch { return error.errno.rawValue }
+    }
 
     /// Whether this process may dump core (for tests and `status`).
-    public static var processIsDumpable: Bool { cmkfs_dumpable() == 1 }
+    public static var processIsDumpable: Bool { ProcessControls.isDumpable }
 
     private static func roundUp(_ count: Int) -> Int { (count + pageSize - 1) / pageSize * pageSize }
 

@@ -1,4 +1,5 @@
 import Glibc
+import CMKSystem
 import CMKCrypto
 
 /// Encrypted file names (volume format 2, `"names": "aes-256-siv"`): see docs/on-disk-format.md.
@@ -218,13 +219,12 @@ public enum NameError: Error, Equatable, CustomStringConvertible {
 public enum DirectoryID {
     /// Reads the id of the directory open at `dirFD`.
     public static func read(directoryFD: Int32) throws(NameError) -> [UInt8] {
-        let fd = openat(directoryFD, NameCodec.directoryIDFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw .malformed("directory has no \(NameCodec.directoryIDFile): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: NameCodec.directoryIDSize + 1)
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard n == NameCodec.directoryIDSize else { throw .malformed("\(NameCodec.directoryIDFile) has \(n) bytes, expected 16") }
-        return Array(buffer.prefix(NameCodec.directoryIDSize))
+        let file: FileDescriptor
+        do { file = try Descriptor(rawValue: directoryFD).openat(NameCodec.directoryIDFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        catch { throw .malformed("directory has no \(NameCodec.directoryIDFile): \(error.errno)") }
+        let bytes = (try? file.descriptor.read(upTo: NameCodec.directoryIDSize + 1)) ?? []
+        guard bytes.count == NameCodec.directoryIDSize else { throw .malformed("\(NameCodec.directoryIDFile) has \(bytes.count) bytes, expected 16") }
+        return bytes
     }
 
     /// Writes `id` (fresh when nil) as the id of the directory open at `dirFD`; returns it.
@@ -234,11 +234,11 @@ public enum DirectoryID {
         if let id { bytes = id } else {
             do { bytes = try SecureRandom.bytes(NameCodec.directoryIDSize) } catch { throw .crypto(error) }
         }
-        let fd = openat(directoryFD, NameCodec.directoryIDFile, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o444)
-        guard fd >= 0 else { throw .malformed("cannot create \(NameCodec.directoryIDFile): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        guard n == bytes.count else { throw .malformed("cannot write \(NameCodec.directoryIDFile): \(String(cString: strerror(errno)))") }
+        let file: FileDescriptor
+        do { file = try Descriptor(rawValue: directoryFD).openat(NameCodec.directoryIDFile, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o444) }
+        catch { throw .malformed("cannot create \(NameCodec.directoryIDFile): \(error.errno)") }
+        do { try file.descriptor.writeAll(bytes) }
+        catch { throw .malformed("cannot write \(NameCodec.directoryIDFile): \(error.errno)") }
         return bytes
     }
 }

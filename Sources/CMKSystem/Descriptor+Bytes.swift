@@ -1,0 +1,24 @@
+/// The transfers on byte arrays, for the callers that keep their data in `[UInt8]`.
+/// (`withUnsafeBytes` rethrows untyped errors, so these carry the typed error out in a Result.)
+extension Descriptor {
+    /// read(2) once, up to `count` bytes.
+    public func read(upTo count: Int) throws(SystemError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = try bytes.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try read(into: b) } }.get()
+        bytes.removeLast(count - n)
+        return bytes
+    }
+
+    /// pread(2) until `count` bytes are read or the file ends.
+    public func preadFully(count: Int, at offset: Int) throws(SystemError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = try bytes.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try preadFully(into: b, at: offset) } }.get()
+        bytes.removeLast(count - n)
+        return bytes
+    }
+
+    /// write(2) until all of `bytes` is written.
+    public func writeAll(_ bytes: [UInt8]) throws(SystemError) {
+        try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try writeAll(b) } }.get()
+    }
+}

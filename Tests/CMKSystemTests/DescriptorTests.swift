@@ -1,0 +1,85 @@
+import XCTest
+import Glibc
+import CMKSystem
+
+final class DescriptorTests: XCTestCase {
+    private var directory = ""
+
+    override func setUpWithError() throws {
+        var template = Array("/tmp/cmksystem-XXXXXX".utf8CString)
+        directory = String(cString: try XCTUnwrap(mkdtemp(&template)))
+    }
+
+    override func tearDown() {
+        _ = try? Descriptor.cwd.unlink(directory + "/f")
+        _ = try? Descriptor.cwd.unlink(directory + "/g")
+        rmdir(directory)
+    }
+
+    private func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) >= 0 }
+
+    func testDroppedDescriptorIsClosed() throws {
+        var raw: Int32 = -1
+        do {
+            let file = try FileDescriptor.open(directory + "/f", O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600)
+            raw = file.rawValue
+            XCTAssertTrue(isOpen(raw))
+        }
+        XCTAssertFalse(isOpen(raw), "a FileDescriptor that goes out of scope closes its descriptor")
+    }
+
+    func testReleasedDescriptorStaysOpenAndCloseClosesOnce() throws {
+        let file = try FileDescriptor.open(directory + "/f", O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600)
+        let raw = file.release()
+        XCTAssertTrue(isOpen(raw))
+        let again = FileDescriptor(adopting: raw)
+        try again.close()
+        XCTAssertFalse(isOpen(raw))
+    }
+
+    func testErrorKeepsCallPathAndErrno() throws {
+        do {
+            _ = try FileDescriptor.open(directory + "/missing", O_RDONLY | O_CLOEXEC)
+            XCTFail("opened a missing file")
+        } catch {
+            XCTAssertEqual(error.errno, .ENOENT)
+            XCTAssertEqual(error.call, "open", "a plain path is named with the plain call")
+            XCTAssertEqual(error.path, directory + "/missing")
+            XCTAssertEqual(error.description, "open \(directory)/missing: No such file or directory")
+        }
+        let dir = try FileDescriptor.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        do {
+            _ = try dir.descriptor.openat("missing", O_RDONLY | O_CLOEXEC)
+            XCTFail("opened a missing file")
+        } catch {
+            XCTAssertEqual(error.description, "openat missing: No such file or directory")
+        }
+    }
+
+    func testPositionalIOAndAtCalls() throws {
+        let dir = try FileDescriptor.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let file = try dir.descriptor.openat("f", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600)
+        let bytes: [UInt8] = Array("hello, world".utf8)
+        try bytes.withUnsafeBytes { try file.descriptor.pwriteAll($0, at: 100) }
+        XCTAssertEqual(try file.descriptor.fstat().st_size, 112)
+        var back = [UInt8](repeating: 0, count: 64)
+        let n = try back.withUnsafeMutableBytes { try file.descriptor.preadFully(into: $0, at: 100) }
+        XCTAssertEqual(Array(back.prefix(n)), bytes, "preadFully stops at end of file")
+        try dir.descriptor.rename("f", to: "g", in: dir.descriptor)
+        XCTAssertThrowsError(try dir.descriptor.stat("f", flags: AT_SYMLINK_NOFOLLOW)) { XCTAssertEqual(($0 as? SystemError)?.errno, .ENOENT) }
+        try dir.descriptor.symlink("f", target: "g")
+        XCTAssertEqual(try dir.descriptor.readlink("f"), Array("g".utf8))
+        XCTAssertThrowsError(try dir.descriptor.rename("f", to: "g", in: dir.descriptor, flags: Descriptor.noReplace)) {
+            XCTAssertEqual(($0 as? SystemError)?.errno, .EEXIST, "renameat2 with RENAME_NOREPLACE")
+        }
+        try dir.descriptor.unlink("f")
+    }
+
+    func testHiddenConstantsAreTheKernelsValues() {
+        // The values of <asm-generic/fcntl.h> and <linux/fcntl.h> on x86_64 and arm64.
+        XCTAssertEqual(OpenFlags.path, 0o10000000)
+        XCTAssertEqual(OpenFlags.tmpFile, 0o20000000 | O_DIRECTORY)
+        XCTAssertEqual(OpenFlags.noAccessTime, 0o1000000)
+        XCTAssertEqual(OpenFlags.atEmptyPath, 0x1000)
+    }
+}
