@@ -56,13 +56,13 @@ let package = Package(
         // the socket plumbing both ends use (the mount's server, the CLI's client).
         .target(name: "CMKControl", dependencies: ["CMKKeyService", "CMKUnixSocket"]),
         // The tamper-evident audit log: record format, MAC chain, segments, checkpoints, verifier.
-        .target(name: "CMKAudit", dependencies: ["CMKCrypto", "CLinuxFS"]),
+        .target(name: "CMKAudit", dependencies: ["CMKCrypto", "CMKSystem"]),
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
-        .target(name: "CMKMetadata", dependencies: ["CSQLite", "CLinuxFS"]),
+        .target(name: "CMKMetadata", dependencies: ["CSQLite", "CMKSystem"]),
         // A volume: its config, its database, its provider, the per-file key service.
         .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
-        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume",
+        .target(name: "CMKFuse", dependencies: ["CFuse3", "CLinuxFS", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume",
                                                 .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "cmkfs", dependencies: [
             "CMKAudit", "CMKControl", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto",

@@ -1,4 +1,5 @@
 import Glibc
+import CMKSystem
 
 /// A failure of the audit log, with the errno a FUSE operation answers when the record of a key
 /// use cannot be written (fail closed) and a hint for a person.
@@ -38,6 +39,9 @@ public struct AuditError: Error, CustomStringConvertible, Sendable {
         }
         return AuditError(.io, "the audit log cannot be written: \(text)", errno: code)
     }
+
+    /// A failed system call, classified by its errno.
+    static func system(_ error: SystemError) -> AuditError { system(error.call, error.path ?? "", error.errno.rawValue) }
 
     /// What a FUSE operation answers when its record could not be written.
     public var fuseErrno: Int32 { kind == .full ? ENOSPC : EIO }

@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import Synchronization
-import CLinuxFS
+import CMKSystem
 import CMKCrypto
 
 /// The writer of a volume's audit log: `VOLUME/audit/audit-<first seq>.log` segments, one record
@@ -33,13 +33,29 @@ public final class AuditLog: Sendable {
     let anchor: (any AuditAnchorStore)?
     let anchorInterval: Double
     let segmentLimit: Int
-    let lockFD: Int32
+    let lock: FileDescriptor
     /// Called from the group-commit thread when a background sync fails (for the mount log).
     let onFailure: @Sendable (AuditError) -> Void
 
     /// The head of the chain and the open segment.
-    struct Head {
-        var fd: Int32 = -1
+    struct Head: ~Copyable {
+        /// The open segment; nil before the first record and after a torn one. Set it with
+        /// `setFile`, which keeps `fd` with it.
+        var file: FileDescriptor?
+        /// The segment's descriptor, for the calls (a noncopyable optional cannot lend it through `?.`).
+        var fd: Descriptor?
+
+        /// Makes `new` the open segment, closing the one before.
+        mutating func setFile(_ new: consuming FileDescriptor?) {
+            switch consume new {
+            case .some(let f):
+                fd = f.descriptor
+                file = consume f
+            case .none:
+                fd = nil
+                file = nil
+            }
+        }
         var path = ""
         var bytes = 0
         /// The segment's allocated end (fallocate with KEEP_SIZE): appends up to here need no
@@ -94,7 +110,7 @@ public final class AuditLog: Sendable {
 
     init(directory: String, key: SecretBytes, paths: AuditPathSeal, volumeID: String, checkpoints: (any AuditCheckpointStore)?,
          anchor: (any AuditAnchorStore)?, anchorInterval: Double, anchorState: String, gap: String?,
-         segmentLimit: Int, lockFD: Int32, head: Head, onFailure: @escaping @Sendable (AuditError) -> Void) {
+         segmentLimit: Int, lock: consuming FileDescriptor, head: consuming Head, onFailure: @escaping @Sendable (AuditError) -> Void) {
         self.directory = directory
         self.key = key
         self.paths = paths
@@ -106,15 +122,11 @@ public final class AuditLog: Sendable {
         self.anchorState = anchorState
         self.gap = gap
         self.segmentLimit = segmentLimit
-        self.lockFD = lockFD
+        self.lock = lock
         self.head = Mutex(head)
         self.onFailure = onFailure
     }
 
-    deinit {
-        head.withLock { h in if h.fd >= 0 { Glibc.close(h.fd); h.fd = -1 } }
-        Glibc.close(lockFD)
-    }
 
     /// Opens (creating if needed) the log in `directory` and continues its chain from the last
     /// complete record. Waits up to `lockWait` seconds for another writer to finish.
@@ -123,14 +135,15 @@ public final class AuditLog: Sendable {
                             anchorInterval: Double = defaultAnchorInterval, segmentLimit: Int = defaultSegmentLimit,
                             lockWait: Double = 10,
                             onFailure: @escaping @Sendable (AuditError) -> Void = { _ in }) throws(AuditError) -> AuditLog {
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST { throw .system("mkdir", directory, errno) }
+        do { try Descriptor.cwd.mkdir(directory, mode: 0o700) } catch {
+            if error.errno != .EEXIST { throw .system(error) }
+        }
         let lockPath = directory + "/writer.lock"
-        let lockFD = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lockFD >= 0 else { throw .system("open", lockPath, errno) }
+        let lock: FileDescriptor
+        do { lock = try FileDescriptor.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600) } catch { throw .system(error) }
         let deadline = Date().addingTimeInterval(lockWait)
-        while flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+        while (try? lock.descriptor.lock(LOCK_EX | LOCK_NB)) == nil {
             guard Date() < deadline else {
-                Glibc.close(lockFD)
                 throw AuditError(.busy, "another process is writing the audit log in \(directory)",
                                  hint: "if the volume is mounted, the mount writes its records; else retry when the other command ends")
             }
@@ -141,18 +154,14 @@ public final class AuditLog: Sendable {
         do {
             try resume(&head, directory: directory)
             found = continuity(&head, key: key, checkpoints: checkpoints, anchor: anchor)
-        } catch {
-            Glibc.close(lockFD)
-            throw error
         }
         let paths: AuditPathSeal
         do { paths = try AuditPathSeal(auditKey: key) } catch {
-            Glibc.close(lockFD)
             throw AuditError(.key, "cannot derive the audit path key: \(error)")
         }
         let log = AuditLog(directory: directory, key: key, paths: paths, volumeID: volumeID, checkpoints: checkpoints,
                            anchor: anchor, anchorInterval: anchorInterval, anchorState: found.anchorState, gap: found.gap,
-                           segmentLimit: segmentLimit, lockFD: lockFD, head: head, onFailure: onFailure)
+                           segmentLimit: segmentLimit, lock: lock, head: head, onFailure: onFailure)
         if let gap = found.gap {
             // Chained at once, durably, before anything else can be appended: the hole stays
             // visible to `audit verify` for as long as the log exists.
@@ -214,7 +223,7 @@ public final class AuditLog: Sendable {
             head.seq = best.cp.count
             head.prev = best.cp.head
             // A new segment for the continued chain: never append after the records found.
-            if head.fd >= 0 { Glibc.close(head.fd); head.fd = -1 }
+            head.setFile(nil)
         }
         let all = (gap.map { [$0] } ?? []) + problems
         return Continuity(gap: all.isEmpty ? nil : all.joined(separator: "; "), anchorState: anchorState)
@@ -244,20 +253,18 @@ public final class AuditLog: Sendable {
             }
         }
         if endsWithNewline && tail != nil {
-            let fd = Glibc.open(last.path, O_WRONLY | O_APPEND | O_CLOEXEC)
-            guard fd >= 0 else { throw .system("open", last.path, errno) }
-            var st = stat()
-            fstat(fd, &st)
-            head.fd = fd
+            let file: FileDescriptor
+            do { file = try FileDescriptor.open(last.path, O_WRONLY | O_APPEND | O_CLOEXEC) } catch { throw .system(error) }
+            head.bytes = Int((try? file.descriptor.fstat())?.st_size ?? 0)
+            head.setFile(file)
             head.path = last.path
-            head.bytes = Int(st.st_size)
             reserve(&head)
         }
     }
 
     /// Extends the reservation ahead of the segment's end; a full disk just leaves what is left.
     static func reserve(_ h: inout Head) {
-        guard h.fd >= 0, cmkfs_reserve(h.fd, off_t(h.bytes), off_t(reserveBytes)) == 0 else { return }
+        guard let fd = h.fd, (try? fd.fallocate(mode: Descriptor.keepSize, offset: h.bytes, length: reserveBytes)) != nil else { return }
         h.reserved = h.bytes + reserveBytes
     }
 
@@ -277,23 +284,21 @@ public final class AuditLog: Sendable {
             do { record = try AuditRecord.line(body: body, key: key) } catch {
                 throw AuditError(.key, "cannot MAC an audit record: \(error)")
             }
-            if h.fd < 0 || (h.bytes > 0 && h.bytes + record.line.count > segmentLimit) {
+            if h.fd == nil || (h.bytes > 0 && h.bytes + record.line.count > segmentLimit) {
                 do throws(AuditError) { try roll(&h, firstSeq: seq) } catch {
                     // No room for a new segment: keep writing into the reserve of this one.
-                    guard h.fd >= 0 && error.kind == .full else { throw error }
+                    guard h.fd != nil && error.kind == .full else { throw error }
                 }
             }
-            let written = Self.writeAll(h.fd, record.line)
+            let (written, code) = Self.writeAll(h.fd!, record.line)
             guard written == record.line.count else {
-                let code = errno
                 if written > 0 {
                     // A torn record: leave this segment (append-only: it cannot be cut back) so
                     // the torn bytes stay its tail; the next record opens a new segment.
-                    fsync(h.fd)
-                    Glibc.close(h.fd)
-                    h.fd = -1
+                    try? h.fd?.fsync()
+                    h.setFile(nil)
                 }
-                throw .system("write", h.path, code == 0 ? EIO : code)
+                throw .system("write", h.path, code.rawValue)
             }
             h.seq = seq
             h.prev = record.mac
@@ -318,17 +323,19 @@ public final class AuditLog: Sendable {
     /// interval tries again.
     func sync(anchor mode: AnchorMode) throws(AuditError) {
         let head = try syncing.withLock { (checkpointed: inout UInt64) throws(AuditError) -> (seq: UInt64, checkpoint: [UInt8]) in
-            let (fd, seq, prev, path) = self.head.withLock { h -> (Int32, UInt64, String, String) in
-                let fd = h.unsynced && h.fd >= 0 ? dup(h.fd) : -1
+            // A duplicate, so the fsync runs outside the head's lock while a roll may close the segment.
+            let (duplicate, seq, prev, path) = self.head.withLock { h -> (Result<Int32, SystemError>?, UInt64, String, String) in
+                let copy: Result<Int32, SystemError>? = h.unsynced ? h.fd.map { fd in Result { () throws(SystemError) in try fd.duplicate().release() } } : nil
                 h.unsynced = false
-                return (fd, h.seq, h.prev, h.path)
+                return (copy, h.seq, h.prev, h.path)
             }
-            if fd >= 0 {
-                defer { Glibc.close(fd) }
-                if fsync(fd) != 0 {
-                    let code = errno
+            if let duplicate {
+                do throws(SystemError) {
+                    let file = FileDescriptor(adopting: try duplicate.get())
+                    try file.descriptor.fsync()
+                } catch {
                     self.head.withLock { $0.unsynced = true }
-                    throw .system("fsync", path, code)
+                    throw .system("fsync", path, error.errno.rawValue)
                 }
             }
             let cp: [UInt8]
@@ -382,9 +389,9 @@ public final class AuditLog: Sendable {
         defer {
             head.withLock { h in
                 h.closed = true
-                if h.fd >= 0 { Glibc.close(h.fd); h.fd = -1 }
+                h.setFile(nil)
             }
-            flock(lockFD, LOCK_UN)
+            try? lock.descriptor.lock(LOCK_UN)
         }
         try sync(anchor: .now)
     }
@@ -399,38 +406,41 @@ public final class AuditLog: Sendable {
     /// The old segment stays open until the new one exists, so a full disk (no room for a new
     /// file) leaves the caller the old segment and its reserve.
     private func roll(_ h: inout Head, firstSeq: UInt64) throws(AuditError) {
-        if h.fd >= 0, fsync(h.fd) != 0 { throw .system("fsync", h.path, errno) }
+        if let fd = h.fd {
+            do { try fd.fsync() } catch { throw .system("fsync", h.path, error.errno.rawValue) }
+        }
         var attempt = 0
         var path = AuditSegments.name(directory, firstSeq: firstSeq, attempt: 0)
-        var fd: Int32 = -1
+        var file: FileDescriptor
         while true {
-            fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            if fd >= 0 { break }
-            guard errno == EEXIST, attempt < 1000 else { throw .system("open", path, errno) }
+            do { file = try FileDescriptor.open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600); break } catch {
+                guard error.errno == .EEXIST, attempt < 1000 else { throw .system(error) }
+            }
             attempt += 1
             path = AuditSegments.name(directory, firstSeq: firstSeq, attempt: attempt)
         }
-        let rc = cmkfs_set_append_only(fd)
-        h.appendOnly = rc == 0 ? "set" : "not set: \(String(cString: strerror(rc)))"
-        let dir = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 { fsync(dir); Glibc.close(dir) }
-        if h.fd >= 0 { Glibc.close(h.fd) }
-        h.fd = fd
+        do { try file.descriptor.setAppendOnly(); h.appendOnly = "set" } catch { h.appendOnly = "not set: \(error.errno)" }
+        if let dir = try? FileDescriptor.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) { try? dir.descriptor.fsync() }
+        h.setFile(file)
         h.path = path
         h.bytes = 0
         h.reserved = 0
         Self.reserve(&h)
     }
 
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Int {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
-            if n < 0 { if errno == EINTR { continue }; return done }
-            if n == 0 { errno = EIO; return done }
-            done += n
+    /// write(2) until all of `bytes` is written; the count written and, when short, why.
+    static func writeAll(_ fd: Descriptor, _ bytes: [UInt8]) -> (Int, Errno) {
+        bytes.withUnsafeBytes { buffer in
+            var done = 0
+            while done < buffer.count {
+                do throws(SystemError) {
+                    let n = try fd.write(UnsafeRawBufferPointer(rebasing: buffer[done...]))
+                    if n == 0 { return (done, .EIO) }
+                    done += n
+                } catch { return (done, error.errno) }
+            }
+            return (done, .EIO)
         }
-        return done
     }
 
     static func hostName() -> String {
@@ -476,17 +486,15 @@ public enum AuditSegments {
     /// The last complete line of a segment (without its newline) and whether the file ends with
     /// a newline (false: a torn record follows it).
     static func lastRecord(in path: String) throws(AuditError) -> ([UInt8]?, Bool) {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .system("open", path, errno) }
-        defer { Glibc.close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .system("fstat", path, errno) }
-        let size = Int(st.st_size)
+        let file: FileDescriptor
+        do { file = try FileDescriptor.open(path, O_RDONLY | O_CLOEXEC) } catch { throw .system(error) }
+        let size: Int
+        do { size = Int(try file.descriptor.fstat().st_size) } catch { throw .system(error) }
         guard size > 0 else { return (nil, true) }
         let window = min(size, 1 << 20)
-        var buffer = [UInt8](repeating: 0, count: window)
-        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, window, off_t(size - window)) }
-        guard n == window else { throw .system("read", path, n < 0 ? errno : EIO) }
+        let buffer: [UInt8]
+        do { buffer = try file.descriptor.preadFully(count: window, at: size - window) } catch { throw .system("read", path, error.errno.rawValue) }
+        guard buffer.count == window else { throw .system("read", path, EIO) }
         let endsWithNewline = buffer.last == 0x0A
         guard let lastNewline = buffer.lastIndex(of: 0x0A) else { return (nil, false) }
         let start = buffer[..<lastNewline].lastIndex(of: 0x0A).map { $0 + 1 } ?? 0

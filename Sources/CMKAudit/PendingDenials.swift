@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import CMKCrypto
+import CMKSystem
 
 /// Denials that happen before anyone can write the audit log: a wrong PIN, a disabled or
 /// destroyed master key, an unreachable provider at mount. The log's records are MACed with the
@@ -37,8 +38,7 @@ public enum PendingDenials {
     /// not fail differently because it could not be noted; returns whether it was.
     @discardableResult
     public static func record(_ event: AuditEvent, directory: String, key: SecretBytes) -> Bool {
-        var st = stat()
-        guard stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return false }
+        guard let st = try? Descriptor.cwd.stat(directory), (st.st_mode & S_IFMT) == S_IFDIR else { return false }
         let entry = Entry(time: AuditRecord.now(), event: event.event, result: event.result, error: event.error,
                           uid: event.uid, gid: event.gid, pid: event.pid, process: event.process, keyID: event.keyID,
                           detail: event.detail)
@@ -46,11 +46,9 @@ public enum PendingDenials {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         guard let json = try? encoder.encode(entry), let mac = try? HMACSHA256.mac(key: key, [UInt8](json)) else { return false }
         let line = [UInt8](json) + [0x09] + Array(hexString(mac).utf8) + [0x0A]
-        let fd = open(directory + "/" + fileName, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        return written == line.count
+        guard let file = try? FileDescriptor.open(directory + "/" + fileName, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode: 0o600)
+        else { return false }
+        return (try? file.descriptor.writeAll(line)) != nil
     }
 
     /// The entry of a pending line if its MAC verifies under `key`, else nil.
@@ -71,7 +69,7 @@ public enum PendingDenials {
     public static func ingest(into log: AuditLog, directory: String, key: SecretBytes?) throws(AuditError) -> Int {
         let path = directory + "/" + fileName
         guard let data = FileManager.default.contents(atPath: path), !data.isEmpty else {
-            unlink(path)
+            try? Descriptor.cwd.unlink(path)
             return 0
         }
         var count = 0
@@ -88,10 +86,8 @@ public enum PendingDenials {
             count += 1
         }
         if !rejected.isEmpty {
-            let fd = open(directory + "/" + rejectedFileName, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-            if fd >= 0 {
-                for line in rejected { _ = AuditLog.writeAll(fd, Array(line) + [0x0A]) }
-                close(fd)
+            if let file = try? FileDescriptor.open(directory + "/" + rejectedFileName, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode: 0o600) {
+                for line in rejected { _ = AuditLog.writeAll(file.descriptor, Array(line) + [0x0A]) }
             }
             let why = key == nil ? "this host has no denial key for the volume" : "they carry no valid MAC under this host's denial key"
             try log.append(AuditEvent(rejectedEvent, result: "error",
@@ -99,7 +95,7 @@ public enum PendingDenials {
                                       + "in the volume, torn, written on another host or by an older cmkfs); kept in audit/\(rejectedFileName)"))
         }
         try log.sync()
-        unlink(path)
+        try? Descriptor.cwd.unlink(path)
         return count
     }
 }

@@ -1,4 +1,4 @@
-import CLinuxFS
+import CMKSystem
 import Glibc
 
 /// Room kept on the database's filesystem for the database itself: `meta.db-reserve`, a
@@ -21,23 +21,20 @@ struct MetadataReserve: Sendable {
 
     /// Gives the reserve's blocks back to the filesystem; true if it held any.
     func release() -> Bool {
-        var st = stat()
-        guard stat(path, &st) == 0, st.st_blocks > 0 else { return false }
-        return truncate(path, 0) == 0
+        guard let st = try? Descriptor.cwd.stat(path), st.st_blocks > 0 else { return false }
+        return (try? Descriptor.truncate(path, to: 0)) != nil
     }
 
     /// `refill()` when the reserve was released (or never fully allocated).
     func refillIfShort() {
-        var st = stat()
-        if stat(path, &st) != 0 || Int(st.st_blocks) * 512 < Self.bytes { refill() }
+        let st = try? Descriptor.cwd.stat(path)
+        if st == nil || Int(st!.st_blocks) * 512 < Self.bytes { refill() }
     }
 
     /// Allocates the reserve (mode 0600) as far as the free space allows; never fails: without
     /// it the database still works, only not on a full disk.
     func refill() {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        _ = fallocate(fd, 0, 0, off_t(Self.bytes))
+        guard let file = try? FileDescriptor.open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode: 0o600) else { return }
+        try? file.descriptor.fallocate(mode: 0, offset: 0, length: Self.bytes)
     }
 }
