@@ -3,7 +3,6 @@ import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
-import CMKPKCS11
 
 extension Volume {
     /// Creates a new volume at `path` (a missing or empty directory) with a new master key in the
@@ -108,14 +107,15 @@ extension Volume {
         try writeConfig(config, to: path)
     }
 
-    /// The master key a new volume uses: a new one, or the named existing one (which must be enabled).
+    /// The master key a new volume uses: a new one, or the named existing one (which must be
+    /// enabled), unless the provider's kind names it its own way (`ProviderKind.namedMasterKey`).
     private static func masterKey(_ provider: any KeyProvider, _ config: ProviderConfig, volume: String) throws(CMKError) -> KeyRef {
         do throws(KeyProviderError) {
             if config.keyID.isEmpty { return try provider.createKey() }
-            let key = KeyRef(keyID: config.keyID, version: 1)
-            if let hsm = provider as? PKCS11Provider {
-                do { _ = try hsm.state(of: key) } catch .keyNotFound { return try hsm.createKey(named: config.keyID) }
+            if let adopt = ProviderRegistry.kind(named: config.kind)?.namedMasterKey, let key = try adopt(provider, config.keyID) {
+                return key
             }
+            let key = KeyRef(keyID: config.keyID, version: 1)
             switch try provider.state(of: key) {
             case .enabled: return key
             case .disabled: throw KeyProviderError.keyDisabled(key)

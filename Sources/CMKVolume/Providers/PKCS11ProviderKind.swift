@@ -1,3 +1,4 @@
+import CMKKeys
 import CMKPKCS11
 
 extension ProviderKind {
@@ -29,6 +30,14 @@ extension ProviderKind {
             do throws(PKCS11OpenError) { return try PKCS11Provider(modulePath: module, tokenLabel: token, pin: pin) } catch {
                 throw CMKError(.keyUnavailable, error.message, hint: error.hint)
             }
+        },
+        namedMasterKey: { provider, label throws(KeyProviderError) in
+            // --key-label names the key: reused when the token has `<label>.v1`, else created.
+            guard let hsm = provider as? PKCS11Provider else { return nil }
+            do throws(KeyProviderError) { _ = try hsm.state(of: KeyRef(keyID: label, version: 1)) } catch .keyNotFound {
+                return try hsm.createKey(named: label)
+            }
+            return nil
         },
         place: { "PKCS#11 token '\($0.tokenLabel ?? "?")'" },
         initDescription: { "PKCS#11 token '\($0.tokenLabel ?? "?")' (\($0.pkcs11Module ?? "?"))" },

@@ -19,6 +19,10 @@ public struct ProviderKind: Sendable {
     public let rotationParallelism: RotationParallelism
     /// Builds the provider from a volume's recorded settings.
     let build: @Sendable (ProviderConfig, ProviderBuildContext) throws(CMKError) -> any KeyProvider
+    /// How `init` gets the master key named by the key-id flag when this kind does more than
+    /// check that the key exists and is enabled (pkcs11 creates a label the token lacks); nil
+    /// from the closure, or no closure: the generic check.
+    let namedMasterKey: (@Sendable (any KeyProvider, String) throws(KeyProviderError) -> KeyRef?)?
     /// Refuses settings `init` must not use for the volume at the given path (nothing to refuse: nil).
     let refuseAtInit: (@Sendable (ProviderConfig, String) throws(CMKError) -> Void)?
     /// Where the master key is, as error messages name it ("the KMS at PATH").
@@ -33,6 +37,7 @@ public struct ProviderKind: Sendable {
     public init(name: String, initHelp: String, flags: [ProviderFlag], secret: ProviderSecret? = nil,
                 rotationParallelism: RotationParallelism,
                 build: @escaping @Sendable (ProviderConfig, ProviderBuildContext) throws(CMKError) -> any KeyProvider,
+                namedMasterKey: (@Sendable (any KeyProvider, String) throws(KeyProviderError) -> KeyRef?)? = nil,
                 refuseAtInit: (@Sendable (ProviderConfig, String) throws(CMKError) -> Void)? = nil,
                 place: @escaping @Sendable (ProviderConfig) -> String,
                 initDescription: @escaping @Sendable (ProviderConfig) -> String,
@@ -44,6 +49,7 @@ public struct ProviderKind: Sendable {
         self.secret = secret
         self.rotationParallelism = rotationParallelism
         self.build = build
+        self.namedMasterKey = namedMasterKey
         self.refuseAtInit = refuseAtInit
         self.place = place
         self.initDescription = initDescription
