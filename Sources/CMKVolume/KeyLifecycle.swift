@@ -154,7 +154,9 @@ extension KeyAdmin {
             }
         }
         do {
-            if try provider.state(of: ref) != .destroyed { try provider.setState(.destroyed, of: ref) }
+            // Where versions are labels over one provider key (AWS KMS), destroying this one would
+            // destroy the active one too: the version is retired in the volume only.
+            if provider.versionsAreSeparateKeys, try provider.state(of: ref) != .destroyed { try provider.setState(.destroyed, of: ref) }
         } catch {
             try? audit(.command("purge", result: "error", error: "\(error)", keyID: keyID, keyVersion: version), true)
             throw .provider(error, volume: path, config: config.provider)
@@ -165,8 +167,9 @@ extension KeyAdmin {
             try store.setKeyVersionState(keyId: keyID, version: version, .purged)
             try store.makeDurable()
         } catch { throw .metadata(error, volume: path) }
-        try audit(.command("purge", keyID: keyID, keyVersion: version,
-                           detail: "destroyed \(ref) in the \(config.provider.kind) provider; \(files.count) files unreadable"), true)
+        let what = provider.versionsAreSeparateKeys ? "destroyed \(ref) in the \(config.provider.kind) provider"
+            : "retired \(ref) in the volume (the \(config.provider.kind) provider keeps one key for every version; it is not destroyed)"
+        try audit(.command("purge", keyID: keyID, keyVersion: version, detail: "\(what); \(files.count) files unreadable"), true)
         return report
     }
 }

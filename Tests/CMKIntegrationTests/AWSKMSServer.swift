@@ -97,8 +97,10 @@ final class AWSKMSServer {
             (name: "Content-Type", value: "application/x-amz-json-1.1"), (name: "X-Amz-Target", value: "TrentService.\(op)"),
             (name: "Authorization", value: "AWS4-HMAC-SHA256 Credential=owner/20200101/\(Self.region)/kms/aws4_request, SignedHeaders=host, Signature=0"),
         ], body: HTTPBody(try JSONSerialization.data(withJSONObject: payload)))
-        let data = try Self.send(request)
-        return (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+        let response = try Self.client.send(request)
+        let data = Data(response.body.bytes)
+        guard response.status == 200 else { throw FixtureError("\(op) answered \(response.status): \(String(decoding: data, as: UTF8.self))") }
+        return ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any]) ?? [:]
     }
 
     /// A new KMS key made by the key owner; returns its id.

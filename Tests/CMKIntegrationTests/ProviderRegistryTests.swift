@@ -9,19 +9,24 @@ final class ProviderRegistryTests: IntegrationTestCase {
     override var mountsInSetUp: Bool { false }
 
     func testEveryShippedKindIsRegisteredWithWhatItDecides() throws {
-        XCTAssertEqual(ProviderRegistry.kinds.map(\.name), ["embedded", "socket", "pkcs11"])
+        XCTAssertEqual(ProviderRegistry.kinds.map(\.name), ["embedded", "socket", "pkcs11", "aws-kms"])
         XCTAssertEqual(ProviderRegistry.defaultKind.name, "embedded")
-        XCTAssertEqual(ProviderRegistry.namesListed, "embedded, socket or pkcs11")
+        XCTAssertEqual(ProviderRegistry.namesListed, "embedded, socket, pkcs11 or aws-kms")
         XCTAssertNil(ProviderRegistry.kind(named: "vaultish"))
         // The in-process KMS computes here: one worker per processor; the others are remote.
         XCTAssertEqual(ProviderKind.embedded.rotationParallelism, .perProcessor)
         XCTAssertEqual(ProviderKind.socket.rotationParallelism, .fixed(8))
         XCTAssertEqual(ProviderKind.pkcs11.rotationParallelism, .fixed(8))
+        XCTAssertEqual(ProviderKind.awsKMS.rotationParallelism, .fixed(16))
         XCTAssertEqual(ProviderRegistry.kinds.filter { $0.secret != nil }.map(\.name), ["pkcs11"])
         XCTAssertEqual(ProviderKind.pkcs11.secret?.environmentVariable, "CMKFS_PKCS11_PIN")
         let owners = Dictionary(uniqueKeysWithValues: ProviderRegistry.flags.map { ($0.flag.name, $0.kinds) })
         XCTAssertEqual(owners, ["--kms-dir": ["embedded"], "--kms-socket": ["socket"], "--key-id": ["socket"],
-                                "--pkcs11-module": ["pkcs11"], "--token": ["pkcs11"], "--pin-file": ["pkcs11"], "--key-label": ["pkcs11"]])
+                                "--pkcs11-module": ["pkcs11"], "--token": ["pkcs11"], "--pin-file": ["pkcs11"], "--key-label": ["pkcs11"],
+                                "--aws-key-id": ["aws-kms"], "--aws-region": ["aws-kms"], "--aws-endpoint": ["aws-kms"], "--aws-profile": ["aws-kms"]])
+        XCTAssertEqual(ProviderKind.awsKMS.problem(withFlags: ["--aws-key-id": "k"]), "--kms aws-kms needs --aws-region REGION")
+        XCTAssertEqual(ProviderKind.awsKMS.problem(withFlags: ["--aws-key-id": "k", "--aws-region": "us-east-1", "--aws-endpoint": "ftp://x"]),
+                       "--aws-endpoint must be an http:// or https:// URL")
         XCTAssertEqual(ProviderKind.socket.problem(withFlags: [:]), "--kms socket needs --kms-socket PATH")
         XCTAssertEqual(ProviderKind.pkcs11.problem(withFlags: ["--token": "t"]), "--kms pkcs11 needs --pkcs11-module PATH")
         XCTAssertEqual(ProviderKind.pkcs11.problem(withFlags: [:]), "--kms pkcs11 needs --pkcs11-module PATH and --token LABEL")

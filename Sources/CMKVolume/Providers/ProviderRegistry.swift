@@ -9,6 +9,7 @@ public enum ProviderRegistry {
         .embedded,
         .socket,
         .pkcs11,
+        .awsKMS,
     ]
 
     /// The kind `init` uses without `--kms`.
