@@ -115,7 +115,7 @@ public final class AWSKMSProvider: KeyProvider {
         saw(key)
         var body = KMSJSON.encryptBody(keyID: key.keyID, plaintext: dek, context: Self.encryptionContext(context, version: key.version))
         defer { body.withUnsafeMutableBytes { secureZero($0) } }
-        let answer = try call(.encrypt, body: body, key: key)
+        let answer = try call(.encrypt, body: body, key: key, receipt: context.request?.receipt)
         guard let blob = json(answer)?["CiphertextBlob"] as? String, let edek = KMSJSON.decode(blob), !edek.isEmpty else {
             throw malformed(.encrypt)
         }
@@ -127,7 +127,7 @@ public final class AWSKMSProvider: KeyProvider {
         guard !edek.isEmpty else { throw .unwrapFailed(key) }
         let body = KMSJSON.object([("KeyId", KMSJSON.quoted(key.keyID)), ("CiphertextBlob", KMSJSON.base64Literal(edek)),
                                    ("EncryptionContext", KMSJSON.context(Self.encryptionContext(context, version: key.version)))])
-        var answer = try call(.decrypt, body: body, key: key)
+        var answer = try call(.decrypt, body: body, key: key, receipt: context.request?.receipt)
         defer { answer.withUnsafeMutableBytes { secureZero($0) } }
         var text = answer.withUnsafeBytes { KMSJSON.stringField("Plaintext", in: $0) } ?? []
         defer { text.withUnsafeMutableBytes { secureZero($0) } }
@@ -178,8 +178,10 @@ public final class AWSKMSProvider: KeyProvider {
         .unavailable("AWS KMS at \(endpoint) sent a malformed \(op.rawValue) answer")
     }
 
-    /// One signed call; retries throttling and server errors, maps refusals.
-    func call(_ op: KMSJSON.Operation, body: [UInt8], key: KeyRef?) throws(KeyProviderError) -> [UInt8] {
+    /// One signed call; retries throttling and server errors, maps refusals. AWS's request id
+    /// (`x-amzn-RequestId`, CloudTrail's `requestID`) of the last attempt goes to `receipt`, so
+    /// cmkfs' audit record of the key use names it (`kms_server_request`).
+    func call(_ op: KMSJSON.Operation, body: [UInt8], key: KeyRef?, receipt: KeyRequestReceipt? = nil) throws(KeyProviderError) -> [UInt8] {
         var attempt = 0
         while true {
             attempt += 1
@@ -197,6 +199,7 @@ public final class AWSKMSProvider: KeyProvider {
             }
             if let id = response.headers.first(where: { $0.name == "x-amzn-requestid" })?.value {
                 requestID.withLock { $0 = id }
+                receipt?.record(serverRequestID: id)
             }
             if response.status == 200 { return response.body }
             let (type, message) = KMSJSON.error(status: response.status, headers: response.headers, body: response.body)

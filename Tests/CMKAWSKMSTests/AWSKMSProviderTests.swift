@@ -38,9 +38,12 @@ final class AWSKMSProviderTests: XCTestCase {
         let dek = Array(0..<32).map(UInt8.init)
         let t = Scripted([Self.answer(200, #"{"KeyId":"arn:x","Plaintext":"\#(Data(dek).base64EncodedString())","EncryptionAlgorithm":"SYMMETRIC_DEFAULT"}"#)])
         let p = try provider(t)
-        let got = try p.unwrap([1, 2, 3], with: key, context: context)
+        var asked = context
+        asked.request = KeyRequest(operation: "open")
+        let got = try p.unwrap([1, 2, 3], with: key, context: asked)
         XCTAssertEqual(got.withUnsafeBytes { Array($0) }, dek)
         XCTAssertEqual(p.lastRequestID, "req-1")
+        XCTAssertEqual(asked.request?.receipt.serverRequestID, "req-1", "AWS's request id joins CloudTrail to the audit record")
         let (headers, body) = t.sent.withLock { $0[0] }
         let sent = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
         XCTAssertEqual(sent["KeyId"] as? String, "alias/cmkfs")

@@ -92,6 +92,9 @@ final class AWSKMSTests: IntegrationTestCase {
         XCTAssertTrue(fsck.succeeded, "\(fsck)")
         let verify = cmkfs(["audit", "verify", pvol])
         XCTAssertTrue(verify.succeeded, "\(verify)")
+        // The audit records of key uses name AWS's request id (CloudTrail's requestID).
+        let shown = cmkfs(["audit", "show", pvol, "--json"])
+        XCTAssertTrue(shown.stdout.contains("\"kms_server_request\""), shown.stdout.suffix(2000).description)
         // Every Decrypt carried the volume and file ids in its EncryptionContext; the fault
         // layer saw them all signed with the test principal's key.
         let stats = try server.stats()
