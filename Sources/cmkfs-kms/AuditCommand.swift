@@ -6,12 +6,19 @@ import Foundation
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Read the KMS's audit log: every request it answered, with who asked and why.",
-        discussion: "Join it with cmkfs' own log on the request id: cmkfs audit show VOLUME --json gives kms_request.",
+        discussion: """
+        Join it with cmkfs' own log on the request id: cmkfs audit show VOLUME --json gives kms_request.
+
+        Example: cmkfs-kms audit show --kms-dir /var/lib/cmkfs-kms --since 1h
+        """,
         subcommands: [Show.self, Export.self])
 
     /// What both subcommands take: where the log is and which records.
     struct Selection: ParsableArguments {
-        @Option(help: "The keystore directory whose log to read (STATE/kms-audit.log).") var state: String?
+        @Option(name: .customLong("kms-dir"), help: "The keystore directory whose log to read (DIR/kms-audit.log).") var kmsDir: String?
+        /// `--kms-dir`'s old name.
+        @Option(name: .customLong("state"), help: .hidden) var legacyState: String?
+        var state: String? { kmsDir ?? legacyState }
         @Option(name: .customLong("audit-log"), help: "The log file itself (as given to serve --audit-log).") var auditLog: String?
         @Option(name: .customLong("request"),
                 help: "Only this request id; an id followed by . matches no more, a batch id also matches its requests (ID.N).")
@@ -24,7 +31,8 @@ struct AuditCommand: ParsableCommand {
         @Option(help: "Only this result: ok, denied or error.") var result: String?
 
         func validate() throws {
-            guard (state == nil) != (auditLog == nil) else { throw ValidationError("give one of --state DIR or --audit-log FILE") }
+            guard kmsDir == nil || legacyState == nil else { throw ValidationError("give the keystore once: --kms-dir DIR (--state is its old name)") }
+            guard (state == nil) != (auditLog == nil) else { throw ValidationError("give one of --kms-dir DIR or --audit-log FILE") }
             if let result, !["ok", "denied", "error"].contains(result) { throw ValidationError("--result is ok, denied or error") }
         }
 
@@ -34,7 +42,7 @@ struct AuditCommand: ParsableCommand {
         func records() -> [(line: Substring, fields: [String: Any])] {
             guard let data = FileManager.default.contents(atPath: path) else {
                 if access(path, F_OK) != 0 {
-                    fail("there is no KMS audit log at \(path)", hint: "serve writes it; give the --state or --audit-log serve used", code: 2)
+                    fail("there is no KMS audit log at \(path)", hint: "serve writes it; give the --kms-dir or --audit-log serve used", code: 2)
                 }
                 fail("cannot read the KMS audit log \(path): \(String(cString: strerror(errno)))", code: 17)
             }
@@ -71,7 +79,9 @@ struct AuditCommand: ParsableCommand {
     }
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the selected requests, one line each (or the JSON lines with --json).")
+        static let configuration = CommandConfiguration(
+            abstract: "Show the selected requests, one line each (or the JSON lines with --json).",
+            discussion: "Example: cmkfs-kms audit show --kms-dir /var/lib/cmkfs-kms --volume 9b1c --result denied")
         @OptionGroup var selection: Selection
         @Flag(help: "Print the records as logged: one JSON object a line.") var json = false
 
@@ -98,7 +108,8 @@ struct AuditCommand: ParsableCommand {
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write the selected records as JSON lines (for a SIEM), exactly as logged.")
+            abstract: "Write the selected records as JSON lines (for a SIEM), exactly as logged.",
+            discussion: "Example: cmkfs-kms audit export --kms-dir /var/lib/cmkfs-kms --since 7d --output /tmp/kms-week.jsonl")
         @OptionGroup var selection: Selection
         @Option(help: "Write to this file instead of standard output.") var output: String?
 

@@ -9,10 +9,18 @@ struct KMSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cmkfs-kms",
         abstract: "The customer's KMS: serve it on a Unix socket, keys in a keystore directory or a PKCS#11 token, and manage its keys.",
-        discussion: "Protocol: docs/kms-protocol.md. The keystore format is the embedded KMS's (docs/key-hierarchy.md).",
+        discussion: """
+        Protocol: docs/kms-protocol.md. The keystore format is the embedded KMS's (docs/key-hierarchy.md).
+
+        Example: cmkfs-kms serve --socket /run/cmkfs-kms.sock --kms-dir /var/lib/cmkfs-kms
+        """,
+        version: kmsVersion,
         subcommands: [ServeCommand.self, KeyCommand.self, AuditCommand.self]
     )
 }
+
+/// The release, the same as `cmkfs --version` (the two are built and installed together).
+let kmsVersion = "0.1.0"
 
 /// Prints `cmkfs-kms: error: …` (and a hint) on stderr and exits with `code`.
 func fail(_ message: String, hint: String? = nil, code: Int32 = 5) -> Never {
@@ -31,7 +39,7 @@ func openKeystore(_ dir: String, create: Bool) -> SimulatedKMS {
     }
     let kms: SimulatedKMS
     do { kms = try SimulatedKMS(directory: dir, create: create) } catch {
-        fail("\(error)", hint: "create one with: cmkfs-kms key create --state \(dir)")
+        fail("\(error)", hint: "create one with: cmkfs-kms key create --kms-dir \(dir)")
     }
     do {
         for warning in try KeystoreModes.check(dir) {
@@ -46,7 +54,8 @@ func openKeystore(_ dir: String, create: Bool) -> SimulatedKMS {
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve the keystore on a Unix socket (mode 0600; callers must be root or the socket owner).")
+        abstract: "Serve the keystore on a Unix socket (mode 0600; callers must be root or the socket owner).",
+        discussion: "Example: cmkfs-kms serve --socket /run/cmkfs-kms.sock --kms-dir /var/lib/cmkfs-kms")
 
     @Option(help: "The socket path to listen on.") var socket: String
     @OptionGroup var keys: KeyStoreOptions
@@ -54,7 +63,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("fail-fraction"), help: "Fault injection: fail this share (0…1) of requests.") var failFraction = 0.0
     @Flag(name: .customLong("refuse-all"), help: "Fault injection: refuse every request.") var refuseAll = false
     @Option(name: .customLong("audit-log"),
-            help: "Record every request answered in this file (JSON lines, fsync'd before each answer); default STATE/kms-audit.log.")
+            help: "Record every request answered in this file (JSON lines, fsync'd before each answer); default DIR/kms-audit.log of --kms-dir.")
     var auditLog: String?
 
     func validate() throws {
@@ -62,7 +71,7 @@ struct ServeCommand: ParsableCommand {
             throw ValidationError("--latency-ms must be >= 0 and --fail-fraction within 0…1")
         }
         guard keys.state != nil || (keys.usesToken && auditLog != nil) else {
-            throw ValidationError("give --state DIR (the keystore; with a token, where the audit log goes) or, with a token, --audit-log FILE")
+            throw ValidationError("give --kms-dir DIR (the keystore; with a token, where the audit log goes) or, with a token, --audit-log FILE")
         }
     }
 
@@ -105,10 +114,13 @@ struct ServeCommand: ParsableCommand {
 struct KeyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key", abstract: "The customer's side: create, list, rotate, disable, enable, destroy master keys.",
+        discussion: "Example: cmkfs-kms key list --kms-dir /var/lib/cmkfs-kms --json",
         subcommands: [Create.self, List.self, Rotate.self, Disable.self, Enable.self, Destroy.self])
 
     struct Create: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a new master key (version 1), or a new version of KEY_ID.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create a new master key (version 1), or a new version of KEY_ID.",
+            discussion: "Example: cmkfs-kms key create --kms-dir /var/lib/cmkfs-kms")
         @OptionGroup var keys: KeyStoreOptions
         @Option(name: .customLong("new-version-of"), help: "Add a version to this key instead.") var keyID: String?
         func run() {
@@ -121,20 +133,43 @@ struct KeyCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List keys and the state of each version.")
+        static let configuration = CommandConfiguration(
+            abstract: "List keys and the state of each version.",
+            discussion: "Example: cmkfs-kms key list --kms-dir /var/lib/cmkfs-kms --json")
         @OptionGroup var keys: KeyStoreOptions
+        @Flag(help: "Print JSON (docs/json.md): format, keys [{key_id, versions [{version, state}]}].") var json = false
         func run() {
             do {
-                for key in try keys.list() {
+                let listing = try keys.list()
+                if json {
+                    printJSON(KeyListing(format: 1, keys: listing.map {
+                        .init(keyID: $0.keyID, versions: $0.versions.map { .init(version: $0.version, state: $0.state.rawValue) })
+                    }))
+                    return
+                }
+                for key in listing {
                     print(key.keyID + " " + key.versions.map { "v\($0.version)=\($0.state.rawValue)" }.joined(separator: " "))
                 }
             } catch { fail("\(error)") }
+        }
+
+        /// `key list --json`, versioned like every cmkfs JSON output.
+        struct KeyListing: Encodable {
+            struct Key: Encodable {
+                struct Version: Encodable { let version: Int; let state: String }
+                let keyID: String
+                let versions: [Version]
+                enum CodingKeys: String, CodingKey { case keyID = "key_id", versions }
+            }
+            let format: Int
+            let keys: [Key]
         }
     }
 
     struct Rotate: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create the next version of KEY_ID (the volumes move to it with cmkfs key rotate; older versions stay usable).")
+            abstract: "Create the next version of KEY_ID (the volumes move to it with cmkfs key rotate; older versions stay usable).",
+            discussion: "Example: cmkfs-kms key rotate mk-0123 --kms-dir /var/lib/cmkfs-kms")
         @Argument(help: "The key id.") var keyID: String
         @OptionGroup var keys: KeyStoreOptions
         func run() {
@@ -146,7 +181,9 @@ struct KeyCommand: ParsableCommand {
     }
 
     struct Disable: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Disable a key (every version unless --version).")
+        static let configuration = CommandConfiguration(
+            abstract: "Disable a key (every version unless --version).",
+            discussion: "Example: cmkfs-kms key disable mk-0123 --kms-dir /var/lib/cmkfs-kms")
         @Argument(help: "The key id.") var keyID: String
         @Option(help: "Only this version.") var version: Int?
         @OptionGroup var keys: KeyStoreOptions
@@ -154,7 +191,9 @@ struct KeyCommand: ParsableCommand {
     }
 
     struct Enable: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Enable a disabled key (every version unless --version).")
+        static let configuration = CommandConfiguration(
+            abstract: "Enable a disabled key (every version unless --version).",
+            discussion: "Example: cmkfs-kms key enable mk-0123 --kms-dir /var/lib/cmkfs-kms")
         @Argument(help: "The key id.") var keyID: String
         @Option(help: "Only this version.") var version: Int?
         @OptionGroup var keys: KeyStoreOptions
@@ -162,7 +201,9 @@ struct KeyCommand: ParsableCommand {
     }
 
     struct Destroy: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Destroy a key for good (every version unless --version); needs --force.")
+        static let configuration = CommandConfiguration(
+            abstract: "Destroy a key for good (every version unless --version); needs --force.",
+            discussion: "Example: cmkfs-kms key destroy mk-0123 --version 1 --kms-dir /var/lib/cmkfs-kms --force")
         @Argument(help: "The key id.") var keyID: String
         @Option(help: "Only this version.") var version: Int?
         @OptionGroup var keys: KeyStoreOptions
@@ -192,4 +233,11 @@ func change(_ keyID: String, _ version: Int?, to target: ProviderKeyState, _ key
     } catch let error as KeyProviderError {
         fail("\(error)")
     } catch { fail("\(error)") }
+}
+
+/// Prints `value` as pretty JSON with sorted keys, as `cmkfs` prints its JSON.
+func printJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self))
 }

@@ -4,11 +4,17 @@ import CMKCrypto
 import CMKKeys
 import CMKPKCS11
 
-/// Where `cmkfs-kms` keeps the master keys: a keystore directory (`--state`), or a PKCS#11 token
+/// Where `cmkfs-kms` keeps the master keys: a keystore directory (`--kms-dir`, as in `cmkfs`;
+/// `--state` is its old name), or a PKCS#11 token
 /// (`--pkcs11-module`, `--token`, `--pin-file`) so that the server fronts an HSM.
 struct KeyStoreOptions: ParsableArguments {
-    @Option(help: "The keystore directory (created 0700 if missing); with a token, where the audit log goes.")
-    var state: String?
+    @Option(name: .customLong("kms-dir"), help: "The keystore directory (created 0700 if missing); with a token, where the audit log goes.")
+    var kmsDir: String?
+    /// The flag's name before it was `--kms-dir`, as `cmkfs` calls it; kept for old scripts and units.
+    @Option(name: .customLong("state"), help: .hidden)
+    var legacyState: String?
+    /// The keystore directory, by either name.
+    var state: String? { kmsDir ?? legacyState }
     @Option(name: .customLong("pkcs11-module"), help: "Keep the master keys in a PKCS#11 token: the module (.so) to load.")
     var pkcs11Module: String?
     @Option(help: "With --pkcs11-module: the label of the token.") var token: String?
@@ -18,6 +24,7 @@ struct KeyStoreOptions: ParsableArguments {
     var usesToken: Bool { pkcs11Module != nil }
 
     func validate() throws {
+        if kmsDir != nil && legacyState != nil { throw ValidationError("give the keystore once: --kms-dir DIR (--state is its old name)") }
         if usesToken || token != nil || pinFile != nil {
             guard pkcs11Module != nil, token != nil, pinFile != nil else {
                 throw ValidationError("a token needs all three of --pkcs11-module LIB, --token LABEL and --pin-file FILE")
@@ -25,11 +32,11 @@ struct KeyStoreOptions: ParsableArguments {
         }
     }
 
-    /// A keystore-directory command without --state (checked here, not in `validate`, since
+    /// A keystore-directory command without --kms-dir (checked here, not in `validate`, since
     /// `serve` with a token may do without it).
     func requireState() -> String {
         guard let state else {
-            fail("give the keystore directory with --state DIR, or a token with --pkcs11-module, --token and --pin-file", code: 64)
+            fail("give the keystore directory with --kms-dir DIR, or a token with --pkcs11-module, --token and --pin-file", code: 64)
         }
         return state
     }
