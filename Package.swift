@@ -77,7 +77,7 @@ let package = Package(
         ]),
 
         // Benchmark, run by hand (not by `swift test`): unwrap latency per provider.
-        .executableTarget(name: "provider-latency", dependencies: ["CMKCrypto", "CMKKeys", "CMKPKCS11", "CMKSocketKMS"],
+        .executableTarget(name: "provider-latency", dependencies: ["CMKAWSKMS", "CMKCrypto", "CMKHTTP", "CMKKeys", "CMKPKCS11", "CMKSocketKMS"],
                           path: "bench/provider-latency"),
 
         // Fuzz targets: one function per parser of untrusted bytes, run by CMKFuzzTests and by

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # EDEKs re-wrapped per second by `cmkfs key rotate` on each provider (issue 7's benchmark):
 # N files (default 100000) created through a live mount, then one rotation of the mounted volume.
-# Providers: the embedded KMS, `cmkfs-kms` over a socket, a SoftHSM2 token (PKCS#11).
+# Providers: the embedded KMS, `cmkfs-kms` over a socket, a SoftHSM2 token (PKCS#11), and AWS
+# KMS as moto_server answers it (aws-kms; from scripts/install-deps.sh's venv, on a loopback port).
 # Not part of `swift test`. Run as root. Usage: bench/rotate-rate.sh [N] [providers...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +10,13 @@ export PATH="$PATH:/opt/swift/usr/bin"
 N=${1:-100000}
 shift || true
 PROVIDERS=${*:-embedded socket pkcs11}
-swift build -c release --scratch-path .build-release >/dev/null
-BIN="$PWD/.build-release/release"
+# CMKFS_BENCH_BIN: use the binaries in that directory (say .build/debug) instead of a release build.
+if [ -n "${CMKFS_BENCH_BIN:-}" ]; then
+  BIN=$(cd "$CMKFS_BENCH_BIN" && pwd)
+else
+  swift build -c release --scratch-path .build-release >/dev/null
+  BIN="$PWD/.build-release/release"
+fi
 WORK=$(mktemp -d /var/tmp/cmkfs-rotate.XXXXXX)
 KMS_PID=
 cleanup() {
@@ -40,6 +46,26 @@ for p in $PROVIDERS; do
       "$BIN/cmkfs" init "$WORK/vol" --kms pkcs11 --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --token bench \
         --pin-file "$WORK/hsm/pin" >/dev/null
       ACCESS=(--pin-file "$WORK/hsm/pin") ;;
+    aws-kms)
+      VENV=${CMKFS_TEST_VENV:-/opt/cmkfs-test-venv}
+      PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+      "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
+      KMS_PID=$!
+      KEY=$(python3 - "$PORT" <<'PY'
+import json, sys, time, urllib.request
+for _ in range(300):
+    try:
+        r = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/", data=b'{}', method="POST", headers={
+            "X-Amz-Target": "TrentService.CreateKey", "Content-Type": "application/x-amz-json-1.1",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=x/20200101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0"})
+        print(json.load(urllib.request.urlopen(r))["KeyMetadata"]["KeyId"]); break
+    except OSError:
+        time.sleep(0.05)
+PY
+)
+      export AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret
+      "$BIN/cmkfs" init "$WORK/vol" --kms aws-kms --aws-key-id "$KEY" --aws-region us-east-1 \
+        --aws-endpoint "http://127.0.0.1:$PORT" >/dev/null ;;
   esac
   "$BIN/cmkfs" mount "$WORK/vol" "$WORK/mnt" "${ACCESS[@]}" >/dev/null
   python3 - "$WORK/mnt" "$N" <<'PY'

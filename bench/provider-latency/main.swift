@@ -6,10 +6,13 @@
 //
 // It makes everything it measures in a temp dir and removes it: an embedded keystore, a
 // `cmkfs-kms serve` process (the binary beside this one), and a SoftHSM2 token
-// (softhsm2-util, /usr/lib/softhsm/libsofthsm2.so).
+// (softhsm2-util, /usr/lib/softhsm/libsofthsm2.so), and, when scripts/install-deps.sh installed
+// it, moto_server ($CMKFS_TEST_VENV, default /opt/cmkfs-test-venv) for the AWS KMS provider.
 import Foundation
 import Glibc
+import CMKAWSKMS
 import CMKCrypto
+import CMKHTTP
 import CMKKeys
 import CMKPKCS11
 import CMKSocketKMS
@@ -88,8 +91,10 @@ let options = Options()
 let root = "/tmp/cmkfs-bench-\(getpid())"
 try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
 var kms: Process?
+var moto: Process?
 defer {
     kms?.terminate(); kms?.waitUntilExit()
+    moto?.terminate(); moto?.waitUntilExit()
     try? FileManager.default.removeItem(atPath: root)
 }
 print("unwrap of a 32-byte DEK, \(options.iterations) calls per row; latency in µs")
@@ -119,3 +124,35 @@ try run("/usr/bin/softhsm2-util", ["--init-token", "--free", "--label", "bench",
 let hsm = try PKCS11Provider(modulePath: "/usr/lib/softhsm/libsofthsm2.so", tokenLabel: "bench",
                              pin: Array("4321".utf8).withUnsafeBytes { SecretBytes(copying: $0) })
 try bench("pkcs11", hsm, key: try hsm.createKey(), options: options)
+
+// AWS KMS: moto_server on a free loopback port, signed requests over the pooled HTTP client.
+let venv = ProcessInfo.processInfo.environment["CMKFS_TEST_VENV"] ?? "/opt/cmkfs-test-venv"
+if FileManager.default.isExecutableFile(atPath: venv + "/bin/moto_server") {
+    let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    close(fd)
+    let port = Int(UInt16(bigEndian: address.sin_port))
+    let server = Process()
+    server.executableURL = URL(fileURLWithPath: venv + "/bin/moto_server")
+    server.arguments = ["-H", "127.0.0.1", "-p", String(port)]
+    server.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+    server.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    try server.run()
+    moto = server
+    let secret = Array("bench-secret".utf8).withUnsafeBytes { SecretBytes(copying: $0) }
+    let aws = try AWSKMSProvider(region: "us-east-1", endpoint: "http://127.0.0.1:\(port)",
+                                 credentials: AWSCredentials(accessKeyID: "AKIDBENCH", secretAccessKey: secret, source: "the benchmark"),
+                                 transport: HTTPKMSTransport(client: HTTPClient()))
+    var key: KeyRef?
+    for _ in 0..<300 where key == nil { key = try? aws.createKey(); if key == nil { usleep(50_000) } }
+    guard let key else { fatalError("moto_server did not start") }
+    try bench("aws-kms", aws, key: key, options: options)
+} else {
+    print("aws-kms    (skipped: no moto_server in \(venv); run scripts/install-deps.sh)")
+}
