@@ -135,6 +135,24 @@ public final class AWSKMSProvider: KeyProvider {
         return dek
     }
 
+    /// Re-encrypts one EDEK from `from` to `to` inside AWS (`ReEncrypt`): the DEK never leaves
+    /// the KMS, unlike a Decrypt and an Encrypt. Needs `kms:ReEncryptFrom` and `kms:ReEncryptTo`.
+    public func reEncrypt(_ edek: [UInt8], from: KeyRef, to: KeyRef, context: WrapContext) throws(KeyProviderError) -> [UInt8] {
+        saw(to)
+        guard !edek.isEmpty else { throw .unwrapFailed(from) }
+        let body = KMSJSON.object([
+            ("CiphertextBlob", KMSJSON.base64Literal(edek)), ("SourceKeyId", KMSJSON.quoted(from.keyID)),
+            ("SourceEncryptionContext", KMSJSON.context(Self.encryptionContext(context, version: from.version))),
+            ("DestinationKeyId", KMSJSON.quoted(to.keyID)),
+            ("DestinationEncryptionContext", KMSJSON.context(Self.encryptionContext(context, version: to.version))),
+        ])
+        let answer = try call(.reEncrypt, body: body, key: from, receipt: context.request?.receipt)
+        guard let blob = json(answer)?["CiphertextBlob"] as? String, let out = KMSJSON.decode(blob), !out.isEmpty else {
+            throw malformed(.reEncrypt)
+        }
+        return out
+    }
+
     public func state(of key: KeyRef) throws(KeyProviderError) -> ProviderKeyState {
         saw(key)
         let answer = try call(.describeKey, body: KMSJSON.object([("KeyId", KMSJSON.quoted(key.keyID))]), key: key)

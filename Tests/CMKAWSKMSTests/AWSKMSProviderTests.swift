@@ -66,6 +66,19 @@ final class AWSKMSProviderTests: XCTestCase {
         XCTAssertEqual((sent["Plaintext"] as? String).flatMap { Data(base64Encoded: $0) }.map(Array.init), dek.withUnsafeBytes { Array($0) })
     }
 
+    func testReEncryptSendsBothContextsAndNoPlaintext() throws {
+        let t = Scripted([Self.answer(200, #"{"CiphertextBlob":"BQYH","KeyId":"arn:x","SourceKeyId":"arn:x"}"#)])
+        let to = KeyRef(keyID: key.keyID, version: 4)
+        XCTAssertEqual(try provider(t).reEncrypt([1, 2], from: key, to: to, context: context), [5, 6, 7])
+        let (headers, body) = t.sent.withLock { $0[0] }
+        XCTAssertEqual(headers.first { $0.name == "X-Amz-Target" }?.value, "TrentService.ReEncrypt")
+        let sent = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        XCTAssertEqual((sent["SourceEncryptionContext"] as? [String: String])?["cmkfs:key-version"], "3")
+        XCTAssertEqual((sent["DestinationEncryptionContext"] as? [String: String])?["cmkfs:key-version"], "4")
+        XCTAssertEqual(sent["DestinationKeyId"] as? String, key.keyID)
+        XCTAssertNil(sent["Plaintext"])
+    }
+
     func testThrottlingIsRetriedThenSucceeds() throws {
         let t = Scripted([Self.answer(400, #"{"__type":"ThrottlingException","message":"Rate exceeded"}"#),
                           Self.answer(400, #"{"__type":"ThrottlingException","message":"Rate exceeded"}"#),

@@ -1,5 +1,7 @@
 import Foundation
 import XCTest
+import CMKCrypto
+import CMKKeys
 
 /// Real mounts on the AWS KMS provider against moto_server (behind the fault layer that makes it
 /// refuse like AWS, checks every signature, and injects faults): round trip and remount, status,
@@ -124,6 +126,23 @@ final class AWSKMSTests: IntegrationTestCase {
         py(KeyLifecycleTests.checkAll, [mnt, "200"])
         try unmountP()
         XCTAssertTrue(cmkfs(["audit", "verify", pvol]).succeeded)
+    }
+
+    /// ReEncrypt against moto: the EDEK moves to the next version's context without its DEK
+    /// leaving the KMS, and no longer unwraps under the old one.
+    func testReEncryptMovesAnEDEKToTheNextVersion() throws {
+        let provider = try server.provider()
+        let v1 = KeyRef(keyID: keyID, version: 1)
+        let v2 = try provider.createVersion(of: keyID)
+        let context = WrapContext(volumeID: Array(repeating: 7, count: 16), fileID: Array(repeating: 9, count: 16))
+        let dek = try SecretBytes.random(count: 32)
+        let old = try provider.wrap(dek, with: v1, context: context)
+        let decryptsBefore = try server.stats()["Decrypt"] ?? 0
+        let moved = try provider.reEncrypt(old, from: v1, to: v2, context: context)
+        XCTAssertEqual(try server.stats()["Decrypt"] ?? 0, decryptsBefore, "no Decrypt: the DEK stayed in the KMS")
+        XCTAssertTrue(try provider.unwrap(moved, with: v2, context: context).constantTimeEquals(dek))
+        XCTAssertThrowsError(try provider.unwrap(moved, with: v1, context: context))
+        XCTAssertThrowsError(try provider.reEncrypt(old, from: v1, to: v2, context: WrapContext(volumeID: context.volumeID, fileID: [1])))
     }
 
     // MARK: the key owner's kill switch
