@@ -143,6 +143,11 @@ final class AWSKMSTests: IntegrationTestCase {
         XCTAssertTrue(try provider.unwrap(moved, with: v2, context: context).constantTimeEquals(dek))
         XCTAssertThrowsError(try provider.unwrap(moved, with: v1, context: context))
         XCTAssertThrowsError(try provider.reEncrypt(old, from: v1, to: v2, context: WrapContext(volumeID: context.volumeID, fileID: [1])))
+        // A disabled key refuses ReEncrypt as it refuses Decrypt (the key owner's kill switch).
+        try server.owner("DisableKey", ["KeyId": keyID])
+        XCTAssertThrowsError(try provider.reEncrypt(old, from: v1, to: v2, context: context)) { error in
+            guard case KeyProviderError.keyDisabled = error else { return XCTFail("\(error)") }
+        }
     }
 
     // MARK: the key owner's kill switch

@@ -101,14 +101,15 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["throttle"] -= 1 if throttled else 0
             if throttled:
                 return self.refuse("ThrottlingException", "Rate exceeded")
-        if target in CRYPTO | {"EnableKey"} and payload.get("KeyId"):
-            status, answer, _ = upstream("DescribeKey", {"KeyId": payload["KeyId"]})
+        key = payload.get("KeyId") or payload.get("DestinationKeyId")
+        if target in CRYPTO | {"EnableKey"} and key:
+            status, answer, _ = upstream("DescribeKey", {"KeyId": key})
             if status == 200:
                 state = json.loads(answer)["KeyMetadata"]["KeyState"]
                 if state == "Disabled" and target != "EnableKey":
-                    return self.refuse("DisabledException", f"{payload['KeyId']} is disabled.")
+                    return self.refuse("DisabledException", f"{key} is disabled.")
                 if state == "PendingDeletion":
-                    return self.refuse("KMSInvalidStateException", f"{payload['KeyId']} is pending deletion.")
+                    return self.refuse("KMSInvalidStateException", f"{key} is pending deletion.")
         status, answer, answer_headers = upstream(target, payload)
         if target == "Decrypt" and status == 400 and b"AccessDeniedException" in answer:
             return self.refuse("IncorrectKeyException", "The key ID in the request does not identify a KMS key that can perform this operation.")
