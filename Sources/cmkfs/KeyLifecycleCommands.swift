@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import CMKControl
 import CMKKeyService
+import CMKKeys
 import CMKVolume
 
 /// Options every key command shares: the keystore override and the PKCS#11 PIN.
@@ -74,16 +75,13 @@ extension KeyCommand {
                 var bar = ProgressBar("re-wrapping")
                 let report: RotationReport
                 do throws(CMKError) {
-                    report = try admin.rotate(batchSize: max(1, batchSize), maxRate: maxRate, audit: audit.sink) { bar.update($0, $1) }
+                    report = try admin.rotate(batchSize: max(1, batchSize), maxRate: maxRate, audit: audit.sink,
+                                              mount: ControlledMount(volume: admin.path)) { bar.update($0, $1) }
                 } catch {
                     try? audit.close()
                     throw error
                 }
                 try audit.close()
-                // Cached DEKs in the live mount follow their EDEKs to the new version.
-                if MountLock.holder(volumePath: admin.path) != nil {
-                    _ = try ControlClient.send(.relabel, volume: admin.path)
-                }
                 if json || isatty(1) == 0 {
                     printJSON(report)
                 } else {
@@ -121,31 +119,15 @@ extension KeyCommand {
                 ControlClient.settle(volume: volume)
                 let admin = try access.admin(volume)
                 let audit = CommandAudit(admin)
-                let files: [[UInt8]]
-                do throws(CMKError) {
-                    files = try admin.filesBlockingPurge(of: version, force: force)
-                    try confirm(files.count)
-                } catch {
-                    // A refusal is a key event too.
-                    try? audit.record(.command("purge", result: "denied", error: error.message,
-                                               keyID: admin.config.provider.keyID, keyVersion: version), durable: true)
-                    try? audit.close()
-                    throw error
-                }
-                // Cached DEKs already re-wrapped must not be cut with the version they left.
-                if MountLock.holder(volumePath: admin.path) != nil {
-                    _ = try? ControlClient.send(.relabel, volume: admin.path)
-                }
                 let report: PurgeReport
-                do throws(CMKError) { report = try admin.purge(version: version, files: files, force: force, audit: audit.sink) } catch {
+                do throws(CMKError) {
+                    report = try admin.purge(version: version, force: force, confirm: confirm, audit: audit.sink,
+                                             mount: ControlledMount(volume: admin.path))
+                } catch {
                     try? audit.close()
                     throw error
                 }
                 try audit.close()
-                if MountLock.holder(volumePath: admin.path) != nil {
-                    _ = try? ControlClient.send(.flushKey(keyID: admin.config.provider.keyID, version: version,
-                                                            reason: "cmkfs key purge --version \(version)"), volume: admin.path)
-                }
                 if json { printJSON(report); return }
                 print("purged version \(version) of \(admin.config.provider.keyID)"
                       + (report.unreadable.isEmpty ? "" : "; \(report.unreadable.count) files are now unreadable (listed in the audit log)"))
@@ -165,5 +147,21 @@ extension KeyCommand {
                 throw CMKError(.refused, "not confirmed; nothing was purged")
             }
         }
+    }
+}
+
+/// The volume's live mount, reached over its control socket; every call does nothing when the
+/// volume is not mounted (checked at the call: a long operation may outlive the mount).
+struct ControlledMount: LiveMount {
+    let volume: String
+
+    func relabel() throws(CMKError) {
+        guard MountLock.holder(volumePath: volume) != nil else { return }
+        _ = try ControlClient.send(.relabel, volume: volume)
+    }
+
+    func flush(_ key: KeyRef, reason: String) throws(CMKError) {
+        guard MountLock.holder(volumePath: volume) != nil else { return }
+        _ = try ControlClient.send(.flushKey(keyID: key.keyID, version: key.version, reason: reason), volume: volume)
     }
 }
