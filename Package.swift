@@ -60,7 +60,7 @@ let package = Package(
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
         .target(name: "CMKMetadata", dependencies: ["CSQLite", "CMKSystem"]),
         // A volume: its config, its database, its provider, the per-file key service.
-        .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS", "CMKAWSKMS", "CMKHTTP"]),
+        .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS", "CMKAWSKMS", "CMKHTTP", "CMKSystem"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
         .target(name: "CMKFuse", dependencies: ["CFuse3", "CLinuxFS", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume",
                                                 .product(name: "Logging", package: "swift-log")]),

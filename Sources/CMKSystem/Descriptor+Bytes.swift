@@ -21,4 +21,9 @@ extension Descriptor {
     public func writeAll(_ bytes: [UInt8]) throws(SystemError) {
         try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try writeAll(b) } }.get()
     }
+
+    /// pwrite(2) until all of `bytes` is written at `offset`.
+    public func pwriteAll(_ bytes: [UInt8], at offset: Int) throws(SystemError) {
+        try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try pwriteAll(b, at: offset) } }.get()
+    }
 }

@@ -1,5 +1,6 @@
 import Glibc
 import CMKFormat
+import CMKSystem
 
 /// Walks a volume's `data/` tree (offline, or beside a live mount) to find the backing files of
 /// file ids: purge names the files it makes unreadable, rekey finds what to re-encrypt.
@@ -30,15 +31,12 @@ public enum BackingTree {
             // cmkfs's own entries (a directory's id, a directory being made) are not files.
             if name == "." || name == ".." || NameCodec.isInternal(name) { continue }
             let rel = relative.isEmpty ? name : relative + "/" + name
-            var st = stat()
-            guard lstat(root + "/" + rel, &st) == 0 else { continue }
+            guard let st = try? Descriptor.cwd.stat(root + "/" + rel, flags: AT_SYMLINK_NOFOLLOW) else { continue }
             switch st.st_mode & S_IFMT {
             case S_IFDIR: walk(root, relative: rel, into: &out)
             case S_IFREG:
-                let fd = open(root + "/" + rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-                guard fd >= 0 else { out.append((rel, nil)); continue }
-                out.append((rel, try? ContentFile.readFileID(fd: fd)))
-                close(fd)
+                guard let file = try? FileDescriptor.open(root + "/" + rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) else { out.append((rel, nil)); continue }
+                out.append((rel, try? ContentFile.readFileID(fd: file.rawValue)))
             default: continue
             }
         }

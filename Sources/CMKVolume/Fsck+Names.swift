@@ -3,6 +3,7 @@ import Glibc
 import CMKAudit
 import CMKFormat
 import CMKMetadata
+import CMKSystem
 
 /// fsck's checks of the encrypted-name structures (format 2): every backing directory has its
 /// directory id, no `mkdir` was left half done, and every stored long name belongs to an entry.
@@ -44,8 +45,8 @@ extension Volume {
                                           detail: "a directory being made when a crash cut it short (\(entries.count) entries)",
                                           repair: entries.isEmpty ? "remove it" : nil, repaired: false)
                 if repair && entries.isEmpty {
-                    unlink(child + "/" + NameCodec.directoryIDFile)
-                    if rmdir(child) == 0 {
+                    try? Descriptor.cwd.unlink(child + "/" + NameCodec.directoryIDFile)
+                    if (try? Descriptor.cwd.unlink(child, flags: AT_REMOVEDIR)) != nil {
                         problem.repaired = true
                         try audit(.command("fsck", keyID: activeKey.keyID, detail: "repair: removed an unfinished mkdir"), false)
                     }
@@ -55,15 +56,15 @@ extension Volume {
             }
             if NameCodec.isInternal(name) { continue }
             if let hash = NameCodec.hash(ofLong: name) { longNames.insert(hash) }
-            var st = stat()
             let rel = relative.isEmpty ? name : relative + "/" + name
+            let st = try? Descriptor.cwd.stat(dataPath + "/" + rel, flags: AT_SYMLINK_NOFOLLOW)
             // A long symlink target's encoding is a long_names row too.
-            if lstat(dataPath + "/" + rel, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK,
+            if let st, (st.st_mode & S_IFMT) == S_IFLNK,
                let stored = try? FileManager.default.destinationOfSymbolicLink(atPath: dataPath + "/" + rel),
                let hash = NameCodec.hash(ofLong: stored) {
                 longNames.insert(hash)
             }
-            if lstat(dataPath + "/" + rel, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+            if let st, (st.st_mode & S_IFMT) == S_IFDIR {
                 try walkDirectories(rel, longNames: &longNames, repair: repair, into: &report, audit: audit)
             }
         }

@@ -5,6 +5,7 @@ import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
+import CMKSystem
 
 /// One problem `cmkfs fsck` found, named by path and file id (docs/fsck.md lists the kinds).
 public struct FsckProblem: Codable, Sendable, Equatable {
@@ -117,8 +118,7 @@ extension Volume {
 
     private func checkFile(_ relative: String, display: String, fileID: FileID?, seen: inout [[UInt8]: (path: String, inode: [UInt])],
                            checkBlocks: Bool, repair: Bool, into report: inout FsckReport, audit: AuditRecorder) throws(CMKError) {
-        var st = stat()
-        guard lstat(dataPath + "/" + relative, &st) == 0 else { return }
+        guard let st = try? Descriptor.cwd.stat(dataPath + "/" + relative, flags: AT_SYMLINK_NOFOLLOW) else { return }
         let inode = [UInt(st.st_dev), UInt(st.st_ino)]
         guard let fileID else {
             report.filesChecked += 1
@@ -188,10 +188,8 @@ extension Volume {
 
     /// Decrypts every non-hole block; each failure is one problem (the other blocks stay readable).
     private func checkBlocksOf(_ relative: String, display: String, fileID: FileID, size: Int, key: SecretBytes, into report: inout FsckReport) {
-        let fd = Glibc.open(dataPath + "/" + relative, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        let content = ContentFile(fd: fd, fileID: fileID, layout: layout)
+        guard let file = try? FileDescriptor.open(dataPath + "/" + relative, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) else { return }
+        let content = ContentFile(fd: file.rawValue, fileID: fileID, layout: layout)
         let scratch = ContentScratch(layout: layout)
         let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.blockSize, alignment: 16)
         defer { secureZero(plain); plain.deallocate() }
@@ -213,15 +211,17 @@ extension Volume {
         var problem = FsckProblem(kind: kind, path: display, fileID: fileID.map { "\($0)" }, detail: detail,
                                   repair: "move it to VOLUME/\(target) (kept, not deleted)", repaired: false)
         if repair {
-            _ = mkdir(lostFoundPath, 0o700)
-            if rename(dataPath + "/" + relative, path + "/" + target) == 0 {
+            try? Descriptor.cwd.mkdir(lostFoundPath, mode: 0o700)
+            let failed: SystemError?
+            do { try Descriptor.cwd.rename(dataPath + "/" + relative, to: path + "/" + target, in: .cwd); failed = nil } catch { failed = error }
+            if let failed {
+                problem.repair = "could not move it to VOLUME/\(target): \(failed.errno)"
+            } else {
                 problem.repaired = true
                 var event = AuditEvent.command("fsck", keyID: activeKey.keyID, detail: "repair: moved to \(target): \(kind): \(detail)")
                 event.path = display
                 event.fileID = problem.fileID
                 try audit(event, false)
-            } else {
-                problem.repair = "could not move it to VOLUME/\(target): \(String(cString: strerror(errno)))"
             }
         }
         report.problems.append(problem)
@@ -283,7 +283,7 @@ extension Volume {
                 do {
                     // Kept, not lost: they are the only key to a file whose header was destroyed.
                     let rows = try metadata.rows(fileId: id)
-                    _ = mkdir(lostFoundPath, 0o700)
+                    try? Descriptor.cwd.mkdir(lostFoundPath, mode: 0o700)
                     let data = try JSONEncoder().encode(rows)
                     guard FileManager.default.createFile(atPath: path + "/" + saved, contents: data, attributes: [.posixPermissions: 0o600]) else {
                         throw CMKError(.io, "cannot write \(path)/\(saved)")
@@ -353,17 +353,12 @@ extension Volume {
         var found: [String] = []
         for name in names where !(depth == 0 && name == "data") {
             let p = dir + "/" + name
-            var st = stat()
-            guard lstat(p, &st) == 0 else { continue }
+            guard let st = try? Descriptor.cwd.stat(p, flags: AT_SYMLINK_NOFOLLOW) else { continue }
             if (st.st_mode & S_IFMT) == S_IFDIR {
                 found += keystoreFiles(under: p, depth: depth + 1)
             } else if (st.st_mode & S_IFMT) == S_IFREG, name.hasSuffix(".key"), st.st_size >= 12 {
-                let fd = Glibc.open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-                guard fd >= 0 else { continue }
-                var magic = [UInt8](repeating: 0, count: 4)
-                let n = magic.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4, 0) }
-                close(fd)
-                if n == 4 && magic == Array("CMKK".utf8) { found.append(p) }
+                guard let file = try? FileDescriptor.open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) else { continue }
+                if (try? file.descriptor.preadFully(count: 4, at: 0)) == Array("CMKK".utf8) { found.append(p) }
             }
         }
         return found
@@ -373,6 +368,6 @@ extension Volume {
 /// A move that never replaces an existing entry: link(2) fails with EEXIST where rename(2) would
 /// overwrite, and the source is unlinked only once the new name exists (offline, so no race).
 private func moveWithoutReplacing(_ from: String, _ to: String) -> Bool {
-    guard link(from, to) == 0 else { return false }
-    return unlink(from) == 0
+    guard (try? Descriptor.cwd.link(from, to: to, in: .cwd)) != nil else { return false }
+    return (try? Descriptor.cwd.unlink(from)) != nil
 }

@@ -4,6 +4,7 @@ import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
+import CMKSystem
 
 /// The journal entry of one rekey, `meta['rekey:<file id hex>']`: written (and made durable)
 /// only once the re-encrypted copy is complete and fsynced, removed in the transaction that
@@ -62,15 +63,17 @@ extension Volume {
         let newKey = ready.key
         let tempName = "rekey/\(fileID).tmp"
         let tempPath = path + "/" + tempName
-        _ = mkdir(rekeyDirectory, 0o700)
-        let temp = Glibc.open(tempPath, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard temp >= 0 else { throw Self.systemError("cannot create \(tempPath)", errno) }
-        defer { close(temp) }
+        try? Descriptor.cwd.mkdir(rekeyDirectory, mode: 0o700)
+        let tempFile: FileDescriptor
+        do { tempFile = try FileDescriptor.open(tempPath, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode: 0o600) } catch {
+            throw Self.systemError("cannot create \(tempPath)", error.errno.rawValue)
+        }
+        let temp = tempFile.rawValue
         var finished = false
-        defer { if !finished { unlink(tempPath) } }
+        defer { if !finished { try? Descriptor.cwd.unlink(tempPath) } }
 
         try reencrypt(from: fd, to: temp, fileID: fileID, oldKey: oldKey, newKey: newKey, proceed: proceed)
-        guard fsync(temp) == 0 else { throw Self.systemError("cannot sync \(tempPath)", errno) }
+        do { try tempFile.descriptor.fsync() } catch { throw Self.systemError("cannot sync \(tempPath)", error.errno.rawValue) }
 
         var xattrs: [String: String] = [:]
         do {
@@ -97,7 +100,7 @@ extension Volume {
         finished = true
         try Self.copyBlocks(from: temp, to: fd, layout: layout, fileID: fileID)
         ref = try install(fileID: fileID, journalKey: journalKey, journal: journal, key: newKey)
-        unlink(tempPath)
+        try? Descriptor.cwd.unlink(tempPath)
         return (newKey, ref)
     }
 
@@ -134,13 +137,13 @@ extension Volume {
                 throw CMKError(.notAVolume, "the rekey journal entry \(journalKey) in \(path)/meta.db is unreadable",
                                hint: "run: cmkfs fsck \(path)")
             }
-            let fd = Glibc.open(dataPath + "/" + journal.path, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
-            let temp = Glibc.open(path + "/" + journal.temp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-            defer { if fd >= 0 { close(fd) }; if temp >= 0 { close(temp) } }
-            guard fd >= 0, temp >= 0, (try? ContentFile.readFileID(fd: fd)) == fileID else {
+            guard let file = try? FileDescriptor.open(dataPath + "/" + journal.path, O_RDWR | O_NOFOLLOW | O_CLOEXEC),
+                  let copy = try? FileDescriptor.open(path + "/" + journal.temp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC),
+                  (try? ContentFile.readFileID(fd: file.rawValue)) == fileID else {
                 throw CMKError(.io, "cannot finish the interrupted rekey of \(journal.path) (file \(fileID)): its backing file or re-encrypted copy \(journal.temp) is missing or changed",
                                hint: "run: cmkfs fsck \(path)")
             }
+            let fd = file.rawValue, temp = copy.rawValue
             do {
                 try Self.copyBlocks(from: temp, to: fd, layout: layout, fileID: fileID)
                 let key = try provider.unwrap(unhex(journal.edek) ?? [], with: KeyRef(keyID: journal.keyID, version: journal.version),
@@ -153,13 +156,13 @@ extension Volume {
             } catch {
                 throw CMKError(.internalError, "\(error)")
             }
-            unlink(path + "/" + journal.temp)
+            try? Descriptor.cwd.unlink(path + "/" + journal.temp)
             done.append("finished the interrupted rekey of \(shown(journal.path)) (file \(fileID))")
         }
         // Copies without a journal entry were cut short before the switch began: their files
         // are untouched, the copies are debris.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: rekeyDirectory)) ?? [] where name.hasSuffix(".tmp") {
-            unlink(rekeyDirectory + "/" + name)
+            try? Descriptor.cwd.unlink(rekeyDirectory + "/" + name)
             done.append("removed \(name), an unfinished re-encrypted copy (its file was not changed)")
         }
         return done
@@ -260,7 +263,7 @@ extension Volume {
         } catch {
             throw FileKeyError(errno: error.errno, description: "file \(fileID): \(error)")
         }
-        guard fdatasync(fd) == 0 else { throw systemError("file \(fileID): cannot sync", errno) }
+        do { try Descriptor(rawValue: fd).fdatasync() } catch { throw systemError("file \(fileID): cannot sync", error.errno.rawValue) }
     }
 
     static func systemError(_ what: String, _ code: Int32) -> FileKeyError {

@@ -5,6 +5,7 @@ import CMKCrypto
 import CMKKeys
 import CMKFormat
 import CMKMetadata
+import CMKSystem
 
 /// The volume's audit key and audit log (docs/audit-format.md).
 ///
@@ -158,11 +159,9 @@ public enum DenialKey {
 
     /// The key, or nil when this host has none for the volume (or it is not 32 bytes).
     public static func load(volumeID: [UInt8]) -> SecretBytes? {
-        let fd = Glibc.open(path(volumeID: volumeID), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
-        defer { Glibc.close(fd) }
+        guard let file = try? FileDescriptor.open(path(volumeID: volumeID), O_RDONLY | O_CLOEXEC | O_NOFOLLOW) else { return nil }
         let key = SecretBytes(zeroedCount: 32)
-        let n = key.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 32) }
+        let n = key.withUnsafeMutableBytes { (try? file.descriptor.read(into: $0)) ?? -1 }
         return n == 32 ? key : nil
     }
 
@@ -172,14 +171,13 @@ public enum DenialKey {
         var prefix = ""
         for component in directory.split(separator: "/") {
             prefix += "/" + component
-            _ = mkdir(prefix, 0o700)
+            try? Descriptor.cwd.mkdir(prefix, mode: 0o700)
         }
         guard let key = try? SecretBytes.random(count: 32) else { return nil }
-        let fd = Glibc.open(path(volumeID: volumeID), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { return load(volumeID: volumeID) }
-        let n = key.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, 32) }
-        fsync(fd)
-        Glibc.close(fd)
+        guard let file = try? FileDescriptor.open(path(volumeID: volumeID), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode: 0o600)
+        else { return load(volumeID: volumeID) }
+        let n = key.withUnsafeBytes { (try? file.descriptor.write($0)) ?? -1 }
+        try? file.descriptor.fsync()
         return n == 32 ? key : nil
     }
 }

@@ -1,6 +1,7 @@
 import Glibc
 import CMKKeys
 import CMKMetadata
+import CMKSystem
 
 /// A failure a person must act on, with the exit code the CLI returns and a hint saying how to fix it.
 public struct CMKError: Error, CustomStringConvertible {
@@ -54,11 +55,11 @@ public struct CMKError: Error, CustomStringConvertible {
 
     /// Whether looking at `path` fails because the caller may not (rather than because it is not there).
     public static func isDenied(_ path: String) -> Bool {
-        var st = stat()
-        if stat(path, &st) != 0 { return errno == EACCES }
+        let st: stat
+        do { st = try Descriptor.cwd.stat(path) } catch { return error.errno == .EACCES }
         // A directory must also be searchable to be read.
         let wanted = (st.st_mode & S_IFMT) == S_IFDIR ? R_OK | X_OK : R_OK
-        return access(path, wanted) != 0 && errno == EACCES
+        do { try Descriptor.cwd.access(path, mode: wanted); return false } catch { return error.errno == .EACCES }
     }
 
     /// Any failure of a step that touches both the metadata database and the key provider.

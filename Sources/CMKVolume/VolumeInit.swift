@@ -3,6 +3,7 @@ import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
+import CMKSystem
 
 extension Volume {
     /// Creates a new volume at `path` (a missing or empty directory) with a new master key in the
@@ -32,8 +33,7 @@ extension Volume {
                 throw CMKError(.initTargetNotEmpty, "\(path) is not empty (\(entries.count) entries); init never writes over existing files",
                                hint: "choose a new or empty directory")
             }
-            var st = stat()
-            if stat(path, &st) == 0, st.st_mode & 0o077 != 0 {
+            if let st = try? Descriptor.cwd.stat(path), st.st_mode & 0o077 != 0 {
                 // The backing tree keeps the modes files have in the mount (a 0777 directory
                 // made there is 0777 here): only a private volume directory keeps others out.
                 let what = st.st_mode & 0o022 != 0 ? "writable" : "reachable"
@@ -73,8 +73,8 @@ extension Volume {
         let provider = try makeProvider(providerConfig, create: true, volume: path, pin: pin)
         let key = try masterKey(provider, providerConfig, volume: path)
 
-        guard mkdir(path + "/data", 0o755) == 0 else {
-            throw CMKError(.io, "cannot create \(path)/data: \(String(cString: strerror(errno)))")
+        do { try Descriptor.cwd.mkdir(path + "/data", mode: 0o755) } catch {
+            throw CMKError(.io, "cannot create \(path)/data: \(error.errno)")
         }
         do {
             let store = try MetadataBackends.create(volume: path)
@@ -89,10 +89,11 @@ extension Volume {
             if !plaintextNames {
                 try createNameKey(store: store, provider: provider, volumeID: volumeID, activeKey: key)
                 // The root's directory id: names directly under data/ are bound to it.
-                let fd = Foundation.open(path + "/data", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                guard fd >= 0 else { throw CMKError(.io, "cannot open \(path)/data: \(String(cString: strerror(errno)))") }
-                defer { close(fd) }
-                try DirectoryID.create(directoryFD: fd)
+                let data: FileDescriptor
+                do { data = try FileDescriptor.open(path + "/data", O_RDONLY | O_DIRECTORY | O_CLOEXEC) } catch {
+                    throw CMKError(.io, "cannot open \(path)/data: \(error.errno)")
+                }
+                try DirectoryID.create(directoryFD: data.rawValue)
             }
         } catch {
             throw .wrapping(error, volume: path, config: providerConfig, doing: "cannot create the metadata database")
@@ -136,16 +137,20 @@ extension Volume {
             data.append(0x0A)
             // 0644 whatever the umask: a writable configuration could point the volume at
             // another key provider.
-            unlink(tmp)
-            let fd = Foundation.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw CMKError(.io, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
-            let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            let ok = written == data.count && fchmod(fd, 0o644) == 0 && fsync(fd) == 0
-            close(fd)
-            guard ok else { throw CMKError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-            guard rename(tmp, final) == 0 else { throw CMKError(.io, "cannot create \(final): \(String(cString: strerror(errno)))") }
-            let dfd = Foundation.open(path, O_RDONLY | O_DIRECTORY)
-            if dfd >= 0 { fsync(dfd); close(dfd) }
+            try? Descriptor.cwd.unlink(tmp)
+            let file: FileDescriptor
+            do { file = try FileDescriptor.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o644) } catch {
+                throw CMKError(.io, "cannot create \(tmp): \(error.errno)")
+            }
+            do {
+                try file.descriptor.writeAll([UInt8](data))
+                try file.descriptor.fchmod(0o644)
+                try file.descriptor.fsync()
+            } catch { throw CMKError(.io, "cannot write \(tmp): \(error.errno)") }
+            do { try Descriptor.cwd.rename(tmp, to: final, in: .cwd) } catch {
+                throw CMKError(.io, "cannot create \(final): \(error.errno)")
+            }
+            if let directory = try? FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) { try? directory.descriptor.fsync() }
         } catch let error as CMKError {
             throw error
         } catch {

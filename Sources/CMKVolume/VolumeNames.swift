@@ -3,6 +3,7 @@ import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
+import CMKSystem
 
 /// Encrypted file names: the name key and the mapping between mount paths and backing paths
 /// (docs/on-disk-format.md, "Names").
@@ -142,12 +143,11 @@ extension Volume {
     }
 
     func directoryID(at dir: String, showing: String) throws(CMKError) -> [UInt8] {
-        let fd = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw CMKError(.usage, "\(showing) is not a directory in the volume (\(String(cString: strerror(errno))))")
+        let directory: FileDescriptor
+        do { directory = try FileDescriptor.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) } catch {
+            throw CMKError(.usage, "\(showing) is not a directory in the volume (\(error.errno))")
         }
-        defer { close(fd) }
-        do { return try DirectoryID.read(directoryFD: fd) } catch {
+        do { return try DirectoryID.read(directoryFD: directory.rawValue) } catch {
             throw CMKError(.io, "\(showing): \(error)", hint: "run: cmkfs fsck \(path)")
         }
     }
