@@ -53,3 +53,15 @@ public struct AuditEvent: Sendable, Equatable {
         self.kmsServerRequest = kmsServerRequest
     }
 }
+
+extension AuditEvent {
+    /// Every `event` a cmkfs writer puts in a record (docs/audit-format.md, "Events"), so
+    /// `audit show --event` can refuse a name no record can carry instead of printing nothing.
+    public static let names: [String] = [
+        "open", "create", "truncate", "xattr", "read-denied", "write-denied", "rekey", "rekey-run",
+        "flush", "renew", "relabel", "renew-failed", "expire",
+        "init", "mount", "unmount", "revoke", "enable", "fsck", "name-key", "bind-names",
+        "rotate", "rotate-batch", "purge", "purge-unreadable",
+        "mount-denied", "key-command-denied", PendingDenials.rejectedEvent, AuditGap.event,
+    ]
+}

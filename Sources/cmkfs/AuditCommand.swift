@@ -146,9 +146,32 @@ struct AuditCommand: ParsableCommand {
             }
         }
 
+        /// The filters as given, checked before the log is read: a name no record can carry, a
+        /// path that cannot be one inside the mount or an unreadable time is a usage error (exit
+        /// 64), never an empty result.
+        func checked() throws(CMKError) -> (since: String?, until: String?, file: String?) {
+            let since = try since.map { (t) throws(CMKError) in try AuditTime.parse(t, flag: "--since") }
+            let until = try until.map { (t) throws(CMKError) in try AuditTime.parse(t, flag: "--until") }
+            if let since, let until, since >= until {
+                throw CMKError(.usage, "--since \(self.since!) is not before --until \(self.until!)",
+                               hint: "--since is the earliest record time, --until the time records must be before")
+            }
+            if let event, !AuditEvent.names.contains(event) {
+                let close = AuditEvent.names.filter { $0.hasPrefix(event) || event.hasPrefix($0) }
+                throw CMKError(.usage, "unknown audit event '\(event)'" + (close.isEmpty ? "" : " (did you mean \(close.joined(separator: " or "))?)"),
+                               hint: "valid events: " + AuditEvent.names.joined(separator: ", "))
+            }
+            guard let file else { return (since, until, nil) }
+            let parts = file.split(separator: "/", omittingEmptySubsequences: true)
+            guard !parts.isEmpty, !parts.contains("."), !parts.contains(".."), !file.contains("\0") else {
+                throw CMKError(.usage, "--file '\(file)' is not a file's path inside the mount",
+                               hint: "give the path as the mount shows it, from its root, like --file /reports/q3.pdf")
+            }
+            return (since, until, "/" + parts.joined(separator: "/"))
+        }
+
         func select(_ volume: String) throws(CMKError) -> [AuditLine] {
-            let since = try since.map { (t) throws(CMKError) in try AuditTime.parse(t) }
-            let until = try until.map { (t) throws(CMKError) in try AuditTime.parse(t) }
+            let (since, until, file) = try checked()
             let dir = absolute(volume) + "/audit"
             guard FileManager.default.fileExists(atPath: dir) else {
                 if CMKError.isDenied(dir) { throw .permissionDenied(dir) }
@@ -162,7 +185,7 @@ struct AuditCommand: ParsableCommand {
             if let until { lines = lines.filter { $0.time < until } }
             if let event { lines = lines.filter { $0.event == event } }
             if let file {
-                let path = file.hasPrefix("/") ? file : "/" + file
+                let path = file
                 let ids = Set(lines.filter { $0.path == path }.compactMap(\.fileID))
                 lines = lines.filter { $0.path == path || ($0.fileID.map(ids.contains) ?? false) }
             }
@@ -267,9 +290,14 @@ struct AuditLine {
 
 /// `--since`/`--until`: ISO-8601 or an age, as the record time format (comparable as text).
 enum AuditTime {
-    static func parse(_ text: String) throws(CMKError) -> String {
+    /// The forms `--since`/`--until` accept, for the error of one that is none of them.
+    static let forms = "an ISO-8601 time like 2026-11-24T03:00:00Z (fractions and offsets like +01:00 allowed), "
+        + "a UTC date like 2026-11-24, or an age: a number with s, m, h or d, like 90s, 30m, 2h, 1d"
+
+    static func parse(_ text: String, flag: String = "--since") throws(CMKError) -> String {
         let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-        if let unit = text.last, let scale = units[unit], let n = Double(text.dropLast()) {
+        if let unit = text.last, let scale = units[unit], let n = Double(text.dropLast()),
+           text.first?.isNumber == true, n.isFinite, n * scale < 1e11 {
             return format(Date().addingTimeInterval(-n * scale))
         }
         let iso = ISO8601DateFormatter()
@@ -277,8 +305,9 @@ enum AuditTime {
         if let d = iso.date(from: text) { return format(d) }
         iso.formatOptions = [.withInternetDateTime]
         if let d = iso.date(from: text) { return format(d) }
-        throw CMKError(.usage, "cannot read the time '\(text)'",
-                       hint: "use ISO-8601 UTC like 2026-11-24T03:00:00Z, or an age like 30m, 2h, 1d")
+        iso.formatOptions = [.withFullDate]
+        if text.count == 10, let d = iso.date(from: text) { return format(d) }
+        throw CMKError(.usage, "cannot read the time '\(text)' given to \(flag)", hint: "accepted: " + forms)
     }
 
     static func format(_ date: Date) -> String {

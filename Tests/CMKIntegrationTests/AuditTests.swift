@@ -50,6 +50,37 @@ final class AuditTests: IntegrationTestCase {
         XCTAssertEqual(fx.cmkfs(["audit", "export", vol, "--format", "csv"]).status, 64)
     }
 
+    /// `--event`, `--file`, `--since`/`--until` that no record can match are usage errors
+    /// (exit 64, `error:` + `hint:`), for show and export alike, never an empty listing; the
+    /// accepted forms still select.
+    func testShowAndExportRefuseFiltersThatCannotMatch() throws {
+        sh("echo x > \(mnt)/a && cat \(mnt)/a > /dev/null")
+        for command in ["show", "export"] {
+            let event = fx.cmkfs(["audit", command, vol, "--event", "opne"])
+            XCTAssertEqual(event.status, 64, "\(event)")
+            XCTAssertTrue(event.stderr.contains("error: unknown audit event 'opne'"), event.stderr)
+            XCTAssertTrue(event.stderr.contains("hint: valid events: open, create, truncate"), event.stderr)
+            XCTAssertTrue(event.stdout.isEmpty, event.stdout)
+            for bad in ["yesterday", "-2h", "2h ago", "2026-13-40T00:00:00Z", "infh"] {
+                let since = fx.cmkfs(["audit", command, vol, "--since=\(bad)"])
+                XCTAssertEqual(since.status, 64, "\(bad): \(since)")
+                XCTAssertTrue(since.stderr.contains("error: cannot read the time '\(bad)' given to --since"), since.stderr)
+                XCTAssertTrue(since.stderr.contains("hint: accepted: an ISO-8601 time like 2026-11-24T03:00:00Z"), since.stderr)
+            }
+            let order = fx.cmkfs(["audit", command, vol, "--since", "1h", "--until", "2h"])
+            XCTAssertEqual(order.status, 64, "\(order)")
+            XCTAssertTrue(order.stderr.contains("is not before --until"), order.stderr)
+            for bad in ["", "/", "../a", "/d/./a"] {
+                let file = fx.cmkfs(["audit", command, vol, "--file", bad])
+                XCTAssertEqual(file.status, 64, "'\(bad)': \(file)")
+                XCTAssertTrue(file.stderr.contains("hint: give the path as the mount shows it"), file.stderr)
+            }
+        }
+        XCTAssertEqual(try records(["--event", "open", "--file", "a/", "--since", "2000-01-01"]).count, 1)
+        XCTAssertEqual(try records(["--event", "create", "--since", "2000-01-01T00:00:00+01:00", "--until", "1d"]).count, 0)
+        XCTAssertEqual(try records(["--event", "create"]).count, 1)
+    }
+
     /// A key use that calls the provider (a new file's wrap, an open that missed the cache)
     /// names its request id (`kms_request`), the id the KMS's own log records; a use served from
     /// the cache names none. The records still verify.
