@@ -46,6 +46,8 @@ let package = Package(
         .target(name: "CMKHTTP", dependencies: ["CCurl", "CMKCrypto"]),
         // The AF_UNIX calls (connect, listen, peer credentials) of the socket KMS and the control channel.
         .target(name: "CMKUnixSocket"),
+        // The Vault / OpenBao Transit key provider over CMKHTTP (derived keys, batch rewrap).
+        .target(name: "CMKVault", dependencies: ["COpenSSL", "CMKCrypto", "CMKHTTP", "CMKKeys"]),
         // The simulated KMS over a Unix socket: wire format, client provider, server.
         .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys", "CMKUnixSocket"]),
         // The AWS KMS provider: Signature Version 4, the credential chain, the KMS JSON API.
@@ -97,7 +99,7 @@ let package = Package(
         .testTarget(name: "CMKFuzzTests", dependencies: ["CMKFuzzTargets"]),
         .testTarget(name: "CMKControlTests", dependencies: ["CMKControl", "CMKUnixSocket"]),
         .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "cmkfs-kms", "CMKVolume", "CMKFormat", "CMKCrypto",
-                                                             "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit", "CMKControl", "CMKUnixSocket", "CMKAWSKMS", "CMKHTTP"]),
+                                                             "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit", "CMKControl", "CMKUnixSocket", "CMKAWSKMS", "CMKHTTP", "CMKVault"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -227,13 +227,21 @@ extension KeyAdmin {
     }
 
     /// Unwraps each EDEK under `from` and wraps its DEK under `to`, in parallel (the provider may
-    /// be a network KMS or an HSM). nil: this EDEK did not unwrap (tampered or moved row). A
+    /// be a network KMS or an HSM), or hands the whole batch to a provider that re-wraps itself
+    /// (`BatchRewrapping`: Vault transit's rewrap, where the DEKs never leave the server). nil: this EDEK did not unwrap (tampered or moved row). A
     /// provider refusal or outage aborts the batch: nothing of it is stored.
     private func rewrapAll(_ batch: [WrappedKey], from: KeyRef, to: KeyRef,
                            volumeID: [UInt8], request: KeyRequest) throws(CMKError) -> [[UInt8]?] {
+        let provider = self.provider
+        let batching = (provider as? any BatchRewrapping) ?? ((provider as? RetryingProvider)?.base as? any BatchRewrapping)
+        if let batching {
+            do {
+                return try batching.rewrap(batch.map { ($0.edek, WrapContext(volumeID: volumeID, fileID: $0.fileId, request: request)) },
+                                           from: from, to: to)
+            } catch { throw CMKError.provider(error, volume: path, config: config.provider) }
+        }
         enum Outcome: Sendable { case wrapped([UInt8]), bad, abort(KeyProviderError) }
         let results = Mutex([Outcome](repeating: .bad, count: batch.count))
-        let provider = self.provider
         let workers = min(batch.count, (ProviderRegistry.kind(named: config.provider.kind)?.rotationParallelism ?? .fixed(8)).workers)
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for i in stride(from: worker, to: batch.count, by: workers) {

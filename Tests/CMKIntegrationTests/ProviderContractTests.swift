@@ -6,10 +6,11 @@ import CMKHTTP
 import CMKKeys
 import CMKPKCS11
 import CMKSocketKMS
+import CMKVault
 
 /// The key-provider contract, one parameterised suite: every test runs its check against each
 /// provider for real (`ContractProvider`): the in-process simulated KMS, a `cmkfs-kms` process
-/// over its socket, and a SoftHSM2 token. A failure names the provider it came from. What only
+/// over its socket, a SoftHSM2 token, and an OpenBao dev server's transit engine. A failure names the provider it came from. What only
 /// one provider can do is tested beside it (SocketKMSTests, PKCS11ProviderTests).
 final class ProviderContractTests: XCTestCase {
     func testRoundTrip() { forEachProvider { try $0.roundTrip() } }
@@ -50,6 +51,7 @@ enum ContractProvider: String, CaseIterable {
     case pkcs11 = "PKCS#11 provider on SoftHSM2"
     case socketOnToken = "cmkfs-kms socket KMS in front of a SoftHSM2 token"
     case awsKMS = "AWS KMS provider on moto_server behind the fault layer"
+    case vault = "Vault transit provider on OpenBao"
 
     /// A fresh provider, with whatever it needs made in `scratch`, and how to stop it (which
     /// returns a problem, if any).
@@ -76,6 +78,15 @@ enum ContractProvider: String, CaseIterable {
             let server = AWSKMSServer(logDir: scratch)
             do { try server.start() } catch { server.stop(); throw error }
             return (ProviderContract(try server.provider()), { server.stop() })
+        case .vault:
+            // The process's one OpenBao server; each key gets a name of its own.
+            let bao = try OpenBaoServer.shared.get()
+            let settings = VaultSettings(address: bao.address)
+            let vault = try VaultTransitProvider(settings: settings, keyName: "unused", token: OpenBaoServer.secret())
+            return (ProviderContract(vault) {
+                try VaultTransitProvider(settings: settings, keyName: "t-\(UUID().uuidString.prefix(8).lowercased())",
+                                         token: OpenBaoServer.secret()).createKey()
+            }, { nil })
         }
     }
 }
