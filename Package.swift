@@ -62,7 +62,7 @@ let package = Package(
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
         .target(name: "CMKMetadata", dependencies: ["CSQLite", "CMKSystem"]),
         // A volume: its config, its database, its provider, the per-file key service.
-        .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS", "CMKAWSKMS", "CMKHTTP", "CMKSystem"]),
+        .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS", "CMKAWSKMS", "CMKHTTP", "CMKSystem", "CMKVault"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
         .target(name: "CMKFuse", dependencies: ["CFuse3", "CLinuxFS", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume",
                                                 .product(name: "Logging", package: "swift-log")]),
@@ -79,7 +79,7 @@ let package = Package(
         ]),
 
         // Benchmark, run by hand (not by `swift test`): unwrap latency per provider.
-        .executableTarget(name: "provider-latency", dependencies: ["CMKAWSKMS", "CMKCrypto", "CMKHTTP", "CMKKeys", "CMKPKCS11", "CMKSocketKMS"],
+        .executableTarget(name: "provider-latency", dependencies: ["CMKAWSKMS", "CMKCrypto", "CMKHTTP", "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKVault"],
                           path: "bench/provider-latency"),
 
         // Fuzz targets: one function per parser of untrusted bytes, run by CMKFuzzTests and by

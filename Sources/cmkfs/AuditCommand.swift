@@ -29,7 +29,7 @@ struct AuditCommand: ParsableCommand {
         var segments: [String] = []
         @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
         var kmsDir: String?
-        @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN).")
+        @Option(name: [.customLong("pin-file"), .customLong("vault-token-file")], help: "PKCS#11 volumes: a file holding the user PIN, Vault volumes: the token (else $CMKFS_PKCS11_PIN or $VAULT_TOKEN).")
         var pinFile: String?
         @Flag(help: "Print one JSON object (records, first_seq, last_seq, checkpoint_seq, notes) instead of text.")
         var json = false
@@ -127,7 +127,7 @@ struct AuditCommand: ParsableCommand {
         var event: String?
         @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
         var kmsDir: String?
-        @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN).")
+        @Option(name: [.customLong("pin-file"), .customLong("vault-token-file")], help: "PKCS#11 volumes: a file holding the user PIN, Vault volumes: the token (else $CMKFS_PKCS11_PIN or $VAULT_TOKEN).")
         var pinFile: String?
 
         /// The path key, through the provider (paths are sealed under the audit key); nil with a

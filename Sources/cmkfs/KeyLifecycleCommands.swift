@@ -9,7 +9,7 @@ import CMKVolume
 struct KeyAccessOptions: ParsableArguments {
     @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
     var kmsDir: String?
-    @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
+    @Option(name: [.customLong("pin-file"), .customLong("vault-token-file")], help: "PKCS#11 volumes: a file holding the user PIN, Vault volumes: the token (else $CMKFS_PKCS11_PIN or $VAULT_TOKEN, else the terminal).")
     var pinFile: String?
 
     func admin(_ volume: String) throws(CMKError) -> KeyAdmin {

@@ -17,7 +17,7 @@ struct MountCommand: ParsableCommand {
         The background mount logs to VOLUME/mount.log (or, with --log-to syslog, to syslog and the \
         journal). Unmount with: cmkfs unmount MOUNTPOINT
 
-        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         writeback_cache) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
+        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, vault_token_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         writeback_cache) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
 
         Example: cmkfs mount /srv/secure-vol /mnt/secure --log-level debug
         Example: cmkfs mount /srv/secure-vol /mnt/secure -o ro,noexec,kms_dir=/etc/cmkfs/kms
@@ -36,7 +36,7 @@ struct MountCommand: ParsableCommand {
     @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
     var kmsDir: String?
 
-    @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN (else $CMKFS_PKCS11_PIN, else the terminal).")
+    @Option(name: [.customLong("pin-file"), .customLong("vault-token-file")], help: "PKCS#11 volumes: a file holding the user PIN, Vault volumes: the token (else $CMKFS_PKCS11_PIN or $VAULT_TOKEN, else the terminal).")
     var pinFile: String?
 
     @Option(name: .customLong("kms-reason"),
@@ -86,7 +86,7 @@ struct MountCommand: ParsableCommand {
             let bad = CMKError(.usage, "mount option \(name)=\(v) is not valid", hint: "see cmkfs mount --help")
             switch name {
             case "kms_dir": kmsDir = v
-            case "pin_file": pinFile = v
+            case "pin_file", "vault_token_file": pinFile = v
             case "kms_reason": kmsReason = v
             case "log_level": guard let level = Logger.Level(argument: v) else { throw bad }; logLevel = level
             case "log_to": guard let to = LogDestination(argument: v) else { throw bad }; logTo = to

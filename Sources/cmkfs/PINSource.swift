@@ -2,13 +2,14 @@ import Foundation
 import CMKCrypto
 import CMKVolume
 
-/// Where a provider's run-time secret (a PKCS#11 user PIN) comes from, in order: `--pin-file
-/// FILE`, the kind's environment variable (`CMKFS_PKCS11_PIN`), the terminal (echo off). Never argv, never stored in the volume; the
+/// Where a provider's run-time secret (a PKCS#11 user PIN, a Vault token) comes from, in order:
+/// `--pin-file FILE` (alias `--vault-token-file`), the kind's environment variable
+/// (`CMKFS_PKCS11_PIN`, `VAULT_TOKEN`), the terminal (echo off). Never argv, never stored in the volume; the
 /// mount daemon gets it from `cmkfs mount` through an inherited pipe (`--pin-fd`).
 enum PINSource {
     /// The secret, or nil when no source has one (`promptAtTerminal` false, or no terminal).
     static func read(pinFile: String?, promptAtTerminal: Bool, secret: ProviderSecret, config: ProviderConfig) throws(CMKError) -> SecretBytes? {
-        if let pinFile { return try fromFile(pinFile) }
+        if let pinFile { return try fromFile(pinFile, secretName: secret.name) }
         if let value = ProcessInfo.processInfo.environment[secret.environmentVariable], !value.isEmpty {
             // Taken out of the environment at once, so no child (the mount daemon, which lives
             // for days) inherits it where /proc/PID/environ would show it.
@@ -25,34 +26,36 @@ enum PINSource {
         return try read(pinFile: pinFile, promptAtTerminal: promptAtTerminal, secret: secret, config: recorded)
     }
 
-    /// Everything up to the first newline of `path` (the usual PIN-file shape).
-    static func fromFile(_ path: String) throws(CMKError) -> SecretBytes {
+    /// Everything up to the first newline of `path` (the usual PIN-file and token-file shape).
+    /// `secretName`: what messages call it ("PIN", "token").
+    static func fromFile(_ path: String, secretName: String = "PIN") throws(CMKError) -> SecretBytes {
+        let what = secretName == "PIN" ? "the token's user PIN" : "the \(secretName)"
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw CMKError(.keyUnavailable, "cannot read the PIN file \(path): \(String(cString: strerror(errno)))",
-                           hint: "write the token's user PIN into a file only you can read (chmod 600) and pass it as --pin-file")
+            throw CMKError(.keyUnavailable, "cannot read the \(secretName) file \(path): \(String(cString: strerror(errno)))",
+                           hint: "write \(what) into a file only you can read (chmod 600) and pass it as --\(secretName == "PIN" ? "pin" : "vault-token")-file")
         }
         defer { close(fd) }
-        try checkMode(fd, path)
+        try checkMode(fd, path, secretName: secretName)
         guard let pin = fromDescriptor(fd) else {
-            throw CMKError(.keyUnavailable, "the PIN file \(path) is empty", hint: "write the token's user PIN into it")
+            throw CMKError(.keyUnavailable, "the \(secretName) file \(path) is empty", hint: "write \(what) into it")
         }
         return pin
     }
 
-    /// A PIN file other users can read exposes the token's PIN: refused. One they can only
-    /// write is warned about (they could change the PIN cmkfs sends, not learn it).
-    static func checkMode(_ fd: Int32, _ path: String) throws(CMKError) {
+    /// A secret file other users can read exposes the secret: refused. One they can only
+    /// write is warned about (they could change the secret cmkfs sends, not learn it).
+    static func checkMode(_ fd: Int32, _ path: String, secretName: String = "PIN") throws(CMKError) {
         var st = stat()
         guard fstat(fd, &st) == 0 else { return }
         let mode = st.st_mode & 0o7777
         let shown = String(mode, radix: 8)
         if mode & 0o044 != 0 {
-            throw CMKError(.keyUnavailable, "the PIN file \(path) is readable by other users (mode 0\(shown)): it exposes the token's PIN",
-                           hint: "chmod 600 \(path), and change the token's PIN if others may have read it")
+            throw CMKError(.keyUnavailable, "the \(secretName) file \(path) is readable by other users (mode 0\(shown)): it exposes the \(secretName == "PIN" ? "token's PIN" : secretName)",
+                           hint: "chmod 600 \(path), and \(secretName == "PIN" ? "change the token's PIN" : "revoke the \(secretName) and make a new one") if others may have read it")
         }
         if mode & 0o022 != 0 {
-            FileHandle.standardError.write(Data("cmkfs: warning: the PIN file \(path) is writable by other users (mode 0\(shown)); chmod 600 \(path)\n".utf8))
+            FileHandle.standardError.write(Data("cmkfs: warning: the \(secretName) file \(path) is writable by other users (mode 0\(shown)); chmod 600 \(path)\n".utf8))
         }
     }
 

@@ -15,7 +15,7 @@ struct StatusCommand: ParsableCommand {
     @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
     var kmsDir: String?
 
-    @Option(name: .customLong("pin-file"), help: "PKCS#11 volumes: a file holding the user PIN for the key check (else $CMKFS_PKCS11_PIN).")
+    @Option(name: [.customLong("pin-file"), .customLong("vault-token-file")], help: "PKCS#11 volumes: a file holding the user PIN, Vault volumes: the token for the key check (else $CMKFS_PKCS11_PIN or $VAULT_TOKEN).")
     var pinFile: String?
 
     @Flag(help: "Print one JSON object (stable field names, see docs/json.md).")

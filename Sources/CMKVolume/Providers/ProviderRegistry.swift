@@ -10,6 +10,7 @@ public enum ProviderRegistry {
         .socket,
         .pkcs11,
         .awsKMS,
+        .vault,
     ]
 
     /// The kind `init` uses without `--kms`.
