@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import CMKAudit
 import CMKFormat
+import CMKSystem
 
 /// How a rekey run reaches each file: itself, on an unmounted volume it holds the mount lock of,
 /// or through the live mount (which rekeys under the file's lock). `mount` answers nil on
@@ -93,8 +94,7 @@ extension Volume {
             guard !root.split(separator: "/").contains("..") else { throw CMKError(.usage, "\(root): '..' is not allowed") }
             let rootBacking = root == "/" ? "" : "/" + (try backingPath(forMountPath: root))
             let backing = dataPath + rootBacking
-            var st = stat()
-            guard lstat(backing, &st) == 0 else {
+            guard let st = try? Descriptor.cwd.stat(backing, flags: AT_SYMLINK_NOFOLLOW) else {
                 throw CMKError(.usage, "\(root) does not exist in the volume", hint: "name files as the mount shows them, e.g. docs/a.txt")
             }
             let candidates: [String]
@@ -106,8 +106,8 @@ extension Volume {
                 throw CMKError(.usage, "\(root) is not a regular file or directory")
             }
             for path in candidates {
-                var s = stat()
-                guard lstat(dataPath + path, &s) == 0, seen.insert([UInt(s.st_dev), UInt(s.st_ino)]).inserted else { continue }
+                guard let s = try? Descriptor.cwd.stat(dataPath + path, flags: AT_SYMLINK_NOFOLLOW),
+                      seen.insert([UInt(s.st_dev), UInt(s.st_ino)]).inserted else { continue }
                 out.append(try mountPath(forBackingPath: String(path.dropFirst())))
             }
         }
@@ -119,9 +119,11 @@ extension Volume {
     func rekeyOffline(_ path: String, audit: AuditRecorder) -> String? {
         let backingPath: String
         do { backingPath = try self.backingPath(forMountPath: path) } catch { return error.message }
-        let fd = Glibc.open(dataPath + "/" + backingPath, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return String(cString: strerror(errno)) }
-        defer { Glibc.close(fd) }
+        let file: FileDescriptor
+        do { file = try FileDescriptor.open(dataPath + "/" + backingPath, O_RDWR | O_NOFOLLOW | O_CLOEXEC) } catch {
+            return error.errno.description
+        }
+        let fd = file.rawValue
         var event = AuditEvent.command("rekey")
         event.path = path
         do {
