@@ -112,8 +112,14 @@ final class AWSKMSTests: IntegrationTestCase {
         try makeVolume()
         try mountP()
         py(KeyLifecycleTests.populate, [mnt, "200"])
+        let before = try server.stats()
         let r = cmkfs(["key", "rotate", pvol, "--json"], timeout: 300)
         XCTAssertTrue(r.succeeded, "rotate: \(r)")
+        // The EDEKs moved by ReEncrypt inside the KMS: no DEK left AWS for the rotation.
+        let after = try server.stats()
+        XCTAssertGreaterThanOrEqual((after["ReEncrypt"] ?? 0) - (before["ReEncrypt"] ?? 0), 200, "\(after)")
+        XCTAssertLessThan((after["Decrypt"] ?? 0) - (before["Decrypt"] ?? 0), 10, "only the volume's own keys are unwrapped: \(after)")
+        print("[cmkfs-it] rotate on aws-kms through the fault layer: \(r.stdout.replacingOccurrences(of: "\n", with: " "))")
         let list = cmkfs(["key", "list", pvol, "--json"])
         let versions = (json(list)["versions"] as? [[String: Any]]) ?? []
         XCTAssertEqual(versions.map { $0["state"] as? String }, ["deactivated", "active"], list.stdout)
