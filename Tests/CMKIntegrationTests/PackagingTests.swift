@@ -224,10 +224,10 @@ final class PackagingTests: IntegrationTestCase {
         return process
     }
 
-    /// Whether the mount at `mnt` answers a stat within two seconds (a mount whose daemon does
-    /// not serve yet blocks it).
+    /// Whether the mount at `mnt` answers a stat within four seconds (a mount whose daemon does
+    /// not serve yet blocks it; four leaves room for a loaded machine to start `stat`).
     func mountAnswers() -> Bool {
-        let r = Shell.run("/usr/bin/stat", ["-f", "-c", "%T", mnt], timeout: 2, logDir: fx.logs, label: "stat -f \(mnt)")
+        let r = Shell.run("/usr/bin/stat", ["-f", "-c", "%T", mnt], timeout: 4, logDir: fx.logs, label: "stat -f \(mnt)")
         return r.succeeded && r.stdout.contains("fuse")
     }
 
@@ -244,9 +244,9 @@ final class PackagingTests: IntegrationTestCase {
         let env = ["VOLUME": vol, "MOUNTPOINT": mnt, "CMKFS_MOUNT_OPTIONS": "--kms-dir \(fx.kms) --lease-renew 1m"]
         let notify = try NotifySocket(path: fx.root + "/notify.sock")
 
-        // The request loop starts 3 s after the kernel mount: READY=1 must wait for it, and
+        // The request loop starts 8 s after the kernel mount: READY=1 must wait for it, and
         // the mount must answer at once when READY=1 arrives.
-        var daemon = startExec(start, env: env, notify: notify, extraEnv: ["CMKFS_STALL_POINT": "fuse-loop-start:3000"])
+        var daemon = startExec(start, env: env, notify: notify, extraEnv: ["CMKFS_STALL_POINT": "fuse-loop-start:8000"])
         let ready = try XCTUnwrap(notify.receive(until: "READY", deadline: 60), "no READY=1 from the daemon")
         XCTAssertEqual(ready["READY"], "1")
         XCTAssertTrue(mountAnswers(), "READY=1 came before the mount answered")
