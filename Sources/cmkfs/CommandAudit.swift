@@ -64,28 +64,6 @@ final class CommandAudit {
     }
 }
 
-/// A one-line progress bar on stderr when it is a terminal; silent in scripts.
-struct ProgressBar {
-    let label: String
-    let enabled = isatty(2) == 1
-    private var lastDrawn = 0.0
-
-    init(_ label: String) { self.label = label }
-
-    mutating func update(_ done: Int, _ total: Int) {
-        guard enabled else { return }
-        let now = Date().timeIntervalSince1970
-        guard done >= total || now - lastDrawn > 0.1 else { return }
-        lastDrawn = now
-        let fraction = total > 0 ? Double(done) / Double(total) : 1
-        let width = 30
-        let filled = Int(fraction * Double(width))
-        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-        FileHandle.standardError.write("\r\(label) [\(bar)] \(done)/\(total)".data(using: .utf8)!)
-        if done >= total { FileHandle.standardError.write("\n".data(using: .utf8)!) }
-    }
-}
-
 /// Prints `value` as one pretty JSON object on stdout (stable, sorted keys).
 func printJSON<T: Encodable>(_ value: T) {
     let encoder = JSONEncoder()

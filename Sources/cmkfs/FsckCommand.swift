@@ -40,7 +40,7 @@ struct FsckCommand: ParsableCommand {
             defer { withExtendedLifetime(lock) {} }
             let audit = CommandAudit(path: v.path, direct: true) { () throws(CMKError) in try v.openCommandAuditLog() }
             try audit.openNow()
-            var bar = ProgressBar("checking")
+            var bar = ProgressReport("checking", unit: "files")
             let report: FsckReport
             do throws(CMKError) {
                 report = try v.fsck(repair: repair, checkBlocks: !noBlocks, audit: audit.sink) { bar.update($0, $1) }

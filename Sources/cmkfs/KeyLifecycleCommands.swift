@@ -66,13 +66,13 @@ extension KeyCommand {
         @Option(help: "EDEKs per transaction.") var batchSize = 1000
         @Option(help: "At most this many EDEKs per second, to spare a shared HSM or KMS (default: as fast as it goes).")
         var maxRate: Double?
-        @Flag(help: "Print a JSON summary instead of text (always when stdout is not a terminal).") var json = false
+        @Flag(help: "Print a JSON summary instead of text.") var json = false
 
         func run() {
             reporting { () throws(CMKError) in
                 let admin = try access.admin(volume)
                 let audit = CommandAudit(admin)
-                var bar = ProgressBar("re-wrapping")
+                var bar = ProgressReport("re-wrapping", unit: "file keys")
                 let report: RotationReport
                 do throws(CMKError) {
                     report = try admin.rotate(batchSize: max(1, batchSize), maxRate: maxRate, audit: audit.sink,
@@ -82,7 +82,7 @@ extension KeyCommand {
                     throw error
                 }
                 try audit.close()
-                if json || isatty(1) == 0 {
+                if json {
                     printJSON(report)
                 } else {
                     print((report.resumed ? "resumed and finished" : "rotated")

@@ -23,7 +23,7 @@ struct RekeyCommand: ParsableCommand {
     @Argument(help: "Files or directories inside the volume, as the mount shows them (default: everything).")
     var paths: [String] = []
     @OptionGroup var access: KeyAccessOptions
-    @Flag(help: "Print a JSON summary instead of text (always when stdout is not a terminal).") var json = false
+    @Flag(help: "Print a JSON summary instead of text.") var json = false
 
     struct Summary: Codable {
         /// The version of this JSON shape (docs/json.md).
@@ -47,12 +47,12 @@ struct RekeyCommand: ParsableCommand {
             defer { withExtendedLifetime(lock) {} }
             let audit = CommandAudit(path: v.path, direct: !mounted) { () throws(CMKError) in try v.openCommandAuditLog() }
             defer { try? audit.close() }
-            var bar = ProgressBar("rekeying")
+            var bar = ProgressReport("rekeying", unit: "files")
             let report = try v.rekeyFiles(selection: selection, route: mounted ? .mount { Self.rekeyMounted($0, volume: v.path) } : .offline,
                                           audit: audit.sink) { bar.update($0, $1) }
             let failures = report.failed.map { Summary.Failure(path: $0.path, error: $0.error) }
             let summary = Summary(rekeyed: report.rekeyed, resumed: report.resumed, failed: failures, seconds: Date().timeIntervalSince(start))
-            if json || isatty(1) == 0 {
+            if json {
                 printJSON(summary)
             } else {
                 print("rekeyed \(summary.rekeyed) files" + (summary.resumed ? " (resumed)" : "") + String(format: " in %.2f s", summary.seconds))
