@@ -39,7 +39,7 @@ let package = Package(
         // The content format: header, block math, block sealing, holes.
         .target(name: "CMKFormat", dependencies: ["CMKCrypto", "CMKSystem"]),
         // Key providers (KEK side): the protocol and the embedded simulated KMS.
-        .target(name: "CMKKeys", dependencies: ["CMKCrypto"]),
+        .target(name: "CMKKeys", dependencies: ["CMKCrypto", "CMKSystem"]),
         // The PKCS#11 HSM key provider: module loading, session pool, AES-GCM wrap inside the token.
         .target(name: "CMKPKCS11", dependencies: ["CPKCS11", "CMKCrypto", "CMKKeys"]),
         // A blocking, thread-safe HTTP client over libcurl with a pool of keep-alive handles.

@@ -1,4 +1,5 @@
 import Glibc
+import CMKSystem
 
 /// The permission check of a simulated-KMS keystore directory (the embedded KMS's `--kms-dir`,
 /// `cmkfs-kms --state`): modes that expose a master key are refused, loose ones that do not are
@@ -17,8 +18,7 @@ public enum KeystoreModes {
 
     /// Checks `directory` (which exists) and its key files; returns warnings for loose modes.
     public static func check(_ directory: String) throws(Refusal) -> [String] {
-        var st = stat()
-        guard stat(directory, &st) == 0 else { return [] }
+        guard let st = try? Descriptor.cwd.stat(directory) else { return [] }
         let mode = st.st_mode & 0o7777
         if mode & 0o022 != 0 {
             throw Refusal(description: "the KMS keystore \(directory) is writable by other users (mode \(octal(mode))): they could replace its key files",
@@ -33,8 +33,7 @@ public enum KeystoreModes {
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             guard name.hasSuffix(".key") else { continue }
-            var file = stat()
-            guard lstat(directory + "/" + name, &file) == 0, (file.st_mode & S_IFMT) == S_IFREG else { continue }
+            guard let file = try? Descriptor.cwd.stat(directory + "/" + name, flags: AT_SYMLINK_NOFOLLOW), (file.st_mode & S_IFMT) == S_IFREG else { continue }
             let fileMode = file.st_mode & 0o7777
             if fileMode & 0o077 != 0 {
                 throw Refusal(description: "the key file \(directory)/\(name) can be read or written by other users (mode \(octal(fileMode))): it holds master keys in clear",

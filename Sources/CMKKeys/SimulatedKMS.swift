@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Synchronization
 import CMKCrypto
+import CMKSystem
 
 /// The simulated customer KMS: master keys with versions in a keystore directory of its own
 /// (never inside a volume), wrap/unwrap with AES-256-GCM, and disable/enable/destroy.
@@ -37,14 +38,15 @@ public final class SimulatedKMS: KeyProvider {
     /// Opens the keystore at `directory`; with `create`, makes it (mode 0700) if missing.
     public init(directory: String, create: Bool) throws(KeyProviderError) {
         self.directory = directory
-        var st = stat()
-        if stat(directory, &st) != 0 {
+        if let st = try? Descriptor.cwd.stat(directory) {
+            guard (st.st_mode & S_IFMT) == S_IFDIR else {
+                throw .unavailable("the KMS keystore path \(directory) is not a directory")
+            }
+        } else {
             guard create else {
                 throw .unavailable("the KMS keystore directory \(directory) does not exist")
             }
             try Self.makeDirectories(directory)
-        } else if (st.st_mode & S_IFMT) != S_IFDIR {
-            throw .unavailable("the KMS keystore path \(directory) is not a directory")
         }
     }
 
@@ -139,7 +141,7 @@ public final class SimulatedKMS: KeyProvider {
 
     public func auditAnchor(volumeID: [UInt8]) throws(KeyProviderError) -> [UInt8]? {
         let p = anchorPath(volumeID)
-        guard access(p, F_OK) == 0 else { return nil }
+        guard (try? Descriptor.cwd.access(p, mode: F_OK)) != nil else { return nil }
         guard let data = FileManager.default.contents(atPath: p) else {
             throw .unavailable("cannot read the audit anchor \(p): \(String(cString: strerror(errno)))")
         }
@@ -149,13 +151,11 @@ public final class SimulatedKMS: KeyProvider {
 
     /// Replaces the anchor under the keystore's lock, refusing a lower seq than the stored one.
     public func setAuditAnchor(_ anchor: [UInt8], seq: UInt64, volumeID: [UInt8]) throws(KeyProviderError) {
-        let lockFD = open("\(directory)/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lockFD >= 0 else { throw .unavailable("cannot lock the keystore \(directory): \(String(cString: strerror(errno)))") }
-        defer { close(lockFD) }
-        while flock(lockFD, LOCK_EX) != 0 && errno == EINTR {}
+        let lock = try lockKeystore()
+        defer { try? lock.descriptor.lock(LOCK_UN) }
         let dir = directory + "/audit-anchors"
-        if mkdir(dir, 0o700) != 0 && errno != EEXIST {
-            throw .unavailable("cannot create \(dir): \(String(cString: strerror(errno)))")
+        do { try Descriptor.cwd.mkdir(dir, mode: 0o700) } catch {
+            if error.errno != .EEXIST { throw .unavailable("cannot create \(dir): \(error.errno)") }
         }
         let p = anchorPath(volumeID)
         if let data = FileManager.default.contents(atPath: p), let stored = AnchorRecord.decode([UInt8](data)), stored.seq > seq {
@@ -163,18 +163,19 @@ public final class SimulatedKMS: KeyProvider {
         }
         let bytes = AnchorRecord.encode(anchor, seq: seq)
         let tmp = p + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .unavailable("cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd) == 0
-        close(fd)
-        guard written == bytes.count, synced, rename(tmp, p) == 0 else {
-            let e = errno
-            unlink(tmp)
-            throw .unavailable("cannot write the audit anchor \(p): \(String(cString: strerror(e)))")
+        let file: FileDescriptor
+        do { file = try FileDescriptor.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o600) } catch {
+            throw .unavailable("cannot write \(tmp): \(error.errno)")
         }
-        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
+        do {
+            try file.descriptor.writeAll(bytes)
+            try file.descriptor.fsync()
+            try Descriptor.cwd.rename(tmp, to: p, in: .cwd)
+        } catch {
+            try? Descriptor.cwd.unlink(tmp)
+            throw .unavailable("cannot write the audit anchor \(p): \(error.errno)")
+        }
+        Self.syncDirectory(dir)
     }
 
     // MARK: private
@@ -184,7 +185,7 @@ public final class SimulatedKMS: KeyProvider {
     /// The master key's bytes, read from its file for one wrap or unwrap (never cached).
     private func usableMaterial(_ key: KeyRef) throws(KeyProviderError) -> SecretBytes {
         guard isSafeKeyID(key.keyID) else { throw .keyNotFound(key, detail: "malformed key id") }
-        guard access(path(key.keyID), F_OK) == 0 else { throw .keyNotFound(key, detail: "\(path(key.keyID)) does not exist") }
+        guard (try? Descriptor.cwd.access(path(key.keyID), mode: F_OK)) != nil else { throw .keyNotFound(key, detail: "\(path(key.keyID)) does not exist") }
         let file = try readFile(path(key.keyID))
         guard let v = file.versions.first(where: { $0.number == key.version }) else {
             throw .keyNotFound(key, detail: "\(path(key.keyID)) has no version \(key.version)")
@@ -210,8 +211,7 @@ public final class SimulatedKMS: KeyProvider {
     private func load(_ keyID: String) throws(KeyProviderError) -> KeystoreFile {
         guard isSafeKeyID(keyID) else { throw .keyNotFound(KeyRef(keyID: keyID, version: 0), detail: "malformed key id") }
         let p = path(keyID)
-        var st = stat()
-        guard stat(p, &st) == 0 else {
+        guard let st = try? Descriptor.cwd.stat(p) else {
             throw .keyNotFound(KeyRef(keyID: keyID, version: 1), detail: "\(p) does not exist")
         }
         let identity = FileIdentity(inode: UInt(st.st_ino), mtimeSec: st.st_mtim.tv_sec, mtimeNsec: st.st_mtim.tv_nsec, size: Int(st.st_size))
@@ -223,19 +223,17 @@ public final class SimulatedKMS: KeyProvider {
     }
 
     private func readFile(_ p: String) throws(KeyProviderError) -> KeystoreFile {
-        let fd = open(p, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .unavailable("cannot open \(p): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .unavailable("cannot stat \(p): \(String(cString: strerror(errno)))") }
+        let file: FileDescriptor
+        do { file = try FileDescriptor.open(p, O_RDONLY | O_CLOEXEC) } catch { throw .unavailable("cannot open \(p): \(error.errno)") }
+        let st: stat
+        do { st = try file.descriptor.fstat() } catch { throw .unavailable("cannot stat \(p): \(error.errno)") }
         let size = Int(st.st_size)
         guard size > 0 && size < 1 << 20 else { throw .corrupt("\(p): implausible size \(size)") }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
         defer { secureZero(buffer); buffer.deallocate() }
         var done = 0
         while done < size {
-            let n = read(fd, buffer.baseAddress! + done, size - done)
-            if n < 0 && errno == EINTR { continue }
+            let n = (try? file.descriptor.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))) ?? -1
             guard n > 0 else { throw .corrupt("\(p): short read") }
             done += n
         }
@@ -247,13 +245,11 @@ public final class SimulatedKMS: KeyProvider {
                            _ body: (inout KeystoreFile) throws(KeyProviderError) -> R) throws(KeyProviderError) -> R {
         // The key id becomes a path: refuse "/" and ".." here too, not only in `load`.
         guard isSafeKeyID(keyID) else { throw .keyNotFound(KeyRef(keyID: keyID, version: 0), detail: "malformed key id") }
-        let lockFD = open("\(directory)/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lockFD >= 0 else { throw .unavailable("cannot lock the keystore \(directory): \(String(cString: strerror(errno)))") }
-        defer { close(lockFD) }
-        while flock(lockFD, LOCK_EX) != 0 && errno == EINTR {}
+        let lock = try lockKeystore()
+        defer { try? lock.descriptor.lock(LOCK_UN) }
         let p = path(keyID)
         var file = KeystoreFile()
-        if access(p, F_OK) == 0 {
+        if (try? Descriptor.cwd.access(p, mode: F_OK)) != nil {
             guard mustExist else { throw .corrupt("\(p) already exists") }
             file = try readFile(p)
         } else if mustExist {
@@ -269,39 +265,47 @@ public final class SimulatedKMS: KeyProvider {
         let bytes = file.serialize()
         defer { secureZero(bytes); bytes.deallocate() }
         let tmp = p + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .unavailable("cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        var done = 0
-        while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let e = errno
-                close(fd); unlink(tmp)
-                throw .unavailable("cannot write \(tmp): \(String(cString: strerror(e)))")
+        do {
+            let file = try FileDescriptor.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o600)
+            do { try file.descriptor.writeAll(UnsafeRawBufferPointer(bytes)) } catch {
+                try? Descriptor.cwd.unlink(tmp)
+                throw error
             }
-            done += n
+            do { try file.descriptor.fsync() } catch {
+                try? Descriptor.cwd.unlink(tmp)
+                throw KeyProviderError.unavailable("cannot sync \(tmp): \(error.errno)")
+            }
+        } catch let error as SystemError {
+            throw .unavailable("cannot write \(tmp): \(error.errno)")
+        } catch let error as KeyProviderError { throw error } catch { throw .unavailable("cannot write \(tmp): \(error)") }
+        do { try Descriptor.cwd.rename(tmp, to: p, in: .cwd) } catch { throw .unavailable("cannot replace \(p): \(error.errno)") }
+        Self.syncDirectory(directory)
+    }
+
+    /// The keystore's lock file, flock'ed exclusively until the caller drops it.
+    private func lockKeystore() throws(KeyProviderError) -> FileDescriptor {
+        let lock: FileDescriptor
+        do { lock = try FileDescriptor.open("\(directory)/.lock", O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600) } catch {
+            throw .unavailable("cannot lock the keystore \(directory): \(error.errno)")
         }
-        guard fsync(fd) == 0 else {
-            let e = errno
-            close(fd); unlink(tmp)
-            throw .unavailable("cannot sync \(tmp): \(String(cString: strerror(e)))")
-        }
-        close(fd)
-        guard rename(tmp, p) == 0 else { throw .unavailable("cannot replace \(p): \(String(cString: strerror(errno)))") }
-        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
+        try? lock.descriptor.lock(LOCK_EX)
+        return lock
+    }
+
+    /// fsync of a directory, so a rename in it survives a power cut; best effort.
+    private static func syncDirectory(_ path: String) {
+        if let directory = try? FileDescriptor.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) { try? directory.descriptor.fsync() }
     }
 
     private static func makeDirectories(_ path: String) throws(KeyProviderError) {
         var prefix = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             prefix += "/" + component
-            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
-                throw .unavailable("cannot create the KMS keystore directory \(prefix): \(String(cString: strerror(errno)))")
+            do { try Descriptor.cwd.mkdir(prefix, mode: 0o700) } catch {
+                if error.errno != .EEXIST { throw .unavailable("cannot create the KMS keystore directory \(prefix): \(error.errno)") }
             }
         }
-        chmod(path, 0o700)
+        try? Descriptor.cwd.chmod(path, mode: 0o700)
     }
 }
 
