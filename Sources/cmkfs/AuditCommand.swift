@@ -125,10 +125,17 @@ struct AuditCommand: ParsableCommand {
         var file: String?
         @Option(help: "Records of this event (open, create, truncate, mount, revoke, …).")
         var event: String?
+        @Option(name: .customLong("after-seq"), help: "Records whose seq is greater than N: a cursor (the last seq a SIEM took).")
+        var afterSeq: UInt64?
+        @Flag(help: "Keep printing records as they are appended, until interrupted (Ctrl-C, SIGTERM).")
+        var follow = false
         @Option(name: .customLong("kms-dir"), help: "Use this embedded KMS keystore instead of the one the volume records.")
         var kmsDir: String?
         @Option(name: [.customLong("pin-file"), .customLong("vault-token-file")], help: "PKCS#11 volumes: a file holding the user PIN, Vault volumes: the token (else $CMKFS_PKCS11_PIN or $VAULT_TOKEN).")
         var pinFile: String?
+
+        /// How often `--follow` looks for new records.
+        static let followInterval = 0.2
 
         /// The path key, through the provider (paths are sealed under the audit key); nil with a
         /// note on stderr when it cannot be had: paths then show as `(sealed)`.
@@ -170,7 +177,11 @@ struct AuditCommand: ParsableCommand {
             return (since, until, "/" + parts.joined(separator: "/"))
         }
 
-        func select(_ volume: String) throws(CMKError) -> [AuditLine] {
+        /// Streams the selected records to `emit` in log order, a chunk of the log at a time
+        /// (memory does not grow with the log); with `--follow`, then the records appended, until
+        /// the process is stopped. `--file` reads the log twice: first for the file ids its path
+        /// had, so records under earlier and later names are all selected.
+        func stream(_ volume: String, _ emit: (AuditLine, inout RecordOutput) throws(CMKError) -> Void) throws(CMKError) {
             let (since, until, file) = try checked()
             let dir = absolute(volume) + "/audit"
             guard FileManager.default.fileExists(atPath: dir) else {
@@ -180,16 +191,50 @@ struct AuditCommand: ParsableCommand {
             }
             // There but unreadable is not an empty log.
             if CMKError.isDenied(dir) { throw .permissionDenied(dir) }
-            var lines = AuditLine.all(in: dir, seal: try pathSeal(volume))
-            if let since { lines = lines.filter { $0.time >= since } }
-            if let until { lines = lines.filter { $0.time < until } }
-            if let event { lines = lines.filter { $0.event == event } }
+            let seal = try pathSeal(volume)
+            var ids = Set<String>()
             if let file {
-                let path = file
-                let ids = Set(lines.filter { $0.path == path }.compactMap(\.fileID))
-                lines = lines.filter { $0.path == path || ($0.fileID.map(ids.contains) ?? false) }
+                var first = AuditTail(directory: dir)
+                do throws(AuditError) {
+                    try first.read { raw in
+                        // Only lines naming the path need their path opened.
+                        guard let line = AuditLine(raw, seal: seal), line.path == file, let id = line.fileID else { return }
+                        ids.insert(id)
+                    }
+                } catch { throw CMKError(error) }
             }
-            return lines
+            let sinceBytes = since.map { Array($0.utf8) }, untilBytes = until.map { Array($0.utf8) }
+            let eventToken = event.map { e -> [UInt8] in var t = [UInt8](); AuditLine.quote(e, into: &t); return t }
+            var out = RecordOutput()
+            var failure: CMKError?
+            var tail = AuditTail(directory: dir)
+            func pass() throws(CMKError) {
+                do throws(AuditError) {
+                    try tail.read { raw in
+                        guard failure == nil, let line = AuditLine(raw, seal: seal) else { return }
+                        if let afterSeq, (line.seq ?? 0) <= afterSeq { return }
+                        if let eventToken, !(line.token("event")?.elementsEqual(eventToken) ?? false) { return }
+                        if sinceBytes != nil || untilBytes != nil {
+                            let time = line.token("time").map { Array($0.dropFirst().dropLast()) } ?? []
+                            if let sinceBytes, time.lexicographicallyPrecedes(sinceBytes) { return }
+                            if let untilBytes, !time.lexicographicallyPrecedes(untilBytes) { return }
+                        }
+                        if let file {
+                            if line.path == file, let id = line.fileID { ids.insert(id) }
+                            guard line.path == file || (line.fileID.map(ids.contains) ?? false) else { return }
+                        }
+                        do throws(CMKError) { try emit(line, &out) } catch { failure = error }
+                    }
+                } catch { throw CMKError(error) }
+                if let failure { throw failure }
+                try out.flush()
+            }
+            try pass()
+            guard follow else { return }
+            while true {
+                Thread.sleep(forTimeInterval: Self.followInterval)
+                try pass()
+            }
         }
     }
 
@@ -203,7 +248,9 @@ struct AuditCommand: ParsableCommand {
 
         func run() {
             reporting { () throws(CMKError) in
-                for line in try filters.select(volume) { print(json ? line.opened : line.summary) }
+                try filters.stream(volume) { (line, out) throws(CMKError) in
+                    if json { try out.line(line.opened) } else { try out.line(line.summary.utf8) }
+                }
             }
         }
     }
@@ -222,69 +269,9 @@ struct AuditCommand: ParsableCommand {
                 guard format == "jsonl" else {
                     throw CMKError(.usage, "unknown export format '\(format)'", hint: "use --format jsonl")
                 }
-                let out = FileHandle.standardOutput
-                for line in try filters.select(volume) { out.write(Data(((sealed ? line.raw : line.opened) + "\n").utf8)) }
+                try filters.stream(volume) { (line, out) throws(CMKError) in try out.line(sealed ? line.raw : line.opened) }
             }
         }
-    }
-}
-
-/// One record as `show` and `export` read it (not verified).
-struct AuditLine {
-    let raw: String
-    let fields: [String: Any]
-    /// The path in clear: as logged (format 1), opened with the path key (format 2), or
-    /// `(sealed)` when the key is not at hand.
-    let path: String?
-    var time: String { fields["time"] as? String ?? "" }
-    var event: String? { fields["event"] as? String }
-    var fileID: String? { fields["file"] as? String }
-
-    init(raw: String, fields: [String: Any], seal: AuditPathSeal?) {
-        self.raw = raw
-        self.fields = fields
-        let logged = fields["path"] as? String
-        if let logged, (fields["v"] as? Int ?? 1) >= 2 {
-            path = seal.map { $0.open(logged) ?? "(does not open: altered)" } ?? "(sealed)"
-        } else {
-            path = logged
-        }
-    }
-
-    /// The record with its path in clear and the sealed form kept as `path_sealed` (so a SIEM
-    /// reads names); `raw` is the line exactly as logged.
-    var opened: String {
-        guard let logged = fields["path"] as? String, let path, path != logged,
-              let clear = try? JSONSerialization.data(withJSONObject: [path], options: [.withoutEscapingSlashes]) else { return raw }
-        let quoted = String(decoding: clear.dropFirst().dropLast(), as: UTF8.self)
-        return raw.replacingOccurrences(of: #""path":"\#(logged)""#, with: #""path":\#(quoted),"path_sealed":"\#(logged)""#)
-    }
-
-    static func all(in dir: String, seal: AuditPathSeal?) -> [AuditLine] {
-        AuditSegments.list(dir).flatMap { segment -> [AuditLine] in
-            guard let text = try? String(contentsOfFile: segment.path, encoding: .utf8) else { return [] }
-            // A torn last line has no newline and is skipped, like verify does.
-            var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-            lines.removeLast()
-            return lines.compactMap { line in
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
-                return AuditLine(raw: String(line), fields: object, seal: seal)
-            }
-        }
-    }
-
-    var summary: String {
-        func s(_ k: String) -> String? { fields[k].flatMap { $0 is NSNull ? nil : "\($0)" } }
-        var parts = [time, "#" + (s("seq") ?? "?"), event ?? "?", s("result") ?? "?"]
-        if let e = s("errno") { parts.append("errno=\(e)") }
-        if let p = path { parts.append(p) }
-        if let u = s("uid") { parts.append("uid=\(u) gid=\(s("gid") ?? "?") pid=\(s("pid") ?? "?") (\(s("process") ?? "?"))") }
-        if let k = s("key") { parts.append("key=\(k) v\(s("key_version") ?? "?")") }
-        if let c = s("cache") { parts.append("cache=\(c)") }
-        if let r = s("kms_request") { parts.append("kms_request=\(r)" + (s("kms_server_request").map { " (server: \($0))" } ?? "")) }
-        if let d = s("detail") { parts.append("— \(d)") }
-        if let e = s("error") { parts.append("error: \(e)") }
-        return parts.joined(separator: " ")
     }
 }
 

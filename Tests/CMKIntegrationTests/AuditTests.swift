@@ -81,6 +81,49 @@ final class AuditTests: IntegrationTestCase {
         XCTAssertEqual(try records(["--event", "create"]).count, 1)
     }
 
+    /// `--after-seq N` is a cursor (records with seq > N, none twice), and `--follow` prints the
+    /// records a live mount appends while it runs, each once and in order, until it is stopped.
+    func testAfterSeqCursorAndFollowPrintRecordsOnceAsTheyAreAppended() throws {
+        sh("echo x > \(mnt)/a && cat \(mnt)/a > /dev/null")
+        let before = try records([])
+        let last = try XCTUnwrap(before.last?["seq"] as? Int)
+        XCTAssertEqual(try records(["--after-seq", String(last)]).count, 0)
+        XCTAssertEqual(try records(["--after-seq", String(last - 1)]).map { $0["seq"] as? Int }, [last])
+        XCTAssertEqual(try records(["--after-seq", "0"]).count, before.count)
+
+        let follow = Process()
+        follow.executableURL = URL(fileURLWithPath: MountFixture.binary)
+        follow.arguments = ["audit", "export", vol, "--follow", "--after-seq", String(last), "--kms-dir", fx.kms]
+        let pipe = Pipe()
+        follow.standardOutput = pipe
+        follow.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        let output = OutputCollector()
+        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+        try follow.run()
+        defer {
+            if follow.isRunning { follow.terminate() }
+            follow.waitUntilExit()
+            pipe.fileHandleForReading.readabilityHandler = nil
+        }
+        func followed() -> [[String: Any]] {
+            output.lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        }
+        sh("cat \(mnt)/a > /dev/null && echo y > \(mnt)/b")
+        XCTAssertTrue(waitUntil(deadline: 30) { followed().contains { $0["event"] as? String == "create" && $0["path"] as? String == "/b" } },
+                      "followed: \(output.lines)")
+        sh("cat \(mnt)/b > /dev/null")
+        XCTAssertTrue(waitUntil(deadline: 30) { followed().contains { $0["event"] as? String == "open" && $0["path"] as? String == "/b" } },
+                      "followed: \(output.lines)")
+        XCTAssertTrue(follow.isRunning, "--follow exited on its own")
+        follow.terminate()
+        follow.waitUntilExit()
+        let seqs = followed().compactMap { $0["seq"] as? Int }
+        XCTAssertEqual(seqs.first, last + 1, "\(seqs)")
+        XCTAssertEqual(seqs, Array((last + 1)...(last + seqs.count)), "each record once, in order")
+        XCTAssertTrue(followed().contains { $0["event"] as? String == "open" && $0["path"] as? String == "/a" }, "\(output.lines)")
+        XCTAssertEqual(seqs, try records(["--after-seq", String(last)]).compactMap { $0["seq"] as? Int }.prefix(seqs.count).map { $0 })
+    }
+
     /// A key use that calls the provider (a new file's wrap, an open that missed the cache)
     /// names its request id (`kms_request`), the id the KMS's own log records; a use served from
     /// the cache names none. The records still verify.
@@ -179,5 +222,20 @@ final class AuditTests: IntegrationTestCase {
         try fx.unmount()
         let v = verify()
         XCTAssertTrue(v.succeeded, "\(v)")
+    }
+}
+
+/// Bytes from a child's pipe, gathered on the pipe's reader thread and read by the test.
+final class OutputCollector: @unchecked Sendable {
+    // @unchecked: every access to `data` holds `lock`.
+    private let lock = NSLock()
+    private var data = Data()
+    func append(_ more: Data) { lock.lock(); data.append(more); lock.unlock() }
+    /// The complete lines so far.
+    var lines: [String] {
+        lock.lock(); defer { lock.unlock() }
+        let text = String(decoding: data, as: UTF8.self)
+        guard let end = text.lastIndex(of: "\n") else { return [] }
+        return text[..<end].split(separator: "\n").map(String.init)
     }
 }
