@@ -4,7 +4,9 @@
 # Providers: the embedded KMS, `cmkfs-kms` over a socket, a SoftHSM2 token (PKCS#11), and AWS
 # KMS as moto_server answers it (aws-kms; from scripts/install-deps.sh's venv, on a loopback port), and a transit key of an
 # OpenBao dev server on 127.0.0.1 (vault; `bao` from the same venv).
-# Not part of `swift test`. Run as root. Usage: bench/rotate-rate.sh [N] [providers...]
+# Not part of `swift test`. Run as root. Usage: [KMS_LATENCY_MS=1] bench/rotate-rate.sh [N] [providers...]
+# KMS_LATENCY_MS: the socket KMS answers each request that much later (serve --latency-ms), as a
+# KMS on the network would. KMS_OPTIONS: more serve flags (e.g. --audit-log /dev/shm/kms.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/opt/swift/usr/bin"
@@ -34,7 +36,7 @@ for p in $PROVIDERS; do
   case $p in
     embedded) "$BIN/cmkfs" init "$WORK/vol" --kms-dir "$WORK/kms" >/dev/null; ACCESS=(--kms-dir "$WORK/kms") ;;
     socket)
-      "$BIN/cmkfs-kms" serve --socket "$WORK/kms.sock" --state "$WORK/kms-state" >"$WORK/kms.log" 2>&1 &
+      "$BIN/cmkfs-kms" serve --socket "$WORK/kms.sock" --state "$WORK/kms-state" --latency-ms "${KMS_LATENCY_MS:-0}" ${KMS_OPTIONS:-} >"$WORK/kms.log" 2>&1 &
       KMS_PID=$!
       for _ in $(seq 100); do [ -S "$WORK/kms.sock" ] && break; sleep 0.05; done
       "$BIN/cmkfs" init "$WORK/vol" --kms socket --kms-socket "$WORK/kms.sock" >/dev/null ;;

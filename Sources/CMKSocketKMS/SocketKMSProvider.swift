@@ -17,7 +17,8 @@ public final class SocketKMSProvider: KeyProvider {
     public let timeoutMilliseconds: Int
     /// Idle connected sockets; guarded by the mutex, never held across I/O.
     private let idle = Mutex<[Int32]>([])
-    static let maxIdle = 16
+    /// Enough for a rotation's workers (32 in flight) to keep their connections between batches.
+    static let maxIdle = 48
 
     public init(socketPath: String, timeoutMilliseconds: Int = 5000) {
         self.socketPath = socketPath

@@ -115,6 +115,23 @@ extension KeyAdmin {
         return report
     }
 
+    /// Runs `body(0)` … `body(workers - 1)` at once and returns when all have. Not
+    /// `DispatchQueue.concurrentPerform`: it runs at most one iteration per processor at a time,
+    /// so a provider that waits on I/O (a socket KMS 1 ms away) had two requests in flight on
+    /// this 2-core machine however many workers were asked for (~860 EDEK/s, docs/benchmarks.md).
+    static func onThreads(_ workers: Int, _ body: @escaping @Sendable (Int) -> Void) {
+        guard workers > 1 else { body(0); return }
+        let group = DispatchGroup()
+        for worker in 1..<workers {
+            group.enter()
+            let thread = Thread { body(worker); group.leave() }
+            thread.stackSize = 512 * 1024
+            thread.start()
+        }
+        body(0)
+        group.wait()
+    }
+
     /// Creates the new version, re-wraps the volume's own secrets (key check, audit key, name key) under
     /// it and commits the switch; from then on every new file is wrapped under the new version.
     private func beginRotation(store: any MetadataBackend, volumeID: [UInt8], audit: AuditRecorder) throws -> RotationProgress {
@@ -227,8 +244,10 @@ extension KeyAdmin {
     }
 
     /// Unwraps each EDEK under `from` and wraps its DEK under `to`, in parallel (the provider may
-    /// be a network KMS or an HSM), or hands the whole batch to a provider that re-wraps itself
-    /// (`BatchRewrapping`: Vault transit's rewrap, where the DEKs never leave the server). nil: this EDEK did not unwrap (tampered or moved row). A
+    /// be a network KMS or an HSM): as many requests in flight as the provider kind's
+    /// `rotationParallelism`, each worker on a thread of its own; or hands the whole batch to a
+    /// provider that re-wraps itself (`BatchRewrapping`: Vault transit's rewrap, where the DEKs
+    /// never leave the server). nil: this EDEK did not unwrap (tampered or moved row). A
     /// provider refusal or outage aborts the batch: nothing of it is stored.
     private func rewrapAll(_ batch: [WrappedKey], from: KeyRef, to: KeyRef,
                            volumeID: [UInt8], request: KeyRequest) throws(CMKError) -> [[UInt8]?] {
@@ -243,7 +262,7 @@ extension KeyAdmin {
         enum Outcome: Sendable { case wrapped([UInt8]), bad, abort(KeyProviderError) }
         let results = Mutex([Outcome](repeating: .bad, count: batch.count))
         let workers = min(batch.count, (ProviderRegistry.kind(named: config.provider.kind)?.rotationParallelism ?? .fixed(8)).workers)
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        Self.onThreads(workers) { worker in
             for i in stride(from: worker, to: batch.count, by: workers) {
                 let item = batch[i]
                 let context = WrapContext(volumeID: volumeID, fileID: item.fileId, request: request.item(i))

@@ -15,7 +15,7 @@ final class ProviderRegistryTests: IntegrationTestCase {
         XCTAssertNil(ProviderRegistry.kind(named: "vaultish"))
         // The in-process KMS computes here: one worker per processor; the others are remote.
         XCTAssertEqual(ProviderKind.embedded.rotationParallelism, .perProcessor)
-        XCTAssertEqual(ProviderKind.socket.rotationParallelism, .fixed(8))
+        XCTAssertEqual(ProviderKind.socket.rotationParallelism, .fixed(32))
         XCTAssertEqual(ProviderKind.pkcs11.rotationParallelism, .fixed(8))
         XCTAssertEqual(ProviderKind.awsKMS.rotationParallelism, .fixed(16))
         XCTAssertEqual(ProviderKind.vault.rotationParallelism, .fixed(8))

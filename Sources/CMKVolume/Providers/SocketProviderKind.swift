@@ -12,7 +12,9 @@ extension ProviderKind {
             ProviderFlag("--key-id", valueName: "ID", help: "socket: use this existing master key instead of creating one.",
                          target: .keyID),
         ],
-        rotationParallelism: .fixed(8),
+        // The KMS answers each connection on a thread of its own and mostly waits (on its
+        // latency, its audit log's fdatasync): 32 requests in flight keep it busy.
+        rotationParallelism: .fixed(32),
         build: { config, context throws(CMKError) in
             guard let socket = config.kmsSocket else {
                 throw CMKError(.notAVolume, "\(context.volume) uses the socket KMS but records no kms_socket")
