@@ -17,6 +17,9 @@ public enum ControlRequest: Sendable, Equatable {
     /// `audit`: the mount appends `record` to its log for a command (it owns the log while
     /// mounted), fsynced before the answer when `durable`.
     case audit(ControlAuditRecord, durable: Bool)
+    /// `info`: describe the regular file at `path` (relative to the mount's root): file id, key
+    /// version, whether its key is cached, size on disk; changes nothing and loads no key.
+    case info(path: String)
 
     /// The op's name on the wire ("flush-key"), for logs.
     public var op: String {
@@ -27,6 +30,7 @@ public enum ControlRequest: Sendable, Equatable {
         case .relabel: "relabel"
         case .rekey: "rekey"
         case .audit: "audit"
+        case .info: "info"
         }
     }
 }
@@ -109,6 +113,9 @@ extension ControlRequest: Codable {
             self = .audit(ControlAuditRecord(event: event, result: w.result ?? "ok", error: w.error, fileID: w.fileID, path: w.path,
                                              keyID: w.keyID, keyVersion: w.version, detail: w.reason),
                           durable: w.durable ?? true)
+        case "info":
+            guard let path = w.path else { throw ControlRequestError(message: "info needs path") }
+            self = .info(path: path)
         default:
             throw ControlRequestError(message: "unknown op '\(w.op)'")
         }
@@ -123,7 +130,7 @@ extension ControlRequest: Codable {
             w.reason = reason
         case .flushKey(let keyID, let version, let reason):
             (w.keyID, w.version, w.reason) = (keyID, version, reason)
-        case .rekey(let path):
+        case .rekey(let path), .info(let path):
             w.path = path
         case .audit(let r, let durable):
             (w.event, w.result, w.error, w.fileID, w.path) = (r.event, r.result, r.error, r.fileID, r.path)

@@ -56,6 +56,8 @@ enum ControlServer {
                     : (try? fs.volume.metadata.fileKey(fileId: id))??.keyVersion
             }
             return response
+        case .info(let path):
+            return fs.info(relativePath: path)
         case .rekey(let path):
             let (rc, message) = fs.rekey(relativePath: path, requester: (peer.uid, peer.gid, peer.pid))
             var response = ControlResponse(ok: rc == 0, error: message)

@@ -244,6 +244,11 @@ public final class KeyCache: Sendable {
         }
     }
 
+    /// Whether a live key for `fileID` is cached now; loads nothing and counts no hit (`cmkfs info`).
+    public func isCached(_ fileID: [UInt8]) -> Bool {
+        state.withLock { $0.entries[fileID]?.isLive ?? false }
+    }
+
     public func stats() -> CacheStats {
         let now = clock()
         return state.withLock { s in

@@ -27,6 +27,7 @@ final class ControlRequestTests: XCTestCase {
              .flushKey(keyID: "mk-1", version: 2, reason: "cmkfs key purge --version 2")),
             (#"{"op":"relabel"}"#, .relabel),
             (#"{"op":"rekey","path":"\/dir\/a file"}"#, .rekey(path: "/dir/a file")),
+            (#"{"op":"info","path":"\/dir\/a file"}"#, .info(path: "/dir/a file")),
             (#"{"op":"audit","key_id":"mk-1","reason":"disabled mk-1 v1","event":"revoke"}"#,
              .audit(ControlAuditRecord(event: "revoke", keyID: "mk-1", detail: "disabled mk-1 v1"), durable: true)),
             (#"{"op":"audit","event":"test-sync","reason":"test: sync the audit log","durable":true}"#,
@@ -52,6 +53,7 @@ final class ControlRequestTests: XCTestCase {
             (.flushKey(keyID: "mk-1", version: 2, reason: nil), ["op": "flush-key", "key_id": "mk-1", "version": 2]),
             (.relabel, ["op": "relabel"]),
             (.rekey(path: "/d/f"), ["op": "rekey", "path": "/d/f"]),
+            (.info(path: "/d/f"), ["op": "info", "path": "/d/f"]),
             (.audit(ControlAuditRecord(event: "enable", keyID: "mk-1", detail: "enabled mk-1 v1"), durable: true),
              ["op": "audit", "event": "enable", "result": "ok", "key_id": "mk-1", "reason": "enabled mk-1 v1", "durable": true]),
             (.audit(ControlAuditRecord(event: "rekey", result: "error", error: "EIO", fileID: "00", path: "/f", keyID: "k", keyVersion: 4),
@@ -70,6 +72,7 @@ final class ControlRequestTests: XCTestCase {
         let refused: [(String, String)] = [
             (#"{"op":"flush-key"}"#, "flush-key needs key_id"),
             (#"{"op":"rekey"}"#, "rekey needs path"),
+            (#"{"op":"info"}"#, "info needs path"),
             (#"{"op":"audit","durable":true}"#, "audit needs event"),
             (#"{"op":"mount"}"#, "unknown op 'mount'"),
         ]

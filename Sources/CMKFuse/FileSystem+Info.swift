@@ -1,0 +1,47 @@
+import Glibc
+import CMKControl
+import CMKFormat
+import CMKVolume
+
+/// `cmkfs info PATH`: what the mount knows of one file, from the control socket.
+extension FileSystem {
+    /// Describes the regular file at `relativePath` (as the mount shows it): its file id, the
+    /// master-key version wrapping its key, whether that key is cached now, and its ciphertext's
+    /// size. Reads no content and unwraps no key, so it neither warms the cache nor asks the provider.
+    public func info(relativePath: String) -> ControlResponse {
+        let path = relativePath.drop { $0 == "/" }
+        guard !path.split(separator: "/").contains("..") else {
+            return ControlResponse(ok: false, error: "not a path inside the volume: \(relativePath)")
+        }
+        var backingPath = path.isEmpty ? "." : String(path)
+        if let names, !path.isEmpty {
+            let (mapped, rc) = names.backingPath(ofMount: backingPath, rootFD: rootFD)
+            guard rc == 0 else { return ControlResponse(ok: false, error: "/\(path): \(String(cString: strerror(rc)))") }
+            backingPath = mapped
+        }
+        let fd = openAt(backingPath, relativeTo: rootFD, flags: O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            let e = errno
+            return ControlResponse(ok: false, error: "/\(path): " + (e == ELOOP ? "a symbolic link (info describes files)" : String(cString: strerror(e))))
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            return ControlResponse(ok: false, error: "/\(path): not a regular file (info describes files)")
+        }
+        let fileID: FileID
+        do { fileID = try ContentFile.readFileID(fd: fd) } catch {
+            return ControlResponse(ok: false, error: "/\(path): cannot read the file's header: \(error)")
+        }
+        let row: (keyID: String, version: Int)?
+        do { row = try volume.metadata.fileKey(fileId: fileID.bytes).map { ($0.keyId, $0.keyVersion) } } catch {
+            return ControlResponse(ok: false, error: "/\(path): cannot read the file's key row: \(error)")
+        }
+        var info = ControlFileInfo(fileID: fileID.description, backingBytes: Int(st.st_size), diskBytes: Int(st.st_blocks) * 512,
+                                   keyCached: cache.isCached(fileID.bytes))
+        if let row { (info.keyID, info.keyVersion) = (row.keyID, row.version) }
+        var response = ControlResponse(ok: true)
+        response.info = info
+        return response
+    }
+}
