@@ -36,11 +36,11 @@ struct AuditLine {
     var seq: UInt64? { token("seq").flatMap { UInt64(String(decoding: $0, as: UTF8.self)) } }
     var fileID: String? { text("file") }
 
-    /// The line with `path` in clear and the sealed form kept as `path_sealed` (so a SIEM reads
-    /// names); the line as logged when the path is in clear or cannot be opened.
+    /// The line with `path` in clear (or `(sealed)`, `(does not open: altered)`) and the sealed
+    /// form kept as `path_sealed` (so a SIEM reads names); the line as logged for a path logged
+    /// in clear (format 1) or none.
     var opened: ArraySlice<UInt8> {
-        guard let value = token("path"), let logged = Self.string(value), let path, path != logged,
-              path != "(sealed)", !path.hasPrefix("(does not open") else { return raw }
+        guard let value = token("path"), let logged = Self.string(value), let path, path != logged else { return raw }
         var out = [UInt8]()
         out.reserveCapacity(raw.count + path.utf8.count + 16)
         out += raw[raw.startIndex..<value.startIndex]

@@ -124,6 +124,52 @@ final class AuditTests: IntegrationTestCase {
         XCTAssertEqual(seqs, try records(["--after-seq", String(last)]).compactMap { $0["seq"] as? Int }.prefix(seqs.count).map { $0 })
     }
 
+    /// `export --format jsonl` is the documented interface (docs/audit-format.md, "audit export
+    /// --format jsonl"): every line has the documented keys in the documented order, `path` in
+    /// clear with `path_sealed` right after it, and `--sealed` gives the logged bytes.
+    func testExportLinesHaveTheDocumentedFieldsInOrder() throws {
+        sh("echo x > \(mnt)/\u{00e9}t\u{00e9} && cat \(mnt)/\u{00e9}t\u{00e9} > /dev/null")
+        let export = fx.cmkfs(["audit", "export", vol, "--format", "jsonl", "--event", "create"])
+        XCTAssertTrue(export.succeeded, "\(export)")
+        let lines = export.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        XCTAssertEqual(lines.last, "", "every line ends with a newline")
+        XCTAssertEqual(lines.count, 2, export.stdout)
+        let line = String(lines[0])
+        let documented = ["v", "seq", "time", "event", "result", "errno", "error", "volume", "file", "path", "path_sealed",
+                          "key", "key_version", "cache", "uid", "gid", "pid", "process", "host", "detail", "kms_request", "prev", "mac"]
+        XCTAssertEqual(Self.topLevelKeys(line), documented, line)
+        let record = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        XCTAssertEqual(record["path"] as? String, "/\u{00e9}t\u{00e9}")
+        XCTAssertEqual(record["cache"] as? String, "new")
+        let sealed = fx.cmkfs(["audit", "export", vol, "--sealed", "--event", "create"])
+        let logged = try XCTUnwrap(sealed.stdout.split(separator: "\n").first.map(String.init))
+        XCTAssertEqual(line.replacingOccurrences(of: #""path":"/\#u{00e9}t\#u{00e9}","path_sealed":"#, with: #""path":"#), logged)
+        XCTAssertFalse(Self.topLevelKeys(logged).contains("path_sealed"))
+    }
+
+    /// The keys of a flat JSON object line, in order.
+    static func topLevelKeys(_ line: String) -> [String] {
+        var keys: [String] = [], i = line.utf8.startIndex, expectKey = true
+        let u = line.utf8
+        i = u.index(after: i)
+        while i < u.endIndex {
+            let c = u[i]
+            if c == UInt8(ascii: "\"") {
+                var j = u.index(after: i), text: [UInt8] = []
+                while u[j] != UInt8(ascii: "\"") {
+                    if u[j] == UInt8(ascii: "\\") { text.append(u[j]); j = u.index(after: j) }
+                    text.append(u[j]); j = u.index(after: j)
+                }
+                if expectKey { keys.append(String(decoding: text, as: UTF8.self)); expectKey = false }
+                i = u.index(after: j)
+                continue
+            }
+            if c == UInt8(ascii: ",") { expectKey = true }
+            i = u.index(after: i)
+        }
+        return keys
+    }
+
     /// A key use that calls the provider (a new file's wrap, an open that missed the cache)
     /// names its request id (`kms_request`), the id the KMS's own log records; a use served from
     /// the cache names none. The records still verify.
