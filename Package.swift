@@ -98,6 +98,8 @@ let package = Package(
         .testTarget(name: "CMKHTTPTests", dependencies: ["CMKHTTP"]),
         .testTarget(name: "CMKFuzzTests", dependencies: ["CMKFuzzTargets"]),
         .testTarget(name: "CMKControlTests", dependencies: ["CMKControl", "CMKUnixSocket"]),
+        .testTarget(name: "CMKFuseTests", dependencies: ["CMKFuse", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeyService",
+                                                        "CMKKeys", "CMKMetadata", "CMKVolume"]),
         .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "cmkfs-kms", "CMKVolume", "CMKFormat", "CMKCrypto",
                                                              "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit", "CMKControl", "CMKUnixSocket", "CMKAWSKMS", "CMKHTTP", "CMKVault"]),
     ],

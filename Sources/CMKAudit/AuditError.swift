@@ -1,8 +1,9 @@
 import Glibc
 import CMKSystem
 
-/// A failure of the audit log, with the errno a FUSE operation answers when the record of a key
-/// use cannot be written (fail closed) and a hint for a person.
+/// A failure of the audit log, with the errno of the system call that failed (its cause) and a
+/// hint for a person. What a FUSE operation answers when its record cannot be written (fail
+/// closed) is decided at the FUSE edge (`Sources/CMKFuse/Errno+Mapping.swift`).
 public struct AuditError: Error, CustomStringConvertible, Sendable {
     public enum Kind: Sendable, Equatable {
         /// The disk is full (ENOSPC, EDQUOT): nothing may use a key until space is freed.
@@ -42,9 +43,6 @@ public struct AuditError: Error, CustomStringConvertible, Sendable {
 
     /// A failed system call, classified by its errno.
     static func system(_ error: SystemError) -> AuditError { system(error.call, error.path ?? "", error.errno.rawValue) }
-
-    /// What a FUSE operation answers when its record could not be written.
-    public var fuseErrno: Int32 { kind == .full ? ENOSPC : EIO }
 
     public var description: String { message }
 }

@@ -1,7 +1,8 @@
 import Glibc
 import CMKCrypto
 
-/// A failure reading or writing a file's content. Each case maps to one errno in the FUSE layer.
+/// A failure reading or writing a file's content. Which errno an application sees is decided
+/// by the FUSE layer alone (`Sources/CMKFuse/Errno+Mapping.swift`).
 public enum ContentError: Error, Equatable, CustomStringConvertible {
     /// A system call on the backing file failed.
     case io(call: String, errno: Int32)
@@ -11,14 +12,6 @@ public enum ContentError: Error, Equatable, CustomStringConvertible {
     case corruptBlock(index: Int, reason: String)
     /// A crypto failure other than authentication (OpenSSL or RNG).
     case crypto(CryptoError)
-
-    /// The errno an application should see.
-    public var errno: Int32 {
-        switch self {
-        case .io(_, let e): return e
-        case .corruptHeader, .corruptBlock, .crypto: return EIO
-        }
-    }
 
     public var description: String {
         switch self {

@@ -184,9 +184,10 @@ public struct NameCodec: Sendable {
     }
 }
 
-/// A name that could not be encrypted or decrypted.
+/// A name that could not be encrypted or decrypted. The FUSE layer alone decides its errno
+/// (`Sources/CMKFuse/Errno+Mapping.swift`).
 public enum NameError: Error, Equatable, CustomStringConvertible {
-    /// A name longer than 255 bytes or a target longer than 4,095 (ENAMETOOLONG).
+    /// A name longer than 255 bytes or a target longer than 4,095.
     case tooLong
     /// Not a name (for encrypt) or not an encoding (for decrypt).
     case malformed(String)
@@ -200,15 +201,6 @@ public enum NameError: Error, Equatable, CustomStringConvertible {
         case .malformed(let why): return why
         case .authenticationFailed: return "encrypted name failed authentication (tampered or moved)"
         case .crypto(let error): return "\(error)"
-        }
-    }
-
-    /// The errno an application sees.
-    public var errno: Int32 {
-        switch self {
-        case .tooLong: return ENAMETOOLONG
-        case .malformed: return EINVAL
-        case .authenticationFailed, .crypto: return EIO
         }
     }
 }

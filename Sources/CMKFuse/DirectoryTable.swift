@@ -21,17 +21,16 @@ final class DirectoryListing: @unchecked Sendable {
     deinit { close(fd) }
 
     /// Re-reads the directory from its start.
-    func refresh() -> Int32 {
+    func refresh() throws(FSError) {
         let dupFD = dup(fd)
-        guard dupFD >= 0 else { return errno }
-        guard let dir = fdopendir(dupFD) else { let e = errno; close(dupFD); return e }
+        guard dupFD >= 0 else { throw .posix(errno) }
+        guard let dir = fdopendir(dupFD) else { let e = errno; close(dupFD); throw .posix(e) }
         defer { closedir(dir) }
         // The duplicate shares the file offset with `fd`: start from the top every time.
         rewinddir(dir)
         let (fresh, rc) = BackingDirectory.entries(dir)
-        guard rc == 0 else { return rc }
+        guard rc == 0 else { throw .posix(rc) }
         entries = fresh
-        return 0
     }
 }
 
@@ -57,33 +56,27 @@ final class DirectoryTable: Sendable {
 }
 
 extension FileSystem {
-    func opendir(_ inode: Node) -> (UInt64, Int32) {
-        var id: [UInt8]?
-        if let names {
-            switch names.directoryID(inode) { case .success(let d): id = d; case .failure(let e): return (0, e) }
-        }
+    func opendir(_ inode: Node) throws(FSError) -> UInt64 {
+        let id = try names?.directoryID(inode)
         let fd = openAt(".", relativeTo: inode.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return (0, errno) }
+        guard fd >= 0 else { throw .posix(errno) }
         // Entries are read by the first readdir (offset 0), not here, so they are read once.
-        return (directories.add(DirectoryListing(fd: fd, directoryID: id)), 0)
+        return directories.add(DirectoryListing(fd: fd, directoryID: id))
     }
 
-    func releasedir(_ fh: UInt64) -> Int32 {
+    func releasedir(_ fh: UInt64) {
         directories.remove(fh)
-        return 0
     }
 
     /// Emits entries from `offset` on until `emit` says the reply buffer is full; each entry's
     /// offset is the index of the next one.
-    func readdir(_ fh: UInt64, offset: Int, _ emit: (String, stat, Int) -> Bool) -> Int32 {
-        guard let listing = directories.get(fh) else { return EBADF }
-        return listing.lock.withLock { _ in
+    func readdir(_ fh: UInt64, offset: Int, _ emit: (String, stat, Int) -> Bool) throws(FSError) {
+        guard let listing = directories.get(fh) else { throw .posix(EBADF) }
+        try listing.lock.withLock { _ throws(FSError) in
             if offset == 0 {
-                let rc = listing.refresh()
-                if rc != 0 { return rc }
+                try listing.refresh()
                 if let names, let id = listing.directoryID {
-                    let rc = decrypt(listing, names: names, directoryID: id)
-                    if rc != 0 { return rc }
+                    try decrypt(listing, names: names, directoryID: id)
                 }
             }
             var index = offset
@@ -95,7 +88,6 @@ extension FileSystem {
                 if !emit(e.name, st, index + 1) { break }
                 index += 1
             }
-            return 0
         }
     }
 }
@@ -105,9 +97,8 @@ extension FileSystem {
     /// entries (the directory id) are hidden; an entry that does not decrypt (tampered, moved
     /// in from another directory, not made by cmkfs) is skipped and logged, never shown under
     /// a wrong name. EACCES when the name key is revoked.
-    func decrypt(_ listing: DirectoryListing, names: NameLayer, directoryID: [UInt8]) -> Int32 {
-        let codec: NameCodec
-        switch names.codec() { case .success(let c): codec = c; case .failure(let e): return e }
+    func decrypt(_ listing: DirectoryListing, names: NameLayer, directoryID: [UInt8]) throws(FSError) {
+        let codec = try names.codec()
         var shown: [DirectoryListing.Entry] = []
         shown.reserveCapacity(listing.entries.count)
         for var entry in listing.entries {
@@ -121,6 +112,5 @@ extension FileSystem {
             }
         }
         listing.entries = shown
-        return 0
     }
 }

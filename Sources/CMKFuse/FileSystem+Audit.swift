@@ -60,11 +60,27 @@ final class ProcessNames: Sendable {
 /// before the reply; denials on the read and write paths. Nothing here runs on a successful read
 /// or write.
 extension FileSystem {
-    /// Records a key use or a denial. Returns 0, or the errno to answer when the record of a
-    /// successful use could not be written (fail closed: ENOSPC or EIO).
-    func audit(_ event: String, _ use: KeyUse, rc: Int32, error: String? = nil, path: @autoclosure () -> String?,
-               caller: Caller?, detail: String? = nil) -> Int32 {
-        guard let log = audit else { return 0 }
+    /// Records a successful key use before its reply. Throws `.audit` when the record could not
+    /// be written: the caller undoes the use and answers that (fail closed).
+    func audit(_ event: String, _ use: KeyUse, path: @autoclosure () -> String?, caller: Caller?, detail: String? = nil) throws(FSError) {
+        guard let error = record(event, use, rc: 0, error: nil, path: path, caller: caller, detail: detail) else { return }
+        let refusal = FSError.audit(error)
+        Self.logger.error("audit: cannot record \(event) of \(path() ?? "?"): \(error); refusing it (errno \(refusal.errno))")
+        throw refusal
+    }
+
+    /// Records a key use that failed with `failure` (a denial when its errno is EACCES); `error`
+    /// replaces the use's own message in the record.
+    func audit(_ event: String, _ use: KeyUse, failure: FSError, error: String? = nil, path: @autoclosure () -> String?,
+               caller: Caller?, detail: String? = nil) {
+        guard let unwritten = record(event, use, rc: failure.errno, error: error, path: path, caller: caller, detail: detail) else { return }
+        Self.logger.error("audit: cannot record \(event) of \(path() ?? "?"): \(unwritten); it failed anyway")
+    }
+
+    /// Appends the record; the log's error when it could not be written.
+    private func record(_ event: String, _ use: KeyUse, rc: Int32, error: String?, path: () -> String?,
+                        caller: Caller?, detail: String?) -> AuditError? {
+        guard let log = audit else { return nil }
         let result = rc == 0 ? "ok" : (rc == EACCES ? "denied" : "error")
         let record = AuditEvent(event, result: result, errno: rc == 0 ? nil : rc, error: error ?? use.error,
                                 fileID: use.fileID.map { "\($0)" }, path: path(), keyID: use.key?.keyID,
@@ -75,11 +91,8 @@ extension FileSystem {
                                 kmsServerRequest: use.request?.receipt.serverRequestID)
         do {
             try log.append(record)
-            return 0
-        } catch {
-            Self.logger.error("audit: cannot record \(event) of \(path() ?? "?"): \(error); \(rc == 0 ? "refusing it (errno \(error.fuseErrno))" : "it failed anyway")")
-            return rc == 0 ? error.fuseErrno : 0
-        }
+            return nil
+        } catch { return error }
     }
 
     /// The key request a use makes when it calls the provider: who (the FUSE caller), what for

@@ -33,13 +33,13 @@ extension FileSystem {
 
     /// The entry `name` of `dir`, when names are encrypted (bindings exist only then).
     func entryLink(_ dir: Node, _ name: String) -> EntryLink? {
-        guard let names, case .success(let id) = names.directoryID(dir) else { return nil }
+        guard let names, let id = try? names.directoryID(dir) else { return nil }
         return EntryLink(directoryID: id, backingName: name)
     }
 
     /// The binding tag of `file` at `link`.
     func bindingTag(_ fileID: FileID, _ link: EntryLink) -> [UInt8]? {
-        guard let names, case .success(let codec) = names.codec() else { return nil }
+        guard let names, let codec = try? names.codec() else { return nil }
         return try? codec.linkTag(fileID: fileID.bytes, directoryID: link.directoryID, backingName: link.backingName)
     }
 
@@ -49,16 +49,20 @@ extension FileSystem {
         inode.entryLink.withLock { $0.seen = link }
     }
 
-    /// 0 when `fileID`, found behind `inode`, is bound to the entry the kernel reached it by;
-    /// EIO (logged) when it is not. Checked once per inode and entry.
-    func checkBinding(_ inode: Inode, _ fileID: FileID) -> Int32 {
-        guard bindsNames else { return 0 }
+    /// Returns when `fileID`, found behind `inode`, is bound to the entry the kernel reached it
+    /// by; throws (logged) when it is not. Checked once per inode and entry.
+    func checkBinding(_ inode: Inode, _ fileID: FileID) throws(FSError) {
+        guard bindsNames else { return }
         let state = inode.entryLink.withLock { $0 }
-        if let seen = state.seen, state.verified == seen { return 0 }
+        if let seen = state.seen, state.verified == seen { return }
+        var tag: [UInt8]?
+        if let seen = state.seen {
+            tag = bindingTag(fileID, seen)
+            guard tag != nil else { throw .corrupt("file \(fileID): no name key to check its binding") }
+        }
         let bound: Bool
-        do {
-            if let seen = state.seen {
-                guard let tag = bindingTag(fileID, seen) else { return EIO }
+        do throws(MetadataError) {
+            if let tag {
                 bound = try volume.metadata.hasLink(fileId: fileID.bytes, tag: tag)
             } else {
                 // No entry known (the name it came through was unlinked since): any binding.
@@ -66,20 +70,18 @@ extension FileSystem {
             }
         } catch {
             Self.logger.error("file \(fileID): cannot read its name bindings: \(error)")
-            return EIO
+            throw .metadata(error)
         }
         guard bound else {
             Self.logger.error("file \(fileID) is not bound to the name it was opened by: its backing file was moved, copied or swapped there behind the mount's back")
-            return EIO
+            throw .corrupt("file \(fileID) is not bound to the name it was opened by")
         }
         inode.entryLink.withLock { $0.verified = state.seen }
-        return 0
     }
 
     /// The file id in the header of the regular file `name` in `dir`, and whether this is its last link.
     func regularFileID(_ dir: Node, _ name: String) -> (id: FileID, last: Bool)? {
-        let (st, rc) = lstat(dir, name)
-        guard rc == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        guard let st = lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG else { return nil }
         let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC | CMKFS_O_NOATIME)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -88,8 +90,8 @@ extension FileSystem {
 
     /// Binding rows for `links` (file, entry); failures are logged, and leave the entry unbound
     /// (EIO on open), never a row for a wrong entry.
-    func changeBindings(add: [(FileID, EntryLink)], remove: [(FileID, EntryLink)] = []) -> Int32 {
-        guard bindsNames, !(add.isEmpty && remove.isEmpty) else { return 0 }
+    func changeBindings(add: [(FileID, EntryLink)], remove: [(FileID, EntryLink)] = []) throws(FSError) {
+        guard bindsNames, !(add.isEmpty && remove.isEmpty) else { return }
         func rows(_ links: [(FileID, EntryLink)]) -> [(fileId: [UInt8], tag: [UInt8])]? {
             var out: [(fileId: [UInt8], tag: [UInt8])] = []
             for (id, link) in links {
@@ -98,12 +100,11 @@ extension FileSystem {
             }
             return out
         }
-        guard let added = rows(add), let removed = rows(remove) else { return EIO }
+        guard let added = rows(add), let removed = rows(remove) else { throw .corrupt("no name key to make binding rows") }
         do { try volume.metadata.changeLinks(add: added, remove: removed) } catch {
             Self.logger.error("cannot update name bindings: \(error)")
-            return EIO
+            throw .metadata(error)
         }
-        return 0
     }
 
     /// What a rename changes in bindings: rows to add before it (the moved files at their new
@@ -150,7 +151,7 @@ extension FileSystem {
     func backfillBindings() throws(CMKError) {
         guard let names else { return }
         if (try? volume.metadata.meta(Self.bindingsMeta)) != nil { return }
-        guard case .success(let codec) = names.codec() else {
+        guard let codec = try? names.codec() else {
             throw CMKError(.keyUnavailable, "cannot unwrap the name key to bind file names")
         }
         var rows: [(fileId: [UInt8], tag: [UInt8])] = []

@@ -5,100 +5,103 @@ import CMKCrypto
 import CMKFormat
 
 extension FileSystem {
-    func open(_ inode: Node, flags: Int32, caller: Caller) -> (UInt64, Int32) {
+    func open(_ inode: Node, flags: Int32, caller: Caller) throws(FSError) -> UInt64 {
         var use = KeyUse("open", caller: caller)
-        let (file, rc) = acquire(inode, use: &use)
-        let arc = audit("open", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: caller,
-                        detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
-        guard let file else { return (0, rc) }
-        if arc != 0 { openFiles.release(file, cache: cache); return (0, arc) }
-        let label = "file \(file.file.fileID)"
-        if flags & O_TRUNC != 0 {
-            let trc = truncate(file, to: 0, label: label)
-            if trc != 0 { openFiles.release(file, cache: cache); return (0, trc) }
+        let file: OpenFile
+        do { file = try acquire(inode, use: &use) } catch {
+            audit("open", use, failure: error, path: mountPath(ofDescriptor: inode.fd), caller: caller,
+                  detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
+            throw error
+        }
+        do {
+            try audit("open", use, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
+            if flags & O_TRUNC != 0 { try truncate(file, to: 0, label: "file \(file.file.fileID)") }
+        } catch {
+            openFiles.release(file, cache: cache)
+            throw error
         }
         // With the writeback cache the kernel places O_APPEND writes itself, and sends cached
         // pages through whichever writable handle of the inode it picks: a handle must not
         // move them to the end of the file.
-        return (handles.add(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: label)), 0)
+        return handles.add(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)"))
     }
 
     /// create(2) with O_CREAT: a new file with a new key, its entry and an open handle.
-    func create(_ dir: Node, _ plainName: String, mode: mode_t, flags: Int32, caller: Caller) -> (fuse_entry_param, UInt64, Int32) {
-        let (name, nrc) = backing(dir, plainName, creating: true)
-        guard nrc == 0 else { return (fuse_entry_param(), 0, nrc) }
+    func create(_ dir: Node, _ plainName: String, mode: mode_t, flags: Int32, caller: Caller) throws(FSError) -> (fuse_entry_param, UInt64) {
+        let name = try backing(dir, plainName, creating: true)
         var use = KeyUse("create", caller: caller)
-        let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
-        let arc = audit("create", use, rc: rc, path: mountPath(dir, plainName), caller: caller,
-                        detail: rc == 0 ? "new data key generated and wrapped" : nil)
-        guard let file else { return (fuse_entry_param(), 0, rc) }
-        if arc != 0 {
+        let file: OpenFile
+        do { file = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
+            audit("create", use, failure: error, path: mountPath(dir, plainName), caller: caller)
+            throw error
+        }
+        do {
+            try audit("create", use, path: mountPath(dir, plainName), caller: caller, detail: "new data key generated and wrapped")
+        } catch {
             openFiles.release(file, cache: cache)
             unlinkat(dir.fd, name, 0)
             try? volume.forgetFile(file.file.fileID)
-            return (fuse_entry_param(), 0, arc)
+            throw error
         }
-        let (e, erc) = entry(for: file, link: entryLink(dir, name))
-        guard erc == 0 else { openFiles.release(file, cache: cache); return (e, 0, erc) }
-        return (e, handles.add(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")), 0)
+        let e: fuse_entry_param
+        do { e = try entry(for: file, link: entryLink(dir, name)) } catch { openFiles.release(file, cache: cache); throw error }
+        return (e, handles.add(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")))
     }
 
     /// The entry of a file just created, found through its open descriptor (not its name, which
     /// another process could already have renamed).
-    func entry(for file: OpenFile, link: EntryLink? = nil) -> (fuse_entry_param, Int32) {
+    func entry(for file: OpenFile, link: EntryLink? = nil) throws(FSError) -> fuse_entry_param {
         var e = fuse_entry_param()
         let fd = openAt("/proc/self/fd/\(file.fd)", relativeTo: AT_FDCWD, flags: CMKFS_O_PATH | O_CLOEXEC)
-        guard fd >= 0 else { return (e, errno) }
+        guard fd >= 0 else { throw .posix(errno) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { let err = errno; close(fd); return (e, err) }
+        guard fstat(fd, &st) == 0 else { let err = errno; close(fd); throw .posix(err) }
         e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: S_IFREG)
         if let inode = inodes.get(e.ino) { noteEntry(inode, link) }
         present(&st)
         e.attr = st
         e.attr_timeout = Self.cacheSeconds
         e.entry_timeout = Self.cacheSeconds
-        return (e, 0)
+        return e
     }
 
-    func release(_ fh: UInt64) -> Int32 {
-        guard let handle = handles.remove(fh) else { return EBADF }
+    func release(_ fh: UInt64) throws(FSError) {
+        guard let handle = handles.remove(fh) else { throw .posix(EBADF) }
         openFiles.release(handle.file, cache: cache)
-        return 0
     }
 
     /// Decrypts up to `size` bytes at `offset` into a pooled buffer and hands them to `reply`
     /// after the file's lock is released (never reply to the kernel while holding a lock).
-    func read(_ fh: UInt64, size: Int, at offset: Int, reply: (UnsafeRawBufferPointer) -> Void) -> Int32 {
-        guard let handle = handles.get(fh) else { return EBADF }
+    func read(_ fh: UInt64, size: Int, at offset: Int, reply: (UnsafeRawBufferPointer) -> Void) throws(FSError) {
+        guard let handle = handles.get(fh) else { throw .posix(EBADF) }
         let file = handle.file
-        return scratch.with { s -> Int32 in
+        try scratch.with { s throws(FSError) in
             let out = s.output(size)
-            do {
-                let n = try file.content.withReadLock { () throws(FileOpError) -> Int in
+            do throws(FSError) {
+                let n = try file.content.withReadLock { () throws(FSError) -> Int in
                     let key = try file.key()
                     return try content { () throws(ContentError) in
                         try file.file.read(into: out, at: offset, size: file.size, key: key, scratch: s)
                     }
                 }
                 reply(UnsafeRawBufferPointer(rebasing: out[0..<n]))
-                return 0
-            } catch let error as FileOpError {
-                Self.logFailure(error.errno, "read \(handle.path) at \(offset): \(error)")
-                _ = audit("read-denied", KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef }),
-                          rc: error.errno, error: "\(error)", path: mountPath(ofDescriptor: file.fd), caller: nil,
-                          detail: "read at offset \(offset)")
-                return error.errno
             } catch {
-                return EIO
+                Self.logFailure(error.errno, "read \(handle.path) at \(offset): \(error)")
+                audit("read-denied", KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef }),
+                      failure: error, error: "\(error)", path: mountPath(ofDescriptor: file.fd), caller: nil,
+                      detail: "read at offset \(offset)")
+                throw error
             }
         }
     }
 
-    func write(_ fh: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int) -> (Int, Int32) {
-        guard let handle = handles.get(fh) else { return (0, EBADF) }
+    /// Encrypts `data` into the file at `offset` (its end for an O_APPEND handle); returns the
+    /// bytes written.
+    func write(_ fh: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int) throws(FSError) -> Int {
+        guard let handle = handles.get(fh) else { throw .posix(EBADF) }
         let file = handle.file
         do {
-            try file.content.withWriteLock { () throws(FileOpError) in
+            try file.content.withWriteLock { () throws(FSError) in
                 let key = try file.key()
                 let at = handle.append ? file.size : offset
                 file.size = try content { () throws(ContentError) in
@@ -107,20 +110,20 @@ extension FileSystem {
                     }
                 }
             }
-            if KernelChannel.currentRequestKillsSetIDBits, Self.killSetIDBits(file.fd) {
-                // The kernel keeps the mode it cached; a WRITE reply cannot carry a new one.
-                if let session = session.withLock({ $0 }), let node = inodes.node(for: file.identity) {
-                    fuse_lowlevel_notify_inval_inode(session.raw, node, -1, 0)
-                }
-            }
-            return (data.count, 0)
         } catch {
             Self.logFailure(error.errno, "write \(handle.path) at \(offset): \(error)")
-            _ = audit("write-denied", KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef }),
-                      rc: error.errno, error: "\(error)", path: mountPath(ofDescriptor: file.fd), caller: nil,
-                      detail: "write at offset \(offset)")
-            return (0, error.errno)
+            audit("write-denied", KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef }),
+                  failure: error, error: "\(error)", path: mountPath(ofDescriptor: file.fd), caller: nil,
+                  detail: "write at offset \(offset)")
+            throw error
         }
+        if KernelChannel.currentRequestKillsSetIDBits, Self.killSetIDBits(file.fd) {
+            // The kernel keeps the mode it cached; a WRITE reply cannot carry a new one.
+            if let session = session.withLock({ $0 }), let node = inodes.node(for: file.identity) {
+                fuse_lowlevel_notify_inval_inode(session.raw, node, -1, 0)
+            }
+        }
+        return data.count
     }
 
     /// What the kernel does for a local filesystem when a caller without CAP_FSETID writes,
@@ -144,38 +147,38 @@ extension FileSystem {
     }
 
     /// truncate(2) and ftruncate(2).
-    func truncate(_ inode: Node, fh: UInt64?, to size: Int, caller: Caller) -> Int32 {
-        guard size >= 0 else { return EINVAL }
+    func truncate(_ inode: Node, fh: UInt64?, to size: Int, caller: Caller) throws(FSError) {
+        guard size >= 0 else { throw .posix(EINVAL) }
         if let fh, let handle = handles.get(fh) {
             let file = handle.file
             let use = KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef })
-            let arc = audit("truncate", use, rc: 0, path: mountPath(ofDescriptor: file.fd), caller: caller, detail: "to \(size) bytes (open handle)")
-            if arc != 0 { return arc }
-            return truncate(file, to: size, label: handle.path)
+            try audit("truncate", use, path: mountPath(ofDescriptor: file.fd), caller: caller, detail: "to \(size) bytes (open handle)")
+            return try truncate(file, to: size, label: handle.path)
         }
         var use = KeyUse("truncate", caller: caller)
-        let (file, rc) = acquire(inode, use: &use)
-        let arc = audit("truncate", use, rc: rc, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "to \(size) bytes")
-        guard let file else { return rc }
+        let file: OpenFile
+        do { file = try acquire(inode, use: &use) } catch {
+            audit("truncate", use, failure: error, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "to \(size) bytes")
+            throw error
+        }
         defer { openFiles.release(file, cache: cache) }
-        if arc != 0 { return arc }
-        return truncate(file, to: size, label: "file \(file.file.fileID)")
+        try audit("truncate", use, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "to \(size) bytes")
+        try truncate(file, to: size, label: "file \(file.file.fileID)")
     }
 
-    func truncate(_ file: OpenFile, to newSize: Int, label: String) -> Int32 {
+    func truncate(_ file: OpenFile, to newSize: Int, label: String) throws(FSError) {
         do {
-            try file.content.withWriteLock { () throws(FileOpError) in
+            try file.content.withWriteLock { () throws(FSError) in
                 try resize(file, to: newSize)
             }
-            return 0
         } catch {
             Self.logFailure(error.errno, "truncate \(label) to \(newSize): \(error)")
-            return error.errno
+            throw error
         }
     }
 
     /// Changes the plaintext size; call with `content` held exclusively.
-    private func resize(_ file: OpenFile, to newSize: Int) throws(FileOpError) {
+    private func resize(_ file: OpenFile, to newSize: Int) throws(FSError) {
         let key = try file.key()
         try content { () throws(ContentError) in
             try scratch.with { s throws(ContentError) in
@@ -187,45 +190,45 @@ extension FileSystem {
 
     /// fsync(2)/fdatasync(2): the content, then the key rows, so a synced file is never left
     /// without its key after a power cut.
-    func fsync(_ fh: UInt64, dataOnly: Bool) -> Int32 {
-        guard let handle = handles.get(fh) else { return EBADF }
+    func fsync(_ fh: UInt64, dataOnly: Bool) throws(FSError) {
+        guard let handle = handles.get(fh) else { throw .posix(EBADF) }
         let rc = dataOnly ? fdatasync(handle.file.fd) : Glibc.fsync(handle.file.fd)
-        if rc != 0 { return errno }
+        if rc != 0 { throw .posix(errno) }
         do { try volume.metadata.makeDurable() } catch {
             Self.logger.error("fsync \(handle.path): metadata: \(error)")
-            return EIO
+            throw .metadata(error)
         }
-        return 0
     }
 
     /// fallocate(2): reserving space is honest (the backing range is allocated and reads as a
     /// hole); punching holes and collapsing ranges are not offered.
-    func fallocate(_ fh: UInt64, mode: Int32, offset: Int, length: Int) -> Int32 {
-        guard let handle = handles.get(fh) else { return EBADF }
-        guard offset >= 0, length > 0 else { return EINVAL }
-        guard mode & ~FALLOC_FL_KEEP_SIZE == 0 else { return EOPNOTSUPP }
-        guard volume.layout.fits(offset: offset, length: length) else { return EFBIG }
+    func fallocate(_ fh: UInt64, mode: Int32, offset: Int, length: Int) throws(FSError) {
+        guard let handle = handles.get(fh) else { throw .posix(EBADF) }
+        guard offset >= 0, length > 0 else { throw .posix(EINVAL) }
+        guard mode & ~FALLOC_FL_KEEP_SIZE == 0 else { throw .posix(EOPNOTSUPP) }
+        guard volume.layout.fits(offset: offset, length: length) else { throw .posix(EFBIG) }
         let file = handle.file
         let layout = volume.layout
         do {
-            return try file.content.withWriteLock { () throws(FileOpError) -> Int32 in
+            try file.content.withWriteLock { () throws(FSError) in
                 let end = offset + length
                 let diskStart = layout.diskOffset(ofBlock: offset / layout.blockSize)
                 let diskEnd = layout.backingSize(plaintextSize: max(end, file.size))
                 if cmkfs_fallocate(file.fd, FALLOC_FL_KEEP_SIZE, off_t(diskStart), off_t(diskEnd - diskStart)) != 0 {
-                    return errno
+                    throw .posix(errno)
                 }
                 if mode & FALLOC_FL_KEEP_SIZE == 0 && end > file.size { try resize(file, to: end) }
-                return 0
             }
         } catch {
+            // A backing fallocate's own errno is answered as is, as before, without a log line.
+            if case .posix = error { throw error }
             Self.logFailure(error.errno, "fallocate \(handle.path): \(error)")
-            return error.errno
+            throw error
         }
     }
 }
 
-/// Runs a content operation, reporting its failure as a `FileOpError`.
-func content<R>(_ body: () throws(ContentError) -> R) throws(FileOpError) -> R {
+/// Runs a content operation, reporting its failure as a `FSError`.
+func content<R>(_ body: () throws(ContentError) -> R) throws(FSError) -> R {
     do { return try body() } catch { throw .content(error) }
 }

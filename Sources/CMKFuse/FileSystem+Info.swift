@@ -15,9 +15,9 @@ extension FileSystem {
         }
         var backingPath = path.isEmpty ? "." : String(path)
         if let names, !path.isEmpty {
-            let (mapped, rc) = names.backingPath(ofMount: backingPath, rootFD: rootFD)
-            guard rc == 0 else { return ControlResponse(ok: false, error: "/\(path): \(String(cString: strerror(rc)))") }
-            backingPath = mapped
+            do { backingPath = try names.backingPath(ofMount: backingPath, rootFD: rootFD) } catch {
+                return ControlResponse(ok: false, error: "/\(path): \(String(cString: strerror(error.errno)))")
+            }
         }
         let fd = openAt(backingPath, relativeTo: rootFD, flags: O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {

@@ -40,29 +40,29 @@ final class NameLayer: Sendable {
         self.audit = audit
     }
 
-    /// The codec over the live name key, or the errno to answer (EACCES: revoked; EIO: the
-    /// provider cannot be reached).
-    func codec() -> Outcome<NameCodec> {
+    /// The codec over the live name key; throws why the name key cannot be had (a revoked
+    /// master key, a provider that cannot be reached).
+    func codec() throws(FSError) -> NameCodec {
         let now = monotonicNow()
         if let current = lease.withLock({ $0 }), case .success(let key) = current.key(now: now) {
-            return makeCodec(key, for: current)
+            return try makeCodec(key, for: current)
         }
         // The lease is dead (flushed or expired): its keyed codec goes with it.
         dropKeyedCodec()
         var missed = false
         let fresh: KeyLease
-        do {
-            fresh = try cache.lease(for: Volume.nameKeyFileID) { () throws -> (SecretBytes, KeyRef) in
+        do throws(FileKeyError) {
+            fresh = try cache.lease(for: Volume.nameKeyFileID) { () throws(FileKeyError) -> (SecretBytes, KeyRef) in
                 missed = true
                 do throws(FileKeyError) { return try volume.nameKeyAndVersion() } catch {
-                    record(rc: error.errno, error: error.description, key: nil)
+                    record(rc: FSError.fileKey(error).errno, error: error.description, key: nil)
                     throw error
                 }
             }
         } catch {
-            let err = error as? FileKeyError
-            FileSystem.logFailure(err?.errno ?? EIO, "the name key: \(err?.description ?? "\(error)")")
-            return .failure(err?.errno ?? EIO)
+            let failure = FSError.fileKey(error)
+            FileSystem.logFailure(failure.errno, "the name key: \(error.description)")
+            throw failure
         }
         if missed { record(rc: 0, error: nil, key: fresh.keyRef) }
         let old = lease.withLock { slot -> KeyLease? in
@@ -71,8 +71,10 @@ final class NameLayer: Sendable {
             return old
         }
         if let old { cache.unpin(old) }
-        guard case .success(let key) = fresh.key(now: monotonicNow()) else { return .failure(EACCES) }
-        return makeCodec(key, for: fresh)
+        switch fresh.key(now: monotonicNow()) {
+        case .success(let key): return try makeCodec(key, for: fresh)
+        case .failure(let refusal): throw .refused(refusal)
+        }
     }
 
     /// Forgets the codec (and OpenSSL's copy of the name key's schedule). The kill switch calls
@@ -82,13 +84,13 @@ final class NameLayer: Sendable {
     }
 
     /// The codec of `owner`'s key: built (and keyed into OpenSSL) once per lease, not per name.
-    private func makeCodec(_ key: SecretBytes, for owner: KeyLease) -> Outcome<NameCodec> {
-        if let (cachedOwner, codec) = keyedCodec.withLock({ $0 }), cachedOwner === owner { return .success(codec) }
+    private func makeCodec(_ key: SecretBytes, for owner: KeyLease) throws(FSError) -> NameCodec {
+        if let (cachedOwner, codec) = keyedCodec.withLock({ $0 }), cachedOwner === owner { return codec }
         do {
             let codec = try NameCodec(key: key)
             keyedCodec.withLock { $0 = (owner, codec) }
-            return .success(codec)
-        } catch { return .failure(EIO) }
+            return codec
+        } catch { throw .corrupt("the name key does not make a name codec: \(error)") }
     }
 
     /// Each unwrap of the name key is a key use, audited like a DEK's.
@@ -101,34 +103,33 @@ final class NameLayer: Sendable {
     }
 
     /// The id of the backing directory open at `fd`, cached on its inode.
-    func directoryID(_ dir: Node) -> Outcome<[UInt8]> {
-        if let id = dir.inode.directoryID.withLock({ $0 }) { return .success(id) }
+    func directoryID(_ dir: Node) throws(FSError) -> [UInt8] {
+        if let id = dir.inode.directoryID.withLock({ $0 }) { return id }
         do {
             let id = try DirectoryID.read(directoryFD: dir.fd)
             dir.inode.directoryID.withLock { $0 = id }
-            return .success(id)
+            return id
         } catch {
             FileSystem.logger.error("directory inode \(dir.identity.inode): \(error)")
-            return .failure(EIO)
+            throw .corrupt("directory inode \(dir.identity.inode): \(error)")
         }
     }
 
     /// The backing name of `name` in `dir`. `creating`: the entry is about to be made, so a
     /// long name's full encoding is stored first (idempotent, content-addressed).
-    func backingName(_ dir: Node, _ name: String, creating: Bool) -> (String, Int32) {
-        guard name.utf8.count <= NameCodec.maxNameLength else { return ("", ENAMETOOLONG) }
-        let codec: NameCodec, id: [UInt8]
-        switch self.codec() { case .success(let c): codec = c; case .failure(let e): return ("", e) }
-        switch directoryID(dir) { case .success(let d): id = d; case .failure(let e): return ("", e) }
+    func backingName(_ dir: Node, _ name: String, creating: Bool) throws(FSError) -> String {
+        guard name.utf8.count <= NameCodec.maxNameLength else { throw .name(.tooLong) }
+        let codec = try self.codec()
+        let id = try directoryID(dir)
         let encrypted: NameCodec.Encrypted
-        do { encrypted = try codec.encrypt(name, directoryID: id) } catch { return ("", error.errno) }
+        do { encrypted = try codec.encrypt(name, directoryID: id) } catch { throw .name(error) }
         if creating, let full = encrypted.fullName, let hash = encrypted.hash {
             do { try volume.metadata.setLongName(hash: hash, name: full) } catch {
                 FileSystem.logger.error("cannot store a long name: \(error)")
-                return ("", EIO)
+                throw .metadata(error)
             }
         }
-        return (encrypted.backingName, 0)
+        return encrypted.backingName
     }
 
     /// Drops the stored encoding of a long backing name whose entry is gone.
@@ -141,33 +142,33 @@ final class NameLayer: Sendable {
 
     /// What the backing symlink for `plain` holds: its encoding, or for a long one the long
     /// form, whose encoding is stored in meta.db first.
-    func storedTarget(_ plain: String) -> Outcome<String> {
-        let codec: NameCodec
-        switch self.codec() { case .success(let c): codec = c; case .failure(let e): return .failure(e) }
+    func storedTarget(_ plain: String) throws(FSError) -> String {
+        let codec = try self.codec()
         let encrypted: NameCodec.Encrypted
-        do { encrypted = try codec.encryptTarget(plain) } catch { return .failure(error.errno) }
+        do { encrypted = try codec.encryptTarget(plain) } catch { throw .name(error) }
         if let full = encrypted.fullName, let hash = encrypted.hash {
             do { try volume.metadata.setLongName(hash: hash, name: full) } catch {
                 FileSystem.logger.error("cannot store a long symlink target: \(error)")
-                return .failure(EIO)
+                throw .metadata(error)
             }
         }
-        return .success(encrypted.backingName)
+        return encrypted.backingName
     }
 
     /// The plaintext of a backing symlink's target (a long one through its meta.db row);
-    /// EIO when it does not decrypt or its row is missing.
-    func plainTarget(_ stored: String) -> Outcome<String> {
-        let codec: NameCodec
-        switch self.codec() { case .success(let c): codec = c; case .failure(let e): return .failure(e) }
+    /// `.corrupt` when it does not decrypt or its row is missing.
+    func plainTarget(_ stored: String) throws(FSError) -> String {
+        let codec = try self.codec()
         var encoding = stored
         if let hash = NameCodec.hash(ofLong: stored) {
             guard let full = try? volume.metadata.longName(hash: hash), (try? NameCodec.longHash(full)) == hash else {
-                return .failure(EIO)
+                throw .corrupt("the long symlink target \(stored) has no valid row in meta.db")
             }
             encoding = full
         }
-        do { return .success(try codec.decryptTarget(encoding)) } catch { return .failure(EIO) }
+        do { return try codec.decryptTarget(encoding) } catch {
+            throw .corrupt("the symlink target \(stored) does not decrypt: \(error)")
+        }
     }
 
     /// Drops the stored encoding of a long symlink target whose symlink is gone.
@@ -179,7 +180,7 @@ final class NameLayer: Sendable {
     /// The mount path of a backing path relative to data/ ("" is the root), decrypting each
     /// component; directories on the way are cached. nil when a component does not decrypt.
     func mountPath(ofBacking rel: String) -> String? {
-        guard case .success(let codec) = codec() else { return nil }
+        guard let codec = try? codec() else { return nil }
         if rel.isEmpty { return "/" }
         let parent = rel.lastIndex(of: "/").map { String(rel[..<$0]) } ?? ""
         let leaf = rel.lastIndex(of: "/").map { String(rel[rel.index(after: $0)...]) } ?? rel
@@ -208,30 +209,28 @@ final class NameLayer: Sendable {
 
     /// The backing path (relative to data/) of a mount path, walking from `rootFD`: each
     /// directory's id is read on the way. For control requests (rekey), not for FUSE traffic.
-    func backingPath(ofMount path: String, rootFD: Int32) -> (String, Int32) {
-        guard case .success(let codec) = codec() else { return ("", EACCES) }
+    /// A name key that cannot be had is answered EACCES, whatever the reason: the requester
+    /// learns that the volume's names are closed to it, not why.
+    func backingPath(ofMount path: String, rootFD: Int32) throws(FSError) -> String {
+        guard let codec = try? codec() else { throw .posix(EACCES) }
         let components = path.split(separator: "/").map(String.init)
         var out: [String] = []
         var dirFD = dup(rootFD)
-        guard dirFD >= 0 else { return ("", errno) }
+        guard dirFD >= 0 else { throw .posix(errno) }
         defer { close(dirFD) }
         for (i, name) in components.enumerated() {
-            guard let id = try? DirectoryID.read(directoryFD: dirFD) else { return ("", EIO) }
-            guard let encrypted = try? codec.encrypt(name, directoryID: id) else { return ("", EINVAL) }
+            let id: [UInt8]
+            do { id = try DirectoryID.read(directoryFD: dirFD) } catch { throw .corrupt("\(path): \(error)") }
+            // Any name that does not encrypt is not a path in the volume.
+            guard let encrypted = try? codec.encrypt(name, directoryID: id) else { throw .posix(EINVAL) }
             out.append(encrypted.backingName)
             if i < components.count - 1 {
                 let next = openat(dirFD, encrypted.backingName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard next >= 0 else { return ("", errno) }
+                guard next >= 0 else { throw .posix(errno) }
                 close(dirFD)
                 dirFD = next
             }
         }
-        return (out.joined(separator: "/"), 0)
+        return out.joined(separator: "/")
     }
-}
-
-/// A value or the errno to answer.
-enum Outcome<T> {
-    case success(T)
-    case failure(Int32)
 }

@@ -7,30 +7,27 @@ import CMKCrypto
 import CMKFormat
 
 extension FileSystem {
-    func lookup(_ dir: Node, _ name: String) -> (fuse_entry_param, Int32) {
-        let (backingName, rc) = backing(dir, name)
-        guard rc == 0 else { return (fuse_entry_param(), rc) }
-        return entry(dir, backingName)
+    func lookup(_ dir: Node, _ name: String) throws(FSError) -> fuse_entry_param {
+        try entry(dir, try backing(dir, name))
     }
 
-    func getattr(_ inode: Node) -> (stat, Int32) {
-        attributes(inode)
+    func getattr(_ inode: Node) throws(FSError) -> stat {
+        try attributes(inode)
     }
 
     /// setattr: mode, owner, size and times, in that order, then the new attributes.
-    func setattr(_ inode: Node, _ attr: stat, toSet: Int32, fh: UInt64?, caller: Caller) -> (stat, Int32) {
+    func setattr(_ inode: Node, _ attr: stat, toSet: Int32, fh: UInt64?, caller: Caller) throws(FSError) -> stat {
         if toSet & FUSE_SET_ATTR_MODE != 0 {
-            guard inode.kind != S_IFLNK else { return (stat(), EOPNOTSUPP) }
-            guard fchmodat(AT_FDCWD, inode.procPath, attr.st_mode & 0o7777, 0) == 0 else { return (stat(), errno) }
+            guard inode.kind != S_IFLNK else { throw .posix(EOPNOTSUPP) }
+            guard fchmodat(AT_FDCWD, inode.procPath, attr.st_mode & 0o7777, 0) == 0 else { throw .posix(errno) }
         }
         if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
             let uid = toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max
             let gid = toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max
-            guard fchownat(inode.fd, "", uid, gid, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (stat(), errno) }
+            guard fchownat(inode.fd, "", uid, gid, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { throw .posix(errno) }
         }
         if toSet & FUSE_SET_ATTR_SIZE != 0 {
-            let rc = truncate(inode, fh: fh, to: Int(attr.st_size), caller: caller)
-            guard rc == 0 else { return (stat(), rc) }
+            try truncate(inode, fh: fh, to: Int(attr.st_size), caller: caller)
         }
         if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
             var times = [timespec(tv_sec: 0, tv_nsec: utimeOmit), timespec(tv_sec: 0, tv_nsec: utimeOmit)]
@@ -42,64 +39,61 @@ extension FileSystem {
             let rc = inode.kind == S_IFLNK
                 ? utimensat(inode.fd, "", times, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
                 : utimensat(AT_FDCWD, inode.procPath, times, 0)
-            guard rc == 0 else { return (stat(), errno) }
+            guard rc == 0 else { throw .posix(errno) }
         }
         if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits {
             let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDONLY | O_CLOEXEC)
             if fd >= 0 { Self.killSetIDBits(fd); close(fd) }
         }
-        return attributes(inode)
+        return try attributes(inode)
     }
 
-    func mkdir(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) -> (fuse_entry_param, Int32) {
-        let (backingName, nrc) = backing(dir, name, creating: true)
-        guard nrc == 0 else { return (fuse_entry_param(), nrc) }
+    func mkdir(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) throws(FSError) -> fuse_entry_param {
+        let backingName = try backing(dir, name, creating: true)
         guard names != nil else {
-            guard mkdirat(dir.fd, backingName, mode & 0o7777) == 0 else { return (fuse_entry_param(), errno) }
+            guard mkdirat(dir.fd, backingName, mode & 0o7777) == 0 else { throw .posix(errno) }
             settle(dir, backingName, mode: mode, isDirectory: true, caller: caller)
-            return entry(dir, backingName)
+            return try entry(dir, backingName)
         }
         // Made under a hidden temporary name with its id inside, then renamed into place
         // (RENAME_NOREPLACE gives mkdir's EEXIST): no crash leaves a visible directory without
         // an id, whose entries could never be named.
         let temp = ".cmkfs-mkdir-" + hex((try? SecureRandom.bytes(8)) ?? [UInt8(truncatingIfNeeded: getpid())])
-        guard mkdirat(dir.fd, temp, mode & 0o7777) == 0 else { return (fuse_entry_param(), errno) }
+        guard mkdirat(dir.fd, temp, mode & 0o7777) == 0 else { throw .posix(errno) }
         let fd = openAt(temp, relativeTo: dir.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        var rc: Int32 = fd >= 0 ? 0 : errno
-        if rc == 0 {
-            do { try DirectoryID.create(directoryFD: fd) } catch { rc = EIO; Self.logger.error("mkdir: \(error)") }
+        var failure: FSError? = fd >= 0 ? nil : .posix(errno)
+        if failure == nil {
+            // The id file could not be written (logged): an I/O failure, whatever the call said.
+            do { try DirectoryID.create(directoryFD: fd) } catch { failure = .posix(EIO); Self.logger.error("mkdir: \(error)") }
             close(fd)
         }
-        if rc == 0 {
+        if failure == nil {
             settle(dir, temp, mode: mode, isDirectory: true, caller: caller)
-            if cmkfs_renameat2(dir.fd, temp, dir.fd, backingName, UInt32(RENAME_NOREPLACE)) != 0 { rc = errno }
+            if cmkfs_renameat2(dir.fd, temp, dir.fd, backingName, UInt32(RENAME_NOREPLACE)) != 0 { failure = .posix(errno) }
         }
-        guard rc == 0 else {
+        if let failure {
             _ = unlinkat(dir.fd, temp + "/" + NameCodec.directoryIDFile, 0)
             _ = unlinkat(dir.fd, temp, AT_REMOVEDIR)
-            return (fuse_entry_param(), rc)
+            throw failure
         }
-        return entry(dir, backingName)
+        return try entry(dir, backingName)
     }
 
-    func rmdir(_ dir: Node, _ name: String) -> Int32 {
-        let (backingName, nrc) = backing(dir, name)
-        guard nrc == 0 else { return nrc }
-        guard let names else { return unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 ? 0 : errno }
-        let fd: Int32, id: [UInt8]?
-        switch emptyDirectoryIDFile(dir, backingName) {
-        case .success(let found): (fd, id) = found
-        case .failure(let e): return e
+    func rmdir(_ dir: Node, _ name: String) throws(FSError) {
+        let backingName = try backing(dir, name)
+        guard let names else {
+            guard unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 else { throw .posix(errno) }
+            return
         }
+        let (fd, id) = try emptyDirectoryIDFile(dir, backingName)
         defer { close(fd) }
         guard unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 else {
             let rc = errno
             if let id { _ = try? DirectoryID.create(directoryFD: fd, id: id) }
-            return rc
+            throw .posix(rc)
         }
         names.forget(backingName)
         names.directoriesChanged()
-        return 0
     }
 
     /// Removes the id file of the backing directory `name` in `dir` if that file is all it
@@ -107,54 +101,52 @@ extension FileSystem {
     /// back if the removal or replacement that needed this fails. ENOTEMPTY otherwise. The kernel
     /// holds the directory's lock for an rmdir or a rename onto it, so no entry can appear in it
     /// meanwhile.
-    func emptyDirectoryIDFile(_ dir: Node, _ name: String) -> Outcome<(fd: Int32, id: [UInt8]?)> {
+    func emptyDirectoryIDFile(_ dir: Node, _ name: String) throws(FSError) -> (fd: Int32, id: [UInt8]?) {
         let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return .failure(errno) }
+        guard fd >= 0 else { throw .posix(errno) }
         let listing = DirectoryListing(fd: dup(fd))
-        guard listing.refresh() == 0 else { close(fd); return .failure(EIO) }
+        // Whatever stopped the listing, the directory cannot be shown empty: EIO, as before.
+        guard (try? listing.refresh()) != nil else { close(fd); throw .posix(EIO) }
         guard listing.entries.allSatisfy({ [".", "..", NameCodec.directoryIDFile].contains($0.name) }) else {
             close(fd)
-            return .failure(ENOTEMPTY)
+            throw .posix(ENOTEMPTY)
         }
         let id = try? DirectoryID.read(directoryFD: fd)
         _ = unlinkat(fd, NameCodec.directoryIDFile, 0)
-        return .success((fd, id))
+        return (fd, id)
     }
 
     /// Removing a file's last link also removes its key rows (in the next batch, see
     /// `PendingForgets`): the DEK is gone with the file. An open handle keeps its unwrapped key
     /// until it is closed.
-    func unlink(_ dir: Node, _ name: String) -> Int32 {
-        let (backingName, nrc) = backing(dir, name)
-        guard nrc == 0 else { return nrc }
-        return namespaceLock.withLock { _ in
+    func unlink(_ dir: Node, _ name: String) throws(FSError) {
+        let backingName = try backing(dir, name)
+        try namespaceLock.withLock { _ throws(FSError) in
             let file = bindsNames ? regularFileID(dir, backingName) : lastLinkFileID(dir, backingName).map { ($0, true) }
             let longTarget = lastLinkLongTarget(dir, backingName)
-            let (st, _) = lstat(dir, backingName)
-            guard unlinkat(dir.fd, backingName, 0) == 0 else { return errno }
+            let st = lstat(dir, backingName) ?? stat()
+            guard unlinkat(dir.fd, backingName, 0) == 0 else { throw .posix(errno) }
             if let file, file.last { forgets.add(file.id) }
             // Another link remains: only this entry's binding goes.
             if let file, !file.last, let link = entryLink(dir, backingName) {
-                _ = changeBindings(add: [], remove: [(file.id, link)])
+                try? changeBindings(add: [], remove: [(file.id, link)])
                 entryRemoved(InodeIdentity(st), link)
             }
             if let longTarget { names?.forgetTarget(longTarget) }
             names?.forget(backingName)
-            return 0
         }
     }
 
-    func rename(_ dir: Node, _ plainName: String, _ newDir: Node, _ plainNewName: String, flags: UInt32) -> Int32 {
-        let (name, nrc) = backing(dir, plainName)
-        guard nrc == 0 else { return nrc }
-        let (newName, mrc) = backing(newDir, plainNewName, creating: true)
-        guard mrc == 0 else { return mrc }
-        return namespaceLock.withLock { _ in
+    func rename(_ dir: Node, _ plainName: String, _ newDir: Node, _ plainNewName: String, flags: UInt32) throws(FSError) {
+        let name = try backing(dir, plainName)
+        let newName = try backing(newDir, plainNewName, creating: true)
+        try namespaceLock.withLock { _ throws(FSError) in
             var replaced: FileID?, replacedTarget: String?
-            let (src, rc) = lstat(dir, name)
-            let (dst, drc) = lstat(newDir, newName)
-            if flags & UInt32(RENAME_EXCHANGE) == 0,
-               rc == 0, drc == 0, !(src.st_ino == dst.st_ino && src.st_dev == dst.st_dev) {
+            let src = lstat(dir, name), dst = lstat(newDir, newName)
+            // Both exist and are not one inode (a rename onto another name of itself changes nothing).
+            var distinct = false
+            if let src, let dst { distinct = !(src.st_ino == dst.st_ino && src.st_dev == dst.st_dev) }
+            if flags & UInt32(RENAME_EXCHANGE) == 0, distinct {
                 replaced = lastLinkFileID(newDir, newName)
                 replacedTarget = lastLinkLongTarget(newDir, newName)
             }
@@ -162,28 +154,21 @@ extension FileSystem {
             // file is all that keeps its backing directory from being empty, so it goes first
             // and comes back if the rename fails.
             var victimID: (fd: Int32, id: [UInt8]?)?
-            if names != nil, flags & UInt32(RENAME_EXCHANGE | RENAME_NOREPLACE) == 0, rc == 0, drc == 0,
-               (src.st_mode & S_IFMT) == S_IFDIR, (dst.st_mode & S_IFMT) == S_IFDIR,
-               !(src.st_ino == dst.st_ino && src.st_dev == dst.st_dev) {
-                switch emptyDirectoryIDFile(newDir, newName) {
-                case .success(let found): victimID = found
-                case .failure(let e): return e
-                }
+            if names != nil, flags & UInt32(RENAME_EXCHANGE | RENAME_NOREPLACE) == 0, distinct, let src, let dst,
+               (src.st_mode & S_IFMT) == S_IFDIR, (dst.st_mode & S_IFMT) == S_IFDIR {
+                victimID = try emptyDirectoryIDFile(newDir, newName)
             }
             defer { if let victimID { close(victimID.fd) } }
-            let bindings = renameBindings(dir, name, src: rc == 0 ? src : nil, newDir, newName, dst: drc == 0 ? dst : nil,
+            let bindings = renameBindings(dir, name, src: src, newDir, newName, dst: dst,
                                           exchange: flags & UInt32(RENAME_EXCHANGE) != 0)
-            if !bindings.add.isEmpty {
-                let brc = changeBindings(add: bindings.add)
-                guard brc == 0 else { return brc }
-            }
+            if !bindings.add.isEmpty { try changeBindings(add: bindings.add) }
             guard cmkfs_renameat2(dir.fd, name, newDir.fd, newName, flags) == 0 else {
                 let e = errno
                 if let victimID { _ = try? DirectoryID.create(directoryFD: victimID.fd, id: victimID.id) }
-                _ = changeBindings(add: [], remove: bindings.add)
-                return e
+                try? changeBindings(add: [], remove: bindings.add)
+                throw .posix(e)
             }
-            _ = changeBindings(add: [], remove: bindings.remove)
+            try? changeBindings(add: [], remove: bindings.remove)
             if let (identity, link) = bindings.replaced { entryRemoved(identity, link) }
             for (identity, link) in bindings.moved {
                 inodes.inode(for: identity)?.entryLink.withLock { $0 = (link, link) }
@@ -194,106 +179,98 @@ extension FileSystem {
                 // An exchange keeps both names; a move frees the old one. A directory's backing
                 // name changed: cached audit paths may be stale.
                 if flags & UInt32(RENAME_EXCHANGE) == 0 && name != newName { names.forget(name) }
-                if (src.st_mode & S_IFMT) == S_IFDIR || (drc == 0 && (dst.st_mode & S_IFMT) == S_IFDIR) {
+                if [src, dst].contains(where: { $0.map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false }) {
                     names.directoriesChanged()
                 }
             }
-            return 0
         }
     }
 
-    func link(_ inode: Node, _ newDir: Node, _ plainNewName: String) -> (fuse_entry_param, Int32) {
-        let (newName, nrc) = backing(newDir, plainNewName, creating: true)
-        guard nrc == 0 else { return (fuse_entry_param(), nrc) }
-        let rc: Int32 = namespaceLock.withLock { _ in
+    func link(_ inode: Node, _ newDir: Node, _ plainNewName: String) throws(FSError) -> fuse_entry_param {
+        let newName = try backing(newDir, plainNewName, creating: true)
+        try namespaceLock.withLock { _ throws(FSError) in
             // The new entry's binding first: a crash leaves a stale row, never an unbound entry.
             var bound: (FileID, EntryLink)?
             // An existing name (the kernel looked first; the directory is locked) keeps its row.
-            if lstat(newDir, newName).1 == 0 { return EEXIST }
+            if lstat(newDir, newName) != nil { throw .posix(EEXIST) }
             if bindsNames, inode.kind == S_IFREG, let link = entryLink(newDir, newName) {
                 let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDONLY | O_CLOEXEC | CMKFS_O_NOATIME)
                 let id = fd >= 0 ? try? ContentFile.readFileID(fd: fd) : nil
                 if fd >= 0 { close(fd) }
                 if let id {
-                    let brc = changeBindings(add: [(id, link)])
-                    guard brc == 0 else { return brc }
+                    try changeBindings(add: [(id, link)])
                     bound = (id, link)
                 }
             }
             // Through /proc with AT_SYMLINK_FOLLOW: links the very object the descriptor names.
             guard linkat(AT_FDCWD, inode.procPath, newDir.fd, newName, AT_SYMLINK_FOLLOW) == 0 else {
                 let e = errno
-                if let bound { _ = changeBindings(add: [], remove: [bound]) }
-                return e
+                if let bound { try? changeBindings(add: [], remove: [bound]) }
+                throw .posix(e)
             }
-            return 0
         }
-        guard rc == 0 else { return (fuse_entry_param(), rc) }
-        return entry(newDir, newName)
+        return try entry(newDir, newName)
     }
 
-    func symlink(target plainTarget: String, _ dir: Node, _ plainName: String, caller: Caller) -> (fuse_entry_param, Int32) {
-        guard plainTarget != LowLevelCallbacks.invalidName else { return (fuse_entry_param(), EILSEQ) }
-        let (name, nrc) = backing(dir, plainName, creating: true)
-        guard nrc == 0 else { return (fuse_entry_param(), nrc) }
+    func symlink(target plainTarget: String, _ dir: Node, _ plainName: String, caller: Caller) throws(FSError) -> fuse_entry_param {
+        guard plainTarget != LowLevelCallbacks.invalidName else { throw .posix(EILSEQ) }
+        let name = try backing(dir, plainName, creating: true)
         var target = plainTarget
-        if let names {
-            switch names.storedTarget(plainTarget) {
-            case .success(let stored): target = stored
-            case .failure(let rc): return (fuse_entry_param(), rc)
-            }
-        }
+        if let names { target = try names.storedTarget(plainTarget) }
         guard symlinkat(target, dir.fd, name) == 0 else {
             let rc = errno
             names?.forgetTarget(target)
-            return (fuse_entry_param(), rc)
+            throw .posix(rc)
         }
         settleSymlink(dir, name, caller: caller)
-        return entry(dir, name)
+        return try entry(dir, name)
     }
 
-    func readlink(_ inode: Node) -> (String, Int32) {
-        switch target(ofSymlink: inode.fd) {
-        case .success(let target): return (target, 0)
-        case .failure(let rc):
-            if rc == EIO { Self.logger.error("symlink inode \(inode.identity.inode): its target does not decrypt") }
-            return ("", rc)
+    func readlink(_ inode: Node) throws(FSError) -> String {
+        do { return try target(ofSymlink: inode.fd) } catch {
+            if error.errno == EIO { Self.logger.error("symlink inode \(inode.identity.inode): its target does not decrypt") }
+            throw error
         }
     }
 
     /// The plaintext target of the symlink open at `fd` (`CMKFS_O_PATH`).
-    func target(ofSymlink fd: Int32) -> Outcome<String> {
+    func target(ofSymlink fd: Int32) throws(FSError) -> String {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlinkat(fd, "", &buffer, buffer.count - 1)
-        guard n >= 0 else { return .failure(errno) }
+        guard n >= 0 else { throw .posix(errno) }
         let stored = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let names else { return .success(stored) }
-        return names.plainTarget(stored)
+        guard let names else { return stored }
+        return try names.plainTarget(stored)
     }
 
     /// FIFOs, sockets and device nodes are made as they are in the backing tree; a regular file
     /// gets a key like `create`. A device node needs CAP_MKNOD, as on ext4 (the kernel checks it
     /// too); the mount is `nodev`, so no node is ever opened as a device through cmkfs
     /// (docs/on-disk-format.md, "Special files").
-    func mknod(_ dir: Node, _ plainName: String, mode: mode_t, rdev: dev_t, caller: Caller) -> (fuse_entry_param, Int32) {
+    func mknod(_ dir: Node, _ plainName: String, mode: mode_t, rdev: dev_t, caller: Caller) throws(FSError) -> fuse_entry_param {
         let type = mode & S_IFMT
-        guard [S_IFIFO, S_IFSOCK, S_IFREG, S_IFCHR, S_IFBLK].contains(type) else { return (fuse_entry_param(), EINVAL) }
+        guard [S_IFIFO, S_IFSOCK, S_IFREG, S_IFCHR, S_IFBLK].contains(type) else { throw .posix(EINVAL) }
         let device = type == S_IFCHR || type == S_IFBLK
-        if device && !Self.mayMakeDevices(caller) { return (fuse_entry_param(), EPERM) }
-        let (name, nrc) = backing(dir, plainName, creating: true)
-        guard nrc == 0 else { return (fuse_entry_param(), nrc) }
+        if device && !Self.mayMakeDevices(caller) { throw .posix(EPERM) }
+        let name = try backing(dir, plainName, creating: true)
         guard type == S_IFREG else {
-            guard mknodat(dir.fd, name, mode, device ? rdev : 0) == 0 else { return (fuse_entry_param(), errno) }
+            guard mknodat(dir.fd, name, mode, device ? rdev : 0) == 0 else { throw .posix(errno) }
             settle(dir, name, mode: mode, isDirectory: false, caller: caller)
-            return entry(dir, name)
+            return try entry(dir, name)
         }
         var use = KeyUse("create", caller: caller)
-        let (file, rc) = createFile(dir, name, mode: mode, caller: caller, use: &use)
-        let arc = audit("create", use, rc: rc, path: mountPath(dir, plainName), caller: caller, detail: "mknod")
-        guard let file else { return (fuse_entry_param(), rc) }
+        let file: OpenFile
+        do { file = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
+            audit("create", use, failure: error, path: mountPath(dir, plainName), caller: caller, detail: "mknod")
+            throw error
+        }
         defer { openFiles.release(file, cache: cache) }
-        if arc != 0 { unlinkat(dir.fd, name, 0); try? volume.forgetFile(file.file.fileID); return (fuse_entry_param(), arc) }
-        return entry(for: file, link: entryLink(dir, name))
+        do { try audit("create", use, path: mountPath(dir, plainName), caller: caller, detail: "mknod") } catch {
+            unlinkat(dir.fd, name, 0)
+            try? volume.forgetFile(file.file.fileID)
+            throw error
+        }
+        return try entry(for: file, link: entryLink(dir, name))
     }
 
     /// Whether the calling process holds CAP_MKNOD (its effective set in /proc; uid 0 when the
@@ -307,13 +284,13 @@ extension FileSystem {
         return caps & (1 << capMknod) != 0
     }
 
-    func statfs(_ inode: Node) -> (statvfs, Int32) {
+    func statfs(_ inode: Node) throws(FSError) -> statvfs {
         var st = statvfs()
-        guard fstatvfs(inode.fd, &st) == 0 else { return (st, errno) }
+        guard fstatvfs(inode.fd, &st) == 0 else { throw .posix(errno) }
         // Names up to Linux's 255 bytes work even when the backing filesystem's limit is lower
         // than their encoding: long encodings are stored by hash (NameCodec).
         st.f_namemax = UInt(NameCodec.maxNameLength)
-        return (st, 0)
+        return st
     }
 }
 

@@ -12,25 +12,26 @@ import CMKVolume
 /// `OpenFile` of the inode). A flush or revocation during the re-encryption stops it.
 extension FileSystem {
     /// Rekeys the regular file at `relativePath` (under the backing root, as the mount shows
-    /// it); returns 0 or an errno with a message. `requester` is the control-socket peer.
+    /// it); returns 0 or an errno with a message. `requester` is the control-socket peer. The
+    /// control socket's edge: the errno comes from `FSError.errno`, like a FUSE reply's.
     public func rekey(relativePath: String, requester: (uid: uid_t, gid: gid_t, pid: pid_t)) -> (Int32, String?) {
         let path = relativePath.drop { $0 == "/" }
         guard !path.isEmpty, !path.split(separator: "/").contains("..") else { return (EINVAL, "not a path inside the volume: \(relativePath)") }
         // The control request names the file as the mount shows it; the backing path may differ.
         var backingPath = String(path)
         if let names {
-            let (mapped, rc) = names.backingPath(ofMount: backingPath, rootFD: rootFD)
-            guard rc == 0 else { return (rc, "/\(path): \(String(cString: strerror(rc)))") }
-            backingPath = mapped
+            do { backingPath = try names.backingPath(ofMount: backingPath, rootFD: rootFD) } catch {
+                return (error.errno, "/\(path): \(String(cString: strerror(error.errno)))")
+            }
         }
         let fd = openAt(backingPath, relativeTo: rootFD, flags: O_RDWR | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { let e = errno; return (e, "/\(path): \(String(cString: strerror(e)))") }
         let caller = Caller(uid: requester.uid, gid: requester.gid, pid: requester.pid)
         var use = KeyUse("rekey", caller: caller)
-        let (shared, rc) = acquire(fd: fd, label: "/\(path)", use: &use)
-        guard let file = shared else {
-            _ = audit("rekey", use, rc: rc, path: "/\(path)", caller: caller)
-            return (rc, "/\(path): \(use.error ?? String(cString: strerror(rc)))")
+        let file: OpenFile
+        do { file = try acquire(fd: fd, label: "/\(path)", use: &use) } catch {
+            audit("rekey", use, failure: error, path: "/\(path)", caller: caller)
+            return (error.errno, "/\(path): \(use.error ?? String(cString: strerror(error.errno)))")
         }
         defer { openFiles.release(file, cache: cache) }
         let oldRef = use.key
@@ -39,13 +40,14 @@ extension FileSystem {
         let prepared: PreparedRekey
         do throws(FileKeyError) { prepared = try volume.prepareRekey(fileID: file.file.fileID) } catch {
             Self.logger.error("rekey /\(path): \(error)")
-            _ = audit("rekey", use, rc: error.errno, error: error.description, path: "/\(path)", caller: caller)
-            return (error.errno, "/\(path): \(error.description)")
+            let failure = FSError.fileKey(error)
+            audit("rekey", use, failure: failure, error: error.description, path: "/\(path)", caller: caller)
+            return (failure.errno, "/\(path): \(error.description)")
         }
-        let outcome: Result<KeyRef, FileKeyError> = file.content.withWriteLock { () -> Result<KeyRef, FileKeyError> in
+        let outcome: Result<KeyRef, FSError> = file.content.withWriteLock { () -> Result<KeyRef, FSError> in
             let oldKey: SecretBytes
-            do throws(FileOpError) { oldKey = try file.key() } catch {
-                return .failure(FileKeyError(errno: error.errno, description: error.description))
+            do throws(FSError) { oldKey = try file.key() } catch {
+                return .failure(error)
             }
             let oldLease = file.lease
             do throws(FileKeyError) {
@@ -56,18 +58,20 @@ extension FileSystem {
                 file.lease = cache.replace(fileID: file.file.fileID.bytes, key: newKey, keyRef: ref)
                 cache.unpin(old)
                 return .success(ref)
-            } catch { return .failure(error) }
+            } catch { return .failure(.fileKey(error)) }
         }
         switch outcome {
         case .success(let ref):
             use.key = ref
             use.cache = "new"
-            let arc = audit("rekey", use, rc: 0, path: "/\(path)", caller: caller,
-                            detail: "re-encrypted under a new data key" + (oldRef.map { " (was under \($0))" } ?? ""))
-            return (arc, arc == 0 ? nil : "/\(path): rekeyed, but its audit record could not be written")
+            do {
+                try audit("rekey", use, path: "/\(path)", caller: caller,
+                          detail: "re-encrypted under a new data key" + (oldRef.map { " (was under \($0))" } ?? ""))
+            } catch { return (error.errno, "/\(path): rekeyed, but its audit record could not be written") }
+            return (0, nil)
         case .failure(let error):
             Self.logger.error("rekey /\(path): \(error)")
-            _ = audit("rekey", use, rc: error.errno, error: error.description, path: "/\(path)", caller: caller)
+            audit("rekey", use, failure: error, error: error.description, path: "/\(path)", caller: caller)
             return (error.errno, "/\(path): \(error.description)")
         }
     }

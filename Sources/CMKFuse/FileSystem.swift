@@ -11,8 +11,8 @@ import CMKKeys
 import CMKVolume
 
 /// The mounted filesystem's state: the volume, the inode table over the backing tree, open files
-/// and handles. Operations return 0 or a positive errno (or a value and an errno); only
-/// `LowLevelCallbacks` replies to the kernel.
+/// and handles. Operations return their value or throw an `FSError`; only `LowLevelCallbacks`
+/// replies to the kernel, with the errno `FSError.errno` decides.
 public final class FileSystem: Sendable {
     let volume: Volume
     /// The backing tree's root: the root inode's descriptor and the mount descriptor
@@ -67,8 +67,11 @@ public final class FileSystem: Sendable {
         scratch = ScratchPool(layout: volume.layout)
         forgets = PendingForgets(volume: volume)
         // The name key is unwrapped (and audited) now rather than by the first lookup.
-        if let names, case .failure(let rc) = names.codec() {
-            throw CMKError(rc == EACCES ? .keyUnavailable : .io, "cannot unwrap the name key of \(volume.path) (errno \(rc)); see the log above")
+        if let names {
+            do { _ = try names.codec() } catch {
+                throw CMKError(error.errno == EACCES ? .keyUnavailable : .io,
+                               "cannot unwrap the name key of \(volume.path) (errno \(error.errno)); see the log above")
+            }
         }
         cache.onDrop { [weak self] in self?.cutOpenFiles($0) }
         // A rekey cut short by a crash leaves a file half re-encrypted: finish it before serving.
@@ -81,9 +84,13 @@ public final class FileSystem: Sendable {
 
     /// Opens `node` for one request and runs `body`; ESTALE when the node is unknown or its
     /// backing object is gone.
-    func withNode<R>(_ node: UInt64, stale: R, _ body: (Node) -> R) -> R {
-        guard let inode = inodes.get(node) else { return stale }
-        return inode.withDescriptor(mountFD: rootFD) { fd in body(Node(inode: inode, fd: fd)) } ?? stale
+    func withNode<R>(_ node: UInt64, _ body: (Node) throws(FSError) -> R) throws(FSError) -> R {
+        guard let inode = inodes.get(node) else { throw .posix(ESTALE) }
+        let result = inode.withDescriptor(mountFD: rootFD) { fd in
+            Result { () throws(FSError) -> R in try body(Node(inode: inode, fd: fd)) }
+        }
+        guard let result else { throw .posix(ESTALE) }
+        return try result.get()
     }
 
     /// The kill switch inside the mount: drops the cached DEKs under `keyID` (or all); the cache
@@ -165,40 +172,40 @@ public final class FileSystem: Sendable {
     /// An encrypted symlink's size is its plaintext target's length, as lstat(2) promises
     /// (tools size their readlink buffer by it): one readlink and one decryption.
     func presentSymlink(_ fd: Int32, _ st: inout stat) {
-        guard names != nil, (st.st_mode & S_IFMT) == S_IFLNK, case .success(let target) = target(ofSymlink: fd) else { return }
+        guard names != nil, (st.st_mode & S_IFMT) == S_IFLNK, let target = try? target(ofSymlink: fd) else { return }
         st.st_size = off_t(target.utf8.count)
     }
 
     /// The attributes of an inode, as applications see them.
-    func attributes(_ inode: Node) -> (stat, Int32) {
+    func attributes(_ inode: Node) throws(FSError) -> stat {
         var st = stat()
-        guard fstatat(inode.fd, "", &st, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { return (st, errno) }
+        guard fstatat(inode.fd, "", &st, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { throw .posix(errno) }
         present(&st)
         presentSymlink(inode.fd, &st)
-        return (st, 0)
+        return st
     }
 
-    func lstat(_ dir: Node, _ name: String) -> (stat, Int32) {
+    /// The backing attributes of `name` in `dir`, or nil when it cannot be stat'ed (absent).
+    func lstat(_ dir: Node, _ name: String) -> stat? {
         var st = stat()
-        let rc = fstatat(dir.fd, name, &st, AT_SYMLINK_NOFOLLOW)
-        return (st, rc == 0 ? 0 : errno)
+        return fstatat(dir.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st : nil
     }
 
-    /// The backing name of the plaintext `name` in `dir` (itself on a plaintext-names volume), or
-    /// the errno to answer. `creating`: the caller is about to make the entry.
-    func backing(_ dir: Node, _ name: String, creating: Bool = false) -> (String, Int32) {
-        guard name != LowLevelCallbacks.invalidName else { return ("", EILSEQ) }
-        guard let names else { return (name, 0) }
-        return names.backingName(dir, name, creating: creating)
+    /// The backing name of the plaintext `name` in `dir` (itself on a plaintext-names volume).
+    /// `creating`: the caller is about to make the entry.
+    func backing(_ dir: Node, _ name: String, creating: Bool = false) throws(FSError) -> String {
+        guard name != LowLevelCallbacks.invalidName else { throw .posix(EILSEQ) }
+        guard let names else { return name }
+        return try names.backingName(dir, name, creating: creating)
     }
 
     /// An entry reply for `name` in `dir`: one more lookup of its inode, and its attributes.
-    func entry(_ dir: Node, _ name: String) -> (fuse_entry_param, Int32) {
+    func entry(_ dir: Node, _ name: String) throws(FSError) -> fuse_entry_param {
         var e = fuse_entry_param()
         let fd = openAt(name, relativeTo: dir.fd, flags: CMKFS_O_PATH | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return (e, errno) }
+        guard fd >= 0 else { throw .posix(errno) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { let err = errno; close(fd); return (e, err) }
+        guard fstat(fd, &st) == 0 else { let err = errno; close(fd); throw .posix(err) }
         presentSymlink(fd, &st)
         e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: st.st_mode & S_IFMT)
         if (st.st_mode & S_IFMT) == S_IFREG, let inode = inodes.get(e.ino) { noteEntry(inode, entryLink(dir, name)) }
@@ -206,48 +213,46 @@ public final class FileSystem: Sendable {
         e.attr = st
         e.attr_timeout = Self.cacheSeconds
         e.entry_timeout = Self.cacheSeconds
-        return (e, 0)
+        return e
     }
 
     // MARK: opening files
 
     /// Opens the regular file `inode` and returns its shared state with a new reference.
-    func acquire(_ inode: Node, use: inout KeyUse) -> (OpenFile?, Int32) {
-        guard inode.kind == S_IFREG else { return (nil, inode.kind == S_IFDIR ? EISDIR : EINVAL) }
+    func acquire(_ inode: Node, use: inout KeyUse) throws(FSError) -> OpenFile {
+        guard inode.kind == S_IFREG else { throw .posix(inode.kind == S_IFDIR ? EISDIR : EINVAL) }
         // CMKFS_O_NOATIME until the header is read: opening a file does not make it accessed.
         let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDWR | O_CLOEXEC | CMKFS_O_NOATIME)
-        guard fd >= 0 else { return (nil, errno) }
-        let (file, rc) = acquire(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
-        guard let file else { return (nil, rc) }
-        let brc = checkBinding(inode.inode, file.file.fileID)
-        guard brc == 0 else {
+        guard fd >= 0 else { throw .posix(errno) }
+        let file = try acquire(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
+        do { try checkBinding(inode.inode, file.file.fileID) } catch {
             use.error = "the file is not bound to this name (moved, copied or swapped behind the mount's back)"
             openFiles.release(file, cache: cache)
-            return (nil, brc)
+            throw error
         }
-        return (file, 0)
+        return file
     }
 
     /// Shares or builds the `OpenFile` for the inode behind `fd` (consumed).
-    func acquire(fd: Int32, label: String, use: inout KeyUse) -> (OpenFile?, Int32) {
+    func acquire(fd: Int32, label: String, use: inout KeyUse) throws(FSError) -> OpenFile {
         var st = stat()
-        guard fstat(fd, &st) == 0 else { let e = errno; close(fd); return (nil, e) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); return (nil, EINVAL) }
+        guard fstat(fd, &st) == 0 else { let e = errno; close(fd); throw .posix(e) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); throw .posix(EINVAL) }
         let identity = InodeIdentity(st)
         if let existing = openFiles.retain(identity) {
             close(fd)
             use.fileID = existing.file.fileID
             use.key = existing.content.withReadLock { existing.lease.keyRef }
-            let rc = revive(existing, use: &use)
-            if rc != 0 { openFiles.release(existing, cache: cache); return (nil, rc) }
-            return (existing, 0)
+            do { try revive(existing, use: &use) } catch { openFiles.release(existing, cache: cache); throw error }
+            return existing
         }
         // Unwrapping may call out to the key provider: no lock is held here.
         let fileID: FileID
         do { fileID = try ContentFile.readFileID(fd: fd); use.fileID = fileID } catch {
-            Self.logFailure(error.errno, "\(label): \(error)")
+            let failure = FSError.content(error)
+            Self.logFailure(failure.errno, "\(label): \(error)")
             close(fd)
-            return (nil, error.errno)
+            throw failure
         }
         // Applications' reads through this descriptor update the access time, as they would locally.
         let flags = fcntl(fd, F_GETFL)
@@ -255,13 +260,14 @@ public final class FileSystem: Sendable {
         let lease: KeyLease
         do { lease = try leaseKey(fileID, use: &use) } catch {
             use.error = error.description
-            Self.logFailure(error.errno, "\(label): cannot get the data key of file \(fileID): \(error)")
+            let failure = FSError.fileKey(error)
+            Self.logFailure(failure.errno, "\(label): cannot get the data key of file \(fileID): \(error)")
             close(fd)
-            return (nil, error.errno)
+            throw failure
         }
         let file = OpenFile(fd: fd, file: ContentFile(fd: fd, fileID: fileID, layout: volume.layout), lease: lease,
                             identity: identity, size: volume.layout.displaySize(backingSize: Int(st.st_size)))
-        return (register(file), 0)
+        return register(file)
     }
 
     /// The DEK's lease from the cache; a miss unwraps through the provider (no lock held).
@@ -272,19 +278,15 @@ public final class FileSystem: Sendable {
             use.cache = missed ? "miss" : "hit"
             if missed { use.request = request }
         }
-        do {
-            let lease = try cache.lease(for: fileID.bytes) { () throws -> (SecretBytes, KeyRef) in
-                missed = true
-                request = keyRequest(for: use)
-                return try volume.fileKeyAndVersion(fileID, request: request)
-            }
-            use.key = lease.keyRef
-            // Debug, not info: one line per key-provider call (at most one per file per TTL).
-            if missed { Self.logger.debug("unwrapped the data key of file \(fileID) under \(lease.keyRef)") }
-            return lease
-        } catch let error as FileKeyError { throw error } catch {
-            throw FileKeyError(errno: EIO, description: "\(error)")
+        let lease = try cache.lease(for: fileID.bytes) { () throws(FileKeyError) -> (SecretBytes, KeyRef) in
+            missed = true
+            request = keyRequest(for: use)
+            return try volume.fileKeyAndVersion(fileID, request: request)
         }
+        use.key = lease.keyRef
+        // Debug, not info: one line per key-provider call (at most one per file per TTL).
+        if missed { Self.logger.debug("unwrapped the data key of file \(fileID) under \(lease.keyRef)") }
+        return lease
     }
 
     /// Inserts a new open file, or joins the entry another thread inserted first.
@@ -297,13 +299,14 @@ public final class FileSystem: Sendable {
     /// A new open of a file whose lease was flushed (revocation, expiry) asks the provider
     /// again; handles opened before the flush share this open file, so they read again too once
     /// the new open got the key (until then they stay cut).
-    private func revive(_ file: OpenFile, use: inout KeyUse) -> Int32 {
-        guard !file.content.withReadLock({ file.lease.isLive }) else { return 0 }
+    private func revive(_ file: OpenFile, use: inout KeyUse) throws(FSError) {
+        guard !file.content.withReadLock({ file.lease.isLive }) else { return }
         let fresh: KeyLease
         do { fresh = try leaseKey(file.file.fileID, use: &use) } catch {
             use.error = error.description
-            Self.logFailure(error.errno, "file \(file.file.fileID): cannot get the data key: \(error)")
-            return error.errno
+            let failure = FSError.fileKey(error)
+            Self.logFailure(failure.errno, "file \(file.file.fileID): cannot get the data key: \(error)")
+            throw failure
         }
         let old = file.content.withWriteLock { () -> KeyLease in
             let old = file.lease
@@ -311,7 +314,6 @@ public final class FileSystem: Sendable {
             return old
         }
         cache.unpin(old)
-        return 0
     }
 
     /// Creates a new encrypted file, atomically: the backing file is made unnamed (O_TMPFILE),
@@ -319,33 +321,32 @@ public final class FileSystem: Sendable {
     /// A crash at any point leaves either nothing under `name` (at worst an orphan key row, which
     /// fsck removes) or a complete file — never a name whose backing file has no header or no
     /// key. Returns the shared state of the new file.
-    func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller, use: inout KeyUse) -> (OpenFile?, Int32) {
+    func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller, use: inout KeyUse) throws(FSError) -> OpenFile {
         // No existence check here: the kernel looked the name up before calling create, and the
         // link below answers EEXIST if another creator got there first.
         let fd = openAt(".", relativeTo: dir.fd, flags: O_RDWR | CMKFS_O_TMPFILE | O_CLOEXEC, mode: mode & 0o7777)
-        guard fd >= 0 else { return (nil, errno) }
+        guard fd >= 0 else { throw .posix(errno) }
         settle(fd: fd, in: dir, mode: mode, caller: caller)
         let fileID: FileID
         do { fileID = try FileID.random() } catch {
-            return abandon(fd, nil, EIO)
+            throw abandon(fd, nil, .posix(EIO))
         }
         use.fileID = fileID
         use.cache = "new"
         use.key = volume.activeKey
         let lease: KeyLease
-        do {
+        do throws(FileKeyError) {
             // The first name's binding is committed with the key, before the name exists.
             let request = keyRequest(for: use)
             use.request = request
             let (key, ref) = try volume.createFileKey(fileID, linkTag: entryLink(dir, name).flatMap { bindingTag(fileID, $0) },
                                                       request: request)
             use.key = ref
-            lease = try cache.lease(for: fileID.bytes) { (key, ref) }
-        } catch let error as FileKeyError {
-            Self.logFailure(error.errno, "\(name): cannot create a data key: \(error)")
-            return abandon(fd, nil, error.errno)
+            lease = cache.lease(for: fileID.bytes) { (key, ref) }
         } catch {
-            return abandon(fd, fileID, EIO)
+            let failure = FSError.fileKey(error)
+            Self.logFailure(failure.errno, "\(name): cannot create a data key: \(error)")
+            throw abandon(fd, nil, failure)
         }
         // The key row is committed, the file has no header yet: the moment a crash used to
         // leave a name that could not be opened.
@@ -353,31 +354,31 @@ public final class FileSystem: Sendable {
         let content = ContentFile(fd: fd, fileID: fileID, layout: volume.layout)
         do { try content.writeHeader() } catch {
             cache.unpin(lease)
-            return abandon(fd, fileID, error.errno)
+            throw abandon(fd, fileID, .content(error))
         }
         // linkat through /proc/self/fd (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
         guard linkat(AT_FDCWD, "/proc/self/fd/\(fd)", dir.fd, name, AT_SYMLINK_FOLLOW) == 0 else {
             let e = errno
             cache.unpin(lease)
-            return abandon(fd, fileID, e)
+            throw abandon(fd, fileID, .posix(e))
         }
         var st = stat()
         fstat(fd, &st)
         let file = OpenFile(fd: fd, file: content, lease: lease, identity: InodeIdentity(st), size: 0)
-        return (register(file), 0)
+        return register(file)
     }
 
     /// Undoes a create that did not link its file: the unnamed inode goes with its descriptor.
-    private func abandon(_ fd: Int32, _ fileID: FileID?, _ error: Int32) -> (OpenFile?, Int32) {
+    /// Returns `error`, for the caller to throw.
+    private func abandon(_ fd: Int32, _ fileID: FileID?, _ error: FSError) -> FSError {
         close(fd)
         if let fileID { try? volume.forgetFile(fileID) }
-        return (nil, error)
+        return error
     }
 
     /// The file id in the header of the regular file `name` in `dir` if this is its last link.
     func lastLinkFileID(_ dir: Node, _ name: String) -> FileID? {
-        let (st, rc) = lstat(dir, name)
-        guard rc == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1 else { return nil }
+        guard let st = lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1 else { return nil }
         let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC | CMKFS_O_NOATIME)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -390,8 +391,7 @@ extension FileSystem {
     /// meta.db row goes with it).
     func lastLinkLongTarget(_ dir: Node, _ name: String) -> String? {
         guard names != nil else { return nil }
-        let (st, rc) = lstat(dir, name)
-        guard rc == 0, (st.st_mode & S_IFMT) == S_IFLNK, st.st_nlink == 1 else { return nil }
+        guard let st = lstat(dir, name), (st.st_mode & S_IFMT) == S_IFLNK, st.st_nlink == 1 else { return nil }
         var buffer = [CChar](repeating: 0, count: 64)
         let n = readlinkat(dir.fd, name, &buffer, buffer.count - 1)
         guard n > 0 else { return nil }

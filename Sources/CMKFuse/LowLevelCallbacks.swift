@@ -31,25 +31,37 @@ enum LowLevelCallbacks {
     /// has dropped or whose backing object is gone.
     static func with(_ req: Req?, _ node: fuse_ino_t, _ body: (FileSystem, Node) -> Void) {
         let f = fs(req)
-        let found = f.withNode(node, stale: false) { n in body(f, n); return true }
-        if !found { fuse_reply_err(req, ESTALE) }
+        // Only the node's own failure (ESTALE) is caught here: `body` replies for itself.
+        do throws(FSError) { try f.withNode(node) { n throws(FSError) in body(f, n) } } catch { fuse_reply_err(req, error.errno) }
     }
 
-    static func replyEntry(_ req: Req?, _ result: (fuse_entry_param, Int32)) {
-        var (e, rc) = result
-        if rc == 0 { fuse_reply_entry(req, &e) } else { fuse_reply_err(req, rc) }
+    // The replies: the one place a failure becomes an errno (`FSError.errno`).
+
+    /// Replies 0 when `body` returns, else its failure's errno (operations with no value).
+    static func replyStatus(_ req: Req?, _ body: () throws(FSError) -> Void) {
+        do throws(FSError) { try body(); fuse_reply_err(req, 0) } catch { fuse_reply_err(req, error.errno) }
     }
 
-    static func replyAttr(_ req: Req?, _ result: (stat, Int32)) {
-        var (st, rc) = result
-        if rc == 0 { fuse_reply_attr(req, &st, FileSystem.cacheSeconds) } else { fuse_reply_err(req, rc) }
+    static func replyEntry(_ req: Req?, _ body: () throws(FSError) -> fuse_entry_param) {
+        do throws(FSError) {
+            var e = try body()
+            fuse_reply_entry(req, &e)
+        } catch { fuse_reply_err(req, error.errno) }
     }
 
-    static func replyXattr(_ req: Req?, _ size: Int, _ result: ([UInt8], Int, Int32)) {
-        let (bytes, length, rc) = result
-        if rc != 0 { fuse_reply_err(req, rc) }
-        else if size == 0 { fuse_reply_xattr(req, length) }
-        else { bytes.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), length) } }
+    static func replyAttr(_ req: Req?, _ body: () throws(FSError) -> stat) {
+        do throws(FSError) {
+            var st = try body()
+            fuse_reply_attr(req, &st, FileSystem.cacheSeconds)
+        } catch { fuse_reply_err(req, error.errno) }
+    }
+
+    static func replyXattr(_ req: Req?, _ size: Int, _ body: () throws(FSError) -> (bytes: [UInt8], length: Int)) {
+        do throws(FSError) {
+            let (bytes, length) = try body()
+            if size == 0 { fuse_reply_xattr(req, length) }
+            else { bytes.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), length) } }
+        } catch { fuse_reply_err(req, error.errno) }
     }
 
     static func operations() -> fuse_lowlevel_ops {
@@ -67,7 +79,7 @@ enum LowLevelCallbacks {
         }
         ops.lookup = { req, parent, name in
             LowLevelCallbacks.with(req, parent) { f, dir in
-                LowLevelCallbacks.replyEntry(req, f.lookup(dir, LowLevelCallbacks.name(name)))
+                LowLevelCallbacks.replyEntry(req) { () throws(FSError) in try f.lookup(dir, LowLevelCallbacks.name(name)) }
             }
         }
         ops.forget = { req, node, count in
@@ -80,128 +92,161 @@ enum LowLevelCallbacks {
             fuse_reply_none(req)
         }
         ops.getattr = { req, node, _ in
-            LowLevelCallbacks.with(req, node) { f, inode in LowLevelCallbacks.replyAttr(req, f.getattr(inode)) }
+            LowLevelCallbacks.with(req, node) { f, inode in LowLevelCallbacks.replyAttr(req) { () throws(FSError) in try f.getattr(inode) } }
         }
         ops.setattr = { req, node, attr, toSet, fi in
             LowLevelCallbacks.with(req, node) { f, inode in
-                LowLevelCallbacks.replyAttr(req, f.setattr(inode, attr!.pointee, toSet: toSet, fh: fi?.pointee.fh,
-                                                                  caller: LowLevelCallbacks.caller(req)))
+                LowLevelCallbacks.replyAttr(req) { () throws(FSError) in
+                    try f.setattr(inode, attr!.pointee, toSet: toSet, fh: fi?.pointee.fh, caller: LowLevelCallbacks.caller(req))
+                }
             }
         }
         ops.readlink = { req, node in
             LowLevelCallbacks.with(req, node) { f, inode in
-                let (target, rc) = f.readlink(inode)
-                if rc == 0 { fuse_reply_readlink(req, target) } else { fuse_reply_err(req, rc) }
+                do throws(FSError) { fuse_reply_readlink(req, try f.readlink(inode)) } catch { fuse_reply_err(req, error.errno) }
             }
         }
         ops.mknod = { req, parent, name, mode, rdev in
             LowLevelCallbacks.with(req, parent) { f, dir in
-                LowLevelCallbacks.replyEntry(req, f.mknod(dir, LowLevelCallbacks.name(name), mode: mode, rdev: rdev,
-                                                          caller: LowLevelCallbacks.caller(req)))
+                LowLevelCallbacks.replyEntry(req) { () throws(FSError) in
+                    try f.mknod(dir, LowLevelCallbacks.name(name), mode: mode, rdev: rdev, caller: LowLevelCallbacks.caller(req))
+                }
             }
         }
         ops.mkdir = { req, parent, name, mode in
             LowLevelCallbacks.with(req, parent) { f, dir in
-                LowLevelCallbacks.replyEntry(req, f.mkdir(dir, LowLevelCallbacks.name(name), mode: mode, caller: LowLevelCallbacks.caller(req)))
+                LowLevelCallbacks.replyEntry(req) { () throws(FSError) in
+                    try f.mkdir(dir, LowLevelCallbacks.name(name), mode: mode, caller: LowLevelCallbacks.caller(req))
+                }
             }
         }
         ops.unlink = { req, parent, name in
-            LowLevelCallbacks.with(req, parent) { f, dir in fuse_reply_err(req, f.unlink(dir, LowLevelCallbacks.name(name))) }
+            LowLevelCallbacks.with(req, parent) { f, dir in
+                LowLevelCallbacks.replyStatus(req) { () throws(FSError) in try f.unlink(dir, LowLevelCallbacks.name(name)) }
+            }
         }
         ops.rmdir = { req, parent, name in
-            LowLevelCallbacks.with(req, parent) { f, dir in fuse_reply_err(req, f.rmdir(dir, LowLevelCallbacks.name(name))) }
+            LowLevelCallbacks.with(req, parent) { f, dir in
+                LowLevelCallbacks.replyStatus(req) { () throws(FSError) in try f.rmdir(dir, LowLevelCallbacks.name(name)) }
+            }
         }
         ops.symlink = { req, target, parent, name in
             LowLevelCallbacks.with(req, parent) { f, dir in
-                LowLevelCallbacks.replyEntry(req, f.symlink(target: LowLevelCallbacks.name(target), dir, LowLevelCallbacks.name(name),
-                                                            caller: LowLevelCallbacks.caller(req)))
+                LowLevelCallbacks.replyEntry(req) { () throws(FSError) in
+                    try f.symlink(target: LowLevelCallbacks.name(target), dir, LowLevelCallbacks.name(name), caller: LowLevelCallbacks.caller(req))
+                }
             }
         }
         ops.rename = { req, parent, name, newParent, newName, flags in
             LowLevelCallbacks.with(req, parent) { f, dir in
-                let rc = f.withNode(newParent, stale: ESTALE) { newDir in
-                    f.rename(dir, LowLevelCallbacks.name(name), newDir, LowLevelCallbacks.name(newName), flags: flags)
+                LowLevelCallbacks.replyStatus(req) { () throws(FSError) in
+                    try f.withNode(newParent) { newDir throws(FSError) in
+                        try f.rename(dir, LowLevelCallbacks.name(name), newDir, LowLevelCallbacks.name(newName), flags: flags)
+                    }
                 }
-                fuse_reply_err(req, rc)
             }
         }
         ops.link = { req, node, newParent, newName in
             LowLevelCallbacks.with(req, node) { f, inode in
-                let result = f.withNode(newParent, stale: (fuse_entry_param(), ESTALE)) { newDir in
-                    f.link(inode, newDir, LowLevelCallbacks.name(newName))
+                LowLevelCallbacks.replyEntry(req) { () throws(FSError) in
+                    try f.withNode(newParent) { newDir throws(FSError) in try f.link(inode, newDir, LowLevelCallbacks.name(newName)) }
                 }
-                LowLevelCallbacks.replyEntry(req, result)
             }
         }
         ops.open = { req, node, fi in
             LowLevelCallbacks.with(req, node) { f, inode in
-                let (handle, rc) = f.open(inode, flags: fi!.pointee.flags, caller: LowLevelCallbacks.caller(req))
-                guard rc == 0 else { fuse_reply_err(req, rc); return }
+                let handle: UInt64
+                do throws(FSError) { handle = try f.open(inode, flags: fi!.pointee.flags, caller: LowLevelCallbacks.caller(req)) } catch {
+                    fuse_reply_err(req, error.errno)
+                    return
+                }
                 fi!.pointee.fh = handle
                 // Nothing is buffered in the daemon, so close(2) needs no FLUSH round trip.
                 fi!.pointee.noflush = 1
-                if fuse_reply_open(req, fi) != 0 { _ = f.release(handle) }
+                if fuse_reply_open(req, fi) != 0 { try? f.release(handle) }
             }
         }
         ops.create = { req, parent, name, mode, fi in
             LowLevelCallbacks.with(req, parent) { f, dir in
-                var (e, handle, rc) = f.create(dir, LowLevelCallbacks.name(name), mode: mode, flags: fi!.pointee.flags,
+                var e: fuse_entry_param, handle: UInt64
+                do throws(FSError) {
+                    (e, handle) = try f.create(dir, LowLevelCallbacks.name(name), mode: mode, flags: fi!.pointee.flags,
                                                caller: LowLevelCallbacks.caller(req))
-                guard rc == 0 else { fuse_reply_err(req, rc); return }
+                } catch {
+                    fuse_reply_err(req, error.errno)
+                    return
+                }
                 fi!.pointee.fh = handle
                 fi!.pointee.noflush = 1
-                if fuse_reply_create(req, &e, fi) != 0 { _ = f.release(handle) }
+                if fuse_reply_create(req, &e, fi) != 0 { try? f.release(handle) }
             }
         }
         ops.read = { req, _, size, offset, fi in
-            let rc = LowLevelCallbacks.fs(req).read(fi!.pointee.fh, size: size, at: Int(offset)) { data in
-                _ = fuse_reply_buf(req, data.baseAddress?.assumingMemoryBound(to: CChar.self), data.count)
-            }
-            if rc != 0 { fuse_reply_err(req, rc) }
+            do throws(FSError) {
+                try LowLevelCallbacks.fs(req).read(fi!.pointee.fh, size: size, at: Int(offset)) { data in
+                    _ = fuse_reply_buf(req, data.baseAddress?.assumingMemoryBound(to: CChar.self), data.count)
+                }
+            } catch { fuse_reply_err(req, error.errno) }
         }
         ops.write = { req, _, buf, size, offset, fi in
-            let (n, rc) = LowLevelCallbacks.fs(req).write(fi!.pointee.fh, UnsafeRawBufferPointer(start: buf, count: size), at: Int(offset))
-            if rc == 0 { fuse_reply_write(req, n) } else { fuse_reply_err(req, rc) }
+            do throws(FSError) {
+                fuse_reply_write(req, try LowLevelCallbacks.fs(req).write(fi!.pointee.fh, UnsafeRawBufferPointer(start: buf, count: size), at: Int(offset)))
+            } catch { fuse_reply_err(req, error.errno) }
         }
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
-        ops.release = { req, _, fi in fuse_reply_err(req, LowLevelCallbacks.fs(req).release(fi!.pointee.fh)) }
+        ops.release = { req, _, fi in
+            LowLevelCallbacks.replyStatus(req) { () throws(FSError) in try LowLevelCallbacks.fs(req).release(fi!.pointee.fh) }
+        }
         ops.fsync = { req, _, datasync, fi in
-            fuse_reply_err(req, LowLevelCallbacks.fs(req).fsync(fi!.pointee.fh, dataOnly: datasync != 0))
+            LowLevelCallbacks.replyStatus(req) { () throws(FSError) in
+                try LowLevelCallbacks.fs(req).fsync(fi!.pointee.fh, dataOnly: datasync != 0)
+            }
         }
         ops.opendir = { req, node, fi in
             LowLevelCallbacks.with(req, node) { f, inode in
-                let (handle, rc) = f.opendir(inode)
-                guard rc == 0 else { fuse_reply_err(req, rc); return }
+                let handle: UInt64
+                do throws(FSError) { handle = try f.opendir(inode) } catch {
+                    fuse_reply_err(req, error.errno)
+                    return
+                }
                 fi!.pointee.fh = handle
-                if fuse_reply_open(req, fi) != 0 { _ = f.releasedir(handle) }
+                if fuse_reply_open(req, fi) != 0 { f.releasedir(handle) }
             }
         }
         ops.readdir = { req, _, size, offset, fi in
             let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
             defer { buffer.deallocate() }
             var used = 0
-            let rc = LowLevelCallbacks.fs(req).readdir(fi!.pointee.fh, offset: Int(offset)) { name, st, next in
-                var st = st
-                let need = fuse_add_direntry(req, buffer + used, size - used, name, &st, off_t(next))
-                guard need <= size - used else { return false }
-                used += need
-                return true
-            }
-            if rc == 0 { fuse_reply_buf(req, buffer, used) } else { fuse_reply_err(req, rc) }
+            do throws(FSError) {
+                try LowLevelCallbacks.fs(req).readdir(fi!.pointee.fh, offset: Int(offset)) { name, st, next in
+                    var st = st
+                    let need = fuse_add_direntry(req, buffer + used, size - used, name, &st, off_t(next))
+                    guard need <= size - used else { return false }
+                    used += need
+                    return true
+                }
+                fuse_reply_buf(req, buffer, used)
+            } catch { fuse_reply_err(req, error.errno) }
         }
-        ops.releasedir = { req, _, fi in fuse_reply_err(req, LowLevelCallbacks.fs(req).releasedir(fi!.pointee.fh)) }
+        ops.releasedir = { req, _, fi in
+            LowLevelCallbacks.fs(req).releasedir(fi!.pointee.fh)
+            fuse_reply_err(req, 0)
+        }
         ops.fsyncdir = { req, _, _, _ in fuse_reply_err(req, 0) }
         ops.statfs = { req, node in
             LowLevelCallbacks.with(req, node) { f, inode in
-                var (st, rc) = f.statfs(inode)
-                if rc == 0 { fuse_reply_statfs(req, &st) } else { fuse_reply_err(req, rc) }
+                do throws(FSError) {
+                    var st = try f.statfs(inode)
+                    fuse_reply_statfs(req, &st)
+                } catch { fuse_reply_err(req, error.errno) }
             }
         }
         ops.setxattr = { req, node, name, value, size, flags in
             LowLevelCallbacks.with(req, node) { f, inode in
-                fuse_reply_err(req, f.setxattr(inode, name: LowLevelCallbacks.name(name),
-                                               value: UnsafeRawBufferPointer(start: value, count: size), flags: flags,
-                                               caller: LowLevelCallbacks.caller(req)))
+                LowLevelCallbacks.replyStatus(req) { () throws(FSError) in
+                    try f.setxattr(inode, name: LowLevelCallbacks.name(name), value: UnsafeRawBufferPointer(start: value, count: size), flags: flags,
+                                   caller: LowLevelCallbacks.caller(req))
+                }
             }
         }
         ops.getxattr = { req, node, name, size in
@@ -209,26 +254,31 @@ enum LowLevelCallbacks {
             // exist here, so answer the rest without opening the inode.
             guard let name, strncmp(name, "user.", 5) == 0 else { fuse_reply_err(req, ENODATA); return }
             LowLevelCallbacks.with(req, node) { f, inode in
-                LowLevelCallbacks.replyXattr(req, size, f.getxattr(inode, name: LowLevelCallbacks.name(name), size: size,
-                                                                      caller: LowLevelCallbacks.caller(req)))
+                LowLevelCallbacks.replyXattr(req, size) { () throws(FSError) in
+                    try f.getxattr(inode, name: LowLevelCallbacks.name(name), size: size, caller: LowLevelCallbacks.caller(req))
+                }
             }
         }
         ops.listxattr = { req, node, size in
             LowLevelCallbacks.with(req, node) { f, inode in
-                LowLevelCallbacks.replyXattr(req, size, f.listxattr(inode, size: size))
+                LowLevelCallbacks.replyXattr(req, size) { () throws(FSError) in try f.listxattr(inode, size: size) }
             }
         }
         ops.removexattr = { req, node, name in
             LowLevelCallbacks.with(req, node) { f, inode in
-                fuse_reply_err(req, f.removexattr(inode, name: LowLevelCallbacks.name(name)))
+                LowLevelCallbacks.replyStatus(req) { () throws(FSError) in try f.removexattr(inode, name: LowLevelCallbacks.name(name)) }
             }
         }
         // Only reached without default_permissions, which the mount always sets: existence only.
         ops.access = { req, node, _ in
-            LowLevelCallbacks.with(req, node) { f, inode in fuse_reply_err(req, f.getattr(inode).1) }
+            LowLevelCallbacks.with(req, node) { f, inode in
+                LowLevelCallbacks.replyStatus(req) { () throws(FSError) in _ = try f.getattr(inode) }
+            }
         }
         ops.fallocate = { req, _, mode, offset, length, fi in
-            fuse_reply_err(req, LowLevelCallbacks.fs(req).fallocate(fi!.pointee.fh, mode: mode, offset: Int(offset), length: Int(length)))
+            LowLevelCallbacks.replyStatus(req) { () throws(FSError) in
+                try LowLevelCallbacks.fs(req).fallocate(fi!.pointee.fh, mode: mode, offset: Int(offset), length: Int(length))
+            }
         }
         return ops
     }

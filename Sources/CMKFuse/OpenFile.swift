@@ -41,32 +41,10 @@ final class OpenFile: @unchecked Sendable {
     deinit { close(fd) }
 
     /// The DEK for one request; call with `content` held (either mode).
-    func key() throws(FileOpError) -> SecretBytes {
+    func key() throws(FSError) -> SecretBytes {
         switch lease.key(now: monotonicNow()) {
         case .success(let key): return key
         case .failure(let refusal): throw .refused(refusal)
-        }
-    }
-}
-
-/// A failed operation on an open file, with the errno the application sees.
-enum FileOpError: Error, CustomStringConvertible {
-    case content(ContentError)
-    case refused(KeyRefusal)
-
-    var errno: Int32 {
-        switch self {
-        case .content(let error): return error.errno
-        case .refused(.revoked): return EACCES
-        case .refused(.expired): return EIO
-        }
-    }
-
-    var description: String {
-        switch self {
-        case .content(let error): return error.description
-        case .refused(.revoked): return "the data key was revoked (master key disabled or cache flushed)"
-        case .refused(.expired): return "the data key's lease ran out: the key provider has not vouched for it within the maximum lifetime"
         }
     }
 }

@@ -36,11 +36,12 @@ public final class KeyCache: Sendable {
     }
 
     /// The lease of `fileID`'s DEK, pinned (call `unpin` when the file closes); `load` unwraps
-    /// it through the provider on a miss and returns the key with the master-key version.
-    public func lease(for fileID: [UInt8], load: () throws -> (SecretBytes, KeyRef)) throws -> KeyLease {
+    /// it through the provider on a miss and returns the key with the master-key version. A
+    /// failed load throws `load`'s own error, unchanged; callers waiting on that load get it too
+    /// (a waiter whose `load` has another error type loads for itself instead).
+    public func lease<E: Error>(for fileID: [UInt8], load: () throws(E) -> (SecretBytes, KeyRef)) throws(E) -> KeyLease {
         while true {
-            enum Step { case hit(KeyLease), wait(Loading), load(Loading) }
-            let step: Step = state.withLock { s in
+            let step: LeaseStep = state.withLock { s in
                 if let lease = s.entries[fileID], lease.isLive {
                     s.hits += 1
                     lease.state.withLock { $0.pins += 1; $0.lastUsed = clock() }
@@ -55,7 +56,7 @@ public final class KeyCache: Sendable {
             case .hit(let lease):
                 return lease
             case .wait(let loading):
-                if let error = loading.wait() { throw error }
+                if let error = loading.wait(), let same = error as? E { throw same }
                 continue
             case .load(let loading):
                 let loaded: (SecretBytes, KeyRef)
@@ -295,6 +296,10 @@ public struct ProviderHealth: Codable, Sendable {
 }
 
 /// A provider call in progress for one file; others missing on the same file wait for it.
+/// What `lease` does next for a file id: take the live lease, wait for another caller's load,
+/// or load itself.
+private enum LeaseStep { case hit(KeyLease), wait(Loading), load(Loading) }
+
 final class Loading: @unchecked Sendable {
     // Sound: `done` and `error` are read and written only while holding `condition`.
     private let condition = NSCondition()

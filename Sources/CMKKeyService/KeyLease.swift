@@ -60,11 +60,10 @@ public final class KeyLease: Sendable {
     public var isLive: Bool { state.withLock { $0.key != nil } }
 }
 
-/// Why a cached DEK can no longer be used; each maps to one errno in the mount.
+/// Why a cached DEK can no longer be used (the mount decides the errno: CMKFuse/Errno+Mapping.swift).
 public enum KeyRefusal: Error, Sendable, Equatable {
-    /// The master key was disabled or destroyed (the provider said so, or `cmkfs key revoke`):
-    /// EACCES.
+    /// The master key was disabled or destroyed (the provider said so, or `cmkfs key revoke`).
     case revoked
-    /// The provider has not vouched for the key within the maximum lifetime (unreachable): EIO.
+    /// The provider has not vouched for the key within the maximum lifetime (unreachable).
     case expired
 }

@@ -1,20 +1,48 @@
-import Glibc
 import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
 
-/// Why a file's data key could not be had, with the errno the mount returns.
+/// Why a file's data key could not be had, made or changed: the cause as the lower layer gave
+/// it (the provider's, the database's or the content format's own error) and a sentence for logs
+/// and audit records. Which errno the mount answers is decided at the FUSE edge
+/// (`Sources/CMKFuse/Errno+Mapping.swift`), from `cause`.
 public struct FileKeyError: Error, CustomStringConvertible {
-    public let errno: Int32
-    public let description: String
-    /// The provider's answer when the provider failed (nil for a metadata failure).
-    public let providerError: KeyProviderError?
+    /// What went wrong underneath.
+    public enum Cause: Sendable {
+        /// The key provider refused or failed; its answer as it gave it.
+        case provider(KeyProviderError)
+        /// The metadata database failed.
+        case metadata(MetadataError)
+        /// Reading or writing the file's content failed (a rekey's re-encryption).
+        case content(ContentError)
+        /// A crypto operation other than the provider's failed (randomness, an xattr's seal).
+        case crypto(CryptoError)
+        /// A system call failed with this errno (a rekey's copy, sync or temp file).
+        case system(errno: Int32)
+        /// The metadata database lacks a row it must have: the file's key, the name key, or an
+        /// active master-key version.
+        case missingRow
+        /// The backing file is not a valid encrypted file (a size no write produces).
+        case corrupt
+        /// The key was dropped (revoked or flushed) while a rekey was using it.
+        case keyDropped
+        /// A failure none of the cases above names (encoding the rekey journal), kept whole.
+        case unexpected(any Error)
+    }
 
-    public init(errno: Int32, description: String, providerError: KeyProviderError? = nil) {
-        self.errno = errno
+    public let cause: Cause
+    public let description: String
+
+    public init(_ cause: Cause, _ description: String) {
+        self.cause = cause
         self.description = description
-        self.providerError = providerError
+    }
+
+    /// The provider's answer when the provider failed (nil for any other cause).
+    public var providerError: KeyProviderError? {
+        if case .provider(let error) = cause { return error }
+        return nil
     }
 }
 
@@ -29,7 +57,7 @@ extension Volume {
                               request: KeyRequest? = nil) throws(FileKeyError) -> (SecretBytes, KeyRef) {
         let request = request ?? keyRequest()
         let dek: SecretBytes
-        do { dek = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
+        do { dek = try SecretBytes.random(count: 32) } catch { throw FileKeyError(.crypto(error), "\(error)") }
         var ref = activeKey
         for _ in 0..<3 {
             let edek: [UInt8]
@@ -43,7 +71,7 @@ extension Volume {
                 ref = reloaded
             } catch { throw Self.metadataError(error, fileID) }
         }
-        throw FileKeyError(errno: EIO, description: "file \(fileID): the metadata database names no active master-key version")
+        throw FileKeyError(.missingRow, "file \(fileID): the metadata database names no active master-key version")
     }
 
     /// Unwraps the DEK of `fileID` through the provider.
@@ -57,7 +85,7 @@ extension Volume {
         let record: FileKeyRecord?
         do { record = try metadata.fileKey(fileId: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }
         guard let record else {
-            throw FileKeyError(errno: EIO, description: "file \(fileID) has no key row in the metadata database")
+            throw FileKeyError(.missingRow, "file \(fileID) has no key row in the metadata database")
         }
         let ref = KeyRef(keyID: record.keyId, version: record.keyVersion)
         do {
@@ -70,8 +98,7 @@ extension Volume {
     public func forgetFiles(_ fileIDs: [FileID]) throws(FileKeyError) {
         guard !fileIDs.isEmpty else { return }
         do { try metadata.deleteFiles(fileIds: fileIDs.map(\.bytes)) } catch {
-            throw FileKeyError(errno: error == .full ? ENOSPC : EIO,
-                               description: "deleting the key rows of \(fileIDs.count) unlinked files: \(error)")
+            throw FileKeyError(.metadata(error), "deleting the key rows of \(fileIDs.count) unlinked files: \(error)")
         }
     }
 
@@ -81,16 +108,10 @@ extension Volume {
     }
 
     static func keyError(_ error: KeyProviderError) -> FileKeyError {
-        switch error {
-        case .keyDisabled, .keyDestroyed: return FileKeyError(errno: EACCES, description: "\(error)", providerError: error)
-        default: return FileKeyError(errno: EIO, description: "\(error)", providerError: error)
-        }
+        FileKeyError(.provider(error), "\(error)")
     }
 
     static func metadataError(_ error: MetadataError, _ fileID: FileID) -> FileKeyError {
-        switch error {
-        case .full: return FileKeyError(errno: ENOSPC, description: "file \(fileID): \(error)")
-        default: return FileKeyError(errno: EIO, description: "file \(fileID): \(error)")
-        }
+        FileKeyError(.metadata(error), "file \(fileID): \(error)")
     }
 }

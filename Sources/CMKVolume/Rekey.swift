@@ -82,8 +82,10 @@ extension Volume {
                 let plain = try XattrSeal.open(sealed, name: name, fileID: fileID, key: oldKey)
                 xattrs[name] = hex(try plain.withUnsafeBytes { p throws(CryptoError) in try XattrSeal.seal(p, name: name, fileID: fileID, key: newKey) })
             }
-        } catch let error as MetadataError { throw Self.metadataError(error, fileID) } catch {
-            throw FileKeyError(errno: EIO, description: "file \(fileID): a user xattr failed authentication: \(error)")
+        } catch let error as MetadataError { throw Self.metadataError(error, fileID) } catch let error as CryptoError {
+            throw FileKeyError(.crypto(error), "file \(fileID): a user xattr failed authentication: \(error)")
+        } catch {
+            throw FileKeyError(.unexpected(error), "file \(fileID): a user xattr failed authentication: \(error)")
         }
         var ref = ready.ref
         let edek = ready.edek
@@ -94,7 +96,7 @@ extension Volume {
             try metadata.setMeta(journalKey, Array(try JSONEncoder().encode(journal)))
             try metadata.makeDurable()
         } catch let error as MetadataError { throw Self.metadataError(error, fileID) } catch {
-            throw FileKeyError(errno: EIO, description: "\(error)")
+            throw FileKeyError(.unexpected(error), "\(error)")
         }
         // From here on the switch is committed: a failure leaves the journal for recovery.
         finished = true
@@ -108,7 +110,7 @@ extension Volume {
     /// rotation racing it), made before the file is locked.
     public func prepareRekey(fileID: FileID) throws(FileKeyError) -> PreparedRekey {
         let key: SecretBytes
-        do { key = try SecretBytes.random(count: 32) } catch { throw FileKeyError(errno: EIO, description: "\(error)") }
+        do { key = try SecretBytes.random(count: 32) } catch { throw FileKeyError(.crypto(error), "\(error)") }
         let ref = activeKey
         do {
             return PreparedRekey(key: key, edek: try provider.wrap(key, with: ref, context: WrapContext(volumeID: volumeID, fileID: fileID.bytes, request: keyRequest("rekey"))),
@@ -188,7 +190,7 @@ extension Volume {
                 throw Self.keyError(error)
             }
         }
-        throw FileKeyError(errno: EIO, description: "file \(fileID): the metadata database names no active master-key version")
+        throw FileKeyError(.missingRow, "file \(fileID): the metadata database names no active master-key version")
     }
 
     /// Writes the plaintext of `source` (sealed under `oldKey`) into `dest` sealed under
@@ -209,13 +211,13 @@ extension Volume {
             try new.writeHeader()
             let backingSize = try BackingIO.size(source)
             guard let size = layout.plaintextSize(backingSize: backingSize) else {
-                throw FileKeyError(errno: EIO, description: "file \(fileID): its backing size \(backingSize) is not a valid encrypted size (torn write?)")
+                throw FileKeyError(.corrupt, "file \(fileID): its backing size \(backingSize) is not a valid encrypted size (torn write?)")
             }
             var written = 0
             let blocks = (size + layout.blockSize - 1) / layout.blockSize
             for index in 0..<blocks {
                 guard proceed() else {
-                    throw FileKeyError(errno: EACCES, description: "file \(fileID): its data key was dropped (revoked or flushed) during the rekey; the file is unchanged")
+                    throw FileKeyError(.keyDropped, "file \(fileID): its data key was dropped (revoked or flushed) during the rekey; the file is unchanged")
                 }
                 let n = try BackingIO.pread(source, disk.baseAddress!, count: layout.diskBlockSize, offset: layout.diskOffset(ofBlock: index))
                 if UnsafeRawBufferPointer(rebasing: disk[0..<n]).allSatisfy({ $0 == 0 }) { continue }
@@ -225,9 +227,9 @@ extension Volume {
             }
             try BackingIO.ftruncate(dest, backingSize)
         } catch let error as FileKeyError { throw error } catch let error as ContentError {
-            throw FileKeyError(errno: error.errno, description: "file \(fileID): \(error)")
+            throw FileKeyError(.content(error), "file \(fileID): \(error)")
         } catch {
-            throw FileKeyError(errno: EIO, description: "file \(fileID): \(error)")
+            throw FileKeyError(.unexpected(error), "file \(fileID): \(error)")
         }
     }
 
@@ -261,12 +263,12 @@ extension Volume {
             }
             try BackingIO.ftruncate(fd, size)
         } catch {
-            throw FileKeyError(errno: error.errno, description: "file \(fileID): \(error)")
+            throw FileKeyError(.content(error), "file \(fileID): \(error)")
         }
         do { try Descriptor(rawValue: fd).fdatasync() } catch { throw systemError("file \(fileID): cannot sync", error.errno.rawValue) }
     }
 
     static func systemError(_ what: String, _ code: Int32) -> FileKeyError {
-        FileKeyError(errno: code, description: "\(what): \(String(cString: strerror(code)))")
+        FileKeyError(.system(errno: code), "\(what): \(String(cString: strerror(code)))")
     }
 }

@@ -33,16 +33,16 @@ extension Volume {
         try store.meta(nameKeyVersionName).flatMap { Int(String(decoding: $0, as: UTF8.self)) }
     }
 
-    /// Unwraps the name key through the provider (the caller records the use): a disabled or
-    /// destroyed master key gives EACCES, an unreachable provider EIO.
+    /// Unwraps the name key through the provider (the caller records the use); a provider's
+    /// refusal or failure is kept as the error's cause.
     public func nameKeyAndVersion() throws(FileKeyError) -> (SecretBytes, KeyRef) {
         let edek: [UInt8]?, version: Int?
         do {
             edek = try metadata.meta(Self.nameKeyName)
             version = try nameKeyVersion()
-        } catch { throw FileKeyError(errno: EIO, description: "the name key: \(error)") }
+        } catch { throw FileKeyError(.metadata(error), "the name key: \(error)") }
         guard let edek, let version else {
-            throw FileKeyError(errno: EIO, description: "the metadata database of \(path) has no name key")
+            throw FileKeyError(.missingRow, "the metadata database of \(path) has no name key")
         }
         let ref = KeyRef(keyID: config.provider.keyID, version: version)
         do {
@@ -75,9 +75,11 @@ extension Volume {
         let key: SecretBytes
         do { (key, _) = try nameKeyAndVersion() } catch {
             // A provider's answer (refused, unavailable, did not unwrap) is exit 5, as for every key.
-            throw CMKError(error.errno == EACCES || error.providerError != nil ? .keyUnavailable : .io,
+            let provider = error.providerError
+            let refused = provider.map { if case .keyDisabled = $0 { true } else if case .keyDestroyed = $0 { true } else { false } } ?? false
+            throw CMKError(provider != nil ? .keyUnavailable : .io,
                            "cannot unwrap the name key of \(path): \(error.description)",
-                           hint: error.errno == EACCES ? "enable the master key: cmkfs key enable \(path)" : nil)
+                           hint: refused ? "enable the master key: cmkfs key enable \(path)" : nil)
         }
         do { return try NameCodec(key: key) } catch { throw CMKError(.notAVolume, "\(path): \(error)") }
     }

@@ -43,7 +43,7 @@ final class NameCodecTests: XCTestCase {
         XCTAssertEqual(try c.decrypt(full, directoryID: dirA), name)
         XCTAssertTrue(try c.encrypt(String(repeating: "q", count: 113), directoryID: dirA).fullName != nil, "113 bytes is long")
         XCTAssertThrowsError(try c.encrypt(String(repeating: "q", count: 256), directoryID: dirA)) {
-            XCTAssertEqual(($0 as? NameError)?.errno, ENAMETOOLONG)
+            XCTAssertEqual($0 as? NameError, .tooLong)
         }
     }
 
