@@ -34,6 +34,15 @@ struct KeyUse {
     }
 }
 
+extension KeyUse {
+    /// The key request this use makes when it calls the provider: who (the FUSE caller), what
+    /// for (the use's event) and the mount's `--kms-reason`.
+    func keyRequest(processNames: ProcessNames, reason: String?) -> KeyRequest {
+        KeyRequest(operation: operation, uid: caller.map { UInt32($0.uid) }, pid: caller.map { Int32($0.pid) },
+                   process: caller.flatMap { processNames.name(of: pid_t($0.pid)) }, reason: reason)
+    }
+}
+
 /// Process names for audit records, remembered for a second: `find -exec cat {} +` opens
 /// thousands of files from one process, and reading `/proc/PID/comm` for each open cost three
 /// system calls (~3 % of the daemon's time reading a tree). A pid is not reused within a second
@@ -98,8 +107,7 @@ extension FileSystem {
     /// The key request a use makes when it calls the provider: who (the FUSE caller), what for
     /// (the use's event) and the mount's `--kms-reason`.
     func keyRequest(for use: KeyUse) -> KeyRequest {
-        KeyRequest(operation: use.operation, uid: use.caller.map { UInt32($0.uid) }, pid: use.caller.map { Int32($0.pid) },
-                   process: use.caller.flatMap { processNames.name(of: pid_t($0.pid)) }, reason: volume.kmsReason)
+        use.keyRequest(processNames: processNames, reason: volume.kmsReason)
     }
 
     /// A key-service event (renew, flush, expire) as an audit record, written by the group

@@ -17,13 +17,13 @@ extension FileSystem {
             try audit("open", use, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
             if flags & O_TRUNC != 0 { try truncate(file, to: 0, label: "file \(file.file.fileID)") }
         } catch {
-            openFiles.release(file, cache: cache)
+            openFiles.release(file)
             throw error
         }
         // With the writeback cache the kernel places O_APPEND writes itself, and sends cached
         // pages through whichever writable handle of the inode it picks: a handle must not
         // move them to the end of the file.
-        return handles.add(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)"))
+        return openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)"))
     }
 
     /// create(2) with O_CREAT: a new file with a new key, its entry and an open handle.
@@ -38,14 +38,14 @@ extension FileSystem {
         do {
             try audit("create", use, path: mountPath(dir, plainName), caller: caller, detail: "new data key generated and wrapped")
         } catch {
-            openFiles.release(file, cache: cache)
+            openFiles.release(file)
             unlinkat(dir.fd, name, 0)
             try? volume.forgetFile(file.file.fileID)
             throw error
         }
         let e: fuse_entry_param
-        do { e = try entry(for: file, link: entryLink(dir, name)) } catch { openFiles.release(file, cache: cache); throw error }
-        return (e, handles.add(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")))
+        do { e = try entry(for: file, link: entryLink(dir, name)) } catch { openFiles.release(file); throw error }
+        return (e, openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")))
     }
 
     /// The entry of a file just created, found through its open descriptor (not its name, which
@@ -66,14 +66,13 @@ extension FileSystem {
     }
 
     func release(_ fh: UInt64) throws(FSError) {
-        guard let handle = handles.remove(fh) else { throw .posix(EBADF) }
-        openFiles.release(handle.file, cache: cache)
+        try openFiles.closeHandle(fh)
     }
 
     /// Decrypts up to `size` bytes at `offset` into a pooled buffer and hands them to `reply`
     /// after the file's lock is released (never reply to the kernel while holding a lock).
     func read(_ fh: UInt64, size: Int, at offset: Int, reply: (UnsafeRawBufferPointer) -> Void) throws(FSError) {
-        guard let handle = handles.get(fh) else { throw .posix(EBADF) }
+        guard let handle = openFiles.handle(fh) else { throw .posix(EBADF) }
         let file = handle.file
         try scratch.with { s throws(FSError) in
             let out = s.output(size)
@@ -98,7 +97,7 @@ extension FileSystem {
     /// Encrypts `data` into the file at `offset` (its end for an O_APPEND handle); returns the
     /// bytes written.
     func write(_ fh: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int) throws(FSError) -> Int {
-        guard let handle = handles.get(fh) else { throw .posix(EBADF) }
+        guard let handle = openFiles.handle(fh) else { throw .posix(EBADF) }
         let file = handle.file
         do {
             try file.content.withWriteLock { () throws(FSError) in
@@ -149,7 +148,7 @@ extension FileSystem {
     /// truncate(2) and ftruncate(2).
     func truncate(_ inode: Node, fh: UInt64?, to size: Int, caller: Caller) throws(FSError) {
         guard size >= 0 else { throw .posix(EINVAL) }
-        if let fh, let handle = handles.get(fh) {
+        if let fh, let handle = openFiles.handle(fh) {
             let file = handle.file
             let use = KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef })
             try audit("truncate", use, path: mountPath(ofDescriptor: file.fd), caller: caller, detail: "to \(size) bytes (open handle)")
@@ -161,7 +160,7 @@ extension FileSystem {
             audit("truncate", use, failure: error, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "to \(size) bytes")
             throw error
         }
-        defer { openFiles.release(file, cache: cache) }
+        defer { openFiles.release(file) }
         try audit("truncate", use, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "to \(size) bytes")
         try truncate(file, to: size, label: "file \(file.file.fileID)")
     }
@@ -191,7 +190,7 @@ extension FileSystem {
     /// fsync(2)/fdatasync(2): the content, then the key rows, so a synced file is never left
     /// without its key after a power cut.
     func fsync(_ fh: UInt64, dataOnly: Bool) throws(FSError) {
-        guard let handle = handles.get(fh) else { throw .posix(EBADF) }
+        guard let handle = openFiles.handle(fh) else { throw .posix(EBADF) }
         let rc = dataOnly ? fdatasync(handle.file.fd) : Glibc.fsync(handle.file.fd)
         if rc != 0 { throw .posix(errno) }
         do { try volume.metadata.makeDurable() } catch {
@@ -203,7 +202,7 @@ extension FileSystem {
     /// fallocate(2): reserving space is honest (the backing range is allocated and reads as a
     /// hole); punching holes and collapsing ranges are not offered.
     func fallocate(_ fh: UInt64, mode: Int32, offset: Int, length: Int) throws(FSError) {
-        guard let handle = handles.get(fh) else { throw .posix(EBADF) }
+        guard let handle = openFiles.handle(fh) else { throw .posix(EBADF) }
         guard offset >= 0, length > 0 else { throw .posix(EINVAL) }
         guard mode & ~FALLOC_FL_KEEP_SIZE == 0 else { throw .posix(EOPNOTSUPP) }
         guard volume.layout.fits(offset: offset, length: length) else { throw .posix(EFBIG) }

@@ -264,7 +264,7 @@ extension FileSystem {
             audit("create", use, failure: error, path: mountPath(dir, plainName), caller: caller, detail: "mknod")
             throw error
         }
-        defer { openFiles.release(file, cache: cache) }
+        defer { openFiles.release(file) }
         do { try audit("create", use, path: mountPath(dir, plainName), caller: caller, detail: "mknod") } catch {
             unlinkat(dir.fd, name, 0)
             try? volume.forgetFile(file.file.fileID)

@@ -29,11 +29,11 @@ extension FileSystem {
         let caller = Caller(uid: requester.uid, gid: requester.gid, pid: requester.pid)
         var use = KeyUse("rekey", caller: caller)
         let file: OpenFile
-        do { file = try acquire(fd: fd, label: "/\(path)", use: &use) } catch {
+        do { file = try openFiles.open(fd: fd, label: "/\(path)", use: &use) } catch {
             audit("rekey", use, failure: error, path: "/\(path)", caller: caller)
             return (error.errno, "/\(path): \(use.error ?? String(cString: strerror(error.errno)))")
         }
-        defer { openFiles.release(file, cache: cache) }
+        defer { openFiles.release(file) }
         let oldRef = use.key
         // The provider call (wrapping the new DEK) comes first, with no lock held: the lock rule
         // of `OpenFile`. Readers and writers of the file wait only for the re-encryption.
@@ -54,9 +54,7 @@ extension FileSystem {
                 // The kill switch does not wait for a long re-encryption: a dropped key stops it.
                 let (newKey, ref) = try volume.rekey(fd: file.fd, relativePath: backingPath, fileID: file.file.fileID, oldKey: oldKey,
                                                      prepared: prepared, proceed: { oldLease.isLive })
-                let old = file.lease
-                file.lease = cache.replace(fileID: file.file.fileID.bytes, key: newKey, keyRef: ref)
-                cache.unpin(old)
+                openFiles.installRekeyed(file, key: newKey, ref: ref)
                 return .success(ref)
             } catch { return .failure(.fileKey(error)) }
         }

@@ -16,7 +16,7 @@ extension FileSystem {
         guard Self.userNamespace(name), inode.kind == S_IFREG else { throw .posix(ENOTSUP) }
         guard value.count <= Self.maxXattrValue else { throw .posix(E2BIG) }
         let file = try acquireAudited(inode, caller: caller, detail: "set \(name)")
-        defer { openFiles.release(file, cache: cache) }
+        defer { openFiles.release(file) }
         // XATTR_CREATE (1) and XATTR_REPLACE (2) from <sys/xattr.h>.
         let mode: XattrSetMode = flags & 1 != 0 ? .create : flags & 2 != 0 ? .replace : .any
         let key = try Self.keyOrRefusal(file)
@@ -42,7 +42,7 @@ extension FileSystem {
         guard size >= length else { throw .posix(ERANGE) }
         if length == 0 { return ([], 0) }
         let file = try acquireAudited(inode, caller: caller, detail: "get \(name)")
-        defer { openFiles.release(file, cache: cache) }
+        defer { openFiles.release(file) }
         let key = try Self.keyOrRefusal(file)
         do {
             let plain = try XattrSeal.open(sealed, name: name, fileID: fileID, key: key)
@@ -82,7 +82,7 @@ extension FileSystem {
             throw error
         }
         do { try audit("xattr", use, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: detail) } catch {
-            openFiles.release(file, cache: cache)
+            openFiles.release(file)
             throw error
         }
         return file

@@ -19,8 +19,8 @@ public final class FileSystem: Sendable {
     /// for `open_by_handle_at`.
     let rootFD: Int32
     let inodes: InodeTable
-    let openFiles = OpenFileTable()
-    let handles = HandleTable()
+    /// Open files, their handles and the DEK leases they hold.
+    let openFiles: OpenFiles
     let directories = DirectoryTable()
     let scratch: ScratchPool
     /// Unwrapped DEKs with TTLs and leases; the only place the frontend gets keys from.
@@ -62,6 +62,7 @@ public final class FileSystem: Sendable {
             throw CMKError(.notAVolume, "cannot open \(volume.dataPath): \(String(cString: strerror(errno)))")
         }
         rootFD = fd
+        openFiles = OpenFiles(volume: volume, cache: cache, processNames: processNames)
         inodes = InodeTable(root: Inode(root: fd, identity: InodeIdentity(st)))
         names = volume.encryptsNames ? NameLayer(volume: volume, cache: cache, audit: audit) : nil
         scratch = ScratchPool(layout: volume.layout)
@@ -106,7 +107,7 @@ public final class FileSystem: Sendable {
         }
         let dropped = cache.flush(keyID: keyID, version: version, reason: reason)
         let revoked = Set(dropped.map(\.fileID))
-        return (dropped.count, openFiles.all.filter { revoked.contains($0.file.fileID.bytes) }.count)
+        return (dropped.count, openFiles.count(using: revoked))
     }
 
     /// What every dropped key cuts, whichever way it left the cache (flush or revocation, a
@@ -126,7 +127,7 @@ public final class FileSystem: Sendable {
     /// open files whose lease matches (`fuse_lowlevel_notify_inval_inode` over the whole file).
     private func invalidateOpenFiles(_ matching: (KeyLease) -> Bool) {
         guard let session = session.withLock({ $0 }) else { return }
-        for file in openFiles.all where matching(file.lease) {
+        for file in openFiles.files(where: matching) {
             if let node = inodes.node(for: file.identity) {
                 fuse_lowlevel_notify_inval_inode(session.raw, node, 0, 0)
             }
@@ -224,96 +225,13 @@ public final class FileSystem: Sendable {
         // CMKFS_O_NOATIME until the header is read: opening a file does not make it accessed.
         let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDWR | O_CLOEXEC | CMKFS_O_NOATIME)
         guard fd >= 0 else { throw .posix(errno) }
-        let file = try acquire(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
+        let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
         do { try checkBinding(inode.inode, file.file.fileID) } catch {
             use.error = "the file is not bound to this name (moved, copied or swapped behind the mount's back)"
-            openFiles.release(file, cache: cache)
+            openFiles.release(file)
             throw error
         }
         return file
-    }
-
-    /// Shares or builds the `OpenFile` for the inode behind `fd` (consumed).
-    func acquire(fd: Int32, label: String, use: inout KeyUse) throws(FSError) -> OpenFile {
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { let e = errno; close(fd); throw .posix(e) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); throw .posix(EINVAL) }
-        let identity = InodeIdentity(st)
-        if let existing = openFiles.retain(identity) {
-            close(fd)
-            use.fileID = existing.file.fileID
-            use.key = existing.content.withReadLock { existing.lease.keyRef }
-            do { try revive(existing, use: &use) } catch { openFiles.release(existing, cache: cache); throw error }
-            return existing
-        }
-        // Unwrapping may call out to the key provider: no lock is held here.
-        let fileID: FileID
-        do { fileID = try ContentFile.readFileID(fd: fd); use.fileID = fileID } catch {
-            let failure = FSError.content(error)
-            Self.logFailure(failure.errno, "\(label): \(error)")
-            close(fd)
-            throw failure
-        }
-        // Applications' reads through this descriptor update the access time, as they would locally.
-        let flags = fcntl(fd, F_GETFL)
-        if flags >= 0 && flags & CMKFS_O_NOATIME != 0 { _ = fcntl(fd, F_SETFL, flags & ~CMKFS_O_NOATIME) }
-        let lease: KeyLease
-        do { lease = try leaseKey(fileID, use: &use) } catch {
-            use.error = error.description
-            let failure = FSError.fileKey(error)
-            Self.logFailure(failure.errno, "\(label): cannot get the data key of file \(fileID): \(error)")
-            close(fd)
-            throw failure
-        }
-        let file = OpenFile(fd: fd, file: ContentFile(fd: fd, fileID: fileID, layout: volume.layout), lease: lease,
-                            identity: identity, size: volume.layout.displaySize(backingSize: Int(st.st_size)))
-        return register(file)
-    }
-
-    /// The DEK's lease from the cache; a miss unwraps through the provider (no lock held).
-    func leaseKey(_ fileID: FileID, use: inout KeyUse) throws(FileKeyError) -> KeyLease {
-        var missed = false
-        var request: KeyRequest?
-        defer {
-            use.cache = missed ? "miss" : "hit"
-            if missed { use.request = request }
-        }
-        let lease = try cache.lease(for: fileID.bytes) { () throws(FileKeyError) -> (SecretBytes, KeyRef) in
-            missed = true
-            request = keyRequest(for: use)
-            return try volume.fileKeyAndVersion(fileID, request: request)
-        }
-        use.key = lease.keyRef
-        // Debug, not info: one line per key-provider call (at most one per file per TTL).
-        if missed { Self.logger.debug("unwrapped the data key of file \(fileID) under \(lease.keyRef)") }
-        return lease
-    }
-
-    /// Inserts a new open file, or joins the entry another thread inserted first.
-    private func register(_ file: OpenFile) -> OpenFile {
-        let shared = openFiles.insert(file)
-        if shared !== file { cache.unpin(file.lease) }
-        return shared
-    }
-
-    /// A new open of a file whose lease was flushed (revocation, expiry) asks the provider
-    /// again; handles opened before the flush share this open file, so they read again too once
-    /// the new open got the key (until then they stay cut).
-    private func revive(_ file: OpenFile, use: inout KeyUse) throws(FSError) {
-        guard !file.content.withReadLock({ file.lease.isLive }) else { return }
-        let fresh: KeyLease
-        do { fresh = try leaseKey(file.file.fileID, use: &use) } catch {
-            use.error = error.description
-            let failure = FSError.fileKey(error)
-            Self.logFailure(failure.errno, "file \(file.file.fileID): cannot get the data key: \(error)")
-            throw failure
-        }
-        let old = file.content.withWriteLock { () -> KeyLease in
-            let old = file.lease
-            file.lease = fresh
-            return old
-        }
-        cache.unpin(old)
     }
 
     /// Creates a new encrypted file, atomically: the backing file is made unnamed (O_TMPFILE),
@@ -342,7 +260,7 @@ public final class FileSystem: Sendable {
             let (key, ref) = try volume.createFileKey(fileID, linkTag: entryLink(dir, name).flatMap { bindingTag(fileID, $0) },
                                                       request: request)
             use.key = ref
-            lease = cache.lease(for: fileID.bytes) { (key, ref) }
+            lease = openFiles.lease(newKey: key, ref, for: fileID)
         } catch {
             let failure = FSError.fileKey(error)
             Self.logFailure(failure.errno, "\(name): cannot create a data key: \(error)")
@@ -353,19 +271,19 @@ public final class FileSystem: Sendable {
         CrashPoint.hit("create-before-header")
         let content = ContentFile(fd: fd, fileID: fileID, layout: volume.layout)
         do { try content.writeHeader() } catch {
-            cache.unpin(lease)
+            openFiles.giveBack(lease)
             throw abandon(fd, fileID, .content(error))
         }
         // linkat through /proc/self/fd (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
         guard linkat(AT_FDCWD, "/proc/self/fd/\(fd)", dir.fd, name, AT_SYMLINK_FOLLOW) == 0 else {
             let e = errno
-            cache.unpin(lease)
+            openFiles.giveBack(lease)
             throw abandon(fd, fileID, .posix(e))
         }
         var st = stat()
         fstat(fd, &st)
         let file = OpenFile(fd: fd, file: content, lease: lease, identity: InodeIdentity(st), size: 0)
-        return register(file)
+        return openFiles.adopt(file)
     }
 
     /// Undoes a create that did not link its file: the unnamed inode goes with its descriptor.

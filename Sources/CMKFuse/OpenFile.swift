@@ -8,9 +8,8 @@ import CMKKeyService
 /// it: the backing descriptor, the lease on the file's DEK, the plaintext size and the lock over
 /// content.
 ///
-/// Lock order: `OpenFileTable.entries` before nothing (never held while taking `content`);
-/// `content` is held for a whole read (shared) or write/truncate (exclusive) and never across a
-/// key-provider call.
+/// Lock order: see `OpenFiles`. `content` is held for a whole read (shared) or write/truncate
+/// (exclusive) and never across a key-provider call.
 final class OpenFile: @unchecked Sendable {
     // Sound: `fd` and `file` are immutable; `size` is read under `content` shared and written
     // under `content` exclusive; `lease` sits behind its own mutex (and is replaced only under
@@ -53,90 +52,6 @@ final class OpenFile: @unchecked Sendable {
 struct InodeIdentity: Hashable, Sendable {
     let device: UInt
     let inode: UInt
-}
-
-/// Open backing inodes by identity, so every open of one file shares one `OpenFile`.
-final class OpenFileTable: Sendable {
-    private let entries = Mutex<[InodeIdentity: OpenFile]>([:])
-
-    /// The entry for `identity` with one more reference, if the inode is open.
-    func retain(_ identity: InodeIdentity) -> OpenFile? {
-        entries.withLock { table in
-            guard let file = table[identity] else { return nil }
-            file.refs += 1
-            return file
-        }
-    }
-
-    /// Inserts `file`, or, when another thread inserted the same inode first, returns that one
-    /// with a new reference (the caller then drops its own).
-    func insert(_ file: OpenFile) -> OpenFile {
-        entries.withLock { table in
-            if let existing = table[file.identity] {
-                existing.refs += 1
-                return existing
-            }
-            // The caller's stat may predate writes through an entry for this inode that was
-            // closed since; with no entry left, nothing can write now, so re-read the size here.
-            var st = stat()
-            if fstat(file.fd, &st) == 0 { file.size = file.file.layout.displaySize(backingSize: Int(st.st_size)) }
-            table[file.identity] = file
-            return file
-        }
-    }
-
-    /// Drops one reference; the last one closes the descriptor and unpins the DEK's lease.
-    func release(_ file: OpenFile, cache: KeyCache) {
-        let last = entries.withLock { table in
-            file.refs -= 1
-            precondition(file.refs >= 0, "open-file reference count went negative")
-            if file.refs == 0 { table[file.identity] = nil }
-            return file.refs == 0
-        }
-        if last { file.content.withReadLock { cache.unpin(file.lease) } }
-    }
-
-    /// Every open file now (for invalidating kernel caches after a flush).
-    var all: [OpenFile] { entries.withLock { Array($0.values) } }
-
-    var count: Int { entries.withLock { $0.count } }
-}
-
-/// One `open()` of a file: what `fi->fh` names.
-final class Handle: Sendable {
-    let file: OpenFile
-    let append: Bool
-    /// The path at open time, for log lines (a later rename is not reflected).
-    let path: String
-
-    init(file: OpenFile, append: Bool, path: String) {
-        self.file = file
-        self.append = append
-        self.path = path
-    }
-}
-
-/// Handles by number: `fi->fh` holds a number, not a pointer, so a stale or bogus value from the
-/// kernel is an EBADF, not a crash.
-final class HandleTable: Sendable {
-    private struct State {
-        var next: UInt64 = 1
-        var handles: [UInt64: Handle] = [:]
-    }
-    private let state = Mutex(State())
-
-    func add(_ handle: Handle) -> UInt64 {
-        state.withLock { s in
-            let id = s.next
-            s.next += 1
-            s.handles[id] = handle
-            return id
-        }
-    }
-
-    func get(_ id: UInt64) -> Handle? { state.withLock { $0.handles[id] } }
-
-    func remove(_ id: UInt64) -> Handle? { state.withLock { $0.handles.removeValue(forKey: id) } }
 }
 
 /// Reusable per-request crypto state (`ContentScratch`), so the hot path allocates nothing.

@@ -1,0 +1,259 @@
+import Glibc
+import CLinuxFS
+import Synchronization
+import CMKCrypto
+import CMKFormat
+import CMKKeyService
+import CMKKeys
+import CMKVolume
+
+/// Open files and the DEK leases they hold: the table of open backing inodes (one `OpenFile`
+/// per inode, shared by every handle and every hard link), the handle numbers the kernel holds
+/// (`fi->fh`), the lease an open takes from the key cache, its revival by a new open after a
+/// flush, and the choice of which open files a dropped key cuts.
+///
+/// Lock order (outer first): `OpenFile.content` → the key cache's own mutex (`unpin` and
+/// `replace` run under `content`). `OpenFileTable.entries`, `HandleTable.state` and
+/// `OpenFile.leaseCell` are leaves: nothing is taken while one is held (the table's last
+/// release drops `entries` before it takes `content` to unpin). No lock here is held across a
+/// key-provider call: a lease is taken first (`cache.lease` may unwrap through the provider)
+/// and only then installed under `content` held exclusively. The kill switch reads leases
+/// through `leaseCell` alone, so it never waits for `content` (a long write, a rekey).
+final class OpenFiles: Sendable {
+    private let volume: Volume
+    private let cache: KeyCache
+    /// For the process name a key request carries.
+    private let processNames: ProcessNames
+    private let table = OpenFileTable()
+    private let handles = HandleTable()
+
+    init(volume: Volume, cache: KeyCache, processNames: ProcessNames) {
+        self.volume = volume
+        self.cache = cache
+        self.processNames = processNames
+    }
+
+    // MARK: opening
+
+    /// Shares or builds the `OpenFile` for the inode behind `fd` (consumed), with a new
+    /// reference and a live lease on its DEK.
+    func open(fd: Int32, label: String, use: inout KeyUse) throws(FSError) -> OpenFile {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { let e = errno; close(fd); throw .posix(e) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); throw .posix(EINVAL) }
+        let identity = InodeIdentity(st)
+        if let existing = table.retain(identity) {
+            close(fd)
+            use.fileID = existing.file.fileID
+            use.key = existing.content.withReadLock { existing.lease.keyRef }
+            do { try revive(existing, use: &use) } catch { release(existing); throw error }
+            return existing
+        }
+        // Unwrapping may call out to the key provider: no lock is held here.
+        let fileID: FileID
+        do { fileID = try ContentFile.readFileID(fd: fd); use.fileID = fileID } catch {
+            let failure = FSError.content(error)
+            FileSystem.logFailure(failure.errno, "\(label): \(error)")
+            close(fd)
+            throw failure
+        }
+        // Applications' reads through this descriptor update the access time, as they would locally.
+        let flags = fcntl(fd, F_GETFL)
+        if flags >= 0 && flags & CMKFS_O_NOATIME != 0 { _ = fcntl(fd, F_SETFL, flags & ~CMKFS_O_NOATIME) }
+        let lease: KeyLease
+        do { lease = try leaseKey(fileID, use: &use) } catch {
+            use.error = error.description
+            let failure = FSError.fileKey(error)
+            FileSystem.logFailure(failure.errno, "\(label): cannot get the data key of file \(fileID): \(error)")
+            close(fd)
+            throw failure
+        }
+        let file = OpenFile(fd: fd, file: ContentFile(fd: fd, fileID: fileID, layout: volume.layout), lease: lease,
+                            identity: identity, size: volume.layout.displaySize(backingSize: Int(st.st_size)))
+        return adopt(file)
+    }
+
+    /// The lease of a DEK the caller just made (create): nothing to unwrap.
+    func lease(newKey key: SecretBytes, _ ref: KeyRef, for fileID: FileID) -> KeyLease {
+        cache.lease(for: fileID.bytes) { (key, ref) }
+    }
+
+    /// Inserts a new open file, or joins the entry another thread inserted first (dropping the
+    /// new one's lease).
+    func adopt(_ file: OpenFile) -> OpenFile {
+        let shared = table.insert(file)
+        if shared !== file { cache.unpin(file.lease) }
+        return shared
+    }
+
+    /// Gives back a lease that no open file took (a create that failed after leasing).
+    func giveBack(_ lease: KeyLease) { cache.unpin(lease) }
+
+    /// Drops one reference; the last one closes the descriptor and unpins the DEK's lease.
+    func release(_ file: OpenFile) { table.release(file, cache: cache) }
+
+    /// The DEK's lease from the cache; a miss unwraps through the provider (no lock held).
+    private func leaseKey(_ fileID: FileID, use: inout KeyUse) throws(FileKeyError) -> KeyLease {
+        var missed = false
+        var request: KeyRequest?
+        defer {
+            use.cache = missed ? "miss" : "hit"
+            if missed { use.request = request }
+        }
+        let lease = try cache.lease(for: fileID.bytes) { () throws(FileKeyError) -> (SecretBytes, KeyRef) in
+            missed = true
+            request = use.keyRequest(processNames: processNames, reason: volume.kmsReason)
+            return try volume.fileKeyAndVersion(fileID, request: request)
+        }
+        use.key = lease.keyRef
+        // Debug, not info: one line per key-provider call (at most one per file per TTL).
+        if missed { FileSystem.logger.debug("unwrapped the data key of file \(fileID) under \(lease.keyRef)") }
+        return lease
+    }
+
+    /// A new open of a file whose lease was dropped (revocation, expiry) asks the provider
+    /// again; handles opened before the drop share this open file, so they read again too once
+    /// the new open got the key (until then they stay cut).
+    private func revive(_ file: OpenFile, use: inout KeyUse) throws(FSError) {
+        guard !file.content.withReadLock({ file.lease.isLive }) else { return }
+        let fresh: KeyLease
+        do { fresh = try leaseKey(file.file.fileID, use: &use) } catch {
+            use.error = error.description
+            let failure = FSError.fileKey(error)
+            FileSystem.logFailure(failure.errno, "file \(file.file.fileID): cannot get the data key: \(error)")
+            throw failure
+        }
+        swapLease(of: file, to: fresh)
+    }
+
+    /// Installs `fresh` as the file's lease (under `content` held exclusively, so no request is
+    /// between its key check and its use) and unpins the old one.
+    func swapLease(of file: OpenFile, to fresh: KeyLease) {
+        let old = file.content.withWriteLock { () -> KeyLease in
+            let old = file.lease
+            file.lease = fresh
+            return old
+        }
+        cache.unpin(old)
+    }
+
+    /// Rekey: replaces the file's DEK in the cache and in the file; call with `content` held
+    /// exclusively (the re-encryption holds it).
+    func installRekeyed(_ file: OpenFile, key: SecretBytes, ref: KeyRef) {
+        let old = file.lease
+        file.lease = cache.replace(fileID: file.file.fileID.bytes, key: key, keyRef: ref)
+        cache.unpin(old)
+    }
+
+    // MARK: handles
+
+    /// A new handle on `file` (which it owns one reference of): the number for `fi->fh`.
+    func addHandle(_ handle: Handle) -> UInt64 { handles.add(handle) }
+
+    func handle(_ fh: UInt64) -> Handle? { handles.get(fh) }
+
+    /// Closes a handle: EBADF for a number that names none.
+    func closeHandle(_ fh: UInt64) throws(FSError) {
+        guard let handle = handles.remove(fh) else { throw .posix(EBADF) }
+        release(handle.file)
+    }
+
+    // MARK: cutting
+
+    /// The open files whose lease matches (a flush's, or the leases a drop killed).
+    func files(where matching: (KeyLease) -> Bool) -> [OpenFile] {
+        table.all.filter { matching($0.lease) }
+    }
+
+    /// How many open files use a DEK of `fileIDs` (the files a flush cut).
+    func count(using fileIDs: Set<[UInt8]>) -> Int {
+        table.all.filter { fileIDs.contains($0.file.fileID.bytes) }.count
+    }
+
+    /// Number of open backing inodes.
+    var count: Int { table.count }
+}
+
+/// Open backing inodes by identity, so every open of one file shares one `OpenFile`.
+private final class OpenFileTable: Sendable {
+    private let entries = Mutex<[InodeIdentity: OpenFile]>([:])
+
+    /// The entry for `identity` with one more reference, if the inode is open.
+    func retain(_ identity: InodeIdentity) -> OpenFile? {
+        entries.withLock { table in
+            guard let file = table[identity] else { return nil }
+            file.refs += 1
+            return file
+        }
+    }
+
+    /// Inserts `file`, or, when another thread inserted the same inode first, returns that one
+    /// with a new reference (the caller then drops its own).
+    func insert(_ file: OpenFile) -> OpenFile {
+        entries.withLock { table in
+            if let existing = table[file.identity] {
+                existing.refs += 1
+                return existing
+            }
+            // The caller's stat may predate writes through an entry for this inode that was
+            // closed since; with no entry left, nothing can write now, so re-read the size here.
+            var st = stat()
+            if fstat(file.fd, &st) == 0 { file.size = file.file.layout.displaySize(backingSize: Int(st.st_size)) }
+            table[file.identity] = file
+            return file
+        }
+    }
+
+    /// Drops one reference; the last one closes the descriptor and unpins the DEK's lease.
+    func release(_ file: OpenFile, cache: KeyCache) {
+        let last = entries.withLock { table in
+            file.refs -= 1
+            precondition(file.refs >= 0, "open-file reference count went negative")
+            if file.refs == 0 { table[file.identity] = nil }
+            return file.refs == 0
+        }
+        if last { file.content.withReadLock { cache.unpin(file.lease) } }
+    }
+
+    /// Every open file now (for invalidating kernel caches after a flush).
+    var all: [OpenFile] { entries.withLock { Array($0.values) } }
+
+    var count: Int { entries.withLock { $0.count } }
+}
+
+/// One `open()` of a file: what `fi->fh` names.
+final class Handle: Sendable {
+    let file: OpenFile
+    let append: Bool
+    /// The path at open time, for log lines (a later rename is not reflected).
+    let path: String
+
+    init(file: OpenFile, append: Bool, path: String) {
+        self.file = file
+        self.append = append
+        self.path = path
+    }
+}
+
+/// Handles by number: `fi->fh` holds a number, not a pointer, so a stale or bogus value from the
+/// kernel is an EBADF, not a crash.
+private final class HandleTable: Sendable {
+    private struct State {
+        var next: UInt64 = 1
+        var handles: [UInt64: Handle] = [:]
+    }
+    private let state = Mutex(State())
+
+    func add(_ handle: Handle) -> UInt64 {
+        state.withLock { s in
+            let id = s.next
+            s.next += 1
+            s.handles[id] = handle
+            return id
+        }
+    }
+
+    func get(_ id: UInt64) -> Handle? { state.withLock { $0.handles[id] } }
+
+    func remove(_ id: UInt64) -> Handle? { state.withLock { $0.handles.removeValue(forKey: id) } }
+}
