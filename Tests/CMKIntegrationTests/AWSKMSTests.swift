@@ -158,46 +158,10 @@ final class AWSKMSTests: IntegrationTestCase {
 
     // MARK: the key owner's kill switch
 
-    /// Holds a file open with its key cached, runs `cut` (the key owner's action at AWS), and
-    /// returns how long reads kept working. moto keeps decrypting for a disabled key: only the
-    /// lease renewal's DescribeKey can cut a file whose key is already cached.
+    /// moto keeps decrypting for a disabled key: only the lease renewal's DescribeKey can cut a
+    /// file whose key is already cached.
     func secondsUntilCut(_ cut: () throws -> Void) throws -> Double? {
-        sh("printf held > \(mnt)/f")
-        let script = """
-            import os, sys, time
-            path, go, done = sys.argv[1:4]
-            fd = os.open(path, os.O_RDONLY)
-            assert os.pread(fd, 10, 0) == b'held'
-            open(done, 'w').close()
-            while not os.path.exists(go): time.sleep(0.005)
-            start = time.monotonic()
-            while time.monotonic() - start < 30:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                try:
-                    os.pread(fd, 10, 0)
-                except PermissionError:
-                    print('cut after %.2f s' % (time.monotonic() - start)); break
-                time.sleep(0.02)
-            else:
-                print('still readable after 30 s')
-            """
-        let go = fx.root + "/go", ready = fx.root + "/ready"
-        try? FileManager.default.removeItem(atPath: go)
-        try? FileManager.default.removeItem(atPath: ready)
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: Shell.python)
-        holder.arguments = ["-c", script, mnt + "/f", go, ready]
-        let out = Pipe()
-        holder.standardOutput = out
-        try holder.run()
-        defer { if holder.isRunning { holder.terminate() } }
-        XCTAssertTrue(waitUntil(deadline: 30) { FileManager.default.fileExists(atPath: ready) }, "the holder never opened the file")
-        try cut()
-        FileManager.default.createFile(atPath: go, contents: nil)
-        holder.waitUntilExit()
-        let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        XCTAssertTrue(said.hasPrefix("cut after "), "\(said)\nmount.log: \(fx.mountLog(pvol))")
-        return Double(said.dropFirst("cut after ".count).prefix { $0 != " " })
+        try secondsUntilHeldFileIsCut(mnt + "/f", log: "mount.log: \(fx.mountLog(pvol))", cut: cut)
     }
 
     func testDisableKeyAtAWSCutsAnOpenFileWithinOneRenewal() throws {

@@ -290,27 +290,11 @@ final class ProviderMountTests: SocketKMSTestCase {
         let k = try startKMS()
         XCTAssertTrue(fx.cmkfs(["init", pvol, "--kms", "socket", "--kms-socket", k.socket]).succeeded)
         XCTAssertTrue(fx.cmkfs(["mount", pvol, mnt, "--lease-renew", "300ms"]).succeeded)
-        sh("printf held > \(mnt)/f")
         let keyID = try XCTUnwrap(k.keyCommand(["list"], logDir: fx.logs).stdout.split(separator: " ").first.map(String.init))
-        let r = python("""
-            import os, subprocess, sys, time
-            path, kms, key, state = sys.argv[1:5]
-            fd = os.open(path, os.O_RDONLY)
-            assert os.pread(fd, 10, 0) == b'held'
-            subprocess.run([kms, 'key', 'disable', key, '--state', state], check=True, capture_output=True)
-            start = time.monotonic()
-            while time.monotonic() - start < 30:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                try:
-                    os.pread(fd, 10, 0)
-                except PermissionError:
-                    print('cut after %.2f s' % (time.monotonic() - start)); break
-                time.sleep(0.02)
-            else:
-                print('still readable after 30 s')
-            """, [mnt + "/f", KMSProcess.binary, keyID, fx.root + "/kms-state"], timeout: 60)
-        XCTAssertTrue(r.stdout.hasPrefix("cut after "), "\(r)\nmount.log: \(fx.mountLog(pvol))")
-        if let seconds = Double(r.stdout.dropFirst("cut after ".count).prefix { $0 != " " }) {
+        let cut = try secondsUntilHeldFileIsCut(mnt + "/f", log: "mount.log: \(fx.mountLog(pvol))") {
+            XCTAssertTrue(k.keyCommand(["disable", keyID], logDir: fx.logs).succeeded)
+        }
+        if let seconds = cut {
             // One renewal interval (300 ms) plus the sweep tick, with room for a loaded machine;
             // without the renewal's check the held-open file would keep its key for the 1 h lifetime.
             XCTAssertLessThan(seconds, 10, "one renewal interval (300 ms) plus the sweep tick")

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import CMKHTTP
 
 /// Real mounts whose master key is a transit key of a real OpenBao dev server started by each
 /// test (stopped in tearDown, after the fixture unmounted): init, mount, remount, status, audit,
@@ -129,44 +130,21 @@ final class VaultMountTests: IntegrationTestCase {
 
     // MARK: the customer's kill switches
 
-    /// Holds a file open with its key cached, then sends `switchOff` to Vault with the root
-    /// token (the customer, in Vault: method, path, JSON body) and returns how long until the
-    /// next read is refused with EACCES, or nil if it never is (30 s).
+    /// Mounts a Vault volume, holds a file open with its key cached, then sends `switchOff` to
+    /// Vault with the root token (the customer, in Vault: method, path, JSON body) and returns
+    /// how long until the next read is refused with EACCES, or nil if it never is (30 s).
     /// `switchOff` is given the volume's token.
-    func secondsUntilHeldFileIsCut(_ switchOff: (String) -> [(method: String, path: String, body: [String: Any])]) throws -> Double? {
+    func secondsUntilVaultCutsHeldFile(_ switchOff: (String) -> [(method: HTTPMethod, path: String, body: [String: Any]?)]) throws -> Double? {
         try initVault()
         try mountP(["--lease-renew", "300ms"])
-        sh("printf held > \(mnt)/f")
         let token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let requests = String(decoding: try JSONSerialization.data(withJSONObject: switchOff(token).map { [$0.method, $0.path, $0.body] }), as: UTF8.self)
-        let r = python("""
-            import json, os, sys, time, urllib.request
-            path, address, token, requests = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-            fd = os.open(path, os.O_RDONLY)
-            assert os.pread(fd, 10, 0) == b'held'
-            for method, api, body in requests:
-                urllib.request.urlopen(urllib.request.Request(address + "/v1/" + api, method=method,
-                    data=json.dumps(body).encode(), headers={"X-Vault-Token": token}), timeout=10).read()
-            start = time.monotonic()
-            while time.monotonic() - start < 30:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                try:
-                    os.pread(fd, 10, 0)
-                except PermissionError:
-                    print('cut after %.2f s' % (time.monotonic() - start)); break
-                time.sleep(0.02)
-            else:
-                print('still readable after 30 s')
-            """, [mnt + "/f", bao.address, OpenBaoServer.rootToken, requests], timeout: 90)
-        guard r.stdout.hasPrefix("cut after ") else {
-            XCTFail("\(r)\nmount.log: \(fx.mountLog(pvol))")
-            return nil
+        return try secondsUntilHeldFileIsCut(mnt + "/f", log: "mount.log: \(fx.mountLog(pvol))") {
+            for request in switchOff(token) { _ = try bao.admin(request.method, request.path, request.body) }
         }
-        return Double(r.stdout.dropFirst("cut after ".count).prefix { $0 != " " })
     }
 
     func testRevokingTheTokenCutsAHeldOpenFileWithinOneRenewal() throws {
-        let seconds = try secondsUntilHeldFileIsCut { token in [("POST", "auth/token/revoke", ["token": token])] }
+        let seconds = try secondsUntilVaultCutsHeldFile { token in [(.post, "auth/token/revoke", ["token": token])] }
         if let seconds {
             XCTAssertLessThan(seconds, 10, "one renewal interval (300 ms) plus the sweep tick")
             report("Vault token revoked → held-open file cut", seconds: seconds)
@@ -177,8 +155,8 @@ final class VaultMountTests: IntegrationTestCase {
     }
 
     func testRaisingMinDecryptionVersionCutsAHeldOpenFileWithinOneRenewal() throws {
-        let seconds = try secondsUntilHeldFileIsCut { _ in [("POST", "transit/keys/\(self.key)/rotate", [:]),
-                                                            ("POST", "transit/keys/\(self.key)/config", ["min_decryption_version": 2])] }
+        let seconds = try secondsUntilVaultCutsHeldFile { _ in [(.post, "transit/keys/\(self.key)/rotate", [:]),
+                                                               (.post, "transit/keys/\(self.key)/config", ["min_decryption_version": 2])] }
         if let seconds {
             XCTAssertLessThan(seconds, 10)
             report("Vault min_decryption_version raised → held-open file cut", seconds: seconds)
@@ -189,8 +167,8 @@ final class VaultMountTests: IntegrationTestCase {
     }
 
     func testDeletingTheKeyCutsAHeldOpenFileWithinOneRenewal() throws {
-        let seconds = try secondsUntilHeldFileIsCut { _ in [("POST", "transit/keys/\(self.key)/config", ["deletion_allowed": true]),
-                                                            ("DELETE", "transit/keys/\(self.key)", [:])] }
+        let seconds = try secondsUntilVaultCutsHeldFile { _ in [(.post, "transit/keys/\(self.key)/config", ["deletion_allowed": true]),
+                                                               (.delete, "transit/keys/\(self.key)", nil)] }
         if let seconds {
             XCTAssertLessThan(seconds, 10)
             report("Vault key deleted → held-open file cut", seconds: seconds)
