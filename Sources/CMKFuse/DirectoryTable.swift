@@ -34,25 +34,29 @@ final class DirectoryListing: @unchecked Sendable {
     }
 }
 
-/// Open directories by number (`fi->fh`).
-final class DirectoryTable: Sendable {
+/// Open objects by number: `fi->fh` holds a number, not a pointer, so a stale or bogus value
+/// from the kernel is an EBADF, not a crash. One table for open files' handles, one for open
+/// directories.
+final class NumberedTable<Value: Sendable>: Sendable {
     private struct State {
         var next: UInt64 = 1
-        var open: [UInt64: DirectoryListing] = [:]
+        var values: [UInt64: Value] = [:]
     }
     private let state = Mutex(State())
 
-    func add(_ listing: DirectoryListing) -> UInt64 {
+    func add(_ value: Value) -> UInt64 {
         state.withLock { s in
             let id = s.next
             s.next += 1
-            s.open[id] = listing
+            s.values[id] = value
             return id
         }
     }
 
-    func get(_ id: UInt64) -> DirectoryListing? { state.withLock { $0.open[id] } }
-    func remove(_ id: UInt64) { _ = state.withLock { $0.open.removeValue(forKey: id) } }
+    func get(_ id: UInt64) -> Value? { state.withLock { $0.values[id] } }
+
+    @discardableResult
+    func remove(_ id: UInt64) -> Value? { state.withLock { $0.values.removeValue(forKey: id) } }
 }
 
 extension FileSystem {

@@ -21,7 +21,7 @@ public final class FileSystem: Sendable {
     let inodes: InodeTable
     /// Open files, their handles and the DEK leases they hold.
     let openFiles: OpenFiles
-    let directories = DirectoryTable()
+    let directories = NumberedTable<DirectoryListing>()
     let scratch: ScratchPool
     /// Unwrapped DEKs with TTLs and leases; the only place the frontend gets keys from.
     public let cache: KeyCache

@@ -25,7 +25,7 @@ final class OpenFiles: Sendable {
     /// For the process name a key request carries.
     private let processNames: ProcessNames
     private let table = OpenFileTable()
-    private let handles = HandleTable()
+    private let handles = NumberedTable<Handle>()
 
     init(volume: Volume, cache: KeyCache, processNames: ProcessNames) {
         self.volume = volume
@@ -233,27 +233,4 @@ final class Handle: Sendable {
         self.append = append
         self.path = path
     }
-}
-
-/// Handles by number: `fi->fh` holds a number, not a pointer, so a stale or bogus value from the
-/// kernel is an EBADF, not a crash.
-private final class HandleTable: Sendable {
-    private struct State {
-        var next: UInt64 = 1
-        var handles: [UInt64: Handle] = [:]
-    }
-    private let state = Mutex(State())
-
-    func add(_ handle: Handle) -> UInt64 {
-        state.withLock { s in
-            let id = s.next
-            s.next += 1
-            s.handles[id] = handle
-            return id
-        }
-    }
-
-    func get(_ id: UInt64) -> Handle? { state.withLock { $0.handles[id] } }
-
-    func remove(_ id: UInt64) -> Handle? { state.withLock { $0.handles.removeValue(forKey: id) } }
 }
