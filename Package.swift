@@ -38,8 +38,10 @@ let package = Package(
         .target(name: "CMKCrypto", dependencies: ["COpenSSL", "CMKSystem"]),
         // The content format: header, block math, block sealing, holes.
         .target(name: "CMKFormat", dependencies: ["CMKCrypto", "CMKSystem"]),
+        // The mount's counters and histograms (lock-free atomics) and Prometheus' text format.
+        .target(name: "CMKMetrics", dependencies: ["CMKSystem"]),
         // Key providers (KEK side): the protocol and the embedded simulated KMS.
-        .target(name: "CMKKeys", dependencies: ["CMKCrypto", "CMKSystem"]),
+        .target(name: "CMKKeys", dependencies: ["CMKCrypto", "CMKMetrics", "CMKSystem"]),
         // The PKCS#11 HSM key provider: module loading, session pool, AES-GCM wrap inside the token.
         .target(name: "CMKPKCS11", dependencies: ["CPKCS11", "CMKCrypto", "CMKKeys"]),
         // A blocking, thread-safe HTTP client over libcurl with a pool of keep-alive handles.
@@ -58,16 +60,16 @@ let package = Package(
         // the socket plumbing both ends use (the mount's server, the CLI's client).
         .target(name: "CMKControl", dependencies: ["CMKKeyService", "CMKUnixSocket"]),
         // The tamper-evident audit log: record format, MAC chain, segments, checkpoints, verifier.
-        .target(name: "CMKAudit", dependencies: ["CMKCrypto", "CMKSystem"]),
+        .target(name: "CMKAudit", dependencies: ["CMKCrypto", "CMKMetrics", "CMKSystem"]),
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
         .target(name: "CMKMetadata", dependencies: ["CSQLite", "CMKSystem"]),
         // A volume: its config, its database, its provider, the per-file key service.
-        .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKPKCS11", "CMKSocketKMS", "CMKAWSKMS", "CMKHTTP", "CMKSystem", "CMKVault"]),
+        .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKMetrics", "CMKPKCS11", "CMKSocketKMS", "CMKAWSKMS", "CMKHTTP", "CMKSystem", "CMKVault"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
-        .target(name: "CMKFuse", dependencies: ["CFuse3", "CLinuxFS", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKVolume",
+        .target(name: "CMKFuse", dependencies: ["CFuse3", "CLinuxFS", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKMetrics", "CMKVolume",
                                                 .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "cmkfs", dependencies: [
-            "CMKAudit", "CMKControl", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto",
+            "CMKAudit", "CMKControl", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto", "CMKMetrics",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -90,6 +92,7 @@ let package = Package(
         .testTarget(name: "CMKSystemTests", dependencies: ["CMKSystem"]),
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
+        .testTarget(name: "CMKMetricsTests", dependencies: ["CMKMetrics"]),
         .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKAWSKMSTests", dependencies: ["CMKAWSKMS", "CMKCrypto"]),
         .testTarget(name: "CMKKeyServiceTests", dependencies: ["CMKKeyService", "CMKKeys", "CMKCrypto"]),

@@ -3,6 +3,7 @@ import Glibc
 import Synchronization
 import CMKSystem
 import CMKCrypto
+import CMKMetrics
 
 /// The writer of a volume's audit log: `VOLUME/audit/audit-<first seq>.log` segments, one record
 /// a line, chained by MAC under the audit key (docs/audit-format.md).
@@ -306,6 +307,7 @@ public final class AuditLog: Sendable {
             h.unsynced = true
             if h.reserved - h.bytes < Self.reserveBytes / 4 { Self.reserve(&h) }
         }
+        Metrics.shared.auditRecords.add()
         if durable {
             // The anchor follows within one group-commit interval, off the caller's path: a
             // `key revoke` never waits for a provider round trip (or a provider timeout) here.
@@ -332,7 +334,9 @@ public final class AuditLog: Sendable {
             if let duplicate {
                 do throws(SystemError) {
                     let file = FileDescriptor(adopting: try duplicate.get())
+                    let started = Metrics.now()
                     try file.descriptor.fsync()
+                    Metrics.shared.auditFsync.observe(since: started)
                 } catch {
                     self.head.withLock { $0.unsynced = true }
                     throw .system("fsync", path, error.errno.rawValue)

@@ -20,6 +20,8 @@ public enum ControlRequest: Sendable, Equatable {
     /// `info`: describe the regular file at `path` (relative to the mount's root): file id, key
     /// version, whether its key is cached, size on disk; changes nothing and loads no key.
     case info(path: String)
+    /// `metrics`: the mount's counters in Prometheus' text format; changes nothing.
+    case metrics
 
     /// The op's name on the wire ("flush-key"), for logs.
     public var op: String {
@@ -31,6 +33,7 @@ public enum ControlRequest: Sendable, Equatable {
         case .rekey: "rekey"
         case .audit: "audit"
         case .info: "info"
+        case .metrics: "metrics"
         }
     }
 }
@@ -116,6 +119,8 @@ extension ControlRequest: Codable {
         case "info":
             guard let path = w.path else { throw ControlRequestError(message: "info needs path") }
             self = .info(path: path)
+        case "metrics":
+            self = .metrics
         default:
             throw ControlRequestError(message: "unknown op '\(w.op)'")
         }
@@ -124,7 +129,7 @@ extension ControlRequest: Codable {
     public func encode(to encoder: any Encoder) throws {
         var w = Wire(op: op)
         switch self {
-        case .stats, .relabel:
+        case .stats, .relabel, .metrics:
             break
         case .flush(let reason):
             w.reason = reason

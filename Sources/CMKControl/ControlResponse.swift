@@ -15,6 +15,8 @@ public struct ControlResponse: Codable, Sendable {
     public var errno: Int32?
     /// info: the file asked about.
     public var info: ControlFileInfo?
+    /// metrics: the mount's counters in Prometheus' text exposition format.
+    public var metrics: String?
 
     public init(ok: Bool, error: String? = nil) {
         self.ok = ok
@@ -23,7 +25,7 @@ public struct ControlResponse: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case ok, error, flushed, openFilesCut = "open_files_cut", elapsedMilliseconds = "elapsed_ms", stats
-        case openFiles = "open_files", errno, info
+        case openFiles = "open_files", errno, info, metrics
     }
 }
 

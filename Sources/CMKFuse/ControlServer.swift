@@ -30,13 +30,18 @@ enum ControlServer {
             return flush(keyID: nil, version: nil, reason: reason, fs, peer: peer)
         case .flushKey(let keyID, let version, let reason):
             return flush(keyID: keyID, version: version, reason: reason, fs, peer: peer)
+        case .metrics:
+            // Read every scrape interval: it reads no key rows, so it settles nothing.
+            var response = ControlResponse(ok: true)
+            response.metrics = fs.metricsText()
+            return response
         default:
             break
         }
         // Whatever the command does next may read the key rows: they must not list unlinked files.
         fs.forgets.flush()
         switch request {
-        case .flush, .flushKey:
+        case .flush, .flushKey, .metrics:
             preconditionFailure("answered above")
         case .stats:
             var response = ControlResponse(ok: true)

@@ -6,6 +6,7 @@ import CMKAudit
 import CMKFormat
 import CMKKeyService
 import CMKKeys
+import CMKMetrics
 import CMKVolume
 
 /// How an open, create or truncate used a file's DEK, for its audit record.
@@ -89,6 +90,7 @@ extension FileSystem {
     /// Appends the record; the log's error when it could not be written.
     private func record(_ event: String, _ use: KeyUse, rc: Int32, error: String?, path: () -> String?,
                         caller: Caller?, detail: String?) -> AuditError? {
+        if rc != 0 { Metrics.shared.denials.add(rc) }
         guard let log = audit else { return nil }
         let result = rc == 0 ? "ok" : (rc == EACCES ? "denied" : "error")
         let record = AuditEvent(event, result: result, errno: rc == 0 ? nil : rc, error: error ?? use.error,

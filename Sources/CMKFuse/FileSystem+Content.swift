@@ -3,6 +3,7 @@ import Glibc
 import CFuse3
 import CMKCrypto
 import CMKFormat
+import CMKMetrics
 
 extension FileSystem {
     func open(_ inode: Node, flags: Int32, caller: Caller) throws(FSError) -> UInt64 {
@@ -23,6 +24,7 @@ extension FileSystem {
         // With the writeback cache the kernel places O_APPEND writes itself, and sends cached
         // pages through whichever writable handle of the inode it picks: a handle must not
         // move them to the end of the file.
+        Metrics.shared.opens.add()
         return openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)"))
     }
 
@@ -45,6 +47,7 @@ extension FileSystem {
         }
         let e: fuse_entry_param
         do { e = try entry(for: file, link: entryLink(dir, name)) } catch { openFiles.release(file); throw error }
+        Metrics.shared.creates.add()
         return (e, openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")))
     }
 
@@ -84,6 +87,7 @@ extension FileSystem {
                     }
                 }
                 reply(UnsafeRawBufferPointer(rebasing: out[0..<n]))
+                Metrics.shared.bytesRead.add(UInt64(n))
             } catch {
                 Self.logFailure(error.errno, "read \(handle.path) at \(offset): \(error)")
                 audit("read-denied", KeyUse(fileID: file.file.fileID, key: file.content.withReadLock { file.lease.keyRef }),
@@ -116,6 +120,7 @@ extension FileSystem {
                   detail: "write at offset \(offset)")
             throw error
         }
+        Metrics.shared.bytesWritten.add(UInt64(data.count))
         if KernelChannel.currentRequestKillsSetIDBits, Self.killSetIDBits(file.fd) {
             // The kernel keeps the mode it cached; a WRITE reply cannot carry a new one.
             if let session = session.withLock({ $0 }), let node = inodes.node(for: file.identity) {

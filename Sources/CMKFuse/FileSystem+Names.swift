@@ -6,6 +6,7 @@ import CMKCrypto
 import CMKFormat
 import CMKKeyService
 import CMKKeys
+import CMKMetrics
 import CMKVolume
 
 /// Encrypted names inside the mount (docs/on-disk-format.md, "Names").
@@ -95,6 +96,7 @@ final class NameLayer: Sendable {
 
     /// Each unwrap of the name key is a key use, audited like a DEK's.
     private func record(rc: Int32, error: String?, key: KeyRef?) {
+        if rc != 0 { Metrics.shared.denials.add(rc) }
         guard let audit else { return }
         let result = rc == 0 ? "ok" : (rc == EACCES ? "denied" : "error")
         try? audit.append(AuditEvent("name-key", result: result, errno: rc == 0 ? nil : rc, error: error,

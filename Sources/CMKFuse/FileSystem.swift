@@ -53,6 +53,7 @@ public final class FileSystem: Sendable {
         self.audit = audit
         cache = KeyCache(policy: policy, provider: volume.provider, onEvent: {
             FileSystem.logKeyEvent($0)
+            FileSystem.countKeyEvent($0)
             FileSystem.auditKeyEvent(audit, $0)
         })
         // Not CMKFS_O_PATH: open_by_handle_at refuses an CMKFS_O_PATH descriptor as its mount descriptor.

@@ -4,6 +4,7 @@ import CMKCrypto
 import CMKFormat
 import CMKKeys
 import CMKMetadata
+import CMKMetrics
 
 /// An opened volume: its directory, configuration, metadata database and key provider.
 ///
@@ -56,10 +57,11 @@ public final class Volume: Sendable {
     /// logs in to a PKCS#11 token (used once, never stored). With `retry`, provider calls that
     /// fail because the provider is unavailable are tried again (an offline check, where an
     /// outage must not pass for an answer). `purpose` and `kmsReason` go with every key request
-    /// the volume makes (`KeyRequest`).
+    /// the volume makes (`KeyRequest`). With `metrics`, every provider call is counted and timed
+    /// there (the mount's `cmkfs metrics`).
     public static func open(at path: String, kmsDir: String? = nil, pin: SecretBytes? = nil,
                             retry: RetryPolicy? = nil, purpose: String = "command",
-                            kmsReason: String? = nil) throws(CMKError) -> Volume {
+                            kmsReason: String? = nil, metrics: ProviderMetrics? = nil) throws(CMKError) -> Volume {
         let path = absolute(path)
         let config = try readConfig(path)
         var providerConfig = config.provider
@@ -68,7 +70,8 @@ public final class Volume: Sendable {
             throw CMKError(.notAVolume, "\(path)/\(VolumeConfig.fileName) has a malformed volume id")
         }
         let metadata = try MetadataBackends.open(volume: path)
-        let made = try makeProvider(providerConfig, create: false, volume: path, pin: pin)
+        let built = try makeProvider(providerConfig, create: false, volume: path, pin: pin)
+        let made: any KeyProvider = metrics.map { MeteredProvider(built, metrics: $0) } ?? built
         let provider: any KeyProvider = retry.map { RetryingProvider(made, policy: $0) } ?? made
         let active: KeyVersionRecord?
         do { active = try metadata.activeKeyVersion() } catch { throw .metadata(error, volume: path) }

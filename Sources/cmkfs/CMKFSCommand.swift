@@ -14,7 +14,7 @@ struct CMKFSCommand: ParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self,
-                      CacheCommand.self, InfoCommand.self, KeyCommand.self, RekeyCommand.self, AuditCommand.self, FsckCommand.self, DebugCommand.self]
+                      CacheCommand.self, MetricsCommand.self, InfoCommand.self, KeyCommand.self, RekeyCommand.self, AuditCommand.self, FsckCommand.self, DebugCommand.self]
     )
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import CMKAudit
 import CMKCrypto
 import CMKFuse
+import CMKMetrics
 import CMKVolume
 import Logging
 
@@ -17,10 +18,11 @@ struct MountCommand: ParsableCommand {
         The background mount logs to VOLUME/mount.log (or, with --log-to syslog, to syslog and the \
         journal). Unmount with: cmkfs unmount MOUNTPOINT
 
-        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, vault_token_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         writeback_cache) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
+        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, vault_token_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         metrics_textfile=PATH, metrics_interval=SECONDS, writeback_cache) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
 
         Example: cmkfs mount /srv/secure-vol /mnt/secure --log-level debug
         Example: cmkfs mount /srv/secure-vol /mnt/secure -o ro,noexec,kms_dir=/etc/cmkfs/kms
+        Example: cmkfs mount /srv/secure-vol /mnt/secure --metrics-textfile /var/lib/node_exporter/textfile/cmkfs.prom
         """
     )
 
@@ -52,6 +54,13 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .customLong("writeback-cache"),
           help: "Let the kernel buffer writes and send them in batches (faster small writes; see the man page for what a kill switch or a crash then costs).")
     var writebackCache = false
+
+    @Option(name: .customLong("metrics-textfile"),
+            help: "Write the mount's metrics (as `cmkfs metrics` prints them) to this file for node_exporter's textfile collector, replaced atomically every --metrics-interval.")
+    var metricsTextfile: String?
+
+    @Option(name: .customLong("metrics-interval"), help: "Seconds between rewrites of --metrics-textfile.")
+    var metricsInterval: Double = 15
 
     @OptionGroup(title: "Key cache and leasing")
     var cache: CacheOptions
@@ -95,15 +104,36 @@ struct MountCommand: ParsableCommand {
             case "cache_max_lifetime": cache.maxLifetime = v
             case "lease_renew": cache.leaseRenew = v
             case "cache_capacity": guard let n = Int(v) else { throw bad }; cache.capacity = n
+            case "metrics_textfile": metricsTextfile = v
+            case "metrics_interval": guard let n = Double(v) else { throw bad }; metricsInterval = n
             default: throw bad
             }
         }
         do { try cache.validate() } catch { throw CMKError(.usage, "\(error)", hint: "see cmkfs mount --help") }
+        try validateMetrics()
         if let kmsReason, kmsReason.utf8.count > Self.maxReason || kmsReason.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
             throw CMKError(.usage, "--kms-reason must be one line of at most \(Self.maxReason) bytes without control characters",
                            hint: "give a short justification, e.g. --kms-reason 'ticket OPS-1234: nightly backup'")
         }
         return parsed.kernel + (readOnly ? ["ro"] : [])
+    }
+
+    /// The textfile's directory must exist (node_exporter's, made by its package) and the
+    /// interval be a sane number of seconds; the path is made absolute (the daemon runs in /).
+    private mutating func validateMetrics() throws(CMKError) {
+        guard metricsInterval.isFinite, metricsInterval >= 1, metricsInterval <= 86_400 else {
+            throw CMKError(.usage, "--metrics-interval must be between 1 and 86400 seconds, not \(metricsInterval)",
+                           hint: "e.g. --metrics-interval 15 (node_exporter reads the file at each scrape)")
+        }
+        guard let path = metricsTextfile else { return }
+        let file = absolute(path)
+        let directory = (file as NSString).deletingLastPathComponent
+        var st = stat()
+        guard !path.isEmpty, !file.hasSuffix("/"), stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw CMKError(.usage, "--metrics-textfile \(path): directory \(directory) does not exist",
+                           hint: "create it, or point to node_exporter's --collector.textfile.directory (files must end in .prom)")
+        }
+        metricsTextfile = file
     }
 
     private func start(kernelOptions: [String]) {
@@ -135,7 +165,9 @@ struct MountCommand: ParsableCommand {
                            hint: "unmount it first: cmkfs unmount \(holder.mountpoint)")
         }
         let v: Volume
-        do { v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin, purpose: "mount", kmsReason: kmsReason) } catch {
+        do {
+            v = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin, purpose: "mount", kmsReason: kmsReason, metrics: Metrics.shared.provider)
+        } catch {
             // The audit log needs the key that was just refused: note the denial for later.
             Volume.notePendingDenial(volume: volume, event: "mount-denied", error: error, detail: "mount at \(mnt)")
             throw error
@@ -182,6 +214,7 @@ struct MountCommand: ParsableCommand {
             let lock = try MountLock.acquire(v, mountpoint: mnt)
             let audit = try openAudit(v, mnt)
             let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit, writebackCache: writebackCache)
+            let textfile = metricsTextfile.map { MetricsTextfile(path: $0, interval: metricsInterval, render: { fs.metricsText() }) }
             if readyFD != nil { chdir("/") }
             FileSystem.logger.info("mounting \(v.path) at \(mnt)")
             let readyFD = readyFD, volumePath = v.path
@@ -193,10 +226,12 @@ struct MountCommand: ParsableCommand {
                     // The background mode's parent does this once told "ready".
                     Self.tuneReadahead(mnt)
                 }
+                textfile?.start()
                 notifier?.send(["READY": "1", "STATUS": "serving \(volumePath) at \(mnt)"])
             }, stopping: {
                 notifier?.send(["STOPPING": "1", "STATUS": "unmounting \(mnt)"])
             })
+            textfile?.finish()
             FileSystem.logger.info("unmounted \(mnt)")
             do {
                 try audit?.append(.command("unmount", detail: "unmounted \(mnt)"), durable: true)
@@ -253,6 +288,7 @@ struct MountCommand: ParsableCommand {
         args += ["--log-level", logLevel.rawValue, "--log-to", logTo.rawValue]
         args += cache.arguments
         if writebackCache { args.append("--writeback-cache") }
+        if let metricsTextfile { args += ["--metrics-textfile", metricsTextfile, "--metrics-interval", "\(metricsInterval)"] }
         if !kernelOptions.isEmpty { args += ["-o", kernelOptions.joined(separator: ",")] }
         var extra = [(fds[1], Int32(3))]
         let pinPipe = try pin.map { (p) throws(CMKError) in try Self.pinPipe(p) }

@@ -180,6 +180,10 @@ final class CLITests: IntegrationTestCase {
                     mentioning: "must be shorter than --cache-max-lifetime", unchanged: [vol])
         assertFails(["mount", vol, mnt, "--kms-dir", fx.kms, "-o", "lease_renew=2h"], exit: 64,
                     mentioning: "must be shorter than --cache-max-lifetime", unchanged: [vol])
+        assertFails(["mount", vol, mnt, "--kms-dir", fx.kms, "--metrics-textfile", plain + "/no-such-dir/cmkfs.prom"], exit: 64,
+                    mentioning: "no-such-dir does not exist", unchanged: [vol])
+        assertFails(["mount", vol, mnt, "--kms-dir", fx.kms, "-o", "metrics_textfile=\(plain)/m.prom,metrics_interval=0"], exit: 64,
+                    mentioning: "--metrics-interval must be between 1 and 86400 seconds", unchanged: [vol])
     }
 
     /// After the daemon is killed, status names the stale mount and how to clear it.

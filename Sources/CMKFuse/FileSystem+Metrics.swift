@@ -1,0 +1,91 @@
+import Foundation
+import CMKKeyService
+import CMKMetrics
+
+/// The mount's metrics (`cmkfs metrics`, `--metrics-textfile`): the process's counters
+/// (`Metrics.shared`) and what the key cache counts itself, in Prometheus' text format.
+extension FileSystem {
+    /// A key-service event counted: renewals confirmed and renewals that could not reach the provider.
+    static func countKeyEvent(_ event: KeyCacheEvent) {
+        switch event {
+        case .renewed: Metrics.shared.leaseRenewals.add()
+        case .renewFailed: Metrics.shared.leaseRenewalFailures.add()
+        case .flushed, .relabelled, .expired: break
+        }
+    }
+
+    /// Everything `cmkfs metrics` prints, as of now.
+    public func metricsText() -> String {
+        var out = PrometheusText()
+        let s = cache.stats()
+        out.family("cmkfs_key_cache_hits_total", "Data-key lookups served from the key cache.", type: .counter)
+        out.sample("cmkfs_key_cache_hits_total", [:], UInt64(s.hits))
+        out.family("cmkfs_key_cache_misses_total", "Data keys not found in the cache: unwrapped through the provider, or a new file's key.", type: .counter)
+        out.sample("cmkfs_key_cache_misses_total", [:], UInt64(s.misses))
+        out.family("cmkfs_key_cache_evictions_total", "Cached data keys dropped as idle or over capacity.", type: .counter)
+        out.sample("cmkfs_key_cache_evictions_total", [:], UInt64(s.evictions))
+        out.family("cmkfs_key_cache_flushed_total", "Cached data keys dropped by a flush (kill switch, revocation, refused renewal).", type: .counter)
+        out.sample("cmkfs_key_cache_flushed_total", [:], UInt64(s.flushed))
+        out.family("cmkfs_key_cache_expired_total", "Cached data keys whose lease ran out unrenewed.", type: .counter)
+        out.sample("cmkfs_key_cache_expired_total", [:], UInt64(s.expired))
+        out.family("cmkfs_key_cache_entries", "Data keys in the cache now.", type: .gauge)
+        out.sample("cmkfs_key_cache_entries", [:], UInt64(s.entries))
+        out.family("cmkfs_open_files", "Files open through the mount now.", type: .gauge)
+        out.sample("cmkfs_open_files", [:], UInt64(openFileCount))
+        out.family("cmkfs_provider_up", "1 when the last lease renewal reached the provider (or none was due yet), else 0.", type: .gauge)
+        out.sample("cmkfs_provider_up", [:], UInt64(s.provider.state == "unreachable" ? 0 : 1))
+        Metrics.shared.render(into: &out)
+        return out.text
+    }
+}
+
+/// Writes the mount's metrics to a file for node_exporter's textfile collector, every
+/// `interval` seconds, atomically (a temporary file in the same directory, then rename(2)), so
+/// the collector never reads half a file. The file is removed when the mount stops, so a
+/// collector stops reporting a mount that is gone rather than its last values.
+public final class MetricsTextfile: Sendable {
+    public let path: String
+    public let interval: Double
+    private let render: @Sendable () -> String
+    private let stop = DispatchSemaphore(value: 0)
+    private let stopped = DispatchSemaphore(value: 0)
+
+    public init(path: String, interval: Double, render: @escaping @Sendable () -> String) {
+        self.path = path
+        self.interval = interval
+        self.render = render
+    }
+
+    /// Writes the file now, then every `interval` on a thread of its own until `finish`.
+    public func start() {
+        Thread.detachNewThread { [self] in
+            repeat { write() } while stop.wait(timeout: .now() + interval) == .timedOut
+            unlink(path)
+            stopped.signal()
+        }
+    }
+
+    /// Stops the writer and removes the file.
+    public func finish() {
+        stop.signal()
+        _ = stopped.wait(timeout: .now() + 5)
+    }
+
+    /// One atomic replacement of the file; a failure is logged and tried again next interval.
+    func write() {
+        let temporary = path + ".tmp"
+        let bytes = Array(render().utf8)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else {
+            FileSystem.logger.warning("metrics: cannot write \(temporary): \(String(cString: strerror(errno)))")
+            return
+        }
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count, rename(temporary, path) == 0 else {
+            FileSystem.logger.warning("metrics: cannot replace \(path): \(String(cString: strerror(errno)))")
+            unlink(temporary)
+            return
+        }
+    }
+}
