@@ -93,6 +93,7 @@ let package = Package(
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),
         .testTarget(name: "CMKFormatTests", dependencies: ["CMKFormat", "CMKCrypto"]),
         .testTarget(name: "CMKMetricsTests", dependencies: ["CMKMetrics"]),
+        .testTarget(name: "CMKPKCS11Tests", dependencies: ["CMKPKCS11"]),
         .testTarget(name: "CMKKeysTests", dependencies: ["CMKKeys", "CMKCrypto"]),
         .testTarget(name: "CMKAWSKMSTests", dependencies: ["CMKAWSKMS", "CMKCrypto"]),
         .testTarget(name: "CMKKeyServiceTests", dependencies: ["CMKKeyService", "CMKKeys", "CMKCrypto"]),

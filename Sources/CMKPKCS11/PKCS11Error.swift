@@ -47,6 +47,10 @@ struct PKCS11Failure: Error, CustomStringConvertible {
 public enum PKCS11OpenError: Error, Equatable, CustomStringConvertible {
     /// No file at the module path.
     case moduleMissing(path: String)
+    /// A module given by name that p11-kit's registry does not list; `known` are the names it does.
+    case moduleNotRegistered(name: String, known: [String], directories: [String])
+    /// A `pkcs11:` URI that is malformed, names an unknown attribute, or asks for what cmkfs cannot use.
+    case uri(String)
     /// The file is not a loadable PKCS#11 module.
     case moduleInvalid(path: String, why: String)
     /// No initialized token has this label; `available` lists the labels seen.
@@ -80,6 +84,10 @@ public enum PKCS11OpenError: Error, Equatable, CustomStringConvertible {
     public var message: String {
         switch self {
         case .moduleMissing(let path): return "the PKCS#11 module \(path) does not exist"
+        case .moduleNotRegistered(let name, let known, let directories):
+            return "no PKCS#11 module named '\(name)' in p11-kit's registry (\(directories.joined(separator: ", ")))"
+                + (known.isEmpty ? "" : "; registered: \(known.joined(separator: ", "))")
+        case .uri(let why): return why
         case .moduleInvalid(let path, let why): return "\(path) is not a usable PKCS#11 module: \(why)"
         case .tokenNotFound(let label, let available):
             return "no PKCS#11 token labelled '\(label)'" + (available.isEmpty ? " (the module shows no initialized token)"
@@ -94,6 +102,8 @@ public enum PKCS11OpenError: Error, Equatable, CustomStringConvertible {
     public var hint: String {
         switch self {
         case .moduleMissing: return "install the HSM's PKCS#11 library (for SoftHSM2: apt-get install softhsm2) or fix --pkcs11-module"
+        case .moduleNotRegistered: return "give the module's path (--pkcs11-module /usr/lib/…/libX.so) or a registered name (p11-kit list-modules)"
+        case .uri: return "e.g. --pkcs11-uri 'pkcs11:token=NAME;object=LABEL?module-name=softhsm2&pin-source=file:/etc/cmkfs/token.pin'"
         case .moduleInvalid: return "pass the vendor's PKCS#11 library (a .so exporting C_GetFunctionList) as --pkcs11-module"
         case .tokenNotFound: return "check the label with: softhsm2-util --show-slots (or your HSM's tool), and SOFTHSM2_CONF for SoftHSM"
         case .pinIncorrect: return "give the token's user PIN with --pin-file FILE or CMKFS_PKCS11_PIN; repeated wrong PINs lock real HSMs"

@@ -23,8 +23,14 @@ final class PKCS11Module: @unchecked Sendable {
     }
 
     /// The module at `path`, loaded and initialized on first use.
-    static func load(_ path: String) throws(PKCS11OpenError) -> PKCS11Module {
-        try loaded.withLock { (modules: inout [String: PKCS11Module]) throws(PKCS11OpenError) -> PKCS11Module in
+    static func load(_ given: String) throws(PKCS11OpenError) -> PKCS11Module {
+        // One module per file, however it is reached (a symlink, p11-kit's registry): a second
+        // C_Initialize of the same library would fail.
+        let path = realpath(given, nil).map { (resolved: UnsafeMutablePointer<CChar>) -> String in
+            defer { free(resolved) }
+            return String(cString: resolved)
+        } ?? given
+        return try loaded.withLock { (modules: inout [String: PKCS11Module]) throws(PKCS11OpenError) -> PKCS11Module in
             if let module = modules[path] { return module }
             let module = try open(path)
             modules[path] = module

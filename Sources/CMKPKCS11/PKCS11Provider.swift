@@ -27,11 +27,12 @@ public final class PKCS11Provider: KeyProvider {
     static let ivSize = 12
     static let tagSize = 16
 
-    /// Loads `modulePath`, finds the token labelled `tokenLabel` and logs in with `pin`.
+    /// Loads `modulePath` (a library path, or a module name in p11-kit's registry:
+    /// `PKCS11ModuleRegistry`), finds the token labelled `tokenLabel` and logs in with `pin`.
     public init(modulePath: String, tokenLabel: String, pin: SecretBytes) throws(PKCS11OpenError) {
         self.modulePath = modulePath
         self.tokenLabel = tokenLabel
-        let module = try PKCS11Module.load(modulePath)
+        let module = try PKCS11Module.load(try PKCS11ModuleRegistry.system.library(for: modulePath))
         let slot = try module.slot(forToken: tokenLabel)
         pool = SessionPool(module: module, slot: slot)
         do {

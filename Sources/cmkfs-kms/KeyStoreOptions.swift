@@ -6,7 +6,8 @@ import CMKPKCS11
 
 /// Where `cmkfs-kms` keeps the master keys: a keystore directory (`--kms-dir`, as in `cmkfs`;
 /// `--state` is its old name), or a PKCS#11 token
-/// (`--pkcs11-module`, `--token`, `--pin-file`) so that the server fronts an HSM.
+/// (`--pkcs11-module`, `--token`, `--pin-file`, or all three in `--pkcs11-uri`) so that the
+/// server fronts an HSM.
 struct KeyStoreOptions: ParsableArguments {
     @Option(name: .customLong("kms-dir"), help: "The keystore directory (created 0700 if missing); with a token, where the audit log goes.")
     var kmsDir: String?
@@ -15,16 +16,43 @@ struct KeyStoreOptions: ParsableArguments {
     var legacyState: String?
     /// The keystore directory, by either name.
     var state: String? { kmsDir ?? legacyState }
-    @Option(name: .customLong("pkcs11-module"), help: "Keep the master keys in a PKCS#11 token: the module (.so) to load.")
-    var pkcs11Module: String?
-    @Option(help: "With --pkcs11-module: the label of the token.") var token: String?
+    @Option(name: .customLong("pkcs11-module"),
+            help: "Keep the master keys in a PKCS#11 token: the module to load, a library path or a name in p11-kit's registry (softhsm2).")
+    var moduleFlag: String?
+    @Option(name: .customLong("token"), help: "With --pkcs11-module: the label of the token.") var tokenFlag: String?
     @Option(name: .customLong("pin-file"), help: "With --pkcs11-module: a file (mode 0600) holding the token's user PIN.")
-    var pinFile: String?
+    var pinFileFlag: String?
+    @Option(name: .customLong("pkcs11-uri"),
+            help: "The token as an RFC 7512 URI instead of the three flags above: 'pkcs11:token=T?module-name=softhsm2&pin-source=file:/path'.")
+    var uriText: String?
+
+    /// `--pkcs11-uri`, parsed (`validate` refuses one that does not parse).
+    private var uri: PKCS11URI? { uriText.flatMap { try? PKCS11URI(parsing: $0) } }
+    /// The token's module, label and PIN file, from their flags or the URI.
+    var pkcs11Module: String? { moduleFlag ?? uri?.moduleName ?? uri?.modulePath }
+    var token: String? { tokenFlag ?? uri?.token }
+    var pinFile: String? { pinFileFlag ?? (try? uri?.pinFile) ?? nil }
 
     var usesToken: Bool { pkcs11Module != nil }
 
     func validate() throws {
         if kmsDir != nil && legacyState != nil { throw ValidationError("give the keystore once: --kms-dir DIR (--state is its old name)") }
+        if let uriText {
+            let uri: PKCS11URI
+            do { uri = try PKCS11URI(parsing: uriText) } catch { throw ValidationError("--pkcs11-uri: \(error)") }
+            if let other = uri.path.keys.sorted().first(where: { $0 != "token" }) {
+                throw ValidationError("--pkcs11-uri: \(other)= is not used by cmkfs-kms, which finds the token by its label (token=)")
+            }
+            if uri.query["pin-value"] != nil {
+                throw ValidationError("--pkcs11-uri: pin-value= would put the PIN in argv; use pin-source=file:PATH (mode 0600)")
+            }
+            do { _ = try uri.pinFile } catch { throw ValidationError("--pkcs11-uri: \(error)") }
+            let both = [("--pkcs11-module", moduleFlag, uri.moduleName ?? uri.modulePath), ("--token", tokenFlag, uri.token),
+                        ("--pin-file", pinFileFlag, try? uri.pinFile)]
+            if let (flag, _, _) = both.first(where: { $0.1 != nil && $0.2 != nil }) {
+                throw ValidationError("\(flag) and --pkcs11-uri both name it: give it once")
+            }
+        }
         if usesToken || token != nil || pinFile != nil {
             guard pkcs11Module != nil, token != nil, pinFile != nil else {
                 throw ValidationError("a token needs all three of --pkcs11-module LIB, --token LABEL and --pin-file FILE")

@@ -24,7 +24,7 @@ final class ProviderRegistryTests: IntegrationTestCase {
         XCTAssertEqual(ProviderKind.vault.secret?.environmentVariable, "VAULT_TOKEN")
         let owners = Dictionary(uniqueKeysWithValues: ProviderRegistry.flags.map { ($0.flag.name, $0.kinds) })
         XCTAssertEqual(owners, ["--kms-dir": ["embedded"], "--kms-socket": ["socket"], "--key-id": ["socket"],
-                                "--pkcs11-module": ["pkcs11"], "--token": ["pkcs11"], "--pin-file": ["pkcs11"], "--key-label": ["pkcs11"],
+                                "--pkcs11-module": ["pkcs11"], "--pkcs11-uri": ["pkcs11"], "--token": ["pkcs11"], "--pin-file": ["pkcs11"], "--key-label": ["pkcs11"],
                                 "--aws-key-id": ["aws-kms"], "--aws-region": ["aws-kms"], "--aws-endpoint": ["aws-kms"], "--aws-profile": ["aws-kms"],
                                 "--vault-addr": ["vault"], "--vault-key": ["vault"], "--vault-mount": ["vault"], "--vault-namespace": ["vault"],
                                 "--vault-ca-cert": ["vault"], "--vault-token-file": ["vault"]])
@@ -37,8 +37,15 @@ final class ProviderRegistryTests: IntegrationTestCase {
         XCTAssertEqual(ProviderKind.awsKMS.problem(withFlags: ["--aws-key-id": "k", "--aws-region": "us-east-1", "--aws-endpoint": "ftp://x"]),
                        "--aws-endpoint must be an http:// or https:// URL")
         XCTAssertEqual(ProviderKind.socket.problem(withFlags: [:]), "--kms socket needs --kms-socket PATH")
-        XCTAssertEqual(ProviderKind.pkcs11.problem(withFlags: ["--token": "t"]), "--kms pkcs11 needs --pkcs11-module PATH")
-        XCTAssertEqual(ProviderKind.pkcs11.problem(withFlags: [:]), "--kms pkcs11 needs --pkcs11-module PATH and --token LABEL")
+        XCTAssertEqual(ProviderKind.pkcs11.problem(withFlags: ["--token": "t"]), "--kms pkcs11 needs --pkcs11-module PATH|NAME")
+        XCTAssertEqual(ProviderKind.pkcs11.problem(withFlags: [:]), "--kms pkcs11 needs --pkcs11-module PATH|NAME and --token LABEL")
+        // --pkcs11-uri stands for the module, token, key label and PIN file flags.
+        let uri = ["--pkcs11-uri": "pkcs11:token=t;object=k%20v?module-name=softhsm2&pin-source=file:/etc/pin"]
+        XCTAssertNil(ProviderKind.pkcs11.problem(withFlags: uri))
+        let (config, pinFile) = ProviderKind.pkcs11.config(fromFlags: uri)
+        XCTAssertEqual(config, ProviderConfig(kind: "pkcs11", keyID: "k v", pkcs11Module: "softhsm2", tokenLabel: "t"))
+        XCTAssertEqual(pinFile, "/etc/pin")
+        XCTAssertEqual(ProviderKind.pkcs11.problem(withFlags: ["--pkcs11-uri": "pkcs11:token=t"]), "--kms pkcs11 needs --pkcs11-module PATH|NAME")
         XCTAssertNil(ProviderKind.embedded.problem(withFlags: [:]))
     }
 

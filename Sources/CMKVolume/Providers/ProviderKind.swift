@@ -65,7 +65,9 @@ public struct ProviderKind: Sendable {
     /// The configuration `init` records for the flag values given (by flag name, e.g.
     /// `["--kms-socket": "/run/kms.sock"]`), with defaults filled in and paths made absolute.
     /// The secret file (`--pin-file`) is not recorded: it is returned apart.
-    public func config(fromFlags values: [String: String]) -> (config: ProviderConfig, secretFile: String?) {
+    public func config(fromFlags given: [String: String]) -> (config: ProviderConfig, secretFile: String?) {
+        // `problem(withFlags:)` has refused what does not expand.
+        let values = (try? expanding(given)) ?? given
         var config = ProviderConfig(kind: name, keyID: "")
         var secretFile: String?
         for flag in flags {
@@ -75,14 +77,35 @@ public struct ProviderKind: Sendable {
             case .setting(let member): config[member] = value
             case .keyID: config.keyID = value
             case .secretFile: secretFile = value
+            case .expands: break
             }
         }
         return (config, secretFile)
     }
 
+    /// The flag values with each expanding flag (`--pkcs11-uri`) replaced by the flags it stands
+    /// for. A flag given both ways must agree; the expansion's own refusal is thrown as it is.
+    public func expanding(_ values: [String: String]) throws(CMKError) -> [String: String] {
+        var out = values
+        for flag in flags {
+            guard case .expands(let expand) = flag.target, let value = values[flag.name] else { continue }
+            out[flag.name] = nil
+            for (name, implied) in try expand(value) {
+                if let given = values[name], given != implied {
+                    throw CMKError(.usage, "\(name) \(given) disagrees with \(flag.name), which says \(implied)",
+                                   hint: "give it once, in \(flag.name) or as \(name)")
+                }
+                out[name] = implied
+            }
+        }
+        return out
+    }
+
     /// The first thing wrong with the flag values given for this kind, as the CLI says it: a
     /// required flag missing, or a value the flag's own check refuses. nil: all good.
-    public func problem(withFlags values: [String: String]) -> String? {
+    public func problem(withFlags given: [String: String]) -> String? {
+        let values: [String: String]
+        do { values = try expanding(given) } catch { return error.message }
         let missing = flags.filter { $0.required && values[$0.name] == nil }
         if !missing.isEmpty {
             return "--kms \(name) needs " + missing.map { "\($0.name) \($0.valueName)" }.joined(separator: " and ")
@@ -104,6 +127,9 @@ public struct ProviderFlag: Sendable {
         case keyID
         /// A file holding the kind's run-time secret; read at `init`, never recorded.
         case secretFile
+        /// Stands for other flags of the kind (by flag name), as `--pkcs11-uri` stands for the
+        /// module, token, key label and PIN file: expanded before anything else looks at them.
+        case expands(@Sendable (String) throws(CMKError) -> [String: String])
     }
 
     /// With the dashes: "--kms-socket".
