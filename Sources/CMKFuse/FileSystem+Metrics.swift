@@ -75,7 +75,10 @@ public final class MetricsTextfile: Sendable {
     func write() {
         let temporary = path + ".tmp"
         let bytes = Array(render().utf8)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        // A fresh file each time (O_EXCL, after removing a leftover): in a directory others may
+        // write to, a planted symlink or file at the temporary name is never written through.
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else {
             FileSystem.logger.warning("metrics: cannot write \(temporary): \(String(cString: strerror(errno)))")
             return

@@ -40,12 +40,18 @@ final class MetricsTests: IntegrationTestCase {
         let dir = plain + "/textfile"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let textfile = dir + "/cmkfs.prom"
+        // Someone who may write to the directory links another file at the temporary name: it
+        // must be replaced, never written through.
+        let victim = plain + "/victim"
+        try "precious\n".write(toFile: victim, atomically: false, encoding: .utf8)
+        XCTAssertEqual(link(victim, textfile + ".tmp"), 0)
         try fx.initVolume(volume, plaintextNames: true)
         let m = fx.cmkfs(["mount", volume, mnt, "--kms-dir", fx.kms, "--lease-renew", "1s",
                           "-o", "metrics_textfile=\(textfile),metrics_interval=1"])
         XCTAssertTrue(m.succeeded, "\(m)")
         waitUntil(deadline: 10) { FileManager.default.fileExists(atPath: textfile) }
         XCTAssertTrue(FileManager.default.fileExists(atPath: textfile), "the textfile did not appear")
+        XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "precious\n", "the textfile was written through a planted link")
 
         let before = metrics()
         XCTAssertNotNil(before["cmkfs_key_cache_hits_total"], "\(before)")
