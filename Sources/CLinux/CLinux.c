@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <linux/fs.h>
 #include <linux/falloc.h>
 
@@ -26,6 +28,19 @@ int cmkfs_openat(int dirfd, const char *path, int flags, mode_t mode) {
 }
 
 int cmkfs_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+
+int cmkfs_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+
+int cmkfs_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int cmkfs_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid) {
+    struct ucred cred;
+    socklen_t length = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) return -1;
+    if (length != sizeof cred) { errno = EINVAL; return -1; }
+    *pid = cred.pid; *uid = cred.uid; *gid = cred.gid;
+    return 0;
+}
 
 int cmkfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
     return renameat2(olddirfd, oldpath, newdirfd, newpath, flags);

@@ -26,4 +26,17 @@ extension Descriptor {
     public func pwriteAll(_ bytes: [UInt8], at offset: Int) throws(SystemError) {
         try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try pwriteAll(b, at: offset) } }.get()
     }
+
+    /// send(2) until all of `bytes` is sent (MSG_NOSIGNAL).
+    public func sendAll(_ bytes: [UInt8]) throws(SystemError) {
+        try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try sendAll(b) } }.get()
+    }
+
+    /// recv(2) once, up to `count` bytes; empty when the peer has closed.
+    public func receive(upTo count: Int) throws(SystemError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = try bytes.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try receive(into: b) } }.get()
+        bytes.removeLast(count - n)
+        return bytes
+    }
 }

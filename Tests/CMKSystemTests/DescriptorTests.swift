@@ -75,6 +75,21 @@ final class DescriptorTests: XCTestCase {
         try dir.descriptor.unlink("f")
     }
 
+    /// The trap `FileDescriptor.swift` warns of, pinned: a temporary `FileDescriptor` is closed
+    /// as soon as `descriptor` has been read, before the call on it runs (a `_read` accessor
+    /// does not change that; only a closure that borrows the owner would). If Swift ever keeps
+    /// the temporary alive through the call, this fails and the warning can go.
+    func testTemporaryIsClosedBeforeTheCallOnItsDescriptorRuns() throws {
+        let raw = try FileDescriptor.open(directory + "/f", O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600).release()
+        XCTAssertThrowsError(try FileDescriptor(adopting: raw).descriptor.fstat()) { error in
+            XCTAssertEqual((error as? SystemError)?.errno, .EBADF, "the temporary closed the descriptor before fstat ran")
+        }
+        XCTAssertFalse(isOpen(raw))
+        // Kept in a named binding, it lives to the end of its scope.
+        let file = FileDescriptor(adopting: try FileDescriptor.open(directory + "/f", O_RDONLY | O_CLOEXEC).release())
+        XCTAssertEqual(try file.descriptor.fstat().st_size, 0)
+    }
+
     func testHiddenConstantsAreTheKernelsValues() {
         // The values of <asm-generic/fcntl.h> and <linux/fcntl.h> on x86_64 and arm64.
         XCTAssertEqual(OpenFlags.path, 0o10000000)

@@ -11,6 +11,14 @@
 int cmkfs_openat(int dirfd, const char *path, int flags, mode_t mode);
 int cmkfs_fcntl_int(int fd, int cmd, int arg);
 
+/// accept4(2) with SOCK_CLOEXEC, the peer's address not asked for.
+int cmkfs_accept_cloexec(int fd);
+/// pipe2(2) with O_CLOEXEC.
+int cmkfs_pipe_cloexec(int fds[2]);
+/// getsockopt(SO_PEERCRED) into `pid`, `uid`, `gid` (struct ucred is declared only under
+/// _GNU_SOURCE). Returns 0, or -1 with errno.
+int cmkfs_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid);
+
 /// renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE.
 int cmkfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 /// fallocate(2).
