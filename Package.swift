@@ -46,19 +46,20 @@ let package = Package(
         .target(name: "CMKPKCS11", dependencies: ["CPKCS11", "CMKCrypto", "CMKKeys"]),
         // A blocking, thread-safe HTTP client over libcurl with a pool of keep-alive handles.
         .target(name: "CMKHTTP", dependencies: ["CCurl", "CMKCrypto"]),
-        // The AF_UNIX calls (connect, listen, peer credentials) of the socket KMS and the control channel.
-        .target(name: "CMKUnixSocket"),
+        // The AF_UNIX conversations (client, server, datagram notice) of the socket KMS, the control
+        // channel and the mount daemon's sd_notify, over CMKSystem's socket calls.
+        .target(name: "CMKUnixSocket", dependencies: ["CMKSystem"]),
         // The Vault / OpenBao Transit key provider over CMKHTTP (derived keys, batch rewrap).
         .target(name: "CMKVault", dependencies: ["COpenSSL", "CMKCrypto", "CMKHTTP", "CMKKeys"]),
         // The simulated KMS over a Unix socket: wire format, client provider, server.
-        .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys", "CMKUnixSocket"]),
+        .target(name: "CMKSocketKMS", dependencies: ["CMKCrypto", "CMKKeys", "CMKSystem", "CMKUnixSocket"]),
         // The AWS KMS provider: Signature Version 4, the credential chain, the KMS JSON API.
         .target(name: "CMKAWSKMS", dependencies: ["COpenSSL", "CMKCrypto", "CMKHTTP", "CMKKeys"]),
         // The DEK cache: TTLs, capacity, leasing with background renewal, flushes.
         .target(name: "CMKKeyService", dependencies: ["CMKCrypto", "CMKKeys"]),
         // A live mount's control channel: the requests and answers (docs/control-protocol.md) and
         // the socket plumbing both ends use (the mount's server, the CLI's client).
-        .target(name: "CMKControl", dependencies: ["CMKKeyService", "CMKUnixSocket"]),
+        .target(name: "CMKControl", dependencies: ["CMKKeyService", "CMKSystem", "CMKUnixSocket"]),
         // The tamper-evident audit log: record format, MAC chain, segments, checkpoints, verifier.
         .target(name: "CMKAudit", dependencies: ["CMKCrypto", "CMKMetrics", "CMKSystem"]),
         // SQLite metadata: schema, migrations, xattr-style rows per file id.
@@ -69,14 +70,14 @@ let package = Package(
         .target(name: "CMKFuse", dependencies: ["CFuse3", "CLinuxFS", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKMetrics", "CMKVolume",
                                                 .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "cmkfs", dependencies: [
-            "CMKAudit", "CMKControl", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto", "CMKMetrics",
+            "CMKAudit", "CMKControl", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto", "CMKMetrics", "CMKSystem", "CMKUnixSocket",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         // The simulated customer KMS as its own process (`cmkfs-kms serve`, `cmkfs-kms key …`).
         .executableTarget(name: "cmkfs-kms", dependencies: [
-            "CMKCrypto", "CMKKeys", "CMKPKCS11", "CMKSocketKMS",
+            "CMKCrypto", "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -87,7 +88,7 @@ let package = Package(
         // Fuzz targets: one function per parser of untrusted bytes, run by CMKFuzzTests and by
         // the libFuzzer driver below (docs/fuzzing.md).
         .target(name: "CMKFuzzTargets", dependencies: ["CMKAudit", "CMKControl", "CMKCrypto", "CMKFormat", "CMKKeyService", "CMKKeys",
-                                                       "CMKMetadata", "CMKSocketKMS", "CMKUnixSocket", "CSQLite"]),
+                                                       "CMKMetadata", "CMKSocketKMS", "CMKSystem", "CMKUnixSocket", "CSQLite"]),
 
         .testTarget(name: "CMKSystemTests", dependencies: ["CMKSystem"]),
         .testTarget(name: "CMKCryptoTests", dependencies: ["CMKCrypto"]),

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import CMKKeyService
+import CMKSystem
 import CMKUnixSocket
 
 /// Who is on the other end of a control connection (SO_PEERCRED).
@@ -56,18 +57,19 @@ public enum ControlChannel {
     /// or not).
     public static func send(_ request: ControlRequest, to socket: String,
                             timeoutMilliseconds: Int) throws(ControlChannelError) -> ControlResponse {
-        let fd: Int32
-        do { fd = try UnixSocket.connect(socket, timeoutMilliseconds: timeoutMilliseconds) } catch {
+        let connection: FileDescriptor
+        do { connection = try UnixSocket.connect(socket, timeoutMilliseconds: timeoutMilliseconds) } catch {
             throw .unreachable("\(error)")
         }
-        defer { close(fd) }
+        let fd = connection.descriptor
         guard var data = try? JSONEncoder().encode(request) else { throw .sendFailed }
         data.append(0x0A)
-        let sent = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard sent == data.count else { throw .sendFailed }
+        do { try data.withUnsafeBytes { raw in Result { () throws(SystemError) in try fd.writeAll(raw) } }.get() } catch {
+            throw .sendFailed
+        }
         var reply = Data()
         var byte: UInt8 = 0
-        while read(fd, &byte, 1) == 1 && byte != 0x0A { reply.append(byte) }
+        while (try? withUnsafeMutableBytes(of: &byte) { raw in try fd.read(into: raw) }) == 1 && byte != 0x0A { reply.append(byte) }
         guard let response = try? JSONDecoder().decode(ControlResponse.self, from: reply) else { throw .noAnswer }
         return response
     }
@@ -80,33 +82,36 @@ public enum ControlChannel {
     /// "permission denied". `handle` answers each request that decodes.
     public static func serve(_ socket: String, owner: uid_t,
                              handle: @escaping @Sendable (ControlRequest, PeerCredentials) -> ControlResponse) throws(ControlChannelError) {
-        unlink(socket)
-        let fd: Int32
-        do { fd = try UnixSocket.listen(socket, backlog: 64) } catch { throw .unreachable("\(error)") }
+        try? Descriptor.cwd.unlink(socket)
+        // Served until the process ends: the listener is never closed.
+        let listener: Descriptor
+        do { listener = Descriptor(rawValue: try UnixSocket.listen(socket, backlog: 64).release()) } catch { throw .unreachable("\(error)") }
         Thread.detachNewThread {
             while true {
-                let client = accept(fd, nil, nil)
-                if client < 0 { if errno == EINTR { continue }; usleep(10_000); continue }
+                let client: Int32
+                do { client = try listener.accept().release() } catch { usleep(10_000); continue }
                 guard Self.active.add(1, ordering: .sequentiallyConsistent).newValue <= maxConnections else {
                     Self.active.subtract(1, ordering: .sequentiallyConsistent)
-                    UnixSocket.setTimeouts(client, milliseconds: 100)
-                    reply(client, ControlResponse(ok: false, error: "busy: \(maxConnections) control connections are open; try again"))
-                    close(client)
+                    let turnedAway = FileDescriptor(adopting: client)
+                    try? turnedAway.descriptor.setTimeouts(milliseconds: 100)
+                    reply(turnedAway.descriptor, ControlResponse(ok: false, error: "busy: \(maxConnections) control connections are open; try again"))
                     continue
                 }
                 Thread.detachNewThread {
-                    serveConnection(client, owner: owner, handle: handle)
-                    close(client)
+                    do {
+                        let connection = FileDescriptor(adopting: client)
+                        serveConnection(connection.descriptor, owner: owner, handle: handle)
+                    }
                     Self.active.subtract(1, ordering: .sequentiallyConsistent)
                 }
             }
         }
     }
 
-    private static func serveConnection(_ client: Int32, owner: uid_t,
+    private static func serveConnection(_ client: Descriptor, owner: uid_t,
                                         handle: (ControlRequest, PeerCredentials) -> ControlResponse) {
-        UnixSocket.setTimeouts(client, milliseconds: requestTimeoutMilliseconds)
-        guard let cred = UnixSocket.peerCredentials(client).map({ PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid) }),
+        try? client.setTimeouts(milliseconds: requestTimeoutMilliseconds)
+        guard let cred = (try? client.peerCredentials()).map({ PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid) }),
               cred.uid == 0 || cred.uid == owner else {
             reply(client, ControlResponse(ok: false, error: "permission denied: only root or the volume's owner may control the mount"))
             return
@@ -128,14 +133,13 @@ public enum ControlChannel {
 
     /// One request line, or nil when the peer closes, sends too much, or is not done by `deadline`
     /// (a client trickling one byte at a time cannot hold its thread longer than that).
-    private static func readLine(_ fd: Int32, deadline: Double) -> Data? {
+    private static func readLine(_ fd: Descriptor, deadline: Double) -> Data? {
         var data = Data()
         var byte: UInt8 = 0
         while data.count < maxRequestBytes {
             let left = Int32((deadline - monotonicNow()) * 1000)
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard left > 0, poll(&p, 1, left) == 1 else { return nil }
-            let n = read(fd, &byte, 1)
+            guard left > 0, let events = try? fd.poll(Int16(POLLIN), timeoutMilliseconds: left), events != 0 else { return nil }
+            let n = (try? withUnsafeMutableBytes(of: &byte) { raw in try fd.read(into: raw) }) ?? -1
             if n <= 0 { return data.isEmpty ? nil : data }
             if byte == 0x0A { return data }
             data.append(byte)
@@ -143,16 +147,10 @@ public enum ControlChannel {
         return nil
     }
 
-    private static func reply(_ fd: Int32, _ response: ControlResponse) {
+    /// Writes the answer line; a client gone or too slow (the send timeout) gets nothing.
+    private static func reply(_ fd: Descriptor, _ response: ControlResponse) {
         guard var data = try? JSONEncoder().encode(response) else { return }
         data.append(0x0A)
-        data.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = write(fd, raw.baseAddress! + done, raw.count - done)
-                if n <= 0 { return }
-                done += n
-            }
-        }
+        _ = data.withUnsafeBytes { raw in Result { () throws(SystemError) in try fd.writeAll(raw) } }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import CMKAudit
 import CMKCrypto
+import CMKSystem
 
 // The audit log: record lines, checkpoints, and whole segments through the verifier.
 
@@ -121,7 +122,7 @@ public func fuzzAuditSegment(_ data: [UInt8]) throws(FuzzViolation) {
         writeFile(path, segment)
         paths.append(path)
     }
-    defer { for path in paths { unlink(path) } }
+    defer { for path in paths { try? Descriptor.cwd.unlink(path) } }
     let report: AuditReport
     do {
         report = try AuditVerifier.verify(segments: paths, key: fuzzAuditKey, checkpoint: checkpoint,

@@ -1,6 +1,7 @@
 import Glibc
 import CMKCrypto
 import CMKFormat
+import CMKSystem
 
 // The content format: the 24-byte header and the sealed blocks of a backing file.
 
@@ -17,21 +18,22 @@ func expectedPlaintext(_ offset: Int) -> UInt8 { UInt8(truncatingIfNeeded: offse
 
 /// An anonymous file holding `bytes`, in the (tmpfs) scratch directory and already unlinked.
 /// (Swift's Glibc does not import memfd_create.)
-func memoryFile(_ bytes: [UInt8]) -> Int32 {
+func memoryFile(_ bytes: [UInt8]) -> FileDescriptor {
     var template = Array((scratchDirectory + "/backing.XXXXXX").utf8CString)
     let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
     guard fd >= 0 else { fatalError("fuzz harness: mkstemp: \(String(cString: strerror(errno)))") }
-    template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
-    writeAll(fd, bytes)
-    return fd
+    let file = FileDescriptor(adopting: fd)
+    try? Descriptor.cwd.unlink(String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    do { try file.descriptor.writeAll(bytes) } catch { fatalError("fuzz harness: cannot write a backing file: \(error)") }
+    return file
 }
 
 /// `FileHeader.decode` and `ContentFile.readFileID` on arbitrary bytes: they agree, refuse what
 /// is not a header, and a header they accept re-encodes to the same magic, version and id.
 public func fuzzFileHeader(_ data: [UInt8]) throws(FuzzViolation) {
     let decoded = data.withUnsafeBytes { raw -> FileID? in try? FileHeader.decode(raw) }
-    let fd = memoryFile(data)
-    defer { close(fd) }
+    let backing = memoryFile(data)
+    let fd = backing.rawValue
     let read = try? ContentFile.readFileID(fd: fd)
     guard decoded == read else {
         throw FuzzViolation("header", "decode gave \(String(describing: decoded)) but readFileID gave \(String(describing: read))")
@@ -52,8 +54,8 @@ public func fuzzFileHeader(_ data: [UInt8]) throws(FuzzViolation) {
 /// exactly the plaintext the seeds hold: a block that authenticates is never wrong data, a
 /// block that does not never reads at all.
 public func fuzzBlock(_ data: [UInt8]) throws(FuzzViolation) {
-    let fd = memoryFile(data)
-    defer { close(fd) }
+    let backing = memoryFile(data)
+    let fd = backing.rawValue
     guard let id = try? ContentFile.readFileID(fd: fd) else { return }
     let file = ContentFile(fd: fd, fileID: id, layout: fuzzLayout)
     let scratch = ContentScratch(layout: fuzzLayout)
@@ -132,8 +134,8 @@ func headerSeeds() -> [(name: String, bytes: [UInt8])] {
 
 /// A real backing file of `plaintextSize` bytes of `expectedPlaintext`, written by `ContentFile`.
 func sealedFile(plaintextSize: Int, holeAt hole: Int? = nil) -> [UInt8] {
-    let fd = memoryFile([])
-    defer { close(fd) }
+    let backing = memoryFile([])
+    let fd = backing.rawValue
     let file = ContentFile(fd: fd, fileID: fuzzFileID, layout: fuzzLayout)
     let scratch = ContentScratch(layout: fuzzLayout)
     do {
@@ -158,11 +160,11 @@ func sealedFile(plaintextSize: Int, holeAt hole: Int? = nil) -> [UInt8] {
     } catch {
         fatalError("fuzz harness: cannot seal a seed: \(error)")
     }
-    var st = stat()
-    fstat(fd, &st)
-    var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-    _ = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-    return bytes
+    do {
+        return try backing.descriptor.preadFully(count: Int(backing.descriptor.fstat().st_size), at: 0)
+    } catch {
+        fatalError("fuzz harness: cannot read a seed back: \(error)")
+    }
 }
 
 func blockSeeds() -> [(name: String, bytes: [UInt8])] {

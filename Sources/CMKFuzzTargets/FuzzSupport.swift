@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import CMKCrypto
+import CMKSystem
 
 /// An invariant a fuzz target checks did not hold: a parser accepted bytes it should refuse,
 /// returned wrong data, or lost a value on a round trip. Crashes and hangs need no error: the
@@ -50,9 +51,9 @@ public enum FuzzTargets {
 /// A per-process scratch directory, on tmpfs when there is one (targets write files every run),
 /// removed at exit.
 let scratchDirectory: String = {
-    let base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : NSTemporaryDirectory()
+    let base = (try? Descriptor.cwd.access("/dev/shm", mode: W_OK)) != nil ? "/dev/shm" : NSTemporaryDirectory()
     let path = "\(base)/cmkfs-fuzz.\(getpid())"
-    mkdir(path, 0o700)
+    try? Descriptor.cwd.mkdir(path, mode: 0o700)
     atexit { removeTree(scratchDirectory) }
     return path
 }()
@@ -64,21 +65,11 @@ func removeTree(_ path: String) {
 
 /// Writes `bytes` to `path`, replacing it.
 func writeFile(_ path: String, _ bytes: [UInt8]) {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { fatalError("fuzz harness: cannot create \(path): \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    writeAll(fd, bytes)
-}
-
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-    var done = 0
-    bytes.withUnsafeBytes { raw in
-        while done < raw.count {
-            let n = write(fd, raw.baseAddress! + done, raw.count - done)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }
-            done += n
-        }
+    do {
+        let file = try FileDescriptor.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o600)
+        try file.descriptor.writeAll(bytes)
+    } catch {
+        fatalError("fuzz harness: cannot write \(path): \(error)")
     }
 }
 

@@ -4,6 +4,7 @@ import Synchronization
 import CMKCrypto
 import CMKKeys
 import CMKSocketKMS
+import CMKSystem
 import CMKUnixSocket
 
 // The socket KMS: the server answering bytes from a peer, and the client reading the bytes a
@@ -31,19 +32,19 @@ private let kmsKeyFileBytes: [UInt8] = {
 /// Puts the keystore back as it was: a request may have disabled, destroyed or created keys.
 private func resetKeystore() {
     for name in (try? FileManager.default.contentsOfDirectory(atPath: kmsState)) ?? [] where name != ".lock" {
-        unlink(kmsState + "/" + name)
+        try? Descriptor.cwd.unlink(kmsState + "/" + name)
     }
     // A new inode, so the server's SimulatedKMS re-reads the file instead of trusting its cache.
     for id in [fuzzKMSKeyID, fuzzKMSShortKeyID] {
         let file = kmsState + "/\(id).key"
         writeFile(file + ".new", kmsKeyFileBytes)
-        rename(file + ".new", file)
+        try? Descriptor.cwd.rename(file + ".new", to: file, in: .cwd)
     }
 }
 
 /// A `KMSServer` over the fixed keystore, started once per process on a thread of its own.
 private let kmsServerSocket: String = {
-    mkdir(kmsState, 0o700)
+    try? Descriptor.cwd.mkdir(kmsState, mode: 0o700)
     resetKeystore()
     let path = scratchDirectory + "/kms.sock"
     do {
@@ -94,24 +95,22 @@ public func fuzzKMSServer(_ data: [UInt8]) throws(FuzzViolation) {
 public func kmsServerExchange(_ stream: [UInt8]) throws(FuzzViolation) -> [UInt8] {
     let path = kmsServerSocket
     resetKeystore()
-    let fd: Int32
-    do { fd = try UnixSocket.connect(path, timeoutMilliseconds: 5000) } catch {
+    let connection: FileDescriptor
+    do { connection = try UnixSocket.connect(path, timeoutMilliseconds: 5000) } catch {
         throw FuzzViolation("kms-server", "cannot connect to the server: \(error)")
     }
-    defer { close(fd) }
-    _ = stream.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    shutdown(fd, Int32(SHUT_WR))
+    let fd = connection.descriptor
+    try? fd.sendAll(stream)
+    try? fd.shutdown(SHUT_WR)
     var answer: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
-        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        if n == 0 { break }
-        if n < 0 {
-            if errno == EINTR { continue }
-            if errno == EAGAIN || errno == EWOULDBLOCK { throw FuzzViolation("kms-server", "no answer and no close within 5 s (hang)") }
+        let chunk: [UInt8]
+        do { chunk = try fd.receive(upTo: 65536) } catch {
+            if error.errno == .EAGAIN { throw FuzzViolation("kms-server", "no answer and no close within 5 s (hang)") }
             break  // ECONNRESET: the server closed with bytes unread (an oversized frame)
         }
-        answer += buffer[0..<n]
+        if chunk.isEmpty { break }
+        answer += chunk
     }
     return answer
 }
@@ -156,33 +155,34 @@ private let nextAnswer = Mutex<[UInt8]>([])
 /// A fake KMS: reads one request frame per connection, answers with `nextAnswer`, closes.
 private let fakeKMSSocket: String = {
     let path = scratchDirectory + "/fake-kms.sock"
-    let listener: Int32
-    do { listener = try UnixSocket.listen(path) } catch { fatalError("fuzz harness: cannot listen on \(path): \(error)") }
+    // Served until the process ends: the listener is never closed.
+    let listener: Descriptor
+    do { listener = Descriptor(rawValue: try UnixSocket.listen(path).release()) } catch { fatalError("fuzz harness: cannot listen on \(path): \(error)") }
     Thread.detachNewThread {
         while true {
-            let fd = accept(listener, nil, nil)
-            guard fd >= 0 else { continue }
-            UnixSocket.setTimeouts(fd, milliseconds: 5000)
+            guard let connection = try? listener.accept() else { continue }
+            let fd = connection.descriptor
+            try? fd.setTimeouts(milliseconds: 5000)
             var header = [UInt8](repeating: 0, count: 4)
             if recvAll(fd, &header) {
                 let length = Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
                 var body = [UInt8](repeating: 0, count: min(length, 1 << 20))
                 if recvAll(fd, &body) {
                     let answer = nextAnswer.withLock { $0 }
-                    _ = answer.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    try? fd.sendAll(answer)
                 }
             }
-            close(fd)
         }
     }
     return path
 }()
 
-private func recvAll(_ fd: Int32, _ buffer: inout [UInt8]) -> Bool {
+private func recvAll(_ fd: Descriptor, _ buffer: inout [UInt8]) -> Bool {
     var at = 0
     while at < buffer.count {
-        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + at, $0.count - at, 0) }
-        if n < 0 && errno == EINTR { continue }
+        let n = buffer.withUnsafeMutableBytes { raw in
+            (try? Result { () throws(SystemError) in try fd.receive(into: UnsafeMutableRawBufferPointer(rebasing: raw[at...])) }.get()) ?? -1
+        }
         guard n > 0 else { return false }
         at += n
     }

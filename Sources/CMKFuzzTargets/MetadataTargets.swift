@@ -1,6 +1,7 @@
 import Glibc
 import CSQLite
 import CMKMetadata
+import CMKSystem
 
 // The metadata database: a meta.db whose bytes are fuzzed, and rows of fuzzed values inserted
 // behind the store's back (with CHECK constraints off, as a hand edit could).
@@ -8,7 +9,7 @@ import CMKMetadata
 private let databasePath = scratchDirectory + "/meta.db"
 
 private func removeDatabase(_ path: String) {
-    for suffix in ["", "-wal", "-shm", "-journal"] { unlink(path + suffix) }
+    for suffix in ["", "-wal", "-shm", "-journal"] { try? Descriptor.cwd.unlink(path + suffix) }
 }
 
 /// The bytes of a fresh, checkpointed database made by `MetadataStore.create`, with `fill` run on it.

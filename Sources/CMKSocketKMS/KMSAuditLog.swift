@@ -1,4 +1,5 @@
 import Foundation
+import CMKSystem
 import Glibc
 import CMKKeys
 
@@ -110,10 +111,10 @@ public struct KMSAuditEntry: Sendable {
 /// written or synced (disk full, I/O error), the request is refused (`unavailable`): no key use
 /// goes unrecorded.
 public final class KMSAuditLog: @unchecked Sendable {
-    // Sound: `fd` is immutable; `written`, `synced` and `syncing` are read and changed only with
+    // Sound: `file` is immutable; `written`, `synced` and `syncing` are read and changed only with
     // `condition` locked; the write(2) itself is made under the lock so lines never interleave.
     public let path: String
-    private let fd: Int32
+    private let file: FileDescriptor
     private let condition = NSCondition()
     private var written: UInt64 = 0
     private var synced: UInt64 = 0
@@ -129,32 +130,25 @@ public final class KMSAuditLog: @unchecked Sendable {
         self.path = path
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
-        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw OpenError(description: "cannot open the audit log \(path): \(String(cString: strerror(errno)))") }
-        var st = stat()
-        if fstat(fd, &st) == 0, st.st_size > 0 {
-            let reader = open(path, O_RDONLY | O_CLOEXEC)
+        do { file = try FileDescriptor.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode: 0o600) } catch {
+            throw OpenError(description: "cannot open the audit log \(path): \(error.errno)")
+        }
+        if let size = try? file.descriptor.fstat().st_size, size > 0 {
             var last: UInt8 = 0x0A
-            if reader >= 0 { _ = pread(reader, &last, 1, off_t(st.st_size - 1)); close(reader) }
-            if last != 0x0A { _ = Glibc.write(fd, "\n", 1) }
+            if let reader = try? FileDescriptor.open(path, O_RDONLY | O_CLOEXEC) {
+                _ = try? withUnsafeMutableBytes(of: &last) { try reader.descriptor.pread(into: $0, at: Int(size) - 1) }
+            }
+            if last != 0x0A { try? file.descriptor.writeAll([0x0A]) }
         }
     }
-
-    deinit { close(fd) }
 
     /// Appends `entry` and returns once it is durable, or throws the errno that stopped it.
     public func record(_ entry: KMSAuditEntry) throws(OpenError) {
         let bytes = Array((entry.line() + "\n").utf8)
         condition.lock()
         defer { condition.unlock() }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw OpenError(description: "cannot write the audit log \(path): \(String(cString: strerror(errno)))")
-            }
-            done += n
+        do { try file.descriptor.writeAll(bytes) } catch {
+            throw OpenError(description: "cannot write the audit log \(path): \(error.errno)")
         }
         written += 1
         let mine = written
@@ -166,13 +160,13 @@ public final class KMSAuditLog: @unchecked Sendable {
             syncing = true
             let target = written
             condition.unlock()
-            let rc = fdatasync(fd)
-            let e = errno
+            let failure: SystemError?
+            do { try file.descriptor.fdatasync(); failure = nil } catch { failure = error }
             condition.lock()
             syncing = false
-            if rc == 0 { synced = max(synced, target) }
+            if failure == nil { synced = max(synced, target) }
             condition.broadcast()
-            if rc != 0 { throw OpenError(description: "cannot sync the audit log \(path): \(String(cString: strerror(e)))") }
+            if let failure { throw OpenError(description: "cannot sync the audit log \(path): \(failure.errno)") }
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import CMKCrypto
 import CMKKeys
+import CMKSystem
 import CMKUnixSocket
 
 /// Serves master keys on a Unix socket: the body of `cmkfs-kms serve`.
@@ -32,7 +33,7 @@ public final class KMSServer: Sendable {
     public let faults: Faults
     /// Where each answered request is recorded before its answer is sent (nil: not recorded).
     public let audit: KMSAuditLog?
-    private let listener: Int32
+    private let listener: FileDescriptor
     /// The uid allowed besides root: the socket's owner, i.e. this process's effective uid.
     private let ownerUID: uid_t
 
@@ -47,16 +48,14 @@ public final class KMSServer: Sendable {
         self.faults = faults
         self.audit = audit
         ownerUID = geteuid()
-        var st = stat()
-        if lstat(socketPath, &st) == 0 {
+        if let st = try? Descriptor.cwd.stat(socketPath, flags: AT_SYMLINK_NOFOLLOW) {
             guard (st.st_mode & S_IFMT) == S_IFSOCK else {
                 throw StartError(description: "\(socketPath) exists and is not a socket; refusing to replace it")
             }
-            if let fd = try? UnixSocket.connect(socketPath, timeoutMilliseconds: 1000) {
-                close(fd)
+            if (try? UnixSocket.connect(socketPath, timeoutMilliseconds: 1000)) != nil {
                 throw StartError(description: "another KMS is already serving \(socketPath)")
             }
-            unlink(socketPath)
+            try? Descriptor.cwd.unlink(socketPath)
         }
         do { listener = try UnixSocket.listen(socketPath) } catch {
             throw StartError(description: "cannot listen on \(socketPath): \(error)")
@@ -66,30 +65,31 @@ public final class KMSServer: Sendable {
     /// Accepts connections forever (the process ends by signal).
     public func run() -> Never {
         while true {
-            let fd = accept(listener, nil, nil)
-            if fd < 0 {
-                if errno == EINTR || errno == ECONNABORTED || errno == EMFILE { usleep(1000); continue }
-                Self.log("accept failed: \(String(cString: strerror(errno)))")
+            let fd: Int32
+            do { fd = try listener.descriptor.accept().release() } catch {
+                if error.errno.rawValue == ECONNABORTED || error.errno.rawValue == EMFILE { usleep(1000); continue }
+                Self.log("accept failed: \(error.errno)")
                 usleep(10_000)
                 continue
             }
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            let thread = Thread { [self] in self.serve(fd) }
+            let thread = Thread { [self] in
+                let connection = FileDescriptor(adopting: fd)
+                self.serve(connection.descriptor)
+            }
             thread.stackSize = 256 * 1024
             thread.start()
         }
     }
 
     /// Removes the socket file (on SIGTERM/SIGINT).
-    public func removeSocket() { unlink(socketPath) }
+    public func removeSocket() { try? Descriptor.cwd.unlink(socketPath) }
 
-    private func serve(_ fd: Int32) {
-        defer { close(fd) }
-        let peer = UnixSocket.peerCredentials(fd)
+    private func serve(_ fd: Descriptor) {
+        let peer = try? fd.peerCredentials()
         guard let uid = peer?.uid, uid == 0 || uid == ownerUID else {
             // Read the request before refusing it: closing with it unread would reset the
             // connection, and the client would see EPIPE or ECONNRESET instead of the refusal.
-            UnixSocket.setTimeouts(fd, milliseconds: 2000)
+            try? fd.setTimeouts(milliseconds: 2000)
             _ = try? WireFrame.receive(from: fd)
             let refusal = WireFrame()
             let message = "peer uid \(peer.map { String($0.uid) } ?? "?") is not allowed"
@@ -111,7 +111,7 @@ public final class KMSServer: Sendable {
 
     /// The response to one request, fault injection first, recorded in the audit log before it
     /// is returned; a request that cannot be recorded is refused instead (`unavailable`).
-    func answer(_ request: WireFrame, peer: (pid: Int32, uid: UInt32, gid: UInt32)? = nil) -> WireFrame {
+    func answer(_ request: WireFrame, peer: SocketCredentials? = nil) -> WireFrame {
         var entry = Self.entry(peer)
         let response = respond(request, &entry)
         // A ping (status, health checks) asks for no key and names nothing: not recorded.
@@ -248,7 +248,7 @@ public final class KMSServer: Sendable {
 
     /// A new audit entry for a request from `peer`, with an id of the server's own until the
     /// request's context names one.
-    static func entry(_ peer: (pid: Int32, uid: UInt32, gid: UInt32)?) -> KMSAuditEntry {
+    static func entry(_ peer: SocketCredentials?) -> KMSAuditEntry {
         KMSAuditEntry(time: KMSAuditEntry.now(), requestID: "srv-" + KeyRequest.newID(), peerUID: peer?.uid, peerPID: peer?.pid,
                       result: "error", status: "bad_request")
     }

@@ -2,6 +2,7 @@ import Glibc
 import Synchronization
 import CMKCrypto
 import CMKKeys
+import CMKSystem
 import CMKUnixSocket
 
 /// A `KeyProvider` that asks a `cmkfs-kms` process over its Unix socket (docs/kms-protocol.md).
@@ -15,7 +16,8 @@ public final class SocketKMSProvider: KeyProvider {
     public var kind: String { "socket" }
     public let socketPath: String
     public let timeoutMilliseconds: Int
-    /// Idle connected sockets; guarded by the mutex, never held across I/O.
+    /// Idle connected sockets, released from their `FileDescriptor`s (an array cannot hold a
+    /// noncopyable value) and adopted again when taken; guarded by the mutex, never held across I/O.
     private let idle = Mutex<[Int32]>([])
     /// Enough for a rotation's workers (32 in flight) to keep their connections between batches.
     static let maxIdle = 48
@@ -26,7 +28,7 @@ public final class SocketKMSProvider: KeyProvider {
     }
 
     deinit {
-        for fd in idle.withLock({ $0 }) { close(fd) }
+        for fd in idle.withLock({ $0 }) { try? FileDescriptor(adopting: fd).close() }
     }
 
     public func createKey() throws(KeyProviderError) -> KeyRef {
@@ -105,14 +107,16 @@ public final class SocketKMSProvider: KeyProvider {
         var attempt = 0
         while true {
             attempt += 1
-            let (fd, reused) = try connection(fresh: !retryable)
+            var reused = false
+            let connection = try connection(fresh: !retryable, reused: &reused)
+            let fd = connection.descriptor
             do {
                 try request.send(to: fd)
                 let response = try WireFrame.receive(from: fd)
-                giveBack(fd)
+                giveBack(connection)
                 return try check(response, key: key)
             } catch let failure as WireFrame.IOFailure {
-                close(fd)
+                // (The connection is closed as it goes out of scope.)
                 // A pooled connection the KMS has since closed: try once more on a fresh one.
                 // Not for requests that create keys (the first may have been carried out).
                 if case .closed = failure, reused, attempt == 1 { continue }
@@ -120,7 +124,6 @@ public final class SocketKMSProvider: KeyProvider {
             } catch let error as KeyProviderError {
                 throw error
             } catch {
-                close(fd)
                 throw .unavailable("the KMS at \(socketPath): \(error)")
             }
         }
@@ -153,22 +156,27 @@ public final class SocketKMSProvider: KeyProvider {
         }
     }
 
-    /// A pooled connection (reused = true) or a new one; `fresh` skips the pool.
-    private func connection(fresh: Bool) throws(KeyProviderError) -> (Int32, Bool) {
-        if !fresh, let fd = idle.withLock({ $0.popLast() }) { return (fd, true) }
+    /// A pooled connection (`reused` set) or a new one; `fresh` skips the pool.
+    private func connection(fresh: Bool, reused: inout Bool) throws(KeyProviderError) -> FileDescriptor {
+        if !fresh, let fd = idle.withLock({ $0.popLast() }) {
+            reused = true
+            return FileDescriptor(adopting: fd)
+        }
         do {
-            return (try UnixSocket.connect(socketPath, timeoutMilliseconds: timeoutMilliseconds), false)
+            return try UnixSocket.connect(socketPath, timeoutMilliseconds: timeoutMilliseconds)
         } catch {
             throw .unavailable("the KMS at \(socketPath) is unreachable (\(error))")
         }
     }
 
-    private func giveBack(_ fd: Int32) {
+    /// Keeps the connection for the next call, or closes it when the pool is full.
+    private func giveBack(_ connection: consuming FileDescriptor) {
+        let fd = connection.release()
         let kept = idle.withLock { fds -> Bool in
             guard fds.count < Self.maxIdle else { return false }
             fds.append(fd)
             return true
         }
-        if !kept { close(fd) }
+        if !kept { try? FileDescriptor(adopting: fd).close() }
     }
 }

@@ -1,5 +1,6 @@
 import Glibc
 import CMKCrypto
+import CMKSystem
 
 /// One protocol message being built or read (docs/kms-protocol.md). Frames carry DEKs, so the
 /// storage is a raw buffer wiped when the frame is released, never an `[UInt8]`.
@@ -121,21 +122,13 @@ final class WireFrame {
     }
 
     /// Sends the sealed frame (MSG_NOSIGNAL: a dead peer is an error, not a SIGPIPE).
-    func send(to fd: Int32) throws(IOFailure) {
+    func send(to fd: Descriptor) throws(IOFailure) {
         seal()
-        var done = 0
-        while done < count {
-            let n = Glibc.send(fd, storage.baseAddress! + done, count - done, Int32(MSG_NOSIGNAL))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Self.failure(errno)
-            }
-            done += n
-        }
+        do { try fd.sendAll(UnsafeRawBufferPointer(rebasing: storage[0..<count])) } catch { throw Self.failure(error) }
     }
 
     /// Reads one whole frame from `fd`.
-    static func receive(from fd: Int32) throws(IOFailure) -> WireFrame {
+    static func receive(from fd: Descriptor) throws(IOFailure) -> WireFrame {
         let header = WireFrame(capacity: 8)
         try header.fill(fd, upTo: 4)
         let n = Int(header.storage[0]) << 24 | Int(header.storage[1]) << 16 | Int(header.storage[2]) << 8 | Int(header.storage[3])
@@ -145,25 +138,22 @@ final class WireFrame {
         return frame
     }
 
-    private func fill(_ fd: Int32, upTo end: Int, from start: Int = 0) throws(IOFailure) {
+    private func fill(_ fd: Descriptor, upTo end: Int, from start: Int = 0) throws(IOFailure) {
         var at = start
         while at < end {
-            let n = recv(fd, storage.baseAddress! + at, end - at, 0)
+            let n: Int
+            do { n = try fd.receive(into: UnsafeMutableRawBufferPointer(rebasing: storage[at..<end])) } catch { throw Self.failure(error) }
             if n == 0 { throw .closed }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Self.failure(errno)
-            }
             at += n
         }
         count = end
     }
 
-    private static func failure(_ e: Int32) -> IOFailure {
-        switch e {
+    private static func failure(_ error: SystemError) -> IOFailure {
+        switch error.errno.rawValue {
         case EAGAIN, EWOULDBLOCK: return .timedOut
         case ECONNRESET, EPIPE: return .closed
-        default: return .errno(e)
+        default: return .errno(error.errno.rawValue)
         }
     }
 }

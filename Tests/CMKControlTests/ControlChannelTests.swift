@@ -19,8 +19,8 @@ final class ControlChannelTests: XCTestCase {
 
     /// Sends raw bytes and returns the answer line.
     func raw(_ bytes: String) throws -> ControlResponse {
-        let fd = try UnixSocket.connect(socket, timeoutMilliseconds: 10_000)
-        defer { close(fd) }
+        let connection = try UnixSocket.connect(socket, timeoutMilliseconds: 10_000)
+        let fd = connection.descriptor.rawValue
         let data = Array(bytes.utf8)
         XCTAssertEqual(write(fd, data, data.count), data.count)
         var reply = Data()

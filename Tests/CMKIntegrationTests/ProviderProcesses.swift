@@ -124,9 +124,8 @@ final class KMSProcess {
             if (try? client.ping()) != nil { return true }
             // A faulty KMS may not answer pings, but it must accept connections: the socket
             // file exists from bind(), before listen() (a race under load).
-            guard faults.isEmpty == false, let fd = try? UnixSocket.connect(socket, timeoutMilliseconds: 1000) else { return false }
-            close(fd)
-            return true
+            guard faults.isEmpty == false else { return false }
+            return (try? UnixSocket.connect(socket, timeoutMilliseconds: 1000)) != nil
         }
         guard p.isRunning else { throw FixtureError("cmkfs-kms exited: \(output())") }
         guard ready else { throw FixtureError("cmkfs-kms did not become ready on \(socket): \(output())") }
