@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CMKSystem
 
 /// `cmkfs-kms audit show|export`: the KMS's own record of every request it answered
 /// (docs/kms-protocol.md, "The KMS's audit log"), filtered.
@@ -41,7 +42,7 @@ struct AuditCommand: ParsableCommand {
         /// The selected records: each line as written, with its parsed fields.
         func records() -> [(line: Substring, fields: [String: Any])] {
             guard let data = FileManager.default.contents(atPath: path) else {
-                if access(path, F_OK) != 0 {
+                do { try Descriptor.cwd.access(path, mode: F_OK) } catch {
                     fail("there is no KMS audit log at \(path)", hint: "serve writes it; give the --kms-dir or --audit-log serve used", code: 2)
                 }
                 fail("cannot read the KMS audit log \(path): \(String(cString: strerror(errno)))", code: 17)

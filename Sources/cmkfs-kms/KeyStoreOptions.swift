@@ -3,6 +3,7 @@ import Foundation
 import CMKCrypto
 import CMKKeys
 import CMKPKCS11
+import CMKSystem
 
 /// Where `cmkfs-kms` keeps the master keys: a keystore directory (`--kms-dir`, as in `cmkfs`;
 /// `--state` is its old name), or a PKCS#11 token
@@ -92,21 +93,18 @@ struct KeyStoreOptions: ParsableArguments {
 
     /// The PIN: the file's first line. A file others may read exposes the PIN and is refused.
     private func readPIN(_ path: String) -> SecretBytes {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            fail("cannot read the PIN file \(path): \(String(cString: strerror(errno)))",
+        let file: FileDescriptor
+        do { file = try FileDescriptor.open(path, O_RDONLY | O_CLOEXEC) } catch {
+            fail("cannot read the PIN file \(path): \(error.errno)",
                  hint: "write the token's user PIN into a file only this user can read (chmod 600)")
         }
-        defer { close(fd) }
-        var st = stat()
-        if fstat(fd, &st) == 0, st.st_mode & 0o044 != 0 {
+        if let st = try? file.descriptor.fstat(), st.st_mode & 0o044 != 0 {
             fail("the PIN file \(path) is readable by other users (mode 0\(String(st.st_mode & 0o7777, radix: 8))): it exposes the token's PIN",
                  hint: "chmod 600 \(path), and change the token's PIN if others may have read it")
         }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 16)
         defer { secureZero(buffer); buffer.deallocate() }
-        let n = read(fd, buffer.baseAddress, buffer.count)
-        var length = max(0, n)
+        var length = (try? file.descriptor.read(into: buffer)) ?? 0
         if let newline = buffer[0..<length].firstIndex(where: { $0 == 0x0A || $0 == 0x0D }) { length = newline }
         guard length > 0 else { fail("the PIN file \(path) is empty", hint: "write the token's user PIN into it") }
         return SecretBytes(copying: UnsafeRawBufferPointer(rebasing: buffer[0..<length]))

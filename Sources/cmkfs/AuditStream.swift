@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import CMKAudit
+import CMKSystem
 import CMKVolume
 
 /// One record as `show` and `export` read it (not verified): its line and the byte ranges of its
@@ -178,14 +179,8 @@ struct RecordOutput {
     }
 
     mutating func flush() throws(CMKError) {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { b in Glibc.write(1, b.baseAddress! + done, b.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                throw CMKError(.io, "cannot write the records to standard output: \(String(cString: strerror(errno)))")
-            }
-            done += n
+        do { try Descriptor(rawValue: STDOUT_FILENO).writeAll(bytes) } catch {
+            throw CMKError(.io, "cannot write the records to standard output: \(error.errno)")
         }
         bytes.removeAll(keepingCapacity: true)
     }

@@ -4,6 +4,7 @@ import CMKAudit
 import CMKCrypto
 import CMKFuse
 import CMKMetrics
+import CMKSystem
 import CMKVolume
 import Logging
 
@@ -151,8 +152,8 @@ struct MountCommand: ParsableCommand {
     /// daemon, else from --pin-file, $CMKFS_PKCS11_PIN or the terminal.
     private func pin() throws(CMKError) -> SecretBytes? {
         if let pinFD {
-            defer { close(pinFD) }
-            return PINSource.fromDescriptor(pinFD)
+            let pipe = FileDescriptor(adopting: pinFD)
+            return PINSource.fromDescriptor(pipe.descriptor)
         }
         return try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: true)
     }
@@ -172,16 +173,16 @@ struct MountCommand: ParsableCommand {
             Volume.notePendingDenial(volume: volume, event: "mount-denied", error: error, detail: "mount at \(mnt)")
             throw error
         }
-        var st = stat()
-        if stat(mnt, &st) != 0 {
-            switch errno {
+        let st: stat
+        do { st = try Descriptor.cwd.stat(mnt) } catch {
+            switch error.errno.rawValue {
             case ENOENT:
                 throw CMKError(.mountpoint, "mountpoint \(mnt) does not exist", hint: "create it: mkdir -p \(mnt)")
             case ENOTCONN, ECONNABORTED:
                 throw CMKError(.mountpoint, "\(mnt) is a stale FUSE mount whose daemon is gone",
                                hint: "clear it: fusermount3 -u -z \(mnt)")
             default:
-                throw CMKError(.mountpoint, "cannot use mountpoint \(mnt): \(String(cString: strerror(errno)))")
+                throw CMKError(.mountpoint, "cannot use mountpoint \(mnt): \(error.errno)")
             }
         }
         guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CMKError(.mountpoint, "mountpoint \(mnt) is not a directory") }
@@ -220,8 +221,8 @@ struct MountCommand: ParsableCommand {
             let readyFD = readyFD, volumePath = v.path
             try FuseMount.run(fs, at: mnt, kernelOptions: kernelOptions, ready: {
                 if let readyFD {
-                    _ = "ready\n".withCString { write(readyFD, $0, strlen($0)) }
-                    close(readyFD)
+                    let ready = FileDescriptor(adopting: readyFD)
+                    try? ready.descriptor.writeAll(Array("ready\n".utf8))
                 } else {
                     // The background mode's parent does this once told "ready".
                     Self.tuneReadahead(mnt)
@@ -241,8 +242,8 @@ struct MountCommand: ParsableCommand {
         } catch {
             if let readyFD {
                 let line = ["error", String(error.code.rawValue), error.message, error.hint ?? ""].joined(separator: "\t") + "\n"
-                _ = line.withCString { write(readyFD, $0, strlen($0)) }
-                close(readyFD)
+                let ready = FileDescriptor(adopting: readyFD)
+                try? ready.descriptor.writeAll(Array(line.utf8))
             }
             notifier?.send(["STATUS": "mount refused: \(error.message)"])
             // The error line below goes to stderr only; with --log-to syslog say it there too.
@@ -274,14 +275,15 @@ struct MountCommand: ParsableCommand {
     private func startDaemon(_ mnt: String, kernelOptions: [String]) throws(CMKError) {
         let pin = try pin()
         let v = try preflight(mnt, pin: pin)
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw CMKError(.internalError, "pipe failed") }
         // Close-on-exec on both ends: the child gets the write end only as fd 3 (dup2 clears the
         // flag there), so the read end sees EOF as soon as the daemon closes it or dies.
-        fds.forEach { _ = fcntl($0, F_SETFD, FD_CLOEXEC) }
-        let log = open(v.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
-        defer { close(devnull); if log >= 0 { close(log) } }
+        let ready = try Self.pipe()
+        let devnull = try Self.open("/dev/null", O_RDWR | O_CLOEXEC)
+        // Without its log file the daemon still runs, its stderr on /dev/null.
+        let log: FileDescriptor
+        do { log = try FileDescriptor.open(v.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, mode: 0o600) } catch {
+            log = try Self.open("/dev/null", O_RDWR | O_CLOEXEC)
+        }
         var args = ["mount", v.path, mnt, "--foreground", "--ready-fd", "3"]
         if let kmsDir { args += ["--kms-dir", absolute(kmsDir)] }
         if let kmsReason { args += ["--kms-reason", kmsReason] }
@@ -290,21 +292,19 @@ struct MountCommand: ParsableCommand {
         if writebackCache { args.append("--writeback-cache") }
         if let metricsTextfile { args += ["--metrics-textfile", metricsTextfile, "--metrics-interval", "\(metricsInterval)"] }
         if !kernelOptions.isEmpty { args += ["-o", kernelOptions.joined(separator: ",")] }
-        var extra = [(fds[1], Int32(3))]
-        let pinPipe = try pin.map { (p) throws(CMKError) in try Self.pinPipe(p) }
-        if let pinPipe {
-            extra.append((pinPipe, 4))
+        var extra = [(ready.writing.rawValue, Int32(3))]
+        let pinPipe = try Self.pinPipe(pin)
+        if pin != nil {
+            extra.append((pinPipe.rawValue, 4))
             args += ["--pin-fd", "4"]
         }
-        defer { if let pinPipe { close(pinPipe) } }
-        guard let pid = Spawn.start(Spawn.selfPath, args, stdin: devnull, stdout: devnull, stderr: log >= 0 ? log : devnull,
+        guard let pid = Spawn.start(Spawn.selfPath, args, stdin: devnull.rawValue, stdout: devnull.rawValue, stderr: log.rawValue,
                                     extra: extra, newSession: true) else {
-            close(fds[0]); close(fds[1])
             throw CMKError(.mountFailed, "cannot start the mount daemon")
         }
-        close(fds[1])
-        let reply = readLine(fds[0], timeoutSeconds: 60)
-        close(fds[0])
+        try? ready.writing.close()
+        let reply = readLine(ready.reading.descriptor, timeoutSeconds: 60)
+        try? ready.reading.close()
         if reply == "ready" {
             Self.tuneReadahead(mnt)
             print("mounted \(v.path) at \(mnt) (pid \(pid))")
@@ -315,36 +315,40 @@ struct MountCommand: ParsableCommand {
             _ = Spawn.wait(pid)
             throw CMKError(code, fields[2], hint: fields[3].isEmpty ? nil : fields[3])
         }
-        if reply == nil { kill(pid, SIGTERM) }
+        if reply == nil { try? ChildProcess.signal(pid, SIGTERM) }
         let status = Spawn.wait(pid)
         throw CMKError(.mountFailed, "the mount daemon exited (status \(status)) before the mount was ready",
                        hint: "see \(v.logPath)")
     }
 
-    /// A pipe already holding `pin` (then EOF); returns the read end, close-on-exec, for the
-    /// daemon to inherit as fd 4. The PIN never appears in argv or the daemon's environment.
-    private static func pinPipe(_ pin: SecretBytes) throws(CMKError) -> Int32 {
-        var p: [Int32] = [0, 0]
-        guard pipe(&p) == 0 else { throw CMKError(.internalError, "pipe failed") }
-        p.forEach { _ = fcntl($0, F_SETFD, FD_CLOEXEC) }
-        let written = pin.withUnsafeBytes { write(p[1], $0.baseAddress, $0.count) }
-        close(p[1])
-        guard written == pin.count else { close(p[0]); throw CMKError(.internalError, "cannot pass the PIN to the mount daemon") }
-        return p[0]
+    private static func pipe() throws(CMKError) -> PipeEnds {
+        do { return try PipeEnds() } catch { throw CMKError(.internalError, "\(error)") }
+    }
+
+    private static func open(_ path: String, _ flags: Int32) throws(CMKError) -> FileDescriptor {
+        do { return try FileDescriptor.open(path, flags) } catch { throw CMKError(.internalError, "\(error)") }
+    }
+
+    /// A pipe already holding `pin` (nothing when there is none), then EOF; returns the read
+    /// end, close-on-exec, for the daemon to inherit as fd 4 (this process closes its copy when
+    /// the daemon has started). The PIN never appears in argv or the daemon's environment.
+    private static func pinPipe(_ pin: SecretBytes?) throws(CMKError) -> FileDescriptor {
+        let ends = try pipe()
+        if let pin {
+            do { try pin.withUnsafeBytes { raw in Result { () throws(SystemError) in try ends.writing.descriptor.writeAll(raw) } }.get() } catch {
+                throw CMKError(.internalError, "cannot pass the PIN to the mount daemon")
+            }
+        }
+        return ends.reading
     }
 
     /// One line from `fd`, or nil on EOF or timeout.
-    private func readLine(_ fd: Int32, timeoutSeconds: Int32) -> String? {
+    private func readLine(_ fd: Descriptor, timeoutSeconds: Int32) -> String? {
         var bytes = [UInt8]()
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let deadline = Date().addingTimeInterval(TimeInterval(timeoutSeconds))
         while Date() < deadline {
-            let rc = poll(&pfd, 1, 250)
-            if rc < 0 && errno == EINTR { continue }
-            if rc <= 0 { continue }
-            var byte: UInt8 = 0
-            let n = read(fd, &byte, 1)
-            if n <= 0 { return nil }
+            guard let events = try? fd.poll(Int16(POLLIN), timeoutMilliseconds: 250), events != 0 else { continue }
+            guard let byte = try? fd.read(upTo: 1).first else { return nil }
             if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
             bytes.append(byte)
         }
@@ -354,8 +358,7 @@ struct MountCommand: ParsableCommand {
     /// Raises the mount's read-ahead to 1 MiB so large sequential reads reach the daemon as 1 MiB
     /// requests (libfuse's max_readahead alone is capped by the bdi setting).
     private static func tuneReadahead(_ mnt: String) {
-        var st = stat()
-        guard stat(mnt, &st) == 0 else { return }
+        guard let st = try? Descriptor.cwd.stat(mnt) else { return }
         let major = (st.st_dev >> 8) & 0xFFF, minor = (st.st_dev & 0xFF) | ((st.st_dev >> 12) & 0xFFF00)
         try? "1024".write(toFile: "/sys/class/bdi/\(major):\(minor)/read_ahead_kb", atomically: false, encoding: .utf8)
     }

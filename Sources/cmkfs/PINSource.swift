@@ -1,5 +1,6 @@
 import Foundation
 import CMKCrypto
+import CMKSystem
 import CMKVolume
 
 /// Where a provider's run-time secret (a PKCS#11 user PIN, a Vault token) comes from, in order:
@@ -30,14 +31,13 @@ enum PINSource {
     /// `secretName`: what messages call it ("PIN", "token").
     static func fromFile(_ path: String, secretName: String = "PIN") throws(CMKError) -> SecretBytes {
         let what = secretName == "PIN" ? "the token's user PIN" : "the \(secretName)"
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw CMKError(.keyUnavailable, "cannot read the \(secretName) file \(path): \(String(cString: strerror(errno)))",
+        let file: FileDescriptor
+        do { file = try FileDescriptor.open(path, O_RDONLY | O_CLOEXEC) } catch {
+            throw CMKError(.keyUnavailable, "cannot read the \(secretName) file \(path): \(error.errno)",
                            hint: "write \(what) into a file only you can read (chmod 600) and pass it as --\(secretName == "PIN" ? "pin" : "vault-token")-file")
         }
-        defer { close(fd) }
-        try checkMode(fd, path, secretName: secretName)
-        guard let pin = fromDescriptor(fd) else {
+        try checkMode(file.descriptor, path, secretName: secretName)
+        guard let pin = fromDescriptor(file.descriptor) else {
             throw CMKError(.keyUnavailable, "the \(secretName) file \(path) is empty", hint: "write \(what) into it")
         }
         return pin
@@ -45,9 +45,8 @@ enum PINSource {
 
     /// A secret file other users can read exposes the secret: refused. One they can only
     /// write is warned about (they could change the secret cmkfs sends, not learn it).
-    static func checkMode(_ fd: Int32, _ path: String, secretName: String = "PIN") throws(CMKError) {
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { return }
+    static func checkMode(_ fd: Descriptor, _ path: String, secretName: String = "PIN") throws(CMKError) {
+        guard let st = try? fd.fstat() else { return }
         let mode = st.st_mode & 0o7777
         let shown = String(mode, radix: 8)
         if mode & 0o044 != 0 {
@@ -60,14 +59,12 @@ enum PINSource {
     }
 
     /// Reads a PIN line from `fd` (a file or the pipe from `cmkfs mount`); nil when empty.
-    static func fromDescriptor(_ fd: Int32) -> SecretBytes? {
+    static func fromDescriptor(_ fd: Descriptor) -> SecretBytes? {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 16)
         defer { secureZero(buffer); buffer.deallocate() }
         var count = 0
         while count < buffer.count {
-            let n = Foundation.read(fd, buffer.baseAddress! + count, buffer.count - count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
+            guard let n = try? fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[count...])), n > 0 else { break }
             count += n
         }
         if let newline = buffer[0..<count].firstIndex(of: 0x0A) { count = newline }
@@ -78,28 +75,26 @@ enum PINSource {
 
     /// Prompts on /dev/tty with echo off; nil without a terminal.
     static func fromTerminal(prompt: String) -> SecretBytes? {
-        let tty = open("/dev/tty", O_RDWR | O_CLOEXEC)
-        guard tty >= 0 else { return nil }
-        defer { close(tty) }
+        guard let terminal = try? FileDescriptor.open("/dev/tty", O_RDWR | O_CLOEXEC) else { return nil }
+        let tty = terminal.descriptor
         var saved = termios()
-        guard tcgetattr(tty, &saved) == 0 else { return nil }
+        guard tcgetattr(tty.rawValue, &saved) == 0 else { return nil }
         var quiet = saved
         quiet.c_lflag &= ~tcflag_t(ECHO)
-        tcsetattr(tty, TCSAFLUSH, &quiet)
-        defer { tcsetattr(tty, TCSAFLUSH, &saved); _ = "\n".withCString { write(tty, $0, 1) } }
-        _ = prompt.withCString { write(tty, $0, strlen($0)) }
+        tcsetattr(tty.rawValue, TCSAFLUSH, &quiet)
+        defer { tcsetattr(tty.rawValue, TCSAFLUSH, &saved); try? tty.writeAll([0x0A]) }
+        try? tty.writeAll(Array(prompt.utf8))
         return fromLine(tty)
     }
 
     /// One line from a terminal, byte by byte (a tty read returns at most a line anyway).
-    private static func fromLine(_ fd: Int32) -> SecretBytes? {
+    private static func fromLine(_ fd: Descriptor) -> SecretBytes? {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 16)
         defer { secureZero(buffer); buffer.deallocate() }
         var count = 0
         while count < buffer.count {
-            let n = Foundation.read(fd, buffer.baseAddress! + count, 1)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 || buffer[count] == 0x0A { break }
+            guard let n = try? fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[count..<(count + 1)])),
+                  n > 0, buffer[count] != 0x0A else { break }
             count += 1
         }
         guard count > 0 else { return nil }

@@ -1,4 +1,5 @@
 import Foundation
+import CMKSystem
 
 /// Starting and waiting for child processes with `posix_spawn` (no fork in a threaded process).
 enum Spawn {
@@ -31,31 +32,25 @@ enum Spawn {
     private static func markInheritedDescriptorsCloseOnExec() {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
         for fd in names.compactMap({ Int32($0) }) where fd > 2 {
-            let flags = fcntl(fd, F_GETFD)
-            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+            try? Descriptor(rawValue: fd).setCloseOnExec()
         }
     }
 
     /// Waits for `pid`; returns its exit status (128+signal when killed).
     static func wait(_ pid: pid_t) -> Int32 {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        if status & 0x7F == 0 { return (status >> 8) & 0xFF }
-        return 128 + (status & 0x7F)
+        (try? ChildProcess.wait(pid)) ?? 0
     }
 
     /// Runs a program to completion, returning its status and what it wrote to stderr.
     static func run(_ path: String, _ arguments: [String]) -> (status: Int32, stderr: String) {
-        var pipeFDs: [Int32] = [0, 0]
-        guard pipe(&pipeFDs) == 0 else { return (127, "pipe failed") }
-        let devnull = open("/dev/null", O_RDWR)
-        defer { close(devnull) }
-        guard let pid = start(path, arguments, stdin: devnull, stdout: devnull, stderr: pipeFDs[1]) else {
-            close(pipeFDs[0]); close(pipeFDs[1])
+        guard let errors = try? PipeEnds(), let devnull = try? FileDescriptor.open("/dev/null", O_RDWR | O_CLOEXEC) else {
+            return (127, "pipe failed")
+        }
+        guard let pid = start(path, arguments, stdin: devnull.rawValue, stdout: devnull.rawValue, stderr: errors.writing.rawValue) else {
             return (127, "cannot run \(path)")
         }
-        close(pipeFDs[1])
-        let output = FileHandle(fileDescriptor: pipeFDs[0], closeOnDealloc: true).readDataToEndOfFile()
+        try? errors.writing.close()
+        let output = FileHandle(fileDescriptor: errors.reading.release(), closeOnDealloc: true).readDataToEndOfFile()
         return (wait(pid), String(decoding: output, as: UTF8.self))
     }
 
