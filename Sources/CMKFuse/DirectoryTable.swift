@@ -28,9 +28,7 @@ final class DirectoryListing: @unchecked Sendable {
         defer { closedir(dir) }
         // The duplicate shares the file offset with `fd`: start from the top every time.
         rewinddir(dir)
-        let (fresh, rc) = BackingDirectory.entries(dir)
-        guard rc == 0 else { throw .posix(rc) }
-        entries = fresh
+        do { entries = try BackingDirectory.entries(dir) } catch { throw .posix(error.errno.rawValue) }
     }
 }
 

@@ -1,4 +1,5 @@
 import Glibc
+import CMKSystem
 import Synchronization
 import CMKCrypto
 
@@ -73,13 +74,9 @@ public struct KeyRequest: Sendable {
 
     /// `/proc/PID/comm` without its newline, or nil.
     public static func processName(_ pid: Int32) -> String? {
-        let fd = open("/proc/\(pid)/comm", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 64)
-        let n = read(fd, &buffer, buffer.count)
-        guard n > 0 else { return nil }
-        return String(decoding: buffer[0..<n].prefix { $0 != 0x0A }, as: UTF8.self)
+        guard let file = try? FileDescriptor.open("/proc/\(pid)/comm", O_RDONLY | O_CLOEXEC),
+              let bytes = try? file.descriptor.read(upTo: 64), !bytes.isEmpty else { return nil }
+        return String(decoding: bytes.prefix { $0 != 0x0A }, as: UTF8.self)
     }
 
     private static func hex(_ bytes: [UInt8]) -> String {

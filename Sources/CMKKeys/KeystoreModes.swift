@@ -28,10 +28,9 @@ public enum KeystoreModes {
         if mode & 0o055 != 0 {
             warnings.append("the KMS keystore \(directory) is readable by other users (mode \(octal(mode))); make it private: chmod 700 \(directory)")
         }
-        guard let dir = opendir(directory) else { return warnings }
-        defer { closedir(dir) }
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        // CMKSystem's reader: `d_name` read as a value would copy 256 bytes past a short record.
+        guard let entries = try? DirectoryEntries.of(directory) else { return warnings }
+        for name in entries.map(\.name) {
             guard name.hasSuffix(".key") else { continue }
             guard let file = try? Descriptor.cwd.stat(directory + "/" + name, flags: AT_SYMLINK_NOFOLLOW), (file.st_mode & S_IFMT) == S_IFREG else { continue }
             let fileMode = file.st_mode & 0o7777
@@ -83,7 +82,7 @@ public enum KeystorePlacement {
     public static func enclosingVolume(of path: String) -> String? {
         var dir = resolved(path)
         while true {
-            if access(dir + "/cmkfs.volume", F_OK) == 0 { return dir }
+            if (try? Descriptor.cwd.access(dir + "/cmkfs.volume", mode: F_OK)) != nil { return dir }
             guard let slash = dir.lastIndex(of: "/"), dir != "/" else { return nil }
             dir = slash == dir.startIndex ? "/" : String(dir[..<slash])
         }

@@ -25,9 +25,7 @@ public enum BackingTree {
 
     private static func walk(_ root: String, relative: String, into out: inout [(String, FileID?)]) {
         let dirPath = relative.isEmpty ? root : root + "/" + relative
-        guard let dir = opendir(dirPath) else { return }
-        defer { closedir(dir) }
-        for name in BackingDirectory.entries(dir).0.map(\.name) {
+        for name in ((try? DirectoryEntries.of(dirPath)) ?? []).map(\.name) {
             // cmkfs's own entries (a directory's id, a directory being made) are not files.
             if name == "." || name == ".." || NameCodec.isInternal(name) { continue }
             let rel = relative.isEmpty ? name : relative + "/" + name

@@ -42,8 +42,7 @@ final class BackingDirectoryTests: XCTestCase {
         }
         let handle = try XCTUnwrap(opendir(dir))
         defer { closedir(handle) }
-        let (entries, rc) = BackingDirectory.entries(handle)
-        XCTAssertEqual(rc, 0)
+        let entries = try BackingDirectory.entries(handle)
         XCTAssertEqual(entries.count, expected.count)
         XCTAssertEqual(Set(entries.map(\.name)), expected)
         XCTAssertEqual(entries.first { $0.name == "7-nnnnnnn" }?.type, UInt8(DT_REG))
