@@ -129,8 +129,7 @@ struct MountCommand: ParsableCommand {
         guard let path = metricsTextfile else { return }
         let file = absolute(path)
         let directory = (file as NSString).deletingLastPathComponent
-        var st = stat()
-        guard !path.isEmpty, !file.hasSuffix("/"), stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+        guard !path.isEmpty, !file.hasSuffix("/"), let st = try? Descriptor.cwd.stat(directory), (st.st_mode & S_IFMT) == S_IFDIR else {
             throw CMKError(.usage, "--metrics-textfile \(path): directory \(directory) does not exist",
                            hint: "create it, or point to node_exporter's --collector.textfile.directory (files must end in .prom)")
         }
