@@ -43,7 +43,7 @@ let package = Package(
         // Key providers (KEK side): the protocol and the embedded simulated KMS.
         .target(name: "CMKKeys", dependencies: ["CMKCrypto", "CMKMetrics", "CMKSystem"]),
         // The PKCS#11 HSM key provider: module loading, session pool, AES-GCM wrap inside the token.
-        .target(name: "CMKPKCS11", dependencies: ["CPKCS11", "CMKCrypto", "CMKKeys"]),
+        .target(name: "CMKPKCS11", dependencies: ["CPKCS11", "CMKCrypto", "CMKKeys", "CMKSystem"]),
         // A blocking, thread-safe HTTP client over libcurl with a pool of keep-alive handles.
         .target(name: "CMKHTTP", dependencies: ["CCurl", "CMKCrypto"]),
         // The AF_UNIX conversations (client, server, datagram notice) of the socket KMS, the control

@@ -1,4 +1,5 @@
 import Glibc
+import CMKSystem
 
 /// p11-kit's module registry: one `NAME.module` file per installed PKCS#11 module, whose
 /// `module:` key is the library (an absolute path, or a file name in p11-kit's module
@@ -24,10 +25,9 @@ public struct PKCS11ModuleRegistry: Sendable {
     public func modules() -> [(name: String, path: String)] {
         var found: [String: String] = [:]
         for directory in directories {
-            guard let dir = opendir(directory) else { continue }
-            defer { closedir(dir) }
-            while let entry = readdir(dir) {
-                let file = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // CMKSystem's reader: `d_name` read as a value would copy 256 bytes past a short record.
+            guard let entries = try? DirectoryEntries.of(directory) else { continue }
+            for file in entries.map(\.name) {
                 guard file.hasSuffix(".module"), !file.hasPrefix(".") else { continue }
                 let name = String(file.dropLast(".module".count))
                 if let library = Self.moduleKey(in: directory + "/" + file) {
