@@ -15,8 +15,9 @@ import CMKMetrics
 ///
 /// Durability: `append` writes the record with one `write(2)` before it returns (it then survives
 /// a crash of the process); `append(durable: true)` and `sync()` also `fsync` it and save a
-/// checkpoint. `startGroupCommit` syncs every interval while records are pending, which bounds
-/// how long an open's record can be lost to a power cut.
+/// checkpoint before they return, concurrent ones sharing one fsync (group commit, see `sync`).
+/// `startGroupCommit` syncs every interval while records are pending, which bounds how long an
+/// open's record can be lost to a power cut.
 ///
 /// Continuity (docs/audit-format.md): `open` compares the log with the last checkpoint and the
 /// anchor kept outside the volume, and chains an `audit-gap` record from the known head when
@@ -71,8 +72,16 @@ public final class AuditLog: Sendable {
     /// Lock order: `syncing` before `head`. `head` is held for one `write(2)` (and the rare
     /// segment roll), never across an fsync or a checkpoint save.
     let head: Mutex<Head>
-    /// The last checkpointed seq; serializes syncs so checkpoints only move forward.
-    let syncing = Mutex<UInt64>(0)
+    /// Serializes syncs (fsync and checkpoint), held across them.
+    struct Synced {
+        /// The last checkpointed seq (checkpoints only move forward).
+        var checkpointed: UInt64 = 0
+        /// fsyncs of the log made by syncs, for tests (fsyncs per record).
+        var fsyncs = 0
+    }
+    let syncing = Mutex(Synced())
+    /// Group commit of durable appends: one leader syncs while the others wait on it.
+    let commit = GroupCommit()
     /// The last anchored seq, when (monotonic seconds), and whether a durable record asked for
     /// an anchor at the next group commit.
     struct Anchored { var seq: UInt64 = 0; var at: Double = 0; var requested = false }
@@ -277,7 +286,7 @@ public final class AuditLog: Sendable {
             // Sealed before the lock: the head is held for one write(2) only.
             do { event.path = try paths.seal(path) } catch { throw AuditError(.key, "cannot seal an audit record's path: \(error)") }
         }
-        try head.withLock { (h: inout Head) throws(AuditError) in
+        let seq = try head.withLock { (h: inout Head) throws(AuditError) -> UInt64 in
             guard !h.closed else { throw AuditError(.io, "the audit log is closed") }
             let seq = h.seq + 1
             let body = AuditRecord.body(seq: seq, time: AuditRecord.now(), volumeID: volumeID, host: host, prev: h.prev, event)
@@ -306,25 +315,40 @@ public final class AuditLog: Sendable {
             h.bytes += record.line.count
             h.unsynced = true
             if h.reserved - h.bytes < Self.reserveBytes / 4 { Self.reserve(&h) }
+            return seq
         }
         Metrics.shared.auditRecords.add()
         if durable {
             // The anchor follows within one group-commit interval, off the caller's path: a
             // `key revoke` never waits for a provider round trip (or a provider timeout) here.
             anchored.withLock { $0.requested = true }
-            try sync()
+            try sync(anchor: .never, covering: seq)
         }
     }
 
-    /// Makes every record written so far durable and saves a checkpoint of the head.
-    public func sync() throws(AuditError) { try sync(anchor: .never) }
+    /// Makes every record written so far durable and saves a checkpoint of the head (sharing a
+    /// sync with concurrent durable appends).
+    public func sync() throws(AuditError) { try sync(anchor: .never, covering: count) }
 
     /// `sync`, then the anchor: `.now` (close), or `.ifDue` (the group commit: when a durable
     /// record asked for it or `anchorInterval` has passed). An anchor that cannot be written is
     /// reported through `onFailure`, never thrown: the records are safe in the log, and the next
     /// interval tries again.
-    func sync(anchor mode: AnchorMode) throws(AuditError) {
-        let head = try syncing.withLock { (checkpointed: inout UInt64) throws(AuditError) -> (seq: UInt64, checkpoint: [UInt8]) in
+    ///
+    /// Group commit: `covering` is the seq a durable append waits for. One such append at a
+    /// time leads: it fsyncs (and checkpoints) every record written so far, its own and those
+    /// appended while the sync before it ran. The others wait for it without holding any lock
+    /// (so appenders whose records it covered return, and write again, while it syncs), and
+    /// return once a completed sync covers their record, or lead the next one. So concurrent
+    /// durable appends share one fsync and one checkpoint per batch, and none returns before an
+    /// fsync and a checkpoint that cover its record have completed.
+    func sync(anchor mode: AnchorMode, covering target: UInt64? = nil) throws(AuditError) {
+        let leads = target.map { commit.lead(until: $0) } ?? false
+        if target != nil && !leads { return }
+        var reached: UInt64 = 0
+        // Wakes the followers, and whoever leads next, whether this sync worked or not.
+        defer { if leads || reached > 0 { commit.finish(leader: leads, durable: reached) } }
+        let head = try syncing.withLock { (synced: inout Synced) throws(AuditError) -> (seq: UInt64, checkpoint: [UInt8]) in
             // A duplicate, so the fsync runs outside the head's lock while a roll may close the segment.
             let (duplicate, seq, prev, path) = self.head.withLock { h -> (Result<Int32, SystemError>?, UInt64, String, String) in
                 let copy: Result<Int32, SystemError>? = h.unsynced ? h.fd.map { fd in Result { () throws(SystemError) in try fd.duplicate().release() } } : nil
@@ -334,6 +358,7 @@ public final class AuditLog: Sendable {
             if let duplicate {
                 do throws(SystemError) {
                     let file = FileDescriptor(adopting: try duplicate.get())
+                    synced.fsyncs += 1
                     let started = Metrics.now()
                     try file.descriptor.fsync()
                     Metrics.shared.auditFsync.observe(since: started)
@@ -346,14 +371,15 @@ public final class AuditLog: Sendable {
             do { cp = try AuditCheckpoint(count: seq, head: prev, time: AuditRecord.now()).encoded(key: key) } catch {
                 throw AuditError(.key, "cannot MAC the audit checkpoint: \(error)")
             }
-            if seq > checkpointed, let checkpoints {
+            if seq > synced.checkpointed, let checkpoints {
                 do { try checkpoints.saveCheckpoint(cp) } catch {
                     throw AuditError(.io, "cannot save the audit checkpoint: \(error)")
                 }
-                checkpointed = seq
+                synced.checkpointed = seq
             }
             return (seq, cp)
         }
+        reached = head.seq
         guard mode != .never, let anchor, head.seq > 0 else { return }
         anchoring.withLock { _ in
             let now = Self.monotonicSeconds()
@@ -402,6 +428,9 @@ public final class AuditLog: Sendable {
 
     /// The last record's seq (records written so far, with the records before this writer).
     public var count: UInt64 { head.withLock { $0.seq } }
+
+    /// How many times a sync fsynced the log (for tests: fsyncs per durable record).
+    var fsyncCount: Int { syncing.withLock { $0.fsyncs } }
 
     /// What became of `chattr +a` on the current segment ("set", or why not).
     public var appendOnlyState: String { head.withLock { $0.appendOnly } }
@@ -503,5 +532,36 @@ public enum AuditSegments {
         guard let lastNewline = buffer.lastIndex(of: 0x0A) else { return (nil, false) }
         let start = buffer[..<lastNewline].lastIndex(of: 0x0A).map { $0 + 1 } ?? 0
         return (Array(buffer[start..<lastNewline]), endsWithNewline)
+    }
+}
+
+/// The leader and followers of durable appends (`AuditLog.sync(anchor:covering:)`).
+final class GroupCommit: @unchecked Sendable {
+    // Sound: `durable` and `leading` are read and written only with `condition` locked.
+    private let condition = NSCondition()
+    /// Every record up to this seq is fsynced and checkpointed.
+    private var durable: UInt64 = 0
+    /// Whether a durable append is syncing for the others now.
+    private var leading = false
+
+    /// Waits until a completed sync covers `target` (false: nothing to do) or no one is syncing
+    /// for the others (true: the caller leads, and must call `finish(leader: true, …)`).
+    func lead(until target: UInt64) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if durable >= target { return false }
+            if !leading { leading = true; return true }
+            condition.wait()
+        }
+    }
+
+    /// A sync ended, every record up to `seq` durable (0: it failed); wakes the waiters.
+    func finish(leader: Bool, durable seq: UInt64) {
+        condition.lock()
+        if seq > durable { durable = seq }
+        if leader { leading = false }
+        condition.broadcast()
+        condition.unlock()
     }
 }

@@ -243,6 +243,52 @@ final class AuditTests: IntegrationTestCase {
         XCTAssertTrue(again.succeeded, "\(again)")
     }
 
+    /// kill -9 of the mount while readers open files and commands ask for durable records
+    /// (`cache flush`, whose record is synced before it answers): every open and every flush
+    /// that was answered before the kill has its record in the log (docs/audit-format.md, "What
+    /// a crash can lose"), and the log verifies.
+    func testKillDuringHeavyUseLosesNoAnsweredRecord() throws {
+        sh("mkdir \(mnt)/k && for i in $(seq 1 20); do echo $i > \(mnt)/k/$i; done")
+        let marks = fx.root + "/answered"
+        try FileManager.default.createDirectory(atPath: marks, withIntermediateDirectories: true)
+        // A reader notes a file only after its open (and read) was answered; a flusher notes a
+        // flush only after the command reported success. A read cut by a flush is not noted.
+        // Both stop once the mount is gone.
+        let load = Process()
+        load.executableURL = URL(fileURLWithPath: "/bin/sh")
+        load.arguments = ["-c", """
+            for p in 1 2 3; do (while [ -e \(mnt)/k ]; do for i in $(seq 1 20); do \
+              if cat \(mnt)/k/$i > /dev/null 2>&1; then echo $i >> \(marks)/open.$p; fi; done; done) & done
+            for p in 1 2; do (while [ -e \(mnt)/k ]; do \
+              if \(MountFixture.binary) cache flush \(vol) > /dev/null 2>&1; then echo f >> \(marks)/flush.$p; fi; done) & done
+            wait
+            """]
+        func answered(_ prefix: String) -> [String] {
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: marks)) ?? []).filter { $0.hasPrefix(prefix) }
+            return names.flatMap { name in
+                ((try? String(contentsOfFile: marks + "/" + name, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            }
+        }
+        try load.run()
+        defer { if load.isRunning { load.terminate() } }
+        XCTAssertTrue(waitUntil(deadline: 60) { answered("open.").count >= 300 && answered("flush.").count >= 5 },
+                      "the load got no answers")
+        let pid = try XCTUnwrap(fx.lockPID())
+        kill(pid, SIGKILL)
+        load.waitUntilExit()
+        fx.sh("fusermount3 -u -z \(mnt)")
+        let opens = answered("open."), flushes = answered("flush.")
+        let v = verify()
+        XCTAssertTrue(v.succeeded, "\(v)")
+        let logged = try records(["--event", "open"]).compactMap { $0["path"] as? String }
+        for i in 1...20 {
+            let n = opens.filter { $0 == "\(i)" }.count
+            XCTAssertGreaterThanOrEqual(logged.filter { $0 == "/k/\(i)" }.count, n, "answered opens of /k/\(i) are missing from the log")
+        }
+        XCTAssertGreaterThanOrEqual(try records(["--event", "flush"]).count, flushes.count,
+                                    "answered flushes are missing from the log")
+    }
+
     /// With the audit directory's filesystem full, opening a file fails (ENOSPC) instead of
     /// skipping its record, and the mount log says why; once space is back opens work and the
     /// log verifies.
