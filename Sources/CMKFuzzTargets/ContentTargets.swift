@@ -17,15 +17,14 @@ let fuzzFileID = FileID(bytes: (0..<16).map { UInt8(0xA0 + $0) })!
 func expectedPlaintext(_ offset: Int) -> UInt8 { UInt8(truncatingIfNeeded: offset &* 167 &+ 13) }
 
 /// An anonymous file holding `bytes`, in the (tmpfs) scratch directory and already unlinked.
-/// (Swift's Glibc does not import memfd_create.)
 func memoryFile(_ bytes: [UInt8]) -> FileDescriptor {
-    var template = Array((scratchDirectory + "/backing.XXXXXX").utf8CString)
-    let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-    guard fd >= 0 else { fatalError("fuzz harness: mkstemp: \(String(cString: strerror(errno)))") }
-    let file = FileDescriptor(adopting: fd)
-    try? Descriptor.cwd.unlink(String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self))
-    do { try file.descriptor.writeAll(bytes) } catch { fatalError("fuzz harness: cannot write a backing file: \(error)") }
-    return file
+    do {
+        let file = try FileDescriptor.anonymousFile(in: scratchDirectory)
+        try file.descriptor.writeAll(bytes)
+        return file
+    } catch {
+        fatalError("fuzz harness: cannot make a backing file: \(error)")
+    }
 }
 
 /// `FileHeader.decode` and `ContentFile.readFileID` on arbitrary bytes: they agree, refuse what

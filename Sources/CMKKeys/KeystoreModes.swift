@@ -54,16 +54,13 @@ public enum KeystorePlacement {
     /// `path` with symlinks resolved as far as it exists (the rest appended as given).
     public static func resolved(_ path: String) -> String {
         var path = path
-        if !path.hasPrefix("/"), let cwd = getcwd(nil, 0) {
-            path = String(cString: cwd) + "/" + path
-            free(cwd)
+        if !path.hasPrefix("/"), let cwd = try? ProcessControls.workingDirectory() {
+            path = cwd + "/" + path
         }
         var existing = path
         var rest: [String] = []
         while true {
-            if let real = realpath(existing, nil) {
-                defer { free(real) }
-                let base = String(cString: real)
+            if let base = try? ProcessControls.realPath(existing) {
                 return rest.isEmpty ? base : (base == "/" ? "" : base) + "/" + rest.reversed().joined(separator: "/")
             }
             guard let slash = existing.lastIndex(of: "/"), existing != "/" else { return path }

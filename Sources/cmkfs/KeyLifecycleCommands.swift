@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CMKSystem
 import CMKControl
 import CMKKeyService
 import CMKKeys
@@ -137,7 +138,7 @@ extension KeyCommand {
         /// A forced purge that makes files unreadable needs a typed confirmation (or --yes).
         private func confirm(_ count: Int) throws(CMKError) {
             guard count > 0 && force && !yes else { return }
-            guard isatty(0) == 1 else {
+            guard Descriptor(rawValue: STDIN_FILENO).isTerminal else {
                 throw CMKError(.refused, "\(count) files would become unreadable; confirmation needed",
                                hint: "add --yes to confirm from a script")
             }

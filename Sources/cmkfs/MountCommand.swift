@@ -215,7 +215,7 @@ struct MountCommand: ParsableCommand {
             let audit = try openAudit(v, mnt)
             let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit, writebackCache: writebackCache)
             let textfile = metricsTextfile.map { MetricsTextfile(path: $0, interval: metricsInterval, render: { fs.metricsText() }) }
-            if readyFD != nil { chdir("/") }
+            if readyFD != nil { try? ProcessControls.changeDirectory(to: "/") }
             FileSystem.logger.info("mounting \(v.path) at \(mnt)")
             let readyFD = readyFD, volumePath = v.path
             try FuseMount.run(fs, at: mnt, kernelOptions: kernelOptions, ready: {

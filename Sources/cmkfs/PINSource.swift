@@ -77,14 +77,11 @@ enum PINSource {
     static func fromTerminal(prompt: String) -> SecretBytes? {
         guard let terminal = try? FileDescriptor.open("/dev/tty", O_RDWR | O_CLOEXEC) else { return nil }
         let tty = terminal.descriptor
-        var saved = termios()
-        guard tcgetattr(tty.rawValue, &saved) == 0 else { return nil }
-        var quiet = saved
-        quiet.c_lflag &= ~tcflag_t(ECHO)
-        tcsetattr(tty.rawValue, TCSAFLUSH, &quiet)
-        defer { tcsetattr(tty.rawValue, TCSAFLUSH, &saved); try? tty.writeAll([0x0A]) }
-        try? tty.writeAll(Array(prompt.utf8))
-        return fromLine(tty)
+        return tty.withEchoOff { () -> SecretBytes? in
+            defer { try? tty.writeAll([0x0A]) }
+            try? tty.writeAll(Array(prompt.utf8))
+            return fromLine(tty)
+        } ?? nil
     }
 
     /// One line from a terminal, byte by byte (a tty read returns at most a line anyway).

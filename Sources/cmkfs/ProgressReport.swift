@@ -1,4 +1,5 @@
 import Foundation
+import CMKSystem
 
 /// Progress of a long command (`key rotate`, `rekey`, `fsck`) on stderr, fed by the volume
 /// layer's progress callback (done, total). On a terminal: one redrawn line with a bar, the rate
@@ -9,7 +10,7 @@ struct ProgressReport {
     let label: String
     /// What is counted ("files", "file keys").
     let unit: String
-    private let onTerminal = isatty(2) == 1
+    private let onTerminal = Descriptor(rawValue: STDERR_FILENO).isTerminal
     private let interval: TimeInterval
     private let start = Date()
     private var lastShown: Date?

@@ -90,6 +90,20 @@ final class DescriptorTests: XCTestCase {
         XCTAssertEqual(try file.descriptor.fstat().st_size, 0)
     }
 
+    func testAnonymousFileLeavesNoNameAndPathsResolve() throws {
+        let file = try FileDescriptor.anonymousFile(in: directory)
+        try file.descriptor.writeAll(Array("x".utf8))
+        XCTAssertEqual(try file.descriptor.fstat().st_size, 1)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory), [], "unlinked at once")
+        XCTAssertNotEqual(fcntl(file.rawValue, F_GETFD) & FD_CLOEXEC, 0)
+        XCTAssertFalse(file.descriptor.isTerminal)
+
+        try Descriptor.cwd.symlink(directory + "/f", target: directory)
+        XCTAssertEqual(try ProcessControls.realPath(directory + "/f/."), try ProcessControls.realPath(directory))
+        XCTAssertThrowsError(try ProcessControls.realPath(directory + "/missing")) { XCTAssertEqual(($0 as? SystemError)?.errno, .ENOENT) }
+        XCTAssertEqual(try ProcessControls.workingDirectory(), FileManager.default.currentDirectoryPath)
+    }
+
     func testHiddenConstantsAreTheKernelsValues() {
         // The values of <asm-generic/fcntl.h> and <linux/fcntl.h> on x86_64 and arm64.
         XCTAssertEqual(OpenFlags.path, 0o10000000)
