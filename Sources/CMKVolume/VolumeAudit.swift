@@ -204,13 +204,8 @@ extension AuditEvent {
 
 /// `/proc/PID/comm` without its newline, or nil when the process is gone.
 public func processName(_ pid: pid_t) -> String? {
-    let fd = Glibc.open("/proc/\(pid)/comm", O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { Glibc.close(fd) }
-    var buffer = [UInt8](repeating: 0, count: 64)
-    let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 64) }
-    guard n > 0 else { return nil }
-    var bytes = buffer[0..<n]
+    guard let file = try? FileDescriptor.open("/proc/\(pid)/comm", O_RDONLY | O_CLOEXEC),
+          var bytes = try? file.descriptor.read(upTo: 64)[...], !bytes.isEmpty else { return nil }
     if bytes.last == 0x0A { bytes = bytes.dropLast() }
     return String(decoding: bytes, as: UTF8.self)
 }
