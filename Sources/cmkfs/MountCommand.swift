@@ -19,7 +19,7 @@ struct MountCommand: ParsableCommand {
         The background mount logs to VOLUME/mount.log (or, with --log-to syslog, to syslog and the \
         journal). Unmount with: cmkfs unmount MOUNTPOINT
 
-        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, vault_token_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         metrics_textfile=PATH, metrics_interval=SECONDS, writeback_cache) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
+        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, vault_token_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         metrics_textfile=PATH, metrics_interval=SECONDS, pkcs11_uri=URI, writeback_cache) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
 
         Example: cmkfs mount /srv/secure-vol /mnt/secure --log-level debug
         Example: cmkfs mount /srv/secure-vol /mnt/secure -o ro,noexec,kms_dir=/etc/cmkfs/kms
@@ -41,6 +41,10 @@ struct MountCommand: ParsableCommand {
 
     @Option(name: [.customLong("pin-file"), .customLong("vault-token-file")], help: "PKCS#11 volumes: a file holding the user PIN, Vault volumes: the token (else $CMKFS_PKCS11_PIN or $VAULT_TOKEN, else the terminal).")
     var pinFile: String?
+
+    @Option(name: .customLong("pkcs11-uri"),
+            help: "PKCS#11 volumes: an RFC 7512 URI whose pin-source=file:PATH gives the PIN; its token, object and module, if named, must be the volume's.")
+    var pkcs11URI: String?
 
     @Option(name: .customLong("kms-reason"),
             help: "A justification sent with every key request this mount makes, for the key owner's log (at most 256 bytes).")
@@ -98,6 +102,7 @@ struct MountCommand: ParsableCommand {
             case "kms_dir": kmsDir = v
             case "pin_file", "vault_token_file": pinFile = v
             case "kms_reason": kmsReason = v
+            case "pkcs11_uri": pkcs11URI = v
             case "log_level": guard let level = Logger.Level(argument: v) else { throw bad }; logLevel = level
             case "log_to": guard let to = LogDestination(argument: v) else { throw bad }; logTo = to
             case "writeback_cache": writebackCache = true
@@ -112,6 +117,7 @@ struct MountCommand: ParsableCommand {
         }
         do { try cache.validate() } catch { throw CMKError(.usage, "\(error)", hint: "see cmkfs mount --help") }
         try validateMetrics()
+        try applyPKCS11URI()
         if let kmsReason, kmsReason.utf8.count > Self.maxReason || kmsReason.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
             throw CMKError(.usage, "--kms-reason must be one line of at most \(Self.maxReason) bytes without control characters",
                            hint: "give a short justification, e.g. --kms-reason 'ticket OPS-1234: nightly backup'")
@@ -134,6 +140,30 @@ struct MountCommand: ParsableCommand {
                            hint: "create it, or point to node_exporter's --collector.textfile.directory (files must end in .prom)")
         }
         metricsTextfile = file
+    }
+
+    /// `--pkcs11-uri`: its PIN file becomes `--pin-file`; what else it names must be what the
+    /// volume records (a URI for another token or key is a mistake, not a choice made at mount).
+    private mutating func applyPKCS11URI() throws(CMKError) {
+        guard let uri = pkcs11URI else { return }
+        let implied = try pkcs11URIFlags(uri)
+        let recorded = try Volume.recordedProvider(at: volume)
+        guard recorded.kind == ProviderKind.pkcs11.name else {
+            throw CMKError(.usage, "--pkcs11-uri: \(absolute(volume)) uses the \(recorded.kind) provider, not pkcs11", hint: "drop --pkcs11-uri")
+        }
+        let volumes = ["--token": ("token", recorded.tokenLabel), "--key-label": ("object", recorded.keyID),
+                       "--pkcs11-module": ("module", recorded.pkcs11Module)]
+        for (flag, value) in implied.sorted(by: { $0.key < $1.key }) {
+            guard let (attribute, own) = volumes[flag], own != value else { continue }
+            throw CMKError(.usage, "--pkcs11-uri names \(attribute) '\(value)', but \(absolute(volume)) uses '\(own ?? "?")'",
+                           hint: "leave \(attribute) out of the URI, or give the volume's")
+        }
+        if let file = implied["--pin-file"] {
+            if let pinFile, pinFile != file {
+                throw CMKError(.usage, "--pin-file \(pinFile) disagrees with --pkcs11-uri, which says \(file)", hint: "give the PIN file once")
+            }
+            pinFile = file
+        }
     }
 
     private func start(kernelOptions: [String]) {

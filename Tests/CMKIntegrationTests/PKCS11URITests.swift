@@ -16,6 +16,12 @@ extension ProviderMountTests {
         try mountP(env: env, ["--pin-file", pinFile])
         try roundTrip(env: env, mountArgs: ["--pin-file", pinFile])
         try unmountP()
+        // fstab's form: the URI's pin-source gives the PIN; a URI for another token is refused.
+        try mountP(env: env, ["-o", "pkcs11_uri=\(uri)"])
+        try unmountP()
+        let other = cmkfs(["mount", pvol, mnt, "--pkcs11-uri", "pkcs11:token=elsewhere?pin-source=file:\(pinFile)"], env: env)
+        XCTAssertEqual(other.status, 64, "\(other)")
+        XCTAssertTrue(other.stderr.contains("--pkcs11-uri names token 'elsewhere', but \(pvol) uses 'cmkfs-it'"), "\(other)")
 
         // The same token for cmkfs-kms, by URI and by registry name.
         let list = Shell.run("/usr/bin/env", env.map { "\($0.key)=\($0.value)" } + [KMSProcess.binary, "key", "list", "--json", "--pkcs11-uri", uri.replacingOccurrences(of: ";object=uri%20key", with: "")],

@@ -5,7 +5,7 @@ import CMKPKCS11
 /// `module-name`/`module-path` → `--pkcs11-module`, `pin-source` → `--pin-file`. Attributes cmkfs
 /// cannot honour are refused by name rather than ignored (a `serial=` that selected nothing would
 /// mislead), and so is `pin-value`, which would put the PIN in argv and shell history.
-@Sendable func pkcs11URIFlags(_ text: String) throws(CMKError) -> [String: String] {
+@Sendable public func pkcs11URIFlags(_ text: String) throws(CMKError) -> [String: String] {
     func refuse(_ why: String) -> CMKError { CMKError(.usage, "--pkcs11-uri: \(why)", hint: PKCS11OpenError.uri("").hint) }
     let uri: PKCS11URI
     do { uri = try PKCS11URI(parsing: text) } catch { throw refuse("\(error)") }
