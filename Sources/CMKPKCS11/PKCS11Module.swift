@@ -1,6 +1,7 @@
 import Glibc
 import Synchronization
 import CPKCS11
+import CMKSystem
 
 /// A PKCS#11 module loaded with `dlopen` and initialized with `CKF_OS_LOCKING_OK`, so that any
 /// number of threads may use it, each with its own session.
@@ -26,10 +27,7 @@ final class PKCS11Module: @unchecked Sendable {
     static func load(_ given: String) throws(PKCS11OpenError) -> PKCS11Module {
         // One module per file, however it is reached (a symlink, p11-kit's registry): a second
         // C_Initialize of the same library would fail.
-        let path = realpath(given, nil).map { (resolved: UnsafeMutablePointer<CChar>) -> String in
-            defer { free(resolved) }
-            return String(cString: resolved)
-        } ?? given
+        let path = (try? ProcessControls.realPath(given)) ?? given
         return try loaded.withLock { (modules: inout [String: PKCS11Module]) throws(PKCS11OpenError) -> PKCS11Module in
             if let module = modules[path] { return module }
             let module = try open(path)
@@ -39,7 +37,7 @@ final class PKCS11Module: @unchecked Sendable {
     }
 
     private static func open(_ path: String) throws(PKCS11OpenError) -> PKCS11Module {
-        guard access(path, F_OK) == 0 else { throw .moduleMissing(path: path) }
+        guard (try? Descriptor.cwd.access(path, mode: F_OK)) != nil else { throw .moduleMissing(path: path) }
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw .moduleInvalid(path: path, why: dlerror().map { String(cString: $0) } ?? "dlopen failed")
         }

@@ -47,13 +47,13 @@ public struct PKCS11ModuleRegistry: Sendable {
         if let hit = all.first(where: { $0.name == name }) { return hit.path }
         let library = "lib\(name).so"
         if let hit = all.first(where: { ($0.path.split(separator: "/").last.map(String.init) ?? "") == library }) { return hit.path }
-        return moduleDirectories.map { $0 + "/" + library }.first { access($0, R_OK) == 0 }
+        return moduleDirectories.map { $0 + "/" + library }.first { (try? Descriptor.cwd.access($0, mode: R_OK)) != nil }
     }
 
     /// A relative `module:` value in the first module directory that has it (else the first).
     private func resolve(_ library: String) -> String {
         let candidates = moduleDirectories.map { $0 + "/" + library }
-        return candidates.first { access($0, R_OK) == 0 } ?? candidates.first ?? library
+        return candidates.first { (try? Descriptor.cwd.access($0, mode: R_OK)) != nil } ?? candidates.first ?? library
     }
 
     /// The `module:` value of a p11-kit config file (`key: value` lines, `#` comments).
