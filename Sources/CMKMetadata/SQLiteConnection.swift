@@ -77,6 +77,14 @@ final class Connection {
         return first
     }
 
+    /// The VDBE opcodes SQLite compiles `sql` into (`EXPLAIN`), for tests of a statement's cost.
+    func opcodes(_ sql: String) throws(MetadataError) -> [String] {
+        let statement = try Statement(db: db, path: path, sql: "EXPLAIN " + sql, persistent: false)
+        var names: [String] = []
+        while try statement.step("explaining a statement") { names.append(statement.text(1)) }
+        return names
+    }
+
     /// Reads an integer pragma such as `user_version`.
     func pragmaInt(_ name: String) throws(MetadataError) -> Int {
         let statement = try Statement(db: db, path: path, sql: "PRAGMA \(name)", persistent: false)
