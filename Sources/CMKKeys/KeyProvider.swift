@@ -36,11 +36,22 @@ public struct WrapContext: Sendable, Equatable {
 
     /// The associated data every provider binds: a label, the key version, volume and file ids.
     public func associatedData(for key: KeyRef) -> [UInt8] {
-        var out = Array("cmkfs.edek.v1".utf8)
-        let id = Array(key.keyID.utf8)
-        out += [UInt8(id.count >> 8), UInt8(id.count & 0xFF)] + id
-        out += withUnsafeBytes(of: UInt32(key.version).bigEndian, Array.init)
-        out += [UInt8(volumeID.count)] + volumeID + [UInt8(fileID.count)] + fileID
+        // Built in one buffer (every unwrap builds it): the bytes are label, u16 id length, id,
+        // u32 version, u8 volume-id length, volume id, u8 file-id length, file id.
+        let label = "cmkfs.edek.v1".utf8
+        let idCount = key.keyID.utf8.count
+        var out: [UInt8] = []
+        out.reserveCapacity(label.count + 2 + idCount + 4 + 1 + volumeID.count + 1 + fileID.count)
+        out.append(contentsOf: label)
+        out.append(UInt8(idCount >> 8))
+        out.append(UInt8(truncatingIfNeeded: idCount & 0xFF))
+        out.append(contentsOf: key.keyID.utf8)
+        let version = UInt32(key.version)
+        out.append(contentsOf: [UInt8(version >> 24), UInt8((version >> 16) & 0xFF), UInt8((version >> 8) & 0xFF), UInt8(version & 0xFF)])
+        out.append(UInt8(volumeID.count))
+        out.append(contentsOf: volumeID)
+        out.append(UInt8(fileID.count))
+        out.append(contentsOf: fileID)
         return out
     }
 }

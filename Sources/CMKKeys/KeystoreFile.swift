@@ -27,14 +27,18 @@ struct KeystoreFile {
     static let magic: [UInt8] = Array("CMKK".utf8)
     var versions: [Version] = []
 
-    /// Parses the file's bytes; `bytes` holds key material and is wiped by the caller.
-    static func parse(_ bytes: UnsafeRawBufferPointer, path: String) throws(KeyProviderError) -> KeystoreFile {
+    /// Parses the file's bytes; `bytes` holds key material and is wiped by the caller. Only the
+    /// versions `materialOf` picks get their material copied out (the others have nil, as if
+    /// destroyed): a wrap or unwrap needs one version's key, a state check none.
+    static func parse(_ bytes: UnsafeRawBufferPointer, path: String,
+                      materialOf: (Int) -> Bool = { _ in true }) throws(KeyProviderError) -> KeystoreFile {
         guard bytes.count >= headerSize, Array(bytes[0..<4]) == magic else { throw .corrupt("\(path): not a keystore file") }
         let format = Int(bytes[4]) << 8 | Int(bytes[5])
         guard format == 1 else { throw .corrupt("\(path): unknown keystore format \(format)") }
         let count = Int(readBE32(bytes, 8))
         guard bytes.count == headerSize + count * entrySize else { throw .corrupt("\(path): truncated (\(bytes.count) bytes for \(count) versions)") }
         var file = KeystoreFile()
+        file.versions.reserveCapacity(count)
         for i in 0..<count {
             let at = headerSize + i * entrySize
             let state: ProviderKeyState
@@ -46,9 +50,10 @@ struct KeystoreFile {
             }
             var created: UInt64 = 0
             for b in 0..<8 { created = created << 8 | UInt64(bytes[at + 8 + b]) }
-            let material = state == .destroyed ? nil
+            let number = Int(readBE32(bytes, at))
+            let material = state == .destroyed || !materialOf(number) ? nil
                 : SecretBytes(copying: UnsafeRawBufferPointer(rebasing: bytes[(at + 16)..<(at + 48)]))
-            file.versions.append(Version(number: Int(readBE32(bytes, at)), state: state, createdAt: created, material: material))
+            file.versions.append(Version(number: number, state: state, createdAt: created, material: material))
         }
         return file
     }

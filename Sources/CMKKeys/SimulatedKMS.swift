@@ -182,13 +182,16 @@ public final class SimulatedKMS: KeyProvider {
 
     private func path(_ keyID: String) -> String { "\(directory)/\(keyID).key" }
 
-    /// The master key's bytes, read from its file for one wrap or unwrap (never cached).
+    /// The master key's bytes, read from its file for one wrap or unwrap (never cached). Only
+    /// that version's material is copied out of the read buffer; a missing file is told by the
+    /// open's ENOENT rather than an `access` before it (one system call and one parse less per
+    /// key-miss open, issue 20).
     private func usableMaterial(_ key: KeyRef) throws(KeyProviderError) -> SecretBytes {
         guard isSafeKeyID(key.keyID) else { throw .keyNotFound(key, detail: "malformed key id") }
-        guard (try? Descriptor.cwd.access(path(key.keyID), mode: F_OK)) != nil else { throw .keyNotFound(key, detail: "\(path(key.keyID)) does not exist") }
-        let file = try readFile(path(key.keyID))
+        let p = path(key.keyID)
+        let file = try readFile(p, missing: key, materialOf: { $0 == key.version })
         guard let v = file.versions.first(where: { $0.number == key.version }) else {
-            throw .keyNotFound(key, detail: "\(path(key.keyID)) has no version \(key.version)")
+            throw .keyNotFound(key, detail: "\(p) has no version \(key.version)")
         }
         switch v.state {
         case .disabled: throw .keyDisabled(key)
@@ -216,15 +219,20 @@ public final class SimulatedKMS: KeyProvider {
         }
         let identity = FileIdentity(inode: UInt(st.st_ino), mtimeSec: st.st_mtim.tv_sec, mtimeNsec: st.st_mtim.tv_nsec, size: Int(st.st_size))
         if let cached = loaded.withLock({ $0[keyID] }), cached.identity == identity { return cached.file }
-        var file = try readFile(p)
-        for i in file.versions.indices { file.versions[i].material = nil }
+        let file = try readFile(p, materialOf: { _ in false })
         loaded.withLock { $0[keyID] = Loaded(identity: identity, file: file) }
         return file
     }
 
-    private func readFile(_ p: String) throws(KeyProviderError) -> KeystoreFile {
+    /// The key file at `p`, with the material of the versions `materialOf` picks (the others
+    /// nil). A file that does not exist is `.keyNotFound(missing)` when `missing` is given.
+    private func readFile(_ p: String, missing: KeyRef? = nil,
+                          materialOf: (Int) -> Bool = { _ in true }) throws(KeyProviderError) -> KeystoreFile {
         let file: FileDescriptor
-        do { file = try FileDescriptor.open(p, O_RDONLY | O_CLOEXEC) } catch { throw .unavailable("cannot open \(p): \(error.errno)") }
+        do { file = try FileDescriptor.open(p, O_RDONLY | O_CLOEXEC) } catch {
+            if let missing, error.errno == .ENOENT || error.errno == .ENOTDIR { throw .keyNotFound(missing, detail: "\(p) does not exist") }
+            throw .unavailable("cannot open \(p): \(error.errno)")
+        }
         let st: stat
         do { st = try file.descriptor.fstat() } catch { throw .unavailable("cannot stat \(p): \(error.errno)") }
         let size = Int(st.st_size)
@@ -237,7 +245,7 @@ public final class SimulatedKMS: KeyProvider {
             guard n > 0 else { throw .corrupt("\(p): short read") }
             done += n
         }
-        return try KeystoreFile.parse(UnsafeRawBufferPointer(buffer), path: p)
+        return try KeystoreFile.parse(UnsafeRawBufferPointer(buffer), path: p, materialOf: materialOf)
     }
 
     /// Read-modify-write of one key file under the directory's exclusive lock.
@@ -325,7 +333,7 @@ private func hexString(_ bytes: [UInt8]) -> String {
 
 /// Key ids become file names: letters, digits, '-' and '_' only.
 private func isSafeKeyID(_ id: String) -> Bool {
-    !id.isEmpty && id.count <= 64 && id.utf8.allSatisfy { c in
+    !id.isEmpty && id.utf8.count <= 64 && id.utf8.allSatisfy { c in
         (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F
     }
 }
