@@ -44,9 +44,11 @@ extension FileSystem {
     }
 
     /// Remembers that the kernel reached `inode` through `link` (a lookup or a new entry).
-    func noteEntry(_ inode: Inode, _ link: EntryLink?) {
+    /// `verified`: the caller committed the binding row of `link` itself (a create), so an open
+    /// through it need not read the row back.
+    func noteEntry(_ inode: Inode, _ link: EntryLink?, verified: Bool = false) {
         guard let link, inode.kind == S_IFREG else { return }
-        inode.entryLink.withLock { $0.seen = link }
+        inode.entryLink.withLock { $0 = (link, verified ? link : $0.verified) }
     }
 
     /// Returns when `fileID`, found behind `inode`, is bound to the entry the kernel reached it

@@ -32,8 +32,8 @@ extension FileSystem {
     func create(_ dir: Node, _ plainName: String, mode: mode_t, flags: Int32, caller: Caller) throws(FSError) -> (fuse_entry_param, UInt64) {
         let name = try backing(dir, plainName, creating: true)
         var use = KeyUse("create", caller: caller)
-        let file: OpenFile
-        do { file = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
+        let file: OpenFile, bound: EntryLink?
+        do { (file, bound) = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
             audit("create", use, failure: error, path: mountPath(dir, plainName), caller: caller)
             throw error
         }
@@ -46,21 +46,28 @@ extension FileSystem {
             throw error
         }
         let e: fuse_entry_param
-        do { e = try entry(for: file, link: entryLink(dir, name)) } catch { openFiles.release(file); throw error }
+        do { e = try entry(for: file, link: entryLink(dir, name), bound: bound) } catch { openFiles.release(file); throw error }
         Metrics.shared.creates.add()
         return (e, openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")))
     }
 
     /// The entry of a file just created, found through its open descriptor (not its name, which
-    /// another process could already have renamed).
-    func entry(for file: OpenFile, link: EntryLink? = nil) throws(FSError) -> fuse_entry_param {
+    /// another process could already have renamed). `bound`: the entry whose binding row the
+    /// create committed with the key, so the first open has nothing to check.
+    func entry(for file: OpenFile, link: EntryLink? = nil, bound: EntryLink? = nil) throws(FSError) -> fuse_entry_param {
         var e = fuse_entry_param()
-        let fd = openAt("/proc/self/fd/\(file.fd)", relativeTo: AT_FDCWD, flags: CMKFS_O_PATH | O_CLOEXEC)
-        guard fd >= 0 else { throw .posix(errno) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { let err = errno; close(fd); throw .posix(err) }
-        e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: S_IFREG)
-        if let inode = inodes.get(e.ino) { noteEntry(inode, link) }
+        guard fstat(file.fd, &st) == 0 else { throw .posix(errno) }
+        // The inode's file handle is taken from the open descriptor; only a backing filesystem
+        // without handles needs a descriptor of the inode's own (through /proc).
+        if let node = inodes.remember(handleOf: file.fd, identity: InodeIdentity(st), kind: S_IFREG) {
+            e.ino = node
+        } else {
+            let fd = openAt("/proc/self/fd/\(file.fd)", relativeTo: AT_FDCWD, flags: CMKFS_O_PATH | O_CLOEXEC)
+            guard fd >= 0 else { throw .posix(errno) }
+            e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: S_IFREG)
+        }
+        if let inode = inodes.get(e.ino) { noteEntry(inode, link, verified: bound != nil && bound == link) }
         present(&st)
         e.attr = st
         e.attr_timeout = Self.cacheSeconds

@@ -259,8 +259,8 @@ extension FileSystem {
             return try entry(dir, name)
         }
         var use = KeyUse("create", caller: caller)
-        let file: OpenFile
-        do { file = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
+        let file: OpenFile, bound: EntryLink?
+        do { (file, bound) = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
             audit("create", use, failure: error, path: mountPath(dir, plainName), caller: caller, detail: "mknod")
             throw error
         }
@@ -270,7 +270,7 @@ extension FileSystem {
             try? volume.forgetFile(file.file.fileID)
             throw error
         }
-        return try entry(for: file, link: entryLink(dir, name))
+        return try entry(for: file, link: entryLink(dir, name), bound: bound)
     }
 
     /// Whether the calling process holds CAP_MKNOD (its effective set in /proc; uid 0 when the

@@ -240,7 +240,10 @@ public final class FileSystem: Sendable {
     /// A crash at any point leaves either nothing under `name` (at worst an orphan key row, which
     /// fsck removes) or a complete file — never a name whose backing file has no header or no
     /// key. Returns the shared state of the new file.
-    func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller, use: inout KeyUse) throws(FSError) -> OpenFile {
+    /// The entry comes back too when its binding row was committed with the key (encrypted
+    /// names), so the file's first open need not read that row back.
+    func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller,
+                    use: inout KeyUse) throws(FSError) -> (file: OpenFile, bound: EntryLink?) {
         // No existence check here: the kernel looked the name up before calling create, and the
         // link below answers EEXIST if another creator got there first.
         let fd = openAt(".", relativeTo: dir.fd, flags: O_RDWR | CMKFS_O_TMPFILE | O_CLOEXEC, mode: mode & 0o7777)
@@ -254,12 +257,13 @@ public final class FileSystem: Sendable {
         use.cache = "new"
         use.key = volume.activeKey
         let lease: KeyLease
+        let link = entryLink(dir, name)
+        let linkTag = link.flatMap { bindingTag(fileID, $0) }
         do throws(FileKeyError) {
             // The first name's binding is committed with the key, before the name exists.
             let request = keyRequest(for: use)
             use.request = request
-            let (key, ref) = try volume.createFileKey(fileID, linkTag: entryLink(dir, name).flatMap { bindingTag(fileID, $0) },
-                                                      request: request)
+            let (key, ref) = try volume.createFileKey(fileID, linkTag: linkTag, request: request)
             use.key = ref
             lease = openFiles.lease(newKey: key, ref, for: fileID)
         } catch {
@@ -275,8 +279,7 @@ public final class FileSystem: Sendable {
             openFiles.giveBack(lease)
             throw abandon(fd, fileID, .content(error))
         }
-        // linkat through /proc/self/fd (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
-        guard linkat(AT_FDCWD, "/proc/self/fd/\(fd)", dir.fd, name, AT_SYMLINK_FOLLOW) == 0 else {
+        guard Self.linkUnnamed(fd, dir.fd, name) == 0 else {
             let e = errno
             openFiles.giveBack(lease)
             throw abandon(fd, fileID, .posix(e))
@@ -284,7 +287,18 @@ public final class FileSystem: Sendable {
         var st = stat()
         fstat(fd, &st)
         let file = OpenFile(fd: fd, file: content, lease: lease, identity: InodeIdentity(st), size: 0)
-        return openFiles.adopt(file)
+        return (openFiles.adopt(file), linkTag == nil ? nil : link)
+    }
+
+    /// Links the unnamed (O_TMPFILE) file open at `fd` as `name` in `dir`; 0 or -1 with errno.
+    /// `AT_EMPTY_PATH` links the descriptor itself, with no walk through /proc (which costs more
+    /// than the link on a create); it needs CAP_DAC_READ_SEARCH, which the root daemon has
+    /// (`open_by_handle_at` needs it too). Without it the kernel answers ENOENT, and the link
+    /// goes through `/proc/self/fd`, whose answer is then the real one.
+    static func linkUnnamed(_ fd: Int32, _ dirFD: Int32, _ name: String) -> Int32 {
+        if linkat(fd, "", dirFD, name, CMKFS_AT_EMPTY_PATH) == 0 { return 0 }
+        guard errno == ENOENT else { return -1 }
+        return linkat(AT_FDCWD, "/proc/self/fd/\(fd)", dirFD, name, AT_SYMLINK_FOLLOW)
     }
 
     /// Undoes a create that did not link its file: the unnamed inode goes with its descriptor.

@@ -42,6 +42,16 @@ final class Inode: @unchecked Sendable {
         }
     }
 
+    /// An inode anchored by a file handle of the object open at `fd`, which stays the caller's;
+    /// nil when the backing filesystem has no file handles.
+    init?(handleOf fd: Int32, identity: InodeIdentity, kind: mode_t) {
+        guard let handle = cmkfs_name_to_handle(fd, "", CMKFS_AT_EMPTY_PATH) else { return nil }
+        self.identity = identity
+        self.kind = kind
+        self.handle = handle
+        self.heldFD = -1
+    }
+
     /// The root: always a held descriptor, which is also the mount descriptor for handles.
     init(root fd: Int32, identity: InodeIdentity) {
         self.identity = identity
@@ -109,7 +119,17 @@ final class InodeTable: Sendable {
 
     func remember(fd: Int32, identity: InodeIdentity, kind: mode_t) -> UInt64 {
         // Making the handle is a system call: done outside the lock, then raced for.
-        let fresh = Inode(adopting: fd, identity: identity, kind: kind)
+        remember(Inode(adopting: fd, identity: identity, kind: kind))
+    }
+
+    /// `remember` for an object open at `fd` (left open), anchored by its file handle; nil when
+    /// the backing filesystem has none (the caller then hands over a descriptor of its own).
+    func remember(handleOf fd: Int32, identity: InodeIdentity, kind: mode_t) -> UInt64? {
+        Inode(handleOf: fd, identity: identity, kind: kind).map(remember)
+    }
+
+    private func remember(_ fresh: Inode) -> UInt64 {
+        let identity = fresh.identity
         return state.withLock { s in
             if let node = s.byIdentity[identity], let inode = s.byNode[node], inode.sameObject(as: fresh) {
                 inode.lookups += 1
