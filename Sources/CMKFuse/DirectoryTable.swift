@@ -1,5 +1,6 @@
 import Logging
 import Glibc
+import CFuse3
 import Synchronization
 import CMKFormat
 
@@ -11,6 +12,9 @@ final class DirectoryListing: @unchecked Sendable {
     let fd: Int32
     let lock = Mutex(())
     var entries: [Entry] = []
+    /// Each entry's name in the backing directory (its encryption, on an encrypted-name volume),
+    /// for readdirplus, which looks every entry up.
+    var backingNames: [String] = []
     /// The directory's id when names are encrypted (set once, before the listing is shared).
     var directoryID: [UInt8]?
 
@@ -29,6 +33,7 @@ final class DirectoryListing: @unchecked Sendable {
         // The duplicate shares the file offset with `fd`: start from the top every time.
         rewinddir(dir)
         do { entries = try BackingDirectory.entries(dir) } catch { throw .posix(error.errno.rawValue) }
+        backingNames = entries.map(\.name)
     }
 }
 
@@ -73,6 +78,36 @@ extension FileSystem {
     /// Emits entries from `offset` on until `emit` says the reply buffer is full; each entry's
     /// offset is the index of the next one.
     func readdir(_ fh: UInt64, offset: Int, _ emit: (String, stat, Int) -> Bool) throws(FSError) {
+        try listing(fh, from: offset) { listing, index in
+            emit(listing.entries[index].name, Self.direntStat(listing.entries[index]), index + 1)
+        }
+    }
+
+    /// readdirplus: `readdir` with each entry looked up as `lookup` would (one more lookup of
+    /// its inode, its attributes), so `ls -l`, `rm -r` and `find` need no LOOKUP per entry. An
+    /// entry that cannot be looked up any more (removed since the listing was read) goes out
+    /// without attributes (node 0), which the kernel takes as a plain entry. An entry that does
+    /// not fit gives its lookup back.
+    func readdirplus(_ fh: UInt64, _ dir: Node, offset: Int, _ emit: (String, fuse_entry_param, Int) -> Bool) throws(FSError) {
+        try listing(fh, from: offset) { listing, index in
+            let e = listing.entries[index]
+            var param = fuse_entry_param()
+            if e.name != "." && e.name != "..", let found = try? entry(dir, listing.backingNames[index]) {
+                param = found
+            } else {
+                param.attr = Self.direntStat(e)
+            }
+            guard emit(e.name, param, index + 1) else {
+                if param.ino != 0 { inodes.forget(param.ino, count: 1) }
+                return false
+            }
+            return true
+        }
+    }
+
+    /// Runs `body` on the entries of the open directory `fh` from `offset` on (re-read from
+    /// the backing directory at offset 0) until it returns false.
+    private func listing(_ fh: UInt64, from offset: Int, _ body: (DirectoryListing, Int) -> Bool) throws(FSError) {
         guard let listing = directories.get(fh) else { throw .posix(EBADF) }
         try listing.lock.withLock { _ throws(FSError) in
             if offset == 0 {
@@ -82,15 +117,15 @@ extension FileSystem {
                 }
             }
             var index = offset
-            while index < listing.entries.count {
-                let e = listing.entries[index]
-                var st = stat()
-                st.st_ino = e.inode
-                st.st_mode = mode_t(e.type) << 12
-                if !emit(e.name, st, index + 1) { break }
-                index += 1
-            }
+            while index < listing.entries.count, body(listing, index) { index += 1 }
         }
+    }
+
+    private static func direntStat(_ e: DirectoryListing.Entry) -> stat {
+        var st = stat()
+        st.st_ino = e.inode
+        st.st_mode = mode_t(e.type) << 12
+        return st
     }
 }
 
@@ -101,18 +136,22 @@ extension FileSystem {
     /// a wrong name. EACCES when the name key is revoked.
     func decrypt(_ listing: DirectoryListing, names: NameLayer, directoryID: [UInt8]) throws(FSError) {
         let codec = try names.codec()
-        var shown: [DirectoryListing.Entry] = []
+        var shown: [DirectoryListing.Entry] = [], backing: [String] = []
         shown.reserveCapacity(listing.entries.count)
+        backing.reserveCapacity(listing.entries.count)
         for var entry in listing.entries {
-            if entry.name == "." || entry.name == ".." { shown.append(entry); continue }
-            if NameCodec.isInternal(entry.name) { continue }
-            do {
-                entry.name = try volume.decryptName(entry.name, codec: codec, directoryID: directoryID)
-                shown.append(entry)
-            } catch {
-                FileSystem.logger.error("readdir: skipping backing entry \(entry.name) (inode \(entry.inode)): \(error)")
+            let backingName = entry.name
+            if entry.name != "." && entry.name != ".." {
+                if NameCodec.isInternal(entry.name) { continue }
+                do { entry.name = try volume.decryptName(entry.name, codec: codec, directoryID: directoryID) } catch {
+                    FileSystem.logger.error("readdir: skipping backing entry \(entry.name) (inode \(entry.inode)): \(error)")
+                    continue
+                }
             }
+            shown.append(entry)
+            backing.append(backingName)
         }
         listing.entries = shown
+        listing.backingNames = backing
     }
 }

@@ -228,6 +228,23 @@ enum LowLevelCallbacks {
                 fuse_reply_buf(req, buffer, used)
             } catch { fuse_reply_err(req, error.errno) }
         }
+        ops.readdirplus = { req, node, size, offset, fi in
+            LowLevelCallbacks.with(req, node) { f, dir in
+                let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
+                defer { buffer.deallocate() }
+                var used = 0
+                do throws(FSError) {
+                    try f.readdirplus(fi!.pointee.fh, dir, offset: Int(offset)) { name, e, next in
+                        var e = e
+                        let need = fuse_add_direntry_plus(req, buffer + used, size - used, name, &e, off_t(next))
+                        guard need <= size - used else { return false }
+                        used += need
+                        return true
+                    }
+                    fuse_reply_buf(req, buffer, used)
+                } catch { fuse_reply_err(req, error.errno) }
+            }
+        }
         ops.releasedir = { req, _, fi in
             LowLevelCallbacks.fs(req).releasedir(fi!.pointee.fh)
             fuse_reply_err(req, 0)
