@@ -82,8 +82,9 @@ extension FileSystem {
     }
 
     /// The file id in the header of the regular file `name` in `dir`, and whether this is its last link.
-    func regularFileID(_ dir: Node, _ name: String) -> (id: FileID, last: Bool)? {
-        guard let st = lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+    /// `st`: the entry's attributes when the caller has them already.
+    func regularFileID(_ dir: Node, _ name: String, st known: stat? = nil) -> (id: FileID, last: Bool)? {
+        guard let st = known ?? lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG else { return nil }
         let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC | CMKFS_O_NOATIME)
         guard fd >= 0 else { return nil }
         defer { close(fd) }

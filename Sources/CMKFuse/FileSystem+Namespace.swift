@@ -35,11 +35,9 @@ extension FileSystem {
             else if toSet & FUSE_SET_ATTR_ATIME != 0 { times[0] = attr.st_atim }
             if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { times[1].tv_nsec = utimeNow }
             else if toSet & FUSE_SET_ATTR_MTIME != 0 { times[1] = attr.st_mtim }
-            // A symlink's own times through its CMKFS_O_PATH descriptor; anything else through /proc.
-            let rc = inode.kind == S_IFLNK
-                ? utimensat(inode.fd, "", times, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
-                : utimensat(AT_FDCWD, inode.procPath, times, 0)
-            guard rc == 0 else { throw .posix(errno) }
+            // Through the CMKFS_O_PATH descriptor itself (a symlink's own times too): no walk
+            // through /proc, which cost more than the call (tar sets times on every file).
+            guard utimensat(inode.fd, "", times, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { throw .posix(errno) }
         }
         if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits {
             let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDONLY | O_CLOEXEC)
@@ -122,9 +120,13 @@ extension FileSystem {
     func unlink(_ dir: Node, _ name: String) throws(FSError) {
         let backingName = try backing(dir, name)
         try namespaceLock.withLock { _ throws(FSError) in
-            let file = bindsNames ? regularFileID(dir, backingName) : lastLinkFileID(dir, backingName).map { ($0, true) }
-            let longTarget = lastLinkLongTarget(dir, backingName)
-            let st = lstat(dir, backingName) ?? stat()
+            // One lstat for the three questions: the kernel holds the directory locked and the
+            // namespace lock keeps our own renames and links out, so the entry stays as it is.
+            let found = lstat(dir, backingName)
+            let st = found ?? stat()
+            let file = found == nil ? nil : bindsNames ? regularFileID(dir, backingName, st: st)
+                : lastLinkFileID(dir, backingName, st: st).map { ($0, true) }
+            let longTarget = found == nil ? nil : lastLinkLongTarget(dir, backingName, st: st)
             guard unlinkat(dir.fd, backingName, 0) == 0 else { throw .posix(errno) }
             if let file, file.last { forgets.add(file.id) }
             // Another link remains: only this entry's binding goes.

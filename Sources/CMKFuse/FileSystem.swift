@@ -310,8 +310,9 @@ public final class FileSystem: Sendable {
     }
 
     /// The file id in the header of the regular file `name` in `dir` if this is its last link.
-    func lastLinkFileID(_ dir: Node, _ name: String) -> FileID? {
-        guard let st = lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1 else { return nil }
+    /// `st`: the entry's attributes when the caller has them already.
+    func lastLinkFileID(_ dir: Node, _ name: String, st known: stat? = nil) -> FileID? {
+        guard let st = known ?? lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1 else { return nil }
         let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC | CMKFS_O_NOATIME)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -322,9 +323,9 @@ public final class FileSystem: Sendable {
 extension FileSystem {
     /// The long-form target of the symlink `name` in `dir` if this is its last link (its
     /// meta.db row goes with it).
-    func lastLinkLongTarget(_ dir: Node, _ name: String) -> String? {
+    func lastLinkLongTarget(_ dir: Node, _ name: String, st known: stat? = nil) -> String? {
         guard names != nil else { return nil }
-        guard let st = lstat(dir, name), (st.st_mode & S_IFMT) == S_IFLNK, st.st_nlink == 1 else { return nil }
+        guard let st = known ?? lstat(dir, name), (st.st_mode & S_IFMT) == S_IFLNK, st.st_nlink == 1 else { return nil }
         var buffer = [CChar](repeating: 0, count: 64)
         let n = readlinkat(dir.fd, name, &buffer, buffer.count - 1)
         guard n > 0 else { return nil }
