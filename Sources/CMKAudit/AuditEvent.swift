@@ -62,6 +62,25 @@ extension AuditEvent {
         "flush", "renew", "relabel", "renew-failed", "expire",
         "init", "mount", "unmount", "revoke", "enable", "fsck", "name-key", "bind-names",
         "rotate", "rotate-batch", "purge", "purge-unreadable",
-        "mount-denied", "key-command-denied", PendingDenials.rejectedEvent, AuditGap.event,
+        "mount-denied", "key-command-denied", PendingDenials.rejectedEvent, AuditGap.event, syncEvent,
     ]
+
+    /// A command's request that the mount make its log durable now (a control `audit` request
+    /// with `durable`; the test harness sends it before it copies a volume): no key is used.
+    public static let syncEvent = "audit-sync"
+
+    /// The `result`s a record can carry.
+    public static let results = ["ok", "denied", "error"]
+
+    /// Why a record named `event` with `result` cannot be chained (an unknown name), or nil:
+    /// the control socket's `audit` request is checked with it, as `audit show --event` is.
+    public static func refusal(event: String, result: String) -> String? {
+        guard names.contains(event) else {
+            return "unknown audit event '\(event)'; valid events: " + names.joined(separator: ", ")
+        }
+        guard results.contains(result) else {
+            return "unknown audit result '\(result)'; valid results: " + results.joined(separator: ", ")
+        }
+        return nil
+    }
 }

@@ -69,6 +69,11 @@ enum ControlServer {
             response.errno = rc == 0 ? nil : rc
             return response
         case .audit(let record, let durable):
+            // The same names `audit show --event` accepts: a record no filter can select, or a
+            // typo that hides a revoke from a SIEM rule, is refused rather than chained.
+            if let refusal = AuditEvent.refusal(event: record.event, result: record.result) {
+                return ControlResponse(ok: false, error: refusal)
+            }
             guard let log = fs.audit else { return ControlResponse(ok: true) }
             do {
                 try log.append(AuditEvent(record.event, result: record.result, error: record.error, fileID: record.fileID,

@@ -83,6 +83,29 @@ final class ControlSocketTests: SocketKMSTestCase {
         XCTAssertTrue(fx.cmkfs(["key", "enable", vol, "--kms-dir", fx.kms]).succeeded)
     }
 
+    /// The control socket's `audit` request chains only the event names and results `audit show
+    /// --event` accepts (before: any name, so a typo'd `revokee` record no SIEM rule selects);
+    /// the refusal lists the valid names and nothing reaches the log.
+    func testAuditRequestRefusesAnUnknownEventOrResult() throws {
+        func send(_ line: String) -> ShellResult {
+            Shell.run(Shell.python, ["-c", MountFixture.controlRequest, vol + "/control.sock", line],
+                      timeout: 60, logDir: fx.logs, label: "control request: audit")
+        }
+        let typo = send(#"{"op":"audit","event":"revokee","key_id":"mk-1","reason":"typo","durable":true}"#)
+        XCTAssertFalse(typo.succeeded, "\(typo)")
+        XCTAssertTrue(typo.stdout.contains("unknown audit event 'revokee'") && typo.stdout.contains("valid events: open, create"),
+                      typo.stdout)
+        let result = send(#"{"op":"audit","event":"revoke","result":"maybe","reason":"bad result","durable":true}"#)
+        XCTAssertFalse(result.succeeded, "\(result)")
+        XCTAssertTrue(result.stdout.contains("unknown audit result 'maybe'"), result.stdout)
+        let good = send(#"{"op":"audit","event":"enable","key_id":"mk-1","reason":"a real one","durable":true}"#)
+        XCTAssertTrue(good.succeeded, "\(good)")
+        let shown = fx.cmkfs(["audit", "show", vol, "--json", "--kms-dir", fx.kms])
+        XCTAssertTrue(shown.succeeded, "\(shown)")
+        XCTAssertFalse(shown.stdout.contains("revokee") || shown.stdout.contains("bad result"), shown.stdout)
+        XCTAssertTrue(shown.stdout.contains(#""detail":"a real one""#), shown.stdout)
+    }
+
     /// Connections past the bound are answered "busy" at once rather than queued; once the
     /// idle ones go, the mount answers again.
     func testConnectionsPastTheBoundAreToldBusy() throws {

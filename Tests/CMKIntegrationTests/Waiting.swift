@@ -26,7 +26,7 @@ func waitForExit(_ pid: pid_t, deadline: TimeInterval = 10) -> Bool {
 
 extension MountFixture {
     /// Makes the mount's audit log durable now, through the control socket: an `audit` request
-    /// with `durable` (docs/control-protocol.md) appends one `test-sync` record, fsyncs the log
+    /// with `durable` (docs/control-protocol.md) appends one `audit-sync` record, fsyncs the log
     /// and saves the checkpoint in meta.db before the mount answers. The durable record also asks
     /// for the audit anchor to follow at the next group commit; for the embedded KMS (`kmsDir`,
     /// the fixture's keystore by default) that is a file in the keystore, so this waits until it
@@ -35,7 +35,7 @@ extension MountFixture {
     func syncAudit(_ volume: String? = nil, kmsDir: String? = nil) throws {
         let volume = volume ?? vol
         let r = Shell.run(Shell.python, ["-c", Self.controlRequest, volume + "/control.sock",
-                                         #"{"op":"audit","event":"test-sync","reason":"test: sync the audit log","durable":true}"#],
+                                         #"{"op":"audit","event":"audit-sync","reason":"test: sync the audit log","durable":true}"#],
                           timeout: 60, logDir: logs, label: "control request: audit sync")
         guard r.succeeded else { throw FixtureError("the audit sync request failed: \(r)") }
         let checkpoint = sh("sqlite3 \(Shell.quote(volume))/meta.db \"SELECT value FROM meta WHERE key = 'audit_checkpoint'\"").stdout
