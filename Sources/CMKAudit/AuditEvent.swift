@@ -30,11 +30,19 @@ public struct AuditEvent: Sendable, Equatable {
     public var kmsRequest: String?
     /// The provider server's own id for that request, when it gives one (an HTTP KMS).
     public var kmsServerRequest: String?
+    /// The caller's login uid (`/proc/PID/loginuid`): the uid its session logged in as, kept
+    /// across `sudo` and `su`, so two admins acting as root are told apart. 4294967295 is the
+    /// kernel's "unset" (a daemon started outside a login session).
+    public var loginUID: UInt32?
+    /// The names of `uid` and `loginUID` in the host's user database (getpwuid_r), when they have one.
+    public var user: String?
+    public var loginUser: String?
 
     public init(_ event: String, result: String = "ok", errno: Int32? = nil, error: String? = nil,
                 fileID: String? = nil, path: String? = nil, keyID: String? = nil, keyVersion: Int? = nil,
                 cache: String? = nil, uid: Int? = nil, gid: Int? = nil, pid: Int? = nil, process: String? = nil,
-                detail: String? = nil, kmsRequest: String? = nil, kmsServerRequest: String? = nil) {
+                detail: String? = nil, kmsRequest: String? = nil, kmsServerRequest: String? = nil,
+                loginUID: UInt32? = nil, user: String? = nil, loginUser: String? = nil) {
         self.event = event
         self.result = result
         self.errno = errno
@@ -51,7 +59,13 @@ public struct AuditEvent: Sendable, Equatable {
         self.detail = detail
         self.kmsRequest = kmsRequest
         self.kmsServerRequest = kmsServerRequest
+        self.loginUID = loginUID
+        self.user = user
+        self.loginUser = loginUser
     }
+
+    /// `loginuid`'s value for "never set" (`(uid_t)-1`).
+    public static let unsetLoginUID = UInt32.max
 }
 
 extension AuditEvent {
@@ -62,7 +76,7 @@ extension AuditEvent {
         "flush", "renew", "relabel", "renew-failed", "expire",
         "init", "mount", "unmount", "revoke", "enable", "fsck", "name-key", "bind-names",
         "rotate", "rotate-batch", "purge", "purge-unreadable",
-        "mount-denied", "key-command-denied", PendingDenials.rejectedEvent, AuditGap.event, syncEvent,
+        "mount-denied", "key-command-denied", PendingDenials.rejectedEvent, AuditGap.event, syncEvent, AuditCopy.droppedEvent,
     ]
 
     /// A command's request that the mount make its log durable now (a control `audit` request

@@ -29,6 +29,8 @@ public final class AuditLog: Sendable {
     let paths: AuditPathSeal
     let volumeID: String
     let host: String
+    /// This writer's record ids (a fresh random session each open), mountpoint and version.
+    public let writer: AuditWriterFields
     let checkpoints: (any AuditCheckpointStore)?
     /// The head's anchor outside the volume (the key provider), moved by the group commit after
     /// durable records and at most every `anchorInterval` seconds, and by `close`.
@@ -120,8 +122,10 @@ public final class AuditLog: Sendable {
 
     init(directory: String, key: SecretBytes, paths: AuditPathSeal, volumeID: String, checkpoints: (any AuditCheckpointStore)?,
          anchor: (any AuditAnchorStore)?, anchorInterval: Double, anchorState: String, gap: String?,
-         segmentLimit: Int, lock: consuming FileDescriptor, head: consuming Head, onFailure: @escaping @Sendable (AuditError) -> Void) {
+         segmentLimit: Int, lock: consuming FileDescriptor, head: consuming Head, writer: AuditWriterFields,
+         onFailure: @escaping @Sendable (AuditError) -> Void) {
         self.directory = directory
+        self.writer = writer
         self.key = key
         self.paths = paths
         self.volumeID = volumeID
@@ -143,7 +147,7 @@ public final class AuditLog: Sendable {
     public static func open(directory: String, key: SecretBytes, volumeID: String,
                             checkpoints: (any AuditCheckpointStore)?, anchor: (any AuditAnchorStore)? = nil,
                             anchorInterval: Double = defaultAnchorInterval, segmentLimit: Int = defaultSegmentLimit,
-                            lockWait: Double = 10,
+                            lockWait: Double = 10, mountpoint: String? = nil,
                             onFailure: @escaping @Sendable (AuditError) -> Void = { _ in }) throws(AuditError) -> AuditLog {
         do { try Descriptor.cwd.mkdir(directory, mode: 0o700) } catch {
             if error.errno != .EEXIST { throw .system(error) }
@@ -169,9 +173,14 @@ public final class AuditLog: Sendable {
         do { paths = try AuditPathSeal(auditKey: key) } catch {
             throw AuditError(.key, "cannot derive the audit path key: \(error)")
         }
+        // Record ids are SESSION-SEQ: unique across volumes and hosts, and across a log rolled
+        // back without an anchor (its seqs come again, under another session), at no cost per record.
+        let session: [UInt8]
+        do { session = try SecureRandom.bytes(16) } catch { throw AuditError(.key, "cannot draw the writer's session id: \(error)") }
         let log = AuditLog(directory: directory, key: key, paths: paths, volumeID: volumeID, checkpoints: checkpoints,
                            anchor: anchor, anchorInterval: anchorInterval, anchorState: found.anchorState, gap: found.gap,
-                           segmentLimit: segmentLimit, lock: lock, head: head, onFailure: onFailure)
+                           segmentLimit: segmentLimit, lock: lock, head: head,
+                           writer: AuditWriterFields(session: hexString(session), mountpoint: mountpoint), onFailure: onFailure)
         if let gap = found.gap {
             // Chained at once, durably, before anything else can be appended: the hole stays
             // visible to `audit verify` for as long as the log exists.
@@ -281,15 +290,22 @@ public final class AuditLog: Sendable {
     /// Writes one record (before returning) and, when `durable`, fsyncs it and saves a
     /// checkpoint. Throws when the record could not be written: the caller must not use the key.
     public func append(_ event: AuditEvent, durable: Bool = false) throws(AuditError) {
+        _ = try appendLine(event, durable: durable)
+    }
+
+    /// `append`, returning the line written (its newline included: the bytes written, not a
+    /// copy), for a copy of the record elsewhere (`AuditFanOut`).
+    public func appendLine(_ event: AuditEvent, durable: Bool = false) throws(AuditError) -> [UInt8] {
         var event = event
         if let path = event.path {
             // Sealed before the lock: the head is held for one write(2) only.
             do { event.path = try paths.seal(path) } catch { throw AuditError(.key, "cannot seal an audit record's path: \(error)") }
         }
-        let seq = try head.withLock { (h: inout Head) throws(AuditError) -> UInt64 in
+        let (seq, written) = try head.withLock { (h: inout Head) throws(AuditError) -> (UInt64, [UInt8]) in
             guard !h.closed else { throw AuditError(.io, "the audit log is closed") }
             let seq = h.seq + 1
-            let body = AuditRecord.body(seq: seq, time: AuditRecord.now(), volumeID: volumeID, host: host, prev: h.prev, event)
+            let body = AuditRecord.body(seq: seq, time: AuditRecord.now(), volumeID: volumeID, host: host, prev: h.prev, event,
+                                        writer: writer)
             let record: (line: [UInt8], mac: String)
             do { record = try AuditRecord.line(body: body, key: key) } catch {
                 throw AuditError(.key, "cannot MAC an audit record: \(error)")
@@ -315,7 +331,7 @@ public final class AuditLog: Sendable {
             h.bytes += record.line.count
             h.unsynced = true
             if h.reserved - h.bytes < Self.reserveBytes / 4 { Self.reserve(&h) }
-            return seq
+            return (seq, record.line)
         }
         Metrics.shared.auditRecords.add()
         if durable {
@@ -324,6 +340,7 @@ public final class AuditLog: Sendable {
             anchored.withLock { $0.requested = true }
             try sync(anchor: .never, covering: seq)
         }
+        return written
     }
 
     /// Makes every record written so far durable and saves a checkpoint of the head (sharing a

@@ -1,5 +1,6 @@
 import Glibc
 import CMKCrypto
+import CMKSystem
 
 /// The byte-level record format (docs/audit-format.md): one JSON object a line, fields always
 /// present and always in this order, so the bytes a MAC covers are fixed (except `kms_request`
@@ -19,9 +20,10 @@ public enum AuditRecord {
     /// `,"mac":"` + 64 hex + `"}`.
     static let macSuffixLength = macPrefix.count + 64 + 2
 
-    /// The body of a record (the MACed bytes).
+    /// The body of a record (the MACed bytes). `writer` adds the fields the writer knows of
+    /// every record it writes (`id`, `mountpoint`, `cmkfs_version`).
     public static func body(seq: UInt64, time: String, volumeID: String, host: String, prev: String,
-                            _ e: AuditEvent) -> [UInt8] {
+                            _ e: AuditEvent, writer: AuditWriterFields? = nil) -> [UInt8] {
         var w = JSONLineWriter()
         w.field("v", int: version, first: true)
         // Written as the UInt64 it is: a resumed log continues from whatever seq its last line
@@ -46,6 +48,15 @@ public enum AuditRecord {
         w.field("detail", e.detail)
         if let id = e.kmsRequest { w.field("kms_request", id) }
         if let id = e.kmsServerRequest { w.field("kms_server_request", id) }
+        // SIEM fields (docs/audit-format.md): written only when set, like the two above, so the
+        // format stays 2 and every earlier record and verifier is unaffected.
+        if let writer { w.field("id", writer.session + "-" + String(seq)) }
+        if let code = e.errno { w.field("errno_name", Errno(rawValue: code).symbol) }
+        if let uid = e.loginUID { w.field("login_uid", uint: UInt64(uid)) }
+        if let name = e.user { w.field("user", name) }
+        if let name = e.loginUser { w.field("login_user", name) }
+        if let mountpoint = writer?.mountpoint { w.field("mountpoint", mountpoint) }
+        if let writer { w.field("cmkfs_version", writer.version) }
         w.field("prev", prev)
         return w.bytes
     }
@@ -98,6 +109,25 @@ public enum AuditRecord {
     static func isLowerHex(_ c: UInt8) -> Bool { (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66) }
     static func digit(_ c: UInt8) -> Int? { c >= 0x30 && c <= 0x39 ? Int(c - 0x30) : nil }
 }
+
+/// What a writer adds to each record it writes, the same for all of them.
+public struct AuditWriterFields: Sendable {
+    /// 32 hex digits drawn when the writer opened the log; a record's `id` is `SESSION-SEQ`.
+    public let session: String
+    /// The mountpoint when the writer is a mount (nil for a command on an unmounted volume).
+    public let mountpoint: String?
+    /// `cmkfs_version`.
+    public let version: String
+
+    public init(session: String, mountpoint: String?, version: String = cmkfsVersion) {
+        self.session = session
+        self.mountpoint = mountpoint
+        self.version = version
+    }
+}
+
+/// The version of cmkfs (`cmkfs --version`, the `cmkfs_version` of every record it writes).
+public let cmkfsVersion = "0.1.0"
 
 /// Lower-case hex of `bytes`.
 public func hexString<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {

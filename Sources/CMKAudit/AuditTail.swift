@@ -5,7 +5,9 @@ import CMKSystem
 /// bounded by the chunk and the longest record, not the log), and, asked again, the records
 /// appended since: `audit show`/`export` and their `--follow`.
 ///
-/// It only reads: records are not verified here (`AuditVerifier` does that). A torn record at
+/// With `check` set, each record is checked against the chain before it is handed on, and
+/// `read` throws (`.malformed`) at the first that does not continue it: the records before it
+/// were handed on, none after. Without, it only reads. A torn record at
 /// the end of the newest segment is left for the next call (the writer may be finishing it); one
 /// at the end of an older segment is skipped, as `verify` skips it (the writer never appends
 /// after a torn record: it starts a new segment).
@@ -14,7 +16,11 @@ public struct AuditTail {
     /// The segment being read and how many bytes of it were consumed (whole lines only).
     var current: AuditSegments.Segment?
     var offset = 0
+    /// Lines of `current` consumed, for a problem's position.
+    var line = 0
     var buffer: [UInt8]
+    /// The chain check records pass before they are handed on (nil: not checked).
+    public var check: AuditStreamCheck?
 
     public init(directory: String, chunk: Int = 1 << 20) {
         self.directory = directory
@@ -31,13 +37,13 @@ public struct AuditTail {
             index = segments.firstIndex(of: current)
                 ?? segments.firstIndex { ($0.firstSeq, $0.attempt) > (current.firstSeq, current.attempt) }
                 ?? segments.count
-            if segments.firstIndex(of: current) == nil { offset = 0 }
+            if segments.firstIndex(of: current) == nil { offset = 0; line = 0 }
         } else {
             index = 0
         }
         while index < segments.count {
             let segment = segments[index]
-            if segment != current { current = segment; offset = 0 }
+            if segment != current { current = segment; offset = 0; line = 0 }
             try readSegment(segment.path, body)
             // A later segment exists: this one is final (the writer rolled past it), so what is
             // left of it is a torn tail.
@@ -71,6 +77,12 @@ public struct AuditTail {
             var start = 0
             while start <= last {
                 let end = buffer[start...last].firstIndex(of: 0x0A)!
+                line += 1
+                if check != nil, let problem = check!.check(buffer[start..<end]) {
+                    let name = path.split(separator: "/").last.map(String.init) ?? path
+                    throw AuditError(.malformed, "\(name) line \(line): \(problem)",
+                                     hint: "run cmkfs audit verify VOLUME: it names what was done to the log")
+                }
                 body(buffer[start..<end])
                 start = end + 1
             }

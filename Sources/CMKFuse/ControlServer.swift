@@ -76,10 +76,11 @@ enum ControlServer {
             }
             guard let log = fs.audit else { return ControlResponse(ok: true) }
             do {
+                let who = fs.processNames.identity(of: peer.pid)
                 try log.append(AuditEvent(record.event, result: record.result, error: record.error, fileID: record.fileID,
                                           path: record.path, keyID: record.keyID, keyVersion: record.keyVersion,
                                           uid: Int(peer.uid), gid: Int(peer.gid), pid: Int(peer.pid),
-                                          process: processName(peer.pid), detail: record.detail),
+                                          process: who.name, detail: record.detail).naming(loginUID: who.loginUID),
                                durable: durable)
                 return ControlResponse(ok: true)
             } catch {

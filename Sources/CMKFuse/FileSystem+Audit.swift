@@ -44,25 +44,29 @@ extension KeyUse {
     }
 }
 
-/// Process names for audit records, remembered for a second: `find -exec cat {} +` opens
-/// thousands of files from one process, and reading `/proc/PID/comm` for each open cost three
-/// system calls (~3 % of the daemon's time reading a tree). A pid is not reused within a second
-/// (the kernel hands out pids in order up to pid_max); a process that renames itself
-/// (prctl PR_SET_NAME) is recorded under its old name for at most that second.
+/// Process names and login uids for audit records, remembered for a second: `find -exec cat {} +`
+/// opens thousands of files from one process, and reading `/proc/PID/comm` and
+/// `/proc/PID/loginuid` for each open cost three system calls each (~3 % of the daemon's time
+/// reading a tree for the name alone). A pid is not reused within a second (the kernel hands
+/// out pids in order up to pid_max); a process that renames itself (prctl PR_SET_NAME) is
+/// recorded under its old name for at most that second (a login uid is set once per session).
 final class ProcessNames: Sendable {
-    private struct Entry { let name: String?; let at: UInt64 }
+    struct Identity: Equatable { let name: String?; let loginUID: UInt32? }
+    private struct Entry { let identity: Identity; let at: UInt64 }
     private let entries = Mutex<[pid_t: Entry]>([:])
     static let lifetimeNanoseconds: UInt64 = 1_000_000_000
 
-    func name(of pid: pid_t) -> String? {
+    func name(of pid: pid_t) -> String? { identity(of: pid).name }
+
+    func identity(of pid: pid_t) -> Identity {
         let now = DispatchTime.now().uptimeNanoseconds
-        if let hit = entries.withLock({ $0[pid] }), now - hit.at < Self.lifetimeNanoseconds { return hit.name }
-        let name = processName(pid)
+        if let hit = entries.withLock({ $0[pid] }), now - hit.at < Self.lifetimeNanoseconds { return hit.identity }
+        let identity = Identity(name: processName(pid), loginUID: processLoginUID(pid))
         entries.withLock { table in
             if table.count >= 4096 { table.removeAll(keepingCapacity: true) }
-            table[pid] = Entry(name: name, at: now)
+            table[pid] = Entry(identity: identity, at: now)
         }
-        return name
+        return identity
     }
 }
 
@@ -93,13 +97,15 @@ extension FileSystem {
         if rc != 0 { Metrics.shared.denials.add(rc) }
         guard let log = audit else { return nil }
         let result = rc == 0 ? "ok" : (rc == EACCES ? "denied" : "error")
+        let who = caller.map { processNames.identity(of: pid_t($0.pid)) }
         let record = AuditEvent(event, result: result, errno: rc == 0 ? nil : rc, error: error ?? use.error,
                                 fileID: use.fileID.map { "\($0)" }, path: path(), keyID: use.key?.keyID,
                                 keyVersion: use.key?.version, cache: use.fileID == nil ? nil : use.cache,
                                 uid: caller.map { Int($0.uid) }, gid: caller.map { Int($0.gid) },
-                                pid: caller.map { Int($0.pid) }, process: caller.flatMap { processNames.name(of: pid_t($0.pid)) },
+                                pid: caller.map { Int($0.pid) }, process: who?.name,
                                 detail: detail, kmsRequest: use.request?.id,
                                 kmsServerRequest: use.request?.receipt.serverRequestID)
+            .naming(loginUID: who?.loginUID)
         do {
             try log.append(record)
             return nil

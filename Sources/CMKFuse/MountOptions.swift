@@ -26,7 +26,7 @@ public struct MountOptions: Equatable, Sendable {
     public static let valued: Set<String> = ["kms_dir", "pin_file", "vault_token_file", "kms_reason", "log_level", "log_to", "cache_idle_ttl",
                                              "cache_max_lifetime", "lease_renew", "cache_capacity", "metrics_textfile", "metrics_interval", "pkcs11_uri"]
     /// cmkfs options that are flags.
-    public static let flags: Set<String> = ["writeback_cache"]
+    public static let flags: Set<String> = ["writeback_cache", "audit_syslog"]
 
     /// Parses a comma-separated list (empty items are skipped).
     public static func parse(_ list: String) throws(CMKError) -> MountOptions {

@@ -64,13 +64,15 @@ extension Volume {
         }
     }
 
-    /// Opens the log for writing (the mount, or a command on an unmounted volume).
-    public func openAuditLog(lockWait: Double = 10, onFailure: @escaping @Sendable (AuditError) -> Void = { _ in }) throws(CMKError) -> AuditLog {
+    /// Opens the log for writing (the mount, whose records name its `mountpoint`, or a command
+    /// on an unmounted volume).
+    public func openAuditLog(lockWait: Double = 10, mountpoint: String? = nil,
+                             onFailure: @escaping @Sendable (AuditError) -> Void = { _ in }) throws(CMKError) -> AuditLog {
         let key = try auditKey()
         do {
             let log = try AuditLog.open(directory: auditPath, key: key, volumeID: hex(volumeID),
                                         checkpoints: MetadataCheckpoints(store: metadata), anchor: anchorStore,
-                                        lockWait: lockWait, onFailure: onFailure)
+                                        lockWait: lockWait, mountpoint: mountpoint, onFailure: onFailure)
             try PendingDenials.ingest(into: log, directory: auditPath, key: DenialKey.load(volumeID: volumeID))
             return log
         } catch {
@@ -194,11 +196,22 @@ struct MetadataCheckpoints: AuditCheckpointStore {
 }
 
 extension AuditEvent {
-    /// An event by this process (a cmkfs command): its uid, gid, pid and name.
+    /// An event by this process (a cmkfs command): its uid, gid, pid, name, login uid and users.
     public static func command(_ event: String, result: String = "ok", error: String? = nil, keyID: String? = nil,
                                keyVersion: Int? = nil, detail: String? = nil) -> AuditEvent {
         AuditEvent(event, result: result, error: error, keyID: keyID, keyVersion: keyVersion,
                    uid: Int(getuid()), gid: Int(getgid()), pid: Int(getpid()), process: processName(getpid()), detail: detail)
+            .naming(loginUID: processLoginUID(getpid()))
+    }
+
+    /// The event with the caller's login uid and the user names of it and of `uid` filled in
+    /// (names from `UserNames.shared`).
+    public func naming(loginUID: UInt32?) -> AuditEvent {
+        var e = self
+        e.loginUID = loginUID
+        e.user = uid.flatMap { UserNames.shared.name(of: UInt32(truncatingIfNeeded: $0)) }
+        e.loginUser = loginUID.flatMap { $0 == AuditEvent.unsetLoginUID ? nil : UserNames.shared.name(of: $0) }
+        return e
     }
 }
 

@@ -137,18 +137,22 @@ struct AuditCommand: ParsableCommand {
         /// How often `--follow` looks for new records.
         static let followInterval = 0.2
 
-        /// The path key, through the provider (paths are sealed under the audit key); nil with a
-        /// note on stderr when it cannot be had: paths then show as `(sealed)`.
-        func pathSeal(_ volume: String) throws(CMKError) -> AuditPathSeal? {
+        /// The path key and the chain check, through the provider (paths are sealed and records
+        /// MACed under the audit key); nil with a note on stderr when it cannot be had: paths
+        /// then show as `(sealed)` and records are not checked.
+        func auditKey(_ volume: String) throws(CMKError) -> (seal: AuditPathSeal, check: AuditStreamCheck)? {
             do throws(CMKError) {
                 let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: false)
                 let key = try Volume.open(at: volume, kmsDir: kmsDir, pin: pin, purpose: "audit").auditKey()
-                do { return try AuditPathSeal(auditKey: key) } catch { throw CMKError(.internalError, "cannot derive the path key: \(error)") }
+                do { return (try AuditPathSeal(auditKey: key), try AuditStreamCheck(key: key)) } catch {
+                    throw CMKError(.internalError, "cannot derive the path key: \(error)")
+                }
             } catch {
                 guard file == nil else {
                     throw CMKError(error.code, "--file needs the audit key (paths are sealed under it): \(error.message)", hint: error.hint)
                 }
-                FileHandle.standardError.write(Data("cmkfs: note: paths are sealed under the audit key, which cannot be had (\(error.message)); they show as (sealed)\n".utf8))
+                FileHandle.standardError.write(Data(("cmkfs: note: paths are sealed under the audit key, which cannot be had (\(error.message)); "
+                                                     + "they show as (sealed), and the records are not checked against the chain\n").utf8))
                 return nil
             }
         }
@@ -180,7 +184,9 @@ struct AuditCommand: ParsableCommand {
         /// Streams the selected records to `emit` in log order, a chunk of the log at a time
         /// (memory does not grow with the log); with `--follow`, then the records appended, until
         /// the process is stopped. `--file` reads the log twice: first for the file ids its path
-        /// had, so records under earlier and later names are all selected.
+        /// had, so records under earlier and later names are all selected. Every record read
+        /// (selected or not) is checked against the chain first: at the first that does not
+        /// continue it, what was printed is flushed and the command fails (exit 12).
         func stream(_ volume: String, _ emit: (AuditLine, inout RecordOutput) throws(CMKError) -> Void) throws(CMKError) {
             let (since, until, file) = try checked()
             let dir = absolute(volume) + "/audit"
@@ -191,7 +197,8 @@ struct AuditCommand: ParsableCommand {
             }
             // There but unreadable is not an empty log.
             if CMKError.isDenied(dir) { throw .permissionDenied(dir) }
-            let seal = try pathSeal(volume)
+            let key = try auditKey(volume)
+            let seal = key?.seal
             var ids = Set<String>()
             if let file {
                 var first = AuditTail(directory: dir)
@@ -208,7 +215,16 @@ struct AuditCommand: ParsableCommand {
             var out = RecordOutput()
             var failure: CMKError?
             var tail = AuditTail(directory: dir)
+            tail.check = key?.check
+            var noted = false
             func pass() throws(CMKError) {
+                defer {
+                    if !noted, let start = tail.check?.startedAt {
+                        noted = true
+                        FileHandle.standardError.write(Data(("cmkfs: note: the log starts at seq \(start), not 1: the records before it "
+                                                             + "are missing or archived (audit verify reports it); the chain is checked from there\n").utf8))
+                    }
+                }
                 do throws(AuditError) {
                     try tail.read { raw in
                         guard failure == nil, let line = AuditLine(raw, seal: seal) else { return }
@@ -225,7 +241,13 @@ struct AuditCommand: ParsableCommand {
                         }
                         do throws(CMKError) { try emit(line, &out) } catch { failure = error }
                     }
-                } catch { throw CMKError(error) }
+                } catch {
+                    guard error.kind == .malformed, failure == nil else { throw CMKError(error) }
+                    // What came before the bad record was checked: print it, then stop.
+                    try out.flush()
+                    throw CMKError(.auditNotIntact, "the audit log of \(absolute(volume)) is not intact at \(error.message); "
+                                   + "the records before it were printed, none after", hint: error.hint)
+                }
                 if let failure { throw failure }
                 try out.flush()
             }
@@ -240,7 +262,7 @@ struct AuditCommand: ParsableCommand {
 
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "List records, one a line (reads the log as it is: run audit verify to check it).",
+            abstract: "List records, one a line, each checked against the chain as it is read (exit 12 at the first that is not).",
             discussion: "Example: cmkfs audit show /srv/secure-vol --since 2h --file /reports/q3.pdf")
         @Argument(help: "The volume directory.") var volume: String
         @OptionGroup var filters: Filters

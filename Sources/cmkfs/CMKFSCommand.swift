@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMKAudit
 import Foundation
 import CMKVolume
 
@@ -12,7 +13,7 @@ struct CMKFSCommand: ParsableCommand {
 
         Example: cmkfs init /srv/secure-vol && cmkfs mount /srv/secure-vol /mnt/secure
         """,
-        version: "0.1.0",
+        version: cmkfsVersion,
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self,
                       CacheCommand.self, MetricsCommand.self, InfoCommand.self, KeyCommand.self, RekeyCommand.self, AuditCommand.self, FsckCommand.self, DebugCommand.self]
     )

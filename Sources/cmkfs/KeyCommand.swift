@@ -50,10 +50,14 @@ struct KeyCommand: ParsableCommand {
                                                                                 reason: "cmkfs key revoke" + (reason.map { ": \($0)" } ?? "")),
                                                              volume: admin.path) : nil
                 let flushedAt = monotonicNow()
+                // key_version: the newest version disabled (detail lists them all).
+                let newest = admin.versions.map(\.version).max()
                 if let auditKey {
-                    try admin.appendAudit(.command("revoke", keyID: admin.config.provider.keyID, detail: detail), key: auditKey)
+                    try admin.appendAudit(.command("revoke", keyID: admin.config.provider.keyID, keyVersion: newest, detail: detail),
+                                          key: auditKey)
                 } else {
-                    _ = try ControlClient.send(.audit(ControlAuditRecord(event: "revoke", keyID: admin.config.provider.keyID, detail: detail),
+                    _ = try ControlClient.send(.audit(ControlAuditRecord(event: "revoke", keyID: admin.config.provider.keyID,
+                                                                         keyVersion: newest, detail: detail),
                                                             durable: true), volume: admin.path)
                 }
                 var result = Revoked(keyID: admin.config.provider.keyID, versions: admin.versions.map(\.version),
@@ -123,11 +127,14 @@ struct KeyCommand: ParsableCommand {
                 let admin = try KeyAdmin.open(at: volume, kmsDir: kmsDir, pin: pin)
                 let changed = try admin.setAll(.enabled)
                 let detail = "enabled \(admin.versions.map(\.description).joined(separator: ", "))"
+                let newest = admin.versions.map(\.version).max()
                 if MountLock.holder(volumePath: admin.path) != nil {
-                    _ = try ControlClient.send(.audit(ControlAuditRecord(event: "enable", keyID: admin.config.provider.keyID, detail: detail),
+                    _ = try ControlClient.send(.audit(ControlAuditRecord(event: "enable", keyID: admin.config.provider.keyID,
+                                                                         keyVersion: newest, detail: detail),
                                                             durable: true), volume: admin.path)
                 } else {
-                    try admin.appendAudit(.command("enable", keyID: admin.config.provider.keyID, detail: detail), key: try admin.auditKey())
+                    try admin.appendAudit(.command("enable", keyID: admin.config.provider.keyID, keyVersion: newest, detail: detail),
+                                          key: try admin.auditKey())
                 }
                 print("enabled \(admin.versions.map(\.description).joined(separator: ", "))"
                       + (changed.isEmpty ? " (already enabled)" : "") + "; files opened from now on are readable")

@@ -19,7 +19,7 @@ struct MountCommand: ParsableCommand {
         The background mount logs to VOLUME/mount.log (or, with --log-to syslog, to syslog and the \
         journal). Unmount with: cmkfs unmount MOUNTPOINT
 
-        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, vault_token_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         metrics_textfile=PATH, metrics_interval=SECONDS, pkcs11_uri=URI, writeback_cache) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
+        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, vault_token_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         metrics_textfile=PATH, metrics_interval=SECONDS, pkcs11_uri=URI, writeback_cache, audit_syslog) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
 
         Example: cmkfs mount /srv/secure-vol /mnt/secure --log-level debug
         Example: cmkfs mount /srv/secure-vol /mnt/secure -o ro,noexec,kms_dir=/etc/cmkfs/kms
@@ -55,6 +55,10 @@ struct MountCommand: ParsableCommand {
 
     @Option(name: .customLong("log-to"), help: "Where the mount logs: stderr (VOLUME/mount.log in the background) or syslog.")
     var logTo: LogDestination = .stderr
+
+    @Flag(name: .customLong("audit-syslog"),
+          help: "Also send each audit record to journald (structured CMKFS_* fields) or, without journald, to syslog; the volume's log stays the authority.")
+    var auditSyslog = false
 
     @Flag(name: .customLong("writeback-cache"),
           help: "Let the kernel buffer writes and send them in batches (faster small writes; see the man page for what a kill switch or a crash then costs).")
@@ -106,6 +110,7 @@ struct MountCommand: ParsableCommand {
             case "log_level": guard let level = Logger.Level(argument: v) else { throw bad }; logLevel = level
             case "log_to": guard let to = LogDestination(argument: v) else { throw bad }; logTo = to
             case "writeback_cache": writebackCache = true
+            case "audit_syslog": auditSyslog = true
             case "cache_idle_ttl": cache.idleTTL = v
             case "cache_max_lifetime": cache.maxLifetime = v
             case "lease_renew": cache.leaseRenew = v
@@ -281,23 +286,32 @@ struct MountCommand: ParsableCommand {
         }
     }
 
-    /// The mount's audit log, with its `mount` record durable and group commit running; nil
-    /// only under CMKFS_AUDIT_DISABLE_FOR_BENCHMARK=1 (bench/audit-open-rate.sh: never in production).
-    private func openAudit(_ v: Volume, _ mnt: String) throws(CMKError) -> AuditLog? {
+    /// The mount's audit log, with its `mount` record durable and group commit running, and
+    /// with --audit-syslog its copy to journald or syslog; nil only under
+    /// CMKFS_AUDIT_DISABLE_FOR_BENCHMARK=1 (bench/audit-open-rate.sh: never in production).
+    private func openAudit(_ v: Volume, _ mnt: String) throws(CMKError) -> (any AuditSink)? {
         if ProcessInfo.processInfo.environment["CMKFS_AUDIT_DISABLE_FOR_BENCHMARK"] == "1" {
             FileSystem.logger.critical("AUDIT DISABLED (CMKFS_AUDIT_DISABLE_FOR_BENCHMARK=1): key uses are NOT recorded; benchmark only")
             return nil
         }
-        let log = try v.openAuditLog(onFailure: { FileSystem.logger.error("audit: group commit failed: \($0)") })
+        let log = try v.openAuditLog(mountpoint: mnt, onFailure: { FileSystem.logger.error("audit: group commit failed: \($0)") })
+        let sink: any AuditSink
+        if auditSyslog {
+            let copy = AuditCopy.forHost()
+            FileSystem.logger.info("audit: each record is also sent to \(copy.transport.rawValue) at \(copy.socketPath)")
+            sink = AuditFanOut(local: log, copies: [copy])
+        } else {
+            sink = log
+        }
         do {
-            try log.append(.command("mount", keyID: v.activeKey.keyID, keyVersion: v.activeKey.version,
+            try sink.append(.command("mount", keyID: v.activeKey.keyID, keyVersion: v.activeKey.version,
                                     detail: "mounted at \(mnt); cache idle \(cache.policy.idleTTL) s, lifetime \(cache.policy.maxLifetime) s"),
                            durable: true)
         } catch { throw CMKError(error) }
         FileSystem.logger.info("audit log \(v.auditPath): \(log.count) records; chattr +a \(log.appendOnlyState); \(log.anchorState)")
         if let gap = log.gap { FileSystem.logger.error("audit: records are missing, recorded as an audit-gap: \(gap)") }
         log.startGroupCommit(every: AuditLog.groupCommitInterval)
-        return log
+        return sink
     }
 
     /// Starts `cmkfs mount --foreground` in a new session and waits until it reports the mount ready.
@@ -320,6 +334,7 @@ struct MountCommand: ParsableCommand {
         args += cache.arguments
         if writebackCache { args.append("--writeback-cache") }
         if let metricsTextfile { args += ["--metrics-textfile", metricsTextfile, "--metrics-interval", "\(metricsInterval)"] }
+        if auditSyslog { args.append("--audit-syslog") }
         if !kernelOptions.isEmpty { args += ["-o", kernelOptions.joined(separator: ",")] }
         var extra = [(ready.writing.rawValue, Int32(3))]
         let pinPipe = try Self.pinPipe(pin)

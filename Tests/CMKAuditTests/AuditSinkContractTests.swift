@@ -116,10 +116,18 @@ struct ReadFailure: Error { let message: String }
 /// The sinks the contract runs against.
 enum ContractSink: String, CaseIterable {
     case localLog = "local tamper-evident log"
+    /// `--audit-syslog`: the local log plus a copy to a socket nobody listens on (every copy
+    /// dropped): the caller must see exactly the local log's behaviour.
+    case fanOut = "fan-out (local log + journald copy)"
 
     /// A fresh sink whose state lives under `scratch`, and a reader of the records it holds.
     func start(in scratch: String) throws -> (any AuditSink, () throws -> [AuditSinkContractTests.Received]) {
         switch self {
+        case .fanOut:
+            let (log, read) = try ContractSink.localLog.start(in: scratch)
+            let sink = AuditFanOut(local: log as! AuditLog, copies: [AuditCopy(transport: .journal, socket: scratch + "/no-journal")])
+            // The copy's own drop reports are its records, not the caller's.
+            return (sink, { try read().filter { $0.event != AuditCopy.droppedEvent } })
         case .localLog:
             let key = try SecretBytes.random(count: 32)
             let checkpoints = MemoryCheckpoints()

@@ -136,7 +136,8 @@ final class AuditTests: IntegrationTestCase {
         XCTAssertEqual(lines.count, 2, export.stdout)
         let line = String(lines[0])
         let documented = ["v", "seq", "time", "event", "result", "errno", "error", "volume", "file", "path", "path_sealed",
-                          "key", "key_version", "cache", "uid", "gid", "pid", "process", "host", "detail", "kms_request", "prev", "mac"]
+                          "key", "key_version", "cache", "uid", "gid", "pid", "process", "host", "detail", "kms_request",
+                          "id", "login_uid", "user", "mountpoint", "cmkfs_version", "prev", "mac"]
         XCTAssertEqual(Self.topLevelKeys(line), documented, line)
         let record = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         XCTAssertEqual(record["path"] as? String, "/\u{00e9}t\u{00e9}")
@@ -145,6 +146,102 @@ final class AuditTests: IntegrationTestCase {
         let logged = try XCTUnwrap(sealed.stdout.split(separator: "\n").first.map(String.init))
         XCTAssertEqual(line.replacingOccurrences(of: #""path":"/\#u{00e9}t\#u{00e9}","path_sealed":"#, with: #""path":"#), logged)
         XCTAssertFalse(Self.topLevelKeys(logged).contains("path_sealed"))
+    }
+
+    /// What a SIEM joins on (issue 21): each record's own id (`SESSION-SEQ`, unique), the
+    /// caller's login uid and user names — a root shell of a session that logged in as nobody,
+    /// as `sudo` gives, is told apart from root's own —, the mountpoint, the symbolic errno of a
+    /// denial and the cmkfs version; a revoke record keeps the key version it disabled.
+    func testRecordsNameTheLoginUserTheMountpointAndTheirOwnID() throws {
+        sh("echo x > \(mnt)/f")
+        sh("sh -c 'echo 65534 > /proc/self/loginuid && exec cat \(mnt)/f' > /dev/null")
+        sh("cat \(mnt)/f > /dev/null")
+        let opens = try records(["--file", "/f", "--event", "open"])
+        let sudoed = opens.filter { $0["login_uid"] as? Int == 65534 }
+        XCTAssertEqual(sudoed.count, 1, "\(opens)")
+        XCTAssertEqual(sudoed.first?["uid"] as? Int, 0)
+        XCTAssertEqual(sudoed.first?["user"] as? String, "root")
+        XCTAssertEqual(sudoed.first?["login_user"] as? String, "nobody")
+        let own = try XCTUnwrap(opens.last, "\(opens)")
+        XCTAssertNotEqual(own["login_uid"] as? Int, 65534, "the cache keeps identities per pid")
+        let mount = try XCTUnwrap(try records(["--event", "mount"]).last)
+        let mountedAt = try XCTUnwrap((mount["detail"] as? String)?.split(separator: ";").first?.replacingOccurrences(of: "mounted at ", with: ""))
+        XCTAssertEqual(sudoed.first?["mountpoint"] as? String, mountedAt)
+        XCTAssertEqual(sudoed.first?["cmkfs_version"] as? String, fx.cmkfs(["--version"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+
+        XCTAssertTrue(fx.cmkfs(["key", "revoke", vol, "--kms-dir", fx.kms, "--reason", "siem"]).succeeded)
+        XCTAssertFalse(fx.sh("cat \(mnt)/f").succeeded)
+        XCTAssertTrue(fx.cmkfs(["key", "enable", vol, "--kms-dir", fx.kms]).succeeded)
+        // The name key is flushed too: the denial is the open's or the name lookup's (no path).
+        let denied = try records([]).filter { $0["result"] as? String == "denied" }
+        XCTAssertEqual(denied.first?["errno"] as? Int, Int(EACCES), "\(denied)")
+        XCTAssertEqual(denied.first?["errno_name"] as? String, "EACCES", "\(denied)")
+        let revoke = try XCTUnwrap(try records(["--event", "revoke"]).last)
+        XCTAssertEqual(revoke["key_version"] as? Int, 1, "\(revoke)")
+
+        let all = try records([])
+        let ids = all.compactMap { $0["id"] as? String }
+        XCTAssertEqual(ids.count, all.count, "every record of this binary has an id")
+        XCTAssertEqual(Set(ids).count, ids.count, "ids are unique")
+        for r in all {
+            let id = try XCTUnwrap(r["id"] as? String), seq = try XCTUnwrap(r["seq"] as? Int)
+            let parts = id.split(separator: "-")
+            XCTAssertEqual(parts.count, 2, id)
+            XCTAssertTrue(parts[0].count == 32 && parts[0].allSatisfy(\.isHexDigit), id)
+            XCTAssertEqual(String(parts[1]), String(seq), id)
+        }
+        let v = verify()
+        XCTAssertTrue(v.succeeded, "\(v)")
+    }
+
+    /// `-o audit_syslog` (`--audit-syslog`): every record of the mount, from its `mount` to its
+    /// `unmount`, also arrives on the journal socket (a datagram socket the test binds, named by
+    /// CMKFS_AUDIT_JOURNAL_SOCKET) with its fields, the record as logged in CMKFS_RECORD.
+    func testAuditSyslogSendsEachRecordToTheJournal() throws {
+        try fx.unmount()
+        let socketPath = fx.root + "/journal.sock"
+        let listener = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(socketPath.utf8)) }
+        let bound = withUnsafePointer(to: &address) { a in
+            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        XCTAssertEqual(bound, 0)
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let m = Shell.run("/usr/bin/env", ["CMKFS_AUDIT_JOURNAL_SOCKET=" + socketPath, MountFixture.binary, "mount", vol, mnt,
+                                           "--kms-dir", fx.kms, "-o", "audit_syslog"], timeout: 60, logDir: fx.logs)
+        XCTAssertTrue(m.succeeded, "\(m)")
+        sh("echo x > \(mnt)/f && cat \(mnt)/f > /dev/null")
+        try fx.unmount()
+        var received: [[String: String]] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while received.last?["CMKFS_EVENT"] != "unmount" {
+            let n = buffer.withUnsafeMutableBytes { recv(listener, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { break }
+            var fields: [String: String] = [:]
+            for line in String(decoding: buffer[0..<n], as: UTF8.self).split(separator: "\n") {
+                let parts = line.split(separator: "=", maxSplits: 1)
+                if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+            }
+            received.append(fields)
+        }
+        let events = received.compactMap { $0["CMKFS_EVENT"] }
+        XCTAssertEqual(events.first, "mount", "\(events)")
+        XCTAssertEqual(events.last, "unmount", "\(events)")
+        XCTAssertTrue(events.contains("create") && events.contains("open"), "\(events)")
+        let logged = ((try? FileManager.default.contentsOfDirectory(atPath: vol + "/audit")) ?? []).filter { $0.hasSuffix(".log") }
+            .flatMap { ((try? String(contentsOfFile: vol + "/audit/" + $0, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
+        for fields in received {
+            let record = try XCTUnwrap(fields["CMKFS_RECORD"])
+            XCTAssertTrue(logged.contains(record), "sent as logged: \(record)")
+            XCTAssertEqual(fields["SYSLOG_IDENTIFIER"], "cmkfs")
+            XCTAssertEqual(fields["CMKFS_MOUNTPOINT"], mnt, "\(fields)")
+            XCTAssertNotNil(fields["CMKFS_ID"])
+        }
+        XCTAssertTrue(verify().succeeded)
     }
 
     /// The keys of a flat JSON object line, in order.
@@ -214,6 +311,32 @@ final class AuditTests: IntegrationTestCase {
         r = verify()
         XCTAssertEqual(r.status, 12, "\(r)")
         XCTAssertTrue(r.stderr.contains("truncated:") && r.stderr.contains("cut off"), r.stderr)
+    }
+
+    /// `audit show` and `export` check the chain as they stream (before: an edited record was
+    /// printed as if nothing had happened): the records before the edited one are printed, then
+    /// exit 12 names its segment and line; `--sealed` too.
+    func testShowAndExportStopAtAnEditedRecord() throws {
+        sh("echo x > \(mnt)/a && cat \(mnt)/a > /dev/null && cat \(mnt)/a > /dev/null")
+        try fx.unmount()
+        let segment = vol + "/audit/audit-000000000001.log"
+        XCTAssertTrue(fx.cmkfs(["audit", "show", vol]).succeeded)
+        sh("chattr -a \(segment)")
+        var lines = try String(contentsOfFile: segment, encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertGreaterThan(lines.count, 4)
+        lines[3] = lines[3].replacingOccurrences(of: #""uid":0"#, with: #""uid":1000"#)
+        try (lines.joined(separator: "\n") + "\n").write(toFile: segment, atomically: false, encoding: .utf8)
+        for args in [["show"], ["export"], ["export", "--sealed"], ["show", "--event", "open"]] {
+            let r = fx.cmkfs(["audit"] + args + [vol])
+            XCTAssertEqual(r.status, 12, "\(args): \(r)")
+            XCTAssertTrue(r.stderr.contains("not intact at audit-000000000001.log line 4: record seq 4 does not match its MAC"), "\(args): \(r.stderr)")
+            if args.count == 1 {
+                XCTAssertEqual(r.stdout.split(separator: "\n").count, 3, "\(args): the three records before it: \(r.stdout)")
+            }
+        }
+        let after = fx.cmkfs(["audit", "export", vol, "--after-seq", "3"])
+        XCTAssertEqual(after.status, 12, "the cursor skips printing, not checking: \(after)")
+        XCTAssertEqual(after.stdout, "")
     }
 
     /// kill -9 of the mount in the middle of heavy use leaves a log that verifies (a torn tail
