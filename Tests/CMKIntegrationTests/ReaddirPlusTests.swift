@@ -1,0 +1,35 @@
+import Foundation
+import XCTest
+
+/// readdirplus (FileSystem.readdirplus): a listing looks every entry up, so the attributes it
+/// gives must be the ones `stat` gives, over listings long enough to take several replies (an
+/// entry that does not fit gives its lookup back), and the lookup counts must stay right when
+/// the kernel forgets them all.
+final class ReaddirPlusTests: IntegrationTestCase {
+    func testLongListingsMatchStatAndSurviveTheKernelForgettingThem() throws {
+        // 400 entries with 200-byte names: far more than one 4 KiB reply holds.
+        sh("""
+        set -eu
+        cd \(mnt) && mkdir big && cd big
+        for i in $(seq 1 400); do
+          n=$(printf 'entry-%03d-%0190d' $i 0)
+          head -c $((i * 7)) /dev/urandom > "$n"
+        done
+        mkdir sub-dir && ln -s entry-001-$(printf '%0190d' 0) a-symlink
+        ln "entry-002-$(printf '%0190d' 0)" a-hard-link
+        """)
+        let expected = sh("cd \(mnt)/big && stat -c '%n %i %s %h %F' -- * | sort")
+        XCTAssertEqual(expected.split(separator: "\n").count, 403)
+        for round in 0..<3 {
+            // Every dentry and inode the kernel holds goes (FORGET for each), then the listing
+            // looks them all up again.
+            sh("sync; echo 2 > /proc/sys/vm/drop_caches")
+            let listed = sh("cd \(mnt)/big && ls -1 -f | grep -v '^\\.\\.\\?$' | sort | xargs -d '\\n' stat -c '%n %i %s %h %F' -- | sort")
+            XCTAssertEqual(listed, expected, "round \(round)")
+            let long = sh("ls -li \(mnt)/big | tail -n +2 | wc -l")
+            XCTAssertEqual(long.trimmingCharacters(in: .whitespacesAndNewlines), "403", "round \(round)")
+        }
+        sh("rm -r \(mnt)/big")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: mnt + "/big"))
+    }
+}
