@@ -16,8 +16,8 @@ public final class KeyCache: Sendable {
     let onEvent: @Sendable (KeyCacheEvent) -> Void
 
     struct State {
-        var entries: [[UInt8]: KeyLease] = [:]
-        var loading: [[UInt8]: Loading] = [:]
+        var entries: [CacheKey: KeyLease] = [:]
+        var loading: [CacheKey: Loading] = [:]
         var hits = 0, misses = 0, evictions = 0, flushed = 0, expired = 0
         var health = ProviderHealth(state: "unchecked", checkedAt: nil, detail: nil)
     }
@@ -40,16 +40,17 @@ public final class KeyCache: Sendable {
     /// failed load throws `load`'s own error, unchanged; callers waiting on that load get it too
     /// (a waiter whose `load` has another error type loads for itself instead).
     public func lease<E: Error>(for fileID: [UInt8], load: () throws(E) -> (SecretBytes, KeyRef)) throws(E) -> KeyLease {
+        let key = CacheKey(fileID)
         while true {
             let step: LeaseStep = state.withLock { s in
-                if let lease = s.entries[fileID], lease.isLive {
+                if let lease = s.entries[key], lease.isLive {
                     s.hits += 1
                     lease.state.withLock { $0.pins += 1; $0.lastUsed = clock() }
                     return .hit(lease)
                 }
-                if let loading = s.loading[fileID] { return .wait(loading) }
+                if let loading = s.loading[key] { return .wait(loading) }
                 let loading = Loading()
-                s.loading[fileID] = loading
+                s.loading[key] = loading
                 return .load(loading)
             }
             switch step {
@@ -61,7 +62,7 @@ public final class KeyCache: Sendable {
             case .load(let loading):
                 let loaded: (SecretBytes, KeyRef)
                 do { loaded = try load() } catch {
-                    _ = state.withLock { $0.loading.removeValue(forKey: fileID) }
+                    _ = state.withLock { $0.loading.removeValue(forKey: key) }
                     loading.finish(error)
                     throw error
                 }
@@ -70,9 +71,9 @@ public final class KeyCache: Sendable {
                 lease.state.withLock { $0.pins = 1 }
                 let evicted: [KeyLease] = state.withLock { s in
                     s.misses += 1
-                    s.entries[fileID]?.revoke(.revoked)
-                    s.entries[fileID] = lease
-                    s.loading[fileID] = nil
+                    s.entries[key]?.revoke(.revoked)
+                    s.entries[key] = lease
+                    s.loading[key] = nil
                     return evictOverCapacity(&s)
                 }
                 loading.finish(nil)
@@ -103,8 +104,8 @@ public final class KeyCache: Sendable {
         let lease = KeyLease(fileID: fileID, keyRef: keyRef, key: key, now: now, lifetime: policy.maxLifetime)
         lease.state.withLock { $0.pins = 1 }
         let old = state.withLock { s in
-            let old = s.entries[fileID]
-            s.entries[fileID] = lease
+            let old = s.entries[CacheKey(fileID)]
+            s.entries[CacheKey(fileID)] = lease
             return old
         }
         old?.revoke(.revoked)
@@ -128,7 +129,7 @@ public final class KeyCache: Sendable {
             .filter { $0.1.0 == 0 }
             .sorted { $0.1.1 < $1.1.1 }
         for (lease, _) in candidates.prefix(s.entries.count - target) {
-            s.entries[lease.fileID] = nil
+            s.entries[CacheKey(lease.fileID)] = nil
             out.append(lease)
         }
         s.evictions += out.count
@@ -143,7 +144,7 @@ public final class KeyCache: Sendable {
             let hit = s.entries.values.filter { lease in
                 (keyID == nil || lease.keyRef.keyID == keyID) && (version == nil || lease.keyRef.version == version)
             }
-            for lease in hit { s.entries[lease.fileID] = nil }
+            for lease in hit { s.entries[CacheKey(lease.fileID)] = nil }
             s.flushed += hit.count
             return hit
         }
@@ -183,7 +184,7 @@ public final class KeyCache: Sendable {
                     l.key == nil || now >= l.expiresAt || (l.pins == 0 && now - l.lastUsed >= policy.idleTTL)
                 }
             }
-            for lease in old { s.entries[lease.fileID] = nil }
+            for lease in old { s.entries[CacheKey(lease.fileID)] = nil }
             s.evictions += old.count
             return old
         }
@@ -247,7 +248,7 @@ public final class KeyCache: Sendable {
 
     /// Whether a live key for `fileID` is cached now; loads nothing and counts no hit (`cmkfs info`).
     public func isCached(_ fileID: [UInt8]) -> Bool {
-        state.withLock { $0.entries[fileID]?.isLive ?? false }
+        state.withLock { $0.entries[CacheKey(fileID)]?.isLive ?? false }
     }
 
     public func stats() -> CacheStats {
@@ -293,6 +294,24 @@ public struct ProviderHealth: Codable, Sendable {
     public var detail: String?
 
     enum CodingKeys: String, CodingKey { case state, checkedAt = "checked_s_ago", detail }
+}
+
+/// A file id as the cache's dictionary key. A 16-byte id (every file's, and the name key's) is
+/// two words, hashed in two steps; `[UInt8]` as a key hashed its length and each byte, 17 steps
+/// per lookup, several lookups per open (issue 20). Any other length (tests) is kept whole.
+struct CacheKey: Hashable {
+    let high: UInt64
+    let low: UInt64
+    let other: [UInt8]?
+
+    init(_ fileID: [UInt8]) {
+        if fileID.count == 16 {
+            (high, low) = fileID.withUnsafeBytes { ($0.loadUnaligned(as: UInt64.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+            other = nil
+        } else {
+            (high, low, other) = (0, 0, fileID)
+        }
+    }
 }
 
 /// A provider call in progress for one file; others missing on the same file wait for it.
