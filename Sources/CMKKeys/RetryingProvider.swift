@@ -24,8 +24,11 @@ public struct RetryPolicy: Sendable, Equatable {
 /// `.unavailable` (unreachable, timed out, refusing, failed): an outage is not an answer about
 /// the key, so a caller deciding whether data is bad must not act on one.
 ///
-/// Only idempotent calls are retried (wrap, unwrap, state, setState); createKey and
-/// createVersion are passed through once, since a first try may have been carried out.
+/// Only idempotent calls are retried (wrap, unwrap, state, setState, and reading or storing
+/// the audit anchor, which the provider keeps by seq); createKey and createVersion are passed
+/// through once, since a first try may have been carried out. Every other requirement is
+/// forwarded: a wrapper that fell back on a protocol default (no anchor) would hide the
+/// provider's audit anchor from the command that wrapped it.
 /// Every other error (unwrap failed, key disabled, not found, corrupt) is returned at once.
 public struct RetryingProvider: KeyProvider {
     public let base: any KeyProvider
@@ -57,6 +60,16 @@ public struct RetryingProvider: KeyProvider {
 
     public func setState(_ state: ProviderKeyState, of key: KeyRef) throws(KeyProviderError) {
         try retrying { () throws(KeyProviderError) in try base.setState(state, of: key) }
+    }
+
+    public func anchorPlace(volumeID: [UInt8]) -> String? { base.anchorPlace(volumeID: volumeID) }
+
+    public func auditAnchor(volumeID: [UInt8]) throws(KeyProviderError) -> [UInt8]? {
+        try retrying { () throws(KeyProviderError) in try base.auditAnchor(volumeID: volumeID) }
+    }
+
+    public func setAuditAnchor(_ anchor: [UInt8], seq: UInt64, volumeID: [UInt8]) throws(KeyProviderError) {
+        try retrying { () throws(KeyProviderError) in try base.setAuditAnchor(anchor, seq: seq, volumeID: volumeID) }
     }
 
     private func retrying<R>(_ call: () throws(KeyProviderError) -> R) throws(KeyProviderError) -> R {
