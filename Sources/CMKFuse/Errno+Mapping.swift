@@ -134,7 +134,12 @@ extension FSError {
         case .provider(.keyDisabled), .provider(.keyDestroyed):
             // The customer turned the master key off: the point of a customer-managed key.
             return EACCES
-        case .provider(.keyNotFound), .provider(.unwrapFailed), .provider(.unavailable), .provider(.corrupt):
+        case .provider(.keyNotFound):
+            // The key a mounted volume's EDEK names is gone from its provider: the customer
+            // deleted it (AWS NotFoundException after the deletion window, a deleted transit
+            // key). The lease renewal already flushes on this answer; a fresh open agrees.
+            return EACCES
+        case .provider(.unwrapFailed), .provider(.unavailable), .provider(.corrupt):
             // The provider failed or the EDEK is damaged: no one refused, the read cannot happen.
             return EIO
         case .metadata(.full):

@@ -17,7 +17,7 @@ final class ErrnoMappingTests: XCTestCase {
     /// One example of every case of every domain error, with the errno the mount answers.
     private var rows: [(FSError, Int32)] {
         let provider: [(KeyProviderError, Int32)] = [
-            (.keyNotFound(key, detail: "gone"), EIO), (.keyDisabled(key), EACCES), (.keyDestroyed(key), EACCES),
+            (.keyNotFound(key, detail: "gone"), EACCES), (.keyDisabled(key), EACCES), (.keyDestroyed(key), EACCES),
             (.unwrapFailed(key), EIO), (.unavailable("down"), EIO), (.corrupt("bad"), EIO),
         ]
         let metadata: [(MetadataError, Int32)] = [

@@ -218,6 +218,22 @@ final class AWSKMSTests: IntegrationTestCase {
         XCTAssertEqual(sh("cat \(mnt)/a"), "one")
     }
 
+    /// A key whose deletion went through (AWS answers NotFoundException; moto never deletes, so
+    /// the fault layer answers it) is the key owner's kill switch for files not yet open, as for
+    /// open ones: EACCES, not the EIO of an outage.
+    func testADeletedKeyRefusesFreshOpensWithEACCES() throws {
+        try makeVolume()
+        try mountP()
+        sh("printf one > \(mnt)/a")
+        XCTAssertTrue(cmkfs(["cache", "flush", pvol]).succeeded)
+        try server.fault(["deleted": [keyID]])
+        let gone = fx.sh("cat \(mnt)/a")
+        XCTAssertTrue(gone.stderr.contains("Permission denied"), "a deleted key is the kill switch, not an outage: \(gone)")
+        XCTAssertTrue(fx.mountLog(pvol).contains("NotFoundException"), fx.mountLog(pvol))
+        try server.fault(["deleted": [String]()])
+        XCTAssertEqual(sh("cat \(mnt)/a"), "one")
+    }
+
     // MARK: outages
 
     func testHungAndStoppedServerGiveEIOWithinTheTimeoutNotAHang() throws {

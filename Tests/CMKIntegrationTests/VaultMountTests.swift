@@ -167,12 +167,17 @@ final class VaultMountTests: IntegrationTestCase {
     }
 
     func testDeletingTheKeyCutsAHeldOpenFileWithinOneRenewal() throws {
-        let seconds = try secondsUntilVaultCutsHeldFile { _ in [(.post, "transit/keys/\(self.key)/config", ["deletion_allowed": true]),
-                                                               (.delete, "transit/keys/\(self.key)", nil)] }
+        let seconds = try secondsUntilVaultCutsHeldFile { _ in
+            self.sh("printf g > \(self.mnt)/g")
+            return [(.post, "transit/keys/\(self.key)/config", ["deletion_allowed": true]), (.delete, "transit/keys/\(self.key)", nil)]
+        }
         if let seconds {
             XCTAssertLessThan(seconds, 10)
             report("Vault key deleted → held-open file cut", seconds: seconds)
         }
+        // A file not open before is refused as the kill switch too (EACCES), not as an outage.
+        let r = fx.sh("cat \(mnt)/g")
+        XCTAssertTrue(r.stderr.contains("Permission denied"), "\(r)")
     }
 
     // MARK: outages and wrong tokens

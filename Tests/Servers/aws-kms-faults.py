@@ -11,9 +11,11 @@ the tests need AWS to do:
     PendingDeletion (KMSInvalidStateException), asking moto's DescribeKey first, as AWS does;
   * answers IncorrectKeyException where moto says AccessDeniedException for a ciphertext naming
     another key than the request's KeyId (a tampered key-id prefix), as AWS does;
-  * faults on demand, set by POST /__fault {"throttle": N, "deny": bool, "stall": bool}:
-    the next N crypto calls ThrottlingException, AccessDeniedException for every call, or
-    accepting requests and never answering (a hung server);
+  * faults on demand, set by POST /__fault {"throttle": N, "deny": bool, "stall": bool,
+    "deleted": [KEY-ID, ...]}: the next N crypto calls ThrottlingException, AccessDeniedException
+    for every call, accepting requests and never answering (a hung server), or NotFoundException
+    for every call naming a listed key (what AWS answers once a key's deletion window passed:
+    moto never deletes a key);
   * GET /__stats: calls per operation.
 Usage: aws-kms-faults.py LISTEN_PORT UPSTREAM_URL (prints "ready PORT" once listening).
 """
@@ -22,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KEYS = dict(pair.split(":", 1) for pair in os.environ.get("CMKFS_TEST_AWS_KEYS", "").split(",") if ":" in pair)
 UPSTREAM = sys.argv[2].rstrip("/")
-STATE = {"throttle": 0, "deny": False, "stall": False}
+STATE = {"throttle": 0, "deny": False, "stall": False, "deleted": []}
 STATS = {}
 LOCK = threading.Lock()
 CRYPTO = {"Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey"}
@@ -102,6 +104,10 @@ class Handler(BaseHTTPRequestHandler):
             if throttled:
                 return self.refuse("ThrottlingException", "Rate exceeded")
         key = payload.get("KeyId") or payload.get("DestinationKeyId")
+        named = {k for k in (payload.get("KeyId"), payload.get("SourceKeyId"), payload.get("DestinationKeyId")) if k}
+        if named & set(STATE["deleted"]):
+            gone = sorted(named & set(STATE["deleted"]))[0]
+            return self.refuse("NotFoundException", f"Key 'arn:aws:kms:us-east-1:123456789012:key/{gone}' does not exist")
         if target in CRYPTO | {"EnableKey"} and key:
             status, answer, _ = upstream("DescribeKey", {"KeyId": key})
             if status == 200:
