@@ -39,7 +39,8 @@ public struct AWSKMSTransportError: Error, Sendable {
 /// (`versionsAreSeparateKeys` is false), and `key purge` never schedules the key's deletion.
 ///
 /// DisabledException, KMSInvalidStateException and AccessDeniedException are the key owner's
-/// kill switch (`.keyDisabled`, or `.keyDestroyed` while the key is pending deletion);
+/// kill switch (`.keyDisabled`, `.keyDestroyed` while the key is pending deletion,
+/// `.accessDenied` for a withdrawn permission);
 /// throttling and server errors are retried with jittered exponential backoff; no answer is
 /// `.unavailable`. `state(of:)` asks DescribeKey, which the lease renewal calls, because some
 /// KMS implementations keep decrypting for a disabled key.
@@ -236,8 +237,11 @@ public final class AWSKMSProvider: KeyProvider {
         let key = key ?? KeyRef(keyID: "?", version: 0)
         let said = message.isEmpty ? type : "\(type): \(message)"
         switch type {
-        case "DisabledException", "AccessDeniedException":
+        case "DisabledException":
             return .keyDisabled(key)
+        case "AccessDeniedException":
+            // The key owner withdrew this principal's permission (key policy, IAM, grant).
+            return .accessDenied(key, detail: "AWS KMS at \(endpoint) says \(said)")
         case "KMSInvalidStateException":
             let lower = message.lowercased()
             return lower.contains("pending deletion") || lower.contains("pendingdeletion") ? .keyDestroyed(key) : .keyDisabled(key)

@@ -131,8 +131,9 @@ extension FSError {
     /// A key failure, by its cause.
     static func errno(_ cause: FileKeyError.Cause) -> Int32 {
         switch cause {
-        case .provider(.keyDisabled), .provider(.keyDestroyed):
-            // The customer turned the master key off: the point of a customer-managed key.
+        case .provider(.keyDisabled), .provider(.keyDestroyed), .provider(.accessDenied):
+            // The customer turned the master key off, or withdrew this host's access to it:
+            // the point of a customer-managed key.
             return EACCES
         case .provider(.keyNotFound):
             // The key a mounted volume's EDEK names is gone from its provider: the customer

@@ -220,7 +220,7 @@ public final class KeyCache: Sendable {
                 }
             } catch {
                 switch error {
-                case .keyDisabled, .keyDestroyed, .keyNotFound:
+                case .keyDisabled, .keyDestroyed, .keyNotFound, .accessDenied:
                     flush(keyID: key.keyID, version: key.version, reason: "provider refused: \(error)")
                 default:
                     state.withLock { $0.health = ProviderHealth(state: "unreachable", checkedAt: now, detail: "\(error)") }

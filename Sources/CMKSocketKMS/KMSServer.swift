@@ -300,7 +300,7 @@ public final class KMSServer: Sendable {
     static func status(_ error: KeyProviderError) -> KMSProtocol.Status {
         switch error {
         case .keyNotFound: .keyNotFound
-        case .keyDisabled: .keyDisabled
+        case .keyDisabled, .accessDenied: .keyDisabled
         case .keyDestroyed: .keyDestroyed
         case .unwrapFailed: .unwrapFailed
         case .unavailable: .unavailable

@@ -16,8 +16,8 @@ import CMKKeys
 /// per-version disable flag: a version is *disabled* when it is below the key's
 /// `min_decryption_version` (and `min_encryption_version`), and *destroyed* when trimmed below
 /// `min_available_version`. Both are thresholds, so they apply to every older version as well.
-/// A refused token (403: revoked, expired, or its policy no longer allows the call) counts as
-/// the key being disabled: the customer's kill switch.
+/// A refused token (403: wrong, revoked, expired, or its policy no longer allows the call) is
+/// `.accessDenied`: the customer's kill switch as much as a disabled key, and said as what it is.
 public final class VaultTransitProvider: KeyProvider {
     public var kind: String { "vault" }
     public let settings: VaultSettings
@@ -243,7 +243,7 @@ public final class VaultTransitProvider: KeyProvider {
     /// What a refused encrypt or decrypt means. An authentication failure or a malformed
     /// ciphertext is this EDEK's fault; anything else is decided by the key's state, asked once.
     private func classify(_ answer: VaultAnswer, key: KeyRef, doing: String) throws(KeyProviderError) -> KeyProviderError {
-        if answer.status == 403 { return .keyDisabled(key) }
+        if answer.status == 403 { return denied(answer, key: key, doing: doing) }
         let why = answer.errors
         if answer.status == 400, why.contains("message authentication failed") || why.contains("invalid ciphertext") {
             return .unwrapFailed(key)
@@ -258,6 +258,14 @@ public final class VaultTransitProvider: KeyProvider {
         }
     }
 
+    /// A 403: Vault refused the token, not the key. It answers the same "permission denied"
+    /// for a token that is wrong, expired or revoked and for one whose policy lacks the path
+    /// (it does not tell a caller which), so the message names both.
+    func denied(_ answer: VaultAnswer, key: KeyRef, doing: String) -> KeyProviderError {
+        .accessDenied(key, detail: "\(place) refused the token to \(doing) (\(answer.errors)): the token is invalid, expired or revoked, "
+                      + "or its policy does not allow \(settings.mount)/…/\(key.keyID)")
+    }
+
     /// A malformed EDEK, or one of another version: the key's own state decides whether this is
     /// a refusal of the key (unknown, disabled, destroyed) or of this EDEK.
     private func refusedLocally(_ key: KeyRef) throws(KeyProviderError) -> KeyProviderError {
@@ -270,7 +278,7 @@ public final class VaultTransitProvider: KeyProvider {
 
     /// A refused administrative call.
     func refusal(_ answer: VaultAnswer, key: KeyRef, doing: String) -> KeyProviderError {
-        if answer.status == 403 { return .keyDisabled(key) }
+        if answer.status == 403 { return denied(answer, key: key, doing: doing) }
         if answer.status == 404 { return .keyNotFound(key, detail: "\(place) has no transit key \(key.keyID) under \(settings.mount)/") }
         return .unavailable("\(place) refused to \(doing): \(answer.errors)")
     }

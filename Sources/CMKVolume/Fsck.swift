@@ -162,7 +162,7 @@ extension Volume {
                 report.problems.append(FsckProblem(kind: "not-checked", path: display, fileID: "\(fileID)",
                                                    detail: "not checked, the key provider is unavailable: \(error.description)",
                                                    repair: nil, repaired: false))
-            case .keyDisabled?, .keyDestroyed?, .keyNotFound?:
+            case .keyDisabled?, .keyDestroyed?, .keyNotFound?, .accessDenied?:
                 report.problems.append(FsckProblem(kind: "key-refused", path: display, fileID: "\(fileID)",
                                                    detail: "the key provider refuses its master-key version: \(error.description)",
                                                    repair: nil, repaired: false))

@@ -110,6 +110,10 @@ public struct CMKError: Error, CustomStringConvertible {
         case .keyDestroyed:
             result = CMKError(.keyUnavailable, "master key \(config.keyID) of \(volume) was destroyed; its data cannot be decrypted")
             result.reason = "destroyed"
+        case .accessDenied(_, let detail):
+            result = CMKError(.keyUnavailable, "\(place) refused access to master key \(config.keyID) of \(volume): \(detail)",
+                              hint: hints.denied)
+            result.reason = "denied"
         case .unavailable(let why), .corrupt(let why):
             // The socket client's messages already name the KMS ("the KMS at PATH is …").
             result = CMKError(.keyUnavailable, why.hasPrefix(place) ? why : "\(place) is unavailable: \(why)",

@@ -77,9 +77,11 @@ extension Volume {
             // A provider's answer (refused, unavailable, did not unwrap) is exit 5, as for every key.
             let provider = error.providerError
             let refused = provider.map { if case .keyDisabled = $0 { true } else if case .keyDestroyed = $0 { true } else { false } } ?? false
+            let denied = provider.map { if case .accessDenied = $0 { true } else { false } } ?? false
             throw CMKError(provider != nil ? .keyUnavailable : .io,
                            "cannot unwrap the name key of \(path): \(error.description)",
-                           hint: refused ? "enable the master key: cmkfs key enable \(path)" : nil)
+                           hint: refused ? "enable the master key: cmkfs key enable \(path)"
+                               : denied ? "the key provider refused this host's token or credentials: see cmkfs status \(path)" : nil)
         }
         do { return try NameCodec(key: key) } catch { throw CMKError(.notAVolume, "\(path): \(error)") }
     }

@@ -99,7 +99,7 @@ final class AWSKMSProviderTests: XCTestCase {
     func testRefusalsMapToTheKillSwitchAndTheRest() throws {
         let cases: [(String, String, (KeyProviderError) -> Bool)] = [
             ("DisabledException", "", { if case .keyDisabled = $0 { return true }; return false }),
-            ("com.amazonaws.kms#AccessDeniedException", "not authorized", { if case .keyDisabled = $0 { return true }; return false }),
+            ("com.amazonaws.kms#AccessDeniedException", "not authorized", { if case .accessDenied = $0 { return true }; return false }),
             ("KMSInvalidStateException", "arn:x is pending deletion.", { if case .keyDestroyed = $0 { return true }; return false }),
             ("KMSInvalidStateException", "arn:x is disabled.", { if case .keyDisabled = $0 { return true }; return false }),
             ("NotFoundException", "Invalid keyId", { if case .keyNotFound = $0 { return true }; return false }),

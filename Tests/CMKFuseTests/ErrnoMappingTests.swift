@@ -18,6 +18,7 @@ final class ErrnoMappingTests: XCTestCase {
     private var rows: [(FSError, Int32)] {
         let provider: [(KeyProviderError, Int32)] = [
             (.keyNotFound(key, detail: "gone"), EACCES), (.keyDisabled(key), EACCES), (.keyDestroyed(key), EACCES),
+            (.accessDenied(key, detail: "permission denied"), EACCES),
             (.unwrapFailed(key), EIO), (.unavailable("down"), EIO), (.corrupt("bad"), EIO),
         ]
         let metadata: [(MetadataError, Int32)] = [
@@ -63,7 +64,7 @@ final class ErrnoMappingTests: XCTestCase {
         func covered(_ e: ContentError) { switch e { case .io, .corruptHeader, .corruptBlock, .crypto: break } }
         func covered(_ e: NameError) { switch e { case .tooLong, .malformed, .authenticationFailed, .crypto: break } }
         func covered(_ e: KeyProviderError) {
-            switch e { case .keyNotFound, .keyDisabled, .keyDestroyed, .unwrapFailed, .unavailable, .corrupt: break }
+            switch e { case .keyNotFound, .keyDisabled, .keyDestroyed, .accessDenied, .unwrapFailed, .unavailable, .corrupt: break }
         }
         func covered(_ e: MetadataError) { switch e { case .notFound, .exists, .corrupt, .newerSchema, .io, .full, .busy: break } }
         func covered(_ c: FileKeyError.Cause) {
@@ -76,7 +77,7 @@ final class ErrnoMappingTests: XCTestCase {
         func covered(_ e: FSError) {
             switch e { case .posix, .content, .name, .fileKey, .refused, .audit, .metadata, .xattr, .crypto, .corrupt: break }
         }
-        XCTAssertEqual(rows.count, 6 + 5 + 4 + (6 + 7 + 5 + 6) + 5 + 7 + 7)
+        XCTAssertEqual(rows.count, 6 + 5 + 4 + (7 + 7 + 5 + 6) + 5 + 7 + 7)
     }
 
     /// The cause survives to the edge: the provider's own answer is still there to log.

@@ -122,6 +122,8 @@ extension ProviderChecks {
     }
 
     static func isDisabled(_ e: KeyProviderError) -> Bool { if case .keyDisabled = e { return true }; return false }
+    /// The token or credentials refused, saying so (Vault's 403, AWS's AccessDeniedException).
+    static func isDenied(_ e: KeyProviderError) -> Bool { if case .accessDenied = e { return true }; return false }
     static func isDestroyed(_ e: KeyProviderError) -> Bool { if case .keyDestroyed = e { return true }; return false }
     static func isUnwrapFailed(_ e: KeyProviderError) -> Bool { if case .unwrapFailed = e { return true }; return false }
     static func isNotFound(_ e: KeyProviderError) -> Bool { if case .keyNotFound = e { return true }; return false }

@@ -128,6 +128,35 @@ final class VaultMountTests: IntegrationTestCase {
         XCTAssertTrue(v.succeeded, "\(v)")
     }
 
+    // MARK: cmkfs key revoke / key enable
+
+    /// `key revoke` raises the transit key's thresholds past the volume's versions (the held
+    /// data is refused at once, EACCES), a mount is refused naming the disabled key and the way
+    /// back, and `key enable` lowers them again.
+    func testRevokeAndEnableThroughCmkfsMoveTheTransitThresholds() throws {
+        try initVault()
+        try mountP()
+        sh("printf one > \(mnt)/a")
+        let r = cmkfs(["key", "revoke", pvol, "--vault-token-file", tokenFile, "--json"])
+        XCTAssertTrue(r.succeeded, "\(r)")
+        XCTAssertGreaterThan(try keyInfo()["min_decryption_version"] as? Int ?? 0, 1, "revoke raised min_decryption_version past v1")
+        let cut = fx.sh("cat \(mnt)/a")
+        XCTAssertTrue(cut.stderr.contains("Permission denied"), "\(cut)")
+        try unmountP()
+        let m = cmkfs(["mount", pvol, mnt, "--vault-token-file", tokenFile])
+        XCTAssertEqual(m.status, 5, "\(m)")
+        XCTAssertTrue(m.stderr.contains("disabled") && m.stderr.contains("cmkfs key enable"), "\(m)")
+        XCTAssertFalse(fx.isMounted(mnt))
+        let e = cmkfs(["key", "enable", pvol, "--vault-token-file", tokenFile])
+        XCTAssertTrue(e.succeeded, "\(e)")
+        XCTAssertEqual(try keyInfo()["min_decryption_version"] as? Int, 1)
+        try mountP()
+        XCTAssertEqual(sh("cat \(mnt)/a"), "one")
+        try unmountP()
+        let v = cmkfs(["audit", "verify", pvol, "--vault-token-file", tokenFile])
+        XCTAssertTrue(v.succeeded, "\(v)")
+    }
+
     // MARK: the customer's kill switches
 
     /// Mounts a Vault volume, holds a file open with its key cached, then sends `switchOff` to
@@ -209,8 +238,12 @@ final class VaultMountTests: IntegrationTestCase {
         chmod(bad, 0o600)
         let i = cmkfs(["init", pvol, "--kms", "vault", "--vault-addr", bao.address, "--vault-key", key, "--vault-token-file", bad])
         XCTAssertEqual(i.status, 5, "\(i)")
-        XCTAssertTrue(i.stderr.contains("Vault refused the token"), "\(i)")
-        XCTAssertTrue(i.stderr.contains("cmkfs: hint:"), "\(i)")
+        // Said as what it is: the token refused (permission denied), not a disabled key.
+        XCTAssertTrue(i.stderr.contains("refused the token") && i.stderr.contains("permission denied")
+                      && i.stderr.contains("invalid, expired or revoked"), "\(i)")
+        XCTAssertFalse(i.stderr.contains("disabled"), "\(i)")
+        XCTAssertTrue(i.stderr.contains("cmkfs: hint: give a valid token with --vault-token-file"), "\(i)")
+        XCTAssertFalse(i.stderr.contains("hvs.not-a-token"), "the token is never printed")
         XCTAssertFalse(FileManager.default.fileExists(atPath: pvol + "/cmkfs.volume"))
         // No token at all, and no terminal: refused, saying where a token comes from.
         let n = cmkfs(["init", pvol, "--kms", "vault", "--vault-addr", bao.address, "--vault-key", key])
@@ -226,7 +259,12 @@ final class VaultMountTests: IntegrationTestCase {
         try initVault()
         let m = cmkfs(["mount", pvol, mnt, "--vault-token-file", bad])
         XCTAssertEqual(m.status, 5, "\(m)")
-        XCTAssertTrue(m.stderr.contains("Vault refused the token"), "\(m)")
+        XCTAssertTrue(m.stderr.contains("refused the token") && !m.stderr.contains("disabled"), "\(m)")
         XCTAssertFalse(fx.isMounted(mnt))
+        // status says why in its JSON too.
+        let s = cmkfs(["status", pvol, "--json", "--vault-token-file", bad])
+        XCTAssertEqual(s.status, 5, "\(s)")
+        let status = (try? JSONSerialization.jsonObject(with: Data(s.stdout.utf8))) as? [String: Any]
+        XCTAssertEqual(status?["key_check_reason"] as? String, "denied", "\(s)")
     }
 }

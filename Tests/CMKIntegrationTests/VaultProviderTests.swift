@@ -63,7 +63,7 @@ final class VaultProviderTests: ProviderTestCase {
         assertRefused("unwrap under a deleted key", Self.isNotFound) { _ = try vault.unwrap(edek, with: key, context: ctx) }
     }
 
-    func testARevokedTokenIsTheKeyDisabled() throws {
+    func testARevokedTokenIsAccessDenied() throws {
         let key = try vault.createKey()
         let token = try bao.volumeToken(key: keyName)
         let limited = try VaultTransitProvider(settings: settings, keyName: keyName, token: OpenBaoServer.secret(token))
@@ -72,14 +72,17 @@ final class VaultProviderTests: ProviderTestCase {
         XCTAssertTrue(try limited.unwrap(edek, with: key, context: ctx).constantTimeEquals(d), "the documented policy is enough")
         XCTAssertEqual(try limited.state(of: key), .enabled)
         try bao.admin(.post, "auth/token/revoke", ["token": token])
-        assertRefused("unwrap with a revoked token", Self.isDisabled) { _ = try limited.unwrap(edek, with: key, context: ctx) }
-        assertRefused("state with a revoked token", Self.isDisabled) { _ = try limited.state(of: key) }
+        assertRefused("unwrap with a revoked token", Self.isDenied) { _ = try limited.unwrap(edek, with: key, context: ctx) }
+        assertRefused("state with a revoked token", Self.isDenied) { _ = try limited.state(of: key) }
     }
 
-    func testAWrongTokenIsRefusedAsDisabled() throws {
+    func testAWrongTokenIsRefusedAsAccessDeniedNotAsADisabledKey() throws {
         let key = try vault.createKey()
         let wrong = try VaultTransitProvider(settings: settings, keyName: keyName, token: OpenBaoServer.secret("not-a-token"))
-        assertRefused("state with a wrong token", Self.isDisabled) { _ = try wrong.state(of: key) }
+        assertRefused("state with a wrong token", {
+            guard case .accessDenied(_, let detail) = $0 else { return false }
+            return detail.contains("refused the token") && detail.contains("invalid, expired or revoked") && !detail.contains("not-a-token")
+        }) { _ = try wrong.state(of: key) }
     }
 
     func testAnUnreachableServerIsUnavailableAtOnce() throws {

@@ -53,6 +53,8 @@ extension ProviderKind {
                 notFound: "check the key id, ARN or alias and the region: aws kms describe-key --key-id \(config.keyID) --region \(region)",
                 disabled: "the key owner disabled the key, scheduled its deletion, or withdrew kms:Decrypt/kms:Encrypt from this principal "
                     + "(aws kms describe-key --key-id \(config.keyID) --region \(region)); they must enable it, cancel the deletion, or grant access again",
+                denied: "the key owner withdrew this principal's kms:Decrypt/kms:Encrypt/kms:DescribeKey (key policy, IAM policy or grant), "
+                    + "or these are not the credentials meant for \(config.keyID): check with aws sts get-caller-identity",
                 unavailable: "check the network path to \(awsEndpoint(config)), the credentials (AWS_ACCESS_KEY_ID or the profile) and the region")
         }
     )

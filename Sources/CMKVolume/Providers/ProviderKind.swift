@@ -196,11 +196,14 @@ public enum RotationParallelism: Sendable, Equatable {
 public struct ProviderHints: Sendable {
     public var notFound: String
     public var disabled: String
+    /// For a refused token or credentials (`.accessDenied`); the `disabled` hint if not given.
+    public var denied: String
     public var unavailable: String?
 
-    public init(notFound: String, disabled: String, unavailable: String?) {
+    public init(notFound: String, disabled: String, denied: String? = nil, unavailable: String?) {
         self.notFound = notFound
         self.disabled = disabled
+        self.denied = denied ?? disabled
         self.unavailable = unavailable
     }
 }

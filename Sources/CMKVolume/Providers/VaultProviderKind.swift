@@ -63,8 +63,10 @@ extension ProviderKind {
             let mount = config["vault_mount"] ?? "transit", key = vaultKeyName(config)
             return ProviderHints(
                 notFound: "the transit key \(key) is gone from \(mount)/ (deleted?): check with bao read \(mount)/keys/\(key)",
-                disabled: "Vault refused the token or the key version: check the token (bao token lookup), its policy "
-                    + "(docs/operator-guide.md, \"Vault transit\"), and \(mount)/keys/\(key)'s min_decryption_version",
+                disabled: "the volume's key version is below \(mount)/keys/\(key)'s min_decryption_version: "
+                    + "cmkfs key enable (or bao write \(mount)/keys/\(key)/config min_decryption_version=N) brings it back",
+                denied: "give a valid token with --vault-token-file FILE or VAULT_TOKEN (its owner can check it: bao token lookup TOKEN); "
+                    + "a periodic token must be renewed (bao token renew); its policy must allow the paths in docs/operator-guide.md, \"On Vault or OpenBao\"",
                 unavailable: "check that Vault at \(config["vault_addr"] ?? "?") is up and unsealed (bao status)")
         }
     )
