@@ -2,6 +2,20 @@ import Synchronization
 import CMKHTTP
 import CMKKeys
 
+/// `cmkfs key rotate --aws-key-id NEW` moves the volume onto another KMS key: the next version
+/// is that key (it must exist and be enabled), and ReEncrypt takes each EDEK from the old key to
+/// it inside AWS, so the old key can then be disabled or deleted by its owner.
+extension AWSKMSProvider: KeySwitching {
+    public func adoptKey(_ keyID: String, asVersion version: Int) throws(KeyProviderError) -> KeyRef {
+        let key = KeyRef(keyID: keyID, version: version)
+        switch try state(of: key) {
+        case .enabled: return key
+        case .disabled: throw .keyDisabled(key)
+        case .destroyed: throw .keyDestroyed(key)
+        }
+    }
+}
+
 /// `cmkfs key rotate` hands a whole batch to the provider: each EDEK is re-encrypted inside AWS
 /// (`ReEncrypt`, the DEK never leaves the KMS), 16 requests in flight on threads of their own
 /// (blocking HTTP calls would get only one per core from a dispatch queue).

@@ -166,7 +166,8 @@ public final class KeyCache: Sendable {
             guard let version = currentVersion(lease.fileID) else { continue }
             let changed = lease.state.withLock { l in
                 guard l.keyRef.version != version else { return false }
-                l.keyRef = KeyRef(keyID: l.keyRef.keyID, version: version)
+                // The active version may be another provider key (a rotation onto a new KMS key).
+                l.keyRef = version == active.version ? active : KeyRef(keyID: l.keyRef.keyID, version: version)
                 return true
             }
             if changed { moved += 1 }

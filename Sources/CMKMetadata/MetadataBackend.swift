@@ -76,7 +76,15 @@ public protocol KeyRotationStore: FileKeyStore, KeyVersionStore {
     func wrappedKeys(version: Int, after: [UInt8]?, limit: Int) throws(MetadataError) -> [WrappedKey]
     /// Stores re-wrapped keys (each only if its row still holds `oldEdek`) and `meta`
     /// atomically; returns how many rows changed.
-    func storeRewrapped(_ batch: [Rewrap], newVersion: Int, meta: [String: [UInt8]]) throws(MetadataError) -> Int
+    /// `newKeyID`: the new version is another provider key; each changed file's key-id row follows.
+    func storeRewrapped(_ batch: [Rewrap], newVersion: Int, newKeyID: String?, meta: [String: [UInt8]]) throws(MetadataError) -> Int
+}
+
+extension KeyRotationStore {
+    /// `storeRewrapped` within one provider key.
+    public func storeRewrapped(_ batch: [Rewrap], newVersion: Int, meta: [String: [UInt8]]) throws(MetadataError) -> Int {
+        try storeRewrapped(batch, newVersion: newVersion, newKeyID: nil, meta: meta)
+    }
 }
 
 /// User extended attributes (values already sealed by the caller). Names under `cmkfs.` are

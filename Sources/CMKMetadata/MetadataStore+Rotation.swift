@@ -40,19 +40,30 @@ extension MetadataStore {
 
     /// Stores a batch of re-wrapped EDEKs under `newVersion` and the `meta` rows (the progress
     /// record) in one transaction; returns how many rows still held their old EDEK and changed.
-    public func storeRewrapped(_ batch: [Rewrap], newVersion: Int, meta: [String: [UInt8]]) throws(MetadataError) -> Int {
+    /// `newKeyID`: the new version is another provider key (a rotation onto a new KMS key), so
+    /// each changed file's key-id row (`cmkfs.kek`) moves with its EDEK.
+    public func storeRewrapped(_ batch: [Rewrap], newVersion: Int, newKeyID: String?,
+                               meta: [String: [UInt8]]) throws(MetadataError) -> Int {
         try locked { (c) throws(MetadataError) in
             try c.transaction("storing re-wrapped EDEKs") { () throws(MetadataError) -> Int in
                 var changed = 0
                 for item in batch {
                     try Self.checkFileId(item.fileId)
-                    changed += try c.withStatement("UPDATE file_attrs SET value = ?3, key_version = ?4 WHERE file_id = ?1 AND name = '\(Self.edekName)' AND value = ?2") { (s) throws(MetadataError) in
+                    let moved = try c.withStatement("UPDATE file_attrs SET value = ?3, key_version = ?4 WHERE file_id = ?1 AND name = '\(Self.edekName)' AND value = ?2") { (s) throws(MetadataError) in
                         try s.bind(1, item.fileId)
                         try s.bind(2, item.oldEdek)
                         try s.bind(3, item.newEdek)
                         try s.bind(4, newVersion)
                         _ = try s.step("storing a re-wrapped EDEK")
                         return s.changes
+                    }
+                    changed += moved
+                    if moved > 0, let newKeyID {
+                        try c.withStatement("UPDATE file_attrs SET value = ?2 WHERE file_id = ?1 AND name = '\(Self.kekName)'") { (s) throws(MetadataError) in
+                            try s.bind(1, item.fileId)
+                            try s.bind(2, Array(newKeyID.utf8))
+                            _ = try s.step("recording the key id of a re-wrapped EDEK")
+                        }
                     }
                 }
                 for (key, value) in meta.sorted(by: { $0.key < $1.key }) { try Self.upsertMeta(c, key, value) }

@@ -125,8 +125,9 @@ extension KeyAdmin {
     /// under it (from `filesBlockingPurge`); with any, `force` must be set: each becomes
     /// unreadable and gets its own audit record (file id and backing paths) before the destroy.
     public func purge(version: Int, files: [[UInt8]], force: Bool, audit: AuditRecorder) throws(CMKError) -> PurgeReport {
-        let keyID = config.provider.keyID
-        let ref = KeyRef(keyID: keyID, version: version)
+        // The version's own key (another than the configuration's after a rotation onto a new key).
+        let ref = versions.first { $0.version == version } ?? KeyRef(keyID: config.provider.keyID, version: version)
+        let keyID = ref.keyID
         guard files.isEmpty || force else {
             try audit(.command("purge", result: "denied", error: "\(files.count) files are still wrapped under \(ref)",
                                keyID: keyID, keyVersion: version, detail: "refused without --force"), true)

@@ -63,13 +63,15 @@ extension KeyAdmin {
     /// progress (the command or the mount was killed) is resumed instead of starting another.
     /// File data is never touched. `progress(done, total)` is called after each batch.
     /// `maxRate` (EDEKs per second) spares a shared HSM or KMS; nil is as fast as it goes.
-    public func rotate(batchSize: Int = 1000, maxRate: Double? = nil, audit: AuditRecorder,
+    /// `newKeyID`: the new version is that key of the provider instead of the next version of
+    /// the current one (`KeySwitching`: AWS KMS), and the volume's configuration records it.
+    public func rotate(batchSize: Int = 1000, maxRate: Double? = nil, newKeyID: String? = nil, audit: AuditRecorder,
                        progress: (Int, Int) -> Void = { _, _ in }) throws(CMKError) -> RotationReport {
         let start = Date()
         let store = try openStore()
         defer { store.close() }
         let volumeID = try volumeID(store)
-        let keyID = config.provider.keyID
+        var keyID = config.provider.keyID
         var state: RotationProgress
         let resumed: Bool
         do {
@@ -80,10 +82,16 @@ extension KeyAdmin {
                 }
                 state = decoded
                 resumed = true
+                keyID = try Volume.masterKey(version: state.target, in: store, fallback: keyID).keyID
+                if let newKeyID, newKeyID != keyID {
+                    throw CMKError(.refused, "a rotation to version \(state.target) (\(keyID)) of \(path) is unfinished; it must finish before another key is taken",
+                                   hint: "finish it first: cmkfs key rotate \(path) (without a new key), then rotate onto \(newKeyID)")
+                }
                 try audit(.command("rotate", keyID: keyID, keyVersion: state.target,
                                    detail: "resumed: \(state.rewrapped) EDEKs were re-wrapped before the interruption"), true)
             } else {
-                state = try beginRotation(store: store, volumeID: volumeID, audit: audit)
+                state = try beginRotation(store: store, volumeID: volumeID, newKeyID: newKeyID, audit: audit)
+                keyID = try Volume.masterKey(version: state.target, in: store, fallback: keyID).keyID
                 resumed = false
             }
         } catch let error as CMKError { throw error } catch {
@@ -91,6 +99,9 @@ extension KeyAdmin {
         }
 
         let target = KeyRef(keyID: keyID, version: state.target)
+        // After the switch committed (or on resuming one whose command was killed before it
+        // got here): the configuration names the key new files are wrapped under.
+        try recordActiveKeyID(target.keyID)
         do {
             try drain(store: store, volumeID: volumeID, target: target, state: &state, batchSize: batchSize,
                       maxRate: maxRate, audit: audit, progress: progress)
@@ -132,12 +143,27 @@ extension KeyAdmin {
         group.wait()
     }
 
+    /// Rewrites `cmkfs.volume` with `keyID` as the master key when it names another (a rotation
+    /// onto a new provider key): through a temporary file and a rename, like `init`.
+    private func recordActiveKeyID(_ keyID: String) throws(CMKError) {
+        var current = try Volume.readConfig(path)
+        guard current.provider.keyID != keyID else { return }
+        current.provider.keyID = keyID
+        try Volume.writeConfig(current, to: path)
+    }
+
     /// Creates the new version, re-wraps the volume's own secrets (key check, audit key, name key) under
     /// it and commits the switch; from then on every new file is wrapped under the new version.
-    private func beginRotation(store: any MetadataBackend, volumeID: [UInt8], audit: AuditRecorder) throws -> RotationProgress {
-        let keyID = config.provider.keyID
-        guard let active = try store.keyVersions().first(where: { $0.state == .active }) else {
+    /// With `newKeyID` (another key than the active version's), the new version is that key.
+    private func beginRotation(store: any MetadataBackend, volumeID: [UInt8], newKeyID: String?, audit: AuditRecorder) throws -> RotationProgress {
+        let records = try store.keyVersions()
+        guard let active = records.first(where: { $0.state == .active }) else {
             throw CMKError(.notAVolume, "the metadata database of \(path) names no active master-key version")
+        }
+        let keyID = active.keyId
+        /// The key a version of the volume was wrapped under, as the volume recorded it.
+        func key(_ version: Int) -> KeyRef {
+            KeyRef(keyID: records.last { $0.version == version }?.keyId ?? config.provider.keyID, version: version)
         }
         // Refuse before creating anything when the current key cannot be used (revoked).
         let activeRef = KeyRef(keyID: active.keyId, version: active.version)
@@ -147,11 +173,20 @@ extension KeyAdmin {
                            hint: activeState == .disabled ? "enable it first: cmkfs key enable \(path)" : nil)
         }
         var secrets: [String: [UInt8]] = [:]
-        let newRef = try provider.createVersion(of: keyID)
+        let newRef: KeyRef
+        if let newKeyID, newKeyID != keyID {
+            guard let switching = (provider as? any KeySwitching) ?? ((provider as? RetryingProvider)?.base as? any KeySwitching) else {
+                throw CMKError(.usage, "the \(config.provider.kind) key provider cannot move \(path) onto another key at rotation",
+                               hint: "rotate without a new key: cmkfs key rotate \(path)")
+            }
+            newRef = try switching.adoptKey(newKeyID, asVersion: (records.map(\.version).max() ?? 0) + 1)
+        } else {
+            newRef = try provider.createVersion(of: keyID)
+        }
         let request = KeyRequest.ownProcess("rotate")
         let checkContext = WrapContext(volumeID: volumeID, fileID: Volume.keyCheckFileID, request: request)
         if let check = try store.meta(Volume.keyCheckName) {
-            let old = KeyRef(keyID: keyID, version: try Volume.keyCheckVersion(store))
+            let old = key(try Volume.keyCheckVersion(store))
             let secret = try provider.unwrap(check, with: old, context: checkContext)
             secrets[Volume.keyCheckName] = try provider.wrap(secret, with: newRef, context: checkContext)
             secrets[Volume.keyCheckVersionName] = Array(String(newRef.version).utf8)
@@ -159,13 +194,13 @@ extension KeyAdmin {
         let auditContext = WrapContext(volumeID: volumeID, fileID: Volume.auditKeyFileID, request: request)
         if let edek = try store.meta(Volume.auditKeyName), let raw = try store.meta(Volume.auditKeyVersionName),
            let version = Int(String(decoding: raw, as: UTF8.self)) {
-            let secret = try provider.unwrap(edek, with: KeyRef(keyID: keyID, version: version), context: auditContext)
+            let secret = try provider.unwrap(edek, with: key(version), context: auditContext)
             secrets[Volume.auditKeyName] = try provider.wrap(secret, with: newRef, context: auditContext)
             secrets[Volume.auditKeyVersionName] = Array(String(newRef.version).utf8)
         }
         let nameContext = WrapContext(volumeID: volumeID, fileID: Volume.nameKeyFileID, request: request)
         if let edek = try store.meta(Volume.nameKeyName), let version = try Volume.nameKeyVersion(store) {
-            let secret = try provider.unwrap(edek, with: KeyRef(keyID: keyID, version: version), context: nameContext)
+            let secret = try provider.unwrap(edek, with: key(version), context: nameContext)
             secrets[Volume.nameKeyName] = try provider.wrap(secret, with: newRef, context: nameContext)
             secrets[Volume.nameKeyVersionName] = Array(String(newRef.version).utf8)
         }
@@ -175,8 +210,9 @@ extension KeyAdmin {
                                 meta: secrets)
         try store.makeDurable()
         let pending = try store.edekCounts().filter { $0.key != newRef.version }.values.reduce(0, +)
-        try audit(.command("rotate", keyID: keyID, keyVersion: newRef.version,
-                           detail: "started: \(activeRef) deactivated, \(newRef) active; \(pending) EDEKs to re-wrap"), true)
+        try audit(.command("rotate", keyID: newRef.keyID, keyVersion: newRef.version,
+                           detail: "started: \(activeRef) deactivated, \(newRef) active; \(pending) EDEKs to re-wrap"
+                               + (newRef.keyID == keyID ? "" : " into another key")), true)
         return state
     }
 
@@ -225,6 +261,7 @@ extension KeyAdmin {
                 let changed: Int
                 do {
                     changed = try store.storeRewrapped(rewraps, newVersion: target.version,
+                                                       newKeyID: from.keyID == target.keyID ? nil : target.keyID,
                                                        meta: [RotationProgress.metaName: state.encoded()])
                 } catch { throw .metadata(error, volume: path) }
                 done += batch.count

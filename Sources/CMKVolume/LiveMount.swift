@@ -15,9 +15,9 @@ public protocol LiveMount {
 extension KeyAdmin {
     /// `rotate`, then the live mount's cached DEKs follow their EDEKs to the new version (so a
     /// later purge of the old version does not cut them).
-    public func rotate(batchSize: Int = 1000, maxRate: Double? = nil, audit: AuditRecorder, mount: any LiveMount,
+    public func rotate(batchSize: Int = 1000, maxRate: Double? = nil, newKeyID: String? = nil, audit: AuditRecorder, mount: any LiveMount,
                        progress: (Int, Int) -> Void = { _, _ in }) throws(CMKError) -> RotationReport {
-        let report = try rotate(batchSize: batchSize, maxRate: maxRate, audit: audit, progress: progress)
+        let report = try rotate(batchSize: batchSize, maxRate: maxRate, newKeyID: newKeyID, audit: audit, progress: progress)
         try mount.relabel()
         return report
     }
@@ -40,7 +40,8 @@ extension KeyAdmin {
         }
         try? mount.relabel()
         let report = try purge(version: version, files: files, force: force, audit: audit)
-        try? mount.flush(KeyRef(keyID: config.provider.keyID, version: version), reason: "cmkfs key purge --version \(version)")
+        let key = versions.first { $0.version == version } ?? KeyRef(keyID: config.provider.keyID, version: version)
+        try? mount.flush(key, reason: "cmkfs key purge --version \(version)")
         return report
     }
 }

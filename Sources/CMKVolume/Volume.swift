@@ -106,7 +106,8 @@ public final class Volume: Sendable {
         do { edek = try metadata.meta(Self.keyCheckName) } catch { throw .metadata(error, volume: path) }
         guard let edek else { throw CMKError(.notAVolume, "the metadata database of \(path) has no key check record") }
         do {
-            _ = try provider.unwrap(edek, with: KeyRef(keyID: config.provider.keyID, version: try Self.keyCheckVersion(metadata)),
+            _ = try provider.unwrap(edek, with: try Self.masterKey(version: try Self.keyCheckVersion(metadata), in: metadata,
+                                                                    fallback: config.provider.keyID),
                                     context: WrapContext(volumeID: volumeID, fileID: Self.keyCheckFileID, request: keyRequest()))
         } catch let error as MetadataError {
             throw .metadata(error, volume: path)

@@ -30,19 +30,20 @@ extension Volume {
                           path: path, providerConfig: config.provider, request: keyRequest())
     }
 
-    static func auditKey(metadata: any VolumeFactStore & MetadataMaintenance, provider: any KeyProvider, volumeID: [UInt8], activeKey: KeyRef?,
+    static func auditKey(metadata: any VolumeFactStore & KeyVersionStore & MetadataMaintenance, provider: any KeyProvider, volumeID: [UInt8], activeKey: KeyRef?,
                          path: String, providerConfig: ProviderConfig,
                          request: KeyRequest = .ownProcess("audit")) throws(CMKError) -> SecretBytes {
         let context = WrapContext(volumeID: volumeID, fileID: auditKeyFileID, request: request)
         do {
             if let edek = try metadata.meta(auditKeyName), let raw = try metadata.meta(auditKeyVersionName),
                let version = Int(String(decoding: raw, as: UTF8.self)) {
-                let ref = KeyRef(keyID: providerConfig.keyID, version: version)
+                let ref = try masterKey(version: version, in: metadata, fallback: providerConfig.keyID)
                 do { return try provider.unwrap(edek, with: ref, context: context) } catch {
                     // Which is wrong, the row or the keystore? The key check tells: if it unwraps,
                     // the master key is the volume's own and the row is bad.
                     guard case .unwrapFailed = error, let check = try metadata.meta(Volume.keyCheckName),
-                          (try? provider.unwrap(check, with: KeyRef(keyID: providerConfig.keyID, version: try Volume.keyCheckVersion(metadata)),
+                          (try? provider.unwrap(check, with: try masterKey(version: try Volume.keyCheckVersion(metadata), in: metadata,
+                                                                           fallback: providerConfig.keyID),
                                                 context: WrapContext(volumeID: volumeID, fileID: Volume.keyCheckFileID, request: request))) != nil else { throw error }
                     throw CMKError(.auditNotIntact,
                                    "the audit key row meta['\(auditKeyName)'] in \(path)/meta.db does not unwrap under master key \(ref), "

@@ -128,7 +128,7 @@ extension Volume {
     }
 
     /// Written last, through a temporary file and a rename: its presence marks a complete volume.
-    private static func writeConfig(_ config: VolumeConfig, to path: String) throws(CMKError) {
+    static func writeConfig(_ config: VolumeConfig, to path: String) throws(CMKError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let final = path + "/" + VolumeConfig.fileName, tmp = final + ".tmp"

@@ -44,7 +44,10 @@ extension Volume {
         guard let edek, let version else {
             throw FileKeyError(.missingRow, "the metadata database of \(path) has no name key")
         }
-        let ref = KeyRef(keyID: config.provider.keyID, version: version)
+        let ref: KeyRef
+        do { ref = try Self.masterKey(version: version, in: metadata, fallback: config.provider.keyID) } catch {
+            throw FileKeyError(.metadata(error), "the name key: \(error)")
+        }
         do {
             let key = try provider.unwrap(edek, with: ref, context: WrapContext(volumeID: volumeID, fileID: Self.nameKeyFileID, request: keyRequest()))
             return (key, ref)

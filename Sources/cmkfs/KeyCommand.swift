@@ -46,9 +46,22 @@ struct KeyCommand: ParsableCommand {
                 let keys = admin.versions.map(\.description).joined(separator: ", ")
                 let detail = "disabled \(keys)" + (reason.map { ": \($0)" } ?? "")
                 // The flush goes first: recording the revocation waits for a durable write.
-                let flush = mounted ? try ControlClient.send(.flushKey(keyID: admin.config.provider.keyID, version: nil,
-                                                                                reason: "cmkfs key revoke" + (reason.map { ": \($0)" } ?? "")),
-                                                             volume: admin.path) : nil
+                // Every key the volume's versions name (more than one after a rotation onto a new key).
+                var flush: ControlResponse?
+                if mounted {
+                    for keyID in Set(admin.versions.map(\.keyID) + [admin.config.provider.keyID]).sorted() {
+                        let r = try ControlClient.send(.flushKey(keyID: keyID, version: nil, reason: "cmkfs key revoke" + (reason.map { ": \($0)" } ?? "")),
+                                                       volume: admin.path)
+                        if var sum = flush {
+                            sum.flushed = (sum.flushed ?? 0) + (r.flushed ?? 0)
+                            sum.openFilesCut = (sum.openFilesCut ?? 0) + (r.openFilesCut ?? 0)
+                            sum.elapsedMilliseconds = (sum.elapsedMilliseconds ?? 0) + (r.elapsedMilliseconds ?? 0)
+                            flush = sum
+                        } else {
+                            flush = r
+                        }
+                    }
+                }
                 let flushedAt = monotonicNow()
                 // key_version: the newest version disabled (detail lists them all).
                 let newest = admin.versions.map(\.version).max()

@@ -59,7 +59,9 @@ extension KeyCommand {
             discussion: """
             Works while the volume is mounted and in use; file data is not rewritten. The old version is \
             deactivated (still unwraps, wraps nothing new) until you purge it. Interrupted (killed, provider \
-            down), it resumes where it stopped when run again. Example: cmkfs key rotate /srv/vol --json
+            down), it resumes where it stopped when run again. AWS KMS volumes: --aws-key-id moves the volume \
+            onto another KMS key (ReEncrypt inside AWS), after which the old key can be disabled or deleted. \
+            Example: cmkfs key rotate /srv/vol --json
             """
         )
         @Argument(help: "The volume directory.") var volume: String
@@ -68,15 +70,23 @@ extension KeyCommand {
         @Option(help: "At most this many EDEKs per second, to spare a shared HSM or KMS (default: as fast as it goes).")
         var maxRate: Double?
         @Flag(help: "Print a JSON summary instead of text.") var json = false
+        @Option(name: .customLong("aws-key-id"), help: ArgumentHelp(
+            "aws-kms: move the volume onto this KMS key (key id, ARN or alias/NAME; it must exist and be enabled): the new version is that key, every EDEK is re-encrypted into it.",
+            valueName: "KEY"))
+        var awsKeyID: String?
 
         func run() {
             reporting { () throws(CMKError) in
                 let admin = try access.admin(volume)
+                if awsKeyID != nil, admin.config.provider.kind != ProviderKind.awsKMS.name {
+                    throw CMKError(.usage, "--aws-key-id is for aws-kms volumes; \(admin.path) uses the \(admin.config.provider.kind) key provider",
+                                   hint: "rotate without it: cmkfs key rotate \(volume)")
+                }
                 let audit = CommandAudit(admin)
                 var bar = ProgressReport("re-wrapping", unit: "file keys")
                 let report: RotationReport
                 do throws(CMKError) {
-                    report = try admin.rotate(batchSize: max(1, batchSize), maxRate: maxRate, audit: audit.sink,
+                    report = try admin.rotate(batchSize: max(1, batchSize), maxRate: maxRate, newKeyID: awsKeyID, audit: audit.sink,
                                               mount: ControlledMount(volume: admin.path)) { bar.update($0, $1) }
                 } catch {
                     try? audit.close()

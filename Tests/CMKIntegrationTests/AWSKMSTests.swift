@@ -134,6 +134,68 @@ final class AWSKMSTests: IntegrationTestCase {
         XCTAssertTrue(cmkfs(["audit", "verify", pvol]).succeeded)
     }
 
+    /// `key rotate --aws-key-id NEW` moves a mounted volume onto another KMS key: every EDEK is
+    /// re-encrypted into it inside AWS (ReEncrypt, no DEK leaves the KMS), the volume records the
+    /// new key, and the key owner can then delete the old key without losing a file.
+    func testRotateOntoAnotherKMSKeyLetsTheOldKeyGo() throws {
+        try makeVolume()
+        try mountP()
+        py(KeyLifecycleTests.populate, [mnt, "60"])
+        let newKey = try server.createKey()
+        let before = try server.stats()
+        let r = cmkfs(["key", "rotate", pvol, "--aws-key-id", newKey, "--json"], timeout: 300)
+        XCTAssertTrue(r.succeeded, "rotate --aws-key-id: \(r)")
+        XCTAssertEqual(json(r)["key_id"] as? String, newKey, r.stdout)
+        XCTAssertEqual(json(r)["active_version"] as? Int, 2, r.stdout)
+        XCTAssertEqual(json(r)["failed"] as? Int, 0, r.stdout)
+        let after = try server.stats()
+        XCTAssertGreaterThanOrEqual((after["ReEncrypt"] ?? 0) - (before["ReEncrypt"] ?? 0), 60, "\(after)")
+        let config = try String(contentsOfFile: pvol + "/cmkfs.volume", encoding: .utf8)
+        let provider = (try JSONSerialization.jsonObject(with: Data(config.utf8)) as? [String: Any])?["provider"] as? [String: Any]
+        XCTAssertEqual(provider?["key_id"] as? String, newKey, "the volume records the new key: \(config)")
+        // The live mount reads every file again from its new EDEK, and writes new ones under the new key.
+        XCTAssertTrue(cmkfs(["cache", "flush", pvol]).succeeded)
+        py(KeyLifecycleTests.checkAll, [mnt, "60"])
+        sh("printf new > \(mnt)/new")
+        XCTAssertTrue(cmkfs(["key", "purge", pvol, "--version", "1"]).succeeded)
+        try unmountP()
+        // The key owner deletes the old key (NotFoundException from now on): nothing needs it.
+        try server.fault(["deleted": [keyID]])
+        try mountP()
+        py(KeyLifecycleTests.checkAll, [mnt, "60"])
+        XCTAssertEqual(sh("cat \(mnt)/new"), "new")
+        // A plain rotation goes on within the new key; revoke disables the key the volume uses now.
+        let again = cmkfs(["key", "rotate", pvol, "--json"], timeout: 300)
+        XCTAssertTrue(again.succeeded, "\(again)")
+        XCTAssertEqual(json(again)["key_id"] as? String, newKey, again.stdout)
+        XCTAssertEqual(json(again)["active_version"] as? Int, 3, again.stdout)
+        XCTAssertTrue(cmkfs(["key", "revoke", pvol]).succeeded)
+        XCTAssertEqual(try server.keyState(newKey), "Disabled")
+        XCTAssertTrue(fx.sh("cat \(mnt)/new").stderr.contains("Permission denied"))
+        XCTAssertTrue(cmkfs(["key", "enable", pvol]).succeeded)
+        XCTAssertTrue(waitUntil(deadline: 10) { fx.sh("cat \(mnt)/new").stdout == "new" })
+        try unmountP()
+        let verify = cmkfs(["audit", "verify", pvol])
+        XCTAssertTrue(verify.succeeded, "\(verify)")
+        let fsck = cmkfs(["fsck", pvol])
+        XCTAssertTrue(fsck.succeeded, "\(fsck)")
+    }
+
+    /// A rotation onto a key that is disabled is refused before anything changes; another
+    /// provider's volume refuses the flag.
+    func testRotateOntoADisabledKeyIsRefusedBeforeAnythingChanges() throws {
+        try makeVolume()
+        let newKey = try server.createKey()
+        try server.owner("DisableKey", ["KeyId": newKey])
+        let r = cmkfs(["key", "rotate", pvol, "--aws-key-id", newKey])
+        XCTAssertEqual(r.status, 5, "\(r)")
+        XCTAssertTrue(r.stderr.contains("disabled"), "\(r)")
+        let list = cmkfs(["key", "list", pvol, "--json"])
+        XCTAssertEqual(((json(list)["versions"] as? [[String: Any]]) ?? []).count, 1, list.stdout)
+        try mountP()
+        try unmountP()
+    }
+
     /// ReEncrypt against moto: the EDEK moves to the next version's context without its DEK
     /// leaving the KMS, and no longer unwraps under the old one.
     func testReEncryptMovesAnEDEKToTheNextVersion() throws {

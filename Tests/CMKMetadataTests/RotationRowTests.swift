@@ -53,6 +53,22 @@ final class RotationRowTests: MetadataTestCase {
         XCTAssertNil(try store.meta("rotation"))
     }
 
+    /// A rotation onto another provider key: each re-wrapped file's key-id row moves with its
+    /// EDEK (in the same transaction), and a row that changed since it was read keeps both.
+    func testRewrapOntoAnotherKeyMovesTheFilesKeyIDWithItsEDEK() throws {
+        let store = try storeWithVersion1(files: 3)
+        defer { store.close() }
+        try store.beginRotation(to: KeyVersionRecord(keyId: "mk-new", version: 2, state: .active, createdAt: "t2"), meta: [:])
+        let changed = try store.storeRewrapped([
+            Rewrap(fileId: id(0), oldEdek: [1, 0], newEdek: [2, 0]),
+            Rewrap(fileId: id(1), oldEdek: [0xFF], newEdek: [2, 1]),
+        ], newVersion: 2, newKeyID: "mk-new", meta: [:])
+        XCTAssertEqual(changed, 1)
+        XCTAssertEqual(try store.fileKey(fileId: id(0)), FileKeyRecord(edek: [2, 0], keyId: "mk-new", keyVersion: 2))
+        XCTAssertEqual(try store.fileKey(fileId: id(1)), FileKeyRecord(edek: [1, 1], keyId: "mk", keyVersion: 1))
+        XCTAssertEqual(try store.fileKey(fileId: id(2)), FileKeyRecord(edek: [1, 2], keyId: "mk", keyVersion: 1))
+    }
+
     /// Two processes' connections committing and checkpointing at once: before the retry, the
     /// checkpoint that met the other's checkpointer lock failed at once with SQLITE_BUSY.
     func testConcurrentCheckpointsFromTwoConnectionsDoNotFail() throws {
