@@ -36,8 +36,9 @@ final class VaultClient: Sendable {
                                                caFile: settings.caFile, maxIdleHandles: 32, maxResponseBytes: 64 << 20))
     }
 
-    /// `METHOD /v1/<mount>/<path>` with `body`; `context` goes into the `X-Cmkfs-*` headers.
-    func call(_ method: HTTPMethod, _ path: String, body: HTTPBody? = nil,
+    /// `METHOD /v1/<mount>/<path>` with `body` (`mount`: the transit mount unless another is
+    /// named); `context` goes into the `X-Cmkfs-*` headers.
+    func call(_ method: HTTPMethod, _ path: String, body: HTTPBody? = nil, mount: String? = nil,
               context: [(String, String)] = []) throws(HTTPError) -> VaultAnswer {
         var headers: [(name: String, value: String)] = [
             ("X-Vault-Token", token.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }),
@@ -46,7 +47,7 @@ final class VaultClient: Sendable {
         if body != nil { headers.append(("Content-Type", "application/json")) }
         if let namespace = settings.namespace { headers.append(("X-Vault-Namespace", namespace)) }
         for (name, value) in context { headers.append(("X-Cmkfs-\(name)", value)) }
-        let url = "\(settings.address)/v1/\(settings.mount)/\(path)"
+        let url = "\(settings.address)/v1/\(mount ?? settings.mount)/\(path)"
         let response = try http.send(HTTPRequest(method: method, url: url, headers: headers, body: body))
         return VaultAnswer(status: response.status, body: response.body)
     }

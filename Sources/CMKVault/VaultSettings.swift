@@ -11,12 +11,15 @@ public struct VaultSettings: Sendable, Equatable {
     public var namespace: String?
     /// A PEM file of CAs to trust for the server's certificate instead of the system's.
     public var caFile: String?
+    /// The mount path of a KV version 2 engine that keeps the volume's audit anchor, or nil for
+    /// none (`VaultTransitProvider+Anchor.swift`).
+    public var kvMount: String?
     /// Deadlines of one request (connect, and whole request).
     public var connectTimeoutMilliseconds: Int
     public var timeoutMilliseconds: Int
 
     public init(address: String, mount: String = "transit", namespace: String? = nil, caFile: String? = nil,
-                connectTimeoutMilliseconds: Int = 2_000, timeoutMilliseconds: Int = 5_000) {
+                connectTimeoutMilliseconds: Int = 2_000, timeoutMilliseconds: Int = 5_000, kvMount: String? = nil) {
         var address = address
         while address.hasSuffix("/") { address.removeLast() }
         var mount = mount
@@ -26,6 +29,10 @@ public struct VaultSettings: Sendable, Equatable {
         self.mount = mount
         self.namespace = namespace
         self.caFile = caFile
+        var kv = kvMount
+        while kv?.hasPrefix("/") == true { kv?.removeFirst() }
+        while kv?.hasSuffix("/") == true { kv?.removeLast() }
+        self.kvMount = kv
         self.connectTimeoutMilliseconds = connectTimeoutMilliseconds
         self.timeoutMilliseconds = timeoutMilliseconds
     }
@@ -42,6 +49,7 @@ public struct VaultSettings: Sendable, Equatable {
         }
         guard Self.isPathSafe(mount, slashes: true) else { return "the transit mount path '\(mount)' has characters other than A-Z a-z 0-9 . _ - /" }
         guard Self.isPathSafe(keyName, slashes: false) else { return "the transit key name '\(keyName)' has characters other than A-Z a-z 0-9 . _ -" }
+        if let kvMount, !Self.isPathSafe(kvMount, slashes: true) { return "the KV mount path '\(kvMount)' has characters other than A-Z a-z 0-9 . _ - /" }
         if let namespace, !Self.isPathSafe(namespace, slashes: true) { return "the Vault namespace '\(namespace)' has characters other than A-Z a-z 0-9 . _ - /" }
         return nil
     }

@@ -190,7 +190,7 @@ public final class VaultTransitProvider: KeyProvider {
 
     /// A request, with the HTTP layer's failures as `.unavailable` naming the server.
     func call(_ method: HTTPMethod, _ path: String, body: HTTPBody? = nil, key: KeyRef, op: String,
-              context: WrapContext? = nil) throws(KeyProviderError) -> VaultAnswer {
+              context: WrapContext? = nil, mount: String? = nil) throws(KeyProviderError) -> VaultAnswer {
         var headers = [("Op", op)]
         if let context {
             headers.append(("Volume", hexString(context.volumeID)))
@@ -198,7 +198,7 @@ public final class VaultTransitProvider: KeyProvider {
             headers += Self.requestHeaders(context.request)
         }
         do {
-            let answer = try client.call(method, path, body: body, context: headers)
+            let answer = try client.call(method, path, body: body, mount: mount, context: headers)
             // Vault's own name for the request, which its audit device records as request.id.
             if let id = answer.requestID { context?.request?.receipt.record(serverRequestID: id) }
             // Sealed, standby without forwarding, overloaded: an outage, not an answer about the key.

@@ -64,7 +64,7 @@ final class OpenBaoServer: @unchecked Sendable {
     deinit { stop() }
 
     private static func launch(_ bao: String, port: Int, logPath: String, auditLog: String?) throws -> (Process, FileHandle) {
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         var config = ""
         if let auditLog {
             let path = logPath + ".hcl"
@@ -132,8 +132,9 @@ final class OpenBaoServer: @unchecked Sendable {
 
     /// A token limited to what a cmkfs volume on key `key` needs (docs/operator-guide.md's
     /// policy), with a TTL.
-    func volumeToken(key: String, ttl: String = "1h") throws -> String {
+    func volumeToken(key: String, ttl: String = "1h", anchorKV: String? = nil) throws -> String {
         let policy = Self.volumePolicy(mount: "transit", key: key)
+            + (anchorKV.map { "\npath \"\($0)/data/cmkfs/audit-anchor/*\" { capabilities = [\"create\", \"read\", \"update\"] }" } ?? "")
         try admin(.put, "sys/policies/acl/cmkfs-\(key)", ["policy": policy])
         let made = try admin(.post, "auth/token/create", ["policies": ["cmkfs-\(key)"], "ttl": ttl, "no_default_policy": true])
         guard let token = (made["auth"] as? [String: Any])?["client_token"] as? String else { throw FixtureError("no token in \(made)") }

@@ -128,6 +128,54 @@ final class VaultMountTests: IntegrationTestCase {
         XCTAssertTrue(v.succeeded, "\(v)")
     }
 
+    // MARK: the audit anchor in Vault KV
+
+    /// With `--vault-kv-mount`, Vault keeps the audit log's anchor (the dev server's KV v2 at
+    /// `secret/`): a log rolled back together with meta.db to an older consistent pair is named
+    /// by `audit verify` (exit 12), and a mount on it chains a gap instead of re-basing.
+    func testVaultKVAnchorNamesALogRolledBackWithMetaDB() throws {
+        let token = try bao.volumeToken(key: key, anchorKV: "secret")
+        try (token + "\n").write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        chmod(tokenFile, 0o600)
+        let i = cmkfs(["init", pvol, "--kms", "vault", "--vault-addr", bao.address, "--vault-key", key,
+                       "--vault-kv-mount", "secret", "--vault-token-file", tokenFile])
+        XCTAssertTrue(i.succeeded, "\(i)")
+        let volumeID = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: pvol + "/cmkfs.volume")))
+                                      as? [String: Any])?["volume_id"] as? String)
+        let place = "Vault KV secret/cmkfs/audit-anchor/\(volumeID) at \(bao.address)"
+        try mountP()
+        sh("echo a > \(mnt)/f && cat \(mnt)/f > /dev/null")
+        try unmountP()
+        let stored = try bao.admin(.get, "secret/data/cmkfs/audit-anchor/\(volumeID)")
+        XCTAssertNotNil((stored["data"] as? [String: Any])?["data"], "the anchor is in Vault: \(stored)")
+        let ok = cmkfs(["audit", "verify", pvol, "--vault-token-file", tokenFile])
+        XCTAssertTrue(ok.succeeded && ok.stdout.contains("anchor in \(place)") && ok.stdout.contains(" matches"), "\(ok)")
+        let older = fx.root + "/older"
+        sh("chattr -R -a \(pvol)/audit && mkdir -p \(older) && cp -a \(pvol)/audit \(older)/ && cp -a \(pvol)/meta.db* \(older)/")
+        try mountP()
+        sh("cat \(mnt)/f > /dev/null && cat \(mnt)/f > /dev/null")
+        try unmountP()
+        sh("chattr -R -a \(pvol)/audit && rm -rf \(pvol)/audit \(pvol)/meta.db* && cp -a \(older)/audit \(older)/meta.db* \(pvol)/")
+        let r = cmkfs(["audit", "verify", pvol, "--vault-token-file", tokenFile])
+        XCTAssertEqual(r.status, 12, "\(r)")
+        XCTAssertTrue(r.stderr.contains("behind-anchor:") && r.stderr.contains("the anchor in \(place)"), r.stderr)
+        try mountP()
+        try unmountP()
+        let after = cmkfs(["audit", "verify", pvol, "--vault-token-file", tokenFile])
+        XCTAssertEqual(after.status, 12, "\(after)")
+        XCTAssertTrue(after.stderr.contains("gap:") && after.stderr.contains("the anchor in \(place)"), after.stderr)
+    }
+
+    /// Without a KV mount (or before this change), Vault keeps no anchor and says so.
+    func testWithoutAKVMountVaultKeepsNoAnchor() throws {
+        try initVault()
+        try mountP()
+        try unmountP()
+        let v = cmkfs(["audit", "verify", pvol, "--vault-token-file", tokenFile])
+        XCTAssertTrue(v.succeeded, "\(v)")
+        XCTAssertTrue((v.stdout + v.stderr).contains("keeps no anchor"), "\(v)")
+    }
+
     // MARK: cmkfs key revoke / key enable
 
     /// `key revoke` raises the transit key's thresholds past the volume's versions (the held

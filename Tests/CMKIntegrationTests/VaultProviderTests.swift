@@ -85,6 +85,28 @@ final class VaultProviderTests: ProviderTestCase {
         }) { _ = try wrong.state(of: key) }
     }
 
+    /// With a KV v2 mount (the dev server's `secret/`), the audit anchor is kept in Vault,
+    /// moves only forward, and a token without the path is refused as such.
+    func testTheAuditAnchorLivesInKVAndRefusesARollback() throws {
+        let kv = VaultSettings(address: bao.address, timeoutMilliseconds: 2000, kvMount: "secret")
+        let anchored = try VaultTransitProvider(settings: kv, keyName: keyName, token: OpenBaoServer.secret())
+        let volume = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        XCTAssertNil(vault.anchorPlace(volumeID: volume), "no KV mount: no anchor")
+        XCTAssertEqual(anchored.anchorPlace(volumeID: volume),
+                       "Vault KV secret/cmkfs/audit-anchor/\(volume.map { String(format: "%02x", $0) }.joined()) at \(bao.address)")
+        XCTAssertNil(try anchored.auditAnchor(volumeID: volume))
+        try anchored.setAuditAnchor([1, 2, 3], seq: 5, volumeID: volume)
+        XCTAssertEqual(try anchored.auditAnchor(volumeID: volume), [1, 2, 3])
+        try anchored.setAuditAnchor([4], seq: 6, volumeID: volume)
+        try anchored.setAuditAnchor([4], seq: 6, volumeID: volume)
+        assertRefused("an anchor moved back", { if case .unavailable(let why) = $0 { return why.contains("rollback") }; return false }) {
+            try anchored.setAuditAnchor([9], seq: 5, volumeID: volume)
+        }
+        XCTAssertEqual(try anchored.auditAnchor(volumeID: volume), [4])
+        let limited = try VaultTransitProvider(settings: kv, keyName: keyName, token: OpenBaoServer.secret(try bao.volumeToken(key: keyName)))
+        assertRefused("a token without the anchor's path", Self.isDenied) { _ = try limited.auditAnchor(volumeID: volume) }
+    }
+
     func testAnUnreachableServerIsUnavailableAtOnce() throws {
         let dead = VaultSettings(address: "http://127.0.0.1:\(OpenBaoServer.freePort())", timeoutMilliseconds: 2000)
         let gone = try VaultTransitProvider(settings: dead, keyName: keyName, token: OpenBaoServer.secret())

@@ -7,7 +7,7 @@ extension ProviderKind {
     public static let vault = ProviderKind(
         name: "vault",
         initHelp: "--kms vault: a transit key of Vault or OpenBao at --vault-addr URL named --vault-key NAME (made with derived=true "
-            + "when missing) [--vault-mount transit] [--vault-namespace NS] [--vault-ca-cert FILE]; token from --vault-token-file FILE, "
+            + "when missing) [--vault-mount transit] [--vault-namespace NS] [--vault-ca-cert FILE] [--vault-kv-mount secret]; token from --vault-token-file FILE, "
             + "$VAULT_TOKEN or the terminal.",
         flags: [
             ProviderFlag("--vault-addr", valueName: "URL", help: "vault: the server, https://HOST:8200 (http only for a server on this host).",
@@ -22,6 +22,9 @@ extension ProviderKind {
             ProviderFlag("--vault-namespace", valueName: "NS", help: "vault: the namespace (X-Vault-Namespace), Vault Enterprise or OpenBao.",
                          target: .setting("vault_namespace"),
                          check: { VaultSettings.isPathSafe($0, slashes: true) ? nil : "--vault-namespace: '\($0)' has characters other than A-Z a-z 0-9 . _ - /" }),
+            ProviderFlag("--vault-kv-mount", valueName: "PATH", help: "vault: a KV version 2 mount (e.g. secret) to keep the audit anchor in, at PATH/data/cmkfs/audit-anchor/VOLUME-ID (else none).",
+                         target: .setting("vault_kv_mount"),
+                         check: { VaultSettings.isPathSafe($0, slashes: true) ? nil : "--vault-kv-mount: '\($0)' has characters other than A-Z a-z 0-9 . _ - /" }),
             ProviderFlag("--vault-ca-cert", valueName: "FILE", help: "vault: PEM CA certificates to verify the server with (else the system's).",
                          target: .setting("vault_ca_cert"), isPath: true,
                          check: { FileManager.default.isReadableFile(atPath: $0) ? nil : "--vault-ca-cert: cannot read \($0)" }),
@@ -77,6 +80,6 @@ extension ProviderKind {
     static func vaultSettings(_ config: ProviderConfig, address: String) -> VaultSettings {
         VaultSettings(address: address, mount: config["vault_mount"] ?? "transit", namespace: config["vault_namespace"],
                       caFile: config["vault_ca_cert"], connectTimeoutMilliseconds: min(2_000, socketTimeoutMilliseconds),
-                      timeoutMilliseconds: socketTimeoutMilliseconds)
+                      timeoutMilliseconds: socketTimeoutMilliseconds, kvMount: config["vault_kv_mount"])
     }
 }
