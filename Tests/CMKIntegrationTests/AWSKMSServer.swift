@@ -167,22 +167,8 @@ final class AWSKMSServer {
         Data(try client.send(request).body.bytes)
     }
 
-    /// A port nothing listens on now (bound to port 0, read back, closed).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw FixtureError("socket: \(errno)") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw FixtureError("bind: \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A port nothing listens on now.
+    static func freePort() throws -> Int { try LoopbackPort.free() }
 }
 
 extension AWSKMSServer {

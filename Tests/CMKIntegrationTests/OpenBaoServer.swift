@@ -157,22 +157,8 @@ final class OpenBaoServer: @unchecked Sendable {
     /// `token` as a provider takes it.
     static func secret(_ token: String = rootToken) -> SecretBytes { Array(token.utf8).withUnsafeBytes { SecretBytes(copying: $0) } }
 
-    /// A 127.0.0.1 TCP port nothing listens on now.
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p -> Int32 in
-                _ = bind(fd, p, length)
-                return getsockname(fd, p, &length)
-            }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A 127.0.0.1 TCP port nothing listens on now (0, which nothing can connect to, if none).
+    static func freePort() -> Int { (try? LoopbackPort.free()) ?? 0 }
 
     /// One server for the in-process provider tests of the whole test process (each test uses
     /// keys of its own), started on first use; its keep-alive pipe closes when the process ends.
