@@ -16,21 +16,7 @@ N=${1:-2000}
 shift || true
 READERS=${*:-1 4 16}
 PROVIDERS=${PROVIDERS:-vault aws-kms}
-if [ -n "${CMKFS_BENCH_BIN:-}" ]; then
-  BIN=$(cd "$CMKFS_BENCH_BIN" && pwd)
-else
-  swift build -c release --scratch-path .build-release >/dev/null
-  BIN="$PWD/.build-release/release"
-fi
-WORK=$(mktemp -d /var/tmp/cmkfs-keymiss.XXXXXX)
-KMS_PID=
-cleanup() {
-  mountpoint -q "$WORK/mnt" 2>/dev/null && { "$BIN/cmkfs" unmount "$WORK/mnt" >/dev/null 2>&1 || fusermount3 -u -z "$WORK/mnt"; }
-  [ -n "$KMS_PID" ] && kill "$KMS_PID" 2>/dev/null || true
-  chattr -R -a "$WORK" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup keymiss
 printf '%-10s %6s %8s %9s %10s %12s\n' provider files readers seconds "opens/s" "ms/open·R"
 for p in $PROVIDERS; do
   rm -rf "$WORK/vol"; mkdir -p "$WORK/mnt"
@@ -65,7 +51,5 @@ s = time.monotonic() - start
 print(f"{provider:<10} {n:>6} {readers:>8} {s:>9.2f} {n / s:>10.0f} {1000 * s * readers / n:>12.2f}")
 PY
   done
-  "$BIN/cmkfs" unmount "$WORK/mnt" >/dev/null
-  if [ -n "$KMS_PID" ]; then kill "$KMS_PID"; wait "$KMS_PID" 2>/dev/null || true; KMS_PID=; fi
-  chattr -R -a "$WORK/vol" 2>/dev/null || true
+  stop_provider
 done

@@ -1,8 +1,37 @@
-# Sourced by bench scripts that need a key provider per run. `start_provider NAME` makes the
+# Sourced by bench scripts that need a key provider per run. `bench_setup NAME` picks the
+# binaries (BIN) and a work directory (WORK) removed at exit. `start_provider NAME` makes the
 # volume "$WORK/vol" (with "$BIN/cmkfs") on provider NAME: embedded, socket, pkcs11, vault (an
 # OpenBao dev server on a loopback port) or aws-kms (moto_server on a loopback port); it sets
 # ACCESS (the flags later commands need) and KMS_PID (a server to stop, or empty).
 # KMS_LATENCY_MS / KMS_OPTIONS: for the socket KMS (serve --latency-ms, more serve flags).
+bench_setup() {
+  # CMKFS_BENCH_BIN: use the binaries in that directory (say .build/debug) instead of a release build.
+  if [ -n "${CMKFS_BENCH_BIN:-}" ]; then
+    BIN=$(cd "$CMKFS_BENCH_BIN" && pwd)
+  else
+    swift build -c release --scratch-path .build-release >/dev/null
+    BIN="$PWD/.build-release/release"
+  fi
+  WORK=$(mktemp -d "/var/tmp/cmkfs-$1.XXXXXX")
+  KMS_PID=
+  trap bench_cleanup EXIT
+}
+
+# Unmounts, stops the provider's server and removes $WORK, whatever state the run is in.
+bench_cleanup() {
+  mountpoint -q "$WORK/mnt" 2>/dev/null && { "$BIN/cmkfs" unmount "$WORK/mnt" >/dev/null 2>&1 || fusermount3 -u -z "$WORK/mnt"; }
+  [ -n "$KMS_PID" ] && kill "$KMS_PID" 2>/dev/null || true
+  chattr -R -a "$WORK" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
+# After one provider's run: unmount and stop its server.
+stop_provider() {
+  "$BIN/cmkfs" unmount "$WORK/mnt" >/dev/null
+  if [ -n "$KMS_PID" ]; then kill "$KMS_PID"; wait "$KMS_PID" 2>/dev/null || true; KMS_PID=; fi
+  chattr -R -a "$WORK/vol" 2>/dev/null || true
+}
+
 start_provider() {
   local p=$1
   ACCESS=()

@@ -14,22 +14,7 @@ export PATH="$PATH:/opt/swift/usr/bin"
 N=${1:-100000}
 shift || true
 PROVIDERS=${*:-embedded socket pkcs11 vault}
-# CMKFS_BENCH_BIN: use the binaries in that directory (say .build/debug) instead of a release build.
-if [ -n "${CMKFS_BENCH_BIN:-}" ]; then
-  BIN=$(cd "$CMKFS_BENCH_BIN" && pwd)
-else
-  swift build -c release --scratch-path .build-release >/dev/null
-  BIN="$PWD/.build-release/release"
-fi
-WORK=$(mktemp -d /var/tmp/cmkfs-rotate.XXXXXX)
-KMS_PID=
-cleanup() {
-  mountpoint -q "$WORK/mnt" 2>/dev/null && { "$BIN/cmkfs" unmount "$WORK/mnt" >/dev/null 2>&1 || fusermount3 -u -z "$WORK/mnt"; }
-  [ -n "$KMS_PID" ] && kill "$KMS_PID" 2>/dev/null || true
-  chattr -R -a "$WORK" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup rotate
 printf '%-10s %8s %10s %12s\n' provider files seconds "EDEKs/s"
 for p in $PROVIDERS; do
   rm -rf "$WORK/vol"; mkdir -p "$WORK/mnt"
@@ -47,7 +32,5 @@ import json, sys
 r = json.load(open(sys.argv[2]))
 print(f"{sys.argv[1]:<10} {r['rewrapped']:>8} {r['seconds']:>10.2f} {r['per_second']:>12.0f}")
 PY
-  "$BIN/cmkfs" unmount "$WORK/mnt" >/dev/null
-  if [ -n "$KMS_PID" ]; then kill "$KMS_PID"; wait "$KMS_PID" 2>/dev/null || true; KMS_PID=; fi
-  chattr -R -a "$WORK/vol" 2>/dev/null || true
+  stop_provider
 done
