@@ -13,8 +13,8 @@ import CFuse3
 /// cache hundreds of thousands of inodes, far more than a process may hold descriptors (20,000
 /// here). A backing filesystem without file handles falls back to a held `CMKFS_O_PATH` descriptor.
 final class Inode: @unchecked Sendable {
-    // Sound: everything but `lookups` is immutable after init; `lookups` is touched only under
-    // the table's mutex.
+    // Sound: everything but `lookups` is immutable after init or is itself synchronized
+    // (mutexes, the kept descriptor's atomic); `lookups` is touched only under the table's mutex.
     let identity: InodeIdentity
     /// The file-type bits of the mode (`S_IFREG`, `S_IFDIR`, …); the type never changes.
     let kind: mode_t
@@ -26,6 +26,16 @@ final class Inode: @unchecked Sendable {
     let entryLink = Mutex<(seen: EntryLink?, verified: EntryLink?)>((nil, nil))
     private let heldFD: Int32
     private let handle: UnsafeMutableRawPointer?
+    /// A handle-anchored directory's descriptor, kept from its first request until the kernel
+    /// forgets it, within `directoryBudget`: every LOOKUP, CREATE, UNLINK and GETATTR in a
+    /// directory opened it by handle and closed it again (two of the ~100 system calls the daemon
+    /// makes per extracted file, each time). Directories only: they are few, and busy. A kept
+    /// descriptor pins the inode (its number is not reused while held) and follows renames.
+    private let keptFD = Atomic<Int32>(-1)
+    /// Directories' descriptors kept now, across all inodes.
+    private static let keptDirectories = Atomic<Int>(0)
+    /// Well below the descriptor limit, which open files need.
+    static let directoryBudget = 1024
 
     /// An inode anchored by a file handle of the object `fd` names (and `fd` is closed), or by
     /// `fd` itself when the backing filesystem has no file handles.
@@ -62,6 +72,11 @@ final class Inode: @unchecked Sendable {
 
     deinit {
         if heldFD >= 0 { close(heldFD) }
+        let kept = keptFD.load(ordering: .acquiring)
+        if kept >= 0 {
+            close(kept)
+            Self.keptDirectories.subtract(1, ordering: .relaxed)
+        }
         free(handle)
     }
 
@@ -79,10 +94,24 @@ final class Inode: @unchecked Sendable {
     /// after it; nil when the object cannot be opened (gone: ESTALE).
     func withDescriptor<R>(mountFD: Int32, _ body: (Int32) -> R) -> R? {
         if heldFD >= 0 { return body(heldFD) }
+        let kept = keptFD.load(ordering: .acquiring)
+        if kept >= 0 { return body(kept) }
         let fd = cmkfs_open_by_handle(mountFD, handle, CMKFS_O_PATH | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return nil }
+        if kind == S_IFDIR, keep(fd) { return body(fd) }
         defer { close(fd) }
         return body(fd)
+    }
+
+    /// Keeps `fd` as this directory's descriptor if the budget allows and no other request
+    /// kept one first; false: the caller closes it after use.
+    private func keep(_ fd: Int32) -> Bool {
+        guard Self.keptDirectories.add(1, ordering: .relaxed).newValue <= Self.directoryBudget,
+              keptFD.compareExchange(expected: -1, desired: fd, ordering: .acquiringAndReleasing).exchanged else {
+            Self.keptDirectories.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
     }
 }
 
