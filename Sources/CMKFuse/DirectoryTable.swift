@@ -92,8 +92,10 @@ extension FileSystem {
         try listing(fh, from: offset) { listing, index in
             let e = listing.entries[index]
             var param = fuse_entry_param()
+            let generation = auditNames.current
             if e.name != "." && e.name != "..", let found = try? entry(dir, listing.backingNames[index]) {
                 param = found
+                noteAuditName(found, in: dir, e.name, at: generation)
             } else {
                 param.attr = Self.direntStat(e)
             }

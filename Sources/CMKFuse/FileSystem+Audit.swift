@@ -2,6 +2,7 @@ import Dispatch
 import Logging
 import Synchronization
 import Glibc
+import CFuse3
 import CMKAudit
 import CMKFormat
 import CMKKeyService
@@ -147,9 +148,27 @@ extension FileSystem {
         return names.mountPath(ofBacking: relative)
     }
 
+    /// The path inside the mount of `node`, for its audit records: joined from the names its
+    /// lookups noted (no system call, no decryption), else read from its descriptor and noted
+    /// for the next open (AuditNames.swift).
+    func mountPath(_ node: Node) -> String? {
+        let generation = auditNames.current
+        if let path = auditNames.path(of: node.inode, at: generation) { return path }
+        guard let path = mountPath(ofDescriptor: node.fd) else { return nil }
+        auditNames.note(node.inode, path: path, at: generation)
+        return path
+    }
+
+    /// Notes for the audit records of `e`'s inode that it was reached through `name` in `dir`
+    /// (a lookup, or a readdirplus entry, that began at `generation`).
+    func noteAuditName(_ e: fuse_entry_param, in dir: Node, _ name: String, at generation: UInt64) {
+        guard e.ino != 0, let inode = inodes.get(e.ino) else { return }
+        auditNames.noteLookup(inode, parent: dir.inode, name: name, links: UInt(e.attr.st_nlink), at: generation)
+    }
+
     /// `dir`'s path inside the mount joined with `name`.
     func mountPath(_ dir: Node, _ name: String) -> String {
-        let base = mountPath(ofDescriptor: dir.fd) ?? "?"
+        let base = mountPath(dir) ?? "?"
         return base == "/" ? "/" + name : base + "/" + name
     }
 }

@@ -10,12 +10,12 @@ extension FileSystem {
         var use = KeyUse("open", caller: caller)
         let file: OpenFile
         do { file = try acquire(inode, use: &use) } catch {
-            audit("open", use, failure: error, path: mountPath(ofDescriptor: inode.fd), caller: caller,
+            audit("open", use, failure: error, path: mountPath(inode), caller: caller,
                   detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
             throw error
         }
         do {
-            try audit("open", use, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
+            try audit("open", use, path: mountPath(inode), caller: caller, detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
             if flags & O_TRUNC != 0 { try truncate(file, to: 0, label: "file \(file.file.fileID)") }
         } catch {
             openFiles.release(file)
@@ -169,11 +169,11 @@ extension FileSystem {
         var use = KeyUse("truncate", caller: caller)
         let file: OpenFile
         do { file = try acquire(inode, use: &use) } catch {
-            audit("truncate", use, failure: error, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "to \(size) bytes")
+            audit("truncate", use, failure: error, path: mountPath(inode), caller: caller, detail: "to \(size) bytes")
             throw error
         }
         defer { openFiles.release(file) }
-        try audit("truncate", use, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: "to \(size) bytes")
+        try audit("truncate", use, path: mountPath(inode), caller: caller, detail: "to \(size) bytes")
         try truncate(file, to: size, label: "file \(file.file.fileID)")
     }
 

@@ -8,7 +8,11 @@ import CMKFormat
 
 extension FileSystem {
     func lookup(_ dir: Node, _ name: String) throws(FSError) -> fuse_entry_param {
-        try entry(dir, try backing(dir, name))
+        // Read before the lookup: a change of names while it runs makes its note stale.
+        let generation = auditNames.current
+        let e = try entry(dir, try backing(dir, name))
+        noteAuditName(e, in: dir, name, at: generation)
+        return e
     }
 
     func getattr(_ inode: Node) throws(FSError) -> stat {
@@ -78,6 +82,7 @@ extension FileSystem {
     }
 
     func rmdir(_ dir: Node, _ name: String) throws(FSError) {
+        defer { auditNames.namespaceChanged() }
         let backingName = try backing(dir, name)
         guard let names else {
             guard unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 else { throw .posix(errno) }
@@ -118,6 +123,7 @@ extension FileSystem {
     /// `PendingForgets`): the DEK is gone with the file. An open handle keeps its unwrapped key
     /// until it is closed.
     func unlink(_ dir: Node, _ name: String) throws(FSError) {
+        defer { auditNames.namespaceChanged() }
         let backingName = try backing(dir, name)
         try namespaceLock.withLock { _ throws(FSError) in
             // One lstat for the three questions: the kernel holds the directory locked and the
@@ -140,6 +146,7 @@ extension FileSystem {
     }
 
     func rename(_ dir: Node, _ plainName: String, _ newDir: Node, _ plainNewName: String, flags: UInt32) throws(FSError) {
+        defer { auditNames.namespaceChanged() }
         let name = try backing(dir, plainName)
         let newName = try backing(newDir, plainNewName, creating: true)
         try namespaceLock.withLock { _ throws(FSError) in
@@ -189,6 +196,7 @@ extension FileSystem {
     }
 
     func link(_ inode: Node, _ newDir: Node, _ plainNewName: String) throws(FSError) -> fuse_entry_param {
+        defer { auditNames.namespaceChanged() }
         let newName = try backing(newDir, plainNewName, creating: true)
         try namespaceLock.withLock { _ throws(FSError) in
             // The new entry's binding first: a crash leaves a stale row, never an unbound entry.

@@ -78,10 +78,10 @@ extension FileSystem {
         var use = KeyUse("xattr", caller: caller)
         let file: OpenFile
         do { file = try acquire(inode, use: &use) } catch {
-            audit("xattr", use, failure: error, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: detail)
+            audit("xattr", use, failure: error, path: mountPath(inode), caller: caller, detail: detail)
             throw error
         }
-        do { try audit("xattr", use, path: mountPath(ofDescriptor: inode.fd), caller: caller, detail: detail) } catch {
+        do { try audit("xattr", use, path: mountPath(inode), caller: caller, detail: detail) } catch {
             openFiles.release(file)
             throw error
         }

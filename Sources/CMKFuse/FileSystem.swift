@@ -30,6 +30,8 @@ public final class FileSystem: Sendable {
     public let audit: (any AuditSink)?
     /// Encrypted names (nil on a volume with names in clear): the name key's lease, directory ids.
     let names: NameLayer?
+    /// The paths of audit records, kept per inode and dropped by any change of names.
+    let auditNames: AuditNames
     /// The live session, for telling the kernel to drop cached pages after a flush.
     let session = Mutex<SessionPointer?>(nil)
     /// Serializes unlink, rename and link so "is this the last link?" and the removal of the
@@ -64,7 +66,9 @@ public final class FileSystem: Sendable {
         }
         rootFD = fd
         openFiles = OpenFiles(volume: volume, cache: cache, processNames: processNames)
-        inodes = InodeTable(root: Inode(root: fd, identity: InodeIdentity(st)))
+        let root = Inode(root: fd, identity: InodeIdentity(st))
+        inodes = InodeTable(root: root)
+        auditNames = AuditNames(root: root)
         names = volume.encryptsNames ? NameLayer(volume: volume, cache: cache, audit: audit) : nil
         scratch = ScratchPool(layout: volume.layout)
         forgets = PendingForgets(volume: volume)

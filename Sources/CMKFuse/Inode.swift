@@ -24,6 +24,8 @@ final class Inode: @unchecked Sendable {
     /// A regular file's entry the kernel last reached it by, and the entry whose binding an
     /// open last checked (FileSystem+Bindings.swift).
     let entryLink = Mutex<(seen: EntryLink?, verified: EntryLink?)>((nil, nil))
+    /// Where it was last reached, for its audit records' path (AuditNames.swift).
+    let auditName = Mutex<AuditName?>(nil)
     private let heldFD: Int32
     private let handle: UnsafeMutableRawPointer?
     /// A handle-anchored directory's descriptor, kept from its first request until the kernel

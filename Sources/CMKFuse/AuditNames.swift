@@ -1,0 +1,77 @@
+import Glibc
+import Synchronization
+
+/// Where an inode was last reached, for the `path` of its audit records: the directory and
+/// name the kernel looked it up by, or its whole path inside the mount, as of one generation
+/// of the namespace (`AuditNames`).
+struct AuditName {
+    /// The directory it was reached through; nil when `text` is the whole path. Held strongly:
+    /// the kernel forgets a directory only after the entries in it, so this seldom keeps a
+    /// directory's inode longer than the kernel does.
+    var parent: Inode?
+    /// Its name in `parent`, or its whole path inside the mount when `parent` is nil.
+    var text: String
+    var generation: UInt64
+}
+
+/// The paths of audit records without a readlink and a name decryption per open.
+///
+/// A lookup notes on the inode it answers the directory and the (plaintext) name it came
+/// through; an open's record then joins its directories' names, each directory's whole path
+/// being kept on it once joined. A path found the slow way (readlink of the backing descriptor,
+/// its names decrypted) is kept on the inode too. Every entry belongs to a generation of the
+/// namespace, and each unlink, rmdir, rename and link through the mount starts a new one, so an
+/// entry from before it is never used: the next open finds the path again the slow way (or the
+/// next lookup notes it again). Regular files with more than one link are not noted at lookup
+/// (the slow way says which of its names the backing filesystem reaches it by, as before).
+/// Changes made to the backing directory behind the mount's back are not seen here: such a file
+/// is named by the path the kernel reached it through.
+final class AuditNames: Sendable {
+    private let generation = Atomic<UInt64>(1)
+    private let root: Inode
+    /// Directories joined at most this deep (deeper paths are found the slow way).
+    static let maxDepth = 256
+
+    init(root: Inode) { self.root = root }
+
+    /// The current generation: read it before finding a path, and note the path under it.
+    var current: UInt64 { generation.load(ordering: .acquiring) }
+
+    /// A name went, moved or was added: every path noted so far may be stale.
+    func namespaceChanged() { generation.add(1, ordering: .releasing) }
+
+    /// `inode` was reached through `name` in `parent` (a lookup begun at `generation`).
+    func noteLookup(_ inode: Inode, parent: Inode, name: String, links: UInt, at generation: UInt64) {
+        guard inode.kind == S_IFDIR || (inode.kind == S_IFREG && links == 1), name != ".", name != ".." else { return }
+        inode.auditName.withLock { $0 = AuditName(parent: parent, text: name, generation: generation) }
+    }
+
+    /// `inode`'s whole path, found at `generation` (never over a note of a later generation).
+    func note(_ inode: Inode, path: String, at generation: UInt64) {
+        inode.auditName.withLock { entry in
+            if let entry, entry.generation > generation { return }
+            entry = AuditName(parent: nil, text: path, generation: generation)
+        }
+    }
+
+    /// `inode`'s path inside the mount from what was noted in `generation`, or nil.
+    func path(of inode: Inode, at generation: UInt64) -> String? {
+        var chain: [(inode: Inode, name: String)] = []
+        var node = inode
+        var base: String?
+        for _ in 0..<Self.maxDepth {
+            if node === root { base = "/"; break }
+            guard let entry = node.auditName.withLock({ $0 }), entry.generation == generation else { return nil }
+            guard let parent = entry.parent else { base = entry.text; break }
+            chain.append((node, entry.text))
+            node = parent
+        }
+        guard var path = base else { return nil }
+        for (node, name) in chain.reversed() {
+            path = path == "/" ? "/" + name : path + "/" + name
+            // A directory keeps its whole path: the files under it then join one name, not a walk.
+            if node.kind == S_IFDIR { note(node, path: path, at: generation) }
+        }
+        return path
+    }
+}
