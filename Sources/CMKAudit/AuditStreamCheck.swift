@@ -26,11 +26,14 @@ public struct AuditStreamCheck {
         guard let (body, mac, seq, prevStart) = Self.parse(line) else {
             return "a line that is not a record in the documented format (a hand-made or damaged line)"
         }
-        var computed = [UInt8](repeating: 0, count: HMACSHA256.size)
-        do {
-            try body.withUnsafeBytes { b in try computed.withUnsafeMutableBytes { o in try hmac.mac(b, into: o) } }
-        } catch { return "its MAC could not be computed: \(error)" }
-        guard HMACSHA256.equal(computed, Self.bytes(hex: mac)) else {
+        // On the stack and compared with the logged hex in place: no allocation per record.
+        let hmac = self.hmac
+        let matches = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: HMACSHA256.size) { out -> Bool? in
+            do { try body.withUnsafeBytes { b in try hmac.mac(b, into: UnsafeMutableRawBufferPointer(out)) } } catch { return nil }
+            return Self.equal(out, hex: mac)
+        }
+        guard let matches else { return "record seq \(seq): its MAC could not be computed" }
+        guard matches else {
             return "record seq \(seq) does not match its MAC under the audit key (edited, inserted or forged)"
         }
         let logged = body[prevStart..<(prevStart + 64)]
@@ -74,13 +77,17 @@ public struct AuditStreamCheck {
     static let headV1 = Array(#"{"v":1,"seq":"#.utf8)
     static let prevTail = Array(#","prev":""#.utf8)
 
-    /// Lower-case hex (already checked) as bytes.
-    static func bytes(hex: ArraySlice<UInt8>) -> [UInt8] {
-        func nibble(_ c: UInt8) -> UInt8 { c <= 0x39 ? c - 0x30 : c - 0x61 + 10 }
-        var out = [UInt8]()
-        out.reserveCapacity(hex.count / 2)
+    /// Whether `bytes` are the lower-case hex `hex` (already checked to be 64 hex digits),
+    /// looking at every byte whatever differs.
+    static func equal(_ bytes: UnsafeMutableBufferPointer<UInt8>, hex: ArraySlice<UInt8>) -> Bool {
+        func nibble(_ c: UInt8) -> UInt8 { c <= 0x39 ? c &- 0x30 : c &- 0x61 &+ 10 }
+        guard hex.count == bytes.count * 2 else { return false }
+        var difference: UInt8 = 0
         var i = hex.startIndex
-        while i + 1 < hex.endIndex { out.append(nibble(hex[i]) << 4 | nibble(hex[i + 1])); i += 2 }
-        return out
+        for b in bytes {
+            difference |= b ^ (nibble(hex[i]) << 4 | nibble(hex[i + 1]))
+            i += 2
+        }
+        return difference == 0
     }
 }
