@@ -58,7 +58,7 @@ enum ControlServer {
             response.flushed = fs.cache.relabel(active: active) { id in
                 // The name key's lease follows its own wrap, like a DEK's.
                 id == Volume.nameKeyFileID ? (try? fs.volume.nameKeyVersion()) ?? nil
-                    : (try? fs.volume.metadata.fileKey(fileId: id))??.keyVersion
+                    : (try? fs.volume.metadata.fileKey(fileID: id))??.keyVersion
             }
             return response
         case .info(let path):

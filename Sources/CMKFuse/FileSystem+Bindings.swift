@@ -65,10 +65,10 @@ extension FileSystem {
         let bound: Bool
         do throws(MetadataError) {
             if let tag {
-                bound = try volume.metadata.hasLink(fileId: fileID.bytes, tag: tag)
+                bound = try volume.metadata.hasLink(fileID: fileID.bytes, tag: tag)
             } else {
                 // No entry known (the name it came through was unlinked since): any binding.
-                bound = try volume.metadata.hasAnyLink(fileId: fileID.bytes)
+                bound = try volume.metadata.hasAnyLink(fileID: fileID.bytes)
             }
         } catch {
             Self.logger.error("file \(fileID): cannot read its name bindings: \(error)")
@@ -95,8 +95,8 @@ extension FileSystem {
     /// (EIO on open), never a row for a wrong entry.
     func changeBindings(add: [(FileID, EntryLink)], remove: [(FileID, EntryLink)] = []) throws(FSError) {
         guard bindsNames, !(add.isEmpty && remove.isEmpty) else { return }
-        func rows(_ links: [(FileID, EntryLink)]) -> [(fileId: [UInt8], tag: [UInt8])]? {
-            var out: [(fileId: [UInt8], tag: [UInt8])] = []
+        func rows(_ links: [(FileID, EntryLink)]) -> [(fileID: [UInt8], tag: [UInt8])]? {
+            var out: [(fileID: [UInt8], tag: [UInt8])] = []
             for (id, link) in links {
                 guard let tag = bindingTag(id, link) else { return nil }
                 out.append((id.bytes, tag))
@@ -157,7 +157,7 @@ extension FileSystem {
         guard let codec = try? names.codec() else {
             throw CMKError(.keyUnavailable, "cannot unwrap the name key to bind file names")
         }
-        var rows: [(fileId: [UInt8], tag: [UInt8])] = []
+        var rows: [(fileID: [UInt8], tag: [UInt8])] = []
         var directories = [""]
         while let relative = directories.popLast() {
             let path = relative.isEmpty ? volume.dataPath : volume.dataPath + "/" + relative

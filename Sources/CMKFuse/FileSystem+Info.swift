@@ -34,7 +34,7 @@ extension FileSystem {
             return ControlResponse(ok: false, error: "/\(path): cannot read the file's header: \(error)")
         }
         let row: (keyID: String, version: Int)?
-        do { row = try volume.metadata.fileKey(fileId: fileID.bytes).map { ($0.keyId, $0.keyVersion) } } catch {
+        do { row = try volume.metadata.fileKey(fileID: fileID.bytes).map { ($0.keyId, $0.keyVersion) } } catch {
             return ControlResponse(ok: false, error: "/\(path): cannot read the file's key row: \(error)")
         }
         var info = ControlFileInfo(fileID: fileID.description, backingBytes: Int(st.st_size), diskBytes: Int(st.st_blocks) * 512,

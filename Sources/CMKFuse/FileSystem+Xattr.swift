@@ -24,7 +24,7 @@ extension FileSystem {
         do {
             sealed = try XattrSeal.seal(value, name: name, fileID: file.file.fileID, key: key)
         } catch { throw .crypto(error) }
-        do { try volume.metadata.setXattr(fileId: file.file.fileID.bytes, name: name, value: sealed, mode: mode) } catch {
+        do { try volume.metadata.setXattr(fileID: file.file.fileID.bytes, name: name, value: sealed, mode: mode) } catch {
             throw .xattr(error)
         }
     }
@@ -34,7 +34,7 @@ extension FileSystem {
         guard Self.userNamespace(name), inode.kind == S_IFREG else { throw .posix(ENODATA) }
         let fileID = try fileID(inode)
         let sealed: [UInt8]?
-        do { sealed = try volume.metadata.xattr(fileId: fileID.bytes, name: name) } catch { throw .metadata(error) }
+        do { sealed = try volume.metadata.xattr(fileID: fileID.bytes, name: name) } catch { throw .metadata(error) }
         guard let sealed else { throw .posix(ENODATA) }
         let length = sealed.count - AESGCM.nonceSize - AESGCM.tagSize
         guard length >= 0 else { throw .corrupt("file \(fileID): the value of \(name) is too short to be sealed") }
@@ -57,7 +57,7 @@ extension FileSystem {
         guard inode.kind == S_IFREG else { return ([], 0) }
         let fileID = try fileID(inode)
         let names: [String]
-        do { names = try volume.metadata.xattrNames(fileId: fileID.bytes) } catch { throw .metadata(error) }
+        do { names = try volume.metadata.xattrNames(fileID: fileID.bytes) } catch { throw .metadata(error) }
         var bytes = [UInt8]()
         for name in names { bytes += Array(name.utf8) + [0] }
         if size == 0 { return ([], bytes.count) }
@@ -68,7 +68,7 @@ extension FileSystem {
     func removexattr(_ inode: Node, name: String) throws(FSError) {
         guard Self.userNamespace(name), inode.kind == S_IFREG else { throw .posix(ENOTSUP) }
         let fileID = try fileID(inode)
-        do { try volume.metadata.removeXattr(fileId: fileID.bytes, name: name) } catch { throw .xattr(error) }
+        do { try volume.metadata.removeXattr(fileID: fileID.bytes, name: name) } catch { throw .xattr(error) }
     }
 
     // MARK: helpers

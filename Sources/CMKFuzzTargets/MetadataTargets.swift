@@ -139,18 +139,18 @@ private func readEverything(_ store: MetadataStore, target: String) throws(FuzzV
     let counts = (try? store.edekCounts()) ?? [:]
     var ids = Set(fileIDs)
     for version in Set(versions.map(\.version)).union(counts.keys).sorted().prefix(16) {
-        for id in (try? store.fileIds(version: version)) ?? [] { ids.insert(id) }
+        for id in (try? store.fileIDs(version: version)) ?? [] { ids.insert(id) }
         var after: [UInt8]? = nil
         for _ in 0..<4 {
             guard let batch = try? store.wrappedKeys(version: version, after: after, limit: 2), let last = batch.last else { break }
-            after = last.fileId
+            after = last.fileID
         }
     }
     for id in ids.sorted(by: { $0.lexicographicallyPrecedes($1) }).prefix(32) {
-        _ = try? store.fileKey(fileId: id)
-        for name in (try? store.xattrNames(fileId: id)) ?? [] {
+        _ = try? store.fileKey(fileID: id)
+        for name in (try? store.xattrNames(fileID: id)) ?? [] {
             guard !name.hasPrefix("cmkfs.") else { throw FuzzViolation(target, "xattrNames listed the reserved row \(name)") }
-            _ = try? store.xattr(fileId: id, name: name)
+            _ = try? store.xattr(fileID: id, name: name)
         }
     }
 }
@@ -162,8 +162,8 @@ func metadataDatabaseSeeds() -> [(name: String, bytes: [UInt8])] {
          try store.addKeyVersion(KeyVersionRecord(keyId: "mk-0123456789abcdef", version: 1, state: .deactivated, createdAt: "2026-11-24T00:00:00Z"))
          try store.addKeyVersion(KeyVersionRecord(keyId: "mk-0123456789abcdef", version: 2, state: .active, createdAt: "2026-11-24T00:00:01Z"))
          for (i, id) in fileIDs.enumerated() {
-             try store.insertFileKey(fileId: id, FileKeyRecord(edek: [UInt8](repeating: UInt8(i), count: 60), keyId: "mk-0123456789abcdef", keyVersion: 1 + i % 2))
-             try store.setXattr(fileId: id, name: "user.note", value: [1, 2, 3], mode: .any)
+             try store.insertFileKey(fileID: id, FileKeyRecord(edek: [UInt8](repeating: UInt8(i), count: 60), keyId: "mk-0123456789abcdef", keyVersion: 1 + i % 2))
+             try store.setXattr(fileID: id, name: "user.note", value: [1, 2, 3], mode: .any)
          }
          try store.setLongName(hash: longHashes[0], name: String(repeating: "A", count: 200))
      })]

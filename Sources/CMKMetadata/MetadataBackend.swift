@@ -41,30 +41,30 @@ public protocol FileKeyStore: AnyObject, Sendable {
     /// `.exists` if the file has one. With `onlyIfActive`, writes nothing and returns false unless
     /// the record's version is the active one at commit (a rotation by another process wins).
     @discardableResult
-    func insertFileKey(fileId: [UInt8], _ record: FileKeyRecord, onlyIfActive: Bool, linkTag: [UInt8]?) throws(MetadataError) -> Bool
+    func insertFileKey(fileID: [UInt8], _ record: FileKeyRecord, onlyIfActive: Bool, linkTag: [UInt8]?) throws(MetadataError) -> Bool
     /// The file's wrapped key, or nil if it has none.
-    func fileKey(fileId: [UInt8]) throws(MetadataError) -> FileKeyRecord?
+    func fileKey(fileID: [UInt8]) throws(MetadataError) -> FileKeyRecord?
     /// Removes every row of the file (key, xattrs, bindings); absent is not an error.
-    func deleteFile(fileId: [UInt8]) throws(MetadataError)
+    func deleteFile(fileID: [UInt8]) throws(MetadataError)
     /// Removes every row of each file, atomically (a batch of unlinks).
-    func deleteFiles(fileIds: [[UInt8]]) throws(MetadataError)
+    func deleteFiles(fileIDs: [[UInt8]]) throws(MetadataError)
     /// Installs a rekeyed file's new key and re-sealed xattrs and removes the journal fact
     /// `journalKey`, atomically. False, writing nothing, if `record`'s version is no longer active.
-    func installRekeyedKey(fileId: [UInt8], _ record: FileKeyRecord, xattrs: [String: [UInt8]],
+    func installRekeyedKey(fileID: [UInt8], _ record: FileKeyRecord, xattrs: [String: [UInt8]],
                            journalKey: String) throws(MetadataError) -> Bool
     /// The number of files that have a key.
     func fileCount() throws(MetadataError) -> Int
     /// How many keys each master-key version wraps (versions with none are absent).
     func edekCounts() throws(MetadataError) -> [Int: Int]
     /// The ids of the files wrapped under `version`, in file-id (bytewise) order.
-    func fileIds(version: Int) throws(MetadataError) -> [[UInt8]]
+    func fileIDs(version: Int) throws(MetadataError) -> [[UInt8]]
 }
 
 extension FileKeyStore {
     /// Stores a new file's wrapped key, whatever version is active.
     @discardableResult
-    public func insertFileKey(fileId: [UInt8], _ record: FileKeyRecord) throws(MetadataError) -> Bool {
-        try insertFileKey(fileId: fileId, record, onlyIfActive: false, linkTag: nil)
+    public func insertFileKey(fileID: [UInt8], _ record: FileKeyRecord) throws(MetadataError) -> Bool {
+        try insertFileKey(fileID: fileID, record, onlyIfActive: false, linkTag: nil)
     }
 }
 
@@ -91,13 +91,13 @@ extension KeyRotationStore {
 /// reserved: refused on set, absent on read and list.
 public protocol XattrStore: AnyObject, Sendable {
     /// Sets an xattr; `.create` fails with `.exists` if set, `.replace` with `.notFound` if not.
-    func setXattr(fileId: [UInt8], name: String, value: [UInt8], mode: XattrSetMode) throws(MetadataError)
+    func setXattr(fileID: [UInt8], name: String, value: [UInt8], mode: XattrSetMode) throws(MetadataError)
     /// The xattr's value, or nil.
-    func xattr(fileId: [UInt8], name: String) throws(MetadataError) -> [UInt8]?
+    func xattr(fileID: [UInt8], name: String) throws(MetadataError) -> [UInt8]?
     /// The file's xattr names, sorted by their UTF-8 bytes.
-    func xattrNames(fileId: [UInt8]) throws(MetadataError) -> [String]
+    func xattrNames(fileID: [UInt8]) throws(MetadataError) -> [String]
     /// Removes an xattr; `.notFound` if it is not set.
-    func removeXattr(fileId: [UInt8], name: String) throws(MetadataError)
+    func removeXattr(fileID: [UInt8], name: String) throws(MetadataError)
 }
 
 /// The full encodings of long encrypted names, content-addressed by their SHA-256.
@@ -115,16 +115,16 @@ public protocol LongNameStore: AnyObject, Sendable {
 /// Name bindings: which directory entries (by MAC tag) a regular file may be reached through.
 public protocol NameBindingStore: AnyObject, Sendable {
     /// Adds `add` and removes `remove`, for any number of files, atomically (a rename).
-    func changeLinks(add: [(fileId: [UInt8], tag: [UInt8])], remove: [(fileId: [UInt8], tag: [UInt8])]) throws(MetadataError)
+    func changeLinks(add: [(fileID: [UInt8], tag: [UInt8])], remove: [(fileID: [UInt8], tag: [UInt8])]) throws(MetadataError)
     /// Whether the file has the binding `tag`.
-    func hasLink(fileId: [UInt8], tag: [UInt8]) throws(MetadataError) -> Bool
+    func hasLink(fileID: [UInt8], tag: [UInt8]) throws(MetadataError) -> Bool
     /// Whether the file has any binding.
-    func hasAnyLink(fileId: [UInt8]) throws(MetadataError) -> Bool
+    func hasAnyLink(fileID: [UInt8]) throws(MetadataError) -> Bool
 }
 
 extension NameBindingStore {
     /// Adds bindings, removing none.
-    public func changeLinks(add: [(fileId: [UInt8], tag: [UInt8])]) throws(MetadataError) {
+    public func changeLinks(add: [(fileID: [UInt8], tag: [UInt8])]) throws(MetadataError) {
         try changeLinks(add: add, remove: [])
     }
 }
@@ -136,7 +136,7 @@ public protocol MetadataMaintenance: AnyObject, Sendable {
     /// Every file id that has any row, in file-id order.
     func allFileIds() throws(MetadataError) -> [[UInt8]]
     /// Every row of a file, by name (what fsck saves before removing an orphan).
-    func rows(fileId: [UInt8]) throws(MetadataError) -> [FileRow]
+    func rows(fileID: [UInt8]) throws(MetadataError) -> [FileRow]
     /// Releases the backend; idempotent; later calls throw.
     func close()
 }

@@ -3,7 +3,7 @@ import CSQLite
 /// Per-file rows: the wrapped data key and the user xattrs, keyed by the 16-byte file id.
 extension MetadataStore {
     /// The size of a file id, in bytes.
-    public static let fileIdSize = 16
+    public static let fileIDSize = 16
 
     // Row names of the file key; everything under this prefix is internal (see Schema.swift).
     static let reservedPrefix = "cmkfs."
@@ -19,9 +19,9 @@ extension MetadataStore {
     /// the caller picked its version is seen here, so no new file is ever wrapped under a
     /// version a rotation has already deactivated (and rotation's drain loop terminates).
     @discardableResult
-    public func insertFileKey(fileId: [UInt8], _ record: FileKeyRecord, onlyIfActive: Bool = false,
+    public func insertFileKey(fileID: [UInt8], _ record: FileKeyRecord, onlyIfActive: Bool = false,
                               linkTag: [UInt8]? = nil) throws(MetadataError) -> Bool {
-        try Self.checkFileId(fileId)
+        try Self.checkFileId(fileID)
         return try locked(growing: true) { (c) throws(MetadataError) -> Bool in
             try c.transaction("storing a file key") { () throws(MetadataError) -> Bool in
                 if onlyIfActive {
@@ -34,21 +34,21 @@ extension MetadataStore {
                 }
                 // A plain INSERT: the primary-key clash on the EDEK row is what reports `.exists`.
                 try c.withStatement("INSERT INTO file_attrs(file_id, name, value, key_version) VALUES(?1, '\(Self.edekName)', ?2, ?3)") { (s) throws(MetadataError) in
-                    try s.bind(1, fileId)
+                    try s.bind(1, fileID)
                     try s.bind(2, record.edek)
                     try s.bind(3, record.keyVersion)
                     try s.step("storing a file key")
                 }
                 // The EDEK row is the authority; a key-id row without one is debris to overwrite.
                 try c.withStatement("INSERT OR REPLACE INTO file_attrs(file_id, name, value, key_version) VALUES(?1, '\(Self.kekName)', ?2, NULL)") { (s) throws(MetadataError) in
-                    try s.bind(1, fileId)
+                    try s.bind(1, fileID)
                     try s.bind(2, Array(record.keyId.utf8))
                     try s.step("storing a file key")
                 }
                 // The new file's first name binding (MetadataStore+Links.swift), with its key.
                 if let linkTag {
                     try c.withStatement("INSERT OR IGNORE INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, x'', NULL)") { (s) throws(MetadataError) in
-                        try s.bind(1, fileId)
+                        try s.bind(1, fileID)
                         try s.bind(2, Self.linkRowName(linkTag))
                         try s.step("binding a new file's name")
                     }
@@ -64,11 +64,11 @@ extension MetadataStore {
     static let fileKeySQL = "SELECT e.value, e.key_version, (SELECT k.value FROM file_attrs k WHERE k.file_id = ?1 AND k.name = '\(kekName)') FROM file_attrs e WHERE e.file_id = ?1 AND e.name = '\(edekName)'"
 
     /// The file's wrapped key, or nil if the file has none.
-    public func fileKey(fileId: [UInt8]) throws(MetadataError) -> FileKeyRecord? {
-        try Self.checkFileId(fileId)
+    public func fileKey(fileID: [UInt8]) throws(MetadataError) -> FileKeyRecord? {
+        try Self.checkFileId(fileID)
         return try locked { (c) throws(MetadataError) in
             try c.withStatement(Self.fileKeySQL) { (s) throws(MetadataError) -> FileKeyRecord? in
-                try s.bind(1, fileId)
+                try s.bind(1, fileID)
                 guard try s.step("reading a file key") else { return nil }
                 guard !s.isNull(1), !s.isNull(2), let keyId = String(validating: s.blob(2), as: UTF8.self) else {
                     throw .corrupt("\(c.path): a file key row lacks its key id or key version")
@@ -80,16 +80,16 @@ extension MetadataStore {
 
     /// Removes every row of the file: its key and all its xattrs. Removing a file that has no
     /// rows is not an error, so an interrupted unlink can simply be retried.
-    public func deleteFile(fileId: [UInt8]) throws(MetadataError) {
-        try deleteFiles(fileIds: [fileId])
+    public func deleteFile(fileID: [UInt8]) throws(MetadataError) {
+        try deleteFiles(fileIDs: [fileID])
     }
 
     /// Removes every row of each file in one transaction (a batch of unlinks).
-    public func deleteFiles(fileIds: [[UInt8]]) throws(MetadataError) {
-        for id in fileIds { try Self.checkFileId(id) }
+    public func deleteFiles(fileIDs: [[UInt8]]) throws(MetadataError) {
+        for id in fileIDs { try Self.checkFileId(id) }
         try locked { (c) throws(MetadataError) in
             try c.transaction("deleting the rows of unlinked files") { () throws(MetadataError) in
-                for id in fileIds {
+                for id in fileIDs {
                     try c.withStatement("DELETE FROM file_attrs WHERE file_id = ?1") { (s) throws(MetadataError) in
                         try s.bind(1, id)
                         try s.step("deleting a file's rows")
@@ -104,8 +104,8 @@ extension MetadataStore {
 
     /// Sets a user xattr. `.create` fails with `.exists` if it is set, `.replace` with
     /// `.notFound` if it is not. Names under `cmkfs.` are reserved and refused.
-    public func setXattr(fileId: [UInt8], name: String, value: [UInt8], mode: XattrSetMode) throws(MetadataError) {
-        try Self.checkFileId(fileId)
+    public func setXattr(fileID: [UInt8], name: String, value: [UInt8], mode: XattrSetMode) throws(MetadataError) {
+        try Self.checkFileId(fileID)
         guard !Self.isReserved(name) else { throw .misuse("xattr names starting with \(Self.reservedPrefix) are reserved") }
         try locked(growing: true) { (c) throws(MetadataError) in
             let sql = switch mode {
@@ -114,7 +114,7 @@ extension MetadataStore {
             case .replace: "UPDATE file_attrs SET value = ?3 WHERE file_id = ?1 AND name = ?2"
             }
             let changed = try c.withStatement(sql) { (s) throws(MetadataError) in
-                try s.bind(1, fileId)
+                try s.bind(1, fileID)
                 try s.bind(2, name)
                 try s.bind(3, value)
                 try s.step("writing an xattr")
@@ -125,12 +125,12 @@ extension MetadataStore {
     }
 
     /// A user xattr's value, or nil if it is not set (always nil for reserved names).
-    public func xattr(fileId: [UInt8], name: String) throws(MetadataError) -> [UInt8]? {
-        try Self.checkFileId(fileId)
+    public func xattr(fileID: [UInt8], name: String) throws(MetadataError) -> [UInt8]? {
+        try Self.checkFileId(fileID)
         guard !Self.isReserved(name) else { return nil }
         return try locked { (c) throws(MetadataError) in
             try c.withStatement("SELECT value FROM file_attrs WHERE file_id = ?1 AND name = ?2") { (s) throws(MetadataError) in
-                try s.bind(1, fileId)
+                try s.bind(1, fileID)
                 try s.bind(2, name)
                 return try s.step("reading an xattr") ? s.blob(0) : nil
             }
@@ -138,12 +138,12 @@ extension MetadataStore {
     }
 
     /// The file's user xattr names, sorted by their UTF-8 bytes; internal rows are left out.
-    public func xattrNames(fileId: [UInt8]) throws(MetadataError) -> [String] {
-        try Self.checkFileId(fileId)
+    public func xattrNames(fileID: [UInt8]) throws(MetadataError) -> [String] {
+        try Self.checkFileId(fileID)
         return try locked { (c) throws(MetadataError) in
             // GLOB, not LIKE: LIKE is case-insensitive and would also hide a user's 'CMKFS.x'.
             try c.withStatement("SELECT name FROM file_attrs WHERE file_id = ?1 AND name NOT GLOB '\(Self.reservedPrefix)*' ORDER BY name") { (s) throws(MetadataError) in
-                try s.bind(1, fileId)
+                try s.bind(1, fileID)
                 var names: [String] = []
                 while try s.step("listing xattrs") {
                     // GLOB does not match a name stored as a BLOB (a damaged or hand-edited row):
@@ -157,12 +157,12 @@ extension MetadataStore {
     }
 
     /// Removes a user xattr; `.notFound` if it is not set (or the name is reserved).
-    public func removeXattr(fileId: [UInt8], name: String) throws(MetadataError) {
-        try Self.checkFileId(fileId)
+    public func removeXattr(fileID: [UInt8], name: String) throws(MetadataError) {
+        try Self.checkFileId(fileID)
         guard !Self.isReserved(name) else { throw .notFound }
         try locked { (c) throws(MetadataError) in
             let changed = try c.withStatement("DELETE FROM file_attrs WHERE file_id = ?1 AND name = ?2") { (s) throws(MetadataError) in
-                try s.bind(1, fileId)
+                try s.bind(1, fileID)
                 try s.bind(2, name)
                 try s.step("removing an xattr")
                 return s.changes
@@ -199,10 +199,10 @@ extension MetadataStore {
 
     private static func isReserved(_ name: String) -> Bool { name.hasPrefix(reservedPrefix) }
 
-    static func checkFileId(_ fileId: [UInt8]) throws(MetadataError) {
+    static func checkFileId(_ fileID: [UInt8]) throws(MetadataError) {
         // Caught here rather than by the CHECK constraint so reads of a bad id fail too, not return nil.
-        guard fileId.count == fileIdSize else {
-            throw .misuse("a file id must be \(fileIdSize) bytes, got \(fileId.count)")
+        guard fileID.count == fileIDSize else {
+            throw .misuse("a file id must be \(fileIDSize) bytes, got \(fileID.count)")
         }
     }
 }

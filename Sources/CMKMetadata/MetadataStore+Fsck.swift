@@ -14,11 +14,11 @@ extension MetadataStore {
 
 extension MetadataStore {
     /// Every row of a file (its key rows and xattrs), by name.
-    public func rows(fileId: [UInt8]) throws(MetadataError) -> [FileRow] {
-        try Self.checkFileId(fileId)
+    public func rows(fileID: [UInt8]) throws(MetadataError) -> [FileRow] {
+        try Self.checkFileId(fileID)
         return try locked { (c) throws(MetadataError) in
             try c.withStatement("SELECT name, value, key_version FROM file_attrs WHERE file_id = ?1 ORDER BY name") { (s) throws(MetadataError) in
-                try s.bind(1, fileId)
+                try s.bind(1, fileID)
                 var out: [FileRow] = []
                 while try s.step("reading a file's rows") {
                     out.append(FileRow(name: s.text(0), value: s.blob(1), keyVersion: s.isNull(2) ? nil : s.int(2)))

@@ -14,20 +14,20 @@ extension MetadataStore {
 
     /// Adds the bindings `add` and removes `remove`, for any number of files, in one transaction
     /// (a rename adds the new entry's binding and drops the old one together).
-    public func changeLinks(add: [(fileId: [UInt8], tag: [UInt8])], remove: [(fileId: [UInt8], tag: [UInt8])] = []) throws(MetadataError) {
-        for link in add + remove { try Self.checkFileId(link.fileId) }
+    public func changeLinks(add: [(fileID: [UInt8], tag: [UInt8])], remove: [(fileID: [UInt8], tag: [UInt8])] = []) throws(MetadataError) {
+        for link in add + remove { try Self.checkFileId(link.fileID) }
         try locked { (c) throws(MetadataError) in
             try c.transaction("binding file names") { () throws(MetadataError) in
                 for link in add {
                     try c.withStatement("INSERT OR IGNORE INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, x'', NULL)") { (s) throws(MetadataError) in
-                        try s.bind(1, link.fileId)
+                        try s.bind(1, link.fileID)
                         try s.bind(2, Self.linkRowName(link.tag))
                         try s.step("binding a file name")
                     }
                 }
                 for link in remove {
                     try c.withStatement("DELETE FROM file_attrs WHERE file_id = ?1 AND name = ?2") { (s) throws(MetadataError) in
-                        try s.bind(1, link.fileId)
+                        try s.bind(1, link.fileID)
                         try s.bind(2, Self.linkRowName(link.tag))
                         try s.step("unbinding a file name")
                     }
@@ -37,11 +37,11 @@ extension MetadataStore {
     }
 
     /// Whether the file has the binding `tag`.
-    public func hasLink(fileId: [UInt8], tag: [UInt8]) throws(MetadataError) -> Bool {
-        try Self.checkFileId(fileId)
+    public func hasLink(fileID: [UInt8], tag: [UInt8]) throws(MetadataError) -> Bool {
+        try Self.checkFileId(fileID)
         return try locked { (c) throws(MetadataError) in
             try c.withStatement("SELECT 1 FROM file_attrs WHERE file_id = ?1 AND name = ?2") { (s) throws(MetadataError) in
-                try s.bind(1, fileId)
+                try s.bind(1, fileID)
                 try s.bind(2, Self.linkRowName(tag))
                 return try s.step("checking a file name's binding")
             }
@@ -49,11 +49,11 @@ extension MetadataStore {
     }
 
     /// Whether the file has any binding (used when the entry an open came through is not known).
-    public func hasAnyLink(fileId: [UInt8]) throws(MetadataError) -> Bool {
-        try Self.checkFileId(fileId)
+    public func hasAnyLink(fileID: [UInt8]) throws(MetadataError) -> Bool {
+        try Self.checkFileId(fileID)
         return try locked { (c) throws(MetadataError) in
             try c.withStatement("SELECT 1 FROM file_attrs WHERE file_id = ?1 AND name >= '\(Self.linkPrefix)' AND name < 'cmkfs.link/' LIMIT 1") { (s) throws(MetadataError) in
-                try s.bind(1, fileId)
+                try s.bind(1, fileID)
                 return try s.step("checking a file's bindings")
             }
         }

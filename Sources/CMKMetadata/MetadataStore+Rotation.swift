@@ -31,7 +31,7 @@ extension MetadataStore {
                 try s.bind(3, limit)
                 var out: [WrappedKey] = []
                 while try s.step("reading EDEKs to re-wrap") {
-                    out.append(WrappedKey(fileId: s.blob(0), keyVersion: version, edek: s.blob(1)))
+                    out.append(WrappedKey(fileID: s.blob(0), keyVersion: version, edek: s.blob(1)))
                 }
                 return out
             }
@@ -48,9 +48,9 @@ extension MetadataStore {
             try c.transaction("storing re-wrapped EDEKs") { () throws(MetadataError) -> Int in
                 var changed = 0
                 for item in batch {
-                    try Self.checkFileId(item.fileId)
+                    try Self.checkFileId(item.fileID)
                     let moved = try c.withStatement("UPDATE file_attrs SET value = ?3, key_version = ?4 WHERE file_id = ?1 AND name = '\(Self.edekName)' AND value = ?2") { (s) throws(MetadataError) in
-                        try s.bind(1, item.fileId)
+                        try s.bind(1, item.fileID)
                         try s.bind(2, item.oldEdek)
                         try s.bind(3, item.newEdek)
                         try s.bind(4, newVersion)
@@ -60,7 +60,7 @@ extension MetadataStore {
                     changed += moved
                     if moved > 0, let newKeyID {
                         try c.withStatement("UPDATE file_attrs SET value = ?2 WHERE file_id = ?1 AND name = '\(Self.kekName)'") { (s) throws(MetadataError) in
-                            try s.bind(1, item.fileId)
+                            try s.bind(1, item.fileID)
                             try s.bind(2, Array(newKeyID.utf8))
                             _ = try s.step("recording the key id of a re-wrapped EDEK")
                         }
@@ -73,7 +73,7 @@ extension MetadataStore {
     }
 
     /// The ids of the files whose EDEK is wrapped under `version`, in file-id order.
-    public func fileIds(version: Int) throws(MetadataError) -> [[UInt8]] {
+    public func fileIDs(version: Int) throws(MetadataError) -> [[UInt8]] {
         try locked { (c) throws(MetadataError) in
             try c.withStatement("SELECT file_id FROM file_attrs WHERE key_version = ?1 AND name = '\(Self.edekName)' ORDER BY file_id") { (s) throws(MetadataError) in
                 try s.bind(1, version)

@@ -57,12 +57,12 @@ public enum XattrSetMode: Sendable {
 
 /// One file's wrapped key as rotation reads it.
 public struct WrappedKey: Sendable, Equatable {
-    public var fileId: [UInt8]
+    public var fileID: [UInt8]
     public var keyVersion: Int
     public var edek: [UInt8]
 
-    public init(fileId: [UInt8], keyVersion: Int, edek: [UInt8]) {
-        self.fileId = fileId
+    public init(fileID: [UInt8], keyVersion: Int, edek: [UInt8]) {
+        self.fileID = fileID
         self.keyVersion = keyVersion
         self.edek = edek
     }
@@ -71,11 +71,11 @@ public struct WrappedKey: Sendable, Equatable {
 /// A re-wrapped EDEK to store: applied only if the row still holds `oldEdek` (the file may
 /// have been deleted or rekeyed since it was read).
 public struct Rewrap: Sendable {
-    public var fileId: [UInt8]
+    public var fileID: [UInt8]
     public var oldEdek: [UInt8]
     public var newEdek: [UInt8]
-    public init(fileId: [UInt8], oldEdek: [UInt8], newEdek: [UInt8]) {
-        self.fileId = fileId
+    public init(fileID: [UInt8], oldEdek: [UInt8], newEdek: [UInt8]) {
+        self.fileID = fileID
         self.oldEdek = oldEdek
         self.newEdek = newEdek
     }

@@ -66,7 +66,7 @@ extension Volume {
             } catch { throw Self.keyError(error) }
             do {
                 let record = FileKeyRecord(edek: edek, keyId: ref.keyID, keyVersion: ref.version)
-                if try metadata.insertFileKey(fileId: fileID.bytes, record, onlyIfActive: true, linkTag: linkTag) { return (dek, ref) }
+                if try metadata.insertFileKey(fileID: fileID.bytes, record, onlyIfActive: true, linkTag: linkTag) { return (dek, ref) }
                 guard let reloaded = try reloadActiveKey(), reloaded != ref else { break }
                 ref = reloaded
             } catch { throw Self.metadataError(error, fileID) }
@@ -83,7 +83,7 @@ extension Volume {
     /// who asked (default: this process, for `purpose`).
     public func fileKeyAndVersion(_ fileID: FileID, request: KeyRequest? = nil) throws(FileKeyError) -> (SecretBytes, KeyRef) {
         let record: FileKeyRecord?
-        do { record = try metadata.fileKey(fileId: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }
+        do { record = try metadata.fileKey(fileID: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }
         guard let record else {
             throw FileKeyError(.missingRow, "file \(fileID) has no key row in the metadata database")
         }
@@ -97,14 +97,14 @@ extension Volume {
     /// Removes the metadata rows of several files whose last links are gone, in one transaction.
     public func forgetFiles(_ fileIDs: [FileID]) throws(FileKeyError) {
         guard !fileIDs.isEmpty else { return }
-        do { try metadata.deleteFiles(fileIds: fileIDs.map(\.bytes)) } catch {
+        do { try metadata.deleteFiles(fileIDs: fileIDs.map(\.bytes)) } catch {
             throw FileKeyError(.metadata(error), "deleting the key rows of \(fileIDs.count) unlinked files: \(error)")
         }
     }
 
     /// Removes every metadata row of a file whose last link is gone.
     public func forgetFile(_ fileID: FileID) throws(FileKeyError) {
-        do { try metadata.deleteFile(fileId: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }
+        do { try metadata.deleteFile(fileID: fileID.bytes) } catch { throw Self.metadataError(error, fileID) }
     }
 
     static func keyError(_ error: KeyProviderError) -> FileKeyError {

@@ -138,7 +138,7 @@ extension Volume {
         seen[fileID.bytes] = (display, inode)
         report.filesChecked += 1
         let record: FileKeyRecord?
-        do { record = try metadata.fileKey(fileId: fileID.bytes) } catch {
+        do { record = try metadata.fileKey(fileID: fileID.bytes) } catch {
             if case .corrupt = error {
                 try unreadable(relative, display: display, fileID: fileID, kind: "bad-key-row", detail: "its key row is damaged: \(error)",
                                repair: repair, into: &report, audit: audit)
@@ -282,13 +282,13 @@ extension Volume {
             if repair {
                 do {
                     // Kept, not lost: they are the only key to a file whose header was destroyed.
-                    let rows = try metadata.rows(fileId: id)
+                    let rows = try metadata.rows(fileID: id)
                     try? Descriptor.cwd.mkdir(lostFoundPath, mode: 0o700)
                     let data = try JSONEncoder().encode(rows)
                     guard FileManager.default.createFile(atPath: path + "/" + saved, contents: data, attributes: [.posixPermissions: 0o600]) else {
                         throw CMKError(.io, "cannot write \(path)/\(saved)")
                     }
-                    try metadata.deleteFile(fileId: id)
+                    try metadata.deleteFile(fileID: id)
                 } catch let error as MetadataError { throw .metadata(error, volume: path) } catch let error as CMKError { throw error } catch {
                     throw CMKError(.internalError, "\(error)")
                 }

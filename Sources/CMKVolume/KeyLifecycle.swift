@@ -115,7 +115,7 @@ extension KeyAdmin {
                 throw CMKError(.refused, "version \(version) still wraps the volume's key check, audit key or name key",
                                hint: "rotate with: cmkfs key rotate \(path)")
             }
-            return try store.fileIds(version: version)
+            return try store.fileIDs(version: version)
         } catch let error as CMKError { throw error } catch let error as MetadataError {
             throw .metadata(error, volume: path)
         } catch { throw CMKError(.internalError, "\(error)") }

@@ -247,14 +247,14 @@ extension KeyAdmin {
                 var rewraps: [Rewrap] = []
                 for (item, outcome) in zip(batch, outcomes) {
                     if let edek = outcome {
-                        rewraps.append(Rewrap(fileId: item.fileId, oldEdek: item.edek, newEdek: edek))
+                        rewraps.append(Rewrap(fileID: item.fileID, oldEdek: item.edek, newEdek: edek))
                     } else {
                         state.failedCount += 1
-                        if state.failed.count < RotationProgress.maxListed { state.failed.append(hex(item.fileId)) }
+                        if state.failed.count < RotationProgress.maxListed { state.failed.append(hex(item.fileID)) }
                     }
                 }
                 state.cursorVersion = source.version
-                state.cursorFile = hex(last.fileId)
+                state.cursorFile = hex(last.fileID)
                 // Rows deleted or rekeyed since they were read count as done: nothing is left
                 // under the old version for them.
                 state.rewrapped += rewraps.count
@@ -266,11 +266,11 @@ extension KeyAdmin {
                 } catch { throw .metadata(error, volume: path) }
                 done += batch.count
                 var record = AuditEvent.command("rotate-batch", keyID: target.keyID, keyVersion: target.version,
-                                                detail: "\(from) -> v\(target.version): \(changed) re-wrapped, \(batch.count - rewraps.count) failed, through file \(hex(last.fileId))")
+                                                detail: "\(from) -> v\(target.version): \(changed) re-wrapped, \(batch.count - rewraps.count) failed, through file \(hex(last.fileID))")
                 record.kmsRequest = request.id
                 try audit(record, false)
                 progress(min(done, total), total)
-                after = last.fileId
+                after = last.fileID
                 doneHere += batch.count
                 if let maxRate, maxRate > 0 {
                     let ahead = Double(doneHere) / maxRate - Date().timeIntervalSince(started)
@@ -292,7 +292,7 @@ extension KeyAdmin {
         let batching = (provider as? any BatchRewrapping) ?? ((provider as? RetryingProvider)?.base as? any BatchRewrapping)
         if let batching {
             do {
-                return try batching.rewrap(batch.map { ($0.edek, WrapContext(volumeID: volumeID, fileID: $0.fileId, request: request)) },
+                return try batching.rewrap(batch.map { ($0.edek, WrapContext(volumeID: volumeID, fileID: $0.fileID, request: request)) },
                                            from: from, to: to)
             } catch { throw CMKError.provider(error, volume: path, config: config.provider) }
         }
@@ -302,7 +302,7 @@ extension KeyAdmin {
         Self.onThreads(workers) { worker in
             for i in stride(from: worker, to: batch.count, by: workers) {
                 let item = batch[i]
-                let context = WrapContext(volumeID: volumeID, fileID: item.fileId, request: request.item(i))
+                let context = WrapContext(volumeID: volumeID, fileID: item.fileID, request: request.item(i))
                 let outcome: Outcome
                 do throws(KeyProviderError) {
                     let dek = try provider.unwrap(item.edek, with: from, context: context)

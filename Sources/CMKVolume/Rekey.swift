@@ -77,8 +77,8 @@ extension Volume {
 
         var xattrs: [String: String] = [:]
         do {
-            for name in try metadata.xattrNames(fileId: fileID.bytes) {
-                guard let sealed = try metadata.xattr(fileId: fileID.bytes, name: name) else { continue }
+            for name in try metadata.xattrNames(fileID: fileID.bytes) {
+                guard let sealed = try metadata.xattr(fileID: fileID.bytes, name: name) else { continue }
                 let plain = try XattrSeal.open(sealed, name: name, fileID: fileID, key: oldKey)
                 xattrs[name] = hex(try plain.withUnsafeBytes { p throws(CryptoError) in try XattrSeal.seal(p, name: name, fileID: fileID, key: newKey) })
             }
@@ -179,7 +179,7 @@ extension Volume {
         for _ in 0..<3 {
             do {
                 let record = FileKeyRecord(edek: edek, keyId: ref.keyID, keyVersion: ref.version)
-                if try metadata.installRekeyedKey(fileId: fileID.bytes, record, xattrs: xattrs, journalKey: journalKey) {
+                if try metadata.installRekeyedKey(fileID: fileID.bytes, record, xattrs: xattrs, journalKey: journalKey) {
                     try metadata.makeDurable()
                     return ref
                 }

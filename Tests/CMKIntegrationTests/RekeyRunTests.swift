@@ -55,6 +55,6 @@ final class RekeyRunTests: IntegrationTestCase {
         let fd = open(v.dataPath + "/" + backing, O_RDONLY)
         guard fd >= 0 else { throw CMKError(.io, "open \(name)") }
         defer { close(fd) }
-        return try v.metadata.fileKey(fileId: try ContentFile.readFileID(fd: fd).bytes)?.edek
+        return try v.metadata.fileKey(fileID: try ContentFile.readFileID(fd: fd).bytes)?.edek
     }
 }

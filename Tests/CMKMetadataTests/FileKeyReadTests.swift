@@ -15,21 +15,21 @@ final class FileKeyReadTests: MetadataTestCase {
 
     func testFileKeyReadsTheRecordAndOnlyItsOwnRows() throws {
         let store = try makeStore()
-        try store.insertFileKey(fileId: fileId(1), key(0x11, keyId: "mk-one", version: 3))
-        try store.insertFileKey(fileId: fileId(2), key(0x22, keyId: "mk-two", version: 1), onlyIfActive: false,
+        try store.insertFileKey(fileID: fileID(1), key(0x11, keyId: "mk-one", version: 3))
+        try store.insertFileKey(fileID: fileID(2), key(0x22, keyId: "mk-two", version: 1), onlyIfActive: false,
                                 linkTag: [UInt8](repeating: 7, count: 16))
-        try store.setXattr(fileId: fileId(2), name: "user.a", value: [1, 2], mode: .any)
-        XCTAssertEqual(try store.fileKey(fileId: fileId(1)), key(0x11, keyId: "mk-one", version: 3))
-        XCTAssertEqual(try store.fileKey(fileId: fileId(2)), key(0x22, keyId: "mk-two", version: 1))
-        XCTAssertNil(try store.fileKey(fileId: fileId(3)))
+        try store.setXattr(fileID: fileID(2), name: "user.a", value: [1, 2], mode: .any)
+        XCTAssertEqual(try store.fileKey(fileID: fileID(1)), key(0x11, keyId: "mk-one", version: 3))
+        XCTAssertEqual(try store.fileKey(fileID: fileID(2)), key(0x22, keyId: "mk-two", version: 1))
+        XCTAssertNil(try store.fileKey(fileID: fileID(3)))
     }
 
     func testAnEDEKRowWithoutItsKeyIDRowIsCorrupt() throws {
         let store = try makeStore()
-        try store.insertFileKey(fileId: fileId(1), key(0x11))
+        try store.insertFileKey(fileID: fileID(1), key(0x11))
         try store.locked { (c) throws(MetadataError) in
             _ = try c.execute("DELETE FROM file_attrs WHERE name = 'cmkfs.kek'", "test")
         }
-        guard case .corrupt? = expectError({ try store.fileKey(fileId: fileId(1)) }) else { return XCTFail("expected .corrupt") }
+        guard case .corrupt? = expectError({ try store.fileKey(fileID: fileID(1)) }) else { return XCTFail("expected .corrupt") }
     }
 }

@@ -44,7 +44,7 @@ class MetadataTestCase: XCTestCase {
     }
 
     /// A deterministic 16-byte file id.
-    func fileId(_ a: Int, _ b: Int = 0) -> [UInt8] {
+    func fileID(_ a: Int, _ b: Int = 0) -> [UInt8] {
         var id = [UInt8](repeating: 0xA5, count: 16)
         id[0] = UInt8(truncatingIfNeeded: a)
         id[1] = UInt8(truncatingIfNeeded: a >> 8)

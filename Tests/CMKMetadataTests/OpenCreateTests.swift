@@ -14,8 +14,8 @@ final class OpenCreateTests: MetadataTestCase {
             let store = try MetadataStore.create(at: dbPath)
             try store.setMeta("volume-id", [1, 2, 3])
             try store.addKeyVersion(KeyVersionRecord(keyId: "k", version: 1, state: .active, createdAt: "2025-01-01T00:00:00Z"))
-            try store.insertFileKey(fileId: fileId(1), key(7))
-            try store.setXattr(fileId: fileId(1), name: "user.tag", value: [9, 9], mode: .create)
+            try store.insertFileKey(fileID: fileID(1), key(7))
+            try store.setXattr(fileID: fileID(1), name: "user.tag", value: [9, 9], mode: .create)
             store.close()
         }
         let reopened = try MetadataStore.open(at: dbPath)
@@ -23,8 +23,8 @@ final class OpenCreateTests: MetadataTestCase {
         XCTAssertNil(try reopened.meta("absent"))
         XCTAssertEqual(try reopened.keyVersions(),
                        [KeyVersionRecord(keyId: "k", version: 1, state: .active, createdAt: "2025-01-01T00:00:00Z")])
-        XCTAssertEqual(try reopened.fileKey(fileId: fileId(1)), key(7))
-        XCTAssertEqual(try reopened.xattr(fileId: fileId(1), name: "user.tag"), [9, 9])
+        XCTAssertEqual(try reopened.fileKey(fileID: fileID(1)), key(7))
+        XCTAssertEqual(try reopened.xattr(fileID: fileID(1), name: "user.tag"), [9, 9])
         XCTAssertEqual(try reopened.fileCount(), 1)
     }
 
@@ -123,12 +123,12 @@ final class OpenCreateTests: MetadataTestCase {
         for round in 0..<5 {
             let store = try MetadataStore.open(at: dbPath)
             XCTAssertEqual(try store.fileCount(), round)
-            try store.insertFileKey(fileId: fileId(round), key(UInt8(round)))
+            try store.insertFileKey(fileID: fileID(round), key(UInt8(round)))
             store.close()
         }
         let store = try MetadataStore.open(at: dbPath)
         for round in 0..<5 {
-            XCTAssertEqual(try store.fileKey(fileId: fileId(round)), key(UInt8(round)))
+            XCTAssertEqual(try store.fileKey(fileID: fileID(round)), key(UInt8(round)))
         }
     }
 
@@ -137,7 +137,7 @@ final class OpenCreateTests: MetadataTestCase {
         let store = try MetadataStore.create(at: dbPath)
         try store.makeDurable()
         XCTAssertFalse(store.hasUnsyncedWrites)
-        try store.insertFileKey(fileId: fileId(42), key(1))
+        try store.insertFileKey(fileID: fileID(42), key(1))
         XCTAssertTrue(store.hasUnsyncedWrites)
         try store.makeDurable()
         XCTAssertFalse(store.hasUnsyncedWrites)
@@ -148,6 +148,6 @@ final class OpenCreateTests: MetadataTestCase {
         try FileManager.default.copyItem(atPath: dbPath, toPath: copy)
         XCTAssertFalse(FileManager.default.fileExists(atPath: copy + "-wal"))
         let copied = try MetadataStore.open(at: copy)
-        XCTAssertEqual(try copied.fileKey(fileId: fileId(42)), key(1))
+        XCTAssertEqual(try copied.fileKey(fileID: fileID(42)), key(1))
     }
 }

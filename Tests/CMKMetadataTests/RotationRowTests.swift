@@ -11,7 +11,7 @@ final class RotationRowTests: MetadataTestCase {
         let store = try makeStore()
         try store.addKeyVersion(KeyVersionRecord(keyId: "mk", version: 1, state: .active, createdAt: "t1"))
         for n in 0..<files {
-            XCTAssertTrue(try store.insertFileKey(fileId: id(n), FileKeyRecord(edek: [1, UInt8(n)], keyId: "mk", keyVersion: 1),
+            XCTAssertTrue(try store.insertFileKey(fileID: id(n), FileKeyRecord(edek: [1, UInt8(n)], keyId: "mk", keyVersion: 1),
                                                   onlyIfActive: true))
         }
         return store
@@ -26,9 +26,9 @@ final class RotationRowTests: MetadataTestCase {
         XCTAssertEqual(try store.activeKeyVersion()?.version, 2)
         XCTAssertEqual(try store.meta("rotation"), [7])
         // A writer that still thinks v1 is active is refused, and nothing is written.
-        XCTAssertFalse(try store.insertFileKey(fileId: id(9), FileKeyRecord(edek: [9], keyId: "mk", keyVersion: 1), onlyIfActive: true))
-        XCTAssertNil(try store.fileKey(fileId: id(9)))
-        XCTAssertTrue(try store.insertFileKey(fileId: id(9), FileKeyRecord(edek: [9], keyId: "mk", keyVersion: 2), onlyIfActive: true))
+        XCTAssertFalse(try store.insertFileKey(fileID: id(9), FileKeyRecord(edek: [9], keyId: "mk", keyVersion: 1), onlyIfActive: true))
+        XCTAssertNil(try store.fileKey(fileID: id(9)))
+        XCTAssertTrue(try store.insertFileKey(fileID: id(9), FileKeyRecord(edek: [9], keyId: "mk", keyVersion: 2), onlyIfActive: true))
         XCTAssertEqual(try store.edekCounts(), [1: 3, 2: 1])
     }
 
@@ -36,18 +36,18 @@ final class RotationRowTests: MetadataTestCase {
         let store = try storeWithVersion1(files: 5)
         defer { store.close() }
         let first = try store.wrappedKeys(version: 1, after: nil, limit: 2)
-        XCTAssertEqual(first.map(\.fileId), [id(0), id(1)])
-        let second = try store.wrappedKeys(version: 1, after: first.last!.fileId, limit: 2)
-        XCTAssertEqual(second.map(\.fileId), [id(2), id(3)])
+        XCTAssertEqual(first.map(\.fileID), [id(0), id(1)])
+        let second = try store.wrappedKeys(version: 1, after: first.last!.fileID, limit: 2)
+        XCTAssertEqual(second.map(\.fileID), [id(2), id(3)])
         // One row changed since it was read (rekeyed): its stale re-wrap must not land.
         let changed = try store.storeRewrapped([
-            Rewrap(fileId: id(2), oldEdek: [1, 2], newEdek: [2, 2]),
-            Rewrap(fileId: id(3), oldEdek: [0xFF], newEdek: [2, 3]),
+            Rewrap(fileID: id(2), oldEdek: [1, 2], newEdek: [2, 2]),
+            Rewrap(fileID: id(3), oldEdek: [0xFF], newEdek: [2, 3]),
         ], newVersion: 2, meta: ["rotation": [1]])
         XCTAssertEqual(changed, 1)
-        XCTAssertEqual(try store.fileKey(fileId: id(2)), FileKeyRecord(edek: [2, 2], keyId: "mk", keyVersion: 2))
-        XCTAssertEqual(try store.fileKey(fileId: id(3)), FileKeyRecord(edek: [1, 3], keyId: "mk", keyVersion: 1))
-        XCTAssertEqual(try store.fileIds(version: 1), [id(0), id(1), id(3), id(4)])
+        XCTAssertEqual(try store.fileKey(fileID: id(2)), FileKeyRecord(edek: [2, 2], keyId: "mk", keyVersion: 2))
+        XCTAssertEqual(try store.fileKey(fileID: id(3)), FileKeyRecord(edek: [1, 3], keyId: "mk", keyVersion: 1))
+        XCTAssertEqual(try store.fileIDs(version: 1), [id(0), id(1), id(3), id(4)])
         XCTAssertEqual(try store.meta("rotation"), [1])
         try store.deleteMeta("rotation")
         XCTAssertNil(try store.meta("rotation"))
@@ -60,13 +60,13 @@ final class RotationRowTests: MetadataTestCase {
         defer { store.close() }
         try store.beginRotation(to: KeyVersionRecord(keyId: "mk-new", version: 2, state: .active, createdAt: "t2"), meta: [:])
         let changed = try store.storeRewrapped([
-            Rewrap(fileId: id(0), oldEdek: [1, 0], newEdek: [2, 0]),
-            Rewrap(fileId: id(1), oldEdek: [0xFF], newEdek: [2, 1]),
+            Rewrap(fileID: id(0), oldEdek: [1, 0], newEdek: [2, 0]),
+            Rewrap(fileID: id(1), oldEdek: [0xFF], newEdek: [2, 1]),
         ], newVersion: 2, newKeyID: "mk-new", meta: [:])
         XCTAssertEqual(changed, 1)
-        XCTAssertEqual(try store.fileKey(fileId: id(0)), FileKeyRecord(edek: [2, 0], keyId: "mk-new", keyVersion: 2))
-        XCTAssertEqual(try store.fileKey(fileId: id(1)), FileKeyRecord(edek: [1, 1], keyId: "mk", keyVersion: 1))
-        XCTAssertEqual(try store.fileKey(fileId: id(2)), FileKeyRecord(edek: [1, 2], keyId: "mk", keyVersion: 1))
+        XCTAssertEqual(try store.fileKey(fileID: id(0)), FileKeyRecord(edek: [2, 0], keyId: "mk-new", keyVersion: 2))
+        XCTAssertEqual(try store.fileKey(fileID: id(1)), FileKeyRecord(edek: [1, 1], keyId: "mk", keyVersion: 1))
+        XCTAssertEqual(try store.fileKey(fileID: id(2)), FileKeyRecord(edek: [1, 2], keyId: "mk", keyVersion: 1))
     }
 
     /// Two processes' connections committing and checkpointing at once: before the retry, the

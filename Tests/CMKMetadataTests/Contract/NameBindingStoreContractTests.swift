@@ -6,30 +6,30 @@ final class NameBindingStoreContractTests: MetadataContractCase {
     func testAddCheckAndRenameAtomically() {
         forEachBackend { backend in
             let store: any NameBindingStore = backend
-            XCTAssertFalse(try store.hasAnyLink(fileId: fid(1)))
+            XCTAssertFalse(try store.hasAnyLink(fileID: fid(1)))
             try store.changeLinks(add: [(fid(1), [1]), (fid(2), [2])])
             try store.changeLinks(add: [(fid(1), [1])])
-            XCTAssertTrue(try store.hasLink(fileId: fid(1), tag: [1]))
-            XCTAssertFalse(try store.hasLink(fileId: fid(1), tag: [2]), "a binding is per file and tag")
-            XCTAssertFalse(try store.hasLink(fileId: fid(2), tag: [1]))
+            XCTAssertTrue(try store.hasLink(fileID: fid(1), tag: [1]))
+            XCTAssertFalse(try store.hasLink(fileID: fid(1), tag: [2]), "a binding is per file and tag")
+            XCTAssertFalse(try store.hasLink(fileID: fid(2), tag: [1]))
             // A rename: the new entry's binding in, the old one out.
             try store.changeLinks(add: [(fid(1), [3])], remove: [(fid(1), [1])])
-            XCTAssertFalse(try store.hasLink(fileId: fid(1), tag: [1]))
-            XCTAssertTrue(try store.hasLink(fileId: fid(1), tag: [3]))
+            XCTAssertFalse(try store.hasLink(fileID: fid(1), tag: [1]))
+            XCTAssertTrue(try store.hasLink(fileID: fid(1), tag: [3]))
             try store.changeLinks(add: [], remove: [(fid(1), [3]), (fid(1), [9])])
-            XCTAssertFalse(try store.hasAnyLink(fileId: fid(1)), "removing an absent binding is not an error")
-            XCTAssertTrue(try store.hasAnyLink(fileId: fid(2)))
+            XCTAssertFalse(try store.hasAnyLink(fileID: fid(1)), "removing an absent binding is not an error")
+            XCTAssertTrue(try store.hasAnyLink(fileID: fid(2)))
         }
     }
 
     func testBindingsGoWithTheFileAndAreNotXattrs() {
         forEachBackend { backend in
             let store: any NameBindingStore & FileKeyStore & XattrStore = backend
-            try store.insertFileKey(fileId: fid(1), record(1))
+            try store.insertFileKey(fileID: fid(1), record(1))
             try store.changeLinks(add: [(fid(1), [0xAB, 0xCD])])
-            XCTAssertEqual(try store.xattrNames(fileId: fid(1)), [])
-            try store.deleteFile(fileId: fid(1))
-            XCTAssertFalse(try store.hasAnyLink(fileId: fid(1)))
+            XCTAssertEqual(try store.xattrNames(fileID: fid(1)), [])
+            try store.deleteFile(fileID: fid(1))
+            XCTAssertFalse(try store.hasAnyLink(fileID: fid(1)))
         }
     }
 
@@ -37,7 +37,7 @@ final class NameBindingStoreContractTests: MetadataContractCase {
         forEachBackend { backend in
             let store: any NameBindingStore = backend
             guard case .io? = metadataError({ try store.changeLinks(add: [([1, 2], [1])]) }) else { return XCTFail("a 2-byte id was bound") }
-            guard case .io? = metadataError({ try store.hasAnyLink(fileId: [1]) }) else { return XCTFail("a 1-byte id was looked up") }
+            guard case .io? = metadataError({ try store.hasAnyLink(fileID: [1]) }) else { return XCTFail("a 1-byte id was looked up") }
         }
     }
 }
