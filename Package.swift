@@ -67,7 +67,7 @@ let package = Package(
         // A volume: its config, its database, its provider, the per-file key service.
         .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKMetrics", "CMKPKCS11", "CMKSocketKMS", "CMKAWSKMS", "CMKHTTP", "CMKSystem", "CMKVault"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
-        .target(name: "CMKFuse", dependencies: ["CFuse3", "CLinuxFS", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKMetrics", "CMKVolume",
+        .target(name: "CMKFuse", dependencies: ["CFuse3", "CLinuxFS", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKMetrics", "CMKSystem", "CMKVolume",
                                                 .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "cmkfs", dependencies: [
             "CMKAudit", "CMKControl", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto", "CMKMetrics", "CMKSystem", "CMKUnixSocket",
@@ -84,6 +84,9 @@ let package = Package(
         // Benchmark, run by hand (not by `swift test`): unwrap latency per provider.
         .executableTarget(name: "provider-latency", dependencies: ["CMKAWSKMS", "CMKCrypto", "CMKHTTP", "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKVault"],
                           path: "bench/provider-latency"),
+
+        // Benchmark, run by hand: µs per pread/pwrite/openat through CMKSystem against the raw calls.
+        .executableTarget(name: "syscall-overhead", dependencies: ["CMKSystem"], path: "bench/syscall-overhead"),
 
         // Fuzz targets: one function per parser of untrusted bytes, run by CMKFuzzTests and by
         // the libFuzzer driver below (docs/fuzzing.md).
@@ -104,7 +107,7 @@ let package = Package(
         .testTarget(name: "CMKFuzzTests", dependencies: ["CMKFuzzTargets"]),
         .testTarget(name: "CMKControlTests", dependencies: ["CMKControl", "CMKUnixSocket"]),
         .testTarget(name: "CMKFuseTests", dependencies: ["CMKFuse", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeyService",
-                                                        "CMKKeys", "CMKMetadata", "CMKVolume"]),
+                                                        "CMKKeys", "CMKMetadata", "CMKSystem", "CMKVolume"]),
         .testTarget(name: "CMKIntegrationTests", dependencies: ["cmkfs", "cmkfs-kms", "CMKVolume", "CMKFormat", "CMKCrypto",
                                                              "CMKKeys", "CMKPKCS11", "CMKSocketKMS", "CMKAudit", "CMKControl", "CMKUnixSocket", "CMKAWSKMS", "CMKHTTP", "CMKVault"]),
     ],

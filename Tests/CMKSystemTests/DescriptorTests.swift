@@ -111,4 +111,35 @@ final class DescriptorTests: XCTestCase {
         XCTAssertEqual(OpenFlags.noAccessTime, 0o1000000)
         XCTAssertEqual(OpenFlags.atEmptyPath, 0x1000)
     }
+
+    /// A handle reopens the very object it was made of, through any mount descriptor of its
+    /// filesystem, and another object's handle differs even where the inode number is reused.
+    func testFileHandleReopensItsObjectAndTellsObjectsApart() throws {
+        let dir = try FileDescriptor.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        do { let f = try dir.descriptor.openat("f", O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600); try f.descriptor.writeAll(Array("x".utf8)) }
+        let handle = try dir.descriptor.fileHandle("f")
+        let object = try dir.descriptor.stat("f")
+        do {
+            let again = try handle.open(mount: dir.descriptor, flags: OpenFlags.path | O_CLOEXEC)
+            XCTAssertEqual(try again.descriptor.stat("", flags: OpenFlags.atEmptyPath).st_ino, object.st_ino)
+        }
+        XCTAssertEqual(try dir.descriptor.fileHandle("f"), handle, "one object, one handle")
+        try dir.descriptor.unlink("f")
+        do { let g = try dir.descriptor.openat("f", O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600); _ = g.rawValue }
+        XCTAssertNotEqual(try dir.descriptor.fileHandle("f"), handle, "a new object under the old name has another handle")
+        XCTAssertThrowsError(try handle.open(mount: dir.descriptor, flags: OpenFlags.path | O_CLOEXEC).rawValue) {
+            XCTAssertEqual(($0 as? SystemError)?.errno, Errno(rawValue: ESTALE), "the unlinked object is gone")
+        }
+    }
+
+    /// Every listing starts at the first entry, and the descriptor stays open.
+    func testDirectoryStreamStartsFromTheTopEachTime() throws {
+        let dir = try FileDescriptor.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        do { let f = try dir.descriptor.openat("f", O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600); _ = f.rawValue }
+        func names() throws -> [String] { try dir.descriptor.entries().map(\.name).sorted() }
+        XCTAssertEqual(try names(), [".", "..", "f"])
+        XCTAssertEqual(try names(), [".", "..", "f"], "a second stream reads from the start again")
+        XCTAssertTrue(isOpen(dir.rawValue))
+        XCTAssertGreaterThan(try dir.descriptor.statfs().f_bsize, 0)
+    }
 }
