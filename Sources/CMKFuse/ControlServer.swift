@@ -5,6 +5,7 @@ import CMKAudit
 import CMKControl
 import CMKKeyService
 import CMKKeys
+import CMKSystem
 import CMKVolume
 
 /// Answers the control requests of a live mount (docs/control-protocol.md); the transport, one
@@ -13,8 +14,7 @@ enum ControlServer {
     /// Binds `VOLUME/control.sock` and serves it until the process ends.
     static func start(_ fs: FileSystem) throws(CMKError) {
         let path = fs.volume.path + "/control.sock"
-        var st = stat()
-        let owner = stat(fs.volume.path, &st) == 0 ? st.st_uid : 0
+        let owner = (try? Descriptor.cwd.stat(fs.volume.path))?.st_uid ?? 0
         do { try ControlChannel.serve(path, owner: owner) { request, peer in handle(request, fs, peer: peer) } } catch {
             throw CMKError(.mountFailed, "cannot listen on the control socket: \(error)",
                            hint: path.utf8.count > ControlChannel.maxPathBytes ? "use a shorter volume path" : nil)
@@ -64,10 +64,12 @@ enum ControlServer {
         case .info(let path):
             return fs.info(relativePath: path)
         case .rekey(let path):
-            let (rc, message) = fs.rekey(relativePath: path, requester: (peer.uid, peer.gid, peer.pid))
-            var response = ControlResponse(ok: rc == 0, error: message)
-            response.errno = rc == 0 ? nil : rc
-            return response
+            do { try fs.rekey(relativePath: path, requester: (peer.uid, peer.gid, peer.pid)) } catch {
+                var response = ControlResponse(ok: false, error: error.description)
+                response.errno = error.errno
+                return response
+            }
+            return ControlResponse(ok: true)
         case .audit(let record, let durable):
             // The same names `audit show --event` accepts: a record no filter can select, or a
             // typo that hides a revoke from a SIEM rule, is refused rather than chained.

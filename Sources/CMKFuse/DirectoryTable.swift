@@ -3,13 +3,14 @@ import Glibc
 import CFuse3
 import Synchronization
 import CMKFormat
+import CMKSystem
 
 /// An open directory: a snapshot of its entries, taken whenever a reader starts from offset 0
 /// (the first readdir, or after rewinddir), served by index so offsets are stable.
 final class DirectoryListing: @unchecked Sendable {
     // Sound: `entries` is read and replaced only under `lock`.
     typealias Entry = BackingDirectory.Entry
-    let fd: Int32
+    let fd: FileDescriptor
     let lock = Mutex(())
     var entries: [Entry] = []
     /// Each entry's name in the backing directory (its encryption, on an encrypted-name volume),
@@ -18,21 +19,14 @@ final class DirectoryListing: @unchecked Sendable {
     /// The directory's id when names are encrypted (set once, before the listing is shared).
     var directoryID: [UInt8]?
 
-    init(fd: Int32, directoryID: [UInt8]? = nil) {
+    init(fd: consuming FileDescriptor, directoryID: [UInt8]? = nil) {
         self.fd = fd
         self.directoryID = directoryID
     }
-    deinit { close(fd) }
 
     /// Re-reads the directory from its start.
     func refresh() throws(FSError) {
-        let dupFD = dup(fd)
-        guard dupFD >= 0 else { throw .posix(errno) }
-        guard let dir = fdopendir(dupFD) else { let e = errno; close(dupFD); throw .posix(e) }
-        defer { closedir(dir) }
-        // The duplicate shares the file offset with `fd`: start from the top every time.
-        rewinddir(dir)
-        do { entries = try BackingDirectory.entries(dir) } catch { throw .posix(error.errno.rawValue) }
+        do { entries = try fd.descriptor.entries() } catch { throw .system(error) }
         backingNames = entries.map(\.name)
     }
 }
@@ -65,8 +59,8 @@ final class NumberedTable<Value: Sendable>: Sendable {
 extension FileSystem {
     func opendir(_ inode: Node) throws(FSError) -> UInt64 {
         let id = try names?.directoryID(inode)
-        let fd = openAt(".", relativeTo: inode.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw .posix(errno) }
+        let fd: FileDescriptor
+        do { fd = try inode.descriptor.openat(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) } catch { throw .system(error) }
         // Entries are read by the first readdir (offset 0), not here, so they are read once.
         return directories.add(DirectoryListing(fd: fd, directoryID: id))
     }

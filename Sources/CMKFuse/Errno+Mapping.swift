@@ -5,6 +5,7 @@ import CMKFormat
 import CMKKeyService
 import CMKKeys
 import CMKMetadata
+import CMKSystem
 import CMKVolume
 
 /// Why a filesystem operation failed: a lower layer's own error, kept whole, or an answer the
@@ -14,6 +15,8 @@ enum FSError: Error, CustomStringConvertible {
     /// An errno a system call on the backing tree returned, or one POSIX prescribes for the
     /// request itself (EISDIR, EBADF, EEXIST…): passed on unchanged.
     case posix(Int32)
+    /// A system call on the backing tree failed: its errno, with the call and the path for the log.
+    case system(SystemError)
     /// Reading or writing a file's content failed.
     case content(ContentError)
     /// A name or symlink target could not be encrypted or decrypted.
@@ -36,7 +39,8 @@ enum FSError: Error, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case .posix(let code): return String(cString: strerror(code))
+        case .posix(let code): return Errno(rawValue: code).description
+        case .system(let error): return error.description
         case .content(let error): return error.description
         case .name(let error): return error.description
         case .fileKey(let error): return error.description
@@ -50,6 +54,11 @@ enum FSError: Error, CustomStringConvertible {
     }
 }
 
+/// Runs system calls, reporting their failure as a `FSError` that keeps the call and the path.
+func system<R: ~Copyable>(_ body: () throws(SystemError) -> R) throws(FSError) -> R {
+    do { return try body() } catch { throw .system(error) }
+}
+
 extension FSError {
     /// The errno the application sees. The only place the mount decides one: a new case in any
     /// lower layer's error fails to compile here until someone decides its errno
@@ -59,6 +68,9 @@ extension FSError {
         case .posix(let code):
             // The kernel's or POSIX's own answer: nothing to translate.
             return code
+        case .system(let error):
+            // The backing filesystem's own answer, unchanged, as for `.posix`.
+            return error.errno.rawValue
         case .content(let error):
             return Self.errno(error)
         case .name(let error):

@@ -1,6 +1,7 @@
 import Glibc
 import CMKControl
 import CMKFormat
+import CMKSystem
 import CMKVolume
 
 /// `cmkfs info PATH`: what the mount knows of one file, from the control socket.
@@ -16,21 +17,19 @@ extension FileSystem {
         var backingPath = path.isEmpty ? "." : String(path)
         if let names, !path.isEmpty {
             do { backingPath = try names.backingPath(ofMount: backingPath, rootFD: rootFD) } catch {
-                return ControlResponse(ok: false, error: "/\(path): \(String(cString: strerror(error.errno)))")
+                return ControlResponse(ok: false, error: "/\(path): \(Errno(rawValue: error.errno))")
             }
         }
-        let fd = openAt(backingPath, relativeTo: rootFD, flags: O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
-            return ControlResponse(ok: false, error: "/\(path): " + (e == ELOOP ? "a symbolic link (info describes files)" : String(cString: strerror(e))))
+        let fd: FileDescriptor
+        do { fd = try Descriptor(rawValue: rootFD).openat(backingPath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) } catch {
+            let e = error.errno
+            return ControlResponse(ok: false, error: "/\(path): " + (e == .ELOOP ? "a symbolic link (info describes files)" : e.description))
         }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+        guard let st = try? fd.descriptor.fstat(), st.st_mode & S_IFMT == S_IFREG else {
             return ControlResponse(ok: false, error: "/\(path): not a regular file (info describes files)")
         }
         let fileID: FileID
-        do { fileID = try ContentFile.readFileID(fd: fd) } catch {
+        do { fileID = try ContentFile.readFileID(fd: fd.rawValue) } catch {
             return ControlResponse(ok: false, error: "/\(path): cannot read the file's header: \(error)")
         }
         let row: (keyID: String, version: Int)?

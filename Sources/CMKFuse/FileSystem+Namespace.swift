@@ -2,9 +2,9 @@ import Logging
 import Glibc
 import Foundation
 import CFuse3
-import CLinuxFS
 import CMKCrypto
 import CMKFormat
+import CMKSystem
 
 extension FileSystem {
     func lookup(_ dir: Node, _ name: String) throws(FSError) -> fuse_entry_param {
@@ -23,12 +23,14 @@ extension FileSystem {
     func setattr(_ inode: Node, _ attr: stat, toSet: Int32, fh: UInt64?, caller: Caller) throws(FSError) -> stat {
         if toSet & FUSE_SET_ATTR_MODE != 0 {
             guard inode.kind != S_IFLNK else { throw .posix(EOPNOTSUPP) }
-            guard fchmodat(AT_FDCWD, inode.procPath, attr.st_mode & 0o7777, 0) == 0 else { throw .posix(errno) }
+            try system { () throws(SystemError) in try Descriptor.cwd.chmod(inode.procPath, mode: attr.st_mode & 0o7777) }
         }
         if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
             let uid = toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max
             let gid = toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max
-            guard fchownat(inode.fd, "", uid, gid, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { throw .posix(errno) }
+            try system { () throws(SystemError) in
+                try inode.descriptor.chown("", uid: uid, gid: gid, flags: OpenFlags.atEmptyPath | AT_SYMLINK_NOFOLLOW)
+            }
         }
         if toSet & FUSE_SET_ATTR_SIZE != 0 {
             try truncate(inode, fh: fh, to: Int(attr.st_size), caller: caller)
@@ -39,13 +41,15 @@ extension FileSystem {
             else if toSet & FUSE_SET_ATTR_ATIME != 0 { times[0] = attr.st_atim }
             if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { times[1].tv_nsec = utimeNow }
             else if toSet & FUSE_SET_ATTR_MTIME != 0 { times[1] = attr.st_mtim }
-            // Through the CMKFS_O_PATH descriptor itself (a symlink's own times too): no walk
+            // Through the O_PATH descriptor itself (a symlink's own times too): no walk
             // through /proc, which cost more than the call (tar sets times on every file).
-            guard utimensat(inode.fd, "", times, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { throw .posix(errno) }
+            try system { () throws(SystemError) in
+                try inode.descriptor.setTimes("", access: times[0], modification: times[1], flags: OpenFlags.atEmptyPath | AT_SYMLINK_NOFOLLOW)
+            }
         }
-        if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits {
-            let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { Self.killSetIDBits(fd); close(fd) }
+        if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits,
+           let fd = try? Descriptor.cwd.openat(inode.procPath, O_RDONLY | O_CLOEXEC) {
+            Self.killSetIDBits(fd.rawValue)
         }
         return try attributes(inode)
     }
@@ -53,7 +57,7 @@ extension FileSystem {
     func mkdir(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) throws(FSError) -> fuse_entry_param {
         let backingName = try backing(dir, name, creating: true)
         guard names != nil else {
-            guard mkdirat(dir.fd, backingName, mode & 0o7777) == 0 else { throw .posix(errno) }
+            try system { () throws(SystemError) in try dir.descriptor.mkdir(backingName, mode: mode & 0o7777) }
             settle(dir, backingName, mode: mode, isDirectory: true, caller: caller)
             return try entry(dir, backingName)
         }
@@ -61,21 +65,22 @@ extension FileSystem {
         // (RENAME_NOREPLACE gives mkdir's EEXIST): no crash leaves a visible directory without
         // an id, whose entries could never be named.
         let temp = ".cmkfs-mkdir-" + hex((try? SecureRandom.bytes(8)) ?? [UInt8(truncatingIfNeeded: getpid())])
-        guard mkdirat(dir.fd, temp, mode & 0o7777) == 0 else { throw .posix(errno) }
-        let fd = openAt(temp, relativeTo: dir.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        var failure: FSError? = fd >= 0 ? nil : .posix(errno)
-        if failure == nil {
+        try system { () throws(SystemError) in try dir.descriptor.mkdir(temp, mode: mode & 0o7777) }
+        var failure: FSError?
+        do {
+            let fd = try dir.descriptor.openat(temp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             // The id file could not be written (logged): an I/O failure, whatever the call said.
-            do { try DirectoryID.create(directoryFD: fd) } catch { failure = .posix(EIO); Self.logger.error("mkdir: \(error)") }
-            close(fd)
-        }
+            do { try DirectoryID.create(directoryFD: fd.rawValue) } catch { failure = .posix(EIO); Self.logger.error("mkdir: \(error)") }
+        } catch { failure = .system(error) }
         if failure == nil {
             settle(dir, temp, mode: mode, isDirectory: true, caller: caller)
-            if cmkfs_renameat2(dir.fd, temp, dir.fd, backingName, UInt32(RENAME_NOREPLACE)) != 0 { failure = .posix(errno) }
+            do { try dir.descriptor.rename(temp, to: backingName, in: dir.descriptor, flags: Descriptor.noReplace) } catch {
+                failure = .system(error)
+            }
         }
         if let failure {
-            _ = unlinkat(dir.fd, temp + "/" + NameCodec.directoryIDFile, 0)
-            _ = unlinkat(dir.fd, temp, AT_REMOVEDIR)
+            try? dir.descriptor.unlink(temp + "/" + NameCodec.directoryIDFile)
+            try? dir.descriptor.unlink(temp, flags: AT_REMOVEDIR)
             throw failure
         }
         return try entry(dir, backingName)
@@ -85,38 +90,33 @@ extension FileSystem {
         defer { auditNames.namespaceChanged() }
         let backingName = try backing(dir, name)
         guard let names else {
-            guard unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 else { throw .posix(errno) }
+            try system { () throws(SystemError) in try dir.descriptor.unlink(backingName, flags: AT_REMOVEDIR) }
             return
         }
-        let (fd, id) = try emptyDirectoryIDFile(dir, backingName)
-        defer { close(fd) }
-        guard unlinkat(dir.fd, backingName, AT_REMOVEDIR) == 0 else {
-            let rc = errno
-            if let id { _ = try? DirectoryID.create(directoryFD: fd, id: id) }
-            throw .posix(rc)
+        let emptied = try emptyDirectoryIDFile(dir, backingName)
+        do { try dir.descriptor.unlink(backingName, flags: AT_REMOVEDIR) } catch {
+            emptied.restoreID()
+            throw .system(error)
         }
         names.forget(backingName)
         names.directoriesChanged()
     }
 
     /// Removes the id file of the backing directory `name` in `dir` if that file is all it
-    /// holds, and returns the directory (open; the caller closes it) with the id it had, to put
+    /// holds, and returns the directory (open while the result lives) with the id it had, to put
     /// back if the removal or replacement that needed this fails. ENOTEMPTY otherwise. The kernel
     /// holds the directory's lock for an rmdir or a rename onto it, so no entry can appear in it
     /// meanwhile.
-    func emptyDirectoryIDFile(_ dir: Node, _ name: String) throws(FSError) -> (fd: Int32, id: [UInt8]?) {
-        let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw .posix(errno) }
-        let listing = DirectoryListing(fd: dup(fd))
+    func emptyDirectoryIDFile(_ dir: Node, _ name: String) throws(FSError) -> EmptiedDirectory {
+        let fd = try system { () throws(SystemError) in try dir.descriptor.openat(name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         // Whatever stopped the listing, the directory cannot be shown empty: EIO, as before.
-        guard (try? listing.refresh()) != nil else { close(fd); throw .posix(EIO) }
-        guard listing.entries.allSatisfy({ [".", "..", NameCodec.directoryIDFile].contains($0.name) }) else {
-            close(fd)
+        guard let listed = try? fd.descriptor.entries() else { throw .posix(EIO) }
+        guard listed.allSatisfy({ [".", "..", NameCodec.directoryIDFile].contains($0.name) }) else {
             throw .posix(ENOTEMPTY)
         }
-        let id = try? DirectoryID.read(directoryFD: fd)
-        _ = unlinkat(fd, NameCodec.directoryIDFile, 0)
-        return (fd, id)
+        let id = try? DirectoryID.read(directoryFD: fd.rawValue)
+        try? fd.descriptor.unlink(NameCodec.directoryIDFile)
+        return EmptiedDirectory(fd: fd, id: id)
     }
 
     /// Removing a file's last link also removes its key rows (in the next batch, see
@@ -133,7 +133,7 @@ extension FileSystem {
             let file = found == nil ? nil : bindsNames ? regularFileID(dir, backingName, st: st)
                 : lastLinkFileID(dir, backingName, st: st).map { ($0, true) }
             let longTarget = found == nil ? nil : lastLinkLongTarget(dir, backingName, st: st)
-            guard unlinkat(dir.fd, backingName, 0) == 0 else { throw .posix(errno) }
+            try system { () throws(SystemError) in try dir.descriptor.unlink(backingName) }
             if let file, file.last { forgets.add(file.id) }
             // Another link remains: only this entry's binding goes.
             if let file, !file.last, let link = entryLink(dir, backingName) {
@@ -155,27 +155,25 @@ extension FileSystem {
             // Both exist and are not one inode (a rename onto another name of itself changes nothing).
             var distinct = false
             if let src, let dst { distinct = !(src.st_ino == dst.st_ino && src.st_dev == dst.st_dev) }
-            if flags & UInt32(RENAME_EXCHANGE) == 0, distinct {
+            if flags & Descriptor.exchange == 0, distinct {
                 replaced = lastLinkFileID(newDir, newName)
                 replacedTarget = lastLinkLongTarget(newDir, newName)
             }
             // A directory moved onto an empty directory replaces it (POSIX): the target's id
             // file is all that keeps its backing directory from being empty, so it goes first
             // and comes back if the rename fails.
-            var victimID: (fd: Int32, id: [UInt8]?)?
-            if names != nil, flags & UInt32(RENAME_EXCHANGE | RENAME_NOREPLACE) == 0, distinct, let src, let dst,
+            var victim: EmptiedDirectory?
+            if names != nil, flags & (Descriptor.exchange | Descriptor.noReplace) == 0, distinct, let src, let dst,
                (src.st_mode & S_IFMT) == S_IFDIR, (dst.st_mode & S_IFMT) == S_IFDIR {
-                victimID = try emptyDirectoryIDFile(newDir, newName)
+                victim = try emptyDirectoryIDFile(newDir, newName)
             }
-            defer { if let victimID { close(victimID.fd) } }
             let bindings = renameBindings(dir, name, src: src, newDir, newName, dst: dst,
-                                          exchange: flags & UInt32(RENAME_EXCHANGE) != 0)
+                                          exchange: flags & Descriptor.exchange != 0)
             if !bindings.add.isEmpty { try changeBindings(add: bindings.add) }
-            guard cmkfs_renameat2(dir.fd, name, newDir.fd, newName, flags) == 0 else {
-                let e = errno
-                if let victimID { _ = try? DirectoryID.create(directoryFD: victimID.fd, id: victimID.id) }
+            do throws(SystemError) { try dir.descriptor.rename(name, to: newName, in: newDir.descriptor, flags: flags) } catch {
+                victim?.restoreID()
                 try? changeBindings(add: [], remove: bindings.add)
-                throw .posix(e)
+                throw .system(error)
             }
             try? changeBindings(add: [], remove: bindings.remove)
             if let (identity, link) = bindings.replaced { entryRemoved(identity, link) }
@@ -187,7 +185,7 @@ extension FileSystem {
             if let names {
                 // An exchange keeps both names; a move frees the old one. A directory's backing
                 // name changed: cached audit paths may be stale.
-                if flags & UInt32(RENAME_EXCHANGE) == 0 && name != newName { names.forget(name) }
+                if flags & Descriptor.exchange == 0 && name != newName { names.forget(name) }
                 if [src, dst].contains(where: { $0.map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false }) {
                     names.directoriesChanged()
                 }
@@ -204,19 +202,19 @@ extension FileSystem {
             // An existing name (the kernel looked first; the directory is locked) keeps its row.
             if lstat(newDir, newName) != nil { throw .posix(EEXIST) }
             if bindsNames, inode.kind == S_IFREG, let link = entryLink(newDir, newName) {
-                let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDONLY | O_CLOEXEC | CMKFS_O_NOATIME)
-                let id = fd >= 0 ? try? ContentFile.readFileID(fd: fd) : nil
-                if fd >= 0 { close(fd) }
+                var id: FileID?
+                if let fd = try? Descriptor.cwd.openat(inode.procPath, O_RDONLY | O_CLOEXEC | OpenFlags.noAccessTime) {
+                    id = try? ContentFile.readFileID(fd: fd.rawValue)
+                }
                 if let id {
                     try changeBindings(add: [(id, link)])
                     bound = (id, link)
                 }
             }
             // Through /proc with AT_SYMLINK_FOLLOW: links the very object the descriptor names.
-            guard linkat(AT_FDCWD, inode.procPath, newDir.fd, newName, AT_SYMLINK_FOLLOW) == 0 else {
-                let e = errno
+            do throws(SystemError) { try Descriptor.cwd.link(inode.procPath, to: newName, in: newDir.descriptor, flags: AT_SYMLINK_FOLLOW) } catch {
                 if let bound { try? changeBindings(add: [], remove: [bound]) }
-                throw .posix(e)
+                throw .system(error)
             }
         }
         return try entry(newDir, newName)
@@ -227,10 +225,9 @@ extension FileSystem {
         let name = try backing(dir, plainName, creating: true)
         var target = plainTarget
         if let names { target = try names.storedTarget(plainTarget) }
-        guard symlinkat(target, dir.fd, name) == 0 else {
-            let rc = errno
+        do { try dir.descriptor.symlink(name, target: target) } catch {
             names?.forgetTarget(target)
-            throw .posix(rc)
+            throw .system(error)
         }
         settleSymlink(dir, name, caller: caller)
         return try entry(dir, name)
@@ -243,12 +240,10 @@ extension FileSystem {
         }
     }
 
-    /// The plaintext target of the symlink open at `fd` (`CMKFS_O_PATH`).
+    /// The plaintext target of the symlink open at `fd` (`O_PATH`).
     func target(ofSymlink fd: Int32) throws(FSError) -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlinkat(fd, "", &buffer, buffer.count - 1)
-        guard n >= 0 else { throw .posix(errno) }
-        let stored = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let bytes = try system { () throws(SystemError) in try Descriptor(rawValue: fd).readlink("") }
+        let stored = String(decoding: bytes, as: UTF8.self)
         guard let names else { return stored }
         return try names.plainTarget(stored)
     }
@@ -264,7 +259,7 @@ extension FileSystem {
         if device && !Self.mayMakeDevices(caller) { throw .posix(EPERM) }
         let name = try backing(dir, plainName, creating: true)
         guard type == S_IFREG else {
-            guard mknodat(dir.fd, name, mode, device ? rdev : 0) == 0 else { throw .posix(errno) }
+            try system { () throws(SystemError) in try dir.descriptor.mknod(name, mode: mode, device: device ? rdev : 0) }
             settle(dir, name, mode: mode, isDirectory: false, caller: caller)
             return try entry(dir, name)
         }
@@ -276,7 +271,7 @@ extension FileSystem {
         }
         defer { openFiles.release(file) }
         do { try audit("create", use, path: mountPath(dir, plainName), caller: caller, detail: "mknod") } catch {
-            unlinkat(dir.fd, name, 0)
+            try? dir.descriptor.unlink(name)
             try? volume.forgetFile(file.file.fileID)
             throw error
         }
@@ -295,12 +290,28 @@ extension FileSystem {
     }
 
     func statfs(_ inode: Node) throws(FSError) -> statvfs {
-        var st = statvfs()
-        guard fstatvfs(inode.fd, &st) == 0 else { throw .posix(errno) }
+        var st = try system { () throws(SystemError) in try inode.descriptor.statfs() }
         // Names up to Linux's 255 bytes work even when the backing filesystem's limit is lower
         // than their encoding: long encodings are stored by hash (NameCodec).
         st.f_namemax = UInt(NameCodec.maxNameLength)
         return st
+    }
+}
+
+/// A backing directory whose id file was taken out so the directory could be removed or
+/// replaced, held open so the id can be put back if that fails.
+final class EmptiedDirectory {
+    let fd: FileDescriptor
+    let id: [UInt8]?
+
+    init(fd: consuming FileDescriptor, id: [UInt8]?) {
+        self.fd = fd
+        self.id = id
+    }
+
+    /// Writes the id file back (the removal or rename failed).
+    func restoreID() {
+        if let id { _ = try? DirectoryID.create(directoryFD: fd.rawValue, id: id) }
     }
 }
 

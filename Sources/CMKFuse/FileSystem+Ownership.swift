@@ -1,5 +1,6 @@
 import Glibc
 import Foundation
+import CMKSystem
 
 /// The owner and mode of a new entry, as a local filesystem gives them.
 ///
@@ -23,8 +24,7 @@ extension FileSystem {
     /// directory is set-group-ID (the backing filesystem already gave it that group; `gid_t.max`
     /// leaves it), else the caller's group.
     func newOwner(in dir: Node, _ caller: Caller) -> (uid: uid_t, gid: gid_t, inheritsGroup: Bool) {
-        var st = stat()
-        let setgidParent = fstat(dir.fd, &st) == 0 && st.st_mode & S_ISGID != 0
+        let setgidParent = (try? dir.descriptor.fstat()).map { $0.st_mode & S_ISGID != 0 } ?? false
         return (caller.uid, setgidParent ? gid_t.max : caller.gid, setgidParent)
     }
 
@@ -32,25 +32,26 @@ extension FileSystem {
     func settle(_ dir: Node, _ name: String, mode: mode_t, isDirectory: Bool, caller: Caller) {
         let owner = newOwner(in: dir, caller)
         let chowned = needsChown(owner)
-        if chowned { _ = fchownat(dir.fd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) }
+        if chowned { try? dir.descriptor.chown(name, uid: owner.uid, gid: owner.gid, flags: AT_SYMLINK_NOFOLLOW) }
         // A new directory in a set-group-ID directory is set-group-ID too (the backing mkdir did it).
         let wanted = mode & 0o7777 | (isDirectory && owner.inheritsGroup ? S_ISGID : 0)
-        if needsChmod(wanted, chowned: chowned, isDirectory: isDirectory) { _ = fchmodat(dir.fd, name, wanted, 0) }
+        if needsChmod(wanted, chowned: chowned, isDirectory: isDirectory) { try? dir.descriptor.chmod(name, mode: wanted) }
     }
 
     /// `settle` for a file open at `fd` (an unnamed O_TMPFILE file).
     func settle(fd: Int32, in dir: Node, mode: mode_t, caller: Caller) {
         let owner = newOwner(in: dir, caller)
         let chowned = needsChown(owner)
-        if chowned { _ = fchown(fd, owner.uid, owner.gid) }
+        let file = Descriptor(rawValue: fd)
+        if chowned { try? file.fchown(owner.uid, owner.gid) }
         let wanted = mode & 0o7777
-        if needsChmod(wanted, chowned: chowned, isDirectory: false) { _ = fchmod(fd, wanted) }
+        if needsChmod(wanted, chowned: chowned, isDirectory: false) { try? file.fchmod(wanted) }
     }
 
     /// Gives the new symlink `name` in `dir` to the caller (a symlink has no mode of its own).
     func settleSymlink(_ dir: Node, _ name: String, caller: Caller) {
         let owner = newOwner(in: dir, caller)
-        if needsChown(owner) { _ = fchownat(dir.fd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) }
+        if needsChown(owner) { try? dir.descriptor.chown(name, uid: owner.uid, gid: owner.gid, flags: AT_SYMLINK_NOFOLLOW) }
     }
 
     /// The daemon made the entry as itself: a chown is needed unless the caller is the daemon's

@@ -3,6 +3,7 @@ import Glibc
 import CMKCrypto
 import CMKFormat
 import CMKMetadata
+import CMKSystem
 
 /// User extended attributes of regular files. Values are sealed with the file's DEK (AES-256-GCM,
 /// AAD binding file id and name) and kept in the metadata database, never in the backing tree.
@@ -96,10 +97,8 @@ extension FileSystem {
 
     /// The file id from the header of a regular file, without unwrapping its key.
     private func fileID(_ inode: Node) throws(FSError) -> FileID {
-        let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDONLY | O_CLOEXEC)
         // Whatever kept the header from being read, the value cannot be found: EIO, as before.
-        guard fd >= 0 else { throw .posix(EIO) }
-        defer { close(fd) }
-        do { return try ContentFile.readFileID(fd: fd) } catch { throw .corrupt("inode \(inode.identity.inode): \(error)") }
+        guard let fd = try? Descriptor.cwd.openat(inode.procPath, O_RDONLY | O_CLOEXEC) else { throw .posix(EIO) }
+        do { return try ContentFile.readFileID(fd: fd.rawValue) } catch { throw .corrupt("inode \(inode.identity.inode): \(error)") }
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 import Foundation
 import Synchronization
 import CFuse3
+import CMKSystem
 import CMKVolume
 
 /// Runs a `FileSystem` as a FUSE mount in this process (multithreaded low-level libfuse loop).
@@ -41,8 +42,7 @@ public enum FuseMount {
                 throw CMKError(.mountFailed, "cannot install signal handlers")
             }
             defer { fuse_remove_signal_handlers(session) }
-            var beneath = stat()
-            let beneathKnown = stat(mountpoint, &beneath) == 0
+            let beneath = try? Descriptor.cwd.stat(mountpoint)
             guard fuse_session_mount(session, mountpoint) == 0 else {
                 throw CMKError(.mountFailed, "the kernel refused to mount \(mountpoint) (see the lines above from libfuse)",
                                hint: "check that /dev/fuse exists and fuse3 is installed, and that you are root")
@@ -55,9 +55,9 @@ public enum FuseMount {
             defer { fileSystem.session.withLock { $0 = nil } }
             fileSystem.cache.startMaintenance()
             try ControlServer.start(fileSystem)
-            defer { unlink(fileSystem.volume.path + "/control.sock") }
+            defer { try? Descriptor.cwd.unlink(fileSystem.volume.path + "/control.sock") }
             let serving = ServingFlag()
-            startReadinessProbe(mountpoint, beneath: beneathKnown ? beneath.st_dev : nil, serving: serving, ready: ready)
+            startReadinessProbe(mountpoint, beneath: beneath?.st_dev, serving: serving, ready: ready)
             defer { fileSystem.forgets.flush() }
             StallPoint.hit("fuse-loop-start")
             let rc = cmkfs_session_loop_mt(session, 10)
@@ -74,9 +74,13 @@ public enum FuseMount {
     private static func startReadinessProbe(_ mountpoint: String, beneath: dev_t?, serving: ServingFlag,
                                             ready: @escaping @Sendable () -> Void) {
         let thread = Thread {
-            var st = stat()
-            guard stat(mountpoint, &st) == 0, beneath.map({ st.st_dev != $0 }) ?? true else {
-                FileSystem.logger.error("the mount at \(mountpoint) does not answer: \(String(cString: strerror(errno)))")
+            let st: stat
+            do throws(SystemError) { st = try Descriptor.cwd.stat(mountpoint) } catch {
+                FileSystem.logger.error("the mount at \(mountpoint) does not answer: \(error.errno)")
+                return
+            }
+            guard beneath.map({ st.st_dev != $0 }) ?? true else {
+                FileSystem.logger.error("the mount at \(mountpoint) does not answer: it still shows the directory beneath")
                 return
             }
             guard serving.isServing else { return }
@@ -90,14 +94,12 @@ public enum FuseMount {
     /// few thousand would fail a large tree with EMFILE. Raise it to the system maximum
     /// (`fs.nr_open`, usually 1,048,576; root may raise the hard limit), else to the hard limit.
     static func raiseDescriptorLimit() {
-        var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        guard let limit = try? ResourceLimits.openFiles() else { return }
         let systemMax = (try? String(contentsOfFile: "/proc/sys/fs/nr_open", encoding: .utf8))
-            .flatMap { rlim_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? limit.rlim_max
-        var wanted = rlimit(rlim_cur: max(systemMax, limit.rlim_max), rlim_max: max(systemMax, limit.rlim_max))
-        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &wanted) != 0 {
-            wanted = rlimit(rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max)
-            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &wanted)
+            .flatMap { rlim_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? limit.maximum
+        let wanted = max(systemMax, limit.maximum)
+        if (try? ResourceLimits.setOpenFiles(current: wanted, maximum: wanted)) == nil {
+            try? ResourceLimits.setOpenFiles(current: limit.maximum, maximum: limit.maximum)
         }
     }
 

@@ -1,6 +1,6 @@
 import Glibc
 import Synchronization
-import CFuse3
+import CMKSystem
 
 /// One backing object the kernel knows.
 ///
@@ -11,7 +11,7 @@ import CFuse3
 /// An inode is anchored by a kernel **file handle** (`name_to_handle_at`) and opened with
 /// `open_by_handle_at` when an operation needs it, not by a descriptor held open: the kernel can
 /// cache hundreds of thousands of inodes, far more than a process may hold descriptors (20,000
-/// here). A backing filesystem without file handles falls back to a held `CMKFS_O_PATH` descriptor.
+/// here). A backing filesystem without file handles falls back to a held `O_PATH` descriptor.
 final class Inode: @unchecked Sendable {
     // Sound: everything but `lookups` is immutable after init or is itself synchronized
     // (mutexes, the kept descriptor's atomic); `lookups` is touched only under the table's mutex.
@@ -26,60 +26,62 @@ final class Inode: @unchecked Sendable {
     let entryLink = Mutex<(seen: EntryLink?, verified: EntryLink?)>((nil, nil))
     /// Where it was last reached, for its audit records' path (AuditNames.swift).
     let auditName = Mutex<AuditName?>(nil)
-    private let heldFD: Int32
-    private let handle: UnsafeMutableRawPointer?
+    private let anchor: Anchor
     /// A handle-anchored directory's descriptor, kept from its first request until the kernel
     /// forgets it, within `directoryBudget`: every LOOKUP, CREATE, UNLINK and GETATTR in a
     /// directory opened it by handle and closed it again (two of the ~100 system calls the daemon
     /// makes per extracted file, each time). Directories only: they are few, and busy. A kept
     /// descriptor pins the inode (its number is not reused while held) and follows renames.
+    /// Owned by hand, like a held anchor: set once by `keep`, closed by `deinit`.
     private let keptFD = Atomic<Int32>(-1)
     /// Directories' descriptors kept now, across all inodes.
     private static let keptDirectories = Atomic<Int>(0)
     /// Well below the descriptor limit, which open files need.
     static let directoryBudget = 1024
 
+    /// What reaches the object. The held descriptor's ownership is manual, not a
+    /// `FileDescriptor`: its life is the inode's, which libfuse's `forget` ends (the last
+    /// lookup dropped in `InodeTable.forget`), so `deinit` closes it.
+    private enum Anchor {
+        case handle(FileHandle)
+        case held(Descriptor)
+    }
+
     /// An inode anchored by a file handle of the object `fd` names (and `fd` is closed), or by
     /// `fd` itself when the backing filesystem has no file handles.
-    init(adopting fd: Int32, identity: InodeIdentity, kind: mode_t) {
+    init(adopting fd: consuming FileDescriptor, identity: InodeIdentity, kind: mode_t) {
         self.identity = identity
         self.kind = kind
-        if let handle = cmkfs_name_to_handle(fd, "", CMKFS_AT_EMPTY_PATH) {
-            self.handle = handle
-            self.heldFD = -1
-            close(fd)
+        if let handle = try? fd.descriptor.fileHandle("", flags: OpenFlags.atEmptyPath) {
+            anchor = .handle(handle)
         } else {
-            self.handle = nil
-            self.heldFD = fd
+            anchor = .held(Descriptor(rawValue: fd.release()))
         }
     }
 
     /// An inode anchored by a file handle of the object open at `fd`, which stays the caller's;
     /// nil when the backing filesystem has no file handles.
     init?(handleOf fd: Int32, identity: InodeIdentity, kind: mode_t) {
-        guard let handle = cmkfs_name_to_handle(fd, "", CMKFS_AT_EMPTY_PATH) else { return nil }
+        guard let handle = try? Descriptor(rawValue: fd).fileHandle("", flags: OpenFlags.atEmptyPath) else { return nil }
         self.identity = identity
         self.kind = kind
-        self.handle = handle
-        self.heldFD = -1
+        self.anchor = .handle(handle)
     }
 
     /// The root: always a held descriptor, which is also the mount descriptor for handles.
     init(root fd: Int32, identity: InodeIdentity) {
         self.identity = identity
         self.kind = S_IFDIR
-        self.handle = nil
-        self.heldFD = fd
+        self.anchor = .held(Descriptor(rawValue: fd))
     }
 
     deinit {
-        if heldFD >= 0 { close(heldFD) }
+        if case .held(let fd) = anchor { try? FileDescriptor(adopting: fd.rawValue).close() }
         let kept = keptFD.load(ordering: .acquiring)
         if kept >= 0 {
-            close(kept)
+            try? FileDescriptor(adopting: kept).close()
             Self.keptDirectories.subtract(1, ordering: .relaxed)
         }
-        free(handle)
     }
 
     /// Whether `other` is the very same backing object. Inode numbers are reused once a file is
@@ -87,22 +89,29 @@ final class Inode: @unchecked Sendable {
     /// name two objects over time; the handle carries the inode's generation and tells them apart.
     func sameObject(as other: Inode) -> Bool {
         guard identity == other.identity else { return false }
-        guard let a = handle, let b = other.handle else { return handle == nil && other.handle == nil }
-        let length = 8 + Int(a.load(as: UInt32.self))
-        return length == 8 + Int(b.load(as: UInt32.self)) && memcmp(a, b, length) == 0
+        switch (anchor, other.anchor) {
+        case (.handle(let a), .handle(let b)): return a == b
+        case (.held, .held): return true
+        default: return false
+        }
     }
 
-    /// Runs `body` with an `CMKFS_O_PATH` descriptor on the object, opened for this call and closed
+    /// Runs `body` with an `O_PATH` descriptor on the object, opened for this call and closed
     /// after it; nil when the object cannot be opened (gone: ESTALE).
     func withDescriptor<R>(mountFD: Int32, _ body: (Int32) -> R) -> R? {
-        if heldFD >= 0 { return body(heldFD) }
+        let handle: FileHandle
+        switch anchor {
+        case .held(let fd): return body(fd.rawValue)
+        case .handle(let h): handle = h
+        }
         let kept = keptFD.load(ordering: .acquiring)
         if kept >= 0 { return body(kept) }
-        let fd = cmkfs_open_by_handle(mountFD, handle, CMKFS_O_PATH | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
-        if kind == S_IFDIR, keep(fd) { return body(fd) }
-        defer { close(fd) }
-        return body(fd)
+        guard let fd = try? handle.open(mount: Descriptor(rawValue: mountFD), flags: OpenFlags.path | O_CLOEXEC | O_NOFOLLOW) else {
+            return nil
+        }
+        // Kept: the inode owns it now, and closes it in `deinit`.
+        if kind == S_IFDIR, keep(fd.rawValue) { return body(fd.release()) }
+        return body(fd.rawValue)
     }
 
     /// Keeps `fd` as this directory's descriptor if the budget allows and no other request
@@ -148,7 +157,7 @@ final class InodeTable: Sendable {
         state.withLock { s in s.byIdentity[identity].flatMap { s.byNode[$0] } }
     }
 
-    func remember(fd: Int32, identity: InodeIdentity, kind: mode_t) -> UInt64 {
+    func remember(fd: consuming FileDescriptor, identity: InodeIdentity, kind: mode_t) -> UInt64 {
         // Making the handle is a system call: done outside the lock, then raced for.
         remember(Inode(adopting: fd, identity: identity, kind: kind))
     }
@@ -176,6 +185,11 @@ final class InodeTable: Sendable {
         }
     }
 
+    /// `remember` for a descriptor held as a bare `Int32`, which the table takes over.
+    func remember(fd: Int32, identity: InodeIdentity, kind: mode_t) -> UInt64 {
+        remember(fd: FileDescriptor(adopting: fd), identity: identity, kind: kind)
+    }
+
     /// `forget`: drops `count` lookups; the last one releases the inode.
     func forget(_ node: UInt64, count: UInt64) {
         guard node != Self.rootNode else { return }
@@ -201,6 +215,8 @@ struct Node {
     let fd: Int32
     var kind: mode_t { inode.kind }
     var identity: InodeIdentity { inode.identity }
+    /// The calls on the descriptor.
+    var descriptor: Descriptor { Descriptor(rawValue: fd) }
     /// A path that reaches the object through the descriptor, for calls that take no fd.
     var procPath: String { "/proc/self/fd/\(fd)" }
 }

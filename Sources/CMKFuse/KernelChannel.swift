@@ -22,6 +22,12 @@ enum KernelChannel {
     fileprivate static let pendingInit = Atomic<UInt64>(0)
 
     /// Routes the session's I/O through this channel. Call after `fuse_session_mount`.
+    ///
+    /// The two hooks make the plain read(2) and writev(2), not CMKSystem's calls: they answer
+    /// libfuse as those calls do (-1 and errno), and an EINTR must reach libfuse. A signal
+    /// (SIGTERM, SIGINT, SIGHUP: `fuse_set_signal_handlers`) interrupts the worker blocked on
+    /// /dev/fuse so its loop sees that the session has exited; CMKSystem's rule would retry the
+    /// read and keep the worker waiting for the next request.
     static func install(_ session: OpaquePointer) -> Bool {
         var io = fuse_custom_io()
         io.read = { fd, buffer, length, _ in

@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import Synchronization
+import CMKSystem
 
 /// Where the mount daemon's log lines go (`cmkfs mount --log-to`).
 public enum LogDestination: String, Sendable, CaseIterable {
@@ -40,6 +41,12 @@ extension FileSystem {
     public static var logger: Logger { MountLog.logger }
 }
 
+/// One line on file descriptor 2, in one write(2) unless the kernel takes it in parts.
+private func writeToStderr(_ line: String) {
+    var line = line
+    line.withUTF8 { bytes in _ = try? Descriptor(rawValue: STDERR_FILENO).writeAll(UnsafeRawBufferPointer(bytes)) }
+}
+
 /// Metadata is printed after the message as ` key=value`, sorted, so a line stays greppable.
 private func render(_ message: Logger.Message, _ own: Logger.Metadata, _ extra: Logger.Metadata?) -> String {
     var all = own
@@ -62,8 +69,7 @@ public struct StderrLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        let line = "\(Self.timestamp()) cmkfs[\(getpid())] \(event.level): \(render(event.message, metadata, event.metadata))\n"
-        _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+        writeToStderr("\(Self.timestamp()) cmkfs[\(getpid())] \(event.level): \(render(event.message, metadata, event.metadata))\n")
     }
 
     /// UTC, millisecond precision: mount.log is read beside the audit log, which uses UTC too.
@@ -124,8 +130,7 @@ public struct SyslogLogHandler: LogHandler {
             return false
         }
         if !sent {
-            let line = "\(StderrLogHandler.timestamp()) cmkfs[\(getpid())] \(event.level): (syslog unavailable) \(text)\n"
-            _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+            writeToStderr("\(StderrLogHandler.timestamp()) cmkfs[\(getpid())] \(event.level): (syslog unavailable) \(text)\n")
         }
     }
 

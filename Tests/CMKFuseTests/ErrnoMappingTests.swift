@@ -6,6 +6,7 @@ import CMKFormat
 import CMKKeyService
 import CMKKeys
 import CMKMetadata
+import CMKSystem
 import CMKVolume
 @testable import CMKFuse
 
@@ -42,7 +43,9 @@ final class ErrnoMappingTests: XCTestCase {
             (.notFound, ENODATA), (.exists, EEXIST), (.corrupt("bad"), EIO), (.newerSchema(found: 9, supported: 1), EIO),
             (.io(code: 10, message: "disk"), EIO), (.full, ENOSPC), (.busy, EIO),
         ]
-        return [(.posix(EISDIR), EISDIR), (.posix(ESTALE), ESTALE), (.refused(.revoked), EACCES), (.refused(.expired), EIO),
+        return [(.posix(EISDIR), EISDIR), (.posix(ESTALE), ESTALE),
+                (.system(SystemError("openat", errno: .ENOENT, path: "x")), ENOENT),
+                (.system(SystemError("renameat2", errno: Errno(rawValue: EXDEV), path: "y")), EXDEV), (.refused(.revoked), EACCES), (.refused(.expired), EIO),
                 (.crypto(.randomFailed), EIO), (.corrupt("unbound"), EIO)]
             + content.map { (.content($0.0), $0.1) }
             + names.map { (.name($0.0), $0.1) }
@@ -75,9 +78,9 @@ final class ErrnoMappingTests: XCTestCase {
         func covered(_ k: AuditError.Kind) { switch k { case .full, .io, .busy, .key, .malformed: break } }
         func covered(_ r: KeyRefusal) { switch r { case .revoked, .expired: break } }
         func covered(_ e: FSError) {
-            switch e { case .posix, .content, .name, .fileKey, .refused, .audit, .metadata, .xattr, .crypto, .corrupt: break }
+            switch e { case .posix, .system, .content, .name, .fileKey, .refused, .audit, .metadata, .xattr, .crypto, .corrupt: break }
         }
-        XCTAssertEqual(rows.count, 6 + 5 + 4 + (7 + 7 + 5 + 6) + 5 + 7 + 7)
+        XCTAssertEqual(rows.count, 8 + 5 + 4 + (7 + 7 + 5 + 6) + 5 + 7 + 7)
     }
 
     /// The cause survives to the edge: the provider's own answer is still there to log.

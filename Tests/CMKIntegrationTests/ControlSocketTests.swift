@@ -1,5 +1,7 @@
 import Foundation
+import Glibc
 import XCTest
+import CMKControl
 
 /// The control socket under clients that connect and say nothing, and a mounted rekey against a
 /// slow KMS: neither may hold up the kill switch or the file's readers.
@@ -202,5 +204,25 @@ final class ControlSocketTests: SocketKMSTestCase {
         XCTAssertNotEqual(rekey.terminationStatus, 0, "the rekey went on under a revoked key: \(said)")
         XCTAssertTrue(fx.cmkfs(["key", "enable", vol, "--kms-dir", fx.kms]).succeeded)
         XCTAssertEqual(sha256(mnt + "/big"), sum, "the file is unchanged")
+    }
+
+    /// A mounted rekey answers the control request as a FUSE reply would answer an application:
+    /// the errno `FSError.errno` decides, and a message naming the file; a success carries neither.
+    func testMountedRekeyAnswersTheErrnoOfItsFailure() throws {
+        let socket = fx.vol + "/control.sock"
+        let missing = try ControlChannel.send(.rekey(path: "no-such-file"), to: socket, timeoutMilliseconds: 10_000)
+        XCTAssertFalse(missing.ok)
+        XCTAssertEqual(missing.errno, ENOENT)
+        XCTAssertEqual(missing.error, "/no-such-file: No such file or directory")
+        let outside = try ControlChannel.send(.rekey(path: "../etc/passwd"), to: socket, timeoutMilliseconds: 10_000)
+        XCTAssertFalse(outside.ok)
+        XCTAssertEqual(outside.errno, EINVAL)
+        XCTAssertEqual(outside.error, "not a path inside the volume: ../etc/passwd")
+        try Data("content".utf8).write(to: URL(fileURLWithPath: mnt + "/f"))
+        let done = try ControlChannel.send(.rekey(path: "f"), to: socket, timeoutMilliseconds: 10_000)
+        XCTAssertTrue(done.ok, done.error ?? "")
+        XCTAssertNil(done.errno)
+        XCTAssertNil(done.error)
+        XCTAssertEqual(try String(contentsOfFile: mnt + "/f", encoding: .utf8), "content")
     }
 }
