@@ -19,12 +19,10 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
-        // The PKCS#11 interface (p11-kit's header); modules are loaded with dlopen at run time.
-        // Linux inode flags (chattr +a) for the audit log: ioctl(2) is variadic.
-        .systemLibrary(name: "CLinuxFS"),
         // Linux calls and constants Swift's Glibc module hides (variadic, or GNU extensions):
         // compiled with _GNU_SOURCE in a C file of their own. Only CMKSystem imports it.
         .target(name: "CLinux"),
+        // The PKCS#11 interface (p11-kit's header); modules are loaded with dlopen at run time.
         .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1",
                        providers: [.apt(["libp11-kit-dev"])]),
         // libcurl, OpenSSL flavour, for the HTTP key providers (Vault Transit, AWS KMS).
@@ -67,7 +65,7 @@ let package = Package(
         // A volume: its config, its database, its provider, the per-file key service.
         .target(name: "CMKVolume", dependencies: ["CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKMetadata", "CMKMetrics", "CMKPKCS11", "CMKSocketKMS", "CMKAWSKMS", "CMKHTTP", "CMKSystem", "CMKVault"]),
         // The FUSE frontend: POSIX operations over the backing tree and the content format.
-        .target(name: "CMKFuse", dependencies: ["CFuse3", "CLinuxFS", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKMetrics", "CMKSystem", "CMKVolume",
+        .target(name: "CMKFuse", dependencies: ["CFuse3", "CMKControl", "CMKAudit", "CMKCrypto", "CMKFormat", "CMKKeys", "CMKKeyService", "CMKMetadata", "CMKMetrics", "CMKSystem", "CMKVolume",
                                                 .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "cmkfs", dependencies: [
             "CMKAudit", "CMKControl", "CMKVolume", "CMKFuse", "CMKKeyService", "CMKKeys", "CMKCrypto", "CMKMetrics", "CMKSystem", "CMKUnixSocket",

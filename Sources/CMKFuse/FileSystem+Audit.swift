@@ -8,6 +8,7 @@ import CMKFormat
 import CMKKeyService
 import CMKKeys
 import CMKMetrics
+import CMKSystem
 import CMKVolume
 
 /// How an open, create or truncate used a file's DEK, for its audit record.
@@ -134,10 +135,8 @@ extension FileSystem {
 
     /// The path inside the mount of an open backing descriptor (`/proc/self/fd/N`), or nil.
     func mountPath(ofDescriptor fd: Int32) -> String? {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = Glibc.readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
-        guard n > 0 else { return nil }
-        let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let bytes = try? Descriptor.cwd.readlink("/proc/self/fd/\(fd)", capacity: Int(PATH_MAX) + 1), !bytes.isEmpty else { return nil }
+        let target = String(decoding: bytes, as: UTF8.self)
         let root = volume.dataPath
         if target == root { return "/" }
         guard target.hasPrefix(root + "/") else { return target }

@@ -1,10 +1,10 @@
 import Glibc
 import Foundation
 import Logging
-import CLinuxFS
 import CMKAudit
 import CMKFormat
 import CMKMetadata
+import CMKSystem
 import CMKVolume
 
 /// One directory entry of a regular file: its directory's id and its backing name.
@@ -85,10 +85,8 @@ extension FileSystem {
     /// `st`: the entry's attributes when the caller has them already.
     func regularFileID(_ dir: Node, _ name: String, st known: stat? = nil) -> (id: FileID, last: Bool)? {
         guard let st = known ?? lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC | CMKFS_O_NOATIME)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        return (try? ContentFile.readFileID(fd: fd)).map { ($0, st.st_nlink == 1) }
+        guard let fd = try? dir.descriptor.openat(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | OpenFlags.noAccessTime) else { return nil }
+        return (try? ContentFile.readFileID(fd: fd.rawValue)).map { ($0, st.st_nlink == 1) }
     }
 
     /// Binding rows for `links` (file, entry); failures are logged, and leave the entry unbound
@@ -161,22 +159,19 @@ extension FileSystem {
         var directories = [""]
         while let relative = directories.popLast() {
             let path = relative.isEmpty ? volume.dataPath : volume.dataPath + "/" + relative
-            let dirFD = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            guard dirFD >= 0 else { continue }
-            let directoryID = try? DirectoryID.read(directoryFD: dirFD)
-            close(dirFD)
+            var directoryID: [UInt8]?
+            if let dirFD = try? FileDescriptor.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) {
+                directoryID = try? DirectoryID.read(directoryFD: dirFD.rawValue)
+            }
             guard let id = directoryID else { continue }
             let listing = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
             for name in listing where !NameCodec.isInternal(name) {
                 let child = path + "/" + name
-                var st = stat()
-                guard Glibc.lstat(child, &st) == 0 else { continue }
+                guard let st = try? Descriptor.cwd.stat(child, flags: AT_SYMLINK_NOFOLLOW) else { continue }
                 if (st.st_mode & S_IFMT) == S_IFDIR { directories.append(relative.isEmpty ? name : relative + "/" + name); continue }
                 guard (st.st_mode & S_IFMT) == S_IFREG else { continue }
-                let fd = Glibc.open(child, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | CMKFS_O_NOATIME)
-                guard fd >= 0 else { continue }
-                let fileID = try? ContentFile.readFileID(fd: fd)
-                close(fd)
+                guard let fd = try? FileDescriptor.open(child, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | OpenFlags.noAccessTime) else { continue }
+                let fileID = try? ContentFile.readFileID(fd: fd.rawValue)
                 guard let fileID, let tag = try? codec.linkTag(fileID: fileID.bytes, directoryID: id, backingName: name) else { continue }
                 rows.append((fileID.bytes, tag))
             }

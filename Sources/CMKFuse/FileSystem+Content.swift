@@ -3,6 +3,7 @@ import Glibc
 import CFuse3
 import CMKCrypto
 import CMKFormat
+import CMKSystem
 import CMKMetrics
 
 extension FileSystem {
@@ -41,7 +42,7 @@ extension FileSystem {
             try audit("create", use, path: mountPath(dir, plainName), caller: caller, detail: "new data key generated and wrapped")
         } catch {
             openFiles.release(file)
-            unlinkat(dir.fd, name, 0)
+            try? dir.descriptor.unlink(name)
             try? volume.forgetFile(file.file.fileID)
             throw error
         }
@@ -56,15 +57,13 @@ extension FileSystem {
     /// create committed with the key, so the first open has nothing to check.
     func entry(for file: OpenFile, link: EntryLink? = nil, bound: EntryLink? = nil) throws(FSError) -> fuse_entry_param {
         var e = fuse_entry_param()
-        var st = stat()
-        guard fstat(file.fd, &st) == 0 else { throw .posix(errno) }
+        var st = try system { () throws(SystemError) in try Descriptor(rawValue: file.fd).fstat() }
         // The inode's file handle is taken from the open descriptor; only a backing filesystem
         // without handles needs a descriptor of the inode's own (through /proc).
         if let node = inodes.remember(handleOf: file.fd, identity: InodeIdentity(st), kind: S_IFREG) {
             e.ino = node
         } else {
-            let fd = openAt("/proc/self/fd/\(file.fd)", relativeTo: AT_FDCWD, flags: CMKFS_O_PATH | O_CLOEXEC)
-            guard fd >= 0 else { throw .posix(errno) }
+            let fd = try system { () throws(SystemError) in try Descriptor.cwd.openat("/proc/self/fd/\(file.fd)", OpenFlags.path | O_CLOEXEC) }
             e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: S_IFREG)
         }
         if let inode = inodes.get(e.ino) { noteEntry(inode, link, verified: bound != nil && bound == link) }
@@ -145,13 +144,13 @@ extension FileSystem {
     /// Returns whether it changed the mode.
     @discardableResult
     static func killSetIDBits(_ fd: Int32) -> Bool {
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return false }
+        let file = Descriptor(rawValue: fd)
+        guard let st = try? file.fstat(), (st.st_mode & S_IFMT) == S_IFREG else { return false }
         var kill = st.st_mode & S_ISUID
         if st.st_mode & S_IXGRP != 0 { kill |= st.st_mode & S_ISGID }
         guard kill != 0 else { return false }
-        guard fchmod(fd, st.st_mode & 0o7777 & ~kill) == 0 else {
-            logger.error("cannot clear the setuid/setgid bits of a written file: \(String(cString: strerror(errno)))")
+        do throws(SystemError) { try file.fchmod(st.st_mode & 0o7777 & ~kill) } catch {
+            logger.error("cannot clear the setuid/setgid bits of a written file: \(error.errno)")
             return false
         }
         return true
@@ -203,8 +202,8 @@ extension FileSystem {
     /// without its key after a power cut.
     func fsync(_ fh: UInt64, dataOnly: Bool) throws(FSError) {
         guard let handle = openFiles.handle(fh) else { throw .posix(EBADF) }
-        let rc = dataOnly ? fdatasync(handle.file.fd) : Glibc.fsync(handle.file.fd)
-        if rc != 0 { throw .posix(errno) }
+        let file = Descriptor(rawValue: handle.file.fd)
+        try system { () throws(SystemError) in if dataOnly { try file.fdatasync() } else { try file.fsync() } }
         do { try volume.metadata.makeDurable() } catch {
             Self.logger.error("fsync \(handle.path): metadata: \(error)")
             throw .metadata(error)
@@ -216,7 +215,7 @@ extension FileSystem {
     func fallocate(_ fh: UInt64, mode: Int32, offset: Int, length: Int) throws(FSError) {
         guard let handle = openFiles.handle(fh) else { throw .posix(EBADF) }
         guard offset >= 0, length > 0 else { throw .posix(EINVAL) }
-        guard mode & ~FALLOC_FL_KEEP_SIZE == 0 else { throw .posix(EOPNOTSUPP) }
+        guard mode & ~Descriptor.keepSize == 0 else { throw .posix(EOPNOTSUPP) }
         guard volume.layout.fits(offset: offset, length: length) else { throw .posix(EFBIG) }
         let file = handle.file
         let layout = volume.layout
@@ -225,14 +224,14 @@ extension FileSystem {
                 let end = offset + length
                 let diskStart = layout.diskOffset(ofBlock: offset / layout.blockSize)
                 let diskEnd = layout.backingSize(plaintextSize: max(end, file.size))
-                if cmkfs_fallocate(file.fd, FALLOC_FL_KEEP_SIZE, off_t(diskStart), off_t(diskEnd - diskStart)) != 0 {
-                    throw .posix(errno)
+                try system { () throws(SystemError) in
+                    try Descriptor(rawValue: file.fd).fallocate(mode: Descriptor.keepSize, offset: diskStart, length: diskEnd - diskStart)
                 }
-                if mode & FALLOC_FL_KEEP_SIZE == 0 && end > file.size { try resize(file, to: end) }
+                if mode & Descriptor.keepSize == 0 && end > file.size { try resize(file, to: end) }
             }
         } catch {
             // A backing fallocate's own errno is answered as is, as before, without a log line.
-            if case .posix = error { throw error }
+            if case .system = error { throw error }
             Self.logFailure(error.errno, "fallocate \(handle.path): \(error)")
             throw error
         }

@@ -1,6 +1,8 @@
 import Foundation
+import Glibc
 import CMKKeyService
 import CMKMetrics
+import CMKSystem
 
 /// The mount's metrics (`cmkfs metrics`, `--metrics-textfile`): the process's counters
 /// (`Metrics.shared`) and what the key cache counts itself, in Prometheus' text format.
@@ -60,7 +62,7 @@ public final class MetricsTextfile: Sendable {
     public func start() {
         Thread.detachNewThread { [self] in
             repeat { write() } while stop.wait(timeout: .now() + interval) == .timedOut
-            unlink(path)
+            try? Descriptor.cwd.unlink(path)
             stopped.signal()
         }
     }
@@ -77,18 +79,19 @@ public final class MetricsTextfile: Sendable {
         let bytes = Array(render().utf8)
         // A fresh file each time (O_EXCL, after removing a leftover): in a directory others may
         // write to, a planted symlink or file at the temporary name is never written through.
-        unlink(temporary)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        guard fd >= 0 else {
-            FileSystem.logger.warning("metrics: cannot write \(temporary): \(String(cString: strerror(errno)))")
+        try? Descriptor.cwd.unlink(temporary)
+        do throws(SystemError) {
+            let file = try FileDescriptor.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode: 0o644)
+            try file.descriptor.writeAll(bytes)
+            try file.close()
+        } catch {
+            FileSystem.logger.warning("metrics: cannot write \(temporary): \(error.errno)")
+            try? Descriptor.cwd.unlink(temporary)
             return
         }
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        guard written == bytes.count, rename(temporary, path) == 0 else {
-            FileSystem.logger.warning("metrics: cannot replace \(path): \(String(cString: strerror(errno)))")
-            unlink(temporary)
-            return
+        do throws(SystemError) { try Descriptor.cwd.rename(temporary, to: path, in: .cwd) } catch {
+            FileSystem.logger.warning("metrics: cannot replace \(path): \(error.errno)")
+            try? Descriptor.cwd.unlink(temporary)
         }
     }
 }

@@ -7,6 +7,7 @@ import CMKFormat
 import CMKKeyService
 import CMKKeys
 import CMKMetrics
+import CMKSystem
 import CMKVolume
 
 /// Encrypted names inside the mount (docs/on-disk-format.md, "Names").
@@ -198,10 +199,8 @@ final class NameLayer: Sendable {
             guard let p = mountPath(ofBacking: rel) else { return nil }
             plain = p
         }
-        let fd = Glibc.open(volume.dataPath + (rel.isEmpty ? "" : "/" + rel), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        guard let id = try? DirectoryID.read(directoryFD: fd) else { return nil }
+        guard let fd = try? FileDescriptor.open(volume.dataPath + (rel.isEmpty ? "" : "/" + rel), O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+              let id = try? DirectoryID.read(directoryFD: fd.rawValue) else { return nil }
         directories.withLock { d in
             if d.count >= Self.maxCachedDirectories { d.removeAll() }
             d[rel] = (plain, id)
@@ -217,20 +216,18 @@ final class NameLayer: Sendable {
         guard let codec = try? codec() else { throw .posix(EACCES) }
         let components = path.split(separator: "/").map(String.init)
         var out: [String] = []
-        var dirFD = dup(rootFD)
-        guard dirFD >= 0 else { throw .posix(errno) }
-        defer { close(dirFD) }
+        var dir: FileDescriptor
+        do { dir = try Descriptor(rawValue: rootFD).duplicate() } catch { throw .system(error) }
         for (i, name) in components.enumerated() {
             let id: [UInt8]
-            do { id = try DirectoryID.read(directoryFD: dirFD) } catch { throw .corrupt("\(path): \(error)") }
+            do { id = try DirectoryID.read(directoryFD: dir.rawValue) } catch { throw .corrupt("\(path): \(error)") }
             // Any name that does not encrypt is not a path in the volume.
             guard let encrypted = try? codec.encrypt(name, directoryID: id) else { throw .posix(EINVAL) }
             out.append(encrypted.backingName)
             if i < components.count - 1 {
-                let next = openat(dirFD, encrypted.backingName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard next >= 0 else { throw .posix(errno) }
-                close(dirFD)
-                dirFD = next
+                do { dir = try dir.descriptor.openat(encrypted.backingName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) } catch {
+                    throw .system(error)
+                }
             }
         }
         return out.joined(separator: "/")

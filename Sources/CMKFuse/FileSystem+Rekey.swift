@@ -50,7 +50,7 @@ extension FileSystem {
         let caller = Caller(uid: requester.uid, gid: requester.gid, pid: requester.pid)
         var use = KeyUse("rekey", caller: caller)
         let file: OpenFile
-        do { file = try openFiles.open(fd: fd.release(), label: "/\(path)", use: &use) } catch {
+        do { file = try openFiles.open(fd: fd, label: "/\(path)", use: &use) } catch {
             audit("rekey", use, failure: error, path: "/\(path)", caller: caller)
             throw RekeyFailure(error, "/\(path): \(use.error ?? Errno(rawValue: error.errno).description)")
         }

@@ -2,12 +2,12 @@ import Glibc
 import Logging
 import Synchronization
 import CFuse3
-import CLinuxFS
 import CMKAudit
 import CMKCrypto
 import CMKFormat
 import CMKKeyService
 import CMKKeys
+import CMKSystem
 import CMKVolume
 
 /// The mounted filesystem's state: the volume, the inode table over the backing tree, open files
@@ -16,7 +16,7 @@ import CMKVolume
 public final class FileSystem: Sendable {
     let volume: Volume
     /// The backing tree's root: the root inode's descriptor and the mount descriptor
-    /// for `open_by_handle_at`.
+    /// for `open_by_handle_at`. The root inode owns it (it lives as long as the mount).
     let rootFD: Int32
     let inodes: InodeTable
     /// Open files, their handles and the DEK leases they hold.
@@ -58,12 +58,16 @@ public final class FileSystem: Sendable {
             FileSystem.countKeyEvent($0)
             FileSystem.auditKeyEvent(audit, $0)
         })
-        // Not CMKFS_O_PATH: open_by_handle_at refuses an CMKFS_O_PATH descriptor as its mount descriptor.
-        let fd = Glibc.open(volume.dataPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        var st = stat()
-        guard fd >= 0, fstat(fd, &st) == 0 else {
-            throw CMKError(.notAVolume, "cannot open \(volume.dataPath): \(String(cString: strerror(errno)))")
+        // Not O_PATH: open_by_handle_at refuses an O_PATH descriptor as its mount descriptor.
+        let data: FileDescriptor
+        do { data = try FileDescriptor.open(volume.dataPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC) } catch {
+            throw CMKError(.notAVolume, "cannot open \(volume.dataPath): \(error.errno)")
         }
+        let st: stat
+        do { st = try data.descriptor.fstat() } catch {
+            throw CMKError(.notAVolume, "cannot open \(volume.dataPath): \(error.errno)")
+        }
+        let fd = data.release()
         rootFD = fd
         openFiles = OpenFiles(volume: volume, cache: cache, processNames: processNames)
         let root = Inode(root: fd, identity: InodeIdentity(st))
@@ -184,8 +188,7 @@ public final class FileSystem: Sendable {
 
     /// The attributes of an inode, as applications see them.
     func attributes(_ inode: Node) throws(FSError) -> stat {
-        var st = stat()
-        guard fstatat(inode.fd, "", &st, CMKFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { throw .posix(errno) }
+        var st = try system { () throws(SystemError) in try inode.descriptor.stat("", flags: OpenFlags.atEmptyPath | AT_SYMLINK_NOFOLLOW) }
         present(&st)
         presentSymlink(inode.fd, &st)
         return st
@@ -193,8 +196,7 @@ public final class FileSystem: Sendable {
 
     /// The backing attributes of `name` in `dir`, or nil when it cannot be stat'ed (absent).
     func lstat(_ dir: Node, _ name: String) -> stat? {
-        var st = stat()
-        return fstatat(dir.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st : nil
+        try? dir.descriptor.stat(name, flags: AT_SYMLINK_NOFOLLOW)
     }
 
     /// The backing name of the plaintext `name` in `dir` (itself on a plaintext-names volume).
@@ -208,11 +210,9 @@ public final class FileSystem: Sendable {
     /// An entry reply for `name` in `dir`: one more lookup of its inode, and its attributes.
     func entry(_ dir: Node, _ name: String) throws(FSError) -> fuse_entry_param {
         var e = fuse_entry_param()
-        let fd = openAt(name, relativeTo: dir.fd, flags: CMKFS_O_PATH | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw .posix(errno) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { let err = errno; close(fd); throw .posix(err) }
-        presentSymlink(fd, &st)
+        let fd = try system { () throws(SystemError) in try dir.descriptor.openat(name, OpenFlags.path | O_NOFOLLOW | O_CLOEXEC) }
+        var st = try system { () throws(SystemError) in try fd.descriptor.fstat() }
+        presentSymlink(fd.rawValue, &st)
         e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: st.st_mode & S_IFMT)
         if (st.st_mode & S_IFMT) == S_IFREG, let inode = inodes.get(e.ino) { noteEntry(inode, entryLink(dir, name)) }
         present(&st)
@@ -227,9 +227,8 @@ public final class FileSystem: Sendable {
     /// Opens the regular file `inode` and returns its shared state with a new reference.
     func acquire(_ inode: Node, use: inout KeyUse) throws(FSError) -> OpenFile {
         guard inode.kind == S_IFREG else { throw .posix(inode.kind == S_IFDIR ? EISDIR : EINVAL) }
-        // CMKFS_O_NOATIME until the header is read: opening a file does not make it accessed.
-        let fd = openAt(inode.procPath, relativeTo: AT_FDCWD, flags: O_RDWR | O_CLOEXEC | CMKFS_O_NOATIME)
-        guard fd >= 0 else { throw .posix(errno) }
+        // O_NOATIME until the header is read: opening a file does not make it accessed.
+        let fd = try system { () throws(SystemError) in try Descriptor.cwd.openat(inode.procPath, O_RDWR | O_CLOEXEC | OpenFlags.noAccessTime) }
         let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
         do { try checkBinding(inode.inode, file.file.fileID) } catch {
             use.error = "the file is not bound to this name (moved, copied or swapped behind the mount's back)"
@@ -250,9 +249,8 @@ public final class FileSystem: Sendable {
                     use: inout KeyUse) throws(FSError) -> (file: OpenFile, bound: EntryLink?) {
         // No existence check here: the kernel looked the name up before calling create, and the
         // link below answers EEXIST if another creator got there first.
-        let fd = openAt(".", relativeTo: dir.fd, flags: O_RDWR | CMKFS_O_TMPFILE | O_CLOEXEC, mode: mode & 0o7777)
-        guard fd >= 0 else { throw .posix(errno) }
-        settle(fd: fd, in: dir, mode: mode, caller: caller)
+        let fd = try system { () throws(SystemError) in try dir.descriptor.openat(".", O_RDWR | OpenFlags.tmpFile | O_CLOEXEC, mode: mode & 0o7777) }
+        settle(fd: fd.rawValue, in: dir, mode: mode, caller: caller)
         let fileID: FileID
         do { fileID = try FileID.random() } catch {
             throw abandon(fd, nil, .posix(EIO))
@@ -278,37 +276,36 @@ public final class FileSystem: Sendable {
         // The key row is committed, the file has no header yet: the moment a crash used to
         // leave a name that could not be opened.
         CrashPoint.hit("create-before-header")
-        let content = ContentFile(fd: fd, fileID: fileID, layout: volume.layout)
+        let content = ContentFile(fd: fd.rawValue, fileID: fileID, layout: volume.layout)
         do { try content.writeHeader() } catch {
             openFiles.giveBack(lease)
             throw abandon(fd, fileID, .content(error))
         }
-        guard Self.linkUnnamed(fd, dir.fd, name) == 0 else {
-            let e = errno
+        do throws(SystemError) { try Self.linkUnnamed(fd.descriptor, dir.descriptor, name) } catch {
             openFiles.giveBack(lease)
-            throw abandon(fd, fileID, .posix(e))
+            throw abandon(fd, fileID, .system(error))
         }
-        var st = stat()
-        fstat(fd, &st)
+        let st = (try? fd.descriptor.fstat()) ?? stat()
         let file = OpenFile(fd: fd, file: content, lease: lease, identity: InodeIdentity(st), size: 0)
         return (openFiles.adopt(file), linkTag == nil ? nil : link)
     }
 
-    /// Links the unnamed (O_TMPFILE) file open at `fd` as `name` in `dir`; 0 or -1 with errno.
+    /// Links the unnamed (O_TMPFILE) file open at `file` as `name` in `dir`.
     /// `AT_EMPTY_PATH` links the descriptor itself, with no walk through /proc (which costs more
     /// than the link on a create); it needs CAP_DAC_READ_SEARCH, which the root daemon has
     /// (`open_by_handle_at` needs it too). Without it the kernel answers ENOENT, and the link
     /// goes through `/proc/self/fd`, whose answer is then the real one.
-    static func linkUnnamed(_ fd: Int32, _ dirFD: Int32, _ name: String) -> Int32 {
-        if linkat(fd, "", dirFD, name, CMKFS_AT_EMPTY_PATH) == 0 { return 0 }
-        guard errno == ENOENT else { return -1 }
-        return linkat(AT_FDCWD, "/proc/self/fd/\(fd)", dirFD, name, AT_SYMLINK_FOLLOW)
+    static func linkUnnamed(_ file: Descriptor, _ dir: Descriptor, _ name: String) throws(SystemError) {
+        do { return try file.link("", to: name, in: dir, flags: OpenFlags.atEmptyPath) } catch {
+            guard error.errno == .ENOENT else { throw error }
+        }
+        try Descriptor.cwd.link("/proc/self/fd/\(file.rawValue)", to: name, in: dir, flags: AT_SYMLINK_FOLLOW)
     }
 
     /// Undoes a create that did not link its file: the unnamed inode goes with its descriptor.
     /// Returns `error`, for the caller to throw.
-    private func abandon(_ fd: Int32, _ fileID: FileID?, _ error: FSError) -> FSError {
-        close(fd)
+    private func abandon(_ fd: consuming FileDescriptor, _ fileID: FileID?, _ error: FSError) -> FSError {
+        try? fd.close()
         if let fileID { try? volume.forgetFile(fileID) }
         return error
     }
@@ -317,10 +314,8 @@ public final class FileSystem: Sendable {
     /// `st`: the entry's attributes when the caller has them already.
     func lastLinkFileID(_ dir: Node, _ name: String, st known: stat? = nil) -> FileID? {
         guard let st = known ?? lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1 else { return nil }
-        let fd = openAt(name, relativeTo: dir.fd, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC | CMKFS_O_NOATIME)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        return try? ContentFile.readFileID(fd: fd)
+        guard let fd = try? dir.descriptor.openat(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | OpenFlags.noAccessTime) else { return nil }
+        return try? ContentFile.readFileID(fd: fd.rawValue)
     }
 }
 
@@ -330,24 +325,14 @@ extension FileSystem {
     func lastLinkLongTarget(_ dir: Node, _ name: String, st known: stat? = nil) -> String? {
         guard names != nil else { return nil }
         guard let st = known ?? lstat(dir, name), (st.st_mode & S_IFMT) == S_IFLNK, st.st_nlink == 1 else { return nil }
-        var buffer = [CChar](repeating: 0, count: 64)
-        let n = readlinkat(dir.fd, name, &buffer, buffer.count - 1)
-        guard n > 0 else { return nil }
-        let stored = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let bytes = try? dir.descriptor.readlink(name, capacity: 64), !bytes.isEmpty else { return nil }
+        let stored = String(decoding: bytes, as: UTF8.self)
         return NameCodec.isLong(stored) ? stored : nil
     }
 }
 
 extension InodeIdentity {
     init(_ st: stat) { self.init(device: UInt(st.st_dev), inode: UInt(st.st_ino)) }
-}
-
-/// `openat` (C `open` is variadic), retrying EINTR.
-func openAt(_ path: String, relativeTo dir: Int32, flags: Int32, mode: mode_t = 0) -> Int32 {
-    while true {
-        let fd = openat(dir, path, flags, mode)
-        if fd >= 0 || errno != EINTR { return fd }
-    }
 }
 
 /// The libfuse session, shared with the control thread. Sound as Sendable: libfuse's notify

@@ -104,7 +104,8 @@ public struct SyslogLogHandler: LogHandler {
     }
 
     /// The connected datagram socket, opened on first use and reopened after a failure (the
-    /// journal may restart under a long-running mount).
+    /// journal may restart under a long-running mount). Owned by hand, as a bare descriptor:
+    /// it lives for the process, and is replaced only under this mutex.
     private static let socket = Mutex<Int32>(-1)
 
     static var path: String {
@@ -121,10 +122,10 @@ public struct SyslogLogHandler: LogHandler {
             for _ in 0..<2 {
                 if fd < 0 { fd = Self.connect() }
                 guard fd >= 0 else { return false }
-                if datagram.withUnsafeBytes({ Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == datagram.count {
+                if datagram.withUnsafeBytes({ try? Descriptor(rawValue: fd).send($0) }) == datagram.count {
                     return true
                 }
-                Glibc.close(fd)
+                try? FileDescriptor(adopting: fd).close()
                 fd = -1
             }
             return false
@@ -145,20 +146,10 @@ public struct SyslogLogHandler: LogHandler {
         }
     }
 
+    /// A datagram socket connected to `path`, or -1.
     private static func connect() -> Int32 {
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return -1 }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { Glibc.close(fd); return -1 }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
-        }
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard rc == 0 else { Glibc.close(fd); return -1 }
-        return fd
+        guard let address = UnixSocketAddress(path: path), let socket = try? FileDescriptor.socket(AF_UNIX, SOCK_DGRAM),
+              (try? socket.descriptor.connect(to: address)) != nil else { return -1 }
+        return socket.release()
     }
 }

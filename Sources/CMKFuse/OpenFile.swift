@@ -3,6 +3,7 @@ import Synchronization
 import CMKCrypto
 import CMKFormat
 import CMKKeyService
+import CMKSystem
 
 /// The state of one open backing inode, shared by every handle (and every hard link) that opened
 /// it: the backing descriptor, the lease on the file's DEK, the plaintext size and the lock over
@@ -11,10 +12,13 @@ import CMKKeyService
 /// Lock order: see `OpenFiles`. `content` is held for a whole read (shared) or write/truncate
 /// (exclusive) and never across a key-provider call.
 final class OpenFile: @unchecked Sendable {
-    // Sound: `fd` and `file` are immutable; `size` is read under `content` shared and written
+    // Sound: `descriptor` and `file` are immutable; `size` is read under `content` shared and written
     // under `content` exclusive; `lease` sits behind its own mutex (and is replaced only under
     // `content` exclusive); `refs` is touched only under the table's mutex.
-    let fd: Int32
+    /// The backing descriptor, closed when the last handle and request let go of this open file.
+    private let descriptor: FileDescriptor
+    /// The backing descriptor's number, valid while this open file lives.
+    var fd: Int32 { descriptor.rawValue }
     let file: ContentFile
     /// The DEK, as the key cache lends it: checked on every request, so a flush or revocation
     /// stops this open file's next read or write. Readable without `content`, so the kill switch
@@ -29,15 +33,13 @@ final class OpenFile: @unchecked Sendable {
     var size: Int
     var refs = 1
 
-    init(fd: Int32, file: ContentFile, lease: KeyLease, identity: InodeIdentity, size: Int) {
-        self.fd = fd
+    init(fd: consuming FileDescriptor, file: ContentFile, lease: KeyLease, identity: InodeIdentity, size: Int) {
+        self.descriptor = fd
         self.file = file
         leaseCell = Mutex(lease)
         self.identity = identity
         self.size = size
     }
-
-    deinit { close(fd) }
 
     /// The DEK for one request; call with `content` held (either mode).
     func key() throws(FSError) -> SecretBytes {

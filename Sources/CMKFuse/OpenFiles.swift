@@ -1,10 +1,10 @@
 import Glibc
-import CLinuxFS
 import Synchronization
 import CMKCrypto
 import CMKFormat
 import CMKKeyService
 import CMKKeys
+import CMKSystem
 import CMKVolume
 
 /// Open files and the DEK leases they hold: the table of open backing inodes (one `OpenFile`
@@ -37,13 +37,13 @@ final class OpenFiles: Sendable {
 
     /// Shares or builds the `OpenFile` for the inode behind `fd` (consumed), with a new
     /// reference and a live lease on its DEK.
-    func open(fd: Int32, label: String, use: inout KeyUse) throws(FSError) -> OpenFile {
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { let e = errno; close(fd); throw .posix(e) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); throw .posix(EINVAL) }
+    func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse) throws(FSError) -> OpenFile {
+        let st = try system { () throws(SystemError) in try fd.descriptor.fstat() }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .posix(EINVAL) }
         let identity = InodeIdentity(st)
         if let existing = table.retain(identity) {
-            close(fd)
+            // The inode's open file has a descriptor of its own already.
+            try? fd.close()
             use.fileID = existing.file.fileID
             use.key = existing.content.withReadLock { existing.lease.keyRef }
             do { try revive(existing, use: &use) } catch { release(existing); throw error }
@@ -51,24 +51,24 @@ final class OpenFiles: Sendable {
         }
         // Unwrapping may call out to the key provider: no lock is held here.
         let fileID: FileID
-        do { fileID = try ContentFile.readFileID(fd: fd); use.fileID = fileID } catch {
+        do { fileID = try ContentFile.readFileID(fd: fd.rawValue); use.fileID = fileID } catch {
             let failure = FSError.content(error)
             FileSystem.logFailure(failure.errno, "\(label): \(error)")
-            close(fd)
             throw failure
         }
         // Applications' reads through this descriptor update the access time, as they would locally.
-        let flags = fcntl(fd, F_GETFL)
-        if flags >= 0 && flags & CMKFS_O_NOATIME != 0 { _ = fcntl(fd, F_SETFL, flags & ~CMKFS_O_NOATIME) }
+        if let flags = try? fd.descriptor.statusFlags(), flags & OpenFlags.noAccessTime != 0 {
+            try? fd.descriptor.setStatusFlags(flags & ~OpenFlags.noAccessTime)
+        }
         let lease: KeyLease
         do { lease = try leaseKey(fileID, use: &use) } catch {
             use.error = error.description
             let failure = FSError.fileKey(error)
             FileSystem.logFailure(failure.errno, "\(label): cannot get the data key of file \(fileID): \(error)")
-            close(fd)
             throw failure
         }
-        let file = OpenFile(fd: fd, file: ContentFile(fd: fd, fileID: fileID, layout: volume.layout), lease: lease,
+        let raw = fd.rawValue
+        let file = OpenFile(fd: fd, file: ContentFile(fd: raw, fileID: fileID, layout: volume.layout), lease: lease,
                             identity: identity, size: volume.layout.displaySize(backingSize: Int(st.st_size)))
         return adopt(file)
     }
@@ -197,8 +197,7 @@ private final class OpenFileTable: Sendable {
             }
             // The caller's stat may predate writes through an entry for this inode that was
             // closed since; with no entry left, nothing can write now, so re-read the size here.
-            var st = stat()
-            if fstat(file.fd, &st) == 0 { file.size = file.file.layout.displaySize(backingSize: Int(st.st_size)) }
+            if let st = try? Descriptor(rawValue: file.fd).fstat() { file.size = file.file.layout.displaySize(backingSize: Int(st.st_size)) }
             table[file.identity] = file
             return file
         }

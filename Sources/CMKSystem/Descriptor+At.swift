@@ -59,9 +59,10 @@ extension Descriptor {
         _ = try Retry.check(name("symlinkat", "symlink"), path: path) { symlinkat(target, rawValue, path) }
     }
 
-    /// readlinkat(2): the target's bytes, however long.
-    public func readlink(_ path: String) throws(SystemError) -> [UInt8] {
-        var capacity = 256
+    /// readlinkat(2): the target's bytes, however long. `capacity` is the first buffer's size:
+    /// a caller expecting a long target (a path under /proc/self/fd) saves a second call.
+    public func readlink(_ path: String, capacity: Int = 256) throws(SystemError) -> [UInt8] {
+        var capacity = capacity
         while true {
             var buffer = [CChar](repeating: 0, count: capacity)
             let n = try Retry.check(name("readlinkat", "readlink"), path: path) { readlinkat(rawValue, path, &buffer, capacity) }
