@@ -139,7 +139,8 @@ extension FileSystem {
         let target = String(decoding: bytes, as: UTF8.self)
         let root = volume.dataPath
         if target == root { return "/" }
-        guard target.hasPrefix(root + "/") else { return target }
+        // Outside the data directory: no path is better than a wrong one in the record.
+        guard target.hasPrefix(root + "/") else { return nil }
         let relative = String(target.dropFirst(root.count + 1))
         guard let names else { return "/" + relative }
         // Encrypted names: each component decrypted; directories come from a cache, so an open
@@ -163,6 +164,18 @@ extension FileSystem {
     func noteAuditName(_ e: fuse_entry_param, in dir: Node, _ name: String, at generation: UInt64) {
         guard e.ino != 0, let inode = inodes.get(e.ino) else { return }
         auditNames.noteLookup(inode, parent: dir.inode, name: name, links: UInt(e.attr.st_nlink), at: generation)
+    }
+
+    /// `make` (a create, mkdir, mknod or symlink of `name` in `dir`) with the new entry's name
+    /// noted for its audit records, as a lookup notes it: the kernel uses a new entry without a
+    /// LOOKUP, and its first opens would otherwise find their path the slow way (a readlink and
+    /// a name decryption), which yields no path while a `cache flush` has dropped the name key.
+    func noting<T>(_ dir: Node, _ name: String, entry: (T) -> fuse_entry_param,
+                   _ make: () throws(FSError) -> T) throws(FSError) -> T {
+        let generation = auditNames.current
+        let made = try make()
+        noteAuditName(entry(made), in: dir, name, at: generation)
+        return made
     }
 
     /// `dir`'s path inside the mount joined with `name`.

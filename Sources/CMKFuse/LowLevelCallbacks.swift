@@ -108,15 +108,21 @@ enum LowLevelCallbacks {
         }
         ops.mknod = { req, parent, name, mode, rdev in
             LowLevelCallbacks.with(req, parent) { f, dir in
+                let name = LowLevelCallbacks.name(name)
                 LowLevelCallbacks.replyEntry(req) { () throws(FSError) in
-                    try f.mknod(dir, LowLevelCallbacks.name(name), mode: mode, rdev: rdev, caller: LowLevelCallbacks.caller(req))
+                    try f.noting(dir, name, entry: { $0 }) { () throws(FSError) in
+                        try f.mknod(dir, name, mode: mode, rdev: rdev, caller: LowLevelCallbacks.caller(req))
+                    }
                 }
             }
         }
         ops.mkdir = { req, parent, name, mode in
             LowLevelCallbacks.with(req, parent) { f, dir in
+                let name = LowLevelCallbacks.name(name)
                 LowLevelCallbacks.replyEntry(req) { () throws(FSError) in
-                    try f.mkdir(dir, LowLevelCallbacks.name(name), mode: mode, caller: LowLevelCallbacks.caller(req))
+                    try f.noting(dir, name, entry: { $0 }) { () throws(FSError) in
+                        try f.mkdir(dir, name, mode: mode, caller: LowLevelCallbacks.caller(req))
+                    }
                 }
             }
         }
@@ -132,8 +138,11 @@ enum LowLevelCallbacks {
         }
         ops.symlink = { req, target, parent, name in
             LowLevelCallbacks.with(req, parent) { f, dir in
+                let name = LowLevelCallbacks.name(name)
                 LowLevelCallbacks.replyEntry(req) { () throws(FSError) in
-                    try f.symlink(target: LowLevelCallbacks.name(target), dir, LowLevelCallbacks.name(name), caller: LowLevelCallbacks.caller(req))
+                    try f.noting(dir, name, entry: { $0 }) { () throws(FSError) in
+                        try f.symlink(target: LowLevelCallbacks.name(target), dir, name, caller: LowLevelCallbacks.caller(req))
+                    }
                 }
             }
         }
@@ -170,8 +179,10 @@ enum LowLevelCallbacks {
             LowLevelCallbacks.with(req, parent) { f, dir in
                 var e: fuse_entry_param, handle: UInt64
                 do throws(FSError) {
-                    (e, handle) = try f.create(dir, LowLevelCallbacks.name(name), mode: mode, flags: fi!.pointee.flags,
-                                               caller: LowLevelCallbacks.caller(req))
+                    let name = LowLevelCallbacks.name(name)
+                    (e, handle) = try f.noting(dir, name, entry: { $0.0 }) { () throws(FSError) in
+                        try f.create(dir, name, mode: mode, flags: fi!.pointee.flags, caller: LowLevelCallbacks.caller(req))
+                    }
                 } catch {
                     fuse_reply_err(req, error.errno)
                     return
