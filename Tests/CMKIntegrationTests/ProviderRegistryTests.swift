@@ -27,7 +27,7 @@ final class ProviderRegistryTests: IntegrationTestCase {
                                 "--pkcs11-module": ["pkcs11"], "--pkcs11-uri": ["pkcs11"], "--token": ["pkcs11"], "--pin-file": ["pkcs11"], "--key-label": ["pkcs11"],
                                 "--aws-key-id": ["aws-kms"], "--aws-region": ["aws-kms"], "--aws-endpoint": ["aws-kms"], "--aws-profile": ["aws-kms"],
                                 "--vault-addr": ["vault"], "--vault-key": ["vault"], "--vault-mount": ["vault"], "--vault-namespace": ["vault"],
-                                "--vault-ca-cert": ["vault"], "--vault-token-file": ["vault"]])
+                                "--vault-ca-cert": ["vault"], "--vault-token-file": ["vault"], "--vault-kv-mount": ["vault"]])
         XCTAssertEqual(ProviderKind.vault.problem(withFlags: [:]), "--kms vault needs --vault-addr URL and --vault-key NAME")
         XCTAssertEqual(ProviderKind.vault.problem(withFlags: ["--vault-addr": "ftp://x", "--vault-key": "k"]),
                        "the Vault address ftp://x is not an http:// or https:// URL")
