@@ -553,8 +553,9 @@ public enum AuditSegments {
 }
 
 /// The leader and followers of durable appends (`AuditLog.sync(anchor:covering:)`).
+/// Sound as @unchecked Sendable: `durable` and `leading` are read and written only with
+/// `condition` locked (NSCondition, because Synchronization's Mutex has no wait/broadcast).
 final class GroupCommit: @unchecked Sendable {
-    // Sound: `durable` and `leading` are read and written only with `condition` locked.
     private let condition = NSCondition()
     /// Every record up to this seq is fsynced and checkpointed.
     private var durable: UInt64 = 0

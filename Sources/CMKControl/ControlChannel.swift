@@ -4,18 +4,9 @@ import CMKKeyService
 import CMKSystem
 import CMKUnixSocket
 
-/// Who is on the other end of a control connection (SO_PEERCRED).
-public struct PeerCredentials: Sendable, Equatable {
-    public var pid: Int32
-    public var uid: UInt32
-    public var gid: UInt32
-
-    public init(pid: Int32, uid: UInt32, gid: UInt32) {
-        self.pid = pid
-        self.uid = uid
-        self.gid = gid
-    }
-}
+/// Who is on the other end of a control connection (SO_PEERCRED): CMKSystem's type, named for
+/// the control channel.
+public typealias PeerCredentials = SocketCredentials
 
 /// Why a control request got no answer (the mount's own refusals are answers: `ok` false).
 public enum ControlChannelError: Error, CustomStringConvertible {
@@ -111,7 +102,7 @@ public enum ControlChannel {
     private static func serveConnection(_ client: Descriptor, owner: uid_t,
                                         handle: (ControlRequest, PeerCredentials) -> ControlResponse) {
         try? client.setTimeouts(milliseconds: requestTimeoutMilliseconds)
-        guard let cred = (try? client.peerCredentials()).map({ PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid) }),
+        guard let cred = try? client.peerCredentials(),
               cred.uid == 0 || cred.uid == owner else {
             reply(client, ControlResponse(ok: false, error: "permission denied: only root or the volume's owner may control the mount"))
             return

@@ -23,6 +23,8 @@ func memoryFile(_ bytes: [UInt8]) -> FileDescriptor {
         try file.descriptor.writeAll(bytes)
         return file
     } catch {
+        // The harness's own setup (scratch file, seed), never the fuzz input: stopping is the
+        // only honest answer, and the message says it is not a finding.
         fatalError("fuzz harness: cannot make a backing file: \(error)")
     }
 }
@@ -157,11 +159,15 @@ func sealedFile(plaintextSize: Int, holeAt hole: Int? = nil) -> [UInt8] {
             }
         }
     } catch {
+        // The harness's own setup (scratch file, seed), never the fuzz input: stopping is the
+        // only honest answer, and the message says it is not a finding.
         fatalError("fuzz harness: cannot seal a seed: \(error)")
     }
     do {
         return try backing.descriptor.preadFully(count: Int(backing.descriptor.fstat().st_size), at: 0)
     } catch {
+        // The harness's own setup (scratch file, seed), never the fuzz input: stopping is the
+        // only honest answer, and the message says it is not a finding.
         fatalError("fuzz harness: cannot read a seed back: \(error)")
     }
 }
