@@ -26,6 +26,10 @@ struct AuditName {
 /// (the slow way says which of its names the backing filesystem reaches it by, as before).
 /// Changes made to the backing directory behind the mount's back are not seen here: such a file
 /// is named by the path the kernel reached it through.
+///
+/// The noted names are plaintext that only the name key reveals from the backing tree, so when
+/// the name key leaves the cache (`key revoke`, `cache flush`, a refused renewal, its lease's
+/// end) `forgetAll` drops every one of them: none outlives the name key in the daemon.
 final class AuditNames: Sendable {
     private let generation = Atomic<UInt64>(1)
     private let root: Inode
@@ -40,17 +44,41 @@ final class AuditNames: Sendable {
     /// A name went, moved or was added: every path noted so far may be stale.
     func namespaceChanged() { generation.add(1, ordering: .releasing) }
 
+    /// The name key left the cache: starts a new generation and drops the name noted on each of
+    /// `inodes` (every inode the kernel knows), so the strings are freed now rather than when
+    /// their inodes are forgotten. A note racing with this stores nothing: it checks the
+    /// generation under the inode's lock (`store`), and this takes that lock after the new
+    /// generation began. Swift strings cannot be wiped in place; dropping the last reference
+    /// frees them. The next open of each file finds its path from the next lookup's note, or
+    /// the slow way once the name key is held again.
+    func forgetAll(_ inodes: [Inode]) {
+        namespaceChanged()
+        for inode in inodes { inode.auditName.withLock { $0 = nil } }
+    }
+
+    /// How many inodes of `inodes` hold a noted name now (`cmkfs metrics`, for tests of `forgetAll`).
+    func notedCount(_ inodes: [Inode]) -> Int {
+        inodes.reduce(0) { count, inode in count + (inode.auditName.withLock { $0 == nil } ? 0 : 1) }
+    }
+
     /// `inode` was reached through `name` in `parent` (a lookup begun at `generation`).
     func noteLookup(_ inode: Inode, parent: Inode, name: String, links: UInt, at generation: UInt64) {
         guard inode.kind == S_IFDIR || (inode.kind == S_IFREG && links == 1), name != ".", name != ".." else { return }
-        inode.auditName.withLock { $0 = AuditName(parent: parent, text: name, generation: generation) }
+        store(inode, AuditName(parent: parent, text: name, generation: generation))
     }
 
     /// `inode`'s whole path, found at `generation` (never over a note of a later generation).
     func note(_ inode: Inode, path: String, at generation: UInt64) {
+        store(inode, AuditName(parent: nil, text: path, generation: generation))
+    }
+
+    /// Notes `name` on `inode` unless its generation is over (it could never be used, and after
+    /// `forgetAll` it would keep a name the name key no longer guards) or a later one is noted.
+    private func store(_ inode: Inode, _ name: AuditName) {
         inode.auditName.withLock { entry in
-            if let entry, entry.generation > generation { return }
-            entry = AuditName(parent: nil, text: path, generation: generation)
+            guard name.generation == current else { return }
+            if let entry, entry.generation > name.generation { return }
+            entry = name
         }
     }
 

@@ -36,6 +36,12 @@ extension FileSystem {
         out.sample("cmkfs_open_files", [:], UInt64(openFileCount))
         out.family("cmkfs_provider_up", "1 when the last lease renewal reached the provider (or none was due yet), else 0.", type: .gauge)
         out.sample("cmkfs_provider_up", [:], UInt64(s.provider.state == "unreachable" ? 0 : 1))
+        if let names {
+            out.family("cmkfs_name_key_cached", "1 when the name key is held (encrypted names), else 0.", type: .gauge)
+            out.sample("cmkfs_name_key_cached", [:], UInt64(names.isKeyCached ? 1 : 0))
+        }
+        out.family("cmkfs_audit_noted_names", "Inodes holding a plaintext name noted for audit paths (dropped when the name key goes).", type: .gauge)
+        out.sample("cmkfs_audit_noted_names", [:], UInt64(auditNames.notedCount(inodes.all)))
         Metrics.shared.render(into: &out)
         return out.text
     }

@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import Glibc
 import Synchronization
@@ -35,6 +36,8 @@ final class NameLayer: Sendable {
     /// Cleared when a directory is removed or renamed, so a reused path never maps to an old id.
     private let directories = Mutex<[String: (plain: String, id: [UInt8])]>([:])
     static let maxCachedDirectories = 4096
+    /// Whether a background lease of the name key (`leaseAgainAfterKeyMiss`) is under way.
+    private let leasing = Atomic<Bool>(false)
 
     init(volume: Volume, cache: KeyCache, audit: (any AuditSink)?) {
         self.volume = volume
@@ -76,6 +79,25 @@ final class NameLayer: Sendable {
         switch fresh.key(now: monotonicNow()) {
         case .success(let key): return try makeCodec(key, for: fresh)
         case .failure(let refusal): throw .refused(refusal)
+        }
+    }
+
+    /// Whether the name key is held now (`cmkfs metrics`: `cmkfs_name_key_cached`).
+    var isKeyCached: Bool { lease.withLock { $0 }?.isLive ?? false }
+
+    /// A data key was just leased again through the provider (a key miss): if the name key is
+    /// not held, lease it again too, on a background thread (the open's reply does not wait for
+    /// the provider), at most one at a time. Opens join their audit paths from noted names and
+    /// need no name key, so without this a `cache flush` left the name key out until the next
+    /// lookup: with the KMS unreachable by then, lookups failed (EIO) while the data keys
+    /// leased after the flush still served. The lease is a key use like any other: a `name-key`
+    /// audit record, ok or refused (a revoked master key gets no name key here either).
+    func leaseAgainAfterKeyMiss() {
+        guard !isKeyCached, leasing.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        DispatchQueue.global(qos: .utility).async { [self] in
+            defer { leasing.store(false, ordering: .releasing) }
+            // A failure is logged and recorded by `codec()`; the next name operation asks again.
+            _ = try? codec()
         }
     }
 
@@ -180,10 +202,18 @@ final class NameLayer: Sendable {
     /// A directory was removed or renamed: cached paths may be wrong now.
     func directoriesChanged() { directories.withLock { $0.removeAll() } }
 
+    /// The codec if the name key is held now; nil (and no provider call) when it is not.
+    private func heldCodec() -> NameCodec? {
+        guard let current = lease.withLock({ $0 }), case .success(let key) = current.key(now: monotonicNow()) else { return nil }
+        return try? makeCodec(key, for: current)
+    }
+
     /// The mount path of a backing path relative to data/ ("" is the root), decrypting each
-    /// component; directories on the way are cached. nil when a component does not decrypt.
+    /// component; directories on the way are cached. nil when a component does not decrypt, or
+    /// when the name key is not held: an audit path never asks the provider on a request's reply
+    /// path (a key miss leases the name key again in the background, `leaseAgainAfterKeyMiss`).
     func mountPath(ofBacking rel: String) -> String? {
-        guard let codec = try? codec() else { return nil }
+        guard let codec = heldCodec() else { return nil }
         if rel.isEmpty { return "/" }
         let parent = rel.lastIndex(of: "/").map { String(rel[..<$0]) } ?? ""
         let leaf = rel.lastIndex(of: "/").map { String(rel[rel.index(after: $0)...]) } ?? rel

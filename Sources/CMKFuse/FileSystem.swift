@@ -120,16 +120,29 @@ public final class FileSystem: Sendable {
     }
 
     /// What every dropped key cuts, whichever way it left the cache (flush or revocation, a
-    /// renewal the provider refused, a lease past its maximum lifetime, idle): the name codec if
-    /// the name key went, the workers' keyed cipher contexts (`ScratchPool.forgetKeys`), and the
-    /// kernel's cached pages and mappings of the open files that used the keys, so their next read comes to the mount and is refused (EACCES, or EIO once expired; SIGBUS for a mapped reader).
+    /// renewal the provider refused, a lease past its maximum lifetime, idle): the name codec and
+    /// every plaintext name kept for audit paths if the name key went (`forgetNames`), the
+    /// workers' keyed cipher contexts (`ScratchPool.forgetKeys`), and the kernel's cached pages
+    /// and mappings of the open files that used the keys, so their next read comes to the mount
+    /// and is refused (EACCES, or EIO once expired; SIGBUS for a mapped reader).
     /// Runs on the control or maintenance thread (`KeyCache.onDrop`), never a request thread:
     /// the kernel may wait on a page lock a request in flight holds.
     func cutOpenFiles(_ dropped: [KeyLease]) {
-        if dropped.contains(where: { $0.fileID == Volume.nameKeyFileID }) { names?.dropKeyedCodec() }
+        if dropped.contains(where: { $0.fileID == Volume.nameKeyFileID }) { forgetNames() }
         scratch.forgetKeys()
         let gone = Set(dropped.map(ObjectIdentifier.init))
         invalidateOpenFiles { gone.contains(ObjectIdentifier($0)) }
+    }
+
+    /// The name key left the cache: nothing it alone reveals stays in the daemon. The codec
+    /// (OpenSSL's key schedule) goes, and so do the plaintext names kept for audit paths: those
+    /// noted on inodes and the directories' mount paths. Later opens find their path from the next
+    /// lookup's note, or the slow way once the name key is held again (none until then).
+    func forgetNames() {
+        guard let names else { return }
+        names.dropKeyedCodec()
+        names.directoriesChanged()
+        auditNames.forgetAll(inodes.all)
     }
 
     /// Asks the kernel to drop (after writing back, if dirty) the cached pages and mappings of the
@@ -230,6 +243,8 @@ public final class FileSystem: Sendable {
         // O_NOATIME until the header is read: opening a file does not make it accessed.
         let fd = try system { () throws(SystemError) in try Descriptor.cwd.openat(inode.procPath, O_RDWR | O_CLOEXEC | OpenFlags.noAccessTime) }
         let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
+        // The provider answered for this file's key: the name key comes back with it, off the reply path.
+        if use.cache == "miss" { names?.leaseAgainAfterKeyMiss() }
         do { try checkBinding(inode.inode, file.file.fileID) } catch {
             use.error = "the file is not bound to this name (moved, copied or swapped behind the mount's back)"
             openFiles.release(file)

@@ -207,6 +207,9 @@ final class InodeTable: Sendable {
     }
 
     var count: Int { state.withLock { $0.byNode.count } }
+
+    /// Every inode the kernel knows now (the root too), for a sweep over all of them.
+    var all: [Inode] { state.withLock { Array($0.byNode.values) } }
 }
 
 /// An inode with a descriptor open on it for the length of one request.

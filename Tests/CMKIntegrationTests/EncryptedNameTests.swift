@@ -215,6 +215,32 @@ final class EncryptedNameTests: IntegrationTestCase {
         XCTAssertGreaterThanOrEqual(events.split(separator: "\n").count, 3, events)
     }
 
+    /// No plaintext name outlives the name key in the daemon: the names noted on inodes for
+    /// audit paths are dropped when the name key leaves the cache (`cache flush`, `key revoke`),
+    /// and noted again by the lookups that follow once it is back.
+    func testNamesNotedForAuditPathsGoWithTheNameKey() throws {
+        func noted() -> Double? {
+            let r = fx.cmkfs(["metrics", vol])
+            XCTAssertTrue(r.succeeded, "\(r)")
+            return r.stdout.split(separator: "\n").first { $0.hasPrefix("cmkfs_audit_noted_names ") }
+                .flatMap { Double($0.dropFirst("cmkfs_audit_noted_names ".count)) }
+        }
+        sh("mkdir \(mnt)/dir && echo x > \(mnt)/dir/file && ls -lR \(mnt) > /dev/null && cat \(mnt)/dir/file > /dev/null")
+        XCTAssertGreaterThan(try XCTUnwrap(noted()), 0, "lookups noted names")
+        XCTAssertTrue(fx.cmkfs(["cache", "flush", vol]).succeeded)
+        XCTAssertEqual(noted(), 0, "the flush took the name key, and every noted name with it")
+        sh("ls -l \(mnt)/dir > /dev/null && cat \(mnt)/dir/file > /dev/null")
+        XCTAssertGreaterThan(try XCTUnwrap(noted()), 0, "lookups after the flush note names again")
+        let revoke = fx.cmkfs(["key", "revoke", vol, "--kms-dir", fx.kms])
+        XCTAssertTrue(revoke.succeeded, "\(revoke)")
+        XCTAssertEqual(noted(), 0, "the revocation took the name key, and every noted name with it")
+        shFails("cat \(mnt)/dir/file")
+        XCTAssertEqual(noted(), 0, "nothing is noted while the name key is revoked")
+        XCTAssertTrue(fx.cmkfs(["key", "enable", vol, "--kms-dir", fx.kms]).succeeded)
+        XCTAssertEqual(sh("ls \(mnt)/dir && cat \(mnt)/dir/file"), "file\nx\n")
+        XCTAssertGreaterThan(try XCTUnwrap(noted()), 0, "lookups after enable note names again")
+    }
+
     func testRotatePurgeAndRekeyKeepNamesReadable() throws {
         sh("mkdir '\(mnt)/dossier été' && printf contenu > '\(mnt)/dossier été/naïve file' && ln -s 'dossier été/naïve file' \(mnt)/lien")
         let rotate = fx.cmkfs(["key", "rotate", vol, "--kms-dir", fx.kms])

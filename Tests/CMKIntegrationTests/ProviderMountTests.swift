@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import XCTest
 
 /// Real mounts on the socket KMS and on a SoftHSM2 token: files round-trip, a wrong PIN fails
@@ -284,6 +285,55 @@ final class ProviderMountTests: SocketKMSTestCase {
         // The KMS comes back: new opens work again.
         try k.start()
         XCTAssertEqual(sh("cat \(mnt)/a \(mnt)/b"), "cacheduncached")
+    }
+
+    /// The value of `series` in the mount's `cmkfs metrics`, or nil.
+    func metric(_ series: String, _ volume: String) -> Double? {
+        let r = fx.cmkfs(["metrics", volume])
+        guard r.succeeded else { return nil }
+        return r.stdout.split(separator: "\n").lazy.compactMap { row -> Double? in
+            guard row.hasPrefix(series + " ") else { return nil }
+            return Double(row.dropFirst(series.count + 1))
+        }.first
+    }
+
+    /// After a `cache flush`, an open that leases its data key again (with no lookup: the
+    /// kernel holds the entry) leases the name key again too, in the background; so once the
+    /// KMS is unreachable, path lookups keep working for as long as the leases taken while it
+    /// was up, instead of failing (EIO) as soon as the kernel's entry expires.
+    func testAnOpenAfterAFlushLeasesTheNameKeyAgainSoLookupsOutliveTheKMS() throws {
+        let k = try startKMS()
+        XCTAssertTrue(fx.cmkfs(["init", pvol, "--kms", "socket", "--kms-socket", k.socket]).succeeded)
+        XCTAssertTrue(fx.cmkfs(["mount", pvol, mnt, "--cache-max-lifetime", "60s", "--lease-renew", "250ms", "--cache-idle-ttl", "1h"]).succeeded)
+        sh("printf cached > \(mnt)/a")
+        let held = open(mnt + "/a", O_RDONLY | O_CLOEXEC)
+        XCTAssertGreaterThanOrEqual(held, 0, "open \(mnt)/a: errno \(errno)")
+        defer { if held >= 0 { close(held) } }
+        XCTAssertTrue(fx.cmkfs(["cache", "flush", pvol]).succeeded)
+        XCTAssertEqual(metric("cmkfs_name_key_cached", pvol), 0, "the flush dropped the name key")
+        let flushed = Date()
+        // An open through /proc/self/fd reaches the inode without a LOOKUP: only its data key is asked for.
+        let reopened = open("/proc/self/fd/\(held)", O_RDONLY | O_CLOEXEC)
+        XCTAssertGreaterThanOrEqual(reopened, 0, "reopen: errno \(errno)")
+        defer { if reopened >= 0 { close(reopened) } }
+        var buffer = [UInt8](repeating: 0, count: 16)
+        XCTAssertEqual(read(reopened, &buffer, buffer.count), 6, "the reopened file reads with its data key leased again")
+        XCTAssertTrue(waitUntil(deadline: 20, interval: 0.05) { metric("cmkfs_name_key_cached", pvol) == 1 },
+                      "the name key was not leased again after the open's key miss: \(fx.mountLog(pvol))")
+        // Recorded as a key use, like any unwrap of the name key: the mount's, then this one.
+        var records = ""
+        XCTAssertTrue(waitUntil(deadline: 10, interval: 0.1) {
+            records = fx.cmkfs(["audit", "show", pvol, "--event", "name-key", "--json"]).stdout
+            return records.split(separator: "\n").filter { $0.contains("\"ok\"") }.count == 2
+        }, "the mount's and the background lease's name-key records: \(records)")
+        XCTAssertTrue(waitForRenewal(pvol, after: flushed), "no successful renewal: \(fx.mountLog(pvol))")
+        k.kill9()
+        // Names work while the leases taken before the KMS went are valid: a name the kernel never
+        // looked up (a fresh LOOKUP), a listing, and the file through a new path walk.
+        let fresh = fx.sh("stat \(mnt)/never-looked-up")
+        XCTAssertTrue(fresh.stderr.contains("No such file or directory"), "a fresh lookup needs the name key: \(fresh)")
+        XCTAssertEqual(sh("ls \(mnt)"), "a\n")
+        XCTAssertEqual(sh("cat \(mnt)/a"), "cached")
     }
 
     /// The customer disables the key in `cmkfs-kms` (not through cmkfs): a file held open with its
