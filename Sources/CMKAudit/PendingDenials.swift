@@ -30,7 +30,15 @@ public enum PendingDenials {
         var process: String?
         var keyID: String?
         var detail: String?
-        enum CodingKeys: String, CodingKey { case time, event, result, error, uid, gid, pid, process, keyID = "key_id", detail }
+        /// The caller's login uid and user names, as every record by a command carries them
+        /// (`AuditEvent.loginUID`); absent from lines an older cmkfs wrote.
+        var loginUID: UInt32?
+        var user: String?
+        var loginUser: String?
+        enum CodingKeys: String, CodingKey {
+            case time, event, result, error, uid, gid, pid, process, keyID = "key_id", detail
+            case loginUID = "login_uid", user, loginUser = "login_user"
+        }
     }
 
     /// Appends `event` (its time is now), MACed under `key`, to the pending file of the log in
@@ -41,7 +49,7 @@ public enum PendingDenials {
         guard let st = try? Descriptor.cwd.stat(directory), (st.st_mode & S_IFMT) == S_IFDIR else { return false }
         let entry = Entry(time: AuditRecord.now(), event: event.event, result: event.result, error: event.error,
                           uid: event.uid, gid: event.gid, pid: event.pid, process: event.process, keyID: event.keyID,
-                          detail: event.detail)
+                          detail: event.detail, loginUID: event.loginUID, user: event.user, loginUser: event.loginUser)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         guard let json = try? encoder.encode(entry), let mac = try? HMACSHA256.mac(key: key, [UInt8](json)) else { return false }
@@ -82,7 +90,8 @@ public enum PendingDenials {
             }
             try log.append(AuditEvent(e.event, result: e.result, error: e.error, keyID: e.keyID, uid: e.uid, gid: e.gid,
                                       pid: e.pid, process: e.process,
-                                      detail: "happened at \(e.time), before the audit key could be unwrapped; chained late" + (e.detail.map { ": \($0)" } ?? "")))
+                                      detail: "happened at \(e.time), before the audit key could be unwrapped; chained late" + (e.detail.map { ": \($0)" } ?? ""),
+                                      loginUID: e.loginUID, user: e.user, loginUser: e.loginUser))
             count += 1
         }
         if !rejected.isEmpty {

@@ -461,6 +461,12 @@ final class ProviderMountTests: SocketKMSTestCase {
         let denied = cmkfs(["audit", "show", pvol, "--event", "mount-denied", "--json"], env: env)
         XCTAssertTrue(denied.stdout.contains("\"denied\"") && denied.stdout.contains("CKR_PIN_INCORRECT")
                       && denied.stdout.contains("chained late"), "\(denied)")
+        // Chained with the login uid of whoever ran the refused mount, like any command's record.
+        let loginUID = try XCTUnwrap(UInt32(try String(contentsOfFile: "/proc/self/loginuid", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        let records = denied.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        XCTAssertFalse(records.isEmpty, "\(denied)")
+        XCTAssertEqual(records.map { ($0["login_uid"] as? NSNumber)?.uint32Value }, records.map { _ in loginUID }, "\(denied)")
         let v = cmkfs(["audit", "verify", pvol, "--pin-file", pinFile], env: env)
         XCTAssertTrue(v.succeeded, "\(v)")
     }
