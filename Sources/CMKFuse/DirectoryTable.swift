@@ -18,10 +18,23 @@ final class DirectoryListing: @unchecked Sendable {
     var backingNames: [String] = []
     /// The directory's id when names are encrypted (set once, before the listing is shared).
     var directoryID: [UInt8]?
+    /// The name key left the cache since `entries` were decrypted: they were dropped, and the
+    /// next readdir, from whatever offset, reads and decrypts the directory again (EACCES while
+    /// the name key is refused).
+    var namesForgotten = false
 
     init(fd: consuming FileDescriptor, directoryID: [UInt8]? = nil) {
         self.fd = fd
         self.directoryID = directoryID
+    }
+
+    /// Drops the decrypted names (the name key went); the encrypted backing names stay.
+    func forgetNames() {
+        lock.withLock { _ in
+            guard directoryID != nil else { return }
+            entries = []
+            namesForgotten = true
+        }
     }
 
     /// Re-reads the directory from its start.
@@ -54,6 +67,9 @@ final class NumberedTable<Value: Sendable>: Sendable {
 
     @discardableResult
     func remove(_ id: UInt64) -> Value? { state.withLock { $0.values.removeValue(forKey: id) } }
+
+    /// Every open object now.
+    var all: [Value] { state.withLock { Array($0.values.values) } }
 }
 
 extension FileSystem {
@@ -106,11 +122,16 @@ extension FileSystem {
     private func listing(_ fh: UInt64, from offset: Int, _ body: (DirectoryListing, Int) -> Bool) throws(FSError) {
         guard let listing = directories.get(fh) else { throw .posix(EBADF) }
         try listing.lock.withLock { _ throws(FSError) in
-            if offset == 0 {
+            // A listing whose names the name key's cut dropped is read again even mid-stream: the
+            // kill switch stops a listing in progress (its offsets hold while nothing changed).
+            if offset == 0 || listing.namesForgotten {
+                // Until decrypted, the entries are backing names: never served as names.
+                listing.namesForgotten = true
                 try listing.refresh()
                 if let names, let id = listing.directoryID {
                     try decrypt(listing, names: names, directoryID: id)
                 }
+                listing.namesForgotten = false
             }
             var index = offset
             while index < listing.entries.count, body(listing, index) { index += 1 }

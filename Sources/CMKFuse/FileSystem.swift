@@ -135,14 +135,17 @@ public final class FileSystem: Sendable {
     }
 
     /// The name key left the cache: nothing it alone reveals stays in the daemon. The codec
-    /// (OpenSSL's key schedule) goes, and so do the plaintext names kept for audit paths: those
-    /// noted on inodes and the directories' mount paths. Later opens find their path from the next
-    /// lookup's note, or the slow way once the name key is held again (none until then).
+    /// (OpenSSL's key schedule) goes, and so do the plaintext names kept for audit paths (those
+    /// noted on inodes, the directories' mount paths) and the decrypted entries of open
+    /// directory listings. Later opens find their path from the next lookup's note, or the slow
+    /// way once the name key is held again (none until then); a listing in progress is read and
+    /// decrypted again by its next readdir, which the name key must allow.
     func forgetNames() {
         guard let names else { return }
         names.dropKeyedCodec()
         names.directoriesChanged()
         auditNames.forgetAll(inodes.all)
+        for listing in directories.all { listing.forgetNames() }
     }
 
     /// Asks the kernel to drop (after writing back, if dirty) the cached pages and mappings of the

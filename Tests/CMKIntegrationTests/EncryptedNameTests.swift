@@ -241,6 +241,31 @@ final class EncryptedNameTests: IntegrationTestCase {
         XCTAssertGreaterThan(try XCTUnwrap(noted()), 0, "lookups after enable note names again")
     }
 
+    /// The kill switch stops a listing in progress: the names a readdir decrypted before
+    /// `key revoke` are dropped with the name key, so the rest of the stream is refused (EACCES)
+    /// rather than served from the daemon's memory; after `key enable` a new listing works.
+    func testRevokeStopsAListingInProgress() throws {
+        sh("mkdir \(mnt)/big && cd \(mnt)/big && for i in $(seq 1 300); do : > entry-with-a-rather-long-name-to-fill-pages-$i; done")
+        let program = """
+            import os, subprocess, sys
+            path, cmkfs, vol, kms = sys.argv[1:5]
+            seen = 0
+            with os.scandir(path) as it:
+                next(it); seen = 1
+                subprocess.run([cmkfs, 'key', 'revoke', vol, '--kms-dir', kms], check=True, capture_output=True)
+                try:
+                    for _ in it: seen += 1
+                    print('listed %d entries after the revoke' % seen)
+                except PermissionError:
+                    print('refused after %d entries' % seen)
+            """
+        let said = py(program, [mnt + "/big", MountFixture.binary, vol, fx.kms])
+        XCTAssertTrue(said.hasPrefix("refused after "), said)
+        XCTAssertLessThan(Int(said.split(separator: " ")[2]) ?? 300, 300, said)
+        XCTAssertTrue(fx.cmkfs(["key", "enable", vol, "--kms-dir", fx.kms]).succeeded)
+        XCTAssertEqual(sh("ls \(mnt)/big | wc -l"), "300\n")
+    }
+
     func testRotatePurgeAndRekeyKeepNamesReadable() throws {
         sh("mkdir '\(mnt)/dossier été' && printf contenu > '\(mnt)/dossier été/naïve file' && ln -s 'dossier été/naïve file' \(mnt)/lien")
         let rotate = fx.cmkfs(["key", "rotate", vol, "--kms-dir", fx.kms])
