@@ -70,6 +70,9 @@ public final class AuditLog: Sendable {
         var unsynced = false
         var closed = false
         var appendOnly: String = "not tried"
+        /// The audit key's HMAC context, used for each record under this lock (one owner at a
+        /// time, as it needs); nil: each record builds its own (`AuditRecord.line(body:key:)`).
+        var mac: HMACSHA256.Keyed?
     }
     /// Lock order: `syncing` before `head`. `head` is held for one `write(2)` (and the rare
     /// segment roll), never across an fsync or a checkpoint save.
@@ -122,7 +125,7 @@ public final class AuditLog: Sendable {
 
     init(directory: String, key: SecretBytes, paths: AuditPathSeal, volumeID: String, checkpoints: (any AuditCheckpointStore)?,
          anchor: (any AuditAnchorStore)?, anchorInterval: Double, anchorState: String, gap: String?,
-         segmentLimit: Int, lock: consuming FileDescriptor, head: consuming Head, writer: AuditWriterFields,
+         segmentLimit: Int, lock: consuming FileDescriptor, head: consuming sending Head, writer: AuditWriterFields,
          onFailure: @escaping @Sendable (AuditError) -> Void) {
         self.directory = directory
         self.writer = writer
@@ -170,8 +173,11 @@ public final class AuditLog: Sendable {
             found = continuity(&head, key: key, checkpoints: checkpoints, anchor: anchor)
         }
         let paths: AuditPathSeal
-        do { paths = try AuditPathSeal(auditKey: key) } catch {
-            throw AuditError(.key, "cannot derive the audit path key: \(error)")
+        do {
+            paths = try AuditPathSeal(auditKey: key)
+            head.mac = try HMACSHA256.Keyed(key: key)
+        } catch {
+            throw AuditError(.key, "cannot derive the audit path key or the record MAC context: \(error)")
         }
         // Record ids are SESSION-SEQ: unique across volumes and hosts, and across a log rolled
         // back without an anchor (its seqs come again, under another session), at no cost per record.
@@ -307,7 +313,9 @@ public final class AuditLog: Sendable {
             let body = AuditRecord.body(seq: seq, time: AuditRecord.now(), volumeID: volumeID, host: host, prev: h.prev, event,
                                         writer: writer)
             let record: (line: [UInt8], mac: String)
-            do { record = try AuditRecord.line(body: body, key: key) } catch {
+            do {
+                if let mac = h.mac { record = try AuditRecord.line(body: body, mac: mac) } else { record = try AuditRecord.line(body: body, key: key) }
+            } catch {
                 throw AuditError(.key, "cannot MAC an audit record: \(error)")
             }
             if h.fd == nil || (h.bytes > 0 && h.bytes + record.line.count > segmentLimit) {
