@@ -9,6 +9,9 @@ import CMKCrypto
 /// not look equal.
 public struct AuditPathSeal: Sendable {
     let key: SecretBytes
+    /// Contexts for the path key alone, reused across records (built per record, a context
+    /// and its cipher setup were most of a path's sealing cost).
+    let contexts = AESGCM.Pool()
     static let label = Array("cmkfs.audit.path.v2".utf8)
     static let aad = Array("cmkfs.audit.path".utf8)
 
@@ -26,14 +29,18 @@ public struct AuditPathSeal: Sendable {
         defer { buffer.deallocate() }
         buffer.copyBytes(from: plain)
         let p = UnsafeRawBufferPointer(rebasing: buffer[0..<plain.count])
-        let sealed = try key.withUnsafeBytes { k throws(CryptoError) in try AESGCM().sealRecord(key: k, aad: Self.aad, plaintext: p) }
+        let sealed = try contexts.with { gcm throws(CryptoError) in
+            try key.withUnsafeBytes { k throws(CryptoError) in try gcm.sealRecord(key: k, aad: Self.aad, plaintext: p) }
+        }
         return Data(sealed).base64EncodedString()
     }
 
     /// The path a sealed field holds, or nil when it does not open under this key.
     public func open(_ field: String) -> String? {
         guard let data = Data(base64Encoded: field) else { return nil }
-        let opened = try? key.withUnsafeBytes { k throws(CryptoError) in try AESGCM().openRecord(key: k, aad: Self.aad, record: [UInt8](data)) }
+        let opened = try? contexts.with { gcm throws(CryptoError) in
+            try key.withUnsafeBytes { k throws(CryptoError) in try gcm.openRecord(key: k, aad: Self.aad, record: [UInt8](data)) }
+        }
         return opened.map { s in s.withUnsafeBytes { String(decoding: $0, as: UTF8.self) } }
     }
 }

@@ -1,4 +1,5 @@
 import COpenSSL
+import Synchronization
 
 /// AES-256-GCM over one reusable OpenSSL `EVP_CIPHER_CTX`.
 ///
@@ -151,3 +152,34 @@ extension AESGCM {
 
 @inline(__always)
 private func u8(_ p: UnsafeRawPointer?) -> UnsafePointer<UInt8>? { p?.assumingMemoryBound(to: UInt8.self) }
+
+extension AESGCM {
+    /// A few contexts for one key's small records (an audit path, say), shared by the threads
+    /// that seal them: a context is built once and re-keyed per call instead of built, keyed
+    /// and freed per call. Give each key its own pool: a context keeps its last key's schedule
+    /// until its next use or until the pool goes (freeing it cleanses the schedule).
+    public final class Pool: Sendable {
+        private let idle = Mutex<[Slot]>([])
+        /// Contexts kept idle at most; more callers at once each get a context of their own.
+        private let limit: Int
+
+        public init(limit: Int = 8) { self.limit = limit }
+
+        /// Runs `body` with a context no other thread is using.
+        public func with<R, E: Error>(_ body: (AESGCM) throws(E) -> R) throws(E) -> R {
+            let slot = idle.withLock { $0.popLast() } ?? Slot()
+            defer { idle.withLock { if $0.count < limit { $0.append(slot) } } }
+            return try body(slot.context)
+        }
+
+        /// Contexts idle now (tests).
+        public var idleCount: Int { idle.withLock { $0.count } }
+    }
+
+    /// One context of a pool.
+    /// Sound as @unchecked Sendable: the context is used by one thread at a time — taken out of
+    /// the pool under its lock, used only by the taker, and put back under the lock.
+    final class Slot: @unchecked Sendable {
+        let context = AESGCM()
+    }
+}
