@@ -22,6 +22,9 @@ let package = Package(
         // Linux calls and constants Swift's Glibc module hides (variadic, or GNU extensions):
         // compiled with _GNU_SOURCE in a C file of their own. Only CMKSystem imports it.
         .target(name: "CLinux"),
+        // FUSE over io_uring: the kernel's ABI for it and a ring through liburing, compiled with
+        // _GNU_SOURCE like CLinux (liburing's header needs it). Only CMKSystem imports it.
+        .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
         // The PKCS#11 interface (p11-kit's header); modules are loaded with dlopen at run time.
         .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1",
                        providers: [.apt(["libp11-kit-dev"])]),
@@ -31,7 +34,7 @@ let package = Package(
 
         // The system calls: descriptors that close themselves, typed errno, the *at calls, one
         // EINTR rule (docs/design-notes.md, "System calls").
-        .target(name: "CMKSystem", dependencies: ["CLinux"]),
+        .target(name: "CMKSystem", dependencies: ["CLinux", "CURing"]),
         // Crypto primitives over OpenSSL EVP: secret buffers, AES-256-GCM, randomness.
         .target(name: "CMKCrypto", dependencies: ["COpenSSL", "CMKSystem"]),
         // The content format: header, block math, block sealing, holes.

@@ -10,10 +10,10 @@ fi
 # make: `make install`; systemd (systemd-analyze) and groff-base: the packaging tests check the
 # units and the man pages (installing the package does not start systemd); zsh and fish: they
 # load the shell completions make install writes. strace: a test counts the mount's readlink
-# calls per open (AuditTests).
+# calls per open (AuditTests). liburing-dev: FUSE over io_uring (`--fuse-transport io_uring`).
 packages=(fuse3 libfuse3-dev libssl-dev libsqlite3-dev pkg-config sqlite3 kmod psmisc
           softhsm2 libp11-kit-dev python3 util-linux make systemd groff-base
-          libcurl4-openssl-dev python3-venv zsh fish strace)
+          libcurl4-openssl-dev python3-venv zsh fish strace liburing-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

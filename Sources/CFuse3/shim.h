@@ -53,6 +53,60 @@ static inline int cmkfs_request_kills_suidgid(const void *buf, size_t n) {
     return 0;
 }
 
+// The unique id of an INIT request, else 0.
+static inline uint64_t cmkfs_init_unique(const void *buf, size_t n) {
+    struct fuse_in_header h;
+    if (n < sizeof h) return 0;
+    memcpy(&h, buf, sizeof h);
+    return h.opcode == FUSE_INIT ? h.unique : 0;
+}
+
+// The unique id a reply answers (0 for a notification or a malformed reply).
+static inline uint64_t cmkfs_reply_unique(const struct iovec *iov, int count) {
+    struct fuse_out_header h;
+    if (count < 1 || iov[0].iov_len < sizeof h) return 0;
+    memcpy(&h, iov[0].iov_base, sizeof h);
+    return h.unique;
+}
+
+// FUSE_OVER_IO_URING (<linux/fuse.h> 7.42, newer than Debian 12's 7.38): INIT flag bit 41,
+// i.e. bit 9 of flags2, which the kernel reads only when FUSE_INIT_EXT is set beside it.
+static const uint32_t CMKFS_FUSE_OVER_IO_URING_FLAGS2 = 1u << 9;
+
+// 1 when `buf` holds an INIT request whose kernel offers FUSE over io_uring (it does only while
+// /sys/module/fuse/parameters/enable_uring is Y).
+static inline int cmkfs_init_offering_io_uring(const void *buf, size_t n) {
+    struct fuse_in_header h;
+    struct fuse_init_in in;
+    if (n < sizeof h + offsetof(struct fuse_init_in, flags2) + sizeof in.flags2) return 0;
+    memcpy(&h, buf, sizeof h);
+    if (h.opcode != FUSE_INIT) return 0;
+    memcpy(&in, (const char *)buf + sizeof h, offsetof(struct fuse_init_in, flags2) + sizeof in.flags2);
+    return (in.flags & FUSE_INIT_EXT) && (in.flags2 & CMKFS_FUSE_OVER_IO_URING_FLAGS2);
+}
+
+// Adds FUSE_OVER_IO_URING to the INIT reply in `iov` when it answers request `unique`. Returns
+// the largest request payload the kernel will then send (what a ring entry's buffer must
+// hold: FUSE_MIN_READ_BUFFER, max_write, max_pages pages), or 0 if it did not patch.
+static inline size_t cmkfs_patch_init_reply_io_uring(struct iovec *iov, int count, uint64_t unique) {
+    struct fuse_out_header h;
+    struct fuse_init_out out;
+    const size_t covered = offsetof(struct fuse_init_out, flags2) + sizeof out.flags2;
+    if (count < 2 || iov[0].iov_len < sizeof h || iov[1].iov_len < covered) return 0;
+    memcpy(&h, iov[0].iov_base, sizeof h);
+    if (h.unique != unique || h.error != 0) return 0;
+    memset(&out, 0, sizeof out);
+    memcpy(&out, iov[1].iov_base, covered);
+    out.flags |= FUSE_INIT_EXT;
+    out.flags2 |= CMKFS_FUSE_OVER_IO_URING_FLAGS2;
+    memcpy(iov[1].iov_base, &out, covered);
+    size_t pages = (out.flags & FUSE_MAX_PAGES) ? (out.max_pages ? out.max_pages : 1) : 32;
+    size_t payload = FUSE_MIN_READ_BUFFER;
+    if (out.max_write > payload) payload = out.max_write;
+    if (pages * 4096 > payload) payload = pages * 4096;
+    return payload;
+}
+
 // Adds `flags` to the INIT reply in `iov` when it answers request `unique`; 1 if it did.
 static inline int cmkfs_patch_init_reply(struct iovec *iov, int count, uint64_t unique, uint32_t flags) {
     struct fuse_out_header h;

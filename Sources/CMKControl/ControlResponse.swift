@@ -17,6 +17,8 @@ public struct ControlResponse: Codable, Sendable {
     public var info: ControlFileInfo?
     /// metrics: the mount's counters in Prometheus' text exposition format.
     public var metrics: String?
+    /// stats: the FUSE transport.
+    public var transport: ControlTransport?
 
     public init(ok: Bool, error: String? = nil) {
         self.ok = ok
@@ -25,7 +27,34 @@ public struct ControlResponse: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case ok, error, flushed, openFilesCut = "open_files_cut", elapsedMilliseconds = "elapsed_ms", stats
-        case openFiles = "open_files", errno, info, metrics
+        case openFiles = "open_files", errno, info, metrics, transport
+    }
+}
+
+/// `stats`: how the kernel's requests reach the mount (docs/design-notes.md, "The FUSE transport").
+public struct ControlTransport: Codable, Sendable, Equatable {
+    /// What the mount was asked for (`dev-fuse`, `io_uring`, `auto`) and what serves now.
+    public var requested: String
+    public var active: String
+    /// Requests served through the rings and through /dev/fuse since the mount started.
+    public var ringRequests: UInt64
+    public var deviceRequests: UInt64
+    /// Threads with a ring entry registered now.
+    public var ringThreads: Int
+    /// Why io_uring is not in use although it was asked for.
+    public var fallback: String?
+
+    public init(requested: String, active: String, ringRequests: UInt64, deviceRequests: UInt64, ringThreads: Int, fallback: String?) {
+        self.requested = requested
+        self.active = active
+        self.ringRequests = ringRequests
+        self.deviceRequests = deviceRequests
+        self.ringThreads = ringThreads
+        self.fallback = fallback
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case requested, active, ringRequests = "ring_requests", deviceRequests = "device_requests", ringThreads = "ring_threads", fallback
     }
 }
 

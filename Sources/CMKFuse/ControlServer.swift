@@ -47,6 +47,9 @@ enum ControlServer {
             var response = ControlResponse(ok: true)
             response.stats = fs.cache.stats()
             response.openFiles = fs.openFileCount
+            let t = fs.transport.snapshot
+            response.transport = ControlTransport(requested: t.requested.rawValue, active: t.active.rawValue, ringRequests: t.ringRequests,
+                                                  deviceRequests: t.deviceRequests, ringThreads: t.ringThreads, fallback: t.fallback)
             return response
         case .relabel:
             // After a rotation: cached DEKs follow their EDEK to the version that wraps it now.

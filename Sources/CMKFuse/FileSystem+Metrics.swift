@@ -42,6 +42,12 @@ extension FileSystem {
         }
         out.family("cmkfs_audit_noted_names", "Inodes holding a plaintext name noted for audit paths (dropped when the name key goes).", type: .gauge)
         out.sample("cmkfs_audit_noted_names", [:], UInt64(auditNames.notedCount(inodes.all)))
+        let t = transport.snapshot
+        out.family("cmkfs_fuse_requests_total", "FUSE requests served, by transport (/dev/fuse or io_uring rings).", type: .counter)
+        out.sample("cmkfs_fuse_requests_total", ["transport": "dev-fuse"], t.deviceRequests)
+        out.sample("cmkfs_fuse_requests_total", ["transport": "io_uring"], t.ringRequests)
+        out.family("cmkfs_fuse_ring_threads", "Threads serving a FUSE-over-io_uring ring entry now.", type: .gauge)
+        out.sample("cmkfs_fuse_ring_threads", [:], UInt64(t.ringThreads))
         Metrics.shared.render(into: &out)
         return out.text
     }

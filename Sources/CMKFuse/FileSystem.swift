@@ -48,10 +48,15 @@ public final class FileSystem: Sendable {
     /// The kernel buffers writes in its page cache and sends them later (FUSE_CAP_WRITEBACK_CACHE,
     /// `cmkfs mount --writeback-cache`; docs/design-notes.md "Writeback cache").
     let writebackCache: Bool
+    /// The channel the kernel's requests come through, and what it is doing
+    /// (docs/design-notes.md, "The FUSE transport").
+    public let transport: TransportStatus
 
-    public init(volume: Volume, policy: CachePolicy = .default, audit: (any AuditSink)?, writebackCache: Bool = false) throws(CMKError) {
+    public init(volume: Volume, policy: CachePolicy = .default, audit: (any AuditSink)?, writebackCache: Bool = false,
+                transport: FuseTransport = .devFuse) throws(CMKError) {
         self.volume = volume
         self.writebackCache = writebackCache
+        self.transport = TransportStatus(requested: transport)
         self.audit = audit
         cache = KeyCache(policy: policy, provider: volume.provider, onEvent: {
             FileSystem.logKeyEvent($0)

@@ -42,6 +42,7 @@ public enum FuseMount {
                 throw CMKError(.mountFailed, "cannot install signal handlers")
             }
             defer { fuse_remove_signal_handlers(session) }
+            let ring = try prepareRing(fileSystem, session)
             let beneath = try? Descriptor.cwd.stat(mountpoint)
             guard fuse_session_mount(session, mountpoint) == 0 else {
                 throw CMKError(.mountFailed, "the kernel refused to mount \(mountpoint) (see the lines above from libfuse)",
@@ -50,6 +51,11 @@ public enum FuseMount {
             defer { fuse_session_unmount(session) }
             if !KernelChannel.install(session) {
                 FileSystem.logger.warning("cannot hook the FUSE channel: the kernel will ask for security.capability before each write")
+            }
+            // Before the unmount (defers run last first): each ring thread finishes its request.
+            defer {
+                ring?.stop()
+                fileSystem.transport.ring.withLock { $0 = nil }
             }
             fileSystem.session.withLock { $0 = SessionPointer(raw: session) }
             defer { fileSystem.session.withLock { $0 = nil } }
@@ -66,6 +72,35 @@ public enum FuseMount {
             if rc != 0 && rc != -EINTR {
                 FileSystem.logger.error("the FUSE loop ended with error \(rc)")
             }
+        }
+    }
+
+    /// Ring threads per CPU queue: one request that waits (a KMS call, an fsync) holds one
+    /// thread, and the kernel hands the CPU's next request to another.
+    static let ringThreadsPerQueue = 4
+
+    /// The FUSE-over-io_uring transport when the mount asks for it and the kernel offers it; it
+    /// starts serving once the kernel's INIT is answered (`KernelChannel`). An explicit
+    /// `io_uring` on a kernel without it is refused before anything is mounted.
+    private static func prepareRing(_ fileSystem: FileSystem, _ session: OpaquePointer) throws(CMKError) -> RingTransport? {
+        let status = fileSystem.transport
+        guard status.requested != .devFuse else { return nil }
+        let (offered, why) = FuseTransport.kernelOffersIOURing()
+        guard offered else {
+            if status.requested == .ioURing {
+                throw CMKError(.mountFailed, "cannot serve over io_uring: \(why)",
+                               hint: "as root: echo Y > \(FuseTransport.kernelSwitch); or mount with --fuse-transport auto or dev-fuse")
+            }
+            status.fallback.withLock { $0 = why }
+            FileSystem.logger.info("FUSE transport: /dev/fuse (\(why))")
+            return nil
+        }
+        do throws(SystemError) {
+            let ring = try RingTransport(session: SessionPointer(raw: session), threadsPerQueue: ringThreadsPerQueue, status: status)
+            status.ring.withLock { $0 = ring }
+            return ring
+        } catch {
+            throw CMKError(.mountFailed, "cannot prepare the FUSE ring: \(error)")
         }
     }
 

@@ -24,7 +24,8 @@ public struct MountOptions: Equatable, Sendable {
                                        "_netdev", "nofail", "allow_other", "default_permissions"]
     /// cmkfs options that take a value (the `cmkfs mount` flag with `_` for `-`).
     public static let valued: Set<String> = ["kms_dir", "pin_file", "vault_token_file", "kms_reason", "log_level", "log_to", "cache_idle_ttl",
-                                             "cache_max_lifetime", "lease_renew", "cache_capacity", "metrics_textfile", "metrics_interval", "pkcs11_uri"]
+                                             "cache_max_lifetime", "lease_renew", "cache_capacity", "metrics_textfile", "metrics_interval", "pkcs11_uri",
+                                             "fuse_transport"]
     /// cmkfs options that are flags.
     public static let flags: Set<String> = ["writeback_cache", "audit_syslog"]
 

@@ -30,6 +30,10 @@ public struct VolumeStatus: Codable, Sendable {
     /// "ok", why the audit key (meta['audit_key']) does not unwrap, or "not checked" when the
     /// master key cannot be used.
     public var auditKey: String
+    /// A live mount's FUSE transport (`dev-fuse` or `io_uring`), and why io_uring is not in use
+    /// when it was asked for; set by `cmkfs status` from the mount's control socket.
+    public var fuseTransport: String?
+    public var fuseTransportNote: String?
 
     public struct Version: Codable, Sendable {
         public var version: Int
@@ -41,7 +45,7 @@ public struct VolumeStatus: Codable, Sendable {
         case jsonFormat = "json_format", volume, volumeID = "volume_id", format, blockSize = "block_size", names, provider
         case activeKeyVersion = "active_key_version", keyVersions = "key_versions", fileCount = "file_count"
         case mounted, mountpoint, mountPID = "mount_pid", keyCheck = "key_check", keyCheckReason = "key_check_reason"
-        case auditKey = "audit_key"
+        case auditKey = "audit_key", fuseTransport = "fuse_transport", fuseTransportNote = "fuse_transport_note"
     }
 
     /// Gathers the status of the volume at `path`.

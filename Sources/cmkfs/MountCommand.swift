@@ -19,7 +19,7 @@ struct MountCommand: ParsableCommand {
         The background mount logs to VOLUME/mount.log (or, with --log-to syslog, to syslog and the \
         journal). Unmount with: cmkfs unmount MOUNTPOINT
 
-        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, vault_token_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         metrics_textfile=PATH, metrics_interval=SECONDS, pkcs11_uri=URI, writeback_cache, audit_syslog) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
+        -o takes what fstab and mount(8) give a helper: generic options (ro, noexec, noatime,         …), cmkfs's own by name (kms_dir=DIR, pin_file=FILE, vault_token_file=FILE, cache_idle_ttl=5m,         cache_max_lifetime=1h, lease_renew=5m, cache_capacity=N, log_level=LEVEL, log_to=DEST,         metrics_textfile=PATH, metrics_interval=SECONDS, pkcs11_uri=URI, fuse_transport=dev-fuse|io_uring|auto, writeback_cache, audit_syslog) and mount(8)'s own (defaults, _netdev, nofail, x-systemd.*), which are         left alone. An unknown option is an error, never ignored; suid and dev are refused (a         cmkfs mount is always nosuid,nodev).
 
         Example: cmkfs mount /srv/secure-vol /mnt/secure --log-level debug
         Example: cmkfs mount /srv/secure-vol /mnt/secure -o ro,noexec,kms_dir=/etc/cmkfs/kms
@@ -63,6 +63,10 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .customLong("writeback-cache"),
           help: "Let the kernel buffer writes and send them in batches (faster small writes; see the man page for what a kill switch or a crash then costs).")
     var writebackCache = false
+
+    @Option(name: .customLong("fuse-transport"),
+            help: "How the kernel's requests reach the daemon: dev-fuse (read/write on /dev/fuse), io_uring (FUSE over io_uring, Linux 6.14+ with /sys/module/fuse/parameters/enable_uring=Y; refused otherwise) or auto (io_uring when the kernel offers it).")
+    var fuseTransport: FuseTransport = .devFuse
 
     @Option(name: .customLong("metrics-textfile"),
             help: "Write the mount's metrics (as `cmkfs metrics` prints them) to this file for node_exporter's textfile collector, replaced atomically every --metrics-interval.")
@@ -115,6 +119,7 @@ struct MountCommand: ParsableCommand {
             case "cache_max_lifetime": cache.maxLifetime = v
             case "lease_renew": cache.leaseRenew = v
             case "cache_capacity": guard let n = Int(v) else { throw bad }; cache.capacity = n
+            case "fuse_transport": guard let t = FuseTransport(rawValue: v) else { throw bad }; fuseTransport = t
             case "metrics_textfile": metricsTextfile = v
             case "metrics_interval": guard let n = Double(v) else { throw bad }; metricsInterval = n
             default: throw bad
@@ -248,7 +253,8 @@ struct MountCommand: ParsableCommand {
             let v = try preflight(mnt, pin: try pin())
             let lock = try MountLock.acquire(v, mountpoint: mnt)
             let audit = try openAudit(v, mnt)
-            let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit, writebackCache: writebackCache)
+            let fs = try FileSystem(volume: v, policy: cache.policy, audit: audit, writebackCache: writebackCache,
+                                    transport: fuseTransport)
             let textfile = metricsTextfile.map { MetricsTextfile(path: $0, interval: metricsInterval, render: { fs.metricsText() }) }
             if readyFD != nil { try? ProcessControls.changeDirectory(to: "/") }
             FileSystem.logger.info("mounting \(v.path) at \(mnt)")
@@ -333,6 +339,7 @@ struct MountCommand: ParsableCommand {
         args += ["--log-level", logLevel.rawValue, "--log-to", logTo.rawValue]
         args += cache.arguments
         if writebackCache { args.append("--writeback-cache") }
+        if fuseTransport != .devFuse { args += ["--fuse-transport", fuseTransport.rawValue] }
         if let metricsTextfile { args += ["--metrics-textfile", metricsTextfile, "--metrics-interval", "\(metricsInterval)"] }
         if auditSyslog { args.append("--audit-syslog") }
         if !kernelOptions.isEmpty { args += ["-o", kernelOptions.joined(separator: ",")] }
@@ -410,3 +417,4 @@ struct MountCommand: ParsableCommand {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 extension LogDestination: ExpressibleByArgument {}
+extension FuseTransport: ExpressibleByArgument {}

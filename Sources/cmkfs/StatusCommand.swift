@@ -25,7 +25,11 @@ struct StatusCommand: ParsableCommand {
         reporting { () throws(CMKError) in
             let pin = try PINSource.forVolume(volume, pinFile: pinFile, promptAtTerminal: false)
             ControlClient.settle(volume: volume)
-            let s = try VolumeStatus.of(volume, kmsDir: kmsDir, pin: pin)
+            var s = try VolumeStatus.of(volume, kmsDir: kmsDir, pin: pin)
+            if s.mounted, let t = (try? ControlClient.send(.stats, volume: volume))?.transport {
+                s.fuseTransport = t.active
+                s.fuseTransportNote = t.fallback
+            }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -44,6 +48,9 @@ struct StatusCommand: ParsableCommand {
             print("files:         \(s.fileCount)")
             if s.mounted {
                 print("mounted:       yes, at \(s.mountpoint ?? "?") (pid \(s.mountPID.map(String.init) ?? "?"))")
+                if let t = s.fuseTransport {
+                    print("transport:     \(t == "io_uring" ? "FUSE over io_uring" : "/dev/fuse")" + (s.fuseTransportNote.map { " (io_uring not used: \($0))" } ?? ""))
+                }
             } else if let stale = MountTable.entries().first(where: { $0.source == "cmkfs:" + s.volume && $0.type == "fuse.cmkfs" }) {
                 // The kernel still has the mount but no daemon serves it (killed): say so.
                 print("mounted:       no — stale mount at \(stale.mountpoint) (transport endpoint is not connected: its daemon is gone); clear it with: cmkfs unmount \(stale.mountpoint)")

@@ -3,7 +3,7 @@ import XCTest
 
 /// Extended attributes, ownership and modes, times, permission checks for other users, statfs
 /// and fallocate.
-final class AttributeTests: IntegrationTestCase {
+class AttributeTests: IntegrationTestCase {
     func testUserExtendedAttributes() throws {
         sh("printf data > \(mnt)/f && mkdir \(mnt)/dir && ln -s f \(mnt)/link")
         let program = """

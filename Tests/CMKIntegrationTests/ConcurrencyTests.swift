@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 /// Several processes writing one file at once.
-final class ConcurrencyTests: IntegrationTestCase {
+class ConcurrencyTests: IntegrationTestCase {
     /// A writer: pwrites `length` bytes of `data` (from its start) at `offset` of `path`, in
     /// chunks of `chunk` bytes, `rounds` times over, in a shuffled order each round.
     static let writer = """

@@ -14,6 +14,13 @@ class IntegrationTestCase: XCTestCase {
     /// Whether `setUp` mounts the volume (the CLI error tests mount what they need themselves).
     var mountsInSetUp: Bool { true }
 
+    /// The FUSE transport the fixture mounts with (nil: the default, /dev/fuse). A subclass that
+    /// says `io_uring` runs its parent's tests over FUSE over io_uring (`RingTransportSuites`):
+    /// the kernel's switch is turned on for the test and put back after it, and the test fails
+    /// unless requests were really served through the rings.
+    var fuseTransport: String? { nil }
+    private var ringSwitchBefore: String?
+
     var mnt: String { fx.mnt }
     var vol: String { fx.vol }
     var plain: String { fx.plain }
@@ -22,6 +29,10 @@ class IntegrationTestCase: XCTestCase {
         try super.setUpWithError()
         continueAfterFailure = true
         fx = try MountFixture()
+        if let fuseTransport {
+            ringSwitchBefore = try KernelRingSwitch.turnOn()
+            fx.mountArguments = ["--fuse-transport", fuseTransport]
+        }
         do {
             try fx.initVolume()
             if mountsInSetUp { try fx.mount() }
@@ -33,6 +44,14 @@ class IntegrationTestCase: XCTestCase {
     }
 
     override func tearDown() {
+        if let fx, fuseTransport == "io_uring", fx.isMounted(fx.mnt) {
+            let served = KernelRingSwitch.ringRequests(fx)
+            XCTAssertGreaterThan(served, 0, "requests were served through the FUSE rings")
+        }
+        if let before = ringSwitchBefore {
+            KernelRingSwitch.restore(before)
+            ringSwitchBefore = nil
+        }
         if let fx {
             if (testRun?.totalFailureCount ?? 0) > 0 {
                 print("[cmkfs-it] \(name) failed; \(fx.vol)/mount.log:\n\(fx.mountLog())")
@@ -138,4 +157,27 @@ class IntegrationTestCase: XCTestCase {
 func randomHex(_ count: Int) -> String {
     var g = SystemRandomNumberGenerator()
     return String((0..<count).map { _ in "0123456789abcdef".randomElement(using: &g)! })
+}
+
+/// The kernel's FUSE-over-io_uring switch, for the test cases that mount over the rings.
+enum KernelRingSwitch {
+    static let path = "/sys/module/fuse/parameters/enable_uring"
+
+    /// Turns it on; returns what it was.
+    static func turnOn() throws -> String {
+        let before = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try "Y".write(toFile: path, atomically: false, encoding: .utf8)
+        return before
+    }
+
+    static func set(_ value: String) throws { try value.write(toFile: path, atomically: false, encoding: .utf8) }
+
+    static func restore(_ value: String) { try? value.write(toFile: path, atomically: false, encoding: .utf8) }
+
+    /// `cmkfs_fuse_requests_total{transport="io_uring"}` of the fixture's live mount.
+    static func ringRequests(_ fx: MountFixture, volume: String? = nil) -> UInt64 {
+        let r = fx.cmkfs(["metrics", volume ?? fx.vol])
+        let line = r.stdout.split(separator: "\n").first { $0.hasPrefix("cmkfs_fuse_requests_total{transport=\"io_uring\"}") }
+        return line.flatMap { $0.split(separator: " ").last }.flatMap { UInt64($0) } ?? 0
+    }
 }

@@ -67,8 +67,11 @@ final class MountFixture {
     /// A volume the test made another way (unpacked, copied): cleanup stops its daemon too.
     func adoptVolume(_ volume: String) { volumes.append(volume) }
 
+    /// Added to every `mount` this fixture makes (a test case's transport, say).
+    var mountArguments: [String] = []
+
     func mount(_ volume: String? = nil, at mountpoint: String? = nil, kmsDir: String? = nil) throws {
-        let r = cmkfs(["mount", volume ?? vol, mountpoint ?? mnt, "--kms-dir", kmsDir ?? kms])
+        let r = cmkfs(["mount", volume ?? vol, mountpoint ?? mnt, "--kms-dir", kmsDir ?? kms] + mountArguments)
         guard r.succeeded else { throw FixtureError("mount failed: \(r)\nmount.log: \(mountLog(volume ?? vol))") }
         guard isMounted(mountpoint ?? mnt) else { throw FixtureError("mount reported success but \(mountpoint ?? mnt) is not in /proc/self/mounts") }
     }

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 /// Links, unlink, rename (with renameat2 flags), special files and exclusive create.
-final class NamespaceTests: IntegrationTestCase {
+class NamespaceTests: IntegrationTestCase {
     func testHardLinkSharesContentAndSurvivesUnlinkOfTheOtherName() throws {
         makeRandomFile(plain + "/src", size: 10_000)
         sh("cp \(plain)/src \(mnt)/a && mkdir \(mnt)/dir && ln \(mnt)/a \(mnt)/dir/b")

@@ -3,7 +3,7 @@ import XCTest
 
 /// Everyday shell tools on the mount, checked against the same commands on a plain directory,
 /// then read back byte for byte after a remount.
-final class ShellToolsTests: IntegrationTestCase {
+class ShellToolsTests: IntegrationTestCase {
     /// The same script on a plain directory and on the mount must give identical trees.
     func testShellToolsMatchPlainDirectoryAndSurviveRemount() throws {
         let src = plain + "/src"

@@ -7,7 +7,7 @@ import XCTest
 /// and once in the mount, as root and, where permissions matter, as `nobody`. The two reports
 /// must be identical. A few lines are also checked against their expected text, so a reference
 /// filesystem that behaved oddly could not hide a fault.
-final class ConformanceTests: IntegrationTestCase {
+class ConformanceTests: IntegrationTestCase {
     static let script: String = {
         // Tests/CMKIntegrationTests/Conformance/ConformanceTests.swift → the package root.
         var url = URL(fileURLWithPath: #filePath)

@@ -3,7 +3,7 @@ import XCTest
 
 /// What the conformance reports cannot see: how device nodes and long symlink targets are kept
 /// in the backing store, and a backing file whose size and ciphertext disagree.
-final class SpecialEntryTests: IntegrationTestCase {
+class SpecialEntryTests: IntegrationTestCase {
     /// A device node is a real node in the backing store (type, numbers, owner and mode), but the
     /// mount is nodev: opening it through the mount never reaches a device.
     func testDeviceNodesAreKeptButNeverOpenedThroughTheMount() throws {
