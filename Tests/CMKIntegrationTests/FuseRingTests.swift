@@ -21,6 +21,25 @@ final class FuseRingTests: IntegrationTestCase {
         XCTAssertGreaterThanOrEqual(Int(metric("cmkfs_fuse_ring_threads")), cpus * 4, "four ring threads per CPU queue")
     }
 
+    /// The random-operation stress run (`scripts/stress.py`, every read checked against a
+    /// model) over the rings, with the fixed seed and a random one, then a remount and a
+    /// re-check of every file.
+    func testStressOverTheRingThenRemount() throws {
+        let randomSeed = Int.random(in: 1..<Int(Int32.max))
+        print("[cmkfs-it] ring stress seeds: fixed \(StressTests.fixedSeed), random \(randomSeed)")
+        let run = { (args: [String]) in
+            Shell.run(Shell.python, [StressTests.script, "--mount", self.mnt, "--state", self.plain + "/state"] + args,
+                      timeout: 90, logDir: self.fx.logs, label: "stress.py " + args.joined(separator: " "))
+        }
+        for seed in [StressTests.fixedSeed, randomSeed] {
+            let r = run(["--workers", "4", "--seconds", "12", "--seed", "\(seed)", "--hang-seconds", "30"])
+            XCTAssertTrue(r.succeeded, "stress seed \(seed) over io_uring (replay with the seed it printed): \(r)")
+        }
+        try fx.remount()
+        let v = run(["--verify"])
+        XCTAssertTrue(v.succeeded, "re-verify after the remount: \(v)")
+    }
+
     /// Requests and replies larger than a page (1 MiB writes and reads, a 200-entry directory,
     /// long names) cross the ring's payload buffer intact, and everything survives a remount.
     func testBigTransfersAndListingsCrossTheRingIntact() throws {
