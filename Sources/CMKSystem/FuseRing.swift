@@ -175,6 +175,21 @@ public enum ThreadPlacement {
         _ = try Retry.check("sched_setaffinity") { cmkfs_pin_thread_to_cpu(Int32(cpu)) }
     }
 
-    /// The CPUs the kernel may ever run: the FUSE ring needs a queue for each (`/sys/devices/system/cpu/possible`).
-    public static var possibleCPUs: Int { Int(cmkfs_possible_cpus()) }
+    /// How many CPUs the kernel may ever run (the highest in `/sys/devices/system/cpu/possible`,
+    /// plus one): the kernel's FUSE ring has a queue for each, and takes requests over the ring
+    /// only once every queue has an entry. glibc's count of configured CPUs is the fallback.
+    public static var possibleCPUs: Int {
+        if let file = try? Descriptor.cwd.openat("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC),
+           let bytes = try? file.descriptor.read(upTo: 256), let highest = possibleCPUHighest(String(decoding: bytes, as: UTF8.self)) {
+            return highest + 1
+        }
+        return Int(cmkfs_possible_cpus())
+    }
+
+    /// The highest CPU number in a kernel CPU list such as "0-3,6" (nil if it does not parse).
+    static func possibleCPUHighest(_ list: String) -> Int? {
+        let numbers = list.split(whereSeparator: { $0 == "," || $0 == "-" || $0 == "\n" || $0 == " " }).map { Int($0) }
+        guard !numbers.isEmpty, !numbers.contains(nil) else { return nil }
+        return numbers.compactMap { $0 }.max()
+    }
 }

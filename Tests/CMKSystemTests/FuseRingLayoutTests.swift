@@ -58,4 +58,12 @@ final class FuseRingLayoutTests: XCTestCase {
         XCTAssertEqual(ring.header.load(fromByteOffset: 4, as: Int32.self), -5)
         XCTAssertEqual(ring.header.load(fromByteOffset: 256 + 16, as: UInt32.self), 0)
     }
+
+    func testTheKernelsCPUListGivesTheQueueCount() {
+        XCTAssertEqual(ThreadPlacement.possibleCPUHighest("0-1\n"), 1)
+        XCTAssertEqual(ThreadPlacement.possibleCPUHighest("0-3,6"), 6)
+        XCTAssertEqual(ThreadPlacement.possibleCPUHighest("0"), 0)
+        XCTAssertNil(ThreadPlacement.possibleCPUHighest("zero"))
+        XCTAssertGreaterThanOrEqual(ThreadPlacement.possibleCPUs, ProcessInfo.processInfo.activeProcessorCount)
+    }
 }
