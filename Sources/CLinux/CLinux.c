@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/fs.h>
 #include <linux/falloc.h>
@@ -44,6 +45,14 @@ int cmkfs_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gi
 
 int cmkfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
     return renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
+
+int cmkfs_fchmod_empty_path(int fd, mode_t mode) {
+    return (int)syscall(SYS_fchmodat2, fd, "", mode, AT_EMPTY_PATH);
 }
 
 int cmkfs_fallocate(int fd, int mode, off_t offset, off_t len) {

@@ -145,15 +145,23 @@ extension FileSystem {
     @discardableResult
     static func killSetIDBits(_ fd: Int32) -> Bool {
         let file = Descriptor(rawValue: fd)
-        guard let st = try? file.fstat(), (st.st_mode & S_IFMT) == S_IFREG else { return false }
-        var kill = st.st_mode & S_ISUID
-        if st.st_mode & S_IXGRP != 0 { kill |= st.st_mode & S_ISGID }
+        guard let st = try? file.fstat() else { return false }
+        let kill = setIDBitsToKill(st)
         guard kill != 0 else { return false }
         do throws(SystemError) { try file.fchmod(st.st_mode & 0o7777 & ~kill) } catch {
             logger.error("cannot clear the setuid/setgid bits of a written file: \(error.errno)")
             return false
         }
         return true
+    }
+
+    /// The set-id bits a write, truncate or chown takes from the regular file `st` describes
+    /// (see `killSetIDBits(_:)`); 0 when none.
+    static func setIDBitsToKill(_ st: stat) -> mode_t {
+        guard (st.st_mode & S_IFMT) == S_IFREG else { return 0 }
+        var kill = st.st_mode & S_ISUID
+        if st.st_mode & S_IXGRP != 0 { kill |= st.st_mode & S_ISGID }
+        return kill
     }
 
     /// truncate(2) and ftruncate(2).

@@ -23,7 +23,7 @@ extension FileSystem {
     func setattr(_ inode: Node, _ attr: stat, toSet: Int32, fh: UInt64?, caller: Caller) throws(FSError) -> stat {
         if toSet & FUSE_SET_ATTR_MODE != 0 {
             guard inode.kind != S_IFLNK else { throw .posix(EOPNOTSUPP) }
-            try system { () throws(SystemError) in try Descriptor.cwd.chmod(inode.procPath, mode: attr.st_mode & 0o7777) }
+            try system { () throws(SystemError) in try Self.chmod(inode, attr.st_mode & 0o7777) }
         }
         if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
             let uid = toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max
@@ -47,11 +47,30 @@ extension FileSystem {
                 try inode.descriptor.setTimes("", access: times[0], modification: times[1], flags: OpenFlags.atEmptyPath | AT_SYMLINK_NOFOLLOW)
             }
         }
-        if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits,
-           let fd = try? Descriptor.cwd.openat(inode.procPath, O_RDONLY | O_CLOEXEC) {
-            Self.killSetIDBits(fd.rawValue)
-        }
+        if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits { Self.killSetIDBits(of: inode) }
         return try attributes(inode)
+    }
+
+    /// chmod of the inode through its own (`O_PATH`) descriptor; through `/proc` only on a
+    /// kernel without fchmodat2 (before 6.6).
+    static func chmod(_ inode: Node, _ mode: mode_t) throws(SystemError) {
+        do { return try inode.descriptor.chmodSelf(mode: mode) } catch {
+            guard error.errno == .ENOSYS else { throw error }
+        }
+        try Descriptor.cwd.chmod(inode.procPath, mode: mode)
+    }
+
+    /// `killSetIDBits(_:)` for an inode of a setattr (a chown, most often: tar chowns every file
+    /// it writes). Its mode is read through the inode's descriptor, and the file is neither
+    /// opened nor changed when it has no bit to lose: opening it through `/proc` for the check
+    /// cost three system calls and a path walk per chown.
+    static func killSetIDBits(of inode: Node) {
+        guard let st = try? inode.descriptor.stat("", flags: OpenFlags.atEmptyPath | AT_SYMLINK_NOFOLLOW) else { return }
+        let kill = setIDBitsToKill(st)
+        guard kill != 0 else { return }
+        do throws(SystemError) { try chmod(inode, st.st_mode & 0o7777 & ~kill) } catch {
+            logger.error("cannot clear the setuid/setgid bits of a changed file: \(error.errno)")
+        }
     }
 
     func mkdir(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) throws(FSError) -> fuse_entry_param {

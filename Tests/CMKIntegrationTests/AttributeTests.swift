@@ -132,6 +132,44 @@ class AttributeTests: IntegrationTestCase {
         XCTAssertEqual(mode(), "777", "the cleared mode is the backing file's")
     }
 
+    /// tar chowns every file it writes, and the kernel asks cmkfs to drop the set-id bits with
+    /// each chown (FUSE_HANDLE_KILLPRIV_V2). A file without such bits has nothing to drop: its
+    /// backing file is not opened for the check (an inotify watch sees no open), which used to
+    /// cost an open through /proc, an fstat and a close per chown (issue 20).
+    func testChownOfAFileWithoutSetIDBitsDoesNotOpenTheBackingFile() throws {
+        sh("echo hello > \(mnt)/plain && chmod 755 \(mnt)/plain")
+        let watch = """
+        import ctypes, os, struct, subprocess, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        IN_OPEN, IN_NONBLOCK = 0x20, 0o4000
+        fd = libc.inotify_init1(IN_NONBLOCK)
+        assert fd >= 0 and libc.inotify_add_watch(fd, sys.argv[1].encode(), IN_OPEN) >= 0
+        subprocess.run(sys.argv[2:], check=True)
+        try: data = os.read(fd, 65536)
+        except BlockingIOError: data = b''
+        opens = 0
+        while data:
+            wd, mask, cookie, length = struct.unpack_from('iIII', data)
+            opens += 1
+            data = data[16 + length:]
+        print(opens)
+        """
+        let backing = try fx.backing("plain")
+        let opens = python(watch, [backing, "chown", "nobody:nogroup", mnt + "/plain"])
+        XCTAssertEqual(opens.status, 0, "\(opens)")
+        XCTAssertEqual(opens.stdout, "0\n", "the chown opened the backing file")
+        XCTAssertEqual(sh("stat -c '%U %a' \(mnt)/plain"), "nobody 755\n")
+        // A file with a set-id bit still loses it at a chown, and the mode and owner are the
+        // backing file's after a remount.
+        sh("chmod 4755 \(mnt)/plain && chown root \(mnt)/plain")
+        XCTAssertEqual(sh("stat -c '%U %a' \(mnt)/plain"), "root 755\n")
+        sh("chmod 2750 \(mnt)/plain && chown nobody \(mnt)/plain")
+        XCTAssertEqual(sh("stat -c '%U %a' \(mnt)/plain"), "nobody 750\n", "setgid with group-execute goes too")
+        try fx.remount()
+        XCTAssertEqual(sh("stat -c '%U %a' \(mnt)/plain"), "nobody 750\n")
+        XCTAssertEqual(sh("cat \(mnt)/plain"), "hello\n")
+    }
+
     func testStatfsReportsTheBackingFilesystem() throws {
         let df = sh("df -P \(mnt)")
         XCTAssertTrue(df.contains("cmkfs:\(vol)"), df)

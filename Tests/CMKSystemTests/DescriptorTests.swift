@@ -37,6 +37,16 @@ final class DescriptorTests: XCTestCase {
         XCTAssertFalse(isOpen(raw))
     }
 
+    /// fchmodat2 with AT_EMPTY_PATH changes the mode through an O_PATH descriptor, which
+    /// fchmod(2) refuses (EBADF); setattr relies on it to skip /proc.
+    func testChmodSelfThroughAnOPathDescriptor() throws {
+        _ = try FileDescriptor.open(directory + "/f", O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600)
+        let path = try FileDescriptor.open(directory + "/f", OpenFlags.path | O_CLOEXEC)
+        try path.descriptor.chmodSelf(mode: 0o4751)
+        XCTAssertEqual(try Descriptor.cwd.stat(directory + "/f").st_mode & 0o7777, 0o4751)
+        XCTAssertThrowsError(try path.descriptor.fchmod(0o600), "fchmod(2) on an O_PATH descriptor is EBADF")
+    }
+
     func testErrorKeepsCallPathAndErrno() throws {
         do {
             _ = try FileDescriptor.open(directory + "/missing", O_RDONLY | O_CLOEXEC)

@@ -23,6 +23,10 @@ int cmkfs_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gi
 int cmkfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 /// fallocate(2).
 int cmkfs_fallocate(int fd, int mode, off_t offset, off_t len);
+/// fchmodat2(2) (Linux 6.6) with AT_EMPTY_PATH: changes the mode of the file `fd` names, even
+/// an O_PATH descriptor, without a walk through /proc. -1 with ENOSYS on an older kernel
+/// (glibc 2.36 has no wrapper).
+int cmkfs_fchmod_empty_path(int fd, mode_t mode);
 
 /// name_to_handle_at(2) into a malloc'ed opaque handle (Swift cannot import the flexible
 /// array of struct file_handle), or NULL with errno set. Free it with free(3).
