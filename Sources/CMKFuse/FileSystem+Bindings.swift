@@ -13,6 +13,18 @@ struct EntryLink: Equatable, Sendable {
     var backingName: String
 }
 
+/// A binding an open has to check, offered to the key's read: on a key miss the binding row is
+/// read in the same metadata statement as the EDEK (`answer`), and `checkBinding` uses that
+/// answer instead of a statement of its own.
+struct BindingProbe {
+    /// The entry the kernel reached the inode by, when the probe was made.
+    let link: EntryLink
+    /// The binding tag of a file id at `link` (nil: no name key).
+    let tag: (FileID) -> [UInt8]?
+    /// Whether the file id read had the binding, when the key's read asked.
+    var answer: (fileID: FileID, bound: Bool)?
+}
+
 /// Name bindings (encrypted-name volumes): every directory entry of a regular file has a row
 /// in meta.db tagged with a MAC of (file id, directory id, backing name) under a key derived from
 /// the name key (`NameCodec.linkTag`). An open checks the row of the entry the kernel reached the
@@ -51,12 +63,26 @@ extension FileSystem {
         inode.entryLink.withLock { $0 = (link, verified ? link : $0.verified) }
     }
 
+    /// The binding an open of `inode` has to check, for the key's read to answer (nil: none
+    /// to check, or no entry known, which `checkBinding` handles on its own).
+    func bindingProbe(_ inode: Inode) -> BindingProbe? {
+        guard bindsNames else { return nil }
+        let state = inode.entryLink.withLock { $0 }
+        guard let seen = state.seen, state.verified != seen else { return nil }
+        return BindingProbe(link: seen, tag: { [self] id in bindingTag(id, seen) })
+    }
+
     /// Returns when `fileID`, found behind `inode`, is bound to the entry the kernel reached it
-    /// by; throws (logged) when it is not. Checked once per inode and entry.
-    func checkBinding(_ inode: Inode, _ fileID: FileID) throws(FSError) {
+    /// by; throws (logged) when it is not. Checked once per inode and entry. `probe`: the
+    /// answer the key's read gave, used when it is about this file id and this entry.
+    func checkBinding(_ inode: Inode, _ fileID: FileID, probe: BindingProbe? = nil) throws(FSError) {
         guard bindsNames else { return }
         let state = inode.entryLink.withLock { $0 }
         if let seen = state.seen, state.verified == seen { return }
+        if let probe, let answer = probe.answer, answer.fileID == fileID, let seen = state.seen, probe.link == seen {
+            try bindingChecked(inode, fileID, bound: answer.bound, seen: seen)
+            return
+        }
         var tag: [UInt8]?
         if let seen = state.seen {
             tag = bindingTag(fileID, seen)
@@ -74,11 +100,16 @@ extension FileSystem {
             Self.logger.error("file \(fileID): cannot read its name bindings: \(error)")
             throw .metadata(error)
         }
+        try bindingChecked(inode, fileID, bound: bound, seen: state.seen)
+    }
+
+    /// Refuses (logged) a file found not bound, else notes `seen` as checked.
+    private func bindingChecked(_ inode: Inode, _ fileID: FileID, bound: Bool, seen: EntryLink?) throws(FSError) {
         guard bound else {
             Self.logger.error("file \(fileID) is not bound to the name it was opened by: its backing file was moved, copied or swapped there behind the mount's back")
             throw .corrupt("file \(fileID) is not bound to the name it was opened by")
         }
-        inode.entryLink.withLock { $0.verified = state.seen }
+        inode.entryLink.withLock { $0.verified = seen }
     }
 
     /// The file id in the header of the regular file `name` in `dir`, and whether this is its last link.

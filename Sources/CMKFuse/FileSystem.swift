@@ -250,10 +250,12 @@ public final class FileSystem: Sendable {
         guard inode.kind == S_IFREG else { throw .posix(inode.kind == S_IFDIR ? EISDIR : EINVAL) }
         // O_NOATIME until the header is read: opening a file does not make it accessed.
         let fd = try system { () throws(SystemError) in try Descriptor.cwd.openat(inode.procPath, O_RDWR | O_CLOEXEC | OpenFlags.noAccessTime) }
-        let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use)
+        // On a key miss the binding row is read with the EDEK, in one statement.
+        var probe = bindingProbe(inode.inode)
+        let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use, binding: &probe)
         // The provider answered for this file's key: the name key comes back with it, off the reply path.
         if use.cache == "miss" { names?.leaseAgainAfterKeyMiss() }
-        do { try checkBinding(inode.inode, file.file.fileID) } catch {
+        do { try checkBinding(inode.inode, file.file.fileID, probe: probe) } catch {
             use.error = "the file is not bound to this name (moved, copied or swapped behind the mount's back)"
             openFiles.release(file)
             throw error

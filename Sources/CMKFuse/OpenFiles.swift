@@ -38,6 +38,13 @@ final class OpenFiles: Sendable {
     /// Shares or builds the `OpenFile` for the inode behind `fd` (consumed), with a new
     /// reference and a live lease on its DEK.
     func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse) throws(FSError) -> OpenFile {
+        var none: BindingProbe?
+        return try open(fd: fd, label: label, use: &use, binding: &none)
+    }
+
+    /// `open`, reading the name binding `binding` asks about with the key when the key is a
+    /// miss (its `answer` is then set); on a hit nothing is read for it.
+    func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse, binding: inout BindingProbe?) throws(FSError) -> OpenFile {
         let st = try system { () throws(SystemError) in try fd.descriptor.fstat() }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .posix(EINVAL) }
         let identity = InodeIdentity(st)
@@ -61,7 +68,7 @@ final class OpenFiles: Sendable {
             try? fd.descriptor.setStatusFlags(flags & ~OpenFlags.noAccessTime)
         }
         let lease: KeyLease
-        do { lease = try leaseKey(fileID, use: &use) } catch {
+        do { lease = try leaseKey(fileID, use: &use, binding: &binding) } catch {
             use.error = error.description
             let failure = FSError.fileKey(error)
             FileSystem.logFailure(failure.errno, "\(label): cannot get the data key of file \(fileID): \(error)")
@@ -94,6 +101,12 @@ final class OpenFiles: Sendable {
 
     /// The DEK's lease from the cache; a miss unwraps through the provider (no lock held).
     private func leaseKey(_ fileID: FileID, use: inout KeyUse) throws(FileKeyError) -> KeyLease {
+        var none: BindingProbe?
+        return try leaseKey(fileID, use: &use, binding: &none)
+    }
+
+    /// `leaseKey`; a miss reads `binding`'s row in the key's own metadata statement.
+    private func leaseKey(_ fileID: FileID, use: inout KeyUse, binding: inout BindingProbe?) throws(FileKeyError) -> KeyLease {
         var missed = false
         var request: KeyRequest?
         defer {
@@ -103,6 +116,11 @@ final class OpenFiles: Sendable {
         let lease = try cache.lease(for: fileID.bytes) { () throws(FileKeyError) -> (SecretBytes, KeyRef) in
             missed = true
             request = use.keyRequest(processNames: processNames, reason: volume.kmsReason)
+            if let tag = binding?.tag(fileID) {
+                let read = try volume.fileKeyAndVersion(fileID, request: request, boundBy: tag)
+                binding?.answer = (fileID, read.bound)
+                return (read.key, read.ref)
+            }
             return try volume.fileKeyAndVersion(fileID, request: request)
         }
         use.key = lease.keyRef

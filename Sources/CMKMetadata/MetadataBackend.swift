@@ -120,6 +120,9 @@ public protocol NameBindingStore: AnyObject, Sendable {
     func hasLink(fileID: [UInt8], tag: [UInt8]) throws(MetadataError) -> Bool
     /// Whether the file has any binding.
     func hasAnyLink(fileID: [UInt8]) throws(MetadataError) -> Bool
+    /// The file's wrapped key (nil if it has none) and whether it has the binding `tag`, read
+    /// in one statement: a key-miss open through an entry not yet checked needs both.
+    func fileKey(fileID: [UInt8], boundBy tag: [UInt8]) throws(MetadataError) -> (record: FileKeyRecord, bound: Bool)?
 }
 
 extension NameBindingStore {

@@ -70,12 +70,17 @@ extension MetadataStore {
             try c.withStatement(Self.fileKeySQL) { (s) throws(MetadataError) -> FileKeyRecord? in
                 try s.bind(1, fileID)
                 guard try s.step("reading a file key") else { return nil }
-                guard !s.isNull(1), !s.isNull(2), let keyId = String(validating: s.blob(2), as: UTF8.self) else {
-                    throw .corrupt("\(c.path): a file key row lacks its key id or key version")
-                }
-                return FileKeyRecord(edek: s.blob(0), keyId: keyId, keyVersion: s.int(1))
+                return try Self.fileKeyRecord(s, c)
             }
         }
+    }
+
+    /// The record in columns 0-2 of a `fileKeySQL` row.
+    static func fileKeyRecord(_ s: Statement, _ c: Connection) throws(MetadataError) -> FileKeyRecord {
+        guard !s.isNull(1), !s.isNull(2), let keyId = String(validating: s.blob(2), as: UTF8.self) else {
+            throw .corrupt("\(c.path): a file key row lacks its key id or key version")
+        }
+        return FileKeyRecord(edek: s.blob(0), keyId: keyId, keyVersion: s.int(1))
     }
 
     /// Removes every row of the file: its key and all its xattrs. Removing a file that has no

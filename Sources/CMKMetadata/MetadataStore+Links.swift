@@ -62,6 +62,24 @@ extension MetadataStore {
         }
     }
 
+    /// `fileKeySQL` with, as a fourth column, whether the binding row ?2 exists: one more
+    /// primary-key lookup in the same statement instead of a second statement (issue 20).
+    static let fileKeyAndLinkSQL = "SELECT e.value, e.key_version, (SELECT k.value FROM file_attrs k WHERE k.file_id = ?1 AND k.name = '\(kekName)'), EXISTS(SELECT 1 FROM file_attrs b WHERE b.file_id = ?1 AND b.name = ?2) FROM file_attrs e WHERE e.file_id = ?1 AND e.name = '\(edekName)'"
+
+    /// The file's wrapped key and whether it has the binding `tag` (nil: no key row; the
+    /// binding then does not matter, the open fails on the missing key).
+    public func fileKey(fileID: [UInt8], boundBy tag: [UInt8]) throws(MetadataError) -> (record: FileKeyRecord, bound: Bool)? {
+        try Self.checkFileId(fileID)
+        return try locked { (c) throws(MetadataError) in
+            try c.withStatement(Self.fileKeyAndLinkSQL) { (s) throws(MetadataError) -> (record: FileKeyRecord, bound: Bool)? in
+                try s.bind(1, fileID)
+                try s.bind(2, Self.linkRowName(tag))
+                guard try s.step("reading a file key and a name binding") else { return nil }
+                return (try Self.fileKeyRecord(s, c), s.int(3) != 0)
+            }
+        }
+    }
+
     /// Whether the file has any binding (used when the entry an open came through is not known).
     public func hasAnyLink(fileID: [UInt8]) throws(MetadataError) -> Bool {
         try Self.checkFileId(fileID)

@@ -87,6 +87,23 @@ extension Volume {
         guard let record else {
             throw FileKeyError(.missingRow, "file \(fileID) has no key row in the metadata database")
         }
+        return try unwrap(record, fileID, request: request)
+    }
+
+    /// `fileKeyAndVersion`, and whether the file has the name binding `tag`, read with the key
+    /// in one metadata statement. The key is unwrapped whatever the answer: the caller refuses
+    /// an unbound file after, as it does when it reads the binding on its own.
+    public func fileKeyAndVersion(_ fileID: FileID, request: KeyRequest?, boundBy tag: [UInt8]) throws(FileKeyError) -> (key: SecretBytes, ref: KeyRef, bound: Bool) {
+        let found: (record: FileKeyRecord, bound: Bool)?
+        do { found = try metadata.fileKey(fileID: fileID.bytes, boundBy: tag) } catch { throw Self.metadataError(error, fileID) }
+        guard let found else {
+            throw FileKeyError(.missingRow, "file \(fileID) has no key row in the metadata database")
+        }
+        let (key, ref) = try unwrap(found.record, fileID, request: request)
+        return (key, ref, found.bound)
+    }
+
+    private func unwrap(_ record: FileKeyRecord, _ fileID: FileID, request: KeyRequest?) throws(FileKeyError) -> (SecretBytes, KeyRef) {
         let ref = KeyRef(keyID: record.keyId, version: record.keyVersion)
         do {
             let context = WrapContext(volumeID: volumeID, fileID: fileID.bytes, request: request ?? keyRequest())

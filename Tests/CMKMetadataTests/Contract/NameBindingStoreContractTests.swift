@@ -22,6 +22,26 @@ final class NameBindingStoreContractTests: MetadataContractCase {
         }
     }
 
+    /// The key and one binding in one read: the same answers `fileKey` and `hasLink` give.
+    func testKeyReadWithABindingAnswersAsTheTwoReads() {
+        forEachBackend { backend in
+            let store: any NameBindingStore & FileKeyStore = backend
+            XCTAssertNil(try store.fileKey(fileID: fid(1), boundBy: [1]).map(\.bound), "no key row: nothing")
+            try store.changeLinks(add: [(fid(1), [1])])
+            XCTAssertNil(try store.fileKey(fileID: fid(1), boundBy: [1]).map(\.bound), "a binding without a key row is no key")
+            try store.insertFileKey(fileID: fid(1), record(1))
+            try store.insertFileKey(fileID: fid(2), record(2))
+            let bound = try store.fileKey(fileID: fid(1), boundBy: [1])
+            XCTAssertEqual(bound?.record, try store.fileKey(fileID: fid(1)))
+            XCTAssertEqual(bound?.bound, true)
+            XCTAssertEqual(try store.fileKey(fileID: fid(1), boundBy: [2])?.bound, false, "another entry's tag")
+            XCTAssertEqual(try store.fileKey(fileID: fid(2), boundBy: [1])?.bound, false, "another file's binding")
+            XCTAssertEqual(try store.fileKey(fileID: fid(2), boundBy: [1])?.record, try store.fileKey(fileID: fid(2)))
+            try store.changeLinks(add: [], remove: [(fid(1), [1])])
+            XCTAssertEqual(try store.fileKey(fileID: fid(1), boundBy: [1])?.bound, false, "a removed binding")
+        }
+    }
+
     func testBindingsGoWithTheFileAndAreNotXattrs() {
         forEachBackend { backend in
             let store: any NameBindingStore & FileKeyStore & XattrStore = backend
