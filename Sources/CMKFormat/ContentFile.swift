@@ -113,13 +113,29 @@ public struct ContentFile: Sendable {
                 }
                 diskPos += newLength + BlockLayout.overhead
             }
-            let oldEnd = layout.backingSize(plaintextSize: size)
+            try writeExtending(diskCount, at: diskStart, oldEnd: layout.backingSize(plaintextSize: size), scratch: scratch)
+        }
+        return newSize
+    }
+
+    /// Writes the sealed blocks so that running out of space leaves the file as it was.
+    ///
+    /// A write that rewrites bytes of the file (its old last block) and extends it reserves the
+    /// new room first: a short write could otherwise tear that block. A write that only adds
+    /// blocks past the old end (every new file's first write, tar's whole files) cannot tear
+    /// anything, so it reserves nothing (an fallocate per created file, issue 20): if it fails,
+    /// the file is cut back to its old end, dropping whatever part of the new blocks it wrote.
+    private func writeExtending(_ diskCount: Int, at diskStart: Int, oldEnd: Int, scratch: ContentScratch) throws(ContentError) {
+        if diskStart < oldEnd {
             if diskStart + diskCount > oldEnd {
                 try BackingIO.reserve(fd, offset: oldEnd, count: diskStart + diskCount - oldEnd)
             }
-            try BackingIO.pwrite(fd, scratch.disk.baseAddress!, count: diskCount, offset: diskStart)
+            return try BackingIO.pwrite(fd, scratch.disk.baseAddress!, count: diskCount, offset: diskStart)
         }
-        return newSize
+        do { try BackingIO.pwrite(fd, scratch.disk.baseAddress!, count: diskCount, offset: diskStart) } catch {
+            try? BackingIO.ftruncate(fd, oldEnd)
+            throw error
+        }
     }
 
     /// Decrypts the current content of block `index` into `block`, zero-filling past the old end.

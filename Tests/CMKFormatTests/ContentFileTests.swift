@@ -36,6 +36,34 @@ final class ContentFileTests: XCTestCase {
         XCTAssertEqual(try h.readAll(), Array("hello".utf8))
     }
 
+    /// A new file's first write reserves no space (no fallocate per created file), yet a write
+    /// cut short (here by the file-size limit, as ENOSPC would) leaves no torn block: the file
+    /// is cut back to its header and reads as empty, and a later write succeeds. Before, the
+    /// reservation went through (fallocate with KEEP_SIZE ignores RLIMIT_FSIZE) and the short
+    /// write left part of a block behind.
+    func testFirstWriteCutShortLeavesTheFileAsItWas() throws {
+        let h = try Harness(path: dir.file("cut"), layout: BlockLayout(blockSize: 4096))
+        let old = signal(SIGXFSZ, SIG_IGN)
+        var saved = rlimit()
+        getrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
+        var limit = saved
+        limit.rlim_cur = 6000
+        XCTAssertEqual(setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit), 0)
+        let failure: Error? = {
+            defer {
+                setrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
+                signal(SIGXFSZ, old)
+            }
+            do { try h.write([UInt8](repeating: 7, count: 3 * 4096), at: 0); return nil } catch { return error }
+        }()
+        XCTAssertNotNil(failure, "the write should have crossed the file-size limit")
+        XCTAssertEqual(h.backingSize, FileHeader.size, "a failed first write is cut back to the header")
+        XCTAssertEqual(h.size, 0)
+        XCTAssertEqual(try h.readAll(), [])
+        try h.write(Array("after".utf8), at: 0)
+        try check(h, "a write after the failed one")
+    }
+
     func testReadFileIDRejectsBadHeaders() throws {
         let h = try Harness(path: dir.file("a"), layout: BlockLayout())
         h.rawWrite(Array("XMKF".utf8), at: 0)
