@@ -32,30 +32,33 @@ extension MetadataStore {
                     }
                     guard active else { return false }
                 }
-                // A plain INSERT: the primary-key clash on the EDEK row is what reports `.exists`.
-                try c.withStatement("INSERT INTO file_attrs(file_id, name, value, key_version) VALUES(?1, '\(Self.edekName)', ?2, ?3)") { (s) throws(MetadataError) in
+                // The rows in one statement (one VDBE run per create, not three): a clash on the
+                // key-id row (debris without an EDEK) or the binding row overwrites it, a clash on
+                // the EDEK row changes nothing, so fewer changed rows than written means the file
+                // already has a key: `.exists`, and the transaction rolls the others back.
+                let rows = linkTag == nil ? 2 : 3
+                let changed = try c.withStatement(linkTag == nil ? Self.insertFileKeySQL : Self.insertFileKeyAndLinkSQL) { (s) throws(MetadataError) in
                     try s.bind(1, fileID)
                     try s.bind(2, record.edek)
                     try s.bind(3, record.keyVersion)
+                    try s.bind(4, Array(record.keyId.utf8))
+                    if let linkTag { try s.bind(5, Self.linkRowName(linkTag)) }
                     try s.step("storing a file key")
+                    return s.changes
                 }
-                // The EDEK row is the authority; a key-id row without one is debris to overwrite.
-                try c.withStatement("INSERT OR REPLACE INTO file_attrs(file_id, name, value, key_version) VALUES(?1, '\(Self.kekName)', ?2, NULL)") { (s) throws(MetadataError) in
-                    try s.bind(1, fileID)
-                    try s.bind(2, Array(record.keyId.utf8))
-                    try s.step("storing a file key")
-                }
-                // The new file's first name binding (MetadataStore+Links.swift), with its key.
-                if let linkTag {
-                    try c.withStatement("INSERT OR IGNORE INTO file_attrs(file_id, name, value, key_version) VALUES(?1, ?2, x'', NULL)") { (s) throws(MetadataError) in
-                        try s.bind(1, fileID)
-                        try s.bind(2, Self.linkRowName(linkTag))
-                        try s.step("binding a new file's name")
-                    }
-                }
+                if changed != rows { throw .exists }
                 return true
             }
         }
+    }
+
+    /// The rows of a new file's key (and first name binding) in one INSERT; see `insertFileKey`.
+    static let insertFileKeySQL = insertFileKeySQL(link: "")
+    static let insertFileKeyAndLinkSQL = insertFileKeySQL(link: ", (?1, ?5, x'', NULL)")
+
+    private static func insertFileKeySQL(link: String) -> String {
+        "INSERT INTO file_attrs(file_id, name, value, key_version) VALUES(?1, '\(edekName)', ?2, ?3), (?1, '\(kekName)', ?4, NULL)\(link)"
+            + " ON CONFLICT(file_id, name) DO UPDATE SET value = excluded.value, key_version = excluded.key_version WHERE name <> '\(edekName)'"
     }
 
     /// Reads a file's EDEK row and, in the same statement, its key-id row: two primary-key

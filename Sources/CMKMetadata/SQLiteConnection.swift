@@ -59,6 +59,9 @@ final class Connection {
         return try body(statement)
     }
 
+    /// The statements prepared and cached so far (tests of how many a call uses).
+    var cachedStatements: Int { statements.count }
+
     /// Steps a parameterless cached statement (transaction control) to completion.
     private func runCached(_ sql: String, _ context: String) throws(MetadataError) {
         try withStatement(sql) { (s) throws(MetadataError) in

@@ -13,6 +13,39 @@ final class FileKeyReadTests: MetadataTestCase {
         XCTAssertFalse(ops.contains("IdxInsert"), "the EDEK read inserts into a temporary index per run: \(ops)")
     }
 
+    /// A create stores its EDEK, key-id and binding rows with one statement, not one each: the
+    /// active-version check and that insert are all it prepares besides transaction control.
+    func testStoringAFileKeyRunsOneInsert() throws {
+        let store = try makeStore()
+        try store.addKeyVersion(KeyVersionRecord(keyId: "mk-one", version: 1, state: .active, createdAt: "2026-01-01T00:00:00Z"))
+        try store.deleteFiles(fileIDs: [])   // caches BEGIN IMMEDIATE and COMMIT
+        let before = try store.locked { $0.cachedStatements }
+        XCTAssertTrue(try store.insertFileKey(fileID: fileID(1), key(0x11, keyId: "mk-one", version: 1), onlyIfActive: true,
+                                              linkTag: [UInt8](repeating: 7, count: 16)))
+        // The active-version SELECT and the INSERT (before: one INSERT per row, three).
+        XCTAssertEqual(try store.locked { $0.cachedStatements } - before, 2)
+    }
+
+    /// The one-statement insert keeps the three statements' answers: a key-id row left without
+    /// its EDEK is overwritten, an existing binding row is kept, and a file that has a key is
+    /// `.exists` with nothing of the second attempt written.
+    func testStoringAFileKeyOverDebrisAndOverAnExistingKey() throws {
+        let store = try makeStore()
+        let tag = [UInt8](repeating: 7, count: 16), other = [UInt8](repeating: 9, count: 16)
+        let hex = fileID(1).map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        try store.locked { (c) throws(MetadataError) in
+            _ = try c.execute("INSERT INTO file_attrs VALUES(x'\(hex)', 'cmkfs.kek', x'6465627269', NULL)", "test")
+        }
+        try store.insertFileKey(fileID: fileID(1), key(0x11, keyId: "mk-one", version: 3), onlyIfActive: false, linkTag: tag)
+        XCTAssertEqual(try store.fileKey(fileID: fileID(1)), key(0x11, keyId: "mk-one", version: 3))
+        XCTAssertEqual(try store.fileKey(fileID: fileID(1), boundBy: tag)?.bound, true)
+        XCTAssertEqual(expectError { try store.insertFileKey(fileID: fileID(1), key(0x22, keyId: "mk-two", version: 5),
+                                                              onlyIfActive: false, linkTag: other) }, .exists)
+        XCTAssertEqual(try store.fileKey(fileID: fileID(1)), key(0x11, keyId: "mk-one", version: 3))
+        XCTAssertEqual(try store.fileKey(fileID: fileID(1), boundBy: other)?.bound, false, "the refused insert's binding was rolled back")
+        XCTAssertEqual(try store.fileCount(), 1)
+    }
+
     func testFileKeyReadsTheRecordAndOnlyItsOwnRows() throws {
         let store = try makeStore()
         try store.insertFileKey(fileID: fileID(1), key(0x11, keyId: "mk-one", version: 3))
