@@ -252,7 +252,7 @@ public final class FileSystem: Sendable {
         let fd = try system { () throws(SystemError) in try Descriptor.cwd.openat(inode.procPath, O_RDWR | O_CLOEXEC | OpenFlags.noAccessTime) }
         // On a key miss the binding row is read with the EDEK, in one statement.
         var probe = bindingProbe(inode.inode)
-        let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use, binding: &probe)
+        let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use, binding: &probe, noAccessTime: true)
         // The provider answered for this file's key: the name key comes back with it, off the reply path.
         if use.cache == "miss" { names?.leaseAgainAfterKeyMiss() }
         do { try checkBinding(inode.inode, file.file.fileID, probe: probe) } catch {

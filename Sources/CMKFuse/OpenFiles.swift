@@ -37,14 +37,17 @@ final class OpenFiles: Sendable {
 
     /// Shares or builds the `OpenFile` for the inode behind `fd` (consumed), with a new
     /// reference and a live lease on its DEK.
-    func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse) throws(FSError) -> OpenFile {
+    /// `noAccessTime`: `fd` was opened with O_NOATIME (for the header's read), which is then
+    /// cleared; said by the caller, which knows, rather than asked of the kernel per open.
+    func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse, noAccessTime: Bool = false) throws(FSError) -> OpenFile {
         var none: BindingProbe?
-        return try open(fd: fd, label: label, use: &use, binding: &none)
+        return try open(fd: fd, label: label, use: &use, binding: &none, noAccessTime: noAccessTime)
     }
 
     /// `open`, reading the name binding `binding` asks about with the key when the key is a
     /// miss (its `answer` is then set); on a hit nothing is read for it.
-    func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse, binding: inout BindingProbe?) throws(FSError) -> OpenFile {
+    func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse, binding: inout BindingProbe?,
+              noAccessTime: Bool = false) throws(FSError) -> OpenFile {
         let st = try system { () throws(SystemError) in try fd.descriptor.fstat() }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .posix(EINVAL) }
         let identity = InodeIdentity(st)
@@ -63,10 +66,10 @@ final class OpenFiles: Sendable {
             FileSystem.logFailure(failure.errno, "\(label): \(error)")
             throw failure
         }
-        // Applications' reads through this descriptor update the access time, as they would locally.
-        if let flags = try? fd.descriptor.statusFlags(), flags & OpenFlags.noAccessTime != 0 {
-            try? fd.descriptor.setStatusFlags(flags & ~OpenFlags.noAccessTime)
-        }
+        // Applications' reads through this descriptor update the access time, as they would
+        // locally. The descriptor is the caller's fresh open, whose only F_SETFL flag is
+        // O_NOATIME (no O_APPEND, O_NONBLOCK, O_DIRECT or O_ASYNC): setting none clears it.
+        if noAccessTime { try? fd.descriptor.setStatusFlags(0) }
         let lease: KeyLease
         do { lease = try leaseKey(fileID, use: &use, binding: &binding) } catch {
             use.error = error.description

@@ -4,6 +4,22 @@ import XCTest
 /// Extended attributes, ownership and modes, times, permission checks for other users, statfs
 /// and fallocate.
 class AttributeTests: IntegrationTestCase {
+    /// Opening a file reads its header without touching its access time (O_NOATIME); reads
+    /// through the open file then update it as they would locally (relatime: the atime is
+    /// older than the mtime), so the flag must be cleared on every open.
+    func testOpeningKeepsTheAccessTimeAndReadingUpdatesIt() throws {
+        sh("printf data > \(mnt)/f && touch -a -d '2001-02-03 04:05:06' \(mnt)/f")
+        try fx.remount()
+        let backing = try fx.backing("f")
+        func atime() throws -> Int { Int(sh("stat -c %X \(Shell.quote(backing))").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 }
+        let old = try atime()
+        XCTAssertLessThan(old, 1_000_000_000 + 100_000_000, "the touch set the 2001 atime on the backing file")
+        XCTAssertEqual(py("import os, sys\nos.close(os.open(sys.argv[1], os.O_RDONLY))\nprint('opened')", [mnt + "/f"]), "opened\n")
+        XCTAssertEqual(try atime(), old, "an open without a read keeps the access time")
+        XCTAssertEqual(sh("cat \(mnt)/f"), "data")
+        XCTAssertGreaterThan(try atime(), old, "a read through the mount updates the access time")
+    }
+
     func testUserExtendedAttributes() throws {
         sh("printf data > \(mnt)/f && mkdir \(mnt)/dir && ln -s f \(mnt)/link")
         let program = """
