@@ -33,8 +33,8 @@ extension FileSystem {
     func create(_ dir: Node, _ plainName: String, mode: mode_t, flags: Int32, caller: Caller) throws(FSError) -> (fuse_entry_param, UInt64) {
         let name = try backing(dir, plainName, creating: true)
         var use = KeyUse("create", caller: caller)
-        let file: OpenFile, bound: EntryLink?
-        do { (file, bound) = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
+        let file: OpenFile, bound: EntryLink?, attributes: stat?
+        do { (file, bound, attributes) = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
             audit("create", use, failure: error, path: mountPath(dir, plainName), caller: caller)
             throw error
         }
@@ -47,17 +47,23 @@ extension FileSystem {
             throw error
         }
         let e: fuse_entry_param
-        do { e = try entry(for: file, link: entryLink(dir, name), bound: bound) } catch { openFiles.release(file); throw error }
+        do { e = try entry(for: file, link: entryLink(dir, name), bound: bound, attributes: attributes) } catch { openFiles.release(file); throw error }
         Metrics.shared.creates.add()
         return (e, openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")))
     }
 
     /// The entry of a file just created, found through its open descriptor (not its name, which
     /// another process could already have renamed). `bound`: the entry whose binding row the
-    /// create committed with the key, so the first open has nothing to check.
-    func entry(for file: OpenFile, link: EntryLink? = nil, bound: EntryLink? = nil) throws(FSError) -> fuse_entry_param {
+    /// create committed with the key, so the first open has nothing to check. `attributes`: the
+    /// file's backing attributes, when the caller took them since its last change (a create's,
+    /// taken right after the link; the file is not reachable through the mount before this
+    /// reply, so nothing changed it since).
+    func entry(for file: OpenFile, link: EntryLink? = nil, bound: EntryLink? = nil, attributes: stat? = nil) throws(FSError) -> fuse_entry_param {
         var e = fuse_entry_param()
-        var st = try system { () throws(SystemError) in try Descriptor(rawValue: file.fd).fstat() }
+        var st: stat
+        if let attributes { st = attributes } else {
+            st = try system { () throws(SystemError) in try Descriptor(rawValue: file.fd).fstat() }
+        }
         // The inode's file handle is taken from the open descriptor; only a backing filesystem
         // without handles needs a descriptor of the inode's own (through /proc).
         if let node = inodes.remember(handleOf: file.fd, identity: InodeIdentity(st), kind: S_IFREG) {

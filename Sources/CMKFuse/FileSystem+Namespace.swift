@@ -283,8 +283,8 @@ extension FileSystem {
             return try entry(dir, name)
         }
         var use = KeyUse("create", caller: caller)
-        let file: OpenFile, bound: EntryLink?
-        do { (file, bound) = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
+        let file: OpenFile, bound: EntryLink?, attributes: stat?
+        do { (file, bound, attributes) = try createFile(dir, name, mode: mode, caller: caller, use: &use) } catch {
             audit("create", use, failure: error, path: mountPath(dir, plainName), caller: caller, detail: "mknod")
             throw error
         }
@@ -294,7 +294,7 @@ extension FileSystem {
             try? volume.forgetFile(file.file.fileID)
             throw error
         }
-        return try entry(for: file, link: entryLink(dir, name), bound: bound)
+        return try entry(for: file, link: entryLink(dir, name), bound: bound, attributes: attributes)
     }
 
     /// Whether the calling process holds CAP_MKNOD (its effective set in /proc; uid 0 when the

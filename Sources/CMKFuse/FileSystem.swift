@@ -269,9 +269,10 @@ public final class FileSystem: Sendable {
     /// fsck removes) or a complete file — never a name whose backing file has no header or no
     /// key. Returns the shared state of the new file.
     /// The entry comes back too when its binding row was committed with the key (encrypted
-    /// names), so the file's first open need not read that row back.
+    /// names), so the file's first open need not read that row back, and so do the new file's
+    /// backing attributes, for the entry reply.
     func createFile(_ dir: Node, _ name: String, mode: mode_t, caller: Caller,
-                    use: inout KeyUse) throws(FSError) -> (file: OpenFile, bound: EntryLink?) {
+                    use: inout KeyUse) throws(FSError) -> (file: OpenFile, bound: EntryLink?, attributes: stat?) {
         // No existence check here: the kernel looked the name up before calling create, and the
         // link below answers EEXIST if another creator got there first.
         let fd = try system { () throws(SystemError) in try dir.descriptor.openat(".", O_RDWR | OpenFlags.tmpFile | O_CLOEXEC, mode: mode & 0o7777) }
@@ -310,9 +311,9 @@ public final class FileSystem: Sendable {
             openFiles.giveBack(lease)
             throw abandon(fd, fileID, .system(error))
         }
-        let st = (try? fd.descriptor.fstat()) ?? stat()
-        let file = OpenFile(fd: fd, file: content, lease: lease, identity: InodeIdentity(st), size: 0)
-        return (openFiles.adopt(file), linkTag == nil ? nil : link)
+        let st = try? fd.descriptor.fstat()
+        let file = OpenFile(fd: fd, file: content, lease: lease, identity: InodeIdentity(st ?? stat()), size: 0)
+        return (openFiles.adopt(file, created: true), linkTag == nil ? nil : link, st)
     }
 
     /// Links the unnamed (O_TMPFILE) file open at `file` as `name` in `dir`.

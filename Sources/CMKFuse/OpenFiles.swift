@@ -89,9 +89,10 @@ final class OpenFiles: Sendable {
     }
 
     /// Inserts a new open file, or joins the entry another thread inserted first (dropping the
-    /// new one's lease).
-    func adopt(_ file: OpenFile) -> OpenFile {
-        let shared = table.insert(file)
+    /// new one's lease). `created`: the file was made by this call, so its size is the one it
+    /// was made with.
+    func adopt(_ file: OpenFile, created: Bool = false) -> OpenFile {
+        let shared = table.insert(file, sizeKnown: created)
         if shared !== file { cache.unpin(file.lease) }
         return shared
     }
@@ -209,8 +210,9 @@ private final class OpenFileTable: Sendable {
     }
 
     /// Inserts `file`, or, when another thread inserted the same inode first, returns that one
-    /// with a new reference (the caller then drops its own).
-    func insert(_ file: OpenFile) -> OpenFile {
+    /// with a new reference (the caller then drops its own). `sizeKnown`: nothing else can have
+    /// written the file since its size was taken (a file just created), so it is not re-read.
+    func insert(_ file: OpenFile, sizeKnown: Bool = false) -> OpenFile {
         entries.withLock { table in
             if let existing = table[file.identity] {
                 existing.refs += 1
@@ -218,7 +220,7 @@ private final class OpenFileTable: Sendable {
             }
             // The caller's stat may predate writes through an entry for this inode that was
             // closed since; with no entry left, nothing can write now, so re-read the size here.
-            if let st = try? Descriptor(rawValue: file.fd).fstat() { file.size = file.file.layout.displaySize(backingSize: Int(st.st_size)) }
+            if !sizeKnown, let st = try? Descriptor(rawValue: file.fd).fstat() { file.size = file.file.layout.displaySize(backingSize: Int(st.st_size)) }
             table[file.identity] = file
             return file
         }

@@ -1,0 +1,53 @@
+import Foundation
+import XCTest
+
+/// What the mount does per created file (issue 20: untar makes one CREATE per file), counted
+/// with strace on the mount's threads.
+final class CreateCostTests: IntegrationTestCase {
+    /// A create takes the new file's attributes once, right after linking it, for its identity,
+    /// its open-file entry and the entry reply. It used to take them three times (the open-file
+    /// table re-read the size of a file nobody else could have written yet, and the entry reply
+    /// stat'ed the descriptor again). Counted: fstats of a regular file of 24 bytes (a header,
+    /// no content) through an fd with only AT_EMPTY_PATH (a setattr's own fstat also has
+    /// AT_SYMLINK_NOFOLLOW).
+    func testACreateTakesItsNewFilesAttributesOnce() throws {
+        sh("mkdir \(mnt)/c")
+        let calls = try syscallsTraced("newfstatat") {
+            sh("for i in $(seq 1 20); do : > \(mnt)/c/$i; done")
+        }
+        let newFile = calls.filter { $0.contains("S_IFREG") && $0.contains("st_size=24,") && $0.hasSuffix(", AT_EMPTY_PATH) = 0") }
+        XCTAssertEqual(newFile.count, 20, "20 creates stat'ed their new files \(newFile.count) times: \(newFile.prefix(4))")
+        XCTAssertEqual(sh("ls \(mnt)/c | wc -l"), "20\n")
+        XCTAssertEqual(sh("stat -c '%s %h' \(mnt)/c/7"), "0 1\n", "the entry reply's attributes are the new file's")
+    }
+
+    /// The lines strace wrote for `syscalls` (its -e trace list) on every thread of the mount
+    /// while `body` ran.
+    func syscallsTraced(_ syscalls: String, _ body: () throws -> Void) throws -> [Substring] {
+        let pid = try XCTUnwrap(fx.lockPID())
+        let trace = fx.root + "/strace-\(syscalls).out"
+        try? FileManager.default.removeItem(atPath: trace)
+        let strace = Process()
+        strace.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
+        strace.arguments = ["-f", "-qq", "-e", "trace=\(syscalls)", "-o", trace, "-p", "\(pid)"]
+        try strace.run()
+        defer { if strace.isRunning { strace.terminate(); strace.waitUntilExit() } }
+        XCTAssertTrue(waitUntil(deadline: 30) { self.everyThread(of: pid, tracedBy: strace.processIdentifier) },
+                      "strace did not attach to the mount's threads")
+        let before = (try? String(contentsOfFile: trace, encoding: .utf8)) ?? ""
+        try body()
+        kill(strace.processIdentifier, SIGINT)
+        strace.waitUntilExit()
+        let all = (try? String(contentsOfFile: trace, encoding: .utf8)) ?? ""
+        return all.dropFirst(before.count).split(separator: "\n")
+    }
+
+    /// Whether `tracer` traces every thread of `pid` (TracerPid in each thread's status).
+    func everyThread(of pid: pid_t, tracedBy tracer: pid_t) -> Bool {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return !tasks.isEmpty && tasks.allSatisfy { task in
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8)) ?? ""
+            return status.contains("TracerPid:\t\(tracer)\n")
+        }
+    }
+}
