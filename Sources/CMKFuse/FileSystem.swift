@@ -99,8 +99,18 @@ public final class FileSystem: Sendable {
 
     /// Opens `node` for one request and runs `body`; ESTALE when the node is unknown or its
     /// backing object is gone.
-    func withNode<R>(_ node: UInt64, _ body: (Node) throws(FSError) -> R) throws(FSError) -> R {
+    /// `preferOpenFile`: run on the descriptor of the inode's open file when it has one.
+    func withNode<R>(_ node: UInt64, preferOpenFile: Bool = false, _ body: (Node) throws(FSError) -> R) throws(FSError) -> R {
         guard let inode = inodes.get(node) else { throw .posix(ESTALE) }
+        // tar sets each file's owner, mode and times (fchown, fchmod, futimens: SETATTRs without
+        // a handle) while the file is still open: those run on the open file's descriptor, the
+        // same inode, with no open_by_handle_at and close per request. The reference taken here
+        // keeps the descriptor open until `body` returns, even if the file is closed meanwhile.
+        if preferOpenFile, inode.kind == S_IFREG, let open = openFiles.openFile(of: inode.identity) {
+            return try withExtendedLifetime(open) { () throws(FSError) -> R in
+                try body(Node(inode: inode, fd: open.fd))
+            }
+        }
         let result = inode.withDescriptor(mountFD: rootFD) { fd in
             Result { () throws(FSError) -> R in try body(Node(inode: inode, fd: fd)) }
         }

@@ -29,10 +29,10 @@ enum LowLevelCallbacks {
 
     /// Runs `body` with `node` opened for this request, or replies ESTALE for a node the table
     /// has dropped or whose backing object is gone.
-    static func with(_ req: Req?, _ node: fuse_ino_t, _ body: (FileSystem, Node) -> Void) {
+    static func with(_ req: Req?, _ node: fuse_ino_t, preferOpenFile: Bool = false, _ body: (FileSystem, Node) -> Void) {
         let f = fs(req)
         // Only the node's own failure (ESTALE) is caught here: `body` replies for itself.
-        do throws(FSError) { try f.withNode(node) { n throws(FSError) in body(f, n) } } catch { fuse_reply_err(req, error.errno) }
+        do throws(FSError) { try f.withNode(node, preferOpenFile: preferOpenFile) { n throws(FSError) in body(f, n) } } catch { fuse_reply_err(req, error.errno) }
     }
 
     // The replies: the one place a failure becomes an errno (`FSError.errno`).
@@ -95,7 +95,7 @@ enum LowLevelCallbacks {
             LowLevelCallbacks.with(req, node) { f, inode in LowLevelCallbacks.replyAttr(req) { () throws(FSError) in try f.getattr(inode) } }
         }
         ops.setattr = { req, node, attr, toSet, fi in
-            LowLevelCallbacks.with(req, node) { f, inode in
+            LowLevelCallbacks.with(req, node, preferOpenFile: true) { f, inode in
                 LowLevelCallbacks.replyAttr(req) { () throws(FSError) in
                     try f.setattr(inode, attr!.pointee, toSet: toSet, fh: fi?.pointee.fh, caller: LowLevelCallbacks.caller(req))
                 }

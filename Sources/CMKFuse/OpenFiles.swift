@@ -174,6 +174,10 @@ final class OpenFiles: Sendable {
 
     func handle(_ fh: UInt64) -> Handle? { handles.get(fh) }
 
+    /// The open file of the inode `identity`, if one is open; its descriptor stays open while
+    /// the caller holds the result.
+    func openFile(of identity: InodeIdentity) -> OpenFile? { table.current(identity) }
+
     /// Closes a handle: EBADF for a number that names none.
     func closeHandle(_ fh: UInt64) throws(FSError) {
         guard let handle = handles.remove(fh) else { throw .posix(EBADF) }
@@ -208,6 +212,9 @@ private final class OpenFileTable: Sendable {
             return file
         }
     }
+
+    /// The entry of `identity`, without a new reference.
+    func current(_ identity: InodeIdentity) -> OpenFile? { entries.withLock { $0[identity] } }
 
     /// Inserts `file`, or, when another thread inserted the same inode first, returns that one
     /// with a new reference (the caller then drops its own). `sizeKnown`: nothing else can have
