@@ -170,11 +170,6 @@ public struct EventSignal: ~Copyable, Sendable {
 }
 
 public enum ThreadPlacement {
-    /// Pins the calling thread to one CPU.
-    public static func pin(toCPU cpu: Int) throws(SystemError) {
-        _ = try Retry.check("sched_setaffinity") { cmkfs_pin_thread_to_cpu(Int32(cpu)) }
-    }
-
     /// How many CPUs the kernel may ever run (the highest in `/sys/devices/system/cpu/possible`,
     /// plus one): the kernel's FUSE ring has a queue for each, and takes requests over the ring
     /// only once every queue has an entry. glibc's count of configured CPUs is the fallback.

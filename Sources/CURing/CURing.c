@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -101,11 +100,5 @@ int cmkfs_ring_next_completion(cmkfs_ring *r, uint64_t *user_data, int32_t *resu
 
 int cmkfs_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 
-int cmkfs_pin_thread_to_cpu(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof set, &set);
-}
 
 int cmkfs_possible_cpus(void) { return get_nprocs_conf(); }

@@ -57,7 +57,5 @@ int cmkfs_ring_next_completion(cmkfs_ring *ring, uint64_t *user_data, int32_t *r
 int cmkfs_eventfd(void);
 /// The CPUs the kernel may ever run (get_nprocs_conf): FUSE over io_uring has a queue for each.
 int cmkfs_possible_cpus(void);
-/// Pins the calling thread to `cpu` (sched_setaffinity). 0, or -1 with errno.
-int cmkfs_pin_thread_to_cpu(int cpu);
 
 #endif
