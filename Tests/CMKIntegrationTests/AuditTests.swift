@@ -425,31 +425,7 @@ final class AuditTests: IntegrationTestCase {
 
     /// The links of `/proc/self/fd/N` the mount's threads read while `body` ran (strace).
     func descriptorLinksRead(_ body: () throws -> Void) throws -> [Substring] {
-        let pid = try XCTUnwrap(fx.lockPID())
-        let trace = fx.root + "/strace.out"
-        try? FileManager.default.removeItem(atPath: trace)
-        let strace = Process()
-        strace.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
-        strace.arguments = ["-f", "-qq", "-e", "trace=readlink,readlinkat", "-o", trace, "-p", "\(pid)"]
-        try strace.run()
-        defer { if strace.isRunning { strace.terminate(); strace.waitUntilExit() } }
-        XCTAssertTrue(waitUntil(deadline: 30) { self.attachedThreads(of: pid, tracedBy: strace.processIdentifier) },
-                      "strace did not attach to the mount's threads")
-        let before = (try? String(contentsOfFile: trace, encoding: .utf8)) ?? ""
-        try body()
-        kill(strace.processIdentifier, SIGINT)
-        strace.waitUntilExit()
-        let all = (try? String(contentsOfFile: trace, encoding: .utf8)) ?? ""
-        return all.dropFirst(before.count).split(separator: "\n").filter { $0.contains("/proc/self/fd/") }
-    }
-
-    /// Whether `tracer` traces every thread of `pid` (TracerPid in each thread's status).
-    func attachedThreads(of pid: pid_t, tracedBy tracer: pid_t) -> Bool {
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        return !tasks.isEmpty && tasks.allSatisfy { task in
-            let status = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8)) ?? ""
-            return status.contains("TracerPid:\t\(tracer)\n")
-        }
+        try syscallsTraced("readlink,readlinkat", body).filter { $0.contains("/proc/self/fd/") }
     }
 
     /// kill -9 of the mount while readers open files and commands ask for durable records
