@@ -67,6 +67,10 @@ public enum FuseMount {
             defer { fileSystem.forgets.flush() }
             StallPoint.hit("fuse-loop-start")
             let rc = cmkfs_session_loop_mt(session, 10)
+            // libfuse's workers are joined; end the ring threads too before anything is torn
+            // down (the pending key-row deletes are flushed after this, for instance). The
+            // defer above covers the paths that throw.
+            ring?.stop()
             serving.end()
             stopping()
             if rc != 0 && rc != -EINTR {

@@ -53,6 +53,7 @@ final class RingTransport: Sendable {
     }
 
     /// Wakes every serving thread and waits for them to end (each finishes its request first).
+    /// Idempotent.
     func stop() {
         stopSignal.signal()
         finished.lock()
