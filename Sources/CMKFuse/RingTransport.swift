@@ -64,7 +64,7 @@ final class RingTransport: Sendable {
     fileprivate var stopDescriptor: Int32 { stopSignal.raw }
 }
 
-/// One serving thread and its ring entry. Sound as Sendable: it is handed to its thread before
+/// One serving thread and its ring entry. Sound as @unchecked Sendable: it is handed to its thread before
 /// that thread starts, and from then on only that thread touches it (the writev hook reaches it
 /// through the thread's own pthread key).
 final class RingWorker: @unchecked Sendable {
@@ -167,18 +167,10 @@ final class RingWorker: @unchecked Sendable {
     func takeReply(_ iov: UnsafeMutablePointer<iovec>, count: Int) -> Int? {
         guard pending != 0, count >= 1, iov[0].iov_len >= 16, let out = iov[0].iov_base,
               let ring, out.load(fromByteOffset: 8, as: UInt64.self) == pending else { return nil }
-        var parts: [(UnsafeRawPointer, Int)] = []
-        var total = iov[0].iov_len
-        if iov[0].iov_len > 16 { parts.append((UnsafeRawPointer(out) + 16, iov[0].iov_len - 16)) }
-        for i in 1..<max(count, 1) where i < count {
-            if let base = iov[i].iov_base { parts.append((UnsafeRawPointer(base), iov[i].iov_len)) }
-            total += iov[i].iov_len
-        }
-        if !ring.storeReply(header: out, parts: parts) {
-            ring.storeError(ERANGE, unique: pending)
-        }
+        let parts = UnsafeBufferPointer(start: iov, count: count)
+        if !ring.storeReply(parts) { ring.storeError(ERANGE, unique: pending) }
         commit(ring)
-        return total
+        return parts.reduce(0) { $0 + $1.iov_len }
     }
 
     // The serving thread's worker, for the writev hook (libfuse replies on the thread that

@@ -125,17 +125,21 @@ public final class FuseRing {
         return (start, total)
     }
 
-    /// Writes a reply into the entry: the 16-byte fuse_out_header, then `parts` into the payload.
-    /// False when the reply does not fit the payload buffer.
-    public func storeReply(header out: UnsafeRawPointer, parts: [(UnsafeRawPointer, Int)]) -> Bool {
-        let total = parts.reduce(0) { $0 + $1.1 }
+    /// Writes a reply, as libfuse hands it to writev, into the entry: `iov` starts with the
+    /// 16-byte fuse_out_header, and the rest of it is the payload. False when the header is
+    /// short or the payload does not fit the payload buffer.
+    public func storeReply(_ iov: UnsafeBufferPointer<iovec>) -> Bool {
+        guard let first = iov.first, first.iov_len >= 16, let out = first.iov_base else { return false }
+        let total = iov.reduce(0) { $0 + $1.iov_len } - 16
         guard total <= payloadCapacity else { return false }
         header.copyMemory(from: out, byteCount: 16)
         var at = payload
         // memmove: a reply may point into the request it answers, which shares this buffer.
-        for (base, length) in parts where length > 0 {
-            memmove(at, base, length)
-            at += length
+        for (index, part) in iov.enumerated() {
+            let skip = index == 0 ? 16 : 0
+            guard part.iov_len > skip, let base = part.iov_base else { continue }
+            memmove(at, base + skip, part.iov_len - skip)
+            at += part.iov_len - skip
         }
         header.storeBytes(of: UInt32(16 + total), toByteOffset: 0, as: UInt32.self)
         header.storeBytes(of: UInt32(total), toByteOffset: Self.entInOutOffset + 16, as: UInt32.self)

@@ -1,3 +1,4 @@
+import Glibc
 import XCTest
 @testable import CMKSystem
 
@@ -45,15 +46,22 @@ final class FuseRingLayoutTests: XCTestCase {
         var out = [UInt8](repeating: 0, count: 16)
         withUnsafeBytes(of: UInt64(9)) { out.replaceSubrange(8..<16, with: $0) }
         let a = Array("abc".utf8), b = Array("defgh".utf8)
-        let stored = a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in
-            ring.storeReply(header: out, parts: [(pa.baseAddress!, 3), (pb.baseAddress!, 5)])
-        } }
+        let stored = out.withUnsafeBytes { po in a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in
+            let iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: po.baseAddress!), iov_len: 16),
+                       iovec(iov_base: UnsafeMutableRawPointer(mutating: pa.baseAddress!), iov_len: 3),
+                       iovec(iov_base: UnsafeMutableRawPointer(mutating: pb.baseAddress!), iov_len: 5)]
+            return iov.withUnsafeBufferPointer { ring.storeReply($0) }
+        } } }
         XCTAssertTrue(stored)
         XCTAssertEqual(ring.header.load(fromByteOffset: 8, as: UInt64.self), 9)
         XCTAssertEqual(ring.header.load(fromByteOffset: 256 + 16, as: UInt32.self), 8, "payload_sz")
         XCTAssertEqual([UInt8](UnsafeRawBufferPointer(start: ring.payload, count: 8)), Array("abcdefgh".utf8))
         let big = [UInt8](repeating: 1, count: 17)
-        XCTAssertFalse(big.withUnsafeBytes { ring.storeReply(header: out, parts: [($0.baseAddress!, 17)]) }, "larger than the payload buffer")
+        let tooBig = out.withUnsafeBytes { po in big.withUnsafeBytes { pb in
+            [iovec(iov_base: UnsafeMutableRawPointer(mutating: po.baseAddress!), iov_len: 16),
+             iovec(iov_base: UnsafeMutableRawPointer(mutating: pb.baseAddress!), iov_len: 17)].withUnsafeBufferPointer { ring.storeReply($0) }
+        } }
+        XCTAssertFalse(tooBig, "larger than the payload buffer")
         ring.storeError(5, unique: 9)
         XCTAssertEqual(ring.header.load(fromByteOffset: 4, as: Int32.self), -5)
         XCTAssertEqual(ring.header.load(fromByteOffset: 256 + 16, as: UInt32.self), 0)
