@@ -103,7 +103,8 @@ extension FileSystem {
             let e = listing.entries[index]
             var param = fuse_entry_param()
             let generation = auditNames.current
-            if e.name != "." && e.name != "..", let found = try? entry(dir, listing.backingNames[index]) {
+            let known = InodeIdentity(device: dir.identity.device, inode: UInt(e.inode))
+            if e.name != "." && e.name != "..", let found = try? entry(dir, listing.backingNames[index], known: known) {
                 param = found
                 noteAuditName(found, in: dir, e.name, at: generation)
             } else {

@@ -116,6 +116,7 @@ extension FileSystem {
     /// `st`: the entry's attributes when the caller has them already.
     func regularFileID(_ dir: Node, _ name: String, st known: stat? = nil) -> (id: FileID, last: Bool)? {
         guard let st = known ?? lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        if let id = knownFileID(dir, name, st: st) { return (id, st.st_nlink == 1) }
         guard let fd = try? dir.descriptor.openat(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | OpenFlags.noAccessTime) else { return nil }
         return (try? ContentFile.readFileID(fd: fd.rawValue)).map { ($0, st.st_nlink == 1) }
     }

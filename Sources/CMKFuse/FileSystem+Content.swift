@@ -72,7 +72,10 @@ extension FileSystem {
             let fd = try system { () throws(SystemError) in try Descriptor.cwd.openat("/proc/self/fd/\(file.fd)", OpenFlags.path | O_CLOEXEC) }
             e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: S_IFREG)
         }
-        if let inode = inodes.get(e.ino) { noteEntry(inode, link, verified: bound != nil && bound == link) }
+        if let inode = inodes.get(e.ino) {
+            noteEntry(inode, link, verified: bound != nil && bound == link)
+            inode.fileID.withLock { $0 = file.file.fileID }
+        }
         present(&st)
         e.attr = st
         e.attr_timeout = Self.cacheSeconds

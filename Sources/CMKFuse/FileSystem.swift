@@ -225,6 +225,20 @@ public final class FileSystem: Sendable {
         return st
     }
 
+    /// The node and backing attributes of `name` in `dir` when its object is an inode the kernel
+    /// knows already (a second `ls -l`, an `rm -r` after a read): two system calls on the name,
+    /// its attributes and its file handle, where a new inode takes four (open, fstat, handle,
+    /// close) and an allocation. The handle proves it the known object, not another that reuses
+    /// its inode number; the kernel holds the directory locked against changes through the mount
+    /// meanwhile. nil (found the opening way): not known, a symlink (its size needs its own
+    /// descriptor), or a backing filesystem without file handles.
+    func knownEntry(_ dir: Node, _ name: String) -> (node: UInt64, st: stat)? {
+        guard let st = lstat(dir, name), (st.st_mode & S_IFMT) != S_IFLNK,
+              let handle = try? dir.descriptor.fileHandle(name),
+              let node = inodes.rememberKnown(InodeIdentity(st), handle: handle) else { return nil }
+        return (node, st)
+    }
+
     /// The backing attributes of `name` in `dir`, or nil when it cannot be stat'ed (absent).
     func lstat(_ dir: Node, _ name: String) -> stat? {
         try? dir.descriptor.stat(name, flags: AT_SYMLINK_NOFOLLOW)
@@ -239,12 +253,19 @@ public final class FileSystem: Sendable {
     }
 
     /// An entry reply for `name` in `dir`: one more lookup of its inode, and its attributes.
-    func entry(_ dir: Node, _ name: String) throws(FSError) -> fuse_entry_param {
+    /// `known`: the backing inode number a listing gave for the entry, when the kernel may know
+    /// its object already (`knownEntry`).
+    func entry(_ dir: Node, _ name: String, known: InodeIdentity? = nil) throws(FSError) -> fuse_entry_param {
         var e = fuse_entry_param()
-        let fd = try system { () throws(SystemError) in try dir.descriptor.openat(name, OpenFlags.path | O_NOFOLLOW | O_CLOEXEC) }
-        var st = try system { () throws(SystemError) in try fd.descriptor.fstat() }
-        presentSymlink(fd.rawValue, &st)
-        e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: st.st_mode & S_IFMT)
+        var st: stat
+        if let known, inodes.node(for: known) != nil, let found = knownEntry(dir, name) {
+            (e.ino, st) = found
+        } else {
+            let fd = try system { () throws(SystemError) in try dir.descriptor.openat(name, OpenFlags.path | O_NOFOLLOW | O_CLOEXEC) }
+            st = try system { () throws(SystemError) in try fd.descriptor.fstat() }
+            presentSymlink(fd.rawValue, &st)
+            e.ino = inodes.remember(fd: fd, identity: InodeIdentity(st), kind: st.st_mode & S_IFMT)
+        }
         if (st.st_mode & S_IFMT) == S_IFREG, let inode = inodes.get(e.ino) { noteEntry(inode, entryLink(dir, name)) }
         present(&st)
         e.attr = st
@@ -270,6 +291,7 @@ public final class FileSystem: Sendable {
             openFiles.release(file)
             throw error
         }
+        inode.inode.fileID.withLock { $0 = file.file.fileID }
         return file
     }
 
@@ -350,12 +372,24 @@ public final class FileSystem: Sendable {
     /// `st`: the entry's attributes when the caller has them already.
     func lastLinkFileID(_ dir: Node, _ name: String, st known: stat? = nil) -> FileID? {
         guard let st = known ?? lstat(dir, name), (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1 else { return nil }
+        if let id = knownFileID(dir, name, st: st) { return id }
         guard let fd = try? dir.descriptor.openat(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | OpenFlags.noAccessTime) else { return nil }
         return try? ContentFile.readFileID(fd: fd.rawValue)
     }
 }
 
 extension FileSystem {
+    /// The file id of the regular file `name` in `dir` (backing attributes `st`) as its inode
+    /// holds it, when an open or the create read it and the entry is still that very object (its
+    /// file handle, which carries the inode's generation: not another file reusing the number).
+    /// One system call on the name instead of an open, a read of the header and a close, for
+    /// every `rm` of a file that was read or written through the mount. nil: read the header.
+    func knownFileID(_ dir: Node, _ name: String, st: stat) -> FileID? {
+        guard let inode = inodes.inode(for: InodeIdentity(st)), let id = inode.fileID.withLock({ $0 }),
+              let handle = try? dir.descriptor.fileHandle(name), inode.isAnchored(by: handle) else { return nil }
+        return id
+    }
+
     /// The long-form target of the symlink `name` in `dir` if this is its last link (its
     /// meta.db row goes with it).
     func lastLinkLongTarget(_ dir: Node, _ name: String, st known: stat? = nil) -> String? {

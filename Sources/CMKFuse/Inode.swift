@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import CMKFormat
 import CMKSystem
 
 /// One backing object the kernel knows.
@@ -26,6 +27,10 @@ final class Inode: @unchecked Sendable {
     let entryLink = Mutex<(seen: EntryLink?, verified: EntryLink?)>((nil, nil))
     /// Where it was last reached, for its audit records' path (AuditNames.swift).
     let auditName = Mutex<AuditName?>(nil)
+    /// A regular file's id, once an open or the create read it from its header (the id never
+    /// changes; a rekey keeps it), so removing a name needs no open and read of the header
+    /// (`FileSystem.knownFileID`).
+    let fileID = Mutex<FileID?>(nil)
     private let anchor: Anchor
     /// A handle-anchored directory's descriptor, kept from its first request until the kernel
     /// forgets it, within `directoryBudget`: every LOOKUP, CREATE, UNLINK and GETATTR in a
@@ -94,6 +99,13 @@ final class Inode: @unchecked Sendable {
         case (.held, .held): return true
         default: return false
         }
+    }
+
+    /// Whether `handle` is this inode's anchor: the handle carries the inode's generation, so a
+    /// match is this very object, never a later one with its reused number.
+    func isAnchored(by handle: FileHandle) -> Bool {
+        if case .handle(let own) = anchor { return own == handle }
+        return false
     }
 
     /// Runs `body` with an `O_PATH` descriptor on the object, opened for this call and closed
@@ -181,6 +193,16 @@ final class InodeTable: Sendable {
             fresh.lookups = 1
             s.byNode[node] = fresh
             s.byIdentity[identity] = node
+            return node
+        }
+    }
+
+    /// One more lookup of an object the kernel knows already, found by `identity` and proven
+    /// the same object by its file `handle`; nil when no known inode matches both.
+    func rememberKnown(_ identity: InodeIdentity, handle: FileHandle) -> UInt64? {
+        state.withLock { s in
+            guard let node = s.byIdentity[identity], let inode = s.byNode[node], inode.isAnchored(by: handle) else { return nil }
+            inode.lookups += 1
             return node
         }
     }

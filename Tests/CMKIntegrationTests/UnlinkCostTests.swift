@@ -1,0 +1,42 @@
+import Foundation
+import XCTest
+
+/// What the mount does per removed file (issue 20: `rm -rf` is one UNLINK per file), counted with
+/// strace on the mount's threads.
+final class UnlinkCostTests: IntegrationTestCase {
+    /// Removing a file that was opened through the mount takes its file id (whose key rows go)
+    /// from its inode, not from its header: no open of the backing file per unlink, where each
+    /// used to open it, read the header and close it. The key rows still go, a file never opened
+    /// since the mount (its id not known) still has its header read, and a file replaced behind
+    /// the mount's back by another file loses the rows of the id in the header it removed, as
+    /// before (the known id is used only while the name holds the very object that had it).
+    func testUnlinkOfAnOpenedFileReadsNoHeader() throws {
+        sh("mkdir \(mnt)/u && cd \(mnt)/u && for i in $(seq 1 20); do echo $i > f$i; done && cat f* > /dev/null")
+        let before = try fx.fileCount()
+        let calls = try syscallsTraced("openat") {
+            sh("rm \(mnt)/u/f*")
+        }
+        let opens = calls.filter { $0.contains("O_NOATIME") && !$0.contains("O_PATH") }
+        XCTAssertLessThan(opens.count, 5, "20 unlinks of opened files opened \(opens.count) backing files: \(opens.prefix(3))")
+        XCTAssertEqual(try fx.fileCount(), before - 20, "their key rows went all the same")
+
+        // Known ids only: a file created before this mount and never opened has its header read.
+        sh("echo cold > \(mnt)/cold && echo other > \(mnt)/other")
+        try fx.remount()
+        XCTAssertEqual(sh("ls \(mnt)"), "cold\nother\nu\n")
+        let count = try fx.fileCount()
+        sh("rm \(mnt)/cold")
+        XCTAssertEqual(try fx.fileCount(), count - 1)
+
+        // `kept` was opened (its id is known); its backing file is then replaced behind the
+        // mount's back by a copy of `other` (another object, another file id): removing `kept`
+        // removes the rows of the file id its name now holds, read from that header.
+        sh("echo kept > \(mnt)/kept && cat \(mnt)/kept > /dev/null")
+        let kept = try fx.backing("kept"), other = try fx.backing("other")
+        sh("rm '\(kept)' && cp -p '\(other)' '\(kept)'")
+        sh("rm \(mnt)/kept")
+        XCTAssertEqual(try fx.fileCount(), count - 1, "one file's rows went")
+        shFails("cat \(mnt)/other")
+        XCTAssertEqual(sh("ls \(mnt)"), "other\nu\n")
+    }
+}
