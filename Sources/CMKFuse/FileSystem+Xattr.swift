@@ -7,7 +7,9 @@ import CMKSystem
 
 /// User extended attributes of regular files. Values are sealed with the file's DEK (AES-256-GCM,
 /// AAD binding file id and name) and kept in the metadata database, never in the backing tree.
-/// Other namespaces (security, system, trusted) and non-regular files answer ENOTSUP.
+/// Other namespaces (security, system, trusted: no POSIX ACLs, no security labels) answer ENOTSUP
+/// to every call; a user.* name of a non-regular file cannot be set (ENOTSUP) and is never there
+/// (ENODATA).
 extension FileSystem {
     static let maxXattrValue = 64 * 1024
 
@@ -32,7 +34,8 @@ extension FileSystem {
 
     /// The value (empty) and its length when `size` is 0, else the value (ERANGE if it does not fit).
     func getxattr(_ inode: Node, name: String, size: Int, caller: Caller? = nil) throws(FSError) -> (bytes: [UInt8], length: Int) {
-        guard Self.userNamespace(name), inode.kind == S_IFREG else { throw .posix(ENODATA) }
+        guard Self.userNamespace(name) else { throw .posix(ENOTSUP) }
+        guard inode.kind == S_IFREG else { throw .posix(ENODATA) }
         let fileID = try fileID(inode)
         let sealed: [UInt8]?
         do { sealed = try volume.metadata.xattr(fileID: fileID.bytes, name: name) } catch { throw .metadata(error) }

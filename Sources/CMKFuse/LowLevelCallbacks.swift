@@ -278,9 +278,12 @@ enum LowLevelCallbacks {
             }
         }
         ops.getxattr = { req, node, name, size in
-            // The kernel asks for security.capability before every write; only user.* names can
-            // exist here, so answer the rest without opening the inode.
-            guard let name, strncmp(name, "user.", 5) == 0 else { fuse_reply_err(req, ENODATA); return }
+            // Only user.* names can exist here, so the rest are answered without opening the inode
+            // (the kernel asks for security.capability before every write). ENOTSUP, not ENODATA:
+            // "this filesystem has no such namespace", which `ls -l` remembers for the whole
+            // filesystem, where ENODATA made it ask for security.selinux and
+            // system.posix_acl_access again for every file it lists (two requests per file).
+            guard let name, strncmp(name, "user.", 5) == 0 else { fuse_reply_err(req, ENOTSUP); return }
             LowLevelCallbacks.with(req, node) { f, inode in
                 LowLevelCallbacks.replyXattr(req, size) { () throws(FSError) in
                     try f.getxattr(inode, name: LowLevelCallbacks.name(name), size: size, caller: LowLevelCallbacks.caller(req))
