@@ -7,6 +7,28 @@ import CMKSystem
 import CMKMetrics
 
 extension FileSystem {
+    /// open(2) of the kernel's node `node`. A regular file anchored by a file handle is opened
+    /// straight from it (`Inode.open(mountFD:flags:)`: one system call where the `O_PATH`
+    /// descriptor of `withNode` and a reopen through `/proc/self/fd` took three); anything else,
+    /// or a direct open that failed, goes the general way, which gives the failure its errno
+    /// (ESTALE for an object that is gone) and its audit record.
+    func open(node: UInt64, flags: Int32, caller: Caller) throws(FSError) -> UInt64 {
+        if let inode = inodes.get(node), inode.kind == S_IFREG,
+           let fd = try? inode.open(mountFD: rootFD, flags: Self.acquireFlags) {
+            var use = KeyUse("open", caller: caller)
+            let file: OpenFile
+            do { file = try acquire(inode, opened: fd, use: &use) } catch {
+                // `fd` is closed by now: the path comes from a descriptor of the node's own.
+                let path = (try? withNode(node) { (n: Node) throws(FSError) -> String? in mountPath(n) }) ?? nil
+                audit("open", use, failure: error, path: path, caller: caller, detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
+                throw error
+            }
+            // The open file's descriptor stays open while `file` is held.
+            return try opened(file, use, at: Node(inode: inode, fd: file.fd), flags: flags, caller: caller)
+        }
+        return try withNode(node) { (n: Node) throws(FSError) -> UInt64 in try open(n, flags: flags, caller: caller) }
+    }
+
     func open(_ inode: Node, flags: Int32, caller: Caller) throws(FSError) -> UInt64 {
         var use = KeyUse("open", caller: caller)
         let file: OpenFile
@@ -15,6 +37,12 @@ extension FileSystem {
                   detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
             throw error
         }
+        return try opened(file, use, at: inode, flags: flags, caller: caller)
+    }
+
+    /// The rest of an open once `file` holds the key: its audit record (before the reply), the
+    /// O_TRUNC, the handle.
+    private func opened(_ file: OpenFile, _ use: KeyUse, at inode: Node, flags: Int32, caller: Caller) throws(FSError) -> UInt64 {
         do {
             try audit("open", use, path: mountPath(inode), caller: caller, detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
             if flags & O_TRUNC != 0 { try truncate(file, to: 0, label: "file \(file.file.fileID)") }

@@ -279,19 +279,27 @@ public final class FileSystem: Sendable {
     /// Opens the regular file `inode` and returns its shared state with a new reference.
     func acquire(_ inode: Node, use: inout KeyUse) throws(FSError) -> OpenFile {
         guard inode.kind == S_IFREG else { throw .posix(inode.kind == S_IFDIR ? EISDIR : EINVAL) }
-        // O_NOATIME until the header is read: opening a file does not make it accessed.
-        let fd = try system { () throws(SystemError) in try Descriptor.cwd.openat(inode.procPath, O_RDWR | O_CLOEXEC | OpenFlags.noAccessTime) }
+        let fd = try system { () throws(SystemError) in try Descriptor.cwd.openat(inode.procPath, Self.acquireFlags) }
+        return try acquire(inode.inode, opened: fd, use: &use)
+    }
+
+    /// O_NOATIME until the header is read: opening a file does not make it accessed.
+    static let acquireFlags = O_RDWR | O_CLOEXEC | OpenFlags.noAccessTime
+
+    /// `acquire` of the regular file `inode` on `fd`, a descriptor of it the caller opened with
+    /// `acquireFlags` (consumed).
+    func acquire(_ inode: Inode, opened fd: consuming FileDescriptor, use: inout KeyUse) throws(FSError) -> OpenFile {
         // On a key miss the binding row is read with the EDEK, in one statement.
-        var probe = bindingProbe(inode.inode)
+        var probe = bindingProbe(inode)
         let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use, binding: &probe, noAccessTime: true)
         // The provider answered for this file's key: the name key comes back with it, off the reply path.
         if use.cache == "miss" { names?.leaseAgainAfterKeyMiss() }
-        do { try checkBinding(inode.inode, file.file.fileID, probe: probe) } catch {
+        do { try checkBinding(inode, file.file.fileID, probe: probe) } catch {
             use.error = "the file is not bound to this name (moved, copied or swapped behind the mount's back)"
             openFiles.release(file)
             throw error
         }
-        inode.inode.fileID.withLock { $0 = file.file.fileID }
+        inode.fileID.withLock { $0 = file.file.fileID }
         return file
     }
 

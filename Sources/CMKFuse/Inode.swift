@@ -126,6 +126,15 @@ final class Inode: @unchecked Sendable {
         return body(fd.rawValue)
     }
 
+    /// A descriptor opened with `flags` (not `O_PATH`) straight from the inode's file handle: an
+    /// OPEN took three calls the other way (`withDescriptor`'s `O_PATH` open, a reopen through
+    /// `/proc/self/fd`, the close), one here. Nil when the inode is anchored by a held descriptor
+    /// (no file handles), whose callers reopen it through `/proc/self/fd` as before.
+    func open(mountFD: Int32, flags: Int32) throws(SystemError) -> FileDescriptor? {
+        guard case .handle(let handle) = anchor else { return nil }
+        return try handle.open(mount: Descriptor(rawValue: mountFD), flags: flags | O_CLOEXEC | O_NOFOLLOW)
+    }
+
     /// Keeps `fd` as this directory's descriptor if the budget allows and no other request
     /// kept one first; false: the caller closes it after use.
     private func keep(_ fd: Int32) -> Bool {

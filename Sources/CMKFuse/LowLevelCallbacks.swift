@@ -163,17 +163,17 @@ enum LowLevelCallbacks {
             }
         }
         ops.open = { req, node, fi in
-            LowLevelCallbacks.with(req, node) { f, inode in
-                let handle: UInt64
-                do throws(FSError) { handle = try f.open(inode, flags: fi!.pointee.flags, caller: LowLevelCallbacks.caller(req)) } catch {
-                    fuse_reply_err(req, error.errno)
-                    return
-                }
-                fi!.pointee.fh = handle
-                // Nothing is buffered in the daemon, so close(2) needs no FLUSH round trip.
-                fi!.pointee.noflush = 1
-                if fuse_reply_open(req, fi) != 0 { try? f.release(handle) }
+            // No `with`: the open makes its own descriptor of the node (`FileSystem.open(node:)`).
+            let f = LowLevelCallbacks.fs(req)
+            let handle: UInt64
+            do throws(FSError) { handle = try f.open(node: node, flags: fi!.pointee.flags, caller: LowLevelCallbacks.caller(req)) } catch {
+                fuse_reply_err(req, error.errno)
+                return
             }
+            fi!.pointee.fh = handle
+            // Nothing is buffered in the daemon, so close(2) needs no FLUSH round trip.
+            fi!.pointee.noflush = 1
+            if fuse_reply_open(req, fi) != 0 { try? f.release(handle) }
         }
         ops.create = { req, parent, name, mode, fi in
             LowLevelCallbacks.with(req, parent) { f, dir in
