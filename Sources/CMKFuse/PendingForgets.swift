@@ -12,8 +12,8 @@ import CMKVolume
 /// transaction per file (WAL append, lock calls) while holding the namespace lock. The rows of an
 /// unlinked file are dead weight, not a secret in the clear (the DEK in them is wrapped), so
 /// their deletion may trail the unlink by a moment: a batch is written `delay` after its first
-/// file, or at once when it reaches `batchSize`, and before the mount answers a control request
-/// or ends. A crash in between leaves the rows as orphans, which `cmkfs fsck --repair` removes —
+/// file, or as soon as it reaches `batchSize` (on another thread, not the unlink's), and before
+/// the mount answers a control request or ends. A crash in between leaves the rows as orphans, which `cmkfs fsck --repair` removes —
 /// the same state a crash between the unlink and a synchronous delete left before.
 final class PendingForgets: Sendable {
     static let batchSize = 512
@@ -35,8 +35,11 @@ final class PendingForgets: Sendable {
             queue.append(fileID)
             return queue.count
         }
-        if count >= Self.batchSize {
-            flush()
+        if count % Self.batchSize == 0 {
+            // Written off the request thread: the unlink that fills a batch is answered without
+            // waiting for the batch's transaction (or for another process's write lock on
+            // meta.db), with the namespace lock, which it holds here, free for the next one.
+            DispatchQueue.global().async { [self] in flush() }
         } else if count == 1 {
             DispatchQueue.global().asyncAfter(deadline: .now() + Self.delay) { [self] in flush() }
         }
