@@ -48,6 +48,21 @@ extension FileSystem {
         if needsChmod(wanted, chowned: chowned, isDirectory: false) { try? file.fchmod(wanted) }
     }
 
+    /// `settle` for a file from the pool of unnamed files, made by the daemon in the backing
+    /// root: it gets the owner, group and mode the same create would have given a file made in
+    /// `dir` (the directory's group when `dir` is set-group-ID, as the backing filesystem would
+    /// have given it), with a chown or chmod only where the pooled file differs.
+    func settle(pooled file: UnnamedFilePool.File, in dir: Node, mode: mode_t, caller: Caller) {
+        let parent = try? dir.descriptor.fstat()
+        let gid = parent.flatMap { $0.st_mode & S_ISGID != 0 ? $0.st_gid : nil } ?? caller.gid
+        let descriptor = Descriptor(rawValue: file.fd)
+        let chowned = file.uid != caller.uid || file.gid != gid
+        if chowned { try? descriptor.fchown(caller.uid, gid) }
+        let wanted = mode & 0o7777
+        // chown(2) clears the set-id bits, even for root.
+        if wanted != file.mode || (chowned && wanted & (S_ISUID | S_ISGID) != 0) { try? descriptor.fchmod(wanted) }
+    }
+
     /// Gives the new symlink `name` in `dir` to the caller (a symlink has no mode of its own).
     func settleSymlink(_ dir: Node, _ name: String, caller: Caller) {
         let owner = newOwner(in: dir, caller)

@@ -41,6 +41,8 @@ public final class FileSystem: Sendable {
     let forgets: PendingForgets
     /// Process names for audit records, remembered for a second.
     let processNames = ProcessNames()
+    /// Unnamed backing files made ahead of creates (nil when switched off); drained at unmount.
+    let unnamedFiles: UnnamedFilePool?
     /// How long the kernel may cache attributes and names. Every change goes through this mount
     /// and each backing object is one kernel inode, so the caches never go stale.
     static let cacheSeconds = 1.0
@@ -74,6 +76,7 @@ public final class FileSystem: Sendable {
         }
         let fd = data.release()
         rootFD = fd
+        unnamedFiles = UnnamedFilePool(directory: fd)
         openFiles = OpenFiles(volume: volume, cache: cache, processNames: processNames)
         let root = Inode(root: fd, identity: InodeIdentity(st))
         inodes = InodeTable(root: root)
@@ -315,8 +318,14 @@ public final class FileSystem: Sendable {
                     use: inout KeyUse) throws(FSError) -> (file: OpenFile, bound: EntryLink?, attributes: stat?) {
         // No existence check here: the kernel looked the name up before calling create, and the
         // link below answers EEXIST if another creator got there first.
-        let fd = try system { () throws(SystemError) in try dir.descriptor.openat(".", O_RDWR | OpenFlags.tmpFile | O_CLOEXEC, mode: mode & 0o7777) }
-        settle(fd: fd.rawValue, in: dir, mode: mode, caller: caller)
+        let pooled = unnamedFiles?.claim()
+        var fd: FileDescriptor
+        if let pooled {
+            settle(pooled: pooled, in: dir, mode: mode, caller: caller)
+            fd = FileDescriptor(adopting: pooled.fd)
+        } else {
+            fd = try unnamedFile(in: dir, mode: mode, caller: caller)
+        }
         let fileID: FileID
         do { fileID = try FileID.random() } catch {
             throw abandon(fd, nil, .posix(EIO))
@@ -342,18 +351,37 @@ public final class FileSystem: Sendable {
         // The key row is committed, the file has no header yet: the moment a crash used to
         // leave a name that could not be opened.
         CrashPoint.hit("create-before-header")
-        let content = ContentFile(fd: fd.rawValue, fileID: fileID, layout: volume.layout)
-        do { try content.writeHeader() } catch {
+        do { try ContentFile(fd: fd.rawValue, fileID: fileID, layout: volume.layout).writeHeader() } catch {
             openFiles.giveBack(lease)
             throw abandon(fd, fileID, .content(error))
         }
         do throws(SystemError) { try Self.linkUnnamed(fd.descriptor, dir.descriptor, name) } catch {
-            openFiles.giveBack(lease)
-            throw abandon(fd, fileID, .system(error))
+            guard pooled != nil, error.errno == .EXDEV else {
+                openFiles.giveBack(lease)
+                throw abandon(fd, fileID, .system(error))
+            }
+            // The pooled file cannot be linked into `dir` (another filesystem, or one that
+            // refuses links across its directories): made in `dir` itself, like before the pool.
+            do throws(FSError) {
+                fd = try unnamedFile(in: dir, mode: mode, caller: caller)
+                try content { () throws(ContentError) in try ContentFile(fd: fd.rawValue, fileID: fileID, layout: volume.layout).writeHeader() }
+                try system { () throws(SystemError) in try Self.linkUnnamed(fd.descriptor, dir.descriptor, name) }
+            } catch {
+                openFiles.giveBack(lease)
+                throw abandon(fd, fileID, error)
+            }
         }
+        let created = ContentFile(fd: fd.rawValue, fileID: fileID, layout: volume.layout)
         let st = try? fd.descriptor.fstat()
-        let file = OpenFile(fd: fd, file: content, lease: lease, identity: InodeIdentity(st ?? stat()), size: 0)
+        let file = OpenFile(fd: fd, file: created, lease: lease, identity: InodeIdentity(st ?? stat()), size: 0)
         return (openFiles.adopt(file, created: true), linkTag == nil ? nil : link, st)
+    }
+
+    /// A new unnamed (O_TMPFILE) file made in `dir`, owned and moded for the caller.
+    private func unnamedFile(in dir: Node, mode: mode_t, caller: Caller) throws(FSError) -> FileDescriptor {
+        let fd = try system { () throws(SystemError) in try dir.descriptor.openat(".", O_RDWR | OpenFlags.tmpFile | O_CLOEXEC, mode: mode & 0o7777) }
+        settle(fd: fd.rawValue, in: dir, mode: mode, caller: caller)
+        return fd
     }
 
     /// Links the unnamed (O_TMPFILE) file open at `file` as `name` in `dir`.

@@ -65,6 +65,8 @@ public enum FuseMount {
             let serving = ServingFlag()
             startReadinessProbe(mountpoint, beneath: beneath?.st_dev, serving: serving, ready: ready)
             defer { fileSystem.forgets.flush() }
+            // The unnamed files made ahead of creates go with their descriptors.
+            defer { fileSystem.unnamedFiles?.drain() }
             StallPoint.hit("fuse-loop-start")
             let rc = cmkfs_session_loop_mt(session, 10)
             // libfuse's workers are joined; end the ring threads too before anything is torn
