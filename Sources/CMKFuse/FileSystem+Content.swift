@@ -13,11 +13,16 @@ extension FileSystem {
     /// or a direct open that failed, goes the general way, which gives the failure its errno
     /// (ESTALE for an object that is gone) and its audit record.
     func open(node: UInt64, flags: Int32, caller: Caller) throws(FSError) -> UInt64 {
-        if let inode = inodes.get(node), inode.kind == S_IFREG,
-           let fd = try? inode.open(mountFD: rootFD, flags: Self.acquireFlags) {
+        if let inode = inodes.get(node), inode.kind == S_IFREG {
+            // An inode whose id an open or the create read already has no header to read (the id
+            // never changes; a rekey keeps it), so no O_NOATIME to set and clear around it.
+            let known = inode.fileID.withLock { $0 }
+            guard let fd = try? inode.open(mountFD: rootFD, flags: known == nil ? Self.acquireFlags : O_RDWR) else {
+                return try withNode(node) { (n: Node) throws(FSError) -> UInt64 in try open(n, flags: flags, caller: caller) }
+            }
             var use = KeyUse("open", caller: caller)
             let file: OpenFile
-            do { file = try acquire(inode, opened: fd, use: &use) } catch {
+            do { file = try acquire(inode, opened: fd, knownFileID: known, use: &use) } catch {
                 // `fd` is closed by now: the path comes from a descriptor of the node's own.
                 let path = (try? withNode(node) { (n: Node) throws(FSError) -> String? in mountPath(n) }) ?? nil
                 audit("open", use, failure: error, path: path, caller: caller, detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)

@@ -290,11 +290,14 @@ public final class FileSystem: Sendable {
     static let acquireFlags = O_RDWR | O_CLOEXEC | OpenFlags.noAccessTime
 
     /// `acquire` of the regular file `inode` on `fd`, a descriptor of it the caller opened with
-    /// `acquireFlags` (consumed).
-    func acquire(_ inode: Inode, opened fd: consuming FileDescriptor, use: inout KeyUse) throws(FSError) -> OpenFile {
+    /// `acquireFlags` (consumed), or, when `knownFileID` is the id the inode holds
+    /// (`Inode.fileID`), read-write alone: its header is not read again.
+    func acquire(_ inode: Inode, opened fd: consuming FileDescriptor, knownFileID: FileID? = nil,
+                 use: inout KeyUse) throws(FSError) -> OpenFile {
         // On a key miss the binding row is read with the EDEK, in one statement.
         var probe = bindingProbe(inode)
-        let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use, binding: &probe, noAccessTime: true)
+        let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use, binding: &probe,
+                                      noAccessTime: knownFileID == nil, knownFileID: knownFileID)
         // The provider answered for this file's key: the name key comes back with it, off the reply path.
         if use.cache == "miss" { names?.leaseAgainAfterKeyMiss() }
         do { try checkBinding(inode, file.file.fileID, probe: probe) } catch {

@@ -45,9 +45,11 @@ final class OpenFiles: Sendable {
     }
 
     /// `open`, reading the name binding `binding` asks about with the key when the key is a
-    /// miss (its `answer` is then set); on a hit nothing is read for it.
+    /// miss (its `answer` is then set); on a hit nothing is read for it. `knownFileID`: the
+    /// file's id as its inode holds it (read from this inode's header before), so the header
+    /// is not read.
     func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse, binding: inout BindingProbe?,
-              noAccessTime: Bool = false) throws(FSError) -> OpenFile {
+              noAccessTime: Bool = false, knownFileID: FileID? = nil) throws(FSError) -> OpenFile {
         let st = try system { () throws(SystemError) in try fd.descriptor.fstat() }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .posix(EINVAL) }
         let identity = InodeIdentity(st)
@@ -61,10 +63,15 @@ final class OpenFiles: Sendable {
         }
         // Unwrapping may call out to the key provider: no lock is held here.
         let fileID: FileID
-        do { fileID = try ContentFile.readFileID(fd: fd.rawValue); use.fileID = fileID } catch {
-            let failure = FSError.content(error)
-            FileSystem.logFailure(failure.errno, "\(label): \(error)")
-            throw failure
+        if let knownFileID {
+            fileID = knownFileID
+            use.fileID = fileID
+        } else {
+            do { fileID = try ContentFile.readFileID(fd: fd.rawValue); use.fileID = fileID } catch {
+                let failure = FSError.content(error)
+                FileSystem.logFailure(failure.errno, "\(label): \(error)")
+                throw failure
+            }
         }
         // Applications' reads through this descriptor update the access time, as they would
         // locally. The descriptor is the caller's fresh open, whose only F_SETFL flag is
