@@ -103,8 +103,7 @@ extension FileSystem {
             let e = listing.entries[index]
             var param = fuse_entry_param()
             let generation = auditNames.current
-            let known = InodeIdentity(device: dir.identity.device, inode: UInt(e.inode))
-            if e.name != "." && e.name != "..", let found = try? entry(dir, listing.backingNames[index], known: known) {
+            if e.name != "." && e.name != "..", let found = try? entry(dir, listing.backingNames[index]) {
                 param = found
                 noteAuditName(found, in: dir, e.name, at: generation)
             } else {

@@ -228,18 +228,24 @@ public final class FileSystem: Sendable {
         return st
     }
 
-    /// The node and backing attributes of `name` in `dir` when its object is an inode the kernel
-    /// knows already (a second `ls -l`, an `rm -r` after a read): two system calls on the name,
-    /// its attributes and its file handle, where a new inode takes four (open, fstat, handle,
-    /// close) and an allocation. The handle proves it the known object, not another that reuses
-    /// its inode number; the kernel holds the directory locked against changes through the mount
-    /// meanwhile. nil (found the opening way): not known, a symlink (its size needs its own
-    /// descriptor), or a backing filesystem without file handles.
-    func knownEntry(_ dir: Node, _ name: String) -> (node: UInt64, st: stat)? {
-        guard let st = lstat(dir, name), (st.st_mode & S_IFMT) != S_IFLNK,
-              let handle = try? dir.descriptor.fileHandle(name),
-              let node = inodes.rememberKnown(InodeIdentity(st), handle: handle) else { return nil }
-        return (node, st)
+    /// The node and backing attributes of `name` in `dir`, taken by name: its attributes and its
+    /// file handle, two system calls, where opening it takes four (open `O_PATH`, fstat, handle,
+    /// close) and a descriptor. An object the kernel knows already is the known inode if the
+    /// handles are equal (the handle carries the inode's generation, so an object that reuses a
+    /// known one's number is never taken for it). A new one is anchored by this handle if the
+    /// handle holds the stat's inode number (ext4's do), so both calls saw one object — unless it
+    /// was removed and its number reused in between, behind the mount's back (the kernel holds
+    /// the directory locked against changes through the mount), which at worst gives that
+    /// object the other's attributes until they are next read. nil (found by opening it): a
+    /// symlink (its size needs a descriptor of its own), a backing filesystem without such
+    /// handles. Throws when the name cannot be stat'ed (ENOENT for a negative lookup: one call).
+    func entryByName(_ dir: Node, _ name: String) throws(FSError) -> (node: UInt64, st: stat)? {
+        let st = try system { () throws(SystemError) in try dir.descriptor.stat(name, flags: AT_SYMLINK_NOFOLLOW) }
+        guard (st.st_mode & S_IFMT) != S_IFLNK, let handle = try? dir.descriptor.fileHandle(name) else { return nil }
+        let identity = InodeIdentity(st)
+        if let node = inodes.rememberKnown(identity, handle: handle) { return (node, st) }
+        guard handle.names(inode: UInt(st.st_ino)) else { return nil }
+        return (inodes.remember(handle: handle, identity: identity, kind: st.st_mode & S_IFMT), st)
     }
 
     /// The backing attributes of `name` in `dir`, or nil when it cannot be stat'ed (absent).
@@ -256,12 +262,10 @@ public final class FileSystem: Sendable {
     }
 
     /// An entry reply for `name` in `dir`: one more lookup of its inode, and its attributes.
-    /// `known`: the backing inode number a listing gave for the entry, when the kernel may know
-    /// its object already (`knownEntry`).
-    func entry(_ dir: Node, _ name: String, known: InodeIdentity? = nil) throws(FSError) -> fuse_entry_param {
+    func entry(_ dir: Node, _ name: String) throws(FSError) -> fuse_entry_param {
         var e = fuse_entry_param()
         var st: stat
-        if let known, inodes.node(for: known) != nil, let found = knownEntry(dir, name) {
+        if let found = try entryByName(dir, name) {
             (e.ino, st) = found
         } else {
             let fd = try system { () throws(SystemError) in try dir.descriptor.openat(name, OpenFlags.path | O_NOFOLLOW | O_CLOEXEC) }

@@ -73,6 +73,13 @@ final class Inode: @unchecked Sendable {
         self.anchor = .handle(handle)
     }
 
+    /// An inode anchored by `handle`, taken by name (`FileSystem.entryByName`).
+    init(handle: FileHandle, identity: InodeIdentity, kind: mode_t) {
+        self.identity = identity
+        self.kind = kind
+        self.anchor = .handle(handle)
+    }
+
     /// The root: always a held descriptor, which is also the mount descriptor for handles.
     init(root fd: Int32, identity: InodeIdentity) {
         self.identity = identity
@@ -214,6 +221,11 @@ final class InodeTable: Sendable {
             inode.lookups += 1
             return node
         }
+    }
+
+    /// `remember` for an object anchored by `handle`, taken by name.
+    func remember(handle: FileHandle, identity: InodeIdentity, kind: mode_t) -> UInt64 {
+        remember(Inode(handle: handle, identity: identity, kind: kind))
     }
 
     /// `remember` for a descriptor held as a bare `Int32`, which the table takes over.

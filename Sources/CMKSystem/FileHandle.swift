@@ -9,6 +9,17 @@ import CLinux
 public struct FileHandle: Hashable, Sendable {
     public let bytes: [UInt8]
 
+    /// Whether the handle says it is of inode number `inode`: only a handle of the kernel's
+    /// generic 32-bit inode-and-generation type (`FILEID_INO32_GEN`, ext2/3/4's and others')
+    /// carries the number where it can be read; false for every other type.
+    public func names(inode: UInt) -> Bool {
+        let fileIDIno32Gen: Int32 = 1
+        guard bytes.count >= 16 else { return false }
+        return bytes.withUnsafeBytes { raw in
+            raw.load(fromByteOffset: 4, as: Int32.self) == fileIDIno32Gen && UInt(raw.load(fromByteOffset: 8, as: UInt32.self)) == inode
+        }
+    }
+
     /// open_by_handle_at(2) with `mount` as the mount descriptor (not an `O_PATH` one: the
     /// kernel refuses it). Needs CAP_DAC_READ_SEARCH; ESTALE when the object is gone.
     public func open(mount: Descriptor, flags: Int32) throws(SystemError) -> FileDescriptor {

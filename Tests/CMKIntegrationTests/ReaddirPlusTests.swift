@@ -33,21 +33,26 @@ final class ReaddirPlusTests: IntegrationTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: mnt + "/big"))
     }
 
-    /// A listing of entries whose inodes the kernel knows already (a second `ls -l`, an `rm -r`
-    /// after a read) proves each the known object by its name (lstat, file handle) instead of
-    /// opening it: no `O_PATH` open per entry (strace on the mount). An entry whose backing file
-    /// was replaced behind the mount's back by a copy (a new object, which may reuse the old
-    /// inode number) is the new object, not the known one: it reads as itself, not ESTALE.
-    func testListingKnownEntriesOpensNoneOfThem() throws {
+    /// Lookups and readdirplus entries take each entry by name (its attributes and file handle),
+    /// without opening it: no `O_PATH` open per entry (strace on the mount), whether the kernel
+    /// knows the entry's inode already (a second `ls -l`, an `rm -r` after a read) or not (after
+    /// the kernel forgot them all). An entry whose backing file was replaced behind the mount's
+    /// back by a copy (a new object, which may reuse the old inode number) is the new object,
+    /// not the known one: it reads as itself, not ESTALE.
+    func testListingsAndLookupsOpenNoEntry() throws {
         sh("mkdir \(mnt)/k && cd \(mnt)/k && for i in $(seq 1 30); do head -c $((i * 100)) /dev/urandom > f$i; done")
-        // Looks every entry up: the kernel knows all 30 now.
         let expected = sh("cd \(mnt)/k && stat -c '%n %s %h %F' -- * | sort")
-        let calls = try syscallsTraced("openat") {
-            XCTAssertEqual(sh("ls -l \(mnt)/k | tail -n +2 | wc -l"), "30\n")
+        for kernelKnows in [true, false] {
+            // Every dentry and inode the kernel holds goes (FORGET for each), or stays.
+            if !kernelKnows { sh("sync; echo 2 > /proc/sys/vm/drop_caches") }
+            let calls = try syscallsTraced("openat") {
+                XCTAssertEqual(sh("ls -l \(mnt)/k | tail -n +2 | wc -l"), "30\n")
+                if !kernelKnows { sh("echo 2 > /proc/sys/vm/drop_caches; stat \(mnt)/k/f3 \(mnt)/k/f4 > /dev/null") }
+            }
+            let pathOpens = calls.filter { $0.contains("O_PATH") }
+            XCTAssertLessThan(pathOpens.count, 5, "known \(kernelKnows): listing 30 entries opened \(pathOpens.count): \(pathOpens.prefix(3))")
+            XCTAssertEqual(sh("cd \(mnt)/k && ls -1 | xargs stat -c '%n %s %h %F' -- | sort"), expected)
         }
-        let pathOpens = calls.filter { $0.contains("O_PATH") }
-        XCTAssertLessThan(pathOpens.count, 5, "a listing of 30 known entries opened \(pathOpens.count) of them: \(pathOpens.prefix(3))")
-        XCTAssertEqual(sh("cd \(mnt)/k && ls -1 | xargs stat -c '%n %s %h %F' -- | sort"), expected)
 
         let original = sh("sha256sum < \(mnt)/k/f7")
         let backing = try fx.backing("k/f7")
