@@ -325,7 +325,7 @@ public final class FileSystem: Sendable {
                     use: inout KeyUse) throws(FSError) -> (file: OpenFile, bound: EntryLink?, attributes: stat?) {
         // No existence check here: the kernel looked the name up before calling create, and the
         // link below answers EEXIST if another creator got there first.
-        let pooled = unnamedFiles?.claim()
+        let pooled = unnamedFiles?.claim(mode: mode)
         var fd: FileDescriptor
         if let pooled {
             settle(pooled: pooled, in: dir, mode: mode, caller: caller)

@@ -34,6 +34,8 @@ final class UnnamedFilePool: Sendable {
         var files: [File] = []
         var refilling = false
         var closed = false
+        /// The mode of the files made next: the last create's.
+        var mode: mode_t = 0o644
     }
 
     /// Files kept ready: more than a burst of creates on the FUSE threads takes before the
@@ -60,10 +62,13 @@ final class UnnamedFilePool: Sendable {
     }
 
     /// A ready unnamed file, or nil when none is (the caller makes one itself). Starts a refill
-    /// when the pool runs below its capacity.
-    func claim() -> File? {
+    /// when the pool runs below its capacity. `mode`: the mode the caller wants; the files made
+    /// next get it (without set-id bits), so a run of creates with one mode (tar's 0600, a
+    /// shell's 0644) needs no chmod.
+    func claim(mode: mode_t) -> File? {
         let (file, refill) = state.withLock { s -> (File?, Bool) in
             guard !s.closed else { return (nil, false) }
+            s.mode = mode & 0o777
             let file = s.files.popLast()
             guard !s.refilling, s.files.count < capacity else { return (file, false) }
             s.refilling = true
@@ -81,13 +86,13 @@ final class UnnamedFilePool: Sendable {
     /// the error the backing filesystem gives them.
     private func fill() {
         while true {
-            let needed = state.withLock { s -> Bool in
+            let mode = state.withLock { s -> mode_t? in
                 let needed = !s.closed && s.files.count < capacity
                 if !needed { s.refilling = false }
-                return needed
+                return needed ? s.mode : nil
             }
-            guard needed else { return }
-            guard let file = make() else {
+            guard let mode else { return }
+            guard let file = make(mode: mode) else {
                 state.withLock { $0.refilling = false }
                 return
             }
@@ -100,9 +105,8 @@ final class UnnamedFilePool: Sendable {
         }
     }
 
-    private func make() -> File? {
-        // 0644 (less the daemon's umask), the mode most creates ask for: those need no chmod.
-        let fd = openat(directory, ".", O_RDWR | OpenFlags.tmpFile | O_CLOEXEC, mode_t(0o644))
+    private func make(mode: mode_t) -> File? {
+        let fd = openat(directory, ".", O_RDWR | OpenFlags.tmpFile | O_CLOEXEC, mode)
         guard fd >= 0 else { return nil }
         var st = stat()
         guard fstat(fd, &st) == 0 else {

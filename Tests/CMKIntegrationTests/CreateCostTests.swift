@@ -107,6 +107,29 @@ final class CreateCostTests: IntegrationTestCase {
         XCTAssertEqual(try fx.fileCount(), 13)
     }
 
+    /// tar (as root) creates each file with mode 0600 and sets the archived mode later; a shell
+    /// creates with 0644. The unnamed files made ahead take the mode of the last create, so a run
+    /// of creates with one mode needs no chmod of its own (a 0644 pool cost tar one per file).
+    func testARunOfCreatesWithOneModeNeedsNoChmod() throws {
+        sh("mkdir \(mnt)/m")
+        let create = """
+        import os, sys
+        os.umask(0)
+        for i in range(int(sys.argv[2]), int(sys.argv[3])):
+            os.close(os.open(f'{sys.argv[1]}/{i}', os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+        """
+        XCTAssertEqual(python(create, [mnt + "/m", "0", "40"]).status, 0)
+        let calls = try syscallsTraced("fchmod,fchmodat,linkat") {
+            XCTAssertEqual(python(create, [mnt + "/m", "40", "60"]).status, 0)
+        }
+        let links = calls.filter { $0.contains("linkat(") && $0.hasSuffix("= 0") }
+        let chmods = calls.filter { $0.contains("chmod") }
+        XCTAssertEqual(links.count, 20, "\(calls.prefix(4))")
+        XCTAssertEqual(chmods.count, 0, "20 creates with mode 0600 made \(chmods.count) chmods: \(chmods.prefix(3))")
+        XCTAssertEqual(sh("stat -c %a \(mnt)/m/0 \(mnt)/m/59"), "600\n600\n")
+        XCTAssertEqual(sh("stat -c %a \(try fx.backing("m/59"))"), "600\n")
+    }
+
     /// How many unnamed (O_TMPFILE) files the process `pid` holds open.
     private func unnamedFiles(of pid: pid_t) -> Int {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
