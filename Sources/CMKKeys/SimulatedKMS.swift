@@ -31,6 +31,20 @@ public final class SimulatedKMS: KeyProvider {
     /// call, so no master key stays in this process between calls (docs/threat-model.md).
     /// Guarded by the mutex, never held across file I/O other than a `stat`.
     private let loaded = Mutex<[String: Loaded]>([:])
+    /// A descriptor on each key file a wrap or unwrap read, by key id, with the inode it names:
+    /// the next call `stat`s the path and, while it still names that inode, `pread`s the file
+    /// through it (two system calls where an open, fstat, read and close took four per key-miss
+    /// open). A replaced file (every change is a rename over it, `writeAtomically`) has another
+    /// inode and is opened afresh, so a key disabled by another process is refused on the next
+    /// call as before. Only the descriptor is kept, never the material. Owned by hand: closed
+    /// when replaced and in `deinit`; read and closed only under this mutex, so no call reads a
+    /// descriptor another has closed.
+    private let held = Mutex<[String: HeldFile]>([:])
+    private struct HeldFile {
+        var fd: Int32
+        var device: UInt
+        var inode: UInt
+    }
 
     /// The default keystore location when running as root.
     public static let defaultDirectory = "/var/lib/cmkfs/kms"
@@ -47,6 +61,12 @@ public final class SimulatedKMS: KeyProvider {
                 throw .unavailable("the KMS keystore directory \(directory) does not exist")
             }
             try Self.makeDirectories(directory)
+        }
+    }
+
+    deinit {
+        held.withLock { files in
+            for file in files.values { try? FileDescriptor(adopting: file.fd).close() }
         }
     }
 
@@ -189,7 +209,7 @@ public final class SimulatedKMS: KeyProvider {
     private func usableMaterial(_ key: KeyRef) throws(KeyProviderError) -> SecretBytes {
         guard isSafeKeyID(key.keyID) else { throw .keyNotFound(key, detail: "malformed key id") }
         let p = path(key.keyID)
-        let file = try readFile(p, missing: key, materialOf: { $0 == key.version })
+        let file = try readHeld(key.keyID, p, missing: key, materialOf: { $0 == key.version })
         guard let v = file.versions.first(where: { $0.number == key.version }) else {
             throw .keyNotFound(key, detail: "\(p) has no version \(key.version)")
         }
@@ -222,6 +242,46 @@ public final class SimulatedKMS: KeyProvider {
         let file = try readFile(p, materialOf: { _ in false })
         loaded.withLock { $0[keyID] = Loaded(identity: identity, file: file) }
         return file
+    }
+
+    /// `readFile` of key `keyID`'s file `p` through the descriptor held on it (`held`) while
+    /// `p` still names the inode it was opened on; otherwise opened (and held) afresh.
+    private func readHeld(_ keyID: String, _ p: String, missing: KeyRef,
+                          materialOf: (Int) -> Bool) throws(KeyProviderError) -> KeystoreFile {
+        let st: stat
+        do { st = try Descriptor.cwd.stat(p) } catch {
+            if error.errno == .ENOENT || error.errno == .ENOTDIR { throw .keyNotFound(missing, detail: "\(p) does not exist") }
+            throw .unavailable("cannot stat \(p): \(error.errno)")
+        }
+        let size = Int(st.st_size)
+        guard (st.st_mode & S_IFMT) == S_IFREG, size > 0 && size < 1 << 20 else { throw .corrupt("\(p): implausible size \(size)") }
+        return try held.withLock { files throws(KeyProviderError) -> KeystoreFile in
+            if let file = files[keyID], file.device == UInt(st.st_dev), file.inode == UInt(st.st_ino) {
+                return try Self.read(Descriptor(rawValue: file.fd), size: size, p, materialOf: materialOf)
+            }
+            if let stale = files.removeValue(forKey: keyID) { try? FileDescriptor(adopting: stale.fd).close() }
+            let opened: FileDescriptor
+            do throws(SystemError) { opened = try FileDescriptor.open(p, O_RDONLY | O_CLOEXEC) } catch {
+                if error.errno == .ENOENT || error.errno == .ENOTDIR { throw .keyNotFound(missing, detail: "\(p) does not exist") }
+                throw .unavailable("cannot open \(p): \(error.errno)")
+            }
+            let own: stat
+            do throws(SystemError) { own = try opened.descriptor.fstat() } catch { throw .unavailable("cannot stat \(p): \(error.errno)") }
+            let file = try Self.read(opened.descriptor, size: Int(own.st_size), p, materialOf: materialOf)
+            files[keyID] = HeldFile(fd: opened.release(), device: UInt(own.st_dev), inode: UInt(own.st_ino))
+            return file
+        }
+    }
+
+    /// The `size` bytes of the key file open at `fd`, parsed; the read buffer is wiped.
+    private static func read(_ fd: Descriptor, size: Int, _ p: String,
+                             materialOf: (Int) -> Bool) throws(KeyProviderError) -> KeystoreFile {
+        guard size > 0 && size < 1 << 20 else { throw .corrupt("\(p): implausible size \(size)") }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+        defer { secureZero(buffer); buffer.deallocate() }
+        let n = (try? fd.preadFully(into: buffer, at: 0)) ?? -1
+        guard n == size else { throw .corrupt("\(p): short read") }
+        return try KeystoreFile.parse(UnsafeRawBufferPointer(buffer), path: p, materialOf: materialOf)
     }
 
     /// The key file at `p`, with the material of the versions `materialOf` picks (the others

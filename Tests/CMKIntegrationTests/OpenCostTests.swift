@@ -42,4 +42,20 @@ final class OpenCostTests: IntegrationTestCase {
         XCTAssertEqual(sh("cat \(mnt)/h/7"), "7\n")
         XCTAssertEqual(sh("stat -c %X \(mnt)/h/7"), atime, "an open without a read leaves the access time")
     }
+
+    /// Key-miss opens (a fresh mount) read the embedded KMS's key file through a descriptor it
+    /// keeps while the file is unchanged: one open of the key file for twenty unwraps, where
+    /// every unwrap opened, stat'ed, read and closed it. Each open still reads the file (the
+    /// key's state is the file's as it is now).
+    func testKeyMissOpensDoNotReopenTheKeyFile() throws {
+        sh("mkdir \(mnt)/k && for i in $(seq 1 20); do echo $i > \(mnt)/k/$i; done")
+        try fx.remount()
+        XCTAssertEqual(sh("ls \(mnt)/k | wc -l"), "20\n")
+        let calls = try syscallsTraced("openat,pread64") {
+            XCTAssertEqual(sh("for i in $(seq 1 20); do cat \(mnt)/k/$i; done | wc -l"), "20\n")
+        }
+        let keyFileOpens = calls.filter { $0.contains("openat(") && $0.contains(".key\"") }
+        XCTAssertLessThanOrEqual(keyFileOpens.count, 1, "20 key-miss opens opened the key file \(keyFileOpens.count) times: \(keyFileOpens.prefix(3))")
+        XCTAssertEqual(sh("cat \(mnt)/k/7"), "7\n")
+    }
 }

@@ -327,6 +327,44 @@ final class SimulatedKMSTests: XCTestCase {
         XCTAssertEqual(expectError { try first.unwrap(edek, with: key, context: context) }, .keyDestroyed(key))
     }
 
+    /// An unwrap reads its key file through a descriptor kept from the call before, while the
+    /// path still names that inode: a file changed in place behind it is read as it is now
+    /// (damaged: refused), and one replaced by another process (a new inode) is opened afresh.
+    func testUnwrapReadsTheKeyFileAsItIsNowThroughTheKeptDescriptor() throws {
+        let kms = try kms()
+        let other = try SimulatedKMS(directory: dir, create: false)
+        let key = try kms.createKey()
+        let context = WrapContext(volumeID: volumeA, fileID: file1)
+        let secret = try dek()
+        let edek = try kms.wrap(secret, with: key, context: context)
+        XCTAssertTrue(try kms.unwrap(edek, with: key, context: context).constantTimeEquals(secret))
+        let good = try Data(contentsOf: URL(fileURLWithPath: keyPath(key)))
+        let inode = try FileManager.default.attributesOfItem(atPath: keyPath(key))[.systemFileNumber] as? Int
+        // Damaged in place (the same inode, the same size): the next unwrap reads the damage.
+        var damaged = [UInt8](good); damaged[12 + 16] ^= 0xFF
+        let fd = open(keyPath(key), O_WRONLY)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        XCTAssertEqual(damaged.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }, damaged.count)
+        close(fd)
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: keyPath(key))[.systemFileNumber] as? Int, inode)
+        XCTAssertEqual(expectError { try kms.unwrap(edek, with: key, context: context) }, .unwrapFailed(key))
+        let restore = open(keyPath(key), O_WRONLY)
+        XCTAssertEqual(good.withUnsafeBytes { pwrite(restore, $0.baseAddress, $0.count, 0) }, good.count)
+        close(restore)
+        XCTAssertTrue(try kms.unwrap(edek, with: key, context: context).constantTimeEquals(secret))
+        // Disabled by another instance (a new file renamed over it): refused at once, and
+        // usable again once enabled.
+        try other.setState(.disabled, of: key)
+        XCTAssertEqual(expectError { try kms.unwrap(edek, with: key, context: context) }, .keyDisabled(key))
+        try other.setState(.enabled, of: key)
+        XCTAssertTrue(try kms.unwrap(edek, with: key, context: context).constantTimeEquals(secret))
+        // Removed: not found, as before.
+        try FileManager.default.removeItem(atPath: keyPath(key))
+        guard case .keyNotFound = expectError(body: { try kms.unwrap(edek, with: key, context: context) }) else {
+            return XCTFail("an unwrap under a removed key file must be keyNotFound")
+        }
+    }
+
     // MARK: storage
 
     func testPermissions() throws {
