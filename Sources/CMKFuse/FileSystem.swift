@@ -301,7 +301,7 @@ public final class FileSystem: Sendable {
         // On a key miss the binding row is read with the EDEK, in one statement.
         var probe = bindingProbe(inode)
         let file = try openFiles.open(fd: fd, label: "inode \(inode.identity.inode)", use: &use, binding: &probe,
-                                      noAccessTime: knownFileID == nil, knownFileID: knownFileID)
+                                      noAccessTime: knownFileID == nil, knownFileID: knownFileID, expected: inode.identity)
         // The provider answered for this file's key: the name key comes back with it, off the reply path.
         if use.cache == "miss" { names?.leaseAgainAfterKeyMiss() }
         do { try checkBinding(inode, file.file.fileID, probe: probe) } catch {

@@ -13,8 +13,9 @@ import CMKVolume
 /// flush, and the choice of which open files a dropped key cuts.
 ///
 /// Lock order (outer first): `OpenFile.content` → the key cache's own mutex (`unpin` and
-/// `replace` run under `content`). `OpenFileTable.entries`, `HandleTable.state` and
-/// `OpenFile.leaseCell` are leaves: nothing is taken while one is held (the table's last
+/// `replace` run under `content`). `OpenFileTable.entries` → `OpenFileTable.dropped` (a
+/// leaf); `HandleTable.state` and `OpenFile.leaseCell` are leaves: nothing is taken while one
+/// is held, and under `entries` only `dropped` (the table's last
 /// release drops `entries` before it takes `content` to unpin). No lock here is held across a
 /// key-provider call: a lease is taken first (`cache.lease` may unwrap through the provider)
 /// and only then installed under `content` held exclusively. The kill switch reads leases
@@ -49,7 +50,11 @@ final class OpenFiles: Sendable {
     /// file's id as its inode holds it (read from this inode's header before), so the header
     /// is not read.
     func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse, binding: inout BindingProbe?,
-              noAccessTime: Bool = false, knownFileID: FileID? = nil) throws(FSError) -> OpenFile {
+              noAccessTime: Bool = false, knownFileID: FileID? = nil, expected: InodeIdentity? = nil) throws(FSError) -> OpenFile {
+        // Counted before the stat: if no open file of this inode is dropped from the table
+        // until the new one goes in, the size taken here is still the file's
+        // (`OpenFileTable.insert`). `expected`: the inode the caller opened, when it knows it.
+        let dropsBefore = expected.map { table.drops(of: $0) }
         let st = try system { () throws(SystemError) in try fd.descriptor.fstat() }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .posix(EINVAL) }
         let identity = InodeIdentity(st)
@@ -87,7 +92,7 @@ final class OpenFiles: Sendable {
         let raw = fd.rawValue
         let file = OpenFile(fd: fd, file: ContentFile(fd: raw, fileID: fileID, layout: volume.layout), lease: lease,
                             identity: identity, size: volume.layout.displaySize(backingSize: Int(st.st_size)))
-        return adopt(file)
+        return adopt(file, sizeTakenAfter: identity == expected ? dropsBefore : nil)
     }
 
     /// The lease of a DEK the caller just made (create): nothing to unwrap.
@@ -97,9 +102,10 @@ final class OpenFiles: Sendable {
 
     /// Inserts a new open file, or joins the entry another thread inserted first (dropping the
     /// new one's lease). `created`: the file was made by this call, so its size is the one it
-    /// was made with.
-    func adopt(_ file: OpenFile, created: Bool = false) -> OpenFile {
-        let shared = table.insert(file, sizeKnown: created)
+    /// was made with. `sizeTakenAfter`: `OpenFileTable.drops(of:)` for the file's inode, read
+    /// before its size was taken (`OpenFileTable.insert`).
+    func adopt(_ file: OpenFile, created: Bool = false, sizeTakenAfter drops: UInt64? = nil) -> OpenFile {
+        let shared = table.insert(file, sizeKnown: created, sizeTakenAfter: drops)
         if shared !== file { cache.unpin(file.lease) }
         return shared
     }
@@ -210,6 +216,15 @@ final class OpenFiles: Sendable {
 /// Open backing inodes by identity, so every open of one file shares one `OpenFile`.
 private final class OpenFileTable: Sendable {
     private let entries = Mutex<[InodeIdentity: OpenFile]>([:])
+    /// Entries dropped so far (last releases), by a hash of their inode's identity into 256
+    /// slots; a leaf lock, taken inside `entries`' when an entry is dropped. A slot shared by
+    /// two inodes only costs a stat.
+    private let dropped = Mutex<[UInt64]>(Array(repeating: 0, count: 256))
+
+    private static func slot(_ identity: InodeIdentity) -> Int { Int(UInt(bitPattern: identity.hashValue) % 256) }
+
+    /// How many entries of `identity`'s slot were dropped so far.
+    func drops(of identity: InodeIdentity) -> UInt64 { dropped.withLock { $0[Self.slot(identity)] } }
 
     /// The entry for `identity` with one more reference, if the inode is open.
     func retain(_ identity: InodeIdentity) -> OpenFile? {
@@ -226,7 +241,8 @@ private final class OpenFileTable: Sendable {
     /// Inserts `file`, or, when another thread inserted the same inode first, returns that one
     /// with a new reference (the caller then drops its own). `sizeKnown`: nothing else can have
     /// written the file since its size was taken (a file just created), so it is not re-read.
-    func insert(_ file: OpenFile, sizeKnown: Bool = false) -> OpenFile {
+    /// `sizeTakenAfter`: `drops(of:)` the inode as it was before the caller took the size.
+    func insert(_ file: OpenFile, sizeKnown: Bool = false, sizeTakenAfter drops: UInt64? = nil) -> OpenFile {
         entries.withLock { table in
             if let existing = table[file.identity] {
                 existing.refs += 1
@@ -234,7 +250,11 @@ private final class OpenFileTable: Sendable {
             }
             // The caller's stat may predate writes through an entry for this inode that was
             // closed since; with no entry left, nothing can write now, so re-read the size here.
-            if !sizeKnown, let st = try? Descriptor(rawValue: file.fd).fstat() { file.size = file.file.layout.displaySize(backingSize: Int(st.st_size)) }
+            // Unless no entry of this inode was dropped since before that stat: writes go
+            // through an entry, and one that was there all along would have been found above
+            // (a second fstat per open saved).
+            let unchanged = drops != nil && drops == self.drops(of: file.identity)
+            if !sizeKnown, !unchanged, let st = try? Descriptor(rawValue: file.fd).fstat() { file.size = file.file.layout.displaySize(backingSize: Int(st.st_size)) }
             table[file.identity] = file
             return file
         }
@@ -245,7 +265,10 @@ private final class OpenFileTable: Sendable {
         let last = entries.withLock { table in
             file.refs -= 1
             precondition(file.refs >= 0, "open-file reference count went negative")
-            if file.refs == 0 { table[file.identity] = nil }
+            if file.refs == 0 {
+                table[file.identity] = nil
+                dropped.withLock { $0[Self.slot(file.identity)] &+= 1 }
+            }
             return file.refs == 0
         }
         if last { file.content.withReadLock { cache.unpin(file.lease) } }

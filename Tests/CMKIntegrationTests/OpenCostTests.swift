@@ -58,4 +58,37 @@ final class OpenCostTests: IntegrationTestCase {
         XCTAssertLessThanOrEqual(keyFileOpens.count, 1, "20 key-miss opens opened the key file \(keyFileOpens.count) times: \(keyFileOpens.prefix(3))")
         XCTAssertEqual(sh("cat \(mnt)/k/7"), "7\n")
     }
+
+    /// An open takes its file's attributes once: the open-file table re-read them for every new
+    /// entry, in case a handle closed meanwhile had written; it now does so only when an entry
+    /// was dropped since the open's own stat. Sizes stay right when files are written and
+    /// closed between opens.
+    func testAnOpenTakesItsFilesAttributesOnce() throws {
+        sh("mkdir \(mnt)/s && for i in $(seq 1 20); do echo $i > \(mnt)/s/$i; done")
+        XCTAssertEqual(sh("cat \(mnt)/s/* | wc -l"), "20\n")
+        let calls = try syscallsTraced("newfstatat") {
+            XCTAssertEqual(sh("for i in $(seq 1 20); do cat \(mnt)/s/$i; done | wc -l"), "20\n")
+        }
+        // The files' backing files are 0644 (the metadata database, the audit log and its anchor,
+        // which background threads may stat meanwhile, are 0600).
+        let fileStats = calls.filter { $0.contains("S_IFREG|0644") && $0.hasSuffix(", AT_EMPTY_PATH) = 0") }
+        XCTAssertEqual(fileStats.count, 20, "20 opens stat'ed their files \(fileStats.count) times: \(fileStats.prefix(4))")
+        // Written and closed through one handle while another process opens it again and again.
+        let run = python("""
+        import os, sys, threading
+        p = sys.argv[1]
+        sizes = []
+        def reader():
+            for _ in range(300):
+                fd = os.open(p, os.O_RDONLY); sizes.append(len(os.read(fd, 1 << 20))); os.close(fd)
+        t = threading.Thread(target=reader); t.start()
+        for n in range(1, 301):
+            with open(p, 'ab') as f: f.write(b'x' * 100)
+        t.join()
+        fd = os.open(p, os.O_RDONLY); print(len(os.read(fd, 1 << 20)), os.fstat(fd).st_size); os.close(fd)
+        print('grew' if sizes == sorted(sizes) else 'shrank')
+        """, [mnt + "/s/7"])
+        XCTAssertEqual(run.status, 0, "\(run)")
+        XCTAssertEqual(run.stdout, "30002 30002\ngrew\n")
+    }
 }
