@@ -47,7 +47,8 @@ final class CreateCostTests: IntegrationTestCase {
         for line in calls {
             let fields = line.split(separator: " ", maxSplits: 1)
             guard fields.count == 2 else { continue }
-            let (thread, call) = (fields[0], fields[1])
+            // strace pads thread ids to five columns: a four-digit id leaves a space before the call.
+            let (thread, call) = (fields[0], fields[1].drop { $0 == " " })
             if call.hasPrefix("open_by_handle_at("), let fd = call.split(separator: "=").last {
                 openedBy[thread] = fd.trimmingCharacters(in: .whitespaces)
             } else if let fd = openedBy[thread], let n = Int(fd),
