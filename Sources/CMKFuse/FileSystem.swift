@@ -76,7 +76,7 @@ public final class FileSystem: Sendable {
         }
         let fd = data.release()
         rootFD = fd
-        unnamedFiles = UnnamedFilePool(directory: fd)
+        unnamedFiles = UnnamedFilePool(directory: Descriptor(rawValue: fd))
         openFiles = OpenFiles(volume: volume, cache: cache, processNames: processNames)
         let root = Inode(root: fd, identity: InodeIdentity(st))
         inodes = InodeTable(root: root)

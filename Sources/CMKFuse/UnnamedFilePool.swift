@@ -47,17 +47,15 @@ final class UnnamedFilePool: Sendable {
     let capacity: Int
     /// The pool's own descriptor of the backing root, so a refill still running at unmount
     /// never reaches a descriptor number the mount closed and reused. Closed by `drain()`.
-    private let directory: Int32
+    private let directory: Descriptor
     private let state = Mutex(State())
     private let queue = DispatchQueue(label: "cmkfs.unnamed-files", qos: .utility)
 
     /// A pool of files made in the directory open at `directory` (duplicated); nil when the pool
     /// is switched off or the descriptor cannot be duplicated.
-    init?(directory: Int32, capacity: Int = UnnamedFilePool.defaultCapacity) {
-        guard Self.enabledByEnvironment, capacity > 0 else { return nil }
-        let own = fcntl(directory, F_DUPFD_CLOEXEC, 0)
-        guard own >= 0 else { return nil }
-        self.directory = own
+    init?(directory: Descriptor, capacity: Int = UnnamedFilePool.defaultCapacity) {
+        guard Self.enabledByEnvironment, capacity > 0, let own = try? directory.duplicate() else { return nil }
+        self.directory = Descriptor(rawValue: own.release())
         self.capacity = capacity
     }
 
@@ -101,20 +99,19 @@ final class UnnamedFilePool: Sendable {
                 s.files.append(file)
                 return true
             }
-            if !kept { _ = Glibc.close(file.fd) }
+            if !kept { Self.close(file.fd) }
         }
     }
 
     private func make(mode: mode_t) -> File? {
-        let fd = openat(directory, ".", O_RDWR | OpenFlags.tmpFile | O_CLOEXEC, mode)
-        guard fd >= 0 else { return nil }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            _ = Glibc.close(fd)
-            return nil
-        }
-        return File(fd: fd, uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777)
+        guard let file = try? directory.openat(".", O_RDWR | OpenFlags.tmpFile | O_CLOEXEC, mode: mode),
+              let st = try? file.descriptor.fstat() else { return nil }
+        return File(fd: file.release(), uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777)
     }
+
+    /// Closes a descriptor the pool owns (an unnamed file, which then vanishes, or the root's
+    /// duplicate); nothing to report if it fails.
+    private static func close(_ fd: Int32) { _ = try? FileDescriptor(adopting: fd).close() }
 
     /// Closes every pooled file (unnamed, they vanish) and stops refilling; waits for a refill
     /// in flight. Later claims answer nil.
@@ -126,10 +123,10 @@ final class UnnamedFilePool: Sendable {
             return s.files
         }
         guard let files else { return }
-        for file in files { _ = Glibc.close(file.fd) }
+        for file in files { Self.close(file.fd) }
         // A refill in flight sees `closed` and closes what it made; after it, nothing uses the
         // directory.
         queue.sync {}
-        _ = Glibc.close(directory)
+        Self.close(directory.rawValue)
     }
 }
