@@ -16,7 +16,7 @@ extension FileSystem {
         if let inode = inodes.get(node), inode.kind == S_IFREG {
             // An inode whose id an open or the create read already has no header to read (the id
             // never changes; a rekey keeps it), so no O_NOATIME to set and clear around it.
-            let known = inode.fileID.withLock { $0 }
+            let known = inode.fileID
             guard let fd = try? inode.open(mountFD: rootFD, flags: known == nil ? Self.acquireFlags : O_RDWR) else {
                 return try withNode(node) { (n: Node) throws(FSError) -> UInt64 in try open(n, flags: flags, caller: caller) }
             }
@@ -107,7 +107,7 @@ extension FileSystem {
         }
         if let inode = inodes.get(e.ino) {
             noteEntry(inode, link, verified: bound != nil && bound == link)
-            inode.fileID.withLock { $0 = file.file.fileID }
+            inode.noteFileID(file.file.fileID)
         }
         present(&st)
         e.attr = st

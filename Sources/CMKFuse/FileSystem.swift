@@ -309,7 +309,7 @@ public final class FileSystem: Sendable {
             openFiles.release(file)
             throw error
         }
-        inode.fileID.withLock { $0 = file.file.fileID }
+        inode.noteFileID(file.file.fileID)
         return file
     }
 
@@ -428,7 +428,7 @@ extension FileSystem {
     /// One system call on the name instead of an open, a read of the header and a close, for
     /// every `rm` of a file that was read or written through the mount. nil: read the header.
     func knownFileID(_ dir: Node, _ name: String, st: stat) -> FileID? {
-        guard let inode = inodes.inode(for: InodeIdentity(st)), let id = inode.fileID.withLock({ $0 }),
+        guard let inode = inodes.inode(for: InodeIdentity(st)), let id = inode.fileID,
               let handle = try? dir.descriptor.fileHandle(name), inode.isAnchored(by: handle) else { return nil }
         return id
     }
