@@ -9,10 +9,13 @@ extension HMACSHA256 {
         /// `EVP_MAC_CTX`, owned: freed (with its copy of the key, cleansed) by deinit.
         private let ctx: OpaquePointer
 
+        /// OpenSSL's HMAC, fetched once for the process: a fetch per context looks it up in the
+        /// provider store under a lock, and made a one-shot MAC 1.7× dearer (5.5 µs against
+        /// 3.2 µs for 100 bytes, measured in C here).
+        private static let algorithm = FetchedMAC(name: "HMAC")
+
         public init(key: SecretBytes) throws(CryptoError) {
-            guard let algorithm = EVP_MAC_fetch(nil, "HMAC", nil) else { throw CryptoError.fromQueue("EVP_MAC_fetch") }
-            // The context holds its own reference to the algorithm.
-            defer { EVP_MAC_free(algorithm) }
+            guard let algorithm = Self.algorithm.mac else { throw CryptoError.fromQueue("EVP_MAC_fetch") }
             guard let ctx = EVP_MAC_CTX_new(algorithm) else { throw CryptoError.fromQueue("EVP_MAC_CTX_new") }
             var digest = Array("SHA256".utf8CString)
             // OSSL_PARAM keeps the pointers it is given: both stay valid across EVP_MAC_init.
@@ -36,14 +39,49 @@ extension HMACSHA256 {
         /// The MAC of `message` into `out` (at least 32 bytes).
         public func mac(_ message: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws(CryptoError) {
             precondition(out.count >= size)
-            // No key: start over under the key given at init.
+            try start()
+            try update(message)
+            try finish(into: out)
+        }
+
+        /// The MAC of the concatenation of `parts`, fed one by one.
+        public func mac(_ parts: [[UInt8]]) throws(CryptoError) -> [UInt8] {
+            try start()
+            for part in parts {
+                // Array's closures rethrow untyped errors: the typed one is carried out as a Result.
+                let fed: Result<Void, CryptoError> = part.withUnsafeBytes { p in Result { () throws(CryptoError) in try update(p) } }
+                try fed.get()
+            }
+            var out = [UInt8](repeating: 0, count: size)
+            let done: Result<Void, CryptoError> = out.withUnsafeMutableBytes { o in Result { () throws(CryptoError) in try finish(into: o) } }
+            try done.get()
+            return out
+        }
+
+        /// Starts a message: no key given, so the one given at init is used again.
+        private func start() throws(CryptoError) {
             guard EVP_MAC_init(ctx, nil, 0, nil) == 1 else { throw CryptoError.fromQueue("EVP_MAC_init") }
-            guard EVP_MAC_update(ctx, message.baseAddress?.assumingMemoryBound(to: UInt8.self), message.count) == 1 else {
+        }
+
+        private func update(_ bytes: UnsafeRawBufferPointer) throws(CryptoError) {
+            guard bytes.count > 0 else { return }
+            guard EVP_MAC_update(ctx, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count) == 1 else {
                 throw CryptoError.fromQueue("EVP_MAC_update")
             }
+        }
+
+        private func finish(into out: UnsafeMutableRawBufferPointer) throws(CryptoError) {
             var length = 0
             guard EVP_MAC_final(ctx, out.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, out.count) == 1,
                   length == size else { throw CryptoError.fromQueue("EVP_MAC_final") }
         }
     }
+}
+
+/// An `EVP_MAC` fetched once and never freed (it lives as long as the process).
+private final class FetchedMAC: @unchecked Sendable {
+    // Sound: the pointer is set once in init and never changed; OpenSSL documents fetched
+    // algorithm objects as shareable between threads (contexts made from it are not).
+    let mac: OpaquePointer?
+    init(name: String) { mac = EVP_MAC_fetch(nil, name, nil) }
 }

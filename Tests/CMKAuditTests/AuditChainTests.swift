@@ -20,7 +20,7 @@ final class AuditChainTests: XCTestCase {
     override func setUpWithError() throws {
         dir = NSTemporaryDirectory() + "cmkfs-audit-\(UUID().uuidString.prefix(8))"
         key = try SecretBytes.random(count: 32)
-        _ = checkpoints.value.withLock { $0 = nil }
+        checkpoints.value.withLock { $0 = nil }
     }
 
     override func tearDown() {
@@ -84,7 +84,7 @@ final class AuditChainTests: XCTestCase {
         let expected = try HMACSHA256.mac(key: key, Array(split.body))
         XCTAssertEqual(hexString(expected), split.mac)
         // RFC 4231 test case 2 pins the HMAC itself.
-        let jefe = SecretBytes(copying: UnsafeRawBufferPointer(start: Array("Jefe".utf8), count: 4))
+        let jefe = Array("Jefe".utf8).withUnsafeBytes { SecretBytes(copying: $0) }
         XCTAssertEqual(hexString(try HMACSHA256.mac(key: jefe, Array("what do ya want ".utf8), Array("for nothing?".utf8))),
                        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
     }

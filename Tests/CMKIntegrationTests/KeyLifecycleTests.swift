@@ -84,7 +84,7 @@ final class KeyLifecycleTests: IntegrationTestCase {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
-        FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
         p.standardOutput = FileHandle(forWritingAtPath: output)
         p.standardError = FileHandle(forWritingAtPath: output + ".err")
         p.standardInput = FileHandle(forReadingAtPath: "/dev/null")
@@ -128,7 +128,7 @@ final class KeyLifecycleTests: IntegrationTestCase {
         XCTAssertTrue(r.succeeded, "rotate: \(r)")
         let afterRotation = churned()
         XCTAssertTrue(waitUntil(deadline: 60) { churned() >= afterRotation + 20 || !churner.isRunning }, "the churner stalled after the rotation")
-        FileManager.default.createFile(atPath: stop, contents: nil)
+        _ = FileManager.default.createFile(atPath: stop, contents: nil)
         waitUntil(deadline: 30, interval: 0.05) { !churner.isRunning }
         let churn = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: " ", maxSplits: 3).map(String.init)
         XCTAssertEqual(churn.count >= 3 ? churn[1] : "?", "0", "I/O during the rotation: \(churn)")

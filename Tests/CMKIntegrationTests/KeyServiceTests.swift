@@ -50,7 +50,7 @@ final class KeyServiceTests: IntegrationTestCase {
         XCTAssertTrue(revoke.succeeded, "\(revoke)")
         XCTAssertTrue(revoke.stdout.contains("time from request to flushed cache"), revoke.stdout)
         XCTAssertTrue(revoke.stdout.contains("cut 1 open files"), revoke.stdout)
-        FileManager.default.createFile(atPath: go, contents: nil)
+        _ = FileManager.default.createFile(atPath: go, contents: nil)
         holder.waitUntilExit()
         let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertEqual(said, "top secret\nafter revoke: Permission denied\n")
@@ -120,7 +120,7 @@ final class KeyServiceTests: IntegrationTestCase {
     /// The capacity bound holds while 10,000 files are created and read.
     func testCapacityBoundHoldsUnderTenThousandFiles() throws {
         try mount(["--cache-capacity", "100"])
-        timed("create 10,000 files", "cd \(mnt) && mkdir d && cd d && seq 1 10000 | xargs touch && cat * > /dev/null")
+        _ = timed("create 10,000 files", "cd \(mnt) && mkdir d && cd d && seq 1 10000 | xargs touch && cat * > /dev/null")
         let stats = try cacheStats()
         XCTAssertLessThanOrEqual(try XCTUnwrap(stats["entries"] as? Int), 100)
         XCTAssertGreaterThanOrEqual(try XCTUnwrap(stats["evictions"] as? Int), 9_900)

@@ -102,7 +102,7 @@ final class SecretsInMemoryTests: IntegrationTestCase {
 
         let revoke = fx.cmkfs(["key", "revoke", vol, "--kms-dir", fx.kms, "--reason", "memory check"])
         XCTAssertTrue(revoke.succeeded, "\(revoke)")
-        FileManager.default.createFile(atPath: go, contents: nil)
+        _ = FileManager.default.createFile(atPath: go, contents: nil)
         holder.waitUntilExit()
 
         let after = scan(pid, [dek] + masters)
