@@ -105,36 +105,46 @@ public final class AESGCM {
     }
 
     /// Seals a small record (a wrapped key, an xattr value) as `nonce ‖ ciphertext ‖ tag`.
+    /// Sealed straight into the returned array and with `aad` read in place: one allocation per
+    /// record (every DEK wrap and every sealed audit path makes one).
     public func sealRecord(key: UnsafeRawBufferPointer, aad: [UInt8], plaintext: UnsafeRawBufferPointer) throws(CryptoError) -> [UInt8] {
-        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.nonceSize + plaintext.count + Self.tagSize, alignment: 16)
-        defer { out.deallocate() }
-        let base = out.baseAddress!
-        try SecureRandom.fill(UnsafeMutableRawBufferPointer(start: base, count: Self.nonceSize))
-        let aadCopy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(aad.count, 1), alignment: 16)
-        defer { aadCopy.deallocate() }
-        aadCopy.copyBytes(from: aad)
-        try seal(key: key, nonce: base, aad: UnsafeRawBufferPointer(rebasing: aadCopy[0..<aad.count]), plaintext: plaintext,
-                 ciphertext: base + Self.nonceSize, tag: base + Self.nonceSize + plaintext.count)
-        return Array(out)
+        let count = Self.nonceSize + plaintext.count + Self.tagSize
+        var failure: CryptoError?
+        let out = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let base = UnsafeMutableRawPointer(buffer.baseAddress!)
+            do throws(CryptoError) {
+                try SecureRandom.fill(UnsafeMutableRawBufferPointer(start: base, count: Self.nonceSize))
+                try aad.withUnsafeBufferPointer { a throws(CryptoError) in
+                    try seal(key: key, nonce: base, aad: UnsafeRawBufferPointer(a), plaintext: plaintext,
+                             ciphertext: base + Self.nonceSize, tag: base + Self.nonceSize + plaintext.count)
+                }
+            } catch {
+                failure = error
+                buffer.initialize(repeating: 0)
+            }
+            initialized = count
+        }
+        if let failure { throw failure }
+        return out
     }
 
-    /// Opens a record made by `sealRecord` into a new secret buffer.
+    /// Opens a record made by `sealRecord` into a new secret buffer, reading `record` and `aad`
+    /// in place.
     public func openRecord(key: UnsafeRawBufferPointer, aad: [UInt8], record: [UInt8]) throws(CryptoError) -> SecretBytes {
         let bodyCount = record.count - Self.nonceSize - Self.tagSize
         guard bodyCount > 0 else {
             throw .badLength(what: "sealed record", expected: Self.nonceSize + Self.tagSize + 1, got: record.count)
         }
-        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: record.count + max(aad.count, 1), alignment: 16)
-        defer { input.deallocate() }
-        input.copyBytes(from: record)
-        let base = input.baseAddress!
-        let aadBuffer = UnsafeMutableRawBufferPointer(rebasing: input[record.count..<(record.count + aad.count)])
-        aadBuffer.copyBytes(from: aad)
         let out = SecretBytes(zeroedCount: bodyCount)
-        try out.withUnsafeMutableBytes { p throws(CryptoError) in
-            try open(key: key, nonce: base, aad: UnsafeRawBufferPointer(aadBuffer),
-                     ciphertext: UnsafeRawBufferPointer(start: base + Self.nonceSize, count: bodyCount),
-                     tag: base + Self.nonceSize + bodyCount, plaintext: p.baseAddress!)
+        try record.withUnsafeBufferPointer { r throws(CryptoError) in
+            let base = UnsafeRawPointer(r.baseAddress!)
+            try aad.withUnsafeBufferPointer { a throws(CryptoError) in
+                try out.withUnsafeMutableBytes { p throws(CryptoError) in
+                    try open(key: key, nonce: base, aad: UnsafeRawBufferPointer(a),
+                             ciphertext: UnsafeRawBufferPointer(start: base + Self.nonceSize, count: bodyCount),
+                             tag: base + Self.nonceSize + bodyCount, plaintext: p.baseAddress!)
+                }
+            }
         }
         return out
     }

@@ -36,24 +36,34 @@ public struct WrapContext: Sendable, Equatable {
 
     /// The associated data every provider binds: a label, the key version, volume and file ids.
     public func associatedData(for key: KeyRef) -> [UInt8] {
-        // Built in one buffer (every unwrap builds it): the bytes are label, u16 id length, id,
-        // u32 version, u8 volume-id length, volume id, u8 file-id length, file id.
-        let label = "cmkfs.edek.v1".utf8
-        let idCount = key.keyID.utf8.count
-        var out: [UInt8] = []
-        out.reserveCapacity(label.count + 2 + idCount + 4 + 1 + volumeID.count + 1 + fileID.count)
-        out.append(contentsOf: label)
-        out.append(UInt8(idCount >> 8))
-        out.append(UInt8(truncatingIfNeeded: idCount & 0xFF))
-        out.append(contentsOf: key.keyID.utf8)
-        let version = UInt32(key.version)
-        out.append(contentsOf: [UInt8(version >> 24), UInt8((version >> 16) & 0xFF), UInt8((version >> 8) & 0xFF), UInt8(version & 0xFF)])
-        out.append(UInt8(volumeID.count))
-        out.append(contentsOf: volumeID)
-        out.append(UInt8(fileID.count))
-        out.append(contentsOf: fileID)
-        return out
+        // Written into one buffer of the exact size (every wrap and unwrap builds it): the bytes
+        // are label, u16 id length, id, u32 version, u8 volume-id length, volume id, u8 file-id
+        // length, file id.
+        var keyID = key.keyID
+        return keyID.withUTF8 { id in
+            let count = Self.label.count + 2 + id.count + 4 + 1 + volumeID.count + 1 + fileID.count
+            return [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
+                var at = 0
+                func put(_ bytes: UnsafeBufferPointer<UInt8>) {
+                    for b in bytes { out[at] = b; at += 1 }
+                }
+                func put(_ byte: UInt8) { out[at] = byte; at += 1 }
+                Self.label.withUnsafeBufferPointer { put($0) }
+                put(UInt8(id.count >> 8))
+                put(UInt8(truncatingIfNeeded: id.count & 0xFF))
+                put(id)
+                let version = UInt32(key.version)
+                put(UInt8(version >> 24)); put(UInt8((version >> 16) & 0xFF)); put(UInt8((version >> 8) & 0xFF)); put(UInt8(version & 0xFF))
+                put(UInt8(volumeID.count))
+                volumeID.withUnsafeBufferPointer { put($0) }
+                put(UInt8(fileID.count))
+                fileID.withUnsafeBufferPointer { put($0) }
+                initialized = at
+            }
+        }
     }
+
+    static let label = Array("cmkfs.edek.v1".utf8)
 }
 
 /// The lifecycle state of a master-key version inside its provider.

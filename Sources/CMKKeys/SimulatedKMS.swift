@@ -200,7 +200,16 @@ public final class SimulatedKMS: KeyProvider {
 
     // MARK: private
 
-    private func path(_ keyID: String) -> String { "\(directory)/\(keyID).key" }
+    private func path(_ keyID: String) -> String {
+        // Concatenated into one reserved string: interpolation cost more than the check before it.
+        var p = String()
+        p.reserveCapacity(directory.utf8.count + keyID.utf8.count + 5)
+        p += directory
+        p += "/"
+        p += keyID
+        p += ".key"
+        return p
+    }
 
     /// The master key's bytes, read from its file for one wrap or unwrap (never cached). Only
     /// that version's material is copied out of the read buffer; a missing file is told by the
@@ -391,9 +400,18 @@ private func hexString(_ bytes: [UInt8]) -> String {
     bytes.map { b in String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }.joined()
 }
 
-/// Key ids become file names: letters, digits, '-' and '_' only.
+/// Key ids become file names: letters, digits, '-' and '_' only. (Checked on every wrap and
+/// unwrap: a loop over the contiguous UTF-8, where `utf8.allSatisfy` went through the string's
+/// generic view per character.)
 private func isSafeKeyID(_ id: String) -> Bool {
-    !id.isEmpty && id.utf8.count <= 64 && id.utf8.allSatisfy { c in
-        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F
+    var id = id
+    return id.withUTF8 { bytes in
+        guard !bytes.isEmpty, bytes.count <= 64 else { return false }
+        for c in bytes {
+            guard (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F else {
+                return false
+            }
+        }
+        return true
     }
 }
