@@ -89,7 +89,8 @@ public enum AESSIV {
             out.withUnsafeMutableBytes { secureZero($0) }
             throw .authenticationFailed
         }
-        return Array(out.prefix(bodyCount))
+        // `out` has one spare byte only for an empty body (OpenSSL wants a buffer).
+        return bodyCount == 0 ? [] : out
     }
 
     static func context(key: SecretBytes, encrypt: Bool) throws(CryptoError) -> OpaquePointer {

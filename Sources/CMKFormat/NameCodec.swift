@@ -85,13 +85,24 @@ public struct NameCodec: Sendable {
 
     /// Encrypts `name` (one path component) for the directory with id `directoryID`.
     public func encrypt(_ name: String, directoryID: [UInt8]) throws(NameError) -> Encrypted {
-        let plain = Array(name.utf8)
-        guard !plain.isEmpty, plain.count <= Self.maxNameLength else { throw .tooLong }
-        guard !plain.contains(0), !plain.contains(UInt8(ascii: "/")), name != ".", name != ".." else {
-            throw .malformed("not a file name")
+        let count = name.utf8.count
+        guard count > 0, count <= Self.maxNameLength else { throw .tooLong }
+        // Copied once, straight into its padded buffer, checked on the way.
+        let total = Self.paddedCount(count)
+        var forbidden = false
+        let padded = [UInt8](unsafeUninitializedCapacity: total) { out, initialized in
+            var i = 0
+            for c in name.utf8 {
+                forbidden = forbidden || c == 0 || c == UInt8(ascii: "/")
+                out[i] = c
+                i += 1
+            }
+            while i < total { out[i] = 0; i += 1 }
+            initialized = total
         }
+        guard !forbidden, name != ".", name != ".." else { throw .malformed("not a file name") }
         let sealed: [UInt8]
-        do { sealed = try AESSIV.seal(key: key, associatedData: [Self.nameLabel, directoryID], plaintext: Self.pad(plain)) } catch {
+        do { sealed = try AESSIV.seal(key: key, associatedData: [Self.nameLabel, directoryID], plaintext: padded) } catch {
             throw .crypto(error)
         }
         let encoded = Base64URL.encode(sealed)
@@ -169,15 +180,17 @@ public struct NameCodec: Sendable {
 
     /// NUL bytes up to the next multiple of 16 (at least 16): hides a name's exact length.
     static func pad(_ plain: [UInt8]) -> [UInt8] {
-        let total = max(padding, (plain.count + padding - 1) / padding * padding)
-        return plain + [UInt8](repeating: 0, count: total - plain.count)
+        plain + [UInt8](repeating: 0, count: paddedCount(plain.count) - plain.count)
     }
+
+    /// Bytes of a padded plaintext of `count` bytes.
+    static func paddedCount(_ count: Int) -> Int { max(padding, (count + padding - 1) / padding * padding) }
 
     /// Strips the padding; only the shortest padding `pad` makes is accepted.
     static func unpad(_ padded: [UInt8]) throws(NameError) -> String {
         var end = padded.count
         while end > 0 && padded[end - 1] == 0 { end -= 1 }
-        guard end > 0, max(padding, (end + padding - 1) / padding * padding) == padded.count, !padded[0..<end].contains(0) else {
+        guard end > 0, paddedCount(end) == padded.count, !padded[0..<end].contains(0) else {
             throw .malformed("bad padding")
         }
         return String(decoding: padded[0..<end], as: UTF8.self)
