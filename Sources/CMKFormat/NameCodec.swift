@@ -56,6 +56,9 @@ public struct NameCodec: Sendable {
     /// HMAC-SHA256(name key, "cmkfs.link-key.v1"): the key of name bindings (`linkTag`), kept
     /// apart from the SIV key by derivation rather than used for two algorithms.
     let bindKey: SecretBytes
+    /// Contexts keyed with `bindKey` once, not per tag (every create and key-miss open makes or
+    /// checks one); they go with the codec, like the SIV contexts.
+    let bindMACs: HMACSHA256.KeyedPool
     static let bindKeyLabel = Array("cmkfs.link-key.v1".utf8)
     static let bindLabel = Array("cmkfs.link.v1".utf8)
     /// Bytes of a name binding's tag.
@@ -71,6 +74,7 @@ public struct NameCodec: Sendable {
             let bind = SecretBytes(zeroedCount: derived.count)
             bind.withUnsafeMutableBytes { $0.copyBytes(from: derived) }
             bindKey = bind
+            bindMACs = HMACSHA256.KeyedPool(key: bind)
         } catch { throw .crypto(error) }
     }
 
@@ -78,7 +82,7 @@ public struct NameCodec: Sendable {
     /// `directoryID`: a truncated HMAC, so only a holder of the name key can make one.
     public func linkTag(fileID: [UInt8], directoryID: [UInt8], backingName: String) throws(NameError) -> [UInt8] {
         do {
-            let mac = try HMACSHA256.mac(key: bindKey, Self.bindLabel, fileID, directoryID, Array(backingName.utf8))
+            let mac = try bindMACs.mac([Self.bindLabel, fileID, directoryID, Array(backingName.utf8)])
             return Array(mac.prefix(Self.linkTagSize))
         } catch { throw .crypto(error) }
     }

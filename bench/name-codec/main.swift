@@ -58,6 +58,7 @@ func run(_ o: Options) throws {
     let allCases: [(String, Int, () throws -> Void)] = [
         ("name encrypt", calls, { for i in 0..<calls { sink &+= try codec.encrypt(names[i & 63], directoryID: directoryID).backingName.utf8.count } }),
         ("name decrypt", calls, { for i in 0..<calls { sink &+= try codec.decrypt(encoded[i & 63], directoryID: directoryID).utf8.count } }),
+        ("name link tag", calls, { for i in 0..<calls { sink &+= try codec.linkTag(fileID: directoryID, directoryID: directoryID, backingName: encoded[i & 63]).count } }),
         ("base64url encode", calls, { for i in 0..<calls { sink &+= Base64URL.encode(raw[i & 63]).utf8.count } }),
         ("base64url decode", calls, { for i in 0..<calls { sink &+= Base64URL.decode(rawEncoded[i & 63])?.count ?? 0 } }),
         ("kms wrap", calls / 10, { for _ in 0..<(calls / 10) { sink &+= try kms.wrap(dek, with: master, context: context).count } }),
