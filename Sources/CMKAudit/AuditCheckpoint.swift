@@ -4,6 +4,13 @@ import CMKCrypto
 public protocol AuditCheckpointStore: Sendable {
     func loadCheckpoint() throws -> [UInt8]?
     func saveCheckpoint(_ bytes: [UInt8]) throws
+    /// Called by the group-commit thread at every interval, holding none of the log's locks:
+    /// the store's own upkeep (the volume's: meta.db's checkpoints), kept off request threads.
+    func groupCommitTick() throws
+}
+
+extension AuditCheckpointStore {
+    public func groupCommitTick() throws {}
 }
 
 /// "The log held `count` records and record `count` had MAC `head`", MACed with the audit key:

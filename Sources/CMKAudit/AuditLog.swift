@@ -429,12 +429,23 @@ public final class AuditLog: Sendable {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    /// Syncs every `interval` seconds while records are pending (group commit), until `close`.
+    /// Syncs every `interval` seconds while records are pending (group commit), and gives the
+    /// checkpoint store its tick (`AuditCheckpointStore.groupCommitTick`), until `close`.
     public func startGroupCommit(every interval: Double) {
         Thread.detachNewThread { [self] in
+            // Said once per new reason, not every interval (a full disk fails every tick).
+            var tickFailure: String?
             while !head.withLock({ $0.closed }) {
                 Thread.sleep(forTimeInterval: interval)
                 do throws(AuditError) { try sync(anchor: .ifDue) } catch { onFailure(error) }
+                do {
+                    try checkpoints?.groupCommitTick()
+                    tickFailure = nil
+                } catch {
+                    let reason = "\(error)"
+                    if reason != tickFailure { onFailure(AuditError(.io, "cannot checkpoint the metadata database: \(reason)")) }
+                    tickFailure = reason
+                }
             }
         }
     }

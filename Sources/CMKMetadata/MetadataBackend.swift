@@ -136,6 +136,11 @@ extension NameBindingStore {
 public protocol MetadataMaintenance: AnyObject, Sendable {
     /// Makes every committed change durable against a power cut now (cheap when nothing changed).
     func makeDurable() throws(MetadataError)
+    /// Moves the backend's housekeeping (SQLite: the WAL's checkpoints) off the threads that
+    /// write, onto whoever calls `checkpointIfDue` (a mount's group-commit thread).
+    func deferCheckpoints() throws(MetadataError)
+    /// The housekeeping `deferCheckpoints` deferred, if it is due; cheap when it is not.
+    func checkpointIfDue() throws(MetadataError)
     /// Every file id that has any row, in file-id order.
     func allFileIds() throws(MetadataError) -> [[UInt8]]
     /// Every row of a file, by name (what fsck saves before removing an orphan).

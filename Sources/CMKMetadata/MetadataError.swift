@@ -80,3 +80,5 @@ public enum MetadataError: Error, Equatable, CustomStringConvertible {
 let sqliteConstraintPrimaryKey: Int32 = SQLITE_CONSTRAINT | (6 << 8)
 let sqliteConstraintUnique: Int32 = SQLITE_CONSTRAINT | (8 << 8)
 let sqliteIOErrShmSize: Int32 = SQLITE_IOERR | (19 << 8)
+/// SQLITE_IOERR_FSYNC (a macro, not imported): a sync of a database file failed.
+let sqliteIOErrFsync: Int32 = SQLITE_IOERR | (4 << 8)

@@ -16,6 +16,12 @@ public final class MetadataStore: Sendable {
     private let state: Mutex<Connection?>
     /// Room kept for the database on a full disk (MetadataReserve.swift).
     let reserve: MetadataReserve
+    /// The WAL's length as the last commit left it, once `deferCheckpoints` watches it.
+    let wal = WALWatch()
+    /// A second connection that only checkpoints (`checkpointIfDue`), so the copy and its syncs
+    /// hold no lock the store's callers take; nil until `deferCheckpoints`. Lock order: `state`
+    /// before `checkpointer`.
+    let checkpointer = Mutex<Connection?>(nil)
 
     private init(_ connection: sending Connection, reserve: MetadataReserve) {
         state = Mutex(connection)
@@ -72,6 +78,7 @@ public final class MetadataStore: Sendable {
     /// Finalizes every statement and closes the database. Idempotent; later calls on the store
     /// throw `.io` with `SQLITE_MISUSE`.
     public func close() {
+        checkpointer.withLock { $0 = nil }
         state.withLock { $0 = nil }
     }
 
@@ -95,25 +102,6 @@ public final class MetadataStore: Sendable {
                 return try body(connection)
             }
         }
-    }
-
-    // MARK: Durability
-
-    /// Makes every committed row durable now.
-    ///
-    /// The store runs WAL with synchronous=NORMAL, so a commit survives a process crash but not
-    /// a power cut until the WAL is synced. Call this when an application fsyncs a file, so the
-    /// file's key row is never less durable than its content. Costs nothing when no row was
-    /// written since the last call.
-    public func makeDurable() throws(MetadataError) {
-        try locked { (connection) throws(MetadataError) in
-            if connection.hasUnsyncedWrites { try connection.checkpoint() }
-        }
-    }
-
-    /// Whether rows were written since the last durable point (for tests).
-    var hasUnsyncedWrites: Bool {
-        (try? locked { $0.hasUnsyncedWrites }) ?? false
     }
 
     // MARK: Volume facts

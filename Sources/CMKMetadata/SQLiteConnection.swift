@@ -117,8 +117,61 @@ final class Connection {
         }
     }
 
-    /// True when rows were written since the last successful `checkpoint()`.
+    /// True when rows were written since the last durable point (`checkpoint()` or `markSynced`).
     var hasUnsyncedWrites: Bool { sqlite3_total_changes64(db) != changesAtLastSync }
+
+    /// The rows this connection has written so far (`sqlite3_total_changes64`), for `markSynced`.
+    var totalChanges: Int64 { sqlite3_total_changes64(db) }
+
+    /// Records that every row up to `changes` (a `totalChanges` taken before a sync of the WAL)
+    /// is durable.
+    func markSynced(upTo changes: Int64) {
+        if changesAtLastSync < changes { changesAtLastSync = changes }
+    }
+
+    /// Reports the WAL's length in frames to `watch` after every commit of this connection, in
+    /// place of SQLite's automatic checkpoint; a commit that leaves the WAL at
+    /// `watch.hardLimit` frames or more still checkpoints it (PASSIVE) at once, so the WAL stays
+    /// bounded when nobody calls `MetadataStore.checkpointIfDue`.
+    func watchLog(_ watch: WALWatch) {
+        // The context is unretained: the store owns `watch` and closes this connection (which
+        // drops the hook) before it lets `watch` go.
+        sqlite3_wal_hook(db, { context, db, name, frames in
+            guard let context else { return SQLITE_OK }
+            let watch = Unmanaged<WALWatch>.fromOpaque(context).takeUnretainedValue()
+            watch.frames.store(Int(frames), ordering: .relaxed)
+            if Int(frames) >= watch.hardLimit {
+                // What SQLite's own automatic checkpoint would have done; BUSY (another
+                // checkpoint running) is fine, it is tried again at the next commit.
+                _ = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+            }
+            return SQLITE_OK
+        }, Unmanaged.passUnretained(watch).toOpaque())
+    }
+
+    /// A PASSIVE checkpoint: copies as much of the WAL into the database file as no reader
+    /// needs, syncing the WAL before and the database file after, without waiting for anyone.
+    /// Returns the WAL's length and how much of it is now in the database file (in frames);
+    /// nil when another connection was checkpointing (SQLITE_BUSY: try again later).
+    func passiveCheckpoint() throws(MetadataError) -> (log: Int, copied: Int)? {
+        var log: Int32 = 0, copied: Int32 = 0
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, &log, &copied)
+        if rc == SQLITE_BUSY { return nil }
+        guard rc == SQLITE_OK else {
+            throw MetadataError.sqlite(rc, db: db, path: path, context: "checkpointing the write-ahead log")
+        }
+        return (Int(log), Int(copied))
+    }
+
+    /// A one-page write transaction (the schema version, rewritten unchanged). After a complete
+    /// checkpoint, the next commit starts the WAL over and syncs its new header; this makes that
+    /// commit happen on the caller's thread.
+    func rewriteSchemaVersion() throws(MetadataError) {
+        try transaction("starting the write-ahead log over") { () throws(MetadataError) in
+            let version = try pragmaInt("user_version")
+            try execute("PRAGMA user_version = \(version)", "starting the write-ahead log over")
+        }
+    }
 
     /// Copies the WAL into the database file, syncing both.
     ///

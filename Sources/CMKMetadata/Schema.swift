@@ -6,7 +6,7 @@
 // Settings on every connection:
 //   PRAGMA journal_mode = WAL            (persistent; the file has -wal and -shm companions)
 //   PRAGMA synchronous  = NORMAL         (a commit survives a process crash; a power cut only
-//                                         after the next checkpoint, see MetadataStore.makeDurable)
+//                                         once the WAL is synced, see MetadataStore.makeDurable)
 //   PRAGMA foreign_keys = ON
 //   busy_timeout 5000 ms
 //

@@ -186,7 +186,8 @@ public enum DenialKey {
 }
 
 /// Checkpoints in `meta['audit_checkpoint']`, made durable at once (they are written at most
-/// once per group-commit interval).
+/// once per group-commit interval): a commit, then a sync of meta.db's WAL outside the
+/// store's lock (`makeDurable`), never a copy of the WAL into meta.db under it.
 struct MetadataCheckpoints: AuditCheckpointStore {
     let store: any VolumeFactStore & MetadataMaintenance
     func loadCheckpoint() throws -> [UInt8]? { try store.meta(Volume.auditCheckpointName) }
@@ -194,6 +195,8 @@ struct MetadataCheckpoints: AuditCheckpointStore {
         try store.setMeta(Volume.auditCheckpointName, bytes)
         try store.makeDurable()
     }
+    /// meta.db's checkpoint, when the mount deferred them to this thread (`deferCheckpoints`).
+    func groupCommitTick() throws { try store.checkpointIfDue() }
 }
 
 extension AuditEvent {

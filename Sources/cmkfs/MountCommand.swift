@@ -316,6 +316,11 @@ struct MountCommand: ParsableCommand {
         } catch { throw CMKError(error) }
         FileSystem.logger.info("audit log \(v.auditPath): \(log.count) records; chattr +a \(log.appendOnlyState); \(log.anchorState)")
         if let gap = log.gap { FileSystem.logger.error("audit: records are missing, recorded as an audit-gap: \(gap)") }
+        // meta.db's checkpoints run on the group-commit thread from now on, not on the request
+        // thread whose commit happens to fill the WAL (nor its WAL restart's header sync).
+        do { try v.metadata.deferCheckpoints() } catch {
+            FileSystem.logger.error("meta.db: checkpoints stay on the committing threads: \(error)")
+        }
         log.startGroupCommit(every: AuditLog.groupCommitInterval)
         return sink
     }

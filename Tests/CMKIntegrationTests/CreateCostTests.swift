@@ -131,6 +131,49 @@ final class CreateCostTests: IntegrationTestCase {
         XCTAssertEqual(sh("stat -c %a \(try fx.backing("m/59"))"), "600\n")
     }
 
+    /// A create commits its key rows to meta.db's WAL and syncs nothing. The WAL's checkpoints
+    /// (the copy into meta.db, and the start-over whose new header SQLite syncs at the next
+    /// commit) run on the group-commit thread: before, every 100 ms the audit checkpoint copied
+    /// the WAL under the store's lock and the next create's commit fdatasynced the WAL on its
+    /// request thread. 1,500 creates write ~5,000 WAL frames, several checkpoints' worth.
+    func testCreatesSyncNothingOnTheRequestThreads() throws {
+        sh("mkdir \(mnt)/w")
+        let pid = try XCTUnwrap(fx.lockPID())
+        let fuseFDs = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).filter {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) == "/dev/fuse"
+        })
+        XCTAssertFalse(fuseFDs.isEmpty, "the mount has no /dev/fuse descriptor")
+        let create = """
+        import os, sys
+        for i in range(1500):
+            os.close(os.open(f'{sys.argv[1]}/{i}', os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+        """
+        let calls = try syscallsTraced("read,fsync,fdatasync") {
+            XCTAssertEqual(python(create, [mnt + "/w"]).status, 0)
+            Thread.sleep(forTimeInterval: 0.5)  // a group commit or more after the last create
+        }
+        var requestThreads = Set<Substring>(), syncs: [(thread: Substring, call: Substring)] = []
+        for line in calls {
+            let fields = line.split(separator: " ", maxSplits: 1)
+            guard fields.count == 2 else { continue }
+            let (thread, call) = (fields[0], fields[1].drop { $0 == " " })
+            if call.hasPrefix("read("), fuseFDs.contains(String(call.dropFirst(5).prefix { $0 != "," })) {
+                requestThreads.insert(thread)
+            } else if call.hasPrefix("fsync(") || call.hasPrefix("fdatasync(") {
+                syncs.append((thread, call))
+            }
+        }
+        XCTAssertFalse(requestThreads.isEmpty, "no request thread seen: \(calls.prefix(4))")
+        let onRequests = syncs.filter { requestThreads.contains($0.thread) }
+        XCTAssertEqual(onRequests.count, 0, "1,500 creates synced \(onRequests.count) times on request threads: \(onRequests.prefix(3))")
+        XCTAssertFalse(syncs.isEmpty, "nothing was synced at all (the group commit did not run)")
+        XCTAssertEqual(sh("ls \(mnt)/w | wc -l"), "1500\n")
+        let wal = (try? FileManager.default.attributesOfItem(atPath: fx.vol + "/meta.db-wal"))?[.size] as? Int ?? 0
+        // The group commit starts the WAL over by 4,000 frames (plus one interval's commits) even
+        // while creates keep coming; the commits themselves only do at 8,000.
+        XCTAssertLessThan(wal, 5_500 * 4_120 + 32, "the WAL grew to \(wal) bytes: the group commit did not checkpoint it")
+    }
+
     /// How many unnamed (O_TMPFILE) files the process `pid` holds open.
     private func unnamedFiles(of pid: pid_t) -> Int {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []

@@ -132,7 +132,10 @@ final class OpenCreateTests: MetadataTestCase {
         }
     }
 
-    func testMakeDurableCheckpointsIntoTheMainFile() throws {
+    /// makeDurable syncs the WAL and copies nothing into the main file: the copy (a FULL
+    /// checkpoint, two syncs) used to run under the store's lock every 100 ms for the audit
+    /// checkpoint, holding up every create meanwhile. `checkpoint()` still does the copy.
+    func testMakeDurableSyncsTheLogAndCheckpointCopiesIntoTheMainFile() throws {
         let dbPath = path("meta.db")
         let store = try MetadataStore.create(at: dbPath)
         try store.makeDurable()
@@ -143,11 +146,16 @@ final class OpenCreateTests: MetadataTestCase {
         XCTAssertFalse(store.hasUnsyncedWrites)
         try store.makeDurable()  // nothing written since: must be a cheap no-op, not an error
 
-        // After a checkpoint the main file alone (no -wal) must hold the row.
-        let copy = path("copy.db")
-        try FileManager.default.copyItem(atPath: dbPath, toPath: copy)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: copy + "-wal"))
-        let copied = try MetadataStore.open(at: copy)
-        XCTAssertEqual(try copied.fileKey(fileID: fileID(42)), key(1))
+        func mainFileAlone(_ name: String) throws -> FileKeyRecord? {
+            let copy = path(name)
+            try FileManager.default.copyItem(atPath: dbPath, toPath: copy)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: copy + "-wal"))
+            let copied = try MetadataStore.open(at: copy)
+            defer { copied.close() }
+            return try copied.fileKey(fileID: fileID(42))
+        }
+        XCTAssertNil(try mainFileAlone("synced.db"), "makeDurable left the row in the synced WAL, not copied")
+        try store.checkpoint()
+        XCTAssertEqual(try mainFileAlone("checkpointed.db"), key(1), "after a checkpoint the main file alone holds the row")
     }
 }
