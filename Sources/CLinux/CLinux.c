@@ -3,6 +3,7 @@
 #include "CLinux.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
@@ -86,3 +87,5 @@ int cmkfs_set_append_only(int fd) {
 int cmkfs_forbid_core_dumps(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : errno; }
 
 int cmkfs_dumpable(void) { return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0); }
+
+int cmkfs_limit_malloc_arenas(int count) { return mallopt(M_ARENA_MAX, count) == 1 ? 0 : EINVAL; }

@@ -11,6 +11,9 @@ import Logging
 struct MountCommand: ParsableCommand {
     /// The longest `--kms-reason` (bytes): a justification, not a document.
     static let maxReason = 256
+    /// glibc malloc arenas of the mount daemon (`ProcessControls.limitMallocArenas`): two, for
+    /// the two threads that allocate at once on a busy 2-core machine without waiting on a lock.
+    static let mallocArenas: Int32 = 2
 
     static let configuration = CommandConfiguration(
         commandName: "mount",
@@ -241,6 +244,12 @@ struct MountCommand: ParsableCommand {
 
     /// The daemon: mount and serve until unmounted.
     private func serve(_ mnt: String, kernelOptions: [String]) {
+        // Before the daemon starts its threads: with glibc's default (an arena per busy thread,
+        // up to 16 on two cores) the inodes of 100,000 files were spread over a dozen heaps,
+        // each with its own free space resident (docs/operator-guide.md, "Daemon memory").
+        do { try ProcessControls.limitMallocArenas(to: Self.mallocArenas) } catch {
+            FileSystem.logger.warning("cannot limit malloc arenas: \(error)")
+        }
         // Unwrapped keys live in this process from here on: no core file, no ptrace or
         // /proc/PID/mem for anyone without CAP_SYS_PTRACE (docs/threat-model.md).
         let dump = SecretMemory.forbidCoreDumps()

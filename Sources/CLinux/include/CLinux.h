@@ -41,6 +41,9 @@ int cmkfs_set_append_only(int fd);
 int cmkfs_forbid_core_dumps(void);
 /// prctl(PR_GET_DUMPABLE): 1, 0, or -1 with errno.
 int cmkfs_dumpable(void);
+/// mallopt(M_ARENA_MAX, count) (<malloc.h>, not in Swift's Glibc module). Returns 0, or EINVAL
+/// when glibc refuses it.
+int cmkfs_limit_malloc_arenas(int count);
 
 // Constants from <fcntl.h> and <linux/falloc.h> under _GNU_SOURCE.
 extern const int CMKFS_O_PATH;
