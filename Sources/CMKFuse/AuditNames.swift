@@ -53,12 +53,12 @@ final class AuditNames: Sendable {
     /// the slow way once the name key is held again.
     func forgetAll(_ inodes: [Inode]) {
         namespaceChanged()
-        for inode in inodes { inode.auditName.withLock { $0 = nil } }
+        for inode in inodes { inode.withAuditName { $0 = nil } }
     }
 
     /// How many inodes of `inodes` hold a noted name now (`cmkfs metrics`, for tests of `forgetAll`).
     func notedCount(_ inodes: [Inode]) -> Int {
-        inodes.reduce(0) { count, inode in count + (inode.auditName.withLock { $0 == nil } ? 0 : 1) }
+        inodes.reduce(0) { count, inode in count + (inode.withAuditName { $0 == nil } ? 0 : 1) }
     }
 
     /// `inode` was reached through `name` in `parent` (a lookup begun at `generation`).
@@ -75,7 +75,7 @@ final class AuditNames: Sendable {
     /// Notes `name` on `inode` unless its generation is over (it could never be used, and after
     /// `forgetAll` it would keep a name the name key no longer guards) or a later one is noted.
     private func store(_ inode: Inode, _ name: AuditName) {
-        inode.auditName.withLock { entry in
+        inode.withAuditName { entry in
             guard name.generation == current else { return }
             if let entry, entry.generation > name.generation { return }
             entry = name
@@ -89,7 +89,7 @@ final class AuditNames: Sendable {
         var base: String?
         for _ in 0..<Self.maxDepth {
             if node === root { base = "/"; break }
-            guard let entry = node.auditName.withLock({ $0 }), entry.generation == generation else { return nil }
+            guard let entry = node.withAuditName({ $0 }), entry.generation == generation else { return nil }
             guard let parent = entry.parent else { base = entry.text; break }
             chain.append((node, entry.text))
             node = parent

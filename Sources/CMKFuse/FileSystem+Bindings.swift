@@ -60,15 +60,15 @@ extension FileSystem {
     /// through it need not read the row back.
     func noteEntry(_ inode: Inode, _ link: EntryLink?, verified: Bool = false) {
         guard let link, inode.kind == S_IFREG else { return }
-        inode.entryLink.withLock { $0 = (link, verified ? link : $0.verified) }
+        inode.noteEntry(link, verified: verified)
     }
 
     /// The binding an open of `inode` has to check, for the key's read to answer (nil: none
     /// to check, or no entry known, which `checkBinding` handles on its own).
     func bindingProbe(_ inode: Inode) -> BindingProbe? {
         guard bindsNames else { return nil }
-        let state = inode.entryLink.withLock { $0 }
-        guard let seen = state.seen, state.verified != seen else { return nil }
+        let state = inode.entry
+        guard let seen = state.seen, !state.verified else { return nil }
         return BindingProbe(link: seen, tag: { [self] id in bindingTag(id, seen) })
     }
 
@@ -77,8 +77,8 @@ extension FileSystem {
     /// answer the key's read gave, used when it is about this file id and this entry.
     func checkBinding(_ inode: Inode, _ fileID: FileID, probe: BindingProbe? = nil) throws(FSError) {
         guard bindsNames else { return }
-        let state = inode.entryLink.withLock { $0 }
-        if let seen = state.seen, state.verified == seen { return }
+        let state = inode.entry
+        if state.seen != nil, state.verified { return }
         if let probe, let answer = probe.answer, answer.fileID == fileID, let seen = state.seen, probe.link == seen {
             try bindingChecked(inode, fileID, bound: answer.bound, seen: seen)
             return
@@ -109,7 +109,7 @@ extension FileSystem {
             Self.logger.error("file \(fileID) is not bound to the name it was opened by: its backing file was moved, copied or swapped there behind the mount's back")
             throw .corrupt("file \(fileID) is not bound to the name it was opened by")
         }
-        inode.entryLink.withLock { $0.verified = seen }
+        inode.entryVerified(seen)
     }
 
     /// The file id in the header of the regular file `name` in `dir`, and whether this is its last link.
@@ -175,7 +175,7 @@ extension FileSystem {
     /// An entry of `identity` is gone: if the kernel last reached the inode through it, the
     /// next open checks for any binding instead (the kernel reaches it by another name now).
     func entryRemoved(_ identity: InodeIdentity, _ link: EntryLink) {
-        inodes.inode(for: identity)?.entryLink.withLock { if $0.seen == link { $0 = (nil, nil) } }
+        inodes.inode(for: identity)?.entryRemoved(link)
     }
 
     /// Gives every regular file of a volume made before bindings its rows, once, before the

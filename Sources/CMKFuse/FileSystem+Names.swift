@@ -129,10 +129,10 @@ final class NameLayer: Sendable {
 
     /// The id of the backing directory open at `fd`, cached on its inode.
     func directoryID(_ dir: Node) throws(FSError) -> [UInt8] {
-        if let id = dir.inode.directoryID.withLock({ $0 }) { return id }
+        if let id = dir.inode.directoryID { return id }
         do {
             let id = try DirectoryID.read(directoryFD: dir.fd)
-            dir.inode.directoryID.withLock { $0 = id }
+            dir.inode.noteDirectoryID(id)
             return id
         } catch {
             FileSystem.logger.error("directory inode \(dir.identity.inode): \(error)")

@@ -197,7 +197,7 @@ extension FileSystem {
             try? changeBindings(add: [], remove: bindings.remove)
             if let (identity, link) = bindings.replaced { entryRemoved(identity, link) }
             for (identity, link) in bindings.moved {
-                inodes.inode(for: identity)?.entryLink.withLock { $0 = (link, link) }
+                inodes.inode(for: identity)?.noteEntry(link, verified: true)
             }
             if let replaced { forgets.add(replaced) }
             if let replacedTarget { names?.forgetTarget(replacedTarget) }

@@ -15,29 +15,46 @@ import CMKSystem
 /// here). A backing filesystem without file handles falls back to a held `O_PATH` descriptor.
 final class Inode: @unchecked Sendable {
     // Sound: everything but `lookups` is immutable after init or is itself synchronized
-    // (mutexes, the kept descriptor's atomic); `lookups` is touched only under the table's mutex.
+    // (`state`'s mutex, the descriptor's atomic); `lookups` is touched only under the table's mutex.
+    //
+    // The kernel may know hundreds of thousands of inodes, so every byte here counts (docs/
+    // operator-guide.md, "Daemon memory"): one mutex over all mutable fields rather than one
+    // each (each took a futex word padded to eight bytes), the handle kept inline
+    // (`FileHandle`), the held or kept descriptor in one word, and the entry a lookup noted
+    // kept once even when it is also the verified one.
     let identity: InodeIdentity
     /// The file-type bits of the mode (`S_IFREG`, `S_IFDIR`, …); the type never changes.
     let kind: mode_t
+    /// The descriptor the inode holds: its anchor when the backing filesystem has no file
+    /// handles (`handle` nil, set at init), else a directory's kept descriptor (`keep`), or -1.
+    /// Owned by hand, like a held anchor: closed by `deinit`.
+    private let fd: Atomic<Int32>
     var lookups: UInt64 = 0
-    /// A directory's id (encrypted names), read from its `.cmkfs-dirid` once: ids never change.
-    let directoryID = Mutex<[UInt8]?>(nil)
-    /// A regular file's entry the kernel last reached it by, and the entry whose binding an
-    /// open last checked (FileSystem+Bindings.swift).
-    let entryLink = Mutex<(seen: EntryLink?, verified: EntryLink?)>((nil, nil))
-    /// Where it was last reached, for its audit records' path (AuditNames.swift).
-    let auditName = Mutex<AuditName?>(nil)
-    /// A regular file's id, once an open or the create read it from its header (the id never
-    /// changes; a rekey keeps it), so removing a name needs no open and read of the header
-    /// (`FileSystem.knownFileID`). Kept as two words rather than a `FileID`, whose byte array
-    /// would be one more heap allocation per inode (about 4 MB of daemon RSS at 100,000 opened
-    /// files). All zero: not known (a random id is never all zero in practice, and if it were,
-    /// the header would just be read).
-    private let fileIDWords = Mutex<(UInt64, UInt64)>((0, 0))
+    /// What reaches the object: its file handle, or (nil) the descriptor `fd` holds.
+    private let handle: FileHandle?
+    private let state = Mutex(State())
 
-    /// The file's id, if an open or the create read it.
+    /// The mutable fields, each set once or replaced whole.
+    private struct State {
+        /// Where it was last reached, for its audit records' path (AuditNames.swift).
+        var auditName: AuditName?
+        /// A regular file's entry the kernel last reached it by (FileSystem+Bindings.swift).
+        var seen: EntryLink?
+        /// A directory's id (encrypted names), read from its `.cmkfs-dirid` once: ids never change.
+        var directoryID: [UInt8]?
+        /// A regular file's id, once an open or the create read it from its header (the id
+        /// never changes; a rekey keeps it), as two words rather than a `FileID`, whose byte
+        /// array would be one more heap allocation per inode. All zero: not known (a random id
+        /// is never all zero in practice, and if it were, the header would just be read).
+        var fileIDWords: (UInt64, UInt64) = (0, 0)
+        /// Whether an open checked the binding of `seen` (or the create made it).
+        var seenVerified = false
+    }
+
+    /// The file's id, if an open or the create read it (`FileSystem.knownFileID`): removing a
+    /// name then needs no open and read of the header.
     var fileID: FileID? {
-        let (high, low) = fileIDWords.withLock { $0 }
+        let (high, low) = state.withLock { $0.fileIDWords }
         guard high | low != 0 else { return nil }
         return FileID(bytes: (0..<16).map { i in UInt8(truncatingIfNeeded: (i < 8 ? high : low) >> (56 - 8 * UInt64(i % 8))) })
     }
@@ -49,28 +66,52 @@ final class Inode: @unchecked Sendable {
             high = high << 8 | UInt64(id.bytes[i])
             low = low << 8 | UInt64(id.bytes[8 + i])
         }
-        fileIDWords.withLock { $0 = (high, low) }
+        state.withLock { $0.fileIDWords = (high, low) }
     }
-    private let anchor: Anchor
-    /// A handle-anchored directory's descriptor, kept from its first request until the kernel
-    /// forgets it, within `directoryBudget`: every LOOKUP, CREATE, UNLINK and GETATTR in a
-    /// directory opened it by handle and closed it again (two of the ~100 system calls the daemon
-    /// makes per extracted file, each time). Directories only: they are few, and busy. A kept
-    /// descriptor pins the inode (its number is not reused while held) and follows renames.
-    /// Owned by hand, like a held anchor: set once by `keep`, closed by `deinit`.
-    private let keptFD = Atomic<Int32>(-1)
+
+    /// A directory's id, once read (`NameLayer.directoryID`).
+    var directoryID: [UInt8]? { state.withLock { $0.directoryID } }
+
+    /// Keeps a directory's id.
+    func noteDirectoryID(_ id: [UInt8]) { state.withLock { $0.directoryID = id } }
+
+    /// The entry the kernel last reached a regular file by, and whether an open checked its
+    /// binding (or the create made it) since.
+    var entry: (seen: EntryLink?, verified: Bool) { state.withLock { ($0.seen, $0.seenVerified) } }
+
+    /// The kernel reached the file through `link`. `verified`: its binding is known to be there
+    /// (the caller made it). The same entry noted again keeps its check, and the link already
+    /// stored (one string per inode, not one per lookup); another entry is unchecked.
+    func noteEntry(_ link: EntryLink, verified: Bool) {
+        state.withLock { s in
+            if s.seen == link {
+                s.seenVerified = s.seenVerified || verified
+            } else {
+                s.seen = link
+                s.seenVerified = verified
+            }
+        }
+    }
+
+    /// An open checked the binding of `link`: true if it is still the entry last seen.
+    func entryVerified(_ link: EntryLink?) {
+        state.withLock { s in if let link, s.seen == link { s.seenVerified = true } }
+    }
+
+    /// The entry `link` is gone: if it was the one last seen, no entry is known now.
+    func entryRemoved(_ link: EntryLink) {
+        state.withLock { s in
+            if s.seen == link { (s.seen, s.seenVerified) = (nil, false) }
+        }
+    }
+
+    /// Runs `body` on the audit name, under the inode's lock.
+    func withAuditName<R>(_ body: (inout AuditName?) -> R) -> R { state.withLock { body(&$0.auditName) } }
+
     /// Directories' descriptors kept now, across all inodes.
     private static let keptDirectories = Atomic<Int>(0)
     /// Well below the descriptor limit, which open files need.
     static let directoryBudget = 1024
-
-    /// What reaches the object. The held descriptor's ownership is manual, not a
-    /// `FileDescriptor`: its life is the inode's, which libfuse's `forget` ends (the last
-    /// lookup dropped in `InodeTable.forget`), so `deinit` closes it.
-    private enum Anchor {
-        case handle(FileHandle)
-        case held(Descriptor)
-    }
 
     /// An inode anchored by a file handle of the object `fd` names (and `fd` is closed), or by
     /// `fd` itself when the backing filesystem has no file handles.
@@ -78,9 +119,11 @@ final class Inode: @unchecked Sendable {
         self.identity = identity
         self.kind = kind
         if let handle = try? fd.descriptor.fileHandle("", flags: OpenFlags.atEmptyPath) {
-            anchor = .handle(handle)
+            self.handle = handle
+            self.fd = Atomic(-1)
         } else {
-            anchor = .held(Descriptor(rawValue: fd.release()))
+            self.handle = nil
+            self.fd = Atomic(fd.release())
         }
     }
 
@@ -90,30 +133,31 @@ final class Inode: @unchecked Sendable {
         guard let handle = try? Descriptor(rawValue: fd).fileHandle("", flags: OpenFlags.atEmptyPath) else { return nil }
         self.identity = identity
         self.kind = kind
-        self.anchor = .handle(handle)
+        self.handle = handle
+        self.fd = Atomic(-1)
     }
 
     /// An inode anchored by `handle`, taken by name (`FileSystem.entryByName`).
     init(handle: FileHandle, identity: InodeIdentity, kind: mode_t) {
         self.identity = identity
         self.kind = kind
-        self.anchor = .handle(handle)
+        self.handle = handle
+        self.fd = Atomic(-1)
     }
 
     /// The root: always a held descriptor, which is also the mount descriptor for handles.
     init(root fd: Int32, identity: InodeIdentity) {
         self.identity = identity
         self.kind = S_IFDIR
-        self.anchor = .held(Descriptor(rawValue: fd))
+        self.handle = nil
+        self.fd = Atomic(fd)
     }
 
     deinit {
-        if case .held(let fd) = anchor { try? FileDescriptor(adopting: fd.rawValue).close() }
-        let kept = keptFD.load(ordering: .acquiring)
-        if kept >= 0 {
-            try? FileDescriptor(adopting: kept).close()
-            Self.keptDirectories.subtract(1, ordering: .relaxed)
-        }
+        let held = fd.load(ordering: .acquiring)
+        guard held >= 0 else { return }
+        try? FileDescriptor(adopting: held).close()
+        if handle != nil { Self.keptDirectories.subtract(1, ordering: .relaxed) }
     }
 
     /// Whether `other` is the very same backing object. Inode numbers are reused once a file is
@@ -121,9 +165,9 @@ final class Inode: @unchecked Sendable {
     /// name two objects over time; the handle carries the inode's generation and tells them apart.
     func sameObject(as other: Inode) -> Bool {
         guard identity == other.identity else { return false }
-        switch (anchor, other.anchor) {
-        case (.handle(let a), .handle(let b)): return a == b
-        case (.held, .held): return true
+        switch (handle, other.handle) {
+        case (let a?, let b?): return a == b
+        case (nil, nil): return true
         default: return false
         }
     }
@@ -131,20 +175,16 @@ final class Inode: @unchecked Sendable {
     /// Whether `handle` is this inode's anchor: the handle carries the inode's generation, so a
     /// match is this very object, never a later one with its reused number.
     func isAnchored(by handle: FileHandle) -> Bool {
-        if case .handle(let own) = anchor { return own == handle }
-        return false
+        self.handle == handle
     }
 
     /// Runs `body` with an `O_PATH` descriptor on the object, opened for this call and closed
     /// after it; nil when the object cannot be opened (gone: ESTALE).
     func withDescriptor<R>(mountFD: Int32, _ body: (Int32) -> R) -> R? {
-        let handle: FileHandle
-        switch anchor {
-        case .held(let fd): return body(fd.rawValue)
-        case .handle(let h): handle = h
-        }
-        let kept = keptFD.load(ordering: .acquiring)
-        if kept >= 0 { return body(kept) }
+        // Held (no handle) or kept (a directory's): the same descriptor for every request.
+        let held = fd.load(ordering: .acquiring)
+        if held >= 0 { return body(held) }
+        guard let handle else { return nil }
         guard let fd = try? handle.open(mount: Descriptor(rawValue: mountFD), flags: OpenFlags.path | O_CLOEXEC | O_NOFOLLOW) else {
             return nil
         }
@@ -158,15 +198,20 @@ final class Inode: @unchecked Sendable {
     /// `/proc/self/fd`, the close), one here. Nil when the inode is anchored by a held descriptor
     /// (no file handles), whose callers reopen it through `/proc/self/fd` as before.
     func open(mountFD: Int32, flags: Int32) throws(SystemError) -> FileDescriptor? {
-        guard case .handle(let handle) = anchor else { return nil }
+        guard let handle else { return nil }
         return try handle.open(mount: Descriptor(rawValue: mountFD), flags: flags | O_CLOEXEC | O_NOFOLLOW)
     }
 
     /// Keeps `fd` as this directory's descriptor if the budget allows and no other request
-    /// kept one first; false: the caller closes it after use.
+    /// kept one first; false: the caller closes it after use. A handle-anchored directory's
+    /// descriptor is kept from its first request until the kernel forgets it: every LOOKUP,
+    /// CREATE, UNLINK and GETATTR in a directory opened it by handle and closed it again (two of
+    /// the ~100 system calls the daemon made per extracted file, each time). Directories only:
+    /// they are few, and busy. A kept descriptor pins the inode (its number is not reused while
+    /// held) and follows renames.
     private func keep(_ fd: Int32) -> Bool {
         guard Self.keptDirectories.add(1, ordering: .relaxed).newValue <= Self.directoryBudget,
-              keptFD.compareExchange(expected: -1, desired: fd, ordering: .acquiringAndReleasing).exchanged else {
+              self.fd.compareExchange(expected: -1, desired: fd, ordering: .acquiringAndReleasing).exchanged else {
             Self.keptDirectories.subtract(1, ordering: .relaxed)
             return false
         }

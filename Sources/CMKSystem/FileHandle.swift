@@ -6,17 +6,65 @@ import CLinux
 /// for the very same object (an inode number reused after a delete gets a different handle).
 /// The bytes are `struct file_handle` as the kernel filled it: handle_bytes, handle_type, then
 /// the handle.
+///
+/// The mount keeps one per inode the kernel knows (hundreds of thousands), so a handle of up to
+/// 16 bytes (ext4's, and every `FILEID_INO32_GEN` one: an 8-byte header and 8 bytes of handle)
+/// is kept in two words, not in an array of its own (48 bytes of heap and a malloc header per
+/// handle); a longer one (btrfs, XFS with 64-bit inodes, tmpfs) is kept in an array.
 public struct FileHandle: Hashable, Sendable {
-    public let bytes: [UInt8]
+    private enum Storage: Hashable, Sendable {
+        /// The bytes in memory order, zero past the handle's length (so equal handles are equal
+        /// words); the length is the header's handle_bytes.
+        case inline(UInt64, UInt64)
+        case heap([UInt8])
+    }
+    private let storage: Storage
+
+    /// The largest handle kept inline, header included.
+    public static let inlineCapacity = 16
+
+    /// The handle whose `struct file_handle` is `bytes` (the header's handle_bytes, plus 8).
+    public init(bytes: [UInt8]) {
+        guard bytes.count <= Self.inlineCapacity else {
+            storage = .heap(bytes)
+            return
+        }
+        var words: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &words) { words in bytes.withUnsafeBytes { words.copyMemory(from: $0) } }
+        storage = .inline(words.0, words.1)
+    }
+
+    /// The `struct file_handle` bytes.
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// Whether the handle is kept in two words rather than on the heap.
+    public var isInline: Bool {
+        if case .inline = storage { return true }
+        return false
+    }
+
+    /// Runs `body` with the `struct file_handle` bytes.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        switch storage {
+        case .heap(let bytes):
+            return bytes.withUnsafeBytes(body)
+        case .inline(let first, let second):
+            let words = (first, second)
+            return Swift.withUnsafeBytes(of: words) { raw in
+                let length = 8 + Int(raw.load(as: UInt32.self))
+                return body(UnsafeRawBufferPointer(rebasing: raw[0..<min(length, Self.inlineCapacity)]))
+            }
+        }
+    }
 
     /// Whether the handle says it is of inode number `inode`: only a handle of the kernel's
     /// generic 32-bit inode-and-generation type (`FILEID_INO32_GEN`, ext2/3/4's and others')
     /// carries the number where it can be read; false for every other type.
     public func names(inode: UInt) -> Bool {
         let fileIDIno32Gen: Int32 = 1
-        guard bytes.count >= 16 else { return false }
-        return bytes.withUnsafeBytes { raw in
-            raw.load(fromByteOffset: 4, as: Int32.self) == fileIDIno32Gen && UInt(raw.load(fromByteOffset: 8, as: UInt32.self)) == inode
+        return withUnsafeBytes { raw in
+            guard raw.count >= 16 else { return false }
+            return raw.load(fromByteOffset: 4, as: Int32.self) == fileIDIno32Gen && UInt(raw.load(fromByteOffset: 8, as: UInt32.self)) == inode
         }
     }
 
@@ -24,7 +72,7 @@ public struct FileHandle: Hashable, Sendable {
     /// kernel refuses it). Needs CAP_DAC_READ_SEARCH; ESTALE when the object is gone.
     public func open(mount: Descriptor, flags: Int32) throws(SystemError) -> FileDescriptor {
         let fd = try Retry.check("open_by_handle_at") {
-            bytes.withUnsafeBytes { cmkfs_open_by_handle(mount.rawValue, UnsafeMutableRawPointer(mutating: $0.baseAddress), flags) }
+            withUnsafeBytes { cmkfs_open_by_handle(mount.rawValue, UnsafeMutableRawPointer(mutating: $0.baseAddress), flags) }
         }
         return FileDescriptor(adopting: fd)
     }
