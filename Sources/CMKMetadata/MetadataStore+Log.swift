@@ -16,6 +16,12 @@ final class WALWatch: Sendable {
     /// `checkpointIfDue` (about 32 MiB of 4 KiB pages).
     let hardLimit = 8 * checkpointFrames
     let frames = Atomic<Int>(0)
+    /// The WAL's length at the previous `checkpointIfDue` (unchanged since: a quiet interval).
+    let seen = Atomic<Int>(0)
+    /// How much of the WAL the last copy by `checkpointIfDue` left in the database file.
+    let copied = Atomic<Int>(0)
+    /// Copies `checkpointIfDue` started (for tests).
+    let copies = Atomic<Int>(0)
 }
 
 /// Durability and checkpoints of the write-ahead log.
@@ -82,29 +88,38 @@ extension MetadataStore {
         try locked { (c) throws(MetadataError) in c.watchLog(wal) }
     }
 
-    /// When the WAL has `WALWatch.checkpointFrames` frames or more: copies it into the database
-    /// file on the calling thread through the checkpoint connection (the copy and its two syncs
-    /// hold no lock of the store's), then, under the store's lock so no commit comes in between,
-    /// copies what was committed meanwhile and starts the WAL over with a one-page commit (which
-    /// syncs the new WAL header here, not on the next request's thread). With commits coming
-    /// all the time, that second step waits for a tick with none since the first, up to
-    /// `WALWatch.catchUpFrames`. Nothing to do before `deferCheckpoints`.
+    /// When the WAL holds `WALWatch.checkpointFrames` frames not yet copied, or holds that many
+    /// and nothing was committed since the last call: copies the WAL into the database file on
+    /// the calling thread through the checkpoint connection (the copy and its two syncs hold no
+    /// lock of the store's), then, under the store's lock so no commit comes in between, copies
+    /// what was committed meanwhile and starts the WAL over with a one-page commit (which syncs
+    /// the new WAL header here, not on the next request's thread). While commits keep coming,
+    /// that second step waits for a quiet call, or for `WALWatch.catchUpFrames`. Nothing to do
+    /// before `deferCheckpoints`.
     public func checkpointIfDue() throws(MetadataError) {
-        guard wal.frames.load(ordering: .relaxed) >= WALWatch.checkpointFrames else { return }
+        let wal = self.wal
+        let frames = wal.frames.load(ordering: .relaxed)
+        let quiet = wal.seen.exchange(frames, ordering: .relaxed) == frames
+        guard frames >= WALWatch.checkpointFrames else { return }
+        // More than the WAL holds: another process's commit started it over since.
+        let copied = min(wal.copied.load(ordering: .relaxed), frames)
+        guard quiet || frames - copied >= WALWatch.checkpointFrames else { return }
+        wal.copies.add(1, ordering: .relaxed)
         let first = try checkpointer.withLock { (slot: inout sending Connection?) throws(MetadataError) -> (log: Int, copied: Int)? in
             try slot?.passiveCheckpoint()
         }
         guard let first else { return }
-        let wal = self.wal
+        wal.copied.store(first.copied, ordering: .relaxed)
         try locked { (c) throws(MetadataError) in
             let frames = wal.frames.load(ordering: .relaxed)
             if frames != first.log && frames < WALWatch.catchUpFrames { return }
             let done = try checkpointer.withLock { (slot: inout sending Connection?) throws(MetadataError) -> (log: Int, copied: Int)? in
                 try slot?.passiveCheckpoint()
             }
-            // Not all copied: a reader (another process) still uses the WAL's frames; next tick.
+            // Not all copied: a reader (another process) still uses the WAL's frames; later.
             guard let done, done.log == done.copied, done.log > 0 else { return }
             try c.rewriteSchemaVersion()
+            wal.copied.store(0, ordering: .relaxed)
         }
     }
 
