@@ -13,7 +13,7 @@ struct CacheOptions: ParsableArguments {
     var leaseRenew: String = "5m"
 
     @Option(name: .customLong("cache-capacity"), help: "At most this many unwrapped keys in memory.")
-    var capacity: Int = 4096
+    var capacity: Int = CachePolicy.defaultCapacity
 
     func validate() throws {
         for (flag, value) in [("--cache-idle-ttl", idleTTL), ("--cache-max-lifetime", maxLifetime), ("--lease-renew", leaseRenew)] {

@@ -38,7 +38,7 @@ final class CrashChurnTests: IntegrationTestCase {
 
     func testRandomKillsDuringChurnKeepSyncedFilesAndLeaveNothingUnreadable() throws {
         let journal = fx.root + "/synced.txt"
-        FileManager.default.createFile(atPath: journal, contents: nil)
+        _ = FileManager.default.createFile(atPath: journal, contents: nil)
         var crashes = 0
         for round in 0..<4 {
             let p = Process()

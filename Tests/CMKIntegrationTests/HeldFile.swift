@@ -44,7 +44,7 @@ extension IntegrationTestCase {
             return nil
         }
         try cut()
-        FileManager.default.createFile(atPath: go, contents: nil)
+        _ = FileManager.default.createFile(atPath: go, contents: nil)
         holder.waitUntilExit()
         let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         guard said.hasPrefix("cut after ") else {

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import CMKKeyService
 import CMKKeys
 
 /// The key cache, leasing and the kill switch, on a real mount with the embedded KMS.
@@ -125,6 +126,22 @@ final class KeyServiceTests: IntegrationTestCase {
         XCTAssertLessThanOrEqual(try XCTUnwrap(stats["entries"] as? Int), 100)
         XCTAssertGreaterThanOrEqual(try XCTUnwrap(stats["evictions"] as? Int), 9_900)
         XCTAssertEqual(sh("cat \(mnt)/d/1 \(mnt)/d/10000 | wc -c"), "0\n")
+    }
+
+    /// With the default capacity, a working set of 6,000 files stays cached: reading them all
+    /// back after creating them asks the provider for no key. (At the former default of 4,096,
+    /// every file of that pass missed: the least recently used key is the next one read.)
+    func testDefaultCapacityKeepsAWorkingSetOfSixThousandFiles() throws {
+        try mount([])
+        _ = timed("create 6,000 files", "cd \(mnt) && mkdir d && cd d && seq 1 6000 | xargs touch")
+        let before = try cacheStats()
+        _ = timed("read 6,000 files", "cd \(mnt)/d && cat * > /dev/null")
+        let after = try cacheStats()
+        XCTAssertEqual(after["capacity"] as? Int, CachePolicy.defaultCapacity)
+        let missed = try XCTUnwrap(after["misses"] as? Int) - XCTUnwrap(before["misses"] as? Int)
+        XCTAssertEqual(missed, 0, "keys unwrapped again while reading back what was just created")
+        XCTAssertEqual(after["evictions"] as? Int, 0)
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(after["hits"] as? Int) - XCTUnwrap(before["hits"] as? Int), 6000)
     }
 
     /// The CLI's errors for a volume that is not mounted.

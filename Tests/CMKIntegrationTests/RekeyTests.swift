@@ -90,7 +90,7 @@ final class RekeyTests: IntegrationTestCase {
         XCTAssertTrue(waitUntil(deadline: 60) { FileManager.default.fileExists(atPath: out + ".ready") || !app.isRunning },
                       "the application never got going")
         for _ in 0..<3 { _ = rekey(["live"]) }
-        FileManager.default.createFile(atPath: stop, contents: nil)
+        _ = FileManager.default.createFile(atPath: stop, contents: nil)
         app.waitUntilExit()
         let result = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "?").split(separator: " ", maxSplits: 2)
         XCTAssertEqual(result.count >= 2 ? result[1] : "?", "0", "application I/O failed during rekey: \(result)")

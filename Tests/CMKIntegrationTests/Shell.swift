@@ -45,8 +45,8 @@ enum Shell {
         let n = counter.next()
         try? FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
         let outPath = "\(logDir)/cmd-\(n).out", errPath = "\(logDir)/cmd-\(n).err"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         defer {
             try? FileManager.default.removeItem(atPath: outPath)
             try? FileManager.default.removeItem(atPath: errPath)
