@@ -98,7 +98,14 @@ public final class MetadataStore: Sendable {
         }
         return try state.withLock { (slot: inout sending Connection?) throws(MetadataError) -> R in
             guard let connection = slot else { throw MetadataError.misuse("the metadata store is closed") }
-            do throws(MetadataError) { return try body(connection) } catch .full where reserve.release() {
+            do throws(MetadataError) { return try body(connection) } catch .full {
+                // First, room of the database's own: a WAL copied into meta.db and started over
+                // takes its next frames in blocks it already has (checkpoints no longer start it
+                // over every 100 ms, so it often ends past them), and the reserve stays whole.
+                if (try? connection.startOver()) == true {
+                    do throws(MetadataError) { return try body(connection) } catch .full {}
+                }
+                guard reserve.release() else { throw .full }
                 return try body(connection)
             }
         }

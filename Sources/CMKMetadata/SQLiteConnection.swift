@@ -163,6 +163,15 @@ final class Connection {
         return (Int(log), Int(copied))
     }
 
+    /// Copies the WAL into the database file and, if that copied all of it, starts it over:
+    /// true when the next commit writes from the WAL's start. False (and no error) when a reader
+    /// still needs the WAL or the copy itself found no room.
+    func startOver() throws(MetadataError) -> Bool {
+        guard let done = try passiveCheckpoint(), done.log == done.copied, done.log > 0 else { return false }
+        try rewriteSchemaVersion()
+        return true
+    }
+
     /// A one-page write transaction (the schema version, rewritten unchanged). After a complete
     /// checkpoint, the next commit starts the WAL over and syncs its new header; this makes that
     /// commit happen on the caller's thread.
