@@ -14,8 +14,9 @@ import CMKSystem
 /// cache hundreds of thousands of inodes, far more than a process may hold descriptors (20,000
 /// here). A backing filesystem without file handles falls back to a held `O_PATH` descriptor.
 final class Inode: @unchecked Sendable {
-    // Sound: everything but `lookups` is immutable after init or is itself synchronized
-    // (`state`'s mutex, the descriptor's atomic); `lookups` is touched only under the table's mutex.
+    // Sound: everything but `lookups` and `nodeGeneration` is immutable after init or is itself
+    // synchronized (`state`'s mutex, the descriptor's atomic); those two are touched only under
+    // the table's mutex.
     //
     // The kernel may know hundreds of thousands of inodes, so every byte here counts (docs/
     // operator-guide.md, "Daemon memory"): one mutex over all mutable fields rather than one
@@ -32,6 +33,8 @@ final class Inode: @unchecked Sendable {
     var lookups: UInt64 = 0
     /// What reaches the object: its file handle, or (nil) the descriptor `fd` holds.
     private let handle: FileHandle?
+    /// The high half of the inode's node id (`NodeSlots`); in the padding after `handle`.
+    var nodeGeneration: UInt32 = 0
     private let state = Mutex(State())
 
     /// The mutable fields, each set once or replaced whole.
@@ -222,32 +225,25 @@ final class Inode: @unchecked Sendable {
 /// The kernel's node ids ↔ inodes, with lookup counts (incremented by each entry reply,
 /// decremented by `forget`; an inode is dropped at zero). The root is node 1 and never dropped.
 final class InodeTable: Sendable {
-    private struct State {
-        var byNode: [UInt64: Inode] = [:]
-        var byIdentity: [InodeIdentity: UInt64] = [:]
-        var next: UInt64 = 2
-    }
-    private let state = Mutex(State())
+    private let state = Mutex(NodeSlots())
     static let rootNode: UInt64 = 1
 
     init(root: Inode) {
         root.lookups = 1
-        state.withLock { s in
-            s.byNode[Self.rootNode] = root
-            s.byIdentity[root.identity] = Self.rootNode
-        }
+        let node = state.withLock { $0.add(root) }
+        precondition(node == Self.rootNode, "the root's node id is \(node)")
     }
 
-    func get(_ node: UInt64) -> Inode? { state.withLock { $0.byNode[node] } }
+    func get(_ node: UInt64) -> Inode? { state.withLock { $0.inode(node) } }
 
     /// The node id the kernel knows the backing object by, if it knows it.
-    func node(for identity: InodeIdentity) -> UInt64? { state.withLock { $0.byIdentity[identity] } }
+    func node(for identity: InodeIdentity) -> UInt64? { state.withLock { $0.node(for: identity) } }
 
     /// Registers one more lookup of the object behind `fd` (an `O_PATH` descriptor the table
     /// takes over) and returns its node id.
     /// The inode of a backing object, if the kernel knows it.
     func inode(for identity: InodeIdentity) -> Inode? {
-        state.withLock { s in s.byIdentity[identity].flatMap { s.byNode[$0] } }
+        state.withLock { s in s.node(for: identity).flatMap { s.inode($0) } }
     }
 
     func remember(fd: consuming FileDescriptor, identity: InodeIdentity, kind: mode_t) -> UInt64 {
@@ -264,17 +260,13 @@ final class InodeTable: Sendable {
     private func remember(_ fresh: Inode) -> UInt64 {
         let identity = fresh.identity
         return state.withLock { s in
-            if let node = s.byIdentity[identity], let inode = s.byNode[node], inode.sameObject(as: fresh) {
+            if let node = s.node(for: identity), let inode = s.inode(node), inode.sameObject(as: fresh) {
                 inode.lookups += 1
                 return node
             }
             // New, or a reused inode number: a new node. The kernel forgets the old one in time.
-            let node = s.next
-            s.next += 1
             fresh.lookups = 1
-            s.byNode[node] = fresh
-            s.byIdentity[identity] = node
-            return node
+            return s.add(fresh)
         }
     }
 
@@ -282,7 +274,7 @@ final class InodeTable: Sendable {
     /// the same object by its file `handle`; nil when no known inode matches both.
     func rememberKnown(_ identity: InodeIdentity, handle: FileHandle) -> UInt64? {
         state.withLock { s in
-            guard let node = s.byIdentity[identity], let inode = s.byNode[node], inode.isAnchored(by: handle) else { return nil }
+            guard let node = s.node(for: identity), let inode = s.inode(node), inode.isAnchored(by: handle) else { return nil }
             inode.lookups += 1
             return node
         }
@@ -302,22 +294,20 @@ final class InodeTable: Sendable {
     func forget(_ node: UInt64, count: UInt64) {
         guard node != Self.rootNode else { return }
         let dropped: Inode? = state.withLock { s in
-            guard let inode = s.byNode[node] else { return nil }
+            guard let inode = s.inode(node) else { return nil }
             precondition(inode.lookups >= count, "lookup count of node \(node) would go negative")
             inode.lookups -= count
             guard inode.lookups == 0 else { return nil }
-            s.byNode[node] = nil
-            if s.byIdentity[inode.identity] == node { s.byIdentity[inode.identity] = nil }
-            return inode
+            return s.remove(node)
         }
         // The inode (and any descriptor it holds) is released here, outside the lock.
         _ = dropped
     }
 
-    var count: Int { state.withLock { $0.byNode.count } }
+    var count: Int { state.withLock { $0.count } }
 
     /// Every inode the kernel knows now (the root too), for a sweep over all of them.
-    var all: [Inode] { state.withLock { Array($0.byNode.values) } }
+    var all: [Inode] { state.withLock { $0.all } }
 }
 
 /// An inode with a descriptor open on it for the length of one request.
