@@ -93,6 +93,9 @@ let package = Package(
         // by the embedded KMS.
         .executableTarget(name: "name-codec", dependencies: ["CMKCrypto", "CMKFormat", "CMKKeys"], path: "bench/name-codec"),
 
+        // Benchmark, run by hand: µs per audit record of an open, split into its steps.
+        .executableTarget(name: "audit-record", dependencies: ["CMKAudit", "CMKCrypto", "CMKVolume"], path: "bench/audit-record"),
+
         // Fuzz targets: one function per parser of untrusted bytes, run by CMKFuzzTests and by
         // the libFuzzer driver below (docs/fuzzing.md).
         .target(name: "CMKFuzzTargets", dependencies: ["CMKAudit", "CMKControl", "CMKCrypto", "CMKFormat", "CMKKeyService", "CMKKeys",

@@ -31,6 +31,8 @@ public final class AuditLog: Sendable {
     let host: String
     /// This writer's record ids (a fresh random session each open), mountpoint and version.
     public let writer: AuditWriterFields
+    /// The fields above as every record writes them, escaped once (`AuditRecord.prepare`).
+    let constants: AuditRecordConstants
     let checkpoints: (any AuditCheckpointStore)?
     /// The head's anchor outside the volume (the key provider), moved by the group commit after
     /// durable records and at most every `anchorInterval` seconds, and by `close`.
@@ -71,7 +73,7 @@ public final class AuditLog: Sendable {
         var closed = false
         var appendOnly: String = "not tried"
         /// The audit key's HMAC context, used for each record under this lock (one owner at a
-        /// time, as it needs); nil: each record builds its own (`AuditRecord.line(body:key:)`).
+        /// time, as it needs); nil: each record MACs with a one-shot context (`AuditRecord.line(seq:…)`).
         var mac: HMACSHA256.Keyed?
     }
     /// Lock order: `syncing` before `head`. `head` is held for one `write(2)` (and the rare
@@ -133,6 +135,7 @@ public final class AuditLog: Sendable {
         self.paths = paths
         self.volumeID = volumeID
         self.host = Self.hostName()
+        self.constants = AuditRecordConstants(volumeID: volumeID, host: host, writer: writer)
         self.checkpoints = checkpoints
         self.anchor = anchor
         self.anchorInterval = anchorInterval
@@ -302,19 +305,19 @@ public final class AuditLog: Sendable {
     /// `append`, returning the line written (its newline included: the bytes written, not a
     /// copy), for a copy of the record elsewhere (`AuditFanOut`).
     public func appendLine(_ event: AuditEvent, durable: Bool = false) throws(AuditError) -> [UInt8] {
-        var event = event
+        var sealed: String?
         if let path = event.path {
             // Sealed before the lock: the head is held for one write(2) only.
-            do { event.path = try paths.seal(path) } catch { throw AuditError(.key, "cannot seal an audit record's path: \(error)") }
+            do { sealed = try paths.seal(path) } catch { throw AuditError(.key, "cannot seal an audit record's path: \(error)") }
         }
+        // Everything but seq, time and prev, also before the lock.
+        let prepared = AuditRecord.prepare(event, path: sealed, constants)
         let (seq, written) = try head.withLock { (h: inout Head) throws(AuditError) -> (UInt64, [UInt8]) in
             guard !h.closed else { throw AuditError(.io, "the audit log is closed") }
             let seq = h.seq + 1
-            let body = AuditRecord.body(seq: seq, time: AuditRecord.now(), volumeID: volumeID, host: host, prev: h.prev, event,
-                                        writer: writer)
             let record: (line: [UInt8], mac: String)
             do {
-                if let mac = h.mac { record = try AuditRecord.line(body: body, mac: mac) } else { record = try AuditRecord.line(body: body, key: key) }
+                record = try AuditRecord.line(seq: seq, time: AuditRecord.clock(), prev: h.prev, prepared, mac: h.mac, key: key)
             } catch {
                 throw AuditError(.key, "cannot MAC an audit record: \(error)")
             }

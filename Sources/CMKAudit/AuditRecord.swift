@@ -173,13 +173,40 @@ public struct AuditWriterFields: Sendable {
 /// The version of cmkfs (`cmkfs --version`, the `cmkfs_version` of every record it writes).
 public let cmkfsVersion = "0.1.0"
 
-/// Lower-case hex of `bytes`.
+/// Lower-case hex of `bytes`, written straight into the string's storage (a record's file id
+/// and MAC are 16 and 32 bytes: an array grown per digit and copied was a tenth of a record).
 public func hexString<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0x0F)]) }
-    return String(decoding: out, as: UTF8.self)
+    let count = bytes.count * 2
+    guard count > 0 else { return "" }
+    return String(unsafeUninitializedCapacity: count) { out in
+        var i = 0
+        for b in bytes {
+            out[i] = AuditRecord.hexDigits[Int(b >> 4)]
+            out[i + 1] = AuditRecord.hexDigits[Int(b & 0x0F)]
+            i += 2
+        }
+        return count
+    }
+}
+
+/// `hexString` of contiguous bytes (an array's), without a generic walk of the collection.
+public func hexString(_ bytes: [UInt8]) -> String {
+    bytes.withUnsafeBytes { b in hexString(b) }
+}
+
+/// `hexString` of a raw buffer.
+public func hexString(_ bytes: UnsafeRawBufferPointer) -> String {
+    let count = bytes.count * 2
+    guard count > 0 else { return "" }
+    return String(unsafeUninitializedCapacity: count) { out in
+        AuditRecord.hexDigits.withUnsafeBufferPointer { digits in
+            for (k, b) in bytes.enumerated() {
+                out[2 * k] = digits[Int(b >> 4)]
+                out[2 * k + 1] = digits[Int(b & 0x0F)]
+            }
+        }
+        return count
+    }
 }
 
 /// Bytes from lower- or upper-case hex, or nil.
@@ -205,6 +232,12 @@ struct JSONLineWriter {
 
     init() { bytes.reserveCapacity(768) }
 
+    /// A writer of fields into an empty buffer of `capacity` (parts of a line, not a whole object).
+    init(empty capacity: Int) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+    }
+
     /// Field names are ours: plain ASCII with nothing to escape.
     mutating func key(_ name: StaticString, first: Bool) {
         if !first { bytes.append(UInt8(ascii: ",")) }
@@ -212,6 +245,25 @@ struct JSONLineWriter {
         bytes.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
         bytes.append(UInt8(ascii: "\""))
         bytes.append(UInt8(ascii: ":"))
+    }
+
+    /// Bytes of ours (a field's `,"name":` whole): one append, not five.
+    mutating func raw(_ text: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    /// `prefix` (`,"name":`) and the string or `null`.
+    mutating func field(raw prefix: StaticString, _ value: String?) {
+        raw(prefix)
+        if let value { string(value) } else { null() }
+    }
+
+    /// `prefix` (`,"name":`) and the number or `null`.
+    mutating func field(raw prefix: StaticString, int value: Int?) {
+        raw(prefix)
+        guard let value else { return null() }
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        decimal(UInt64(value.magnitude))
     }
 
     mutating func field(_ name: StaticString, int value: Int?, first: Bool = false) {
@@ -241,9 +293,9 @@ struct JSONLineWriter {
         bytes.append(UInt8(ascii: "\""))
     }
 
-    private mutating func null() { bytes.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C]) }
+    private mutating func null() { raw("null") }
 
-    private mutating func decimal(_ value: UInt64) {
+    mutating func decimal(_ value: UInt64) {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)   // 24 bytes: room for UInt64.max's 20 digits
         withUnsafeMutableBytes(of: &digits) { d in
             var v = value
@@ -264,7 +316,7 @@ struct JSONLineWriter {
     }
 
     /// `s` escaped, without quotes: runs with nothing to escape are copied whole.
-    private mutating func escaped(_ s: String) {
+    mutating func escaped(_ s: String) {
         var s = s
         s.withUTF8 { u in
             var run = 0

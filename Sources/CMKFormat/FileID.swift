@@ -17,8 +17,19 @@ public struct FileID: Hashable, Sendable, CustomStringConvertible {
         FileID(bytes: try SecureRandom.bytes(size))!
     }
 
-    /// Lower-case hex, for logs and tools (an id is not secret).
-    public var description: String { hex(bytes) }
+    /// Lower-case hex, for logs, tools and every audit record of a key use (an id is not
+    /// secret): written straight into the string's storage, no array grown per digit.
+    public var description: String {
+        String(unsafeUninitializedCapacity: Self.size * 2) { out in
+            for (i, b) in bytes.enumerated() {
+                out[2 * i] = Self.hexDigits[Int(b >> 4)]
+                out[2 * i + 1] = Self.hexDigits[Int(b & 0xF)]
+            }
+            return Self.size * 2
+        }
+    }
+
+    static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 }
 
 /// Lower-case hex of `bytes`.

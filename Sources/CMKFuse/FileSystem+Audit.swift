@@ -100,14 +100,14 @@ extension FileSystem {
         guard let log = audit else { return nil }
         let result = rc == 0 ? "ok" : (rc == EACCES ? "denied" : "error")
         let who = caller.map { processNames.identity(of: pid_t($0.pid)) }
-        let record = AuditEvent(event, result: result, errno: rc == 0 ? nil : rc, error: error ?? use.error,
-                                fileID: use.fileID.map { "\($0)" }, path: path(), keyID: use.key?.keyID,
+        var record = AuditEvent(event, result: result, errno: rc == 0 ? nil : rc, error: error ?? use.error,
+                                fileID: use.fileID?.description, path: path(), keyID: use.key?.keyID,
                                 keyVersion: use.key?.version, cache: use.fileID == nil ? nil : use.cache,
                                 uid: caller.map { Int($0.uid) }, gid: caller.map { Int($0.gid) },
                                 pid: caller.map { Int($0.pid) }, process: who?.name,
                                 detail: detail, kmsRequest: use.request?.id,
                                 kmsServerRequest: use.request?.receipt.serverRequestID)
-            .naming(loginUID: who?.loginUID)
+        record.name(loginUID: who?.loginUID)
         do {
             try log.append(record)
             return nil

@@ -212,10 +212,15 @@ extension AuditEvent {
     /// (names from `UserNames.shared`).
     public func naming(loginUID: UInt32?) -> AuditEvent {
         var e = self
-        e.loginUID = loginUID
-        e.user = uid.flatMap { UserNames.shared.name(of: UInt32(truncatingIfNeeded: $0)) }
-        e.loginUser = loginUID.flatMap { $0 == AuditEvent.unsetLoginUID ? nil : UserNames.shared.name(of: $0) }
+        e.name(loginUID: loginUID)
         return e
+    }
+
+    /// `naming(loginUID:)` in place (the FUSE layer's records: no copy of the event per open).
+    public mutating func name(loginUID: UInt32?) {
+        self.loginUID = loginUID
+        user = uid.flatMap { UserNames.shared.name(of: UInt32(truncatingIfNeeded: $0)) }
+        loginUser = loginUID.flatMap { $0 == AuditEvent.unsetLoginUID ? nil : UserNames.shared.name(of: $0) }
     }
 }
 
