@@ -11,7 +11,8 @@ import CMKCrypto
 public struct AuditPathSeal: Sendable {
     let key: SecretBytes
     /// Contexts for the path key alone, reused across records (built per record, a context
-    /// and its cipher setup were most of a path's sealing cost).
+    /// and its cipher setup were most of a path's sealing cost). Seals keep the key scheduled
+    /// (`seal(sameKey:)`); an `open` re-keys its context, and the next seal schedules it again.
     let contexts = AESGCM.Pool()
     /// The records' nonces: fresh random bytes for each record, drawn from the CSPRNG a batch at
     /// a time (`NonceSource`), each handed out once; a `RAND_bytes` call per record was a fifth
@@ -49,7 +50,7 @@ public struct AuditPathSeal: Sendable {
                 try contexts.with { gcm throws(CryptoError) in
                     try key.withUnsafeBytes { k throws(CryptoError) in
                         try Self.aad.withUnsafeBufferPointer { a throws(CryptoError) in
-                            try gcm.seal(key: k, nonce: base, aad: UnsafeRawBufferPointer(a), plaintext: UnsafeRawBufferPointer(plain),
+                            try gcm.seal(sameKey: k, nonce: base, aad: UnsafeRawBufferPointer(a), plaintext: UnsafeRawBufferPointer(plain),
                                          ciphertext: base + AESGCM.nonceSize, tag: base + AESGCM.nonceSize + count)
                         }
                     }
