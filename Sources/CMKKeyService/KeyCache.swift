@@ -20,6 +20,17 @@ public final class KeyCache: Sendable {
         var loading: [CacheKey: Loading] = [:]
         var hits = 0, misses = 0, evictions = 0, flushed = 0, expired = 0
         var health = ProviderHealth(state: "unchecked", checkedAt: nil, detail: nil)
+        /// One copy of each master-key id the cached leases name: each provider answer brings its
+        /// own copy (read from meta.db), a heap block per cached key that all say the same few ids.
+        var keyIDs: Set<String> = []
+
+        /// `ref` naming the cache's own copy of its key id.
+        mutating func interned(_ ref: KeyRef) -> KeyRef {
+            if let known = keyIDs.firstIndex(of: ref.keyID) { return KeyRef(keyID: keyIDs[known], version: ref.version) }
+            // Bounded: a volume has a handful of master keys; past that, ids are kept as they come.
+            if keyIDs.count < 64 { keyIDs.insert(ref.keyID) }
+            return ref
+        }
     }
     let state = Mutex(State())
     /// Told of every lease that `flush` or `sweep` takes out of the cache, after its key is
@@ -67,7 +78,8 @@ public final class KeyCache: Sendable {
                     throw error
                 }
                 let now = clock()
-                let lease = KeyLease(fileID: fileID, keyRef: loaded.1, key: loaded.0, now: now, lifetime: policy.maxLifetime)
+                let ref = state.withLock { $0.interned(loaded.1) }
+                let lease = KeyLease(fileID: fileID, keyRef: ref, key: loaded.0, now: now, lifetime: policy.maxLifetime)
                 lease.state.withLock { $0.pins = 1 }
                 let evicted: [KeyLease] = state.withLock { s in
                     s.misses += 1
@@ -129,7 +141,7 @@ public final class KeyCache: Sendable {
             .filter { $0.1.0 == 0 }
             .sorted { $0.1.1 < $1.1.1 }
         for (lease, _) in candidates.prefix(s.entries.count - target) {
-            s.entries[CacheKey(lease.fileID)] = nil
+            s.entries[lease.cacheKey] = nil
             out.append(lease)
         }
         s.evictions += out.count
@@ -144,7 +156,7 @@ public final class KeyCache: Sendable {
             let hit = s.entries.values.filter { lease in
                 (keyID == nil || lease.keyRef.keyID == keyID) && (version == nil || lease.keyRef.version == version)
             }
-            for lease in hit { s.entries[CacheKey(lease.fileID)] = nil }
+            for lease in hit { s.entries[lease.cacheKey] = nil }
             s.flushed += hit.count
             return hit
         }
@@ -185,7 +197,7 @@ public final class KeyCache: Sendable {
                     l.key == nil || now >= l.expiresAt || (l.pins == 0 && now - l.lastUsed >= policy.idleTTL)
                 }
             }
-            for lease in old { s.entries[CacheKey(lease.fileID)] = nil }
+            for lease in old { s.entries[lease.cacheKey] = nil }
             s.evictions += old.count
             return old
         }
@@ -312,6 +324,13 @@ struct CacheKey: Hashable {
         } else {
             (high, low, other) = (0, 0, fileID)
         }
+    }
+
+    /// The file id it was made from.
+    var bytes: [UInt8] {
+        if let other { return other }
+        var words = (high, low)
+        return withUnsafeBytes(of: &words) { Array($0) }
     }
 }
 

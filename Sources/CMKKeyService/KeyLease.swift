@@ -8,7 +8,11 @@ import CMKKeys
 /// outside; `revoke` drops the lease's reference at once, so the bytes are wiped as soon as the
 /// requests already running finish.
 public final class KeyLease: Sendable {
-    public let fileID: [UInt8]
+    /// The file's id as the cache's key: two words, not a byte array, which would be one more
+    /// heap block per cached key (the cache holds up to 32,768 by default).
+    let cacheKey: CacheKey
+    /// The file's id.
+    public var fileID: [UInt8] { cacheKey.bytes }
     /// The master-key version that vouches for this DEK: the one its EDEK is wrapped under.
     /// A rotation moves it to the new version (`KeyCache.relabel`) without touching the DEK.
     public var keyRef: KeyRef { state.withLock { $0.keyRef } }
@@ -26,7 +30,7 @@ public final class KeyLease: Sendable {
     let state: Mutex<State>
 
     init(fileID: [UInt8], keyRef: KeyRef, key: SecretBytes, now: Double, lifetime: Double) {
-        self.fileID = fileID
+        self.cacheKey = CacheKey(fileID)
         state = Mutex(State(keyRef: keyRef, key: key, expiresAt: now + lifetime, lastUsed: now))
     }
 
