@@ -1,3 +1,5 @@
+import CMKCrypto
+
 /// Base64url without padding (RFC 4648 §5): the alphabet is safe in file names.
 ///
 /// Every LOOKUP, CREATE, UNLINK and RENAME encodes a sealed name and every READDIR entry decodes
@@ -5,7 +7,7 @@
 /// no per-character array, one allocation per call (the result). The loop once appended a
 /// 4-element array per 3 bytes, most of a name encryption's cost after the cipher (issue 20).
 public enum Base64URL {
-    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    static let alphabet = Base64Table.url
     /// The value of each byte as a base64url character, `invalid` for any other byte.
     static let reverse: [UInt8] = {
         var table = [UInt8](repeating: invalid, count: 256)
@@ -17,42 +19,14 @@ public enum Base64URL {
     static let invalid: UInt8 = 0xFF
 
     /// Characters in the encoding of `count` bytes.
-    public static func encodedCount(_ count: Int) -> Int { (count * 4 + 2) / 3 }
+    public static func encodedCount(_ count: Int) -> Int { Base64Table.encodedCount(count, padded: false) }
 
     public static func encode(_ bytes: [UInt8]) -> String {
         bytes.withUnsafeBytes { encode($0) }
     }
 
     public static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
-        let count = encodedCount(bytes.count)
-        guard count > 0 else { return "" }
-        return String(unsafeUninitializedCapacity: count) { out in
-            alphabet.withUnsafeBufferPointer { table in
-                var i = 0, o = 0
-                while i + 3 <= bytes.count {
-                    let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
-                    out[o] = table[Int(v >> 18)]
-                    out[o + 1] = table[Int(v >> 12 & 63)]
-                    out[o + 2] = table[Int(v >> 6 & 63)]
-                    out[o + 3] = table[Int(v & 63)]
-                    i += 3
-                    o += 4
-                }
-                switch bytes.count - i {
-                case 1:
-                    let v = UInt32(bytes[i]) << 16
-                    out[o] = table[Int(v >> 18)]
-                    out[o + 1] = table[Int(v >> 12 & 63)]
-                case 2:
-                    let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
-                    out[o] = table[Int(v >> 18)]
-                    out[o + 1] = table[Int(v >> 12 & 63)]
-                    out[o + 2] = table[Int(v >> 6 & 63)]
-                default: break
-                }
-            }
-            return count
-        }
+        Base64Table.encode(bytes, alphabet: alphabet, padded: false)
     }
 
     /// nil for any character outside the alphabet, a dangling character, or non-zero spare bits
