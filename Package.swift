@@ -87,14 +87,17 @@ let package = Package(
                           path: "bench/provider-latency"),
 
         // Benchmark, run by hand: µs per pread/pwrite/openat through CMKSystem against the raw calls.
-        .executableTarget(name: "syscall-overhead", dependencies: ["CMKSystem"], path: "bench/syscall-overhead"),
+        .executableTarget(name: "syscall-overhead", dependencies: ["BenchSupport", "CMKSystem"], path: "bench/syscall-overhead"),
 
         // Benchmark, run by hand: µs per file name encrypted/decrypted and per DEK wrapped/unwrapped
         // by the embedded KMS.
-        .executableTarget(name: "name-codec", dependencies: ["CMKCrypto", "CMKFormat", "CMKKeys"], path: "bench/name-codec"),
+        .executableTarget(name: "name-codec", dependencies: ["BenchSupport", "CMKCrypto", "CMKFormat", "CMKKeys"], path: "bench/name-codec"),
 
         // Benchmark, run by hand: µs per audit record of an open, split into its steps.
-        .executableTarget(name: "audit-record", dependencies: ["CMKAudit", "CMKCrypto", "CMKVolume"], path: "bench/audit-record"),
+        .executableTarget(name: "audit-record", dependencies: ["BenchSupport", "CMKAudit", "CMKCrypto", "CMKVolume"], path: "bench/audit-record"),
+
+        // What the by-hand micro-benchmarks above share: options, clocks, printing.
+        .target(name: "BenchSupport", path: "bench/BenchSupport"),
 
         // Fuzz targets: one function per parser of untrusted bytes, run by CMKFuzzTests and by
         // the libFuzzer driver below (docs/fuzzing.md).

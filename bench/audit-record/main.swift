@@ -10,28 +10,12 @@
 // Prints the median and minimum µs per call of each case by thread CPU time (the machine is
 // shared: CPU time is steadier than wall time).
 import Glibc
+import BenchSupport
 import CMKAudit
 import CMKCrypto
 import CMKVolume
 
-struct Options {
-    var calls = 50_000
-    var rounds = 7
-    var directory = "/var/tmp"
-    /// Only the cases whose name contains this (for `perf record` of one case).
-    var only = ""
-}
-
-func cpuNow() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
-}
-
-func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
-func fmt(_ x: Double) -> String { String((x * 1000).rounded() / 1000) }
-
-func run(_ o: Options) throws {
+func run(_ o: BenchOptions) throws {
     let key = try SecretBytes.random(count: 32)
     let seal = try AuditPathSeal(auditKey: key)
     let mac = try HMACSHA256.Keyed(key: key)
@@ -102,15 +86,5 @@ func run(_ o: Options) throws {
     if sink == 42 { print("") }
 }
 
-var options = Options()
-var args = CommandLine.arguments.dropFirst().makeIterator()
-while let arg = args.next() {
-    switch arg {
-    case "--calls": options.calls = Int(args.next() ?? "") ?? options.calls
-    case "--rounds": options.rounds = Int(args.next() ?? "") ?? options.rounds
-    case "--dir": options.directory = args.next() ?? options.directory
-    case "--only": options.only = args.next() ?? ""
-    default: print("usage: audit-record [--calls N] [--rounds R] [--dir DIR] [--only CASE]"); exit(2)
-    }
-}
+let options = BenchOptions.parse(tool: "audit-record", calls: 50_000, directory: "/var/tmp")
 do { try run(options) } catch { print("audit-record: \(error)"); exit(1) }

@@ -10,28 +10,12 @@
 // minimum µs per call of each case by thread CPU time (the machine is shared: CPU time is
 // steadier than wall time).
 import Glibc
+import BenchSupport
 import CMKCrypto
 import CMKFormat
 import CMKKeys
 
-struct Options {
-    var calls = 100_000
-    var rounds = 7
-    var directory = "/tmp"
-    /// Only the cases whose name contains this (for `perf record` of one case).
-    var only = ""
-}
-
-func cpuNow() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
-}
-
-func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
-func fmt(_ x: Double) -> String { String((x * 1000).rounded() / 1000) }
-
-func run(_ o: Options) throws {
+func run(_ o: BenchOptions) throws {
     let codec = try NameCodec(key: SecretBytes.random(count: AESSIV.keySize))
     let directoryID = try SecureRandom.bytes(16)
     // 64 names of 10 to 40 bytes, cycled through.
@@ -92,15 +76,5 @@ func FileManager_remove(_ path: String) throws {
     rmdir(path)
 }
 
-var options = Options()
-var args = CommandLine.arguments.dropFirst().makeIterator()
-while let arg = args.next() {
-    switch arg {
-    case "--calls": options.calls = Int(args.next() ?? "") ?? options.calls
-    case "--rounds": options.rounds = Int(args.next() ?? "") ?? options.rounds
-    case "--dir": options.directory = args.next() ?? options.directory
-    case "--only": options.only = args.next() ?? ""
-    default: print("usage: name-codec [--calls N] [--rounds R] [--dir DIR] [--only CASE]"); exit(2)
-    }
-}
+let options = BenchOptions.parse(tool: "name-codec", calls: 100_000, directory: "/tmp")
 do { try run(options) } catch { print("name-codec: \(error)"); exit(1) }

@@ -10,24 +10,10 @@
 // It prints the median and minimum µs per call of each, by thread CPU time (the machine is
 // shared: CPU time is steadier than wall time) and by wall time.
 import Glibc
+import BenchSupport
 import CMKSystem
 
-struct Options {
-    var calls = 100_000
-    var rounds = 7
-    var directory = "/tmp"
-}
-
-func now(_ clock: clockid_t) -> Double {
-    var t = timespec()
-    clock_gettime(clock, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
-}
-
-func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
-func fmt(_ x: Double) -> String { String((x * 1000).rounded() / 1000) }
-
-func run(_ o: Options) throws {
+func run(_ o: BenchOptions) throws {
     let calls = o.calls
     /// µs per call of `body` (which makes `calls` calls), by CPU time and by wall time.
     func measure(_ body: () -> Void) -> (cpu: Double, wall: Double) {
@@ -91,14 +77,5 @@ func run(_ o: Options) throws {
     if sink == 42 { print("") }
 }
 
-var options = Options()
-var arguments = CommandLine.arguments.dropFirst().makeIterator()
-while let a = arguments.next() {
-    switch a {
-    case "--calls": options.calls = Int(arguments.next() ?? "") ?? options.calls
-    case "--rounds": options.rounds = Int(arguments.next() ?? "") ?? options.rounds
-    case "--dir": options.directory = arguments.next() ?? options.directory
-    default: print("usage: syscall-overhead [--calls N] [--rounds R] [--dir DIR]"); exit(2)
-    }
-}
+let options = BenchOptions.parse(tool: "syscall-overhead", calls: 100_000, directory: "/tmp", only: false)
 do { try run(options) } catch { print("syscall-overhead: \(error)"); exit(1) }
