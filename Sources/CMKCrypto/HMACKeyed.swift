@@ -78,10 +78,12 @@ extension HMACSHA256 {
     }
 }
 
-/// An `EVP_MAC` fetched once and never freed (it lives as long as the process).
-private final class FetchedMAC: @unchecked Sendable {
-    // Sound: the pointer is set once in init and never changed; OpenSSL documents fetched
-    // algorithm objects as shareable between threads (contexts made from it are not).
+/// An `EVP_MAC` fetched once and never freed (it lives as long as the process), as
+/// `AESGCM.Cipher` is for the cipher.
+/// Sound as @unchecked Sendable: the pointer is set once and never changed, and an algorithm
+/// from EVP_MAC_fetch is immutable and reference counted; OpenSSL documents fetched algorithms
+/// as safe to share between threads (the contexts made from it are not, and are never shared).
+private struct FetchedMAC: @unchecked Sendable {
     let mac: OpaquePointer?
     init(name: String) { mac = EVP_MAC_fetch(nil, name, nil) }
 }
