@@ -20,6 +20,9 @@ class IntegrationTestCase: XCTestCase {
     /// unless requests were really served through the rings.
     var fuseTransport: String? { nil }
     private var ringSwitchBefore: String?
+    /// This test's failures, printed again after the mount log in `tearDown`: a long log would
+    /// otherwise push them out of an excerpt that keeps only a run's end (CI's does).
+    private var failures: [String] = []
 
     var mnt: String { fx.mnt }
     var vol: String { fx.vol }
@@ -43,6 +46,11 @@ class IntegrationTestCase: XCTestCase {
         }
     }
 
+    override func recordFailure(withDescription description: String, inFile filePath: String, atLine lineNumber: Int, expected: Bool) {
+        failures.append("\((filePath as NSString).lastPathComponent):\(lineNumber): \(description.prefix(2_000))")
+        super.recordFailure(withDescription: description, inFile: filePath, atLine: lineNumber, expected: expected)
+    }
+
     override func tearDown() {
         if let fx, fuseTransport == "io_uring", fx.isMounted(fx.mnt) {
             let served = KernelRingSwitch.ringRequests(fx)
@@ -55,6 +63,7 @@ class IntegrationTestCase: XCTestCase {
         if let fx {
             if (testRun?.totalFailureCount ?? 0) > 0 {
                 print("[cmkfs-it] \(name) failed; \(fx.vol)/mount.log:\n\(fx.mountLog())")
+                print("[cmkfs-it] \(name): its failures again, after the log:\n" + failures.joined(separator: "\n"))
             }
             for problem in fx.cleanup() { XCTFail("cleanup: \(problem)") }
         }
