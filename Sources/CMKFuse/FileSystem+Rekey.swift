@@ -60,7 +60,8 @@ extension FileSystem {
         // of `OpenFile`. Readers and writers of the file wait only for the re-encryption.
         let prepared: PreparedRekey
         do throws(FileKeyError) { prepared = try volume.prepareRekey(fileID: file.file.fileID) } catch {
-            Self.logger.error("rekey /\(path): \(error)")
+            // By file id: a log never names a file (docs/operator-guide.md, "What is never logged").
+            Self.logger.error("rekey of file \(file.file.fileID): \(error)")
             let failure = FSError.fileKey(error)
             audit("rekey", use, failure: failure, error: error.description, path: "/\(path)", caller: caller)
             throw RekeyFailure(failure, "/\(path): \(error.description)")
@@ -89,7 +90,7 @@ extension FileSystem {
             } catch { throw RekeyFailure(error, "/\(path): rekeyed, but its audit record could not be written") }
             return ref
         case .failure(let error):
-            Self.logger.error("rekey /\(path): \(error)")
+            Self.logger.error("rekey of file \(file.file.fileID): \(error)")
             audit("rekey", use, failure: error, error: error.description, path: "/\(path)", caller: caller)
             throw RekeyFailure(error, "/\(path): \(error.description)")
         }

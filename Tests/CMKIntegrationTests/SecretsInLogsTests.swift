@@ -94,6 +94,28 @@ final class SecretsInLogsTests: IntegrationTestCase {
         run(["fsck", volume, "--json"] + access, env: env)
     }
 
+    /// A rekey the mount refuses is logged by the file's id, never by its name: here the mount's
+    /// keystore has lost the master key (the CLI checks a copy that still has it), so the mount
+    /// opens the file on its cached key and then fails to wrap the new one. The command's own
+    /// output may name the file: it echoes the path the operator gave it.
+    func testARefusedRekeyIsLoggedByFileIDNotByName() throws {
+        try fx.mount()
+        let file = "\(mnt)/\(dirMarker)/\(nameMarker)"
+        sh("mkdir \(mnt)/\(dirMarker) && echo x > \(file) && cat \(file) > /dev/null")
+        let copy = fx.root + "/kms-copy"
+        sh("cp -a \(fx.kms) \(copy)")
+        let keyFile = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: fx.kms).first { $0.hasSuffix(".key") })
+        try FileManager.default.moveItem(atPath: "\(fx.kms)/\(keyFile)", toPath: "\(fx.root)/\(keyFile).away")
+        let r = fx.cmkfs(["rekey", vol, "\(dirMarker)/\(nameMarker)", "--kms-dir", copy])
+        try FileManager.default.moveItem(atPath: "\(fx.root)/\(keyFile).away", toPath: "\(fx.kms)/\(keyFile)")
+        XCTAssertEqual(r.status, 14, "the mount refused the rekey: \(r)")
+        let log = fx.mountLog()
+        XCTAssertNotNil(log.range(of: #" error: rekey of file [0-9a-f]{32}: "#, options: .regularExpression),
+                        "control: the refusal is in mount.log, naming the file by its id")
+        XCTAssertFalse(log.contains(nameMarker), "a file name found in mount.log")
+        XCTAssertFalse(log.contains(dirMarker), "a directory name found in mount.log")
+    }
+
     func testNoSecretInLogsOrOutputsAtTraceLevel() throws {
         // An embedded volume logging to mount.log, and a PKCS#11 one logging to syslog.
         try exercise(vol, ["--kms-dir", fx.kms], env: [:], logTo: "stderr")
