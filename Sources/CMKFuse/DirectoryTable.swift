@@ -170,5 +170,8 @@ extension FileSystem {
         }
         listing.entries = shown
         listing.backingNames = backing
+        // An `rm -r` unlinks what it just listed: each UNLINK then finds its backing name here.
+        names.noteRecent(directoryID, listing: zip(shown, backing).lazy
+            .filter { $0.0.name != "." && $0.0.name != ".." }.map { (name: $0.0.name, backingName: $0.1) })
     }
 }

@@ -39,6 +39,8 @@ extension FileSystem {
         if let names {
             out.family("cmkfs_name_key_cached", "1 when the name key is held (encrypted names), else 0.", type: .gauge)
             out.sample("cmkfs_name_key_cached", [:], UInt64(names.isKeyCached ? 1 : 0))
+            out.family("cmkfs_recent_names", "Plaintext names kept with their backing names for the next operation on them (dropped when the name key goes).", type: .gauge)
+            out.sample("cmkfs_recent_names", [:], UInt64(names.recentNameCount))
         }
         out.family("cmkfs_audit_noted_names", "Inodes holding a plaintext name noted for audit paths (dropped when the name key goes).", type: .gauge)
         out.sample("cmkfs_audit_noted_names", [:], UInt64(auditNames.notedCount(inodes.all)))

@@ -29,9 +29,15 @@ final class NameLayer: Sendable {
     let audit: (any AuditSink)?
     /// The pinned lease of the name key; replaced when a flush or expiry killed it.
     private let lease = Mutex<KeyLease?>(nil)
-    /// The codec built from that lease's key; used only while the lease still answers its key,
-    /// so a flushed name key is never used through it.
-    private let keyedCodec = Mutex<(KeyLease, NameCodec)?>(nil)
+    /// The codec built from that lease's key, with the backing names it made or read lately
+    /// (`RecentNames`); used only while the lease still answers its key, so a flushed name key
+    /// is never used through it, and dropped with it.
+    private let keyedCodec = Mutex<Keyed?>(nil)
+    private struct Keyed {
+        let owner: KeyLease
+        let codec: NameCodec
+        var recent = RecentNames()
+    }
     /// Backing directory path (relative to data/) → (its mount path, its id), for audit paths.
     /// Cleared when a directory is removed or renamed, so a reused path never maps to an old id.
     private let directories = Mutex<[String: (plain: String, id: [UInt8])]>([:])
@@ -109,10 +115,10 @@ final class NameLayer: Sendable {
 
     /// The codec of `owner`'s key: built (and keyed into OpenSSL) once per lease, not per name.
     private func makeCodec(_ key: SecretBytes, for owner: KeyLease) throws(FSError) -> NameCodec {
-        if let (cachedOwner, codec) = keyedCodec.withLock({ $0 }), cachedOwner === owner { return codec }
+        if let codec = keyedCodec.withLock({ $0?.owner === owner ? $0?.codec : nil }) { return codec }
         do {
             let codec = try NameCodec(key: key)
-            keyedCodec.withLock { $0 = (owner, codec) }
+            keyedCodec.withLock { $0 = Keyed(owner: owner, codec: codec) }
             return codec
         } catch { throw .corrupt("the name key does not make a name codec: \(error)") }
     }
@@ -146,8 +152,11 @@ final class NameLayer: Sendable {
         guard name.utf8.count <= NameCodec.maxNameLength else { throw .name(.tooLong) }
         let codec = try self.codec()
         let id = try directoryID(dir)
+        // After the lease answered: a revoked name key stops this as it stops `encrypt`.
+        if let known = keyedCodec.withLock({ $0?.recent.find(id, name) }) { return known }
         let encrypted: NameCodec.Encrypted
         do { encrypted = try codec.encrypt(name, directoryID: id) } catch { throw .name(error) }
+        noteRecent(id, name, backingName: encrypted.backingName)
         if creating, let full = encrypted.fullName, let hash = encrypted.hash {
             do { try volume.metadata.setLongName(hash: hash, name: full) } catch {
                 FileSystem.logger.error("cannot store a long name: \(error)")
@@ -156,6 +165,28 @@ final class NameLayer: Sendable {
         }
         return encrypted.backingName
     }
+
+    /// Keeps `backingName` as the encryption of `name` in the directory with id `id`, while
+    /// the codec is held: never after the name key's cut dropped it (`dropKeyedCodec`).
+    func noteRecent(_ id: [UInt8], _ name: String, backingName: String) {
+        keyedCodec.withLock { $0?.recent.note(id, name, backingName: backingName) }
+    }
+
+    /// `noteRecent` for a directory listing just decrypted: (plaintext, backing) names.
+    func noteRecent<Listing: Sequence>(_ id: [UInt8], listing: Listing) where Listing.Element == (name: String, backingName: String) {
+        keyedCodec.withLock { keyed in
+            for entry in listing { keyed?.recent.note(id, entry.name, backingName: entry.backingName) }
+        }
+    }
+
+    /// The entry `name` of `dir` is gone: its backing name need not be kept.
+    func entryGone(_ dir: Node, _ name: String) {
+        guard let id = dir.inode.directoryID else { return }
+        keyedCodec.withLock { $0?.recent.drop(id, name) }
+    }
+
+    /// How many backing names are kept now (tests: `RecentNames` follows the name key).
+    var recentNameCount: Int { keyedCodec.withLock { $0?.recent.count ?? 0 } }
 
     /// Drops the stored encoding of a long backing name whose entry is gone.
     func forget(_ backingName: String) {

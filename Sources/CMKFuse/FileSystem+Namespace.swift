@@ -118,6 +118,7 @@ extension FileSystem {
             throw .system(error)
         }
         names.forget(backingName)
+        names.entryGone(dir, name)
         names.directoriesChanged()
     }
 
@@ -161,6 +162,7 @@ extension FileSystem {
             }
             if let longTarget { names?.forgetTarget(longTarget) }
             names?.forget(backingName)
+            names?.entryGone(dir, name)
         }
     }
 
@@ -204,7 +206,10 @@ extension FileSystem {
             if let names {
                 // An exchange keeps both names; a move frees the old one. A directory's backing
                 // name changed: cached audit paths may be stale.
-                if flags & Descriptor.exchange == 0 && name != newName { names.forget(name) }
+                if flags & Descriptor.exchange == 0 && name != newName {
+                    names.forget(name)
+                    names.entryGone(dir, plainName)
+                }
                 if [src, dst].contains(where: { $0.map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false }) {
                     names.directoriesChanged()
                 }
