@@ -36,6 +36,20 @@ struct RecentNames {
         }
 
         var valid: Bool { high | low != 0 }
+
+        /// By bytes: a POSIX name is bytes, and `String`'s own `==` and hash follow Unicode
+        /// canonical equivalence, which would make "caf\u{e9}" (NFC) and "cafe\u{301}" (NFD),
+        /// two files, one entry.
+        static func == (a: Key, b: Key) -> Bool {
+            a.high == b.high && a.low == b.low && a.name.utf8.elementsEqual(b.name.utf8)
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(high)
+            hasher.combine(low)
+            var bytes = name  // withUTF8 is mutating: it may make a bridged string native first
+            bytes.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        }
     }
 
     /// Bounded: 4,096 short names are a few hundred KiB at most; when full the whole table is

@@ -22,6 +22,20 @@ final class RecentNamesUnitTests: XCTestCase {
         XCTAssertEqual(recent.find(b, "x"), "BBBB")
     }
 
+    /// POSIX names are bytes: Swift's `String ==` calls "caf\u{e9}" and "cafe\u{301}" equal
+    /// (canonical equivalence), but they are two files, so they are two entries.
+    func testNamesThatDifferOnlyInUnicodeNormalizationAreTwoEntries() {
+        var recent = RecentNames()
+        recent.note(a, "caf\u{e9}", backingName: "NFC")
+        XCTAssertNil(recent.find(a, "cafe\u{301}"))
+        recent.note(a, "cafe\u{301}", backingName: "NFD")
+        XCTAssertEqual(recent.find(a, "caf\u{e9}"), "NFC")
+        XCTAssertEqual(recent.find(a, "cafe\u{301}"), "NFD")
+        recent.drop(a, "cafe\u{301}")
+        XCTAssertEqual(recent.find(a, "caf\u{e9}"), "NFC")
+        XCTAssertEqual(recent.count, 1)
+    }
+
     func testLongNamesAndMalformedIdsAreNotKept() {
         var recent = RecentNames()
         recent.note(a, "long", backingName: "L.abcdef")

@@ -40,6 +40,25 @@ final class RecentNamesTests: IntegrationTestCase {
         XCTAssertEqual(try fx.fileCount(), 0, "every removed file's key rows went")
     }
 
+    /// Names are bytes: "café" precomposed (NFC) and decomposed (NFD), which Swift's `String`
+    /// calls equal, are two files, created, listed, read and removed each on its own.
+    func testNamesThatDifferOnlyInUnicodeNormalizationAreTwoFiles() throws {
+        let out = py("""
+            import os, sys
+            d = sys.argv[1]; nfc = os.path.join(d, "caf\\u00e9"); nfd = os.path.join(d, "cafe\\u0301")
+            open(nfc, "w").write("nfc"); os.listdir(d); open(nfd, "w").write("nfd")
+            print(sorted(n.encode().hex() for n in os.listdir(d)), open(nfc).read(), open(nfd).read())
+            os.unlink(nfd)
+            print(sorted(n.encode().hex() for n in os.listdir(d)), open(nfc).read())
+            os.rename(nfc, nfd); open(nfc, "w").write("again")
+            print(sorted(n.encode().hex() for n in os.listdir(d)), open(nfc).read(), open(nfd).read())
+            """, [mnt])
+        let nfc = Array("caf\u{e9}".utf8).map { String(format: "%02x", $0) }.joined()
+        let nfd = Array("cafe\u{301}".utf8).map { String(format: "%02x", $0) }.joined()
+        let both = "['\([nfc, nfd].sorted()[0])', '\([nfc, nfd].sorted()[1])']"
+        XCTAssertEqual(out, "\(both) nfc nfd\n['\(nfc)'] nfc\n\(both) again nfc\n")
+    }
+
     /// A revoked name key stops an unlink of a listed name (EACCES, the file stays), and the
     /// kept names go with the name key; after `key enable` the same unlink works.
     func testKeptNamesGoWithTheNameKeyAndDoNotOutliveItsRevocation() throws {
