@@ -50,7 +50,7 @@ public protocol FileKeyStore: AnyObject, Sendable {
     func deleteFiles(fileIDs: [[UInt8]]) throws(MetadataError)
     /// Installs a rekeyed file's new key and re-sealed xattrs and removes the journal fact
     /// `journalKey`, atomically. False, writing nothing, if `record`'s version is no longer active.
-    func installRekeyedKey(fileID: [UInt8], _ record: FileKeyRecord, xattrs: [String: [UInt8]],
+    func installRekeyedKey(fileID: [UInt8], _ record: FileKeyRecord, xattrs: [(name: String, value: [UInt8])],
                            journalKey: String) throws(MetadataError) -> Bool
     /// The number of files that have a key.
     func fileCount() throws(MetadataError) -> Int

@@ -16,7 +16,7 @@ extension MetadataStore {
     /// Installs a rekeyed file's new EDEK (and its re-sealed user xattrs) and removes the
     /// journal entry `journalKey`, in one transaction. Returns false, writing nothing, when
     /// `record`'s version is no longer active (a rotation committed meanwhile): wrap again.
-    public func installRekeyedKey(fileID: [UInt8], _ record: FileKeyRecord, xattrs: [String: [UInt8]],
+    public func installRekeyedKey(fileID: [UInt8], _ record: FileKeyRecord, xattrs: [(name: String, value: [UInt8])],
                                   journalKey: String) throws(MetadataError) -> Bool {
         try Self.checkFileId(fileID)
         return try locked { (c) throws(MetadataError) -> Bool in
@@ -40,7 +40,7 @@ extension MetadataStore {
                     try s.bind(2, Array(record.keyId.utf8))
                     _ = try s.step("storing a rekeyed file's key")
                 }
-                for (name, value) in xattrs.sorted(by: { $0.key < $1.key }) {
+                for (name, value) in xattrs {
                     try c.withStatement("UPDATE file_attrs SET value = ?3 WHERE file_id = ?1 AND name = ?2") { (s) throws(MetadataError) in
                         try s.bind(1, fileID)
                         try s.bind(2, name)

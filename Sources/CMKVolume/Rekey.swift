@@ -19,12 +19,37 @@ struct RekeyJournal: Codable {
     var edek: String
     var keyID: String
     var version: Int
-    /// User xattr values re-sealed under the new DEK (name → hex).
-    var xattrs: [String: String]
+    /// User xattr values re-sealed under the new DEK, as (name, value hex) pairs: a list, not a
+    /// dictionary, because a `String` key follows Unicode canonical equivalence and would make
+    /// two xattrs whose names differ only in normalization one (their bytes differ, so they are two).
+    var xattrs: [Resealed]
+
+    struct Resealed: Codable, Equatable {
+        var name: String
+        var value: String
+    }
 
     static let prefix = "rekey:"
 
     enum CodingKeys: String, CodingKey { case path, temp, edek, keyID = "key_id", version, xattrs }
+}
+
+extension RekeyJournal {
+    /// Reads the list, or the name → hex object that versions before it wrote (a journal left
+    /// by a crash is finished by whichever version mounts next).
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        path = try c.decode(String.self, forKey: .path)
+        temp = try c.decode(String.self, forKey: .temp)
+        edek = try c.decode(String.self, forKey: .edek)
+        keyID = try c.decode(String.self, forKey: .keyID)
+        version = try c.decode(Int.self, forKey: .version)
+        if let list = try? c.decode([Resealed].self, forKey: .xattrs) {
+            xattrs = list
+        } else {
+            xattrs = try c.decode([String: String].self, forKey: .xattrs).map { Resealed(name: $0.key, value: $0.value) }
+        }
+    }
 }
 
 /// A rekey's new DEK and its EDEK, wrapped before the file is locked (`Volume.prepareRekey`).
@@ -75,12 +100,12 @@ extension Volume {
         try reencrypt(from: fd, to: temp, fileID: fileID, oldKey: oldKey, newKey: newKey, proceed: proceed)
         do { try tempFile.descriptor.fsync() } catch { throw Self.systemError("cannot sync \(tempPath)", error.errno.rawValue) }
 
-        var xattrs: [String: String] = [:]
+        var xattrs: [RekeyJournal.Resealed] = []
         do {
             for name in try metadata.xattrNames(fileID: fileID.bytes) {
                 guard let sealed = try metadata.xattr(fileID: fileID.bytes, name: name) else { continue }
                 let plain = try XattrSeal.open(sealed, name: name, fileID: fileID, key: oldKey)
-                xattrs[name] = hex(try plain.withUnsafeBytes { p throws(CryptoError) in try XattrSeal.seal(p, name: name, fileID: fileID, key: newKey) })
+                xattrs.append(RekeyJournal.Resealed(name: name, value: hex(try plain.withUnsafeBytes { p throws(CryptoError) in try XattrSeal.seal(p, name: name, fileID: fileID, key: newKey) })))
             }
         } catch let error as MetadataError { throw Self.metadataError(error, fileID) } catch let error as CryptoError {
             throw FileKeyError(.crypto(error), "file \(fileID): a user xattr failed authentication: \(error)")
@@ -175,7 +200,7 @@ extension Volume {
     private func install(fileID: FileID, journalKey: String, journal: RekeyJournal, key: SecretBytes) throws(FileKeyError) -> KeyRef {
         var ref = KeyRef(keyID: journal.keyID, version: journal.version)
         var edek = unhex(journal.edek) ?? []
-        let xattrs = journal.xattrs.compactMapValues(unhex)
+        let xattrs = journal.xattrs.compactMap { x in unhex(x.value).map { (name: x.name, value: $0) } }
         for _ in 0..<3 {
             do {
                 let record = FileKeyRecord(edek: edek, keyId: ref.keyID, keyVersion: ref.version)

@@ -152,6 +152,49 @@ final class RekeyTests: IntegrationTestCase {
         XCTAssertTrue(fx.cmkfs(["audit", "verify", vol]).succeeded)
     }
 
+    /// Two user xattrs whose names differ only in Unicode normalization ("café" precomposed and
+    /// decomposed) are two xattrs, kept apart by a live rekey and by a rekey finished from its
+    /// journal after a crash.
+    func testRekeyKeepsXattrsWhoseNamesDifferOnlyInNormalization() throws {
+        let names = ["user.caf\u{e9}", "user.cafe\u{301}"]
+        let show = """
+            import os, sys
+            print(sorted((a.encode().hex(), os.getxattr(sys.argv[1], a).decode()) for a in os.listxattr(sys.argv[1])))
+            """
+        sh("echo body > \(mnt)/f")
+        py("import os, sys\nfor a in sys.argv[2:]: os.setxattr(sys.argv[1], a, a.encode())", [mnt + "/f"] + names)
+        let expected = py(show, [mnt + "/f"])
+        XCTAssertEqual(expected.components(separatedBy: "user.").count, 3, "two xattrs: \(expected)")
+        _ = rekey(["f"])
+        XCTAssertEqual(python(show, [mnt + "/f"]).stdout, expected, "after a live rekey")
+        try fx.unmount()
+        let crashed = fx.sh("CMKFS_CRASH_POINT=rekey-mid-copy \(Shell.quote(MountFixture.binary)) rekey \(vol) f --kms-dir \(fx.kms)")
+        XCTAssertEqual(crashed.status, 86, "\(crashed)")
+        try fx.mount()
+        XCTAssertTrue(fx.mountLog().contains("finished the interrupted rekey of f"), fx.mountLog())
+        XCTAssertEqual(python(show, [mnt + "/f"]).stdout, expected, "after a rekey finished from its journal")
+        XCTAssertEqual(sh("cat \(mnt)/f"), "body\n")
+
+        // A journal that an earlier version wrote (xattrs as a name -> hex object) is finished too.
+        py("import os, sys; os.setxattr(sys.argv[1], 'user.one', b'one')", [mnt + "/f"])
+        try fx.unmount()
+        let again = fx.sh("CMKFS_CRASH_POINT=rekey-mid-copy \(Shell.quote(MountFixture.binary)) rekey \(vol) f --kms-dir \(fx.kms)")
+        XCTAssertEqual(again.status, 86, "\(again)")
+        XCTAssertEqual(py("""
+            import json, sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            (key, value), = db.execute("SELECT key, value FROM meta WHERE key GLOB 'rekey:*'").fetchall()
+            journal = json.loads(bytes(value))
+            journal["xattrs"] = {x["name"]: x["value"] for x in journal["xattrs"] if x["name"] == "user.one"}
+            db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(journal).encode(), key)); db.commit()
+            print(len(journal["xattrs"]))
+            """, [vol + "/meta.db"]), "1\n")
+        try fx.mount()
+        XCTAssertTrue(fx.mountLog().contains("finished the interrupted rekey of f"), fx.mountLog())
+        XCTAssertEqual(sh("cat \(mnt)/f"), "body\n")
+        XCTAssertEqual(py("import os, sys; print(os.getxattr(sys.argv[1], 'user.one').decode())", [mnt + "/f"]), "one\n")
+    }
+
     /// The worst moment: the new EDEK is journaled and the file is half new, half old blocks.
     func testCrashMidCopyIsFinishedFromTheJournal() throws {
         let sums = makeBigFiles(1)

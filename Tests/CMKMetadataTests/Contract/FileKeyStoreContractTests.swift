@@ -87,18 +87,18 @@ final class FileKeyStoreContractTests: MetadataContractCase {
             try store.setXattr(fileID: fid(1), name: "user.a", value: [1], mode: .any)
             try store.setMeta("rekey/1", [1])
             // Under an inactive version: nothing is written and the journal entry stays.
-            XCTAssertFalse(try store.installRekeyedKey(fileID: fid(1), record(9, version: 1), xattrs: ["user.a": [9]], journalKey: "rekey/1"))
+            XCTAssertFalse(try store.installRekeyedKey(fileID: fid(1), record(9, version: 1), xattrs: [("user.a", [9])], journalKey: "rekey/1"))
             XCTAssertEqual(try store.fileKey(fileID: fid(1)), record(1, version: 1))
             XCTAssertEqual(try store.xattr(fileID: fid(1), name: "user.a"), [1])
             XCTAssertEqual(try store.meta("rekey/1"), [1])
             // Under the active one: key, re-sealed xattrs and journal change together.
-            XCTAssertTrue(try store.installRekeyedKey(fileID: fid(1), record(8, version: 2), xattrs: ["user.a": [8]], journalKey: "rekey/1"))
+            XCTAssertTrue(try store.installRekeyedKey(fileID: fid(1), record(8, version: 2), xattrs: [("user.a", [8])], journalKey: "rekey/1"))
             XCTAssertEqual(try store.fileKey(fileID: fid(1)), record(8, version: 2))
             XCTAssertEqual(try store.xattr(fileID: fid(1), name: "user.a"), [8])
             XCTAssertNil(try store.meta("rekey/1"))
             XCTAssertEqual(try store.edekCounts(), [2: 1])
             // A file without a key is not created by a rekey.
-            XCTAssertEqual(metadataError { try store.installRekeyedKey(fileID: fid(2), record(7, version: 2), xattrs: [:], journalKey: "rekey/2") }, .notFound)
+            XCTAssertEqual(metadataError { try store.installRekeyedKey(fileID: fid(2), record(7, version: 2), xattrs: [], journalKey: "rekey/2") }, .notFound)
             XCTAssertNil(try store.fileKey(fileID: fid(2)))
         }
     }
