@@ -42,6 +42,8 @@ extension FileSystem {
             out.family("cmkfs_recent_names", "Plaintext names kept with their backing names for the next operation on them (dropped when the name key goes).", type: .gauge)
             out.sample("cmkfs_recent_names", [:], UInt64(names.recentNameCount))
         }
+        out.family("cmkfs_key_row_batches_total", "Transactions that deleted the key rows of unlinked files (batched, PendingForgets).", type: .counter)
+        out.sample("cmkfs_key_row_batches_total", [:], UInt64(forgets.batches))
         out.family("cmkfs_audit_noted_names", "Inodes holding a plaintext name noted for audit paths (dropped when the name key goes).", type: .gauge)
         out.sample("cmkfs_audit_noted_names", [:], UInt64(auditNames.notedCount(inodes.all)))
         let t = transport.snapshot
