@@ -96,6 +96,9 @@ let package = Package(
         // Benchmark, run by hand: µs per audit record of an open, split into its steps.
         .executableTarget(name: "audit-record", dependencies: ["BenchSupport", "CMKAudit", "CMKCrypto", "CMKVolume"], path: "bench/audit-record"),
 
+        // Benchmark, run by hand: µs per key-cache miss and hit, and the longest miss of a full cache.
+        .executableTarget(name: "key-cache", dependencies: ["BenchSupport", "CMKCrypto", "CMKKeyService", "CMKKeys"], path: "bench/key-cache"),
+
         // What the by-hand micro-benchmarks above share: options, clocks, printing.
         .target(name: "BenchSupport", path: "bench/BenchSupport"),
 

@@ -9,7 +9,8 @@ public struct CachePolicy: Sendable, Equatable {
     public var maxLifetime: Double
     /// How often the master keys in use are re-checked with the provider, in the background.
     public var leaseRenew: Double
-    /// At most this many unwrapped DEKs are kept; the least recently used unpinned one goes first.
+    /// At most this many unwrapped DEKs are kept; the least recently leased (opened) unpinned one
+    /// goes first, one per miss on a full cache.
     /// The default holds a working set of 20,000 files (issue 20's small-file rows): at 4,096, a
     /// pass over more files than that missed on every one of them (an LRU cache read in the order
     /// it was filled keeps nothing that is asked for again), an unwrap per file. A cached key

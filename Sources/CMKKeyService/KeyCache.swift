@@ -16,7 +16,8 @@ public final class KeyCache: Sendable {
     let onEvent: @Sendable (KeyCacheEvent) -> Void
 
     struct State {
-        var entries: [CacheKey: KeyLease] = [:]
+        /// The cached leases, in the order they were last leased.
+        var entries = LeaseTable()
         var loading: [CacheKey: Loading] = [:]
         var hits = 0, misses = 0, evictions = 0, flushed = 0, expired = 0
         var health = ProviderHealth(state: "unchecked", checkedAt: nil, detail: nil)
@@ -56,6 +57,7 @@ public final class KeyCache: Sendable {
             let step: LeaseStep = state.withLock { s in
                 if let lease = s.entries[key], lease.isLive {
                     s.hits += 1
+                    s.entries.touch(key)
                     lease.state.withLock { $0.pins += 1; $0.lastUsed = clock() }
                     return .hit(lease)
                 }
@@ -83,8 +85,7 @@ public final class KeyCache: Sendable {
                 lease.state.withLock { $0.pins = 1 }
                 let evicted: [KeyLease] = state.withLock { s in
                     s.misses += 1
-                    s.entries[key]?.revoke(.revoked)
-                    s.entries[key] = lease
+                    s.entries.insert(lease)?.revoke(.revoked)
                     s.loading[key] = nil
                     return evictOverCapacity(&s)
                 }
@@ -115,11 +116,7 @@ public final class KeyCache: Sendable {
         let now = clock()
         let lease = KeyLease(fileID: fileID, keyRef: keyRef, key: key, now: now, lifetime: policy.maxLifetime)
         lease.state.withLock { $0.pins = 1 }
-        let old = state.withLock { s in
-            let old = s.entries[CacheKey(fileID)]
-            s.entries[CacheKey(fileID)] = lease
-            return old
-        }
+        let old = state.withLock { s in s.entries.insert(lease) }
         old?.revoke(.revoked)
         return lease
     }
@@ -129,21 +126,11 @@ public final class KeyCache: Sendable {
         lease.state.withLock { $0.pins = max(0, $0.pins - 1) }
     }
 
-    /// Least recently used unpinned entries, removed from the map once the capacity is passed.
-    /// It evicts down to 7/8 of the capacity, so the scan runs once per capacity/8 inserts rather
-    /// than on every insert (a full scan per create made 20,000 creates quadratic).
+    /// The least recently leased unpinned entries, out of the table once the capacity is passed:
+    /// one per miss on a full cache, in O(1) (`LeaseTable`).
     private func evictOverCapacity(_ s: inout State) -> [KeyLease] {
-        var out: [KeyLease] = []
-        guard s.entries.count > policy.capacity else { return out }
-        let target = policy.capacity - max(0, policy.capacity / 8)
-        let candidates = s.entries.values
-            .map { lease in (lease, lease.state.withLock { ($0.pins, $0.lastUsed) }) }
-            .filter { $0.1.0 == 0 }
-            .sorted { $0.1.1 < $1.1.1 }
-        for (lease, _) in candidates.prefix(s.entries.count - target) {
-            s.entries[lease.cacheKey] = nil
-            out.append(lease)
-        }
+        guard s.entries.count > policy.capacity else { return [] }
+        let out = s.entries.evict(downTo: policy.capacity) { lease in lease.state.withLock { $0.pins > 0 } }
         s.evictions += out.count
         return out
     }
@@ -153,10 +140,10 @@ public final class KeyCache: Sendable {
     @discardableResult
     public func flush(keyID: String? = nil, version: Int? = nil, reason: String) -> [KeyLease] {
         let matching: [KeyLease] = state.withLock { s in
-            let hit = s.entries.values.filter { lease in
+            let hit = s.entries.leases.filter { lease in
                 (keyID == nil || lease.keyRef.keyID == keyID) && (version == nil || lease.keyRef.version == version)
             }
-            for lease in hit { s.entries[lease.cacheKey] = nil }
+            for lease in hit { s.entries.remove(lease.cacheKey) }
             s.flushed += hit.count
             return hit
         }
@@ -172,7 +159,7 @@ public final class KeyCache: Sendable {
     /// cut files that no longer depend on it. Returns how many moved.
     @discardableResult
     public func relabel(active: KeyRef, currentVersion: ([UInt8]) -> Int?) -> Int {
-        let stale = state.withLock { s in s.entries.values.filter { $0.isLive && $0.keyRef != active } }
+        let stale = state.withLock { s in s.entries.leases.filter { $0.isLive && $0.keyRef != active } }
         var moved = 0
         for lease in stale {
             guard let version = currentVersion(lease.fileID) else { continue }
@@ -192,12 +179,12 @@ public final class KeyCache: Sendable {
     public func sweep() {
         let now = clock()
         let dropped: [KeyLease] = state.withLock { s in
-            let old = s.entries.values.filter { lease in
+            let old = s.entries.leases.filter { lease in
                 lease.state.withLock { l in
                     l.key == nil || now >= l.expiresAt || (l.pins == 0 && now - l.lastUsed >= policy.idleTTL)
                 }
             }
-            for lease in old { s.entries[lease.cacheKey] = nil }
+            for lease in old { s.entries.remove(lease.cacheKey) }
             s.evictions += old.count
             return old
         }
@@ -215,7 +202,7 @@ public final class KeyCache: Sendable {
     /// still enabled, flushes those disabled or destroyed, and lets leases run out while the
     /// provider cannot be reached.
     public func renew() {
-        let keys = state.withLock { s in Set(s.entries.values.filter(\.isLive).map(\.keyRef)) }
+        let keys = state.withLock { s in Set(s.entries.leases.filter(\.isLive).map(\.keyRef)) }
         for key in keys {
             let now = clock()
             do {
@@ -223,7 +210,7 @@ public final class KeyCache: Sendable {
                 if keyState == .enabled {
                     let renewed = state.withLock { s in
                         s.health = ProviderHealth(state: "ok", checkedAt: now, detail: nil)
-                        return s.entries.values.filter { $0.keyRef == key }
+                        return s.entries.leases.filter { $0.keyRef == key }
                     }
                     for lease in renewed { lease.state.withLock { $0.expiresAt = now + policy.maxLifetime } }
                     onEvent(.renewed(key: key, leases: renewed.count))
@@ -267,7 +254,7 @@ public final class KeyCache: Sendable {
     public func stats() -> CacheStats {
         let now = clock()
         return state.withLock { s in
-            let live = s.entries.values.filter(\.isLive)
+            let live = s.entries.leases.filter(\.isLive)
             let oldest = live.map { l in l.state.withLock { now - ($0.expiresAt - policy.maxLifetime) } }.max()
             return CacheStats(entries: live.count, pinned: live.filter { l in l.state.withLock { $0.pins > 0 } }.count,
                               capacity: policy.capacity, hits: s.hits, misses: s.misses, evictions: s.evictions,

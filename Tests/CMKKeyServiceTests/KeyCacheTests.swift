@@ -117,6 +117,54 @@ final class KeyCacheTests: XCTestCase {
         XCTAssertLessThan(cache.stats().evictions, 10_000)
     }
 
+    /// A miss on a full cache evicts one key, the least recently leased: not an eighth of the
+    /// cache at once (the former sorting pass dropped 4,096 keys at the default capacity, each
+    /// an unwrap again at its next open, while every open waited on the cache's lock).
+    func testFullCacheEvictsOneKeyPerMiss() throws {
+        let clock = TestClock()
+        let cache = makeCache(CachePolicy(idleTTL: 1000, maxLifetime: 1000, leaseRenew: 100, capacity: 64), FakeProvider(), clock)
+        var leases: [KeyLease] = []
+        for n in 0..<64 {
+            clock.advance(0.001)
+            let lease = cache.lease(for: id(n)) { (SecretBytes(zeroedCount: 32), ref) }
+            cache.unpin(lease)
+            leases.append(lease)
+        }
+        XCTAssertEqual(cache.stats().entries, 64)
+        clock.advance(0.001)
+        cache.unpin(cache.lease(for: id(64)) { (SecretBytes(zeroedCount: 32), ref) })
+        XCTAssertEqual(cache.stats().entries, 64, "one key out for one key in")
+        XCTAssertEqual(cache.stats().evictions, 1)
+        XCTAssertFalse(leases[0].isLive, "the least recently leased key went")
+        XCTAssertTrue(leases[1...].allSatisfy(\.isLive))
+    }
+
+    /// Eviction goes by the order of leasing: a key leased again (an open that hit) moves to the
+    /// front, a pinned key (an open file) is skipped and stays, wherever it is in the order.
+    func testEvictionSkipsPinnedAndKeepsRecentlyLeased() throws {
+        let clock = TestClock()
+        let cache = makeCache(CachePolicy(idleTTL: 1000, maxLifetime: 1000, leaseRenew: 100, capacity: 3), FakeProvider(), clock)
+        func lease(_ n: Int) -> KeyLease {
+            clock.advance(0.001)
+            return cache.lease(for: id(n)) { (SecretBytes(zeroedCount: 32), ref) }
+        }
+        let pinned = lease(0)                   // stays open
+        let a = lease(1); cache.unpin(a)
+        let b = lease(2); cache.unpin(b)
+        cache.unpin(lease(1))                   // a hit: a is now the most recent
+        let c = lease(3); cache.unpin(c)        // over capacity: b is the oldest unpinned
+        XCTAssertTrue(pinned.isLive)
+        XCTAssertTrue(a.isLive)
+        XCTAssertFalse(b.isLive)
+        XCTAssertTrue(c.isLive)
+        let d = lease(4); cache.unpin(d)        // the pinned key was skipped to the front: a goes
+        XCTAssertTrue(pinned.isLive)
+        XCTAssertFalse(a.isLive)
+        XCTAssertEqual(cache.stats().entries, 3)
+        XCTAssertEqual(cache.stats().pinned, 1)
+        cache.unpin(pinned)
+    }
+
     func testLeaseExpiresWithoutRenewalAndRenewalExtendsIt() throws {
         let clock = TestClock()
         let provider = FakeProvider()
