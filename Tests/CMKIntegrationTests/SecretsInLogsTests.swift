@@ -54,6 +54,18 @@ final class SecretsInLogsTests: IntegrationTestCase {
         return p
     }
 
+    /// Sends a marker datagram to the capture at `socket` and waits until it is in `path`.
+    func waitUntilCaptured(socket: String, into path: String) throws {
+        let marker = "cmkfs-it-end-of-capture-" + randomHex(16)
+        let sent = Shell.run(Shell.python, ["-c", "import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(sys.argv[2].encode(), sys.argv[1])",
+                                            socket, marker], timeout: 60, logDir: fx.logs, label: "send the end-of-capture marker")
+        XCTAssertTrue(sent.succeeded, "\(sent)")
+        let captured = waitUntil(deadline: 60, interval: 0.05) {
+            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").contains(marker)
+        }
+        XCTAssertTrue(captured, "the syslog capture did not write the end-of-capture marker")
+    }
+
     /// Mounts at trace, uses the files, revokes with a file held open, enables, rotates,
     /// rekeys, verifies and unmounts: every command that logs or prints something.
     func exercise(_ volume: String, _ access: [String], env: [String: String], logTo: String) throws {
@@ -164,6 +176,9 @@ final class SecretsInLogsTests: IntegrationTestCase {
         let wrongPIN = fx.root + "/hsm/wrong-pin"
         try SoftHSMTokens.writePINFile(wrongPIN, pin: pin.uppercased())
         run(["mount", pvol, mnt, "--log-level", "trace", "--log-to", "syslog", "--pin-file", wrongPIN], env: env, expect: 5)
+        // Every datagram sent is searched: the capture has written them all once it has written a
+        // marker sent after the last of them (one socket, one queue, in order).
+        try waitUntilCaptured(socket: syslogSocket, into: syslogOut)
 
         // The keys this test can reach, through the API, after everything above.
         var keys: [(String, [UInt8])] = []
