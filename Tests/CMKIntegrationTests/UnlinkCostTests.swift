@@ -60,14 +60,16 @@ extension UnlinkCostTests {
     /// The unlink that fills a batch of key-row deletions (`PendingForgets`; 512 files here) is
     /// answered without waiting for the batch's transaction: the batch is written on a thread of
     /// its own. Shown with meta.db's write lock held by another process for 4 s (as a `cmkfs`
-    /// command may hold it): `rm` of 2,000 files returns long before the lock is let go, where an
+    /// command may hold it; under the mount's 5 s busy timeout, so the waiting batches still go):
+    /// `rm` of 1,100 files (two full batches) returns while the lock is still held, where an
     /// unlink that filled a batch used to wait for it (the first batch waits for the lock either
-    /// way); the rows still go once the lock is free.
+    /// way); the rows still go once the lock is free. The lock outliving `rm` is the check, not a
+    /// time bound: a slow machine only narrows it.
     func testAnUnlinkThatFillsABatchDoesNotWaitForItsWrite() throws {
         try remount(["CMKFS_FORGET_BATCH=512"])
         let rows = { self.edekRows() }
-        sh("mkdir \(mnt)/many && cd \(mnt)/many && seq 1 2000 | xargs touch")
-        XCTAssertEqual(rows(), 2000)
+        sh("mkdir \(mnt)/many && cd \(mnt)/many && seq 1 1100 | xargs touch")
+        XCTAssertEqual(rows(), 1100)
         let locked = fx.root + "/locked"
         let holder = Process()
         holder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
@@ -85,8 +87,8 @@ extension UnlinkCostTests {
         let start = Date()
         sh("rm -rf \(mnt)/many")
         let took = Date().timeIntervalSince(start)
-        XCTAssertTrue(holder.isRunning, "the lock was still held when rm returned")
-        XCTAssertLessThan(took, 3.0, "rm of 2,000 files took \(took) s while meta.db was locked for 4 s")
+        XCTAssertTrue(holder.isRunning, "the lock was still held when rm returned (rm of 1,100 files took \(String(format: "%.2f", took)) s; the lock is held 4 s)")
+        report("rm of 1,100 files under a locked meta.db", seconds: took)
         holder.waitUntilExit()
         var left = rows()
         waitUntil(deadline: 30, interval: 0.05) { left = rows(); return left == 0 }
