@@ -129,11 +129,14 @@ final class ControlSocketTests: SocketKMSTestCase {
         let pvol = fx.root + "/pvol"
         let i = fx.cmkfs(["init", pvol, "--kms", "socket", "--kms-socket", k.socket])
         XCTAssertTrue(i.succeeded, "\(i)")
-        let m = fx.cmkfs(["mount", pvol, mnt])
+        // The mount and the rekey command wait up to 30 s for the KMS (CMKFS_KMS_TIMEOUT_MS): its
+        // 4.5 s per request would leave a loaded machine only 0.5 s under the default 5 s.
+        let m = Shell.run("/usr/bin/env", ["CMKFS_KMS_TIMEOUT_MS=30000", MountFixture.binary, "mount", pvol, mnt],
+                          timeout: 60, logDir: fx.logs, label: "cmkfs mount (30 s KMS timeout)")
         XCTAssertTrue(m.succeeded, "\(m)")
         sh("head -c 65536 /dev/urandom > \(mnt)/f")
         _ = k.stop()
-        try k.start(["--latency-ms", "4500"])   // under the 5 s client timeout
+        try k.start(["--latency-ms", "4500"])
         // A reader holding the file open reads it (past the page cache: O_DIRECT) every 20 ms
         // while a rekey runs, and reports its slowest read.
         let reader = """
@@ -142,7 +145,8 @@ final class ControlSocketTests: SocketKMSTestCase {
             fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
             buf = mmap.mmap(-1, 65536)
             os.preadv(fd, [buf], 0)
-            rekey = subprocess.Popen([cmkfs, "rekey", vol, "f"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            rekey = subprocess.Popen([cmkfs, "rekey", vol, "f"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, CMKFS_KMS_TIMEOUT_MS="30000"))
             slowest = 0.0
             while rekey.poll() is None:
                 t = time.monotonic(); os.preadv(fd, [buf], 0); slowest = max(slowest, time.monotonic() - t)
