@@ -133,7 +133,7 @@ final class AWSKMSServer {
         guard p.isRunning else { return nil }
         kill(p.processIdentifier, SIGCONT)
         p.terminate()
-        if waitUntil(deadline: 5, interval: 0.01, { !p.isRunning }) { return nil }
+        if waitUntil(deadline: 30, interval: 0.01, { !p.isRunning }) { return nil }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
         return "\(p.executableURL?.lastPathComponent ?? "?") \(p.processIdentifier) ignored SIGTERM; killed it"

@@ -261,7 +261,7 @@ final class PackagingTests: IntegrationTestCase {
         r = runExec(stop, env: env)
         XCTAssertTrue(r.succeeded, "ExecStop failed: \(r)")
         XCTAssertFalse(fx.isMounted(mnt))
-        XCTAssertEqual(notify.receive(until: "STOPPING", deadline: 10)?["STOPPING"], "1")
+        XCTAssertEqual(notify.receive(until: "STOPPING", deadline: 60)?["STOPPING"], "1")
         XCTAssertTrue(waitUntil(deadline: 15) { !daemon.isRunning }, "the daemon outlived ExecStop")
         XCTAssertEqual(daemon.terminationStatus, 0)
 
@@ -279,7 +279,7 @@ final class PackagingTests: IntegrationTestCase {
         XCTAssertEqual(sh("cat \(mnt)/unit.txt"), "mounted by the unit\n")
         XCTAssertTrue(runExec(stop, env: env).succeeded)
         XCTAssertFalse(fx.isMounted(mnt))
-        XCTAssertEqual(notify.receive(until: "STOPPING", deadline: 10)?["STOPPING"], "1")
+        XCTAssertEqual(notify.receive(until: "STOPPING", deadline: 60)?["STOPPING"], "1")
         XCTAssertTrue(waitUntil(deadline: 15) { !daemon.isRunning })
 
         // A refused mount tells systemd why before it exits (exit 3: not a volume).

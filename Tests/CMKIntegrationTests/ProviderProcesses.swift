@@ -101,7 +101,7 @@ final class KMSProcess {
 
     var pid: pid_t? { process.map { $0.processIdentifier } }
 
-    /// Starts the server with `faults` flags and waits (≤ 10 s) until it answers a ping.
+    /// Starts the server with `faults` flags and waits (≤ 60 s) until it answers a ping.
     func start(_ faults: [String] = []) throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else { throw FixtureError("no cmkfs-kms at \(Self.binary)") }
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
@@ -118,7 +118,7 @@ final class KMSProcess {
         try? log.close()
         process = p
         let client = SocketKMSProvider(socketPath: socket, timeoutMilliseconds: 1000)
-        let ready = waitUntil(deadline: 10) {
+        let ready = waitUntil(deadline: 60) {
             guard p.isRunning, FileManager.default.fileExists(atPath: socket) else { return !p.isRunning }
             // A refusing server still answers (with a refusal): that is "ready" too.
             if (try? client.ping()) != nil { return true }
@@ -135,12 +135,12 @@ final class KMSProcess {
 
     func signal(_ sig: Int32) { if let pid, process?.isRunning == true { kill(pid, sig) } }
 
-    /// SIGSTOP, then waits (≤ 5 s) until the kernel reports the process stopped: signal delivery
+    /// SIGSTOP, then waits (≤ 30 s) until the kernel reports the process stopped: signal delivery
     /// is asynchronous, and a request answered in between would make a test pass by luck.
     func pause() {
         signal(SIGSTOP)
         guard let pid else { return }
-        waitUntil(deadline: 5, interval: 0.001) {
+        waitUntil(deadline: 30, interval: 0.001) {
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
             return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("T")
         }
@@ -153,14 +153,15 @@ final class KMSProcess {
         process?.waitUntilExit()
     }
 
-    /// Stops the server whatever its state (paused too); waits at most ~5 s, then SIGKILLs.
+    /// Stops the server whatever its state (paused too); waits at most ~30 s (a loaded machine is
+    /// slow, and a kill is reported as a test failure), then SIGKILLs.
     /// Returns a problem description if it had to force it.
     @discardableResult
     func stop() -> String? {
         guard let p = process, p.isRunning else { return nil }
         signal(SIGCONT)
         signal(SIGTERM)
-        waitUntil(deadline: 5, interval: 0.01) { !p.isRunning }
+        waitUntil(deadline: 30, interval: 0.01) { !p.isRunning }
         if p.isRunning {
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()

@@ -62,7 +62,7 @@ final class SmallBlockFullDiskTests: IntegrationTestCase {
         // Space freed by an unlink goes to the reserve first, while the mount runs: a reserve the
         // database used up (released here by hand, as a full disk does) is taken back.
         sh("truncate -s 0 \(svol)/meta.db-reserve && rm \(mnt)/spare")
-        let deadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(60)
         var reserved = 0
         while Date() < deadline {
             reserved = Int(sh("stat -c %b \(svol)/meta.db-reserve").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
