@@ -89,9 +89,10 @@ public final class AuditLog: Sendable {
     let syncing = Mutex(Synced())
     /// Group commit of durable appends: one leader syncs while the others wait on it.
     let commit = GroupCommit()
-    /// The last anchored seq, when (monotonic seconds), and whether a durable record asked for
-    /// an anchor at the next group commit.
-    struct Anchored { var seq: UInt64 = 0; var at: Double = 0; var requested = false }
+    /// The last anchored seq, when (monotonic seconds), and the highest seq of a durable record
+    /// that asked for an anchor at the next group commit: a seq, not a flag, so that a request
+    /// made while an anchor write is under way outlives the end of that write.
+    struct Anchored { var seq: UInt64 = 0; var at: Double = 0; var requested: UInt64 = 0 }
     let anchored = Mutex(Anchored())
     /// Serializes anchor writes (one provider call at a time, so a slower older write cannot
     /// land after a newer one). Held across the provider call: sound because only the
@@ -348,7 +349,7 @@ public final class AuditLog: Sendable {
         if durable {
             // The anchor follows within one group-commit interval, off the caller's path: a
             // `key revoke` never waits for a provider round trip (or a provider timeout) here.
-            anchored.withLock { $0.requested = true }
+            anchored.withLock { $0.requested = max($0.requested, seq) }
             try sync(anchor: .never, covering: seq)
         }
         return written
@@ -412,15 +413,16 @@ public final class AuditLog: Sendable {
         anchoring.withLock { _ in
             let now = Self.monotonicSeconds()
             let due = anchored.withLock { a in
-                head.seq > a.seq && (mode == .now || a.requested || now - a.at >= anchorInterval)
+                head.seq > a.seq && (mode == .now || a.requested > a.seq || now - a.at >= anchorInterval)
             }
             guard due else { return }
             do {
                 try anchor.saveAnchor(head.checkpoint, seq: head.seq)
-                anchored.withLock { $0 = Anchored(seq: head.seq, at: now) }
+                // Requests above head.seq (records appended since its sync) stay due.
+                anchored.withLock { $0.seq = head.seq; $0.at = now }
             } catch {
                 // Retried at the next interval, not at every 100 ms group commit.
-                anchored.withLock { $0.at = now; $0.requested = false }
+                anchored.withLock { $0.at = now; $0.requested = 0 }
                 onFailure(AuditError(.io, "cannot move the audit anchor in \(anchor.place) to seq \(head.seq): \(error)"))
             }
         }

@@ -16,6 +16,19 @@ final class MemoryAnchor: AuditAnchorStore {
     }
 }
 
+/// An anchor in memory whose next save first runs `during`: a durable record appended while the
+/// provider call is under way (a `key revoke` meeting a slow KMS).
+final class InterruptedAnchor: AuditAnchorStore {
+    let base = MemoryAnchor()
+    let during = Mutex<(@Sendable () throws -> Void)?>(nil)
+    var place: String { base.place }
+    func loadAnchor() throws -> [UInt8]? { try base.loadAnchor() }
+    func saveAnchor(_ bytes: [UInt8], seq: UInt64) throws {
+        if let action = during.withLock({ a in defer { a = nil }; return a }) { try action() }
+        try base.saveAnchor(bytes, seq: seq)
+    }
+}
+
 /// A writer that finds records missing never continues from what it found (issue 17, items 1–3):
 /// it chains an `audit-gap` record from the last known head, and `verify` names it ever after;
 /// the anchor outside the volume names a log rolled back together with its checkpoint; only
@@ -119,6 +132,25 @@ final class AuditContinuityTests: XCTestCase {
         XCTAssertEqual(anchor.saves.withLock { $0 }, 2, "close anchors the last record")
         let anchored = try AuditCheckpoint.decode(try XCTUnwrap(anchor.value.withLock { $0 }), key: key)
         XCTAssertEqual(anchored.count, 102)
+    }
+
+    /// A durable record that arrives while the anchor of an earlier one is being written still
+    /// gets its anchor at the next group commit (docs/audit-format.md: "within one tick of every
+    /// durable record"), not an interval later: finishing the write must not drop its request.
+    func testADurableRecordDuringAnAnchorWriteIsAnchoredAtTheNextGroupCommit() throws {
+        let store = InterruptedAnchor()
+        let log = try AuditLog.open(directory: dir, key: key, volumeID: "00", checkpoints: checkpoints, anchor: store, anchorInterval: 3600)
+        try log.append(AuditEvent("revoke"), durable: true)
+        store.during.withLock { $0 = { try log.append(AuditEvent("enable"), durable: true) } }
+        try log.sync(anchor: .ifDue)
+        XCTAssertEqual(store.base.saves.withLock { $0 }, 1, "the revoke's anchor")
+        try log.sync(anchor: .ifDue)
+        XCTAssertEqual(store.base.saves.withLock { $0 }, 2, "the enable, appended during that write, asked for the next group commit's anchor")
+        let anchored = try AuditCheckpoint.decode(try XCTUnwrap(store.base.value.withLock { $0 }), key: key)
+        XCTAssertEqual(anchored.count, log.count, "the anchor covers the enable")
+        try log.sync(anchor: .ifDue)
+        XCTAssertEqual(store.base.saves.withLock { $0 }, 2, "and no more until something asks or the interval passes")
+        try log.close()
     }
 
     /// Item 3: a line written into denials.pending by someone else is not chained as cmkfs's.
