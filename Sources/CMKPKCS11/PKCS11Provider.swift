@@ -22,6 +22,8 @@ public final class PKCS11Provider: KeyProvider {
     /// Object handles of key versions seen so far; guarded by the mutex. A handle that went stale
     /// (destroyed by anyone) is dropped and looked up again.
     private let handles = Mutex<[KeyRef: CK_OBJECT_HANDLE]>([:])
+    /// Taken around every object this provider creates or destroys, after a search (`TokenWriteLock`).
+    private let writeLock: TokenWriteLock
 
     static let edekFormat: UInt8 = 1
     static let ivSize = 12
@@ -32,6 +34,7 @@ public final class PKCS11Provider: KeyProvider {
     public init(modulePath: String, tokenLabel: String, pin: SecretBytes) throws(PKCS11OpenError) {
         self.modulePath = modulePath
         self.tokenLabel = tokenLabel
+        writeLock = TokenWriteLock(modulePath: modulePath, tokenLabel: tokenLabel)
         let module = try PKCS11Module.load(try PKCS11ModuleRegistry.system.library(for: modulePath))
         let slot = try module.slot(forToken: tokenLabel)
         pool = SessionPool(module: module, slot: slot)
@@ -143,7 +146,7 @@ public final class PKCS11Provider: KeyProvider {
         case .destroyed:
             // The tombstone first: a crash in between leaves a disabled-looking, still-present
             // key (destroy can be repeated), never a destroyed key reported as "not found".
-            try call { (s) throws(PKCS11Failure) in
+            try writing { (s) throws(PKCS11Failure) in
                 try s.createObject(Template().ulong(CKA_CLASS, CKO_DATA).bool(CKA_TOKEN, true).bool(CKA_PRIVATE, true)
                     .text(CKA_LABEL, Self.label(of: key) + ".destroyed").text(CKA_APPLICATION, "cmkfs"))
                 try s.destroyObject(object)
@@ -210,15 +213,18 @@ public final class PKCS11Provider: KeyProvider {
     /// Creates the new anchor object, then destroys the old ones: a crash in between leaves both,
     /// never none. Refuses a lower seq than the stored one.
     public func setAuditAnchor(_ anchor: [UInt8], seq: UInt64, volumeID: [UInt8]) throws(KeyProviderError) {
-        let old = try anchors(volumeID)
-        if let stored = old.map(\.seq).max(), stored > seq {
-            throw .unavailable("PKCS#11 token '\(tokenLabel)': refusing to move the audit anchor back from seq \(stored) to \(seq) (a rollback)")
-        }
-        try call { (s) throws(PKCS11Failure) in
-            try s.createObject(Template().ulong(CKA_CLASS, CKO_DATA).bool(CKA_TOKEN, true).bool(CKA_PRIVATE, true)
-                .bool(CKA_MODIFIABLE, true).text(CKA_LABEL, Self.anchorLabel(volumeID: volumeID))
-                .text(CKA_APPLICATION, "cmkfs").bytes(CKA_VALUE, AnchorRecord.encode(anchor, seq: seq)))
-            for o in old { try s.destroyObject(o.object) }
+        try writeLock.around { () throws(KeyProviderError) in
+            // The search of the old anchors is the write's search first (`TokenWriteLock`).
+            let old = try anchors(volumeID)
+            if let stored = old.map(\.seq).max(), stored > seq {
+                throw .unavailable("PKCS#11 token '\(tokenLabel)': refusing to move the audit anchor back from seq \(stored) to \(seq) (a rollback)")
+            }
+            try call { (s) throws(PKCS11Failure) in
+                try s.createObject(Template().ulong(CKA_CLASS, CKO_DATA).bool(CKA_TOKEN, true).bool(CKA_PRIVATE, true)
+                    .bool(CKA_MODIFIABLE, true).text(CKA_LABEL, Self.anchorLabel(volumeID: volumeID))
+                    .text(CKA_APPLICATION, "cmkfs").bytes(CKA_VALUE, AnchorRecord.encode(anchor, seq: seq)))
+                for o in old { try s.destroyObject(o.object) }
+            }
         }
     }
 
@@ -235,7 +241,7 @@ public final class PKCS11Provider: KeyProvider {
             .bool(CKA_ENCRYPT, true).bool(CKA_DECRYPT, true).bool(CKA_WRAP, false).bool(CKA_UNWRAP, false)
             .bool(CKA_SIGN, false).bool(CKA_VERIFY, false).bool(CKA_DERIVE, false).bool(CKA_MODIFIABLE, true)
             .text(CKA_LABEL, Self.label(of: key)).text(CKA_ID, Self.label(of: key))
-        let object = try call { (s) throws(PKCS11Failure) in try s.generateAESKey(template) }
+        let object = try writing { (s) throws(PKCS11Failure) in try s.generateAESKey(template) }
         handles.withLock { $0[key] = object }
     }
 
@@ -280,6 +286,17 @@ public final class PKCS11Provider: KeyProvider {
             }
         }
         throw .keyNotFound(key, detail: notFoundDetail(key))
+    }
+
+    /// `call` for a body that creates or destroys token objects: under the token's write lock,
+    /// after a search, so this process adopts no other process's change unseen (`TokenWriteLock`).
+    private func writing<R>(_ body: (PKCS11Session) throws(PKCS11Failure) -> R) throws(KeyProviderError) -> R {
+        try writeLock.around { () throws(KeyProviderError) in
+            try call { (s) throws(PKCS11Failure) in
+                _ = try s.findObject(Template().ulong(CKA_CLASS, CKO_DATA).text(CKA_LABEL, "cmkfs-write-lock-search"))
+                return try body(s)
+            }
+        }
     }
 
     private func call<R>(_ body: (PKCS11Session) throws(PKCS11Failure) -> R) throws(KeyProviderError) -> R {

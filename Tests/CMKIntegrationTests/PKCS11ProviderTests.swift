@@ -45,6 +45,33 @@ final class PKCS11ProviderTests: ProviderTestCase {
         assertRefused("disabled through the other provider", Self.isDisabled) { _ = try provider.unwrap(edek, with: key, context: ctx) }
     }
 
+    /// Another process makes the next version of a key; this process then writes an object of
+    /// its own without searching the token first (the tombstone of another key, whose handle it
+    /// holds; the mount's audit anchor is written the same way). SoftHSM2 (2.6.1) adopts the
+    /// token's generation counter on every write, the other process's bump included, so a
+    /// process that writes before it searches never re-reads the token directory: without
+    /// cmkfs's token-write lock this one no longer saw the new version (a mount then failed
+    /// every file wrapped under it until remounted; `SecretsInLogsTests` met it in CI).
+    func testAVersionAnotherProcessMadeStaysVisibleAfterThisProcessWrites() throws {
+        let key = try newKey()
+        let bystander = try newKey()
+        XCTAssertEqual(try hsm.state(of: bystander), .enabled, "its handle is cached: no search before its destroy")
+        let dir = NSTemporaryDirectory() + "cmkfs-p11-rotate-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try SoftHSMTokens.writePINFile(dir + "/pin")
+        let r = Shell.run(KMSProcess.binary, ["key", "rotate", key.keyID, "--pkcs11-module", SoftHSMTokens.module, "--token", Self.token,
+                                              "--pin-file", dir + "/pin", "--kms-dir", dir + "/kms"],
+                          timeout: 60, logDir: dir, label: "cmkfs-kms key rotate (another process)")
+        XCTAssertTrue(r.succeeded, "\(r)")
+        try hsm.setState(.destroyed, of: bystander)
+        let v2 = KeyRef(keyID: key.keyID, version: 2)
+        XCTAssertEqual(try hsm.state(of: v2), .enabled, "the version the other process made")
+        let ctx = WrapContext(volumeID: volumeA, fileID: file1)
+        let d = try dek()
+        XCTAssertTrue(try hsm.unwrap(try hsm.wrap(d, with: v2, context: ctx), with: v2, context: ctx).constantTimeEquals(d))
+    }
+
     // MARK: opening errors
 
     private func assertOpenFails(_ expected: PKCS11OpenError, module: String = SoftHSMTokens.module, token: String,

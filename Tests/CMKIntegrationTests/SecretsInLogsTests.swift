@@ -98,8 +98,10 @@ final class SecretsInLogsTests: IntegrationTestCase {
         // write. The mount writes its audit anchor (create + destroy) within a group-commit
         // interval of the enable's record; a rotation making v2 in that window left the mount
         // blind to v2 and its rekey failed ("no secret key labelled secrets-key.v2"; CI, twice).
-        // So the rotation starts once that anchor is written and no record is pending (the
-        // read below comes after it), when the mount has no token write to make.
+        // cmkfs now searches first under a lock its processes share (`TokenWriteLock`, tested in
+        // PKCS11ProviderTests); this test still starts the rotation once that anchor is written
+        // and no record is pending (the read below comes after it), so that what it checks does
+        // not depend on that race.
         waitUntilAnchored(volume, access, env: env)
         run(["key", "rotate", volume, "--json"] + access, env: env)
         XCTAssertEqual(sh("cat \(Shell.quote(file))"), contentMarker + "\n")
