@@ -99,6 +99,9 @@ let package = Package(
         // Benchmark, run by hand: µs per key-cache miss and hit, and the longest miss of a full cache.
         .executableTarget(name: "key-cache", dependencies: ["BenchSupport", "CMKCrypto", "CMKKeyService", "CMKKeys"], path: "bench/key-cache"),
 
+        // Benchmark, run by hand: µs per EDEK read from meta.db (the metadata half of a key-miss open).
+        .executableTarget(name: "edek-read", dependencies: ["BenchSupport", "CMKMetadata"], path: "bench/edek-read"),
+
         // What the by-hand micro-benchmarks above share: options, clocks, printing.
         .target(name: "BenchSupport", path: "bench/BenchSupport"),
 

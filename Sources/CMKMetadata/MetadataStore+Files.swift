@@ -61,10 +61,14 @@ extension MetadataStore {
             + " ON CONFLICT(file_id, name) DO UPDATE SET value = excluded.value, key_version = excluded.key_version WHERE name <> '\(edekName)'"
     }
 
-    /// Reads a file's EDEK row and, in the same statement, its key-id row: two primary-key
-    /// lookups. Not `name IN (…)`: SQLite builds a temporary b-tree for the IN list on every run
-    /// of that statement, which made each key-miss open's EDEK read about twice as dear (issue 20).
-    static let fileKeySQL = "SELECT e.value, e.key_version, (SELECT k.value FROM file_attrs k WHERE k.file_id = ?1 AND k.name = '\(kekName)') FROM file_attrs e WHERE e.file_id = ?1 AND e.name = '\(edekName)'"
+    /// Reads a file's EDEK row and its key-id row with one descent of the primary key: the two
+    /// names are neighbours in its order (no other name sorts between `cmkfs.edek` and
+    /// `cmkfs.kek`: user xattrs may not start with `cmkfs.`, binding rows are `cmkfs.link.…`), so
+    /// a range over them is one seek and a step. A subquery for the key-id row opened a second
+    /// cursor and descended the b-tree again, per key-miss open (issue 20). Not `name IN (…)`:
+    /// SQLite builds a temporary b-tree for the IN list on every run. Column 0 says which row it
+    /// is (`readFileKey`).
+    static let fileKeySQL = "SELECT (name = '\(edekName)') + 2 * (name = '\(kekName)'), value, key_version FROM file_attrs WHERE file_id = ?1 AND name BETWEEN '\(edekName)' AND '\(kekName)'"
 
     /// The file's wrapped key, or nil if the file has none.
     public func fileKey(fileID: [UInt8]) throws(MetadataError) -> FileKeyRecord? {
@@ -72,18 +76,39 @@ extension MetadataStore {
         return try locked { (c) throws(MetadataError) in
             try c.withStatement(Self.fileKeySQL) { (s) throws(MetadataError) -> FileKeyRecord? in
                 try s.bind(1, fileID)
-                guard try s.step("reading a file key") else { return nil }
-                return try Self.fileKeyRecord(s, c)
+                return try Self.readFileKey(s, c, binding: false, "reading a file key")?.record
             }
         }
     }
 
-    /// The record in columns 0-2 of a `fileKeySQL` row.
-    static func fileKeyRecord(_ s: Statement, _ c: Connection) throws(MetadataError) -> FileKeyRecord {
-        guard !s.isNull(1), !s.isNull(2), let keyId = String(validating: s.blob(2), as: UTF8.self) else {
+    /// The record from a run of `fileKeySQL` or `fileKeyAndLinkSQL`, whose rows come in name
+    /// order with their kind in column 0: 1 the EDEK row, 2 the key-id row, 3 (with `binding`)
+    /// the binding row asked about, 0 any other. Steps no further than it needs: past the key-id
+    /// row only for a binding. Nil when the file has no EDEK row; `.corrupt` when it has one
+    /// without its key id or key version.
+    static func readFileKey(_ s: Statement, _ c: Connection, binding: Bool,
+                            _ context: String) throws(MetadataError) -> (record: FileKeyRecord, bound: Bool)? {
+        var edek: [UInt8]?, version: Int?, keyID: [UInt8]?, bound = false
+        rows: while try s.step(context) {
+            switch s.int(0) {
+            case 1:
+                edek = s.blob(1)
+                version = s.isNull(2) ? nil : s.int(2)
+            case 2:
+                keyID = s.blob(1)
+                if !binding { break rows }
+            case 3:
+                bound = true
+                break rows
+            default:
+                continue
+            }
+        }
+        guard let edek else { return nil }
+        guard let version, let keyID, let keyId = String(validating: keyID, as: UTF8.self) else {
             throw .corrupt("\(c.path): a file key row lacks its key id or key version")
         }
-        return FileKeyRecord(edek: s.blob(0), keyId: keyId, keyVersion: s.int(1))
+        return (FileKeyRecord(edek: edek, keyId: keyId, keyVersion: version), bound)
     }
 
     /// Removes every row of the file: its key and all its xattrs. Removing a file that has no

@@ -62,9 +62,11 @@ extension MetadataStore {
         }
     }
 
-    /// `fileKeySQL` with, as a fourth column, whether the binding row ?2 exists: one more
-    /// primary-key lookup in the same statement instead of a second statement (issue 20).
-    static let fileKeyAndLinkSQL = "SELECT e.value, e.key_version, (SELECT k.value FROM file_attrs k WHERE k.file_id = ?1 AND k.name = '\(kekName)'), EXISTS(SELECT 1 FROM file_attrs b WHERE b.file_id = ?1 AND b.name = ?2) FROM file_attrs e WHERE e.file_id = ?1 AND e.name = '\(edekName)'"
+    /// `fileKeySQL` over the file's binding rows too, which follow its key-id row in the primary
+    /// key's order (`cmkfs.link.…`), the binding row ?2 told apart in column 0: the key and the
+    /// binding with one descent of the b-tree and a step per row (a file has a binding row per
+    /// hard link), where an EXISTS subquery opened a second cursor and descended again (issue 20).
+    static let fileKeyAndLinkSQL = "SELECT CASE name WHEN '\(edekName)' THEN 1 WHEN '\(kekName)' THEN 2 WHEN ?2 THEN 3 ELSE 0 END, value, key_version FROM file_attrs WHERE file_id = ?1 AND name >= '\(edekName)' AND name < 'cmkfs.link/'"
 
     /// The file's wrapped key and whether it has the binding `tag` (nil: no key row; the
     /// binding then does not matter, the open fails on the missing key).
@@ -74,8 +76,7 @@ extension MetadataStore {
             try c.withStatement(Self.fileKeyAndLinkSQL) { (s) throws(MetadataError) -> (record: FileKeyRecord, bound: Bool)? in
                 try s.bind(1, fileID)
                 try s.bind(2, Self.linkRowName(tag))
-                guard try s.step("reading a file key and a name binding") else { return nil }
-                return (try Self.fileKeyRecord(s, c), s.int(3) != 0)
+                return try Self.readFileKey(s, c, binding: true, "reading a file key and a name binding")
             }
         }
     }

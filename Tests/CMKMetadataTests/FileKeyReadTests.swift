@@ -13,6 +13,49 @@ final class FileKeyReadTests: MetadataTestCase {
         XCTAssertFalse(ops.contains("IdxInsert"), "the EDEK read inserts into a temporary index per run: \(ops)")
     }
 
+    /// The EDEK and key-id rows are neighbours in the primary key's order, so the read opens
+    /// one cursor and seeks once, with the binding row too; a subquery per row opened a cursor
+    /// and descended the b-tree again for each (two descents per key-miss open, three with the
+    /// binding).
+    func testFileKeyReadDescendsTheTableOnce() throws {
+        let store = try makeStore()
+        for sql in [MetadataStore.fileKeySQL, MetadataStore.fileKeyAndLinkSQL] {
+            let ops = try store.opcodes(of: sql)
+            XCTAssertEqual(ops.filter { $0 == "OpenRead" }.count, 1, "cursors opened per run of \(sql): \(ops)")
+            XCTAssertEqual(ops.filter { $0.hasPrefix("Seek") }.count, 1, "b-tree descents per run of \(sql): \(ops)")
+        }
+    }
+
+    /// The range read tells its rows apart by name: the binding asked about among a hard-linked
+    /// file's several, a key-id or binding row left without an EDEK row (no key), and an EDEK
+    /// row without its key-id row (corrupt), with or without the binding read.
+    func testFileKeyRangeReadAnswersLikeSeparateLookups() throws {
+        let store = try makeStore()
+        let tags = (1...3).map { [UInt8](repeating: UInt8($0), count: 16) }
+        let stray = [UInt8](repeating: 9, count: 16)
+        try store.insertFileKey(fileID: fileID(1), key(0x11, keyId: "mk-one", version: 2), linkTag: tags[0])
+        try store.changeLinks(add: [(fileID(1), tags[1]), (fileID(1), tags[2])])
+        for tag in tags {
+            let read = try store.fileKey(fileID: fileID(1), boundBy: tag)
+            XCTAssertEqual(read?.record, key(0x11, keyId: "mk-one", version: 2))
+            XCTAssertEqual(read?.bound, true)
+        }
+        XCTAssertEqual(try store.fileKey(fileID: fileID(1), boundBy: stray)?.bound, false)
+        XCTAssertEqual(try store.fileKey(fileID: fileID(1)), key(0x11, keyId: "mk-one", version: 2))
+
+        try store.insertFileKey(fileID: fileID(2), key(0x22), linkTag: tags[0])
+        try store.insertFileKey(fileID: fileID(3), key(0x33), linkTag: tags[0])
+        func hex(_ id: [UInt8]) -> String { id.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined() }
+        try store.locked { (c) throws(MetadataError) in
+            _ = try c.execute("DELETE FROM file_attrs WHERE file_id = x'\(hex(fileID(2)))' AND name = 'cmkfs.edek'", "test")
+            _ = try c.execute("DELETE FROM file_attrs WHERE file_id = x'\(hex(fileID(3)))' AND name = 'cmkfs.kek'", "test")
+        }
+        XCTAssertNil(try store.fileKey(fileID: fileID(2)), "a key-id row without an EDEK row is no key")
+        XCTAssertNil(try store.fileKey(fileID: fileID(2), boundBy: tags[0]), "a binding without an EDEK row is no key")
+        guard case .corrupt? = expectError({ try store.fileKey(fileID: fileID(3)) }) else { return XCTFail("expected .corrupt") }
+        guard case .corrupt? = expectError({ try store.fileKey(fileID: fileID(3), boundBy: tags[0]) }) else { return XCTFail("expected .corrupt") }
+    }
+
     /// A create stores its EDEK, key-id and binding rows with one statement, not one each: the
     /// active-version check and that insert are all it prepares besides transaction control.
     func testStoringAFileKeyRunsOneInsert() throws {
