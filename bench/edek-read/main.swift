@@ -16,7 +16,7 @@ func run(_ o: BenchOptions) throws {
     let dir = o.directory + "/edek-read-\(getpid())"
     mkdir(dir, 0o700)
     defer {
-        for suffix in ["", "-wal", "-shm", "-journal", ".reserve"] { unlink(dir + "/meta.db" + suffix) }
+        for suffix in ["", "-wal", "-shm", "-journal", "-reserve"] { unlink(dir + "/meta.db" + suffix) }
         rmdir(dir)
     }
     let store = try MetadataStore.create(at: dir + "/meta.db")
