@@ -12,6 +12,9 @@ struct AuditName {
     /// Its name in `parent`, or its whole path inside the mount when `parent` is nil.
     var text: String
     var generation: UInt64
+
+    /// The mark of an unlink (`AuditNames.entryRemoved`): no path (a whole path is never empty).
+    var isRemoval: Bool { parent == nil && text.isEmpty }
 }
 
 /// The paths of audit records without a readlink and a name decryption per open.
@@ -20,9 +23,12 @@ struct AuditName {
 /// through; an open's record then joins its directories' names, each directory's whole path
 /// being kept on it once joined. A path found the slow way (readlink of the backing descriptor,
 /// its names decrypted) is kept on the inode too. Every entry belongs to a generation of the
-/// namespace, and each unlink, rmdir, rename and link through the mount starts a new one, so an
+/// namespace, and each rmdir, rename and link through the mount starts a new one, so an
 /// entry from before it is never used: the next open finds the path again the slow way (or the
-/// next lookup notes it again). Regular files with more than one link are not noted at lookup
+/// next lookup notes it again). An unlink changes no path but its own object's (it removes no
+/// directory, so no other entry was reached through it): it marks that inode alone
+/// (`entryRemoved`), and the paths of every other inode stay noted, where a new generation made
+/// every open after an `rm` find its path the slow way. Regular files with more than one link are not noted at lookup
 /// (the slow way says which of its names the backing filesystem reaches it by, as before).
 /// Changes made to the backing directory behind the mount's back are not seen here: such a file
 /// is named by the path the kernel reached it through.
@@ -58,7 +64,7 @@ final class AuditNames: Sendable {
 
     /// How many inodes of `inodes` hold a noted name now (`cmkfs metrics`, for tests of `forgetAll`).
     func notedCount(_ inodes: [Inode]) -> Int {
-        inodes.reduce(0) { count, inode in count + (inode.withAuditName { $0 == nil } ? 0 : 1) }
+        inodes.reduce(0) { count, inode in count + (inode.withAuditName { $0 == nil || $0!.isRemoval } ? 0 : 1) }
     }
 
     /// `inode` was reached through `name` in `parent` (a lookup begun at `generation`).
@@ -72,12 +78,22 @@ final class AuditNames: Sendable {
         store(inode, AuditName(parent: nil, text: path, generation: generation))
     }
 
+    /// A name of `inode` (not a directory) was unlinked through the mount: its noted path may
+    /// be that name. Marks the inode so that no note of this generation is taken for it, neither
+    /// one begun before the unlink (which may hold the removed name) nor one after (refused as
+    /// well, for want of telling the two apart): its opens find their path the slow way until
+    /// the next generation. No other inode's path went through the removed entry.
+    func entryRemoved(_ inode: Inode) {
+        inode.withAuditName { $0 = AuditName(parent: nil, text: "", generation: current) }
+    }
+
     /// Notes `name` on `inode` unless its generation is over (it could never be used, and after
-    /// `forgetAll` it would keep a name the name key no longer guards) or a later one is noted.
+    /// `forgetAll` it would keep a name the name key no longer guards), a later one is noted, or
+    /// the inode lost a name in this generation (`entryRemoved`).
     private func store(_ inode: Inode, _ name: AuditName) {
         inode.withAuditName { entry in
             guard name.generation == current else { return }
-            if let entry, entry.generation > name.generation { return }
+            if let entry, entry.generation > name.generation || (entry.isRemoval && entry.generation == name.generation) { return }
             entry = name
         }
     }
@@ -89,7 +105,7 @@ final class AuditNames: Sendable {
         var base: String?
         for _ in 0..<Self.maxDepth {
             if node === root { base = "/"; break }
-            guard let entry = node.withAuditName({ $0 }), entry.generation == generation else { return nil }
+            guard let entry = node.withAuditName({ $0 }), entry.generation == generation, !entry.isRemoval else { return nil }
             guard let parent = entry.parent else { base = entry.text; break }
             chain.append((node, entry.text))
             node = parent

@@ -143,7 +143,6 @@ extension FileSystem {
     /// `PendingForgets`): the DEK is gone with the file. An open handle keeps its unwrapped key
     /// until it is closed.
     func unlink(_ dir: Node, _ name: String) throws(FSError) {
-        defer { auditNames.namespaceChanged() }
         let backingName = try backing(dir, name)
         try namespaceLock.withLock { _ throws(FSError) in
             // One lstat for the three questions: the kernel holds the directory locked and the
@@ -154,6 +153,8 @@ extension FileSystem {
                 : lastLinkFileID(dir, backingName, st: st).map { ($0, true) }
             let longTarget = found == nil ? nil : lastLinkLongTarget(dir, backingName, st: st)
             try system { () throws(SystemError) in try dir.descriptor.unlink(backingName) }
+            // Only the unlinked object's audit path can have been this name (AuditNames).
+            if found != nil, let inode = inodes.inode(for: InodeIdentity(st)) { auditNames.entryRemoved(inode) }
             if let file, file.last { forgets.add(file.id) }
             // Another link remains: only this entry's binding goes.
             if let file, !file.last, let link = entryLink(dir, backingName) {

@@ -424,6 +424,32 @@ final class AuditTests: IntegrationTestCase {
     }
 
     /// The links of `/proc/self/fd/N` the mount's threads read while `body` ran (strace).
+    /// An unlink changes no path but the unlinked object's: opens of other files right after
+    /// one still join their paths from the names noted for them (no readlink of the backing
+    /// descriptor, no name decryption) and record the right path. Every unlink used to drop all
+    /// noted paths, so each open after an `rm` (of any file) found its path the slow way. One
+    /// process stats, unlinks and opens, so each open follows its lookup well within the
+    /// entry's 1 s (a LOOKUP between would note the name again).
+    func testAnUnlinkKeepsTheNotedPathsOfOtherFiles() throws {
+        sh("mkdir \(mnt)/u \(mnt)/v && for i in $(seq 1 20); do echo $i > \(mnt)/u/$i; : > \(mnt)/v/$i; done")
+        sh("cat \(mnt)/u/* > /dev/null")
+        let program = """
+            import os, sys
+            u, v = sys.argv[1:3]
+            for i in range(1, 21):
+                os.stat('%s/%d' % (u, i))
+                os.unlink('%s/%d' % (v, i))
+                fd = os.open('%s/%d' % (u, i), os.O_RDONLY); os.read(fd, 16); os.close(fd)
+            print('done')
+            """
+        let links = try descriptorLinksRead {
+            XCTAssertEqual(py(program, [mnt + "/u", mnt + "/v"]), "done\n")
+        }
+        XCTAssertEqual(links.count, 0, "20 opens after unlinks of other files read \(links.count) links of their descriptors: \(links.prefix(3))")
+        XCTAssertEqual(try records(["--event", "open", "--file", "/u/7"]).map { $0["path"] as? String }, ["/u/7", "/u/7"])
+        XCTAssertEqual(sh("ls \(mnt)/v | wc -l"), "0\n")
+    }
+
     func descriptorLinksRead(_ body: () throws -> Void) throws -> [Substring] {
         try syscallsTraced("readlink,readlinkat", body).filter { $0.contains("/proc/self/fd/") }
     }
