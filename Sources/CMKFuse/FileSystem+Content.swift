@@ -59,7 +59,7 @@ extension FileSystem {
         // pages through whichever writable handle of the inode it picks: a handle must not
         // move them to the end of the file.
         Metrics.shared.opens.add()
-        return openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)"))
+        return openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0))
     }
 
     /// create(2) with O_CREAT: a new file with a new key, its entry and an open handle.
@@ -82,7 +82,7 @@ extension FileSystem {
         let e: fuse_entry_param
         do { e = try entry(for: file, link: entryLink(dir, name), bound: bound, attributes: attributes) } catch { openFiles.release(file); throw error }
         Metrics.shared.creates.add()
-        return (e, openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0, path: "file \(file.file.fileID)")))
+        return (e, openFiles.addHandle(Handle(file: file, append: !writebackCache && flags & O_APPEND != 0)))
     }
 
     /// The entry of a file just created, found through its open descriptor (not its name, which

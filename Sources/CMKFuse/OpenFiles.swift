@@ -40,16 +40,17 @@ final class OpenFiles: Sendable {
     /// reference and a live lease on its DEK.
     /// `noAccessTime`: `fd` was opened with O_NOATIME (for the header's read), which is then
     /// cleared; said by the caller, which knows, rather than asked of the kernel per open.
-    func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse, noAccessTime: Bool = false) throws(FSError) -> OpenFile {
+    func open(fd: consuming FileDescriptor, label: @autoclosure () -> String, use: inout KeyUse, noAccessTime: Bool = false) throws(FSError) -> OpenFile {
         var none: BindingProbe?
-        return try open(fd: fd, label: label, use: &use, binding: &none, noAccessTime: noAccessTime)
+        return try open(fd: fd, label: label(), use: &use, binding: &none, noAccessTime: noAccessTime)
     }
 
     /// `open`, reading the name binding `binding` asks about with the key when the key is a
     /// miss (its `answer` is then set); on a hit nothing is read for it. `knownFileID`: the
     /// file's id as its inode holds it (read from this inode's header before), so the header
     /// is not read.
-    func open(fd: consuming FileDescriptor, label: String, use: inout KeyUse, binding: inout BindingProbe?,
+    /// `label` names the file in a failure's log line (built only then).
+    func open(fd: consuming FileDescriptor, label: @autoclosure () -> String, use: inout KeyUse, binding: inout BindingProbe?,
               noAccessTime: Bool = false, knownFileID: FileID? = nil, expected: InodeIdentity? = nil) throws(FSError) -> OpenFile {
         // Counted before the stat: if no open file of this inode is dropped from the table
         // until the new one goes in, the size taken here is still the file's
@@ -74,7 +75,7 @@ final class OpenFiles: Sendable {
         } else {
             do { fileID = try ContentFile.readFileID(fd: fd.rawValue); use.fileID = fileID } catch {
                 let failure = FSError.content(error)
-                FileSystem.logFailure(failure.errno, "\(label): \(error)")
+                FileSystem.logFailure(failure.errno, "\(label()): \(error)")
                 throw failure
             }
         }
@@ -86,7 +87,7 @@ final class OpenFiles: Sendable {
         do { lease = try leaseKey(fileID, use: &use, binding: &binding) } catch {
             use.error = error.description
             let failure = FSError.fileKey(error)
-            FileSystem.logFailure(failure.errno, "\(label): cannot get the data key of file \(fileID): \(error)")
+            FileSystem.logFailure(failure.errno, "\(label()): cannot get the data key of file \(fileID): \(error)")
             throw failure
         }
         let raw = fd.rawValue
@@ -284,12 +285,13 @@ private final class OpenFileTable: Sendable {
 final class Handle: Sendable {
     let file: OpenFile
     let append: Bool
-    /// The path at open time, for log lines (a later rename is not reflected).
-    let path: String
 
-    init(file: OpenFile, append: Bool, path: String) {
+    init(file: OpenFile, append: Bool) {
         self.file = file
         self.append = append
-        self.path = path
     }
+
+    /// What log lines call the file: made when a line needs it, not per open (a string built
+    /// on every open that only a failure's log line read).
+    var path: String { "file \(file.file.fileID)" }
 }
