@@ -108,6 +108,26 @@ final class Inode: @unchecked Sendable {
         }
     }
 
+    /// The file handle anchoring the inode, if it has one (`ForgottenFiles`).
+    var anchor: FileHandle? { handle }
+
+    /// What opens learned about this regular file, when they learned its id (`ForgottenFiles`).
+    var facts: ForgottenFiles.Facts? {
+        state.withLock { s in
+            guard s.fileIDWords.0 | s.fileIDWords.1 != 0 else { return nil }
+            return ForgottenFiles.Facts(fileIDWords: s.fileIDWords, verified: s.seenVerified ? s.seen : nil)
+        }
+    }
+
+    /// Takes what opens of this file learned before the kernel forgot its last inode; set before
+    /// the inode is shared, so a lookup's `noteEntry` then keeps the check only for that entry.
+    func restore(_ facts: ForgottenFiles.Facts) {
+        state.withLock { s in
+            s.fileIDWords = facts.fileIDWords
+            if let link = facts.verified { (s.seen, s.seenVerified) = (link, true) }
+        }
+    }
+
     /// Runs `body` on the audit name, under the inode's lock.
     func withAuditName<R>(_ body: (inout AuditName?) -> R) -> R { state.withLock { body(&$0.auditName) } }
 
@@ -227,6 +247,8 @@ final class Inode: @unchecked Sendable {
 final class InodeTable: Sendable {
     private let state = Mutex(NodeSlots())
     static let rootNode: UInt64 = 1
+    /// What opens learned about regular files the kernel forgot.
+    let forgotten = ForgottenFiles()
 
     init(root: Inode) {
         root.lookups = 1
@@ -259,6 +281,8 @@ final class InodeTable: Sendable {
 
     private func remember(_ fresh: Inode) -> UInt64 {
         let identity = fresh.identity
+        // Before the table's lock (`fresh` is not shared yet); unused if the inode is known.
+        forgotten.restore(fresh)
         return state.withLock { s in
             if let node = s.node(for: identity), let inode = s.inode(node), inode.sameObject(as: fresh) {
                 inode.lookups += 1
@@ -301,7 +325,7 @@ final class InodeTable: Sendable {
             return s.remove(node)
         }
         // The inode (and any descriptor it holds) is released here, outside the lock.
-        _ = dropped
+        if let dropped { forgotten.keep(dropped) }
     }
 
     var count: Int { state.withLock { $0.count } }

@@ -43,6 +43,45 @@ final class OpenCostTests: IntegrationTestCase {
         XCTAssertEqual(sh("stat -c %X \(mnt)/h/7"), atime, "an open without a read leaves the access time")
     }
 
+    /// Opens of files the kernel forgot (memory pressure, `drop_caches`) and looked up again
+    /// read no header and no binding row: the file's id and the entry whose binding an open
+    /// checked are kept by the file's handle (`ForgottenFiles`); every such open read both again,
+    /// with its key in the cache. A file moved behind the mount's back while forgotten is still
+    /// refused (EIO): the entry it is reached by now is not the one checked.
+    func testOpensOfFilesTheKernelForgotReadNoHeader() throws {
+        sh("mkdir \(mnt)/g && for i in $(seq 1 20); do echo $i > \(mnt)/g/$i; done")
+        XCTAssertEqual(sh("cat \(mnt)/g/* | wc -l"), "20\n")
+        try forgetAllInodes()
+        let calls = try syscallsTraced("pread64,fcntl") {
+            XCTAssertEqual(sh("for i in $(seq 1 20); do cat \(mnt)/g/$i; done | wc -l"), "20\n")
+        }
+        let headers = calls.filter { $0.contains("pread64(") && $0.hasSuffix(", 24, 0) = 24") }
+        XCTAssertEqual(headers.count, 0, "20 opens of forgotten files read a header \(headers.count) times: \(headers.prefix(3))")
+        XCTAssertEqual(calls.filter { $0.contains("F_SETFL") }.count, 0, "opens of forgotten files cleared O_NOATIME")
+        XCTAssertEqual(sh("cat \(mnt)/g/7"), "7\n")
+
+        let one = try fx.backing("g/1"), two = try fx.backing("g/2")
+        sh("mv '\(one)' '\(two)'")
+        try forgetAllInodes()
+        let moved = shFails("cat \(mnt)/g/2")
+        XCTAssertTrue(moved.stderr.contains("Input/output error"), "a file moved behind the mount's back: \(moved)")
+        XCTAssertEqual(sh("cat \(mnt)/g/3"), "3\n")
+    }
+
+    /// Makes the kernel forget every inode of the mount it can (`drop_caches`), and waits until
+    /// the mount has dropped them: no inode holds a name noted for audit paths any more.
+    func forgetAllInodes() throws {
+        func noted() -> String? {
+            fx.cmkfs(["metrics", vol]).stdout.split(separator: "\n")
+                .first { $0.hasPrefix("cmkfs_audit_noted_names ") }.map { String($0.dropFirst("cmkfs_audit_noted_names ".count)) }
+        }
+        sh("sync")
+        XCTAssertTrue(waitUntil(deadline: 60, interval: 0.2) {
+            self.sh("echo 2 > /proc/sys/vm/drop_caches")
+            return noted() == "0"
+        }, "the mount still knows inodes with noted names: \(noted() ?? "?")")
+    }
+
     /// Key-miss opens (a fresh mount) read the embedded KMS's key file through a descriptor it
     /// keeps while the file is unchanged: one open of the key file for twenty unwraps, where
     /// every unwrap opened, stat'ed, read and closed it. Each open still reads the file (the
