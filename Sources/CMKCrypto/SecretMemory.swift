@@ -7,22 +7,31 @@ import CMKSystem
 /// process as a whole.
 ///
 /// Secrets of up to `slotSize` bytes (DEKs, master keys, the 64-byte name key) share 64 KiB
-/// regions cut into slots; a larger one (a decrypted xattr value) gets pages of its own,
-/// unmapped when it is released. Slots are reused, never returned to the system; they are
-/// wiped by `SecretBytes` before they go back.
+/// regions cut into slots. One of up to a page (the embedded KMS's key file, read for each wrap
+/// and unwrap; a small decrypted xattr value) gets a page of its own, kept for reuse like a
+/// slot, so the key path makes no `mmap`/`munmap` per call; a larger one gets pages of its own,
+/// unmapped when it is released. Slots and kept pages are never returned to the system (their
+/// number is bounded by how many are in use at once); they are wiped by `SecretBytes` before
+/// they go back.
 public enum SecretMemory {
     static let slotSize = 64
     static let regionSize = 64 * 1024
-    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+    static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     /// Free slots, as addresses (Int: a raw pointer is not Sendable).
     private static let freeSlots = Mutex<[Int]>([])
+    /// Free single pages, as addresses.
+    private static let freePages = Mutex<[Int]>([])
 
     /// `count` bytes, 16-byte aligned at least, on pages excluded from core dumps.
     static func allocate(_ count: Int) -> UnsafeMutableRawBufferPointer {
-        if count > slotSize {
+        if count > pageSize {
             let base = mapExcluded(roundUp(count))
             return UnsafeMutableRawBufferPointer(start: base, count: count)
+        }
+        if count > slotSize {
+            let address = freePages.withLock { $0.popLast() } ?? Int(bitPattern: mapExcluded(pageSize))
+            return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: address), count: count)
         }
         let address = freeSlots.withLock { free -> Int in
             if let slot = free.popLast() { return slot }
@@ -36,8 +45,10 @@ public enum SecretMemory {
     /// Gives back what `allocate` returned (already wiped by the caller).
     static func deallocate(_ buffer: UnsafeMutableRawBufferPointer) {
         guard let base = buffer.baseAddress else { return }
-        if buffer.count > slotSize {
+        if buffer.count > pageSize {
             munmap(base, roundUp(buffer.count))
+        } else if buffer.count > slotSize {
+            freePages.withLock { $0.append(Int(bitPattern: base)) }
         } else {
             freeSlots.withLock { $0.append(Int(bitPattern: base)) }
         }

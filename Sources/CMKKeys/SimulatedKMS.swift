@@ -282,15 +282,18 @@ public final class SimulatedKMS: KeyProvider {
         }
     }
 
-    /// The `size` bytes of the key file open at `fd`, parsed; the read buffer is wiped.
+    /// The `size` bytes of the key file open at `fd`, parsed. They are read into `SecretBytes`
+    /// (pages excluded from core dumps, wiped when released) like the material parsed out of them:
+    /// the file holds every version's master key.
     private static func read(_ fd: Descriptor, size: Int, _ p: String,
                              materialOf: (Int) -> Bool) throws(KeyProviderError) -> KeystoreFile {
         guard size > 0 && size < 1 << 20 else { throw .corrupt("\(p): implausible size \(size)") }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
-        defer { secureZero(buffer); buffer.deallocate() }
-        let n = (try? fd.preadFully(into: buffer, at: 0)) ?? -1
-        guard n == size else { throw .corrupt("\(p): short read") }
-        return try KeystoreFile.parse(UnsafeRawBufferPointer(buffer), path: p, materialOf: materialOf)
+        let buffer = SecretBytes(zeroedCount: size)
+        return try buffer.withUnsafeMutableBytes { (bytes) throws(KeyProviderError) -> KeystoreFile in
+            let n = (try? fd.preadFully(into: bytes, at: 0)) ?? -1
+            guard n == size else { throw .corrupt("\(p): short read") }
+            return try KeystoreFile.parse(UnsafeRawBufferPointer(bytes), path: p, materialOf: materialOf)
+        }
     }
 
     /// The key file at `p`, with the material of the versions `materialOf` picks (the others

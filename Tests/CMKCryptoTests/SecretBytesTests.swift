@@ -123,6 +123,23 @@ final class SecretMemoryTests: XCTestCase {
         XCTAssertEqual(Set(many.map(\.testBytes)).count, 3000)
     }
 
+    /// A secret of more than a slot and up to a page (the embedded KMS's key file, read per
+    /// unwrap) gets a page that is kept and reused, not mapped and unmapped each time; it comes
+    /// back zeroed and still excluded from core dumps.
+    func testPageSizedSecretsReuseTheirPageWiped() throws {
+        let size = SecretMemory.pageSize - 100
+        var first: SecretBytes? = try SecretBytes.random(count: size)
+        let address = first!.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
+        first = nil
+        XCTAssertTrue(try flags(of: UnsafeRawPointer(bitPattern: address)!).contains("dd"), "the released page stays mapped, for reuse")
+        let again = SecretBytes(zeroedCount: 200)
+        again.withUnsafeBytes { bytes in
+            XCTAssertEqual(UInt(bitPattern: bytes.baseAddress), address, "the released page is reused")
+            XCTAssertTrue(bytes.allSatisfy { $0 == 0 })
+        }
+        XCTAssertTrue(try again.withUnsafeBytes { try flags(of: $0.baseAddress!) }.contains("dd"))
+    }
+
     func testForbidCoreDumpsMakesTheProcessNonDumpable() {
         XCTAssertEqual(SecretMemory.forbidCoreDumps(), 0)
         XCTAssertFalse(SecretMemory.processIsDumpable)
