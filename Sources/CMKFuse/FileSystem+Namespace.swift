@@ -47,8 +47,12 @@ extension FileSystem {
                 try inode.descriptor.setTimes("", access: times[0], modification: times[1], flags: OpenFlags.atEmptyPath | AT_SYMLINK_NOFOLLOW)
             }
         }
-        if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits { Self.killSetIDBits(of: inode) }
-        return try attributes(inode)
+        // One stat serves the set-id check and the reply: tar's chown of every file took two.
+        let st = try backingAttributes(inode)
+        if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits, Self.killSetIDBits(of: inode, st) {
+            return try attributes(inode)
+        }
+        return presented(inode, st)
     }
 
     /// chmod of the inode through its own (`O_PATH`) descriptor; through `/proc` only on a
@@ -61,16 +65,18 @@ extension FileSystem {
     }
 
     /// `killSetIDBits(_:)` for an inode of a setattr (a chown, most often: tar chowns every file
-    /// it writes). Its mode is read through the inode's descriptor, and the file is neither
-    /// opened nor changed when it has no bit to lose: opening it through `/proc` for the check
-    /// cost three system calls and a path walk per chown.
-    static func killSetIDBits(of inode: Node) {
-        guard let st = try? inode.descriptor.stat("", flags: OpenFlags.atEmptyPath | AT_SYMLINK_NOFOLLOW) else { return }
+    /// it writes), given its backing attributes `st` taken after the change (the setattr's
+    /// reply reuses them when nothing changed). The file is neither opened nor changed when it
+    /// has no bit to lose: opening it through `/proc` for the check cost three system calls and
+    /// a path walk per chown. Returns whether it changed the mode.
+    static func killSetIDBits(of inode: Node, _ st: stat) -> Bool {
         let kill = setIDBitsToKill(st)
-        guard kill != 0 else { return }
+        guard kill != 0 else { return false }
         do throws(SystemError) { try chmod(inode, st.st_mode & 0o7777 & ~kill) } catch {
             logger.error("cannot clear the setuid/setgid bits of a changed file: \(error.errno)")
+            return false
         }
+        return true
     }
 
     func mkdir(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) throws(FSError) -> fuse_entry_param {

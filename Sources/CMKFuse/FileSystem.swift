@@ -222,7 +222,17 @@ public final class FileSystem: Sendable {
 
     /// The attributes of an inode, as applications see them.
     func attributes(_ inode: Node) throws(FSError) -> stat {
-        var st = try system { () throws(SystemError) in try inode.descriptor.stat("", flags: OpenFlags.atEmptyPath | AT_SYMLINK_NOFOLLOW) }
+        presented(inode, try backingAttributes(inode))
+    }
+
+    /// The backing attributes of an inode, through its descriptor.
+    func backingAttributes(_ inode: Node) throws(FSError) -> stat {
+        try system { () throws(SystemError) in try inode.descriptor.stat("", flags: OpenFlags.atEmptyPath | AT_SYMLINK_NOFOLLOW) }
+    }
+
+    /// `st`, the backing attributes of `inode`, as applications see them.
+    func presented(_ inode: Node, _ st: stat) -> stat {
+        var st = st
         present(&st)
         presentSymlink(inode.fd, &st)
         return st

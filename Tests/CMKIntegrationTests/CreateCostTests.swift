@@ -64,6 +64,35 @@ final class CreateCostTests: IntegrationTestCase {
         XCTAssertEqual(sh("tr -d x < \(mnt)/s/7 | wc -c"), "0\n", "the content is what was written")
     }
 
+    /// The kernel asks cmkfs to drop the set-id bits with every chown of a regular file
+    /// (FUSE_HANDLE_KILLPRIV_V2), and tar chowns every file it writes. The setattr stats the
+    /// file once, after the chown, for both the check and the reply; it took a second stat for
+    /// the check. Counted: fstats with AT_SYMLINK_NOFOLLOW (the setattr's) of the chowned files
+    /// (mode 0641, which nothing else here has).
+    func testAChownOfAnOpenFileStatsItOnce() throws {
+        sh("mkdir \(mnt)/o && for i in $(seq 1 20); do echo data > \(mnt)/o/$i; chmod 641 \(mnt)/o/$i; done")
+        let chowns = """
+        import os, sys
+        for i in range(1, 21):
+            fd = os.open(f'{sys.argv[1]}/{i}', os.O_RDONLY)
+            os.fchown(fd, 65534, 65534)
+            os.close(fd)
+        """
+        let calls = try syscallsTraced("newfstatat") {
+            let run = python(chowns, [mnt + "/o"])
+            XCTAssertEqual(run.status, 0, "\(run)")
+        }
+        let stats = calls.filter { $0.contains("S_IFREG|0641") && $0.contains("AT_EMPTY_PATH") && $0.contains("AT_SYMLINK_NOFOLLOW") }
+        XCTAssertEqual(stats.count, 20, "20 chowns stat'ed their files \(stats.count) times: \(stats.prefix(4))")
+        XCTAssertEqual(sh("stat -c '%u %g %a' \(mnt)/o/7"), "65534 65534 641\n")
+        sh("chmod 4755 \(mnt)/o/8")
+        let run = python("import os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\nos.fchown(fd, 0, 0)\nos.close(fd)", [mnt + "/o/8"])
+        XCTAssertEqual(run.status, 0, "\(run)")
+        XCTAssertEqual(sh("stat -c '%u %a' \(mnt)/o/8"), "0 755\n", "the chown's reply shows the set-id bit gone")
+        try fx.remount()
+        XCTAssertEqual(sh("stat -c '%u %g %a' \(mnt)/o/7 \(mnt)/o/8"), "65534 65534 641\n0 0 755\n")
+    }
+
     /// ext4 allocates a create's inode in `openat(O_TMPFILE)`, the dearest system call of a
     /// create (an untar after an `rm -rf` pays ext4's scan past recently freed inodes in it).
     /// The mount makes unnamed files ahead, on a queue of its own, and a create links one: no
