@@ -67,21 +67,34 @@ final class CreateCostTests: IntegrationTestCase {
     /// The kernel asks cmkfs to drop the set-id bits with every chown of a regular file
     /// (FUSE_HANDLE_KILLPRIV_V2), and tar chowns every file it writes. The setattr stats the
     /// file once, after the chown, for both the check and the reply; it took a second stat for
-    /// the check. Counted: fstats with AT_SYMLINK_NOFOLLOW (the setattr's) of the chowned files
-    /// (mode 0641, which nothing else here has).
+    /// the check. Counted: fstats with AT_SYMLINK_NOFOLLOW (the setattr's, and a GETATTR's) of
+    /// the chowned files (mode 0641, which nothing else here has). The files are opened before
+    /// the count starts, so no GETATTR of an open's permission check (attributes older than
+    /// the 1 s cache on a slow machine) falls inside it.
     func testAChownOfAnOpenFileStatsItOnce() throws {
         sh("mkdir \(mnt)/o && for i in $(seq 1 20); do echo data > \(mnt)/o/$i; chmod 641 \(mnt)/o/$i; done")
         let chowns = """
-        import os, sys
-        for i in range(1, 21):
-            fd = os.open(f'{sys.argv[1]}/{i}', os.O_RDONLY)
-            os.fchown(fd, 65534, 65534)
-            os.close(fd)
+        import os, sys, time
+        directory, go, ready = sys.argv[1:4]
+        fds = [os.open(f'{directory}/{i}', os.O_RDONLY) for i in range(1, 21)]
+        open(ready, 'w').close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(go) and time.monotonic() < deadline: time.sleep(0.005)
+        for fd in fds: os.fchown(fd, 65534, 65534)
+        for fd in fds: os.close(fd)
         """
+        let go = fx.root + "/chown-go", ready = fx.root + "/chown-ready"
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: Shell.python)
+        holder.arguments = ["-c", chowns, mnt + "/o", go, ready]
+        try holder.run()
+        defer { if holder.isRunning { holder.terminate(); holder.waitUntilExit() } }
+        XCTAssertTrue(waitUntil(deadline: 60) { FileManager.default.fileExists(atPath: ready) }, "the files were not opened")
         let calls = try syscallsTraced("newfstatat") {
-            let run = python(chowns, [mnt + "/o"])
-            XCTAssertEqual(run.status, 0, "\(run)")
+            _ = FileManager.default.createFile(atPath: go, contents: nil)
+            holder.waitUntilExit()
         }
+        XCTAssertEqual(holder.terminationStatus, 0)
         let stats = calls.filter { $0.contains("S_IFREG|0641") && $0.contains("AT_EMPTY_PATH") && $0.contains("AT_SYMLINK_NOFOLLOW") }
         XCTAssertEqual(stats.count, 20, "20 chowns stat'ed their files \(stats.count) times: \(stats.prefix(4))")
         XCTAssertEqual(sh("stat -c '%u %g %a' \(mnt)/o/7"), "65534 65534 641\n")
