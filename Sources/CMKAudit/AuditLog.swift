@@ -162,13 +162,9 @@ public final class AuditLog: Sendable {
         let lockPath = directory + "/writer.lock"
         let lock: FileDescriptor
         do { lock = try FileDescriptor.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600) } catch { throw .system(error) }
-        let deadline = Date().addingTimeInterval(lockWait)
-        while (try? lock.descriptor.lock(LOCK_EX | LOCK_NB)) == nil {
-            guard Date() < deadline else {
-                throw AuditError(.busy, "another process is writing the audit log in \(directory)",
-                                 hint: "if the volume is mounted, the mount writes its records; else retry when the other command ends")
-            }
-            usleep(20_000)
+        guard (try? lock.descriptor.lock(LOCK_EX, waitingUpTo: lockWait, poll: 0.02)) == true else {
+            throw AuditError(.busy, "another process is writing the audit log in \(directory)",
+                             hint: "if the volume is mounted, the mount writes its records; else retry when the other command ends")
         }
         var head = Head()
         let found: Continuity

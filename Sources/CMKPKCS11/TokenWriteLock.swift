@@ -45,19 +45,7 @@ struct TokenWriteLock: Sendable {
         // A bare descriptor for the length of the call, closed (and so unlocked) on the way out.
         let fd = (try? Descriptor.cwd.openat(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode: 0o600).release()) ?? -1
         defer { if fd >= 0 { try? FileDescriptor(adopting: fd).close() } }
-        if fd >= 0 {
-            var waited = 0.0
-            while true {
-                do throws(SystemError) {
-                    try Descriptor(rawValue: fd).lock(LOCK_EX | LOCK_NB)
-                    break
-                } catch {
-                    guard error.errno == .EAGAIN, waited < Self.maxWait else { break }
-                    usleep(2_000)
-                    waited += 0.002
-                }
-            }
-        }
+        if fd >= 0 { _ = try? Descriptor(rawValue: fd).lock(LOCK_EX, waitingUpTo: Self.maxWait, poll: 0.002) }
         return try body()
     }
 }

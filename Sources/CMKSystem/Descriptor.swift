@@ -132,6 +132,24 @@ public struct Descriptor: RawRepresentable, Hashable, Sendable {
         _ = try Retry.check("flock") { systemFlock(rawValue, operation) }
     }
 
+    /// flock(2) with `operation` (LOCK_EX or LOCK_SH), retried every `poll` seconds while
+    /// another holder has it, for at most `wait` seconds. Returns false when the wait ran out;
+    /// throws any other error at once.
+    public func lock(_ operation: Int32, waitingUpTo wait: Double, poll: Double) throws(SystemError) -> Bool {
+        var waited = 0.0
+        while true {
+            do throws(SystemError) {
+                try lock(operation | LOCK_NB)
+                return true
+            } catch {
+                guard error.errno == .EAGAIN else { throw error }
+                guard waited < wait else { return false }
+                usleep(useconds_t(poll * 1_000_000))
+                waited += poll
+            }
+        }
+    }
+
     /// A second descriptor for the same open file (dup(2) with FD_CLOEXEC).
     public func duplicate() throws(SystemError) -> FileDescriptor {
         FileDescriptor(adopting: try Retry.check("fcntl") { cmkfs_fcntl_int(rawValue, F_DUPFD_CLOEXEC, 0) })

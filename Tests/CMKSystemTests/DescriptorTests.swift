@@ -18,6 +18,18 @@ final class DescriptorTests: XCTestCase {
 
     private func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) >= 0 }
 
+    /// A lock another open file holds is waited for up to the deadline, then refused (false);
+    /// once it is let go, the next wait takes it.
+    func testLockWaitsUpToItsDeadlineForAnotherHolder() throws {
+        let holder = try FileDescriptor.open(directory + "/f", O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600)
+        let waiter = try FileDescriptor.open(directory + "/f", O_RDWR | O_CLOEXEC)
+        XCTAssertTrue(try holder.descriptor.lock(LOCK_EX, waitingUpTo: 0, poll: 0.001))
+        XCTAssertFalse(try waiter.descriptor.lock(LOCK_EX, waitingUpTo: 0.02, poll: 0.005))
+        XCTAssertFalse(try waiter.descriptor.lock(LOCK_SH, waitingUpTo: 0, poll: 0.005))
+        try holder.descriptor.lock(LOCK_UN)
+        XCTAssertTrue(try waiter.descriptor.lock(LOCK_EX, waitingUpTo: 0, poll: 0.005))
+    }
+
     func testDroppedDescriptorIsClosed() throws {
         var raw: Int32 = -1
         do {
