@@ -74,6 +74,10 @@ enum LowLevelCallbacks {
             conn.pointee.max_write = 1 << 20
             conn.pointee.max_readahead = 1 << 20
             conn.pointee.want |= UInt32(FUSE_CAP_ATOMIC_O_TRUNC)
+            // Every listing reply carries its entries (readdirplus), not only a directory's first:
+            // a walker that reads the whole listing and then opens each name (Python, Go,
+            // rsync) otherwise sends a LOOKUP for nine entries in ten. design-notes.md "Kernel caches".
+            conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
             // Splice copies made reads slower here and gain nothing for ciphertext.
             conn.pointee.want &= ~UInt32(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE)
         }

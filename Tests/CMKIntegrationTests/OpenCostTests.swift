@@ -82,6 +82,47 @@ final class OpenCostTests: IntegrationTestCase {
         }, "the mount still knows inodes with noted names: \(noted() ?? "?")")
     }
 
+    /// A listing read to its end before its entries are used (Python's `os.listdir` then an
+    /// open of each name; Go's, rsync's and most walkers' order) leaves every entry in the
+    /// kernel, so the opens that follow send no LOOKUP. With libfuse's default
+    /// READDIRPLUS_AUTO only the listing's first reply carried entries, and nine opens in ten
+    /// on a fresh mount paid a LOOKUP first. Counted as FUSE requests served: an open and a
+    /// release per file, a few for the listing, and a LOOKUP per file that missed.
+    func testOpensAfterAWholeListingSendNoLookup() throws {
+        // Long names: the listing takes several replies (each up to 32 KiB, the walker's buffer).
+        let files = 600
+        sh("mkdir \(mnt)/w && cd \(mnt)/w && seq -f 'file-%03g-\(String(repeating: "n", count: 80))' 1 \(files) | xargs touch")
+        let walk = """
+        import os, sys, time
+        d = sys.argv[1]; t0 = time.monotonic()
+        for n in os.listdir(d):
+            os.close(os.open(os.path.join(d, n), os.O_RDONLY))
+        print(time.monotonic() - t0)
+        """
+        var extra = -1.0
+        // Entries live 1 s in the kernel: a walk that took longer measured their expiry (a
+        // LOOKUP to revalidate), not the listing, and is run again on a fresh mount.
+        let measured = try waitUntil(deadline: 180, interval: 0) {
+            try fx.remount()
+            let before = requestsServed()
+            let run = python(walk, [mnt + "/w"])
+            XCTAssertEqual(run.status, 0, "\(run)")
+            let served = requestsServed() - before
+            extra = Double(served - 2 * files) / Double(files)
+            print("[cmkfs-it] walk: \(served) requests for \(files) files, \(run.stdout)")
+            return (Double(run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 9) < 0.8
+        }
+        XCTAssertTrue(measured, "no walk of \(files) files finished within the entries' 1 s")
+        XCTAssertLessThan(extra, 0.25, "requests per file beyond an open and a release: \(extra) (a LOOKUP per open is 1)")
+    }
+
+    /// FUSE requests the mount has served over /dev/fuse (`cmkfs_fuse_requests_total`).
+    private func requestsServed() -> Int {
+        let line = fx.cmkfs(["metrics", vol]).stdout.split(separator: "\n")
+            .first { $0.hasPrefix("cmkfs_fuse_requests_total{transport=\"dev-fuse\"} ") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+    }
+
     /// Key-miss opens (a fresh mount) read the embedded KMS's key file through a descriptor it
     /// keeps while the file is unchanged: one open of the key file for twenty unwraps, where
     /// every unwrap opened, stat'ed, read and closed it. Each open still reads the file (the
