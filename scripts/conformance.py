@@ -192,6 +192,16 @@ def section_second_user(d):
         make(f, "file", 0o644)
         os.chmod(f, 0o6755)
         say("user write clears set-id:", describe(f), end_write(f), describe(f))
+        # Every change of content by a caller without CAP_FSETID takes the set-id bits, not only
+        # write(2): an open with O_TRUNC, ftruncate, truncate and fallocate too.
+        for how, change in [("O_TRUNC", lambda p: os.close(os.open(p, os.O_WRONLY | os.O_TRUNC))),
+                            ("ftruncate", lambda p: with_fd(p, lambda fd: os.ftruncate(fd, 1))),
+                            ("truncate", lambda p: os.truncate(p, 2)),
+                            ("fallocate", lambda p: with_fd(p, lambda fd: os.posix_fallocate(fd, 0, 8192)))]:
+            f = os.path.join(shared, "u-setid-" + how)
+            make(f, "file", 0o644)
+            os.chmod(f, 0o6775)
+            say("user %s clears set-id:" % how, describe(f), err(lambda: change(f)), describe(f))
     as_nobody(child)
     # Root chowns a set-id file: the bits go (chown(2) clears them for non-directories).
     f = os.path.join(d, "root-setid")
@@ -200,6 +210,14 @@ def section_second_user(d):
     say("root chmod 6755:", describe(f))
     os.chown(f, NOBODY, NOBODY)
     say("root chown clears set-id:", describe(f))
+
+
+def with_fd(path, body):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        body(fd)
+    finally:
+        os.close(fd)
 
 
 def end_write(path):

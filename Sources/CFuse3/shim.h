@@ -34,12 +34,18 @@ static inline uint64_t cmkfs_init_offering_killpriv_v2(const void *buf, size_t n
     return (in.flags & FUSE_HANDLE_KILLPRIV_V2) ? h.unique : 0;
 }
 
-// 1 when `buf` is a WRITE or SETATTR whose caller lacks CAP_FSETID: the server must clear the
-// file's setuid/setgid bits (the kernel's FUSE_WRITE_KILL_SUIDGID / FATTR_KILL_SUIDGID).
+// 1 when `buf` is a WRITE, SETATTR or O_TRUNC OPEN whose caller lacks CAP_FSETID: the server
+// must clear the file's setuid/setgid bits (the kernel's FUSE_WRITE_KILL_SUIDGID,
+// FATTR_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID).
 static inline int cmkfs_request_kills_suidgid(const void *buf, size_t n) {
     struct fuse_in_header h;
     if (n < sizeof h) return 0;
     memcpy(&h, buf, sizeof h);
+    if (h.opcode == FUSE_OPEN && n >= sizeof h + sizeof(struct fuse_open_in)) {
+        struct fuse_open_in o;
+        memcpy(&o, (const char *)buf + sizeof h, sizeof o);
+        return (o.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+    }
     if (h.opcode == FUSE_WRITE && n >= sizeof h + sizeof(struct fuse_write_in)) {
         struct fuse_write_in w;
         memcpy(&w, (const char *)buf + sizeof h, sizeof w);

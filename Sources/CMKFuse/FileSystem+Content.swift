@@ -50,7 +50,12 @@ extension FileSystem {
     private func opened(_ file: OpenFile, _ use: KeyUse, at inode: Node, flags: Int32, caller: Caller) throws(FSError) -> UInt64 {
         do {
             try audit("open", use, path: mountPath(inode), caller: caller, detail: flags & O_TRUNC != 0 ? "O_TRUNC" : nil)
-            if flags & O_TRUNC != 0 { try truncate(file, to: 0, label: "file \(file.file.fileID)") }
+            if flags & O_TRUNC != 0 {
+                try truncate(file, to: 0, label: "file \(file.file.fileID)")
+                // A truncation by a caller without CAP_FSETID takes the set-id bits, as any
+                // truncate does (the kernel flags the OPEN: FUSE_OPEN_KILL_SUIDGID).
+                if KernelChannel.currentRequestKillsSetIDBits, Self.killSetIDBits(file.fd) { modeChangedBehindTheKernel(file) }
+            }
         } catch {
             openFiles.release(file)
             throw error
@@ -171,11 +176,19 @@ extension FileSystem {
         Metrics.shared.bytesWritten.add(UInt64(data.count))
         if KernelChannel.currentRequestKillsSetIDBits, Self.killSetIDBits(file.fd) {
             // The kernel keeps the mode it cached; a WRITE reply cannot carry a new one.
-            if let session = session.withLock({ $0 }), let node = inodes.node(for: file.identity) {
-                fuse_lowlevel_notify_inval_inode(session.raw, node, -1, 0)
-            }
+            modeChangedBehindTheKernel(file)
         }
         return data.count
+    }
+
+    /// Tells the kernel to drop the attributes it cached for `file`'s inode: the daemon took its
+    /// set-id bits while answering a request whose reply carries no attributes (WRITE, OPEN,
+    /// FALLOCATE), and the kernel would otherwise go on checking permissions and exec against
+    /// the old mode until its attribute timeout.
+    func modeChangedBehindTheKernel(_ file: OpenFile) {
+        if let session = session.withLock({ $0 }), let node = inodes.node(for: file.identity) {
+            fuse_lowlevel_notify_inval_inode(session.raw, node, -1, 0)
+        }
     }
 
     /// What the kernel does for a local filesystem when a caller without CAP_FSETID writes,
@@ -261,8 +274,18 @@ extension FileSystem {
     }
 
     /// fallocate(2): reserving space is honest (the backing range is allocated and reads as a
-    /// hole); punching holes and collapsing ranges are not offered.
-    func fallocate(_ fh: UInt64, mode: Int32, offset: Int, length: Int) throws(FSError) {
+    /// hole); punching holes and collapsing ranges are not offered. Like a write, it takes the
+    /// file's set-id bits when the caller lacks CAP_FSETID: the kernel asks the daemon to with
+    /// FUSE_HANDLE_KILLPRIV_V2 but flags no FALLOCATE, so the caller's capabilities are read
+    /// here, and only for a file that has such a bit.
+    func fallocate(_ fh: UInt64, mode: Int32, offset: Int, length: Int, caller: Caller) throws(FSError) {
+        try fallocate(fh, mode: mode, offset: offset, length: length)
+        guard let file = openFiles.handle(fh)?.file, let st = try? Descriptor(rawValue: file.fd).fstat(),
+              Self.setIDBitsToKill(st) != 0, !Self.holdsCapability(caller, Self.capFSetID) else { return }
+        if Self.killSetIDBits(file.fd) { modeChangedBehindTheKernel(file) }
+    }
+
+    private func fallocate(_ fh: UInt64, mode: Int32, offset: Int, length: Int) throws(FSError) {
         guard let handle = openFiles.handle(fh) else { throw .posix(EBADF) }
         guard offset >= 0, length > 0 else { throw .posix(EINVAL) }
         guard mode & ~Descriptor.keepSize == 0 else { throw .posix(EOPNOTSUPP) }

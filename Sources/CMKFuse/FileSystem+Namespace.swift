@@ -309,15 +309,20 @@ extension FileSystem {
         return try entry(for: file, link: entryLink(dir, name), bound: bound, attributes: attributes)
     }
 
-    /// Whether the calling process holds CAP_MKNOD (its effective set in /proc; uid 0 when the
-    /// kernel did not say which process called).
-    static func mayMakeDevices(_ caller: Caller) -> Bool {
+    /// Whether the calling process holds CAP_MKNOD.
+    static func mayMakeDevices(_ caller: Caller) -> Bool { holdsCapability(caller, 27) }
+
+    /// CAP_FSETID: keeps set-id bits across writes and truncations.
+    static let capFSetID: UInt64 = 4
+
+    /// Whether the calling process holds capability number `capability` (its effective set in
+    /// /proc; uid 0 when the kernel did not say which process called).
+    static func holdsCapability(_ caller: Caller, _ capability: UInt64) -> Bool {
         guard caller.pid > 0, let status = try? String(contentsOfFile: "/proc/\(caller.pid)/status", encoding: .utf8),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
               let caps = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
         else { return caller.uid == 0 }
-        let capMknod: UInt64 = 27
-        return caps & (1 << capMknod) != 0
+        return caps & (1 << capability) != 0
     }
 
     func statfs(_ inode: Node) throws(FSError) -> statvfs {

@@ -11,7 +11,9 @@ import CFuse3
 /// makes. With it the kernel marks the superblock SB_NOSEC, stops asking, and instead flags the
 /// WRITE or SETATTR of a caller without CAP_FSETID so that the daemon clears the bits itself
 /// (`FileSystem.killSetIDBits`). cmkfs stores no `security.*` xattrs (ENOTSUP), so there is no
-/// capability to remove, only the mode bits.
+/// capability to remove, only the mode bits. The kernel flags an OPEN with O_TRUNC the same way
+/// (FUSE_OPEN_KILL_SUIDGID), and a FALLOCATE not at all (`FileSystem.fallocate` asks the caller's
+/// capabilities itself).
 ///
 /// How: the INIT request is read here; if the kernel offers the flag, the bit is added to
 /// libfuse's INIT reply as it is written back. The same hook adds FUSE_OVER_IO_URING when the

@@ -312,7 +312,8 @@ enum LowLevelCallbacks {
         }
         ops.fallocate = { req, _, mode, offset, length, fi in
             LowLevelCallbacks.replyStatus(req) { () throws(FSError) in
-                try LowLevelCallbacks.fs(req).fallocate(fi!.pointee.fh, mode: mode, offset: Int(offset), length: Int(length))
+                try LowLevelCallbacks.fs(req).fallocate(fi!.pointee.fh, mode: mode, offset: Int(offset), length: Int(length),
+                                                        caller: LowLevelCallbacks.caller(req))
             }
         }
         return ops
