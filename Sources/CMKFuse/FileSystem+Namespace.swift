@@ -352,5 +352,5 @@ final class EmptiedDirectory {
 }
 
 // UTIME_NOW and UTIME_OMIT are macros over shifts that Swift does not import (<sys/stat.h>).
-private let utimeNow = (1 << 30) - 1
-private let utimeOmit = (1 << 30) - 2
+let utimeNow = (1 << 30) - 1
+let utimeOmit = (1 << 30) - 2

@@ -51,11 +51,16 @@ extension FileSystem {
     /// `settle` for a file from the pool of unnamed files, made by the daemon in the backing
     /// root: it gets the owner, group and mode the same create would have given a file made in
     /// `dir` (the directory's group when `dir` is set-group-ID, as the backing filesystem would
-    /// have given it), with a chown or chmod only where the pooled file differs.
+    /// have given it), with a chown or chmod only where the pooled file differs, and the access
+    /// time of now. A new file's times are those of its create (POSIX); the header the create
+    /// writes next sets the modification and change times, but not the access time, which was
+    /// the moment the pool made the file — seconds, or on an idle mount hours, before.
     func settle(pooled file: UnnamedFilePool.File, in dir: Node, mode: mode_t, caller: Caller) {
         let parent = try? dir.descriptor.fstat()
         let gid = parent.flatMap { $0.st_mode & S_ISGID != 0 ? $0.st_gid : nil } ?? caller.gid
         let descriptor = Descriptor(rawValue: file.fd)
+        try? descriptor.setTimes("", access: timespec(tv_sec: 0, tv_nsec: utimeNow),
+                                 modification: timespec(tv_sec: 0, tv_nsec: utimeOmit), flags: OpenFlags.atEmptyPath)
         let chowned = file.uid != caller.uid || file.gid != gid
         if chowned { try? descriptor.fchown(caller.uid, gid) }
         let wanted = mode & 0o7777

@@ -150,6 +150,35 @@ final class CreateCostTests: IntegrationTestCase {
         XCTAssertEqual(try fx.fileCount(), 13)
     }
 
+    /// A file linked from the pool has the times of its create, like any new file: its access
+    /// time was the moment the pool made it (on an idle mount, hours before the create).
+    /// Deterministic: the pool is full (no refill under way) well before the second create, so
+    /// a file it made can only be older than `mark`; a file settled at its create is not.
+    func testAFileFromThePoolIsAccessedWhenItIsCreatedNotWhenThePoolMadeIt() throws {
+        sh("mkdir \(mnt)/t && : > \(mnt)/t/first")
+        let pid = try XCTUnwrap(fx.lockPID())
+        XCTAssertTrue(waitUntil(deadline: 60) { self.unnamedFiles(of: pid) >= 32 }, "the pool did not fill: \(unnamedFiles(of: pid))")
+        // Past the last pooled file's times by far more than the kernel's coarse clock lags.
+        let full = Date()
+        XCTAssertTrue(waitUntil(deadline: 10) { Date().timeIntervalSince(full) >= 0.5 })
+        let mark = Date().timeIntervalSince1970
+        let out = python("""
+        import os, sys
+        fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+        os.close(fd)
+        st = os.stat(sys.argv[1])
+        print(st.st_atime_ns, st.st_mtime_ns)
+        """, [mnt + "/t/second"])
+        XCTAssertEqual(out.status, 0, "\(out)")
+        let times = out.stdout.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        XCTAssertEqual(times.count, 2, "\(out)")
+        guard times.count == 2 else { return }
+        // 0.1 s below `mark`: the kernel's file times come from its coarse clock (a tick behind).
+        XCTAssertGreaterThanOrEqual(times[0] / 1e9, mark - 0.1, "the new file's access time is the pool's, \(mark - times[0] / 1e9) s before its create")
+        XCTAssertGreaterThanOrEqual(times[1] / 1e9, mark - 0.1)
+        XCTAssertEqual(try fx.fileCount(), 2)
+    }
+
     /// tar (as root) creates each file with mode 0600 and sets the archived mode later; a shell
     /// creates with 0644. The unnamed files made ahead take the mode of the last create, so a run
     /// of creates with one mode needs no chmod of its own (a 0644 pool cost tar one per file).
