@@ -202,6 +202,10 @@ def section_second_user(d):
             make(f, "file", 0o644)
             os.chmod(f, 0o6775)
             say("user %s clears set-id:" % how, describe(f), err(lambda: change(f)), describe(f))
+        f = os.path.join(shared, "u-setid-chown")
+        make(f, "file", 0o644)
+        os.chmod(f, 0o6775)
+        say("user chown -1 -1 of own file clears set-id:", err(lambda: os.chown(f, -1, -1)), describe(f))
     as_nobody(child)
     # Root chowns a set-id file: the bits go (chown(2) clears them for non-directories).
     f = os.path.join(d, "root-setid")
@@ -210,6 +214,9 @@ def section_second_user(d):
     say("root chmod 6755:", describe(f))
     os.chown(f, NOBODY, NOBODY)
     say("root chown clears set-id:", describe(f))
+    os.chmod(f, 0o6755)
+    os.chown(f, -1, -1)
+    say("root chown -1 -1 clears set-id:", describe(f))
 
 
 def with_fd(path, body):

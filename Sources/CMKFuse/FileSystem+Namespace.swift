@@ -49,10 +49,26 @@ extension FileSystem {
         }
         // One stat serves the set-id check and the reply: tar's chown of every file took two.
         let st = try backingAttributes(inode)
-        if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits, Self.killSetIDBits(of: inode, st) {
+        if inode.kind == S_IFREG, KernelChannel.currentRequestKillsSetIDBits || Self.isChownOfNeither(toSet, st, caller),
+           Self.killSetIDBits(of: inode, st) {
             return try attributes(inode)
         }
         return presented(inode, st)
+    }
+
+    /// Whether a SETATTR that sets nothing is `chown(file, -1, -1)` by the file's owner or a
+    /// caller with CAP_FOWNER, which on Linux takes a regular file's set-id bits like any chown.
+    /// With KILLPRIV_V2 the kernel leaves that to the daemon and sends no attribute at all. It
+    /// sends the same empty SETATTR when it removes privileges before another user's write
+    /// (whose WRITE is flagged as well), and cannot say which: so another user's
+    /// `chown(-1, -1)`, refused with EPERM on ext4 when the file has a set-id bit, changes
+    /// nothing here and succeeds (taking the bits for it would let any user strip another's
+    /// setuid program).
+    static func isChownOfNeither(_ toSet: Int32, _ st: stat, _ caller: Caller) -> Bool {
+        let attributes = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME
+            | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW
+        guard toSet & attributes == 0, setIDBitsToKill(st) != 0 else { return false }
+        return caller.uid == st.st_uid || holdsCapability(caller, capFOwner)
     }
 
     /// chmod of the inode through its own (`O_PATH`) descriptor; through `/proc` only on a
@@ -314,6 +330,8 @@ extension FileSystem {
 
     /// CAP_FSETID: keeps set-id bits across writes and truncations.
     static let capFSetID: UInt64 = 4
+    /// CAP_FOWNER: acts as the owner of any file.
+    static let capFOwner: UInt64 = 3
 
     /// Whether the calling process holds capability number `capability` (its effective set in
     /// /proc; uid 0 when the kernel did not say which process called).
