@@ -67,7 +67,7 @@ extension Volume {
         var report = FsckReport(volume: path, repairMode: repair)
         try checkRekeys(repair: repair, into: &report, audit: audit)
 
-        let files = BackingTree.regularFiles(under: dataPath)
+        let files = BackingTree.regularFiles(under: dataPath, encryptedNames: encryptsNames)
         let codec = try nameCodec()
         var seen: [[UInt8]: (path: String, inode: [UInt])] = [:]
         for (i, file) in files.enumerated() {

@@ -99,7 +99,7 @@ extension Volume {
             }
             let candidates: [String]
             if (st.st_mode & S_IFMT) == S_IFDIR {
-                candidates = BackingTree.regularFiles(under: backing).map { rootBacking + "/" + $0.path }
+                candidates = BackingTree.regularFiles(under: backing, encryptedNames: encryptsNames).map { rootBacking + "/" + $0.path }
             } else if (st.st_mode & S_IFMT) == S_IFREG {
                 candidates = [rootBacking]
             } else {

@@ -40,6 +40,31 @@ final class FsckTests: IntegrationTestCase {
         XCTAssertTrue(text.succeeded && text.stdout.contains("0 problems"), "\(text)")
     }
 
+    /// With plaintext names a dotfile is the user's file like any other. The backing-tree walk of
+    /// fsck, rekey and purge skipped every name starting with a dot (on an encrypted-name volume
+    /// only cmkfs's own entries do): rekey left dotfiles under their old key, and fsck called
+    /// their key rows orphans, which `--repair` deletes (the files then read as EIO).
+    func testDotfilesOfAPlaintextNamesVolumeAreRekeyedCheckedAndKept() throws {
+        let pvol = fx.root + "/vol-plain", pmnt = fx.root + "/mnt-plain"
+        try FileManager.default.createDirectory(atPath: pmnt, withIntermediateDirectories: false)
+        try fx.initVolume(pvol, plaintextNames: true)
+        try fx.mount(pvol, at: pmnt)
+        sh("echo secret > \(pmnt)/.hidden && mkdir \(pmnt)/d && echo two > \(pmnt)/d/.x && echo vis > \(pmnt)/visible")
+        let rekey = fx.cmkfs(["rekey", pvol, "--kms-dir", fx.kms, "--json"], timeout: 300)
+        XCTAssertTrue(rekey.succeeded, "\(rekey)")
+        let summary = (try? JSONSerialization.jsonObject(with: Data(rekey.stdout.utf8))) as? [String: Any]
+        XCTAssertEqual(summary?["rekeyed"] as? Int, 3, "every file is rekeyed, dotfiles too: \(rekey.stdout)")
+        try fx.unmount(pmnt)
+        let check = fx.cmkfs(["fsck", pvol, "--kms-dir", fx.kms, "--json"], timeout: 300)
+        XCTAssertEqual(check.status, 0, "\(check)")
+        XCTAssertTrue(check.stdout.contains("\"files_checked\" : 3"), "\(check)")
+        let repair = fx.cmkfs(["fsck", pvol, "--kms-dir", fx.kms, "--repair"], timeout: 300)
+        XCTAssertEqual(repair.status, 0, "\(repair)")
+        try fx.mount(pvol, at: pmnt)
+        XCTAssertEqual(sh("cat \(pmnt)/.hidden \(pmnt)/d/.x \(pmnt)/visible"), "secret\ntwo\nvis\n")
+        try fx.unmount(pmnt)
+    }
+
     /// Each kind of damage is named by path and file id, reads of the damaged file fail with EIO
     /// (logged and audited) while every other file reads, and --repair fixes what is safe.
     func testDamageIsContainedNamedAndRepairedWhereSafe() throws {
