@@ -69,6 +69,8 @@ extension FileSystem {
 
     /// create(2) with O_CREAT: a new file with a new key, its entry and an open handle.
     func create(_ dir: Node, _ plainName: String, mode: mode_t, flags: Int32, caller: Caller) throws(FSError) -> (fuse_entry_param, UInt64) {
+        // Space freed by the unlinks answered before is free now (`PendingEvictions`), as below.
+        evictions.drain()
         let name = try backing(dir, plainName, creating: true)
         var use = KeyUse("create", caller: caller)
         let file: OpenFile, bound: EntryLink?, attributes: stat?
@@ -154,6 +156,7 @@ extension FileSystem {
     /// Encrypts `data` into the file at `offset` (its end for an O_APPEND handle); returns the
     /// bytes written.
     func write(_ fh: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int) throws(FSError) -> Int {
+        evictions.drain()
         guard let handle = openFiles.handle(fh) else { throw .posix(EBADF) }
         let file = handle.file
         do {
@@ -286,6 +289,7 @@ extension FileSystem {
     }
 
     private func fallocate(_ fh: UInt64, mode: Int32, offset: Int, length: Int) throws(FSError) {
+        evictions.drain()
         guard let handle = openFiles.handle(fh) else { throw .posix(EBADF) }
         guard offset >= 0, length > 0 else { throw .posix(EINVAL) }
         guard mode & ~Descriptor.keepSize == 0 else { throw .posix(EOPNOTSUPP) }

@@ -21,6 +21,9 @@ extension FileSystem {
 
     /// setattr: mode, owner, size and times, in that order, then the new attributes.
     func setattr(_ inode: Node, _ attr: stat, toSet: Int32, fh: UInt64?, caller: Caller) throws(FSError) -> stat {
+        // Every request that may take space in the backing filesystem, and statfs, first waits
+        // for the blocks of the files unlinked before it to be freed (`PendingEvictions`).
+        evictions.drain()
         if toSet & FUSE_SET_ATTR_MODE != 0 {
             guard inode.kind != S_IFLNK else { throw .posix(EOPNOTSUPP) }
             try system { () throws(SystemError) in try Self.chmod(inode, attr.st_mode & 0o7777) }
@@ -96,6 +99,7 @@ extension FileSystem {
     }
 
     func mkdir(_ dir: Node, _ name: String, mode: mode_t, caller: Caller) throws(FSError) -> fuse_entry_param {
+        evictions.drain()
         let backingName = try backing(dir, name, creating: true)
         guard names != nil else {
             try system { () throws(SystemError) in try dir.descriptor.mkdir(backingName, mode: mode & 0o7777) }
@@ -174,7 +178,14 @@ extension FileSystem {
             let file = found == nil ? nil : bindsNames ? regularFileID(dir, backingName, st: st)
                 : lastLinkFileID(dir, backingName, st: st).map { ($0, true) }
             let longTarget = found == nil ? nil : lastLinkLongTarget(dir, backingName, st: st)
+            // A file's last link: held open across the unlink, so that its blocks are freed
+            // after the reply, not inside it (`PendingEvictions`).
+            var held: FileDescriptor?
+            if found != nil, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1 {
+                held = try? dir.descriptor.openat(backingName, OpenFlags.path | O_NOFOLLOW | O_CLOEXEC)
+            }
             try system { () throws(SystemError) in try dir.descriptor.unlink(backingName) }
+            if let fd = held.take() { evictions.hold(fd) }
             // Only the unlinked object's audit path can have been this name (AuditNames).
             if found != nil, let inode = inodes.inode(for: InodeIdentity(st)) { auditNames.entryRemoved(inode) }
             if let file, file.last { forgets.add(file.id) }
@@ -190,6 +201,7 @@ extension FileSystem {
     }
 
     func rename(_ dir: Node, _ plainName: String, _ newDir: Node, _ plainNewName: String, flags: UInt32) throws(FSError) {
+        evictions.drain()
         defer { auditNames.namespaceChanged() }
         let name = try backing(dir, plainName)
         let newName = try backing(newDir, plainNewName, creating: true)
@@ -241,6 +253,7 @@ extension FileSystem {
     }
 
     func link(_ inode: Node, _ newDir: Node, _ plainNewName: String) throws(FSError) -> fuse_entry_param {
+        evictions.drain()
         defer { auditNames.namespaceChanged() }
         let newName = try backing(newDir, plainNewName, creating: true)
         try namespaceLock.withLock { _ throws(FSError) in
@@ -268,6 +281,7 @@ extension FileSystem {
     }
 
     func symlink(target plainTarget: String, _ dir: Node, _ plainName: String, caller: Caller) throws(FSError) -> fuse_entry_param {
+        evictions.drain()
         guard plainTarget != LowLevelCallbacks.invalidName else { throw .posix(EILSEQ) }
         let name = try backing(dir, plainName, creating: true)
         var target = plainTarget
@@ -300,6 +314,7 @@ extension FileSystem {
     /// too); the mount is `nodev`, so no node is ever opened as a device through cmkfs
     /// (docs/on-disk-format.md, "Special files").
     func mknod(_ dir: Node, _ plainName: String, mode: mode_t, rdev: dev_t, caller: Caller) throws(FSError) -> fuse_entry_param {
+        evictions.drain()
         let type = mode & S_IFMT
         guard [S_IFIFO, S_IFSOCK, S_IFREG, S_IFCHR, S_IFBLK].contains(type) else { throw .posix(EINVAL) }
         let device = type == S_IFCHR || type == S_IFBLK
@@ -344,6 +359,7 @@ extension FileSystem {
     }
 
     func statfs(_ inode: Node) throws(FSError) -> statvfs {
+        evictions.drain()
         var st = try system { () throws(SystemError) in try inode.descriptor.statfs() }
         // Names up to Linux's 255 bytes work even when the backing filesystem's limit is lower
         // than their encoding: long encodings are stored by hash (NameCodec).

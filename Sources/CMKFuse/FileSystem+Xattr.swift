@@ -16,6 +16,7 @@ extension FileSystem {
     private static func userNamespace(_ name: String) -> Bool { name.hasPrefix("user.") && name.count > 5 }
 
     func setxattr(_ inode: Node, name: String, value: UnsafeRawBufferPointer, flags: Int32, caller: Caller? = nil) throws(FSError) {
+        evictions.drain()
         guard Self.userNamespace(name), inode.kind == S_IFREG else { throw .posix(ENOTSUP) }
         guard value.count <= Self.maxXattrValue else { throw .posix(E2BIG) }
         let file = try acquireAudited(inode, caller: caller, detail: "set \(name)")

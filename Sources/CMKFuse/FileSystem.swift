@@ -39,6 +39,8 @@ public final class FileSystem: Sendable {
     let namespaceLock = Mutex(())
     /// Key rows of unlinked files, deleted in batches.
     let forgets: PendingForgets
+    /// Unlinked files held open until their blocks can be freed off the reply path.
+    let evictions: PendingEvictions
     /// Process names for audit records, remembered for a second.
     let processNames = ProcessNames()
     /// Unnamed backing files made ahead of creates (nil when switched off); drained at unmount.
@@ -83,7 +85,9 @@ public final class FileSystem: Sendable {
         auditNames = AuditNames(root: root)
         names = volume.encryptsNames ? NameLayer(volume: volume, cache: cache, audit: audit) : nil
         scratch = ScratchPool(layout: volume.layout)
-        forgets = PendingForgets(volume: volume)
+        let evictions = PendingEvictions()
+        self.evictions = evictions
+        forgets = PendingForgets(volume: volume, beforeWrite: { evictions.drain() })
         // The name key is unwrapped (and audited) now rather than by the first lookup.
         if let names {
             do { _ = try names.codec() } catch {

@@ -64,6 +64,8 @@ public enum FuseMount {
             defer { try? Descriptor.cwd.unlink(fileSystem.volume.path + "/control.sock") }
             let serving = ServingFlag()
             startReadinessProbe(mountpoint, beneath: beneath?.st_dev, serving: serving, ready: ready)
+            // Unlinked files still held open are closed (their blocks freed) before the mount ends.
+            defer { fileSystem.evictions.drain() }
             defer { fileSystem.forgets.flush() }
             // The unnamed files made ahead of creates go with their descriptors.
             defer { fileSystem.unnamedFiles?.drain() }

@@ -44,7 +44,14 @@ final class PendingForgets: Sendable {
     private let writing = Mutex(())
     private let written = Atomic<Int>(0)
 
-    init(volume: Volume) { self.volume = volume }
+    /// Runs before each batch is written: the unlinked files' blocks are freed first
+    /// (`PendingEvictions`), so the batch's refill of the metadata reserve finds them free.
+    private let beforeWrite: @Sendable () -> Void
+
+    init(volume: Volume, beforeWrite: @escaping @Sendable () -> Void = {}) {
+        self.volume = volume
+        self.beforeWrite = beforeWrite
+    }
 
     /// Queues the rows of `fileID` for deletion.
     func add(_ fileID: FileID) {
@@ -94,6 +101,7 @@ final class PendingForgets: Sendable {
                 return queue.files
             }
             guard !batch.isEmpty else { return }
+            beforeWrite()
             written.add(1, ordering: .relaxed)
             do { try volume.forgetFiles(batch) } catch {
                 // The files are gone; leftover rows are orphans for fsck, not a loss of data.
