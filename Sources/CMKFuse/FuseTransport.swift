@@ -4,8 +4,8 @@ import Synchronization
 public enum FuseTransport: String, Sendable, CaseIterable {
     /// read(2) and writev(2) on /dev/fuse, by libfuse's worker threads.
     case devFuse = "dev-fuse"
-    /// FUSE over io_uring (Linux 6.14+): one ring per serving thread, pinned threads for every
-    /// CPU. /dev/fuse still carries INIT, FORGET and INTERRUPT.
+    /// FUSE over io_uring (Linux 6.14+): one ring per serving thread, four threads for every
+    /// CPU queue. /dev/fuse still carries INIT, FORGET and INTERRUPT.
     case ioURing = "io_uring"
     /// io_uring when the kernel offers it (`/sys/module/fuse/parameters/enable_uring` is Y), else /dev/fuse.
     case auto

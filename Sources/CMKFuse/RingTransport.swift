@@ -89,9 +89,16 @@ final class RingWorker: @unchecked Sendable {
 
     func run() {
         let status = transport.status
-        // Not pinned to the queue's CPU (libfuse's own ring threads are): on this 2-core machine,
-        // key-miss opens ran at ~4,000/s pinned and ~5,100/s unpinned (medians of 5 runs each),
-        // since a request's work (unwrap, audit, SQLite) then goes to whichever CPU is free.
+        // Named so that `ps -L`, `top -H` and /proc show which queue a thread serves (Foundation's
+        // Thread.name does not reach the kernel's thread name here).
+        ThreadPlacement.nameCurrentThread("cmkfs-ring-\(queue)")
+        // Not pinned to the queue's CPU (libfuse's own ring threads are). Measured twice on this
+        // 2-vCPU machine: pinned, a key-hit open costs the daemon less CPU (~31 against ~38 us
+        // per open+read+close), but key-miss opens are slower and erratic (round 6: median
+        // ~7,400 against ~8,500/s over 6 runs, the worst 1,100 and 3,900 against 7,300; before:
+        // 4,000 against 5,100), since a request that waits for the disk then resumes only on
+        // its queue's CPU, however busy that is (docs/benchmarks.md, "Issue 20: FUSE over
+        // io_uring, round 6").
         let ring: FuseRing
         do throws(SystemError) { ring = try FuseRing(payloadCapacity: payloadCapacity) } catch {
             status.fallback.withLock { $0 = $0 ?? "cannot set up an io_uring: \(error)" }

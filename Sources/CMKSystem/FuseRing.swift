@@ -174,6 +174,11 @@ public struct EventSignal: ~Copyable, Sendable {
 }
 
 public enum ThreadPlacement {
+    /// Names the calling thread as `ps -L` and /proc/PID/task/TID/comm show it (15 bytes at most).
+    public static func nameCurrentThread(_ name: String) {
+        _ = cmkfs_name_current_thread(String(decoding: name.utf8.prefix(15), as: UTF8.self))
+    }
+
     /// How many CPUs the kernel may ever run (the highest in `/sys/devices/system/cpu/possible`,
     /// plus one): the kernel's FUSE ring has a queue for each, and takes requests over the ring
     /// only once every queue has an entry. glibc's count of configured CPUs is the fallback.

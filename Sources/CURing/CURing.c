@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -102,3 +103,5 @@ int cmkfs_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 
 
 int cmkfs_possible_cpus(void) { return get_nprocs_conf(); }
+
+int cmkfs_name_current_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }

@@ -21,6 +21,31 @@ final class FuseRingTests: IntegrationTestCase {
         XCTAssertGreaterThanOrEqual(Int(metric("cmkfs_fuse_ring_threads")), cpus * 4, "four ring threads per CPU queue")
     }
 
+    /// Each ring thread carries its queue's number in its kernel name (`ps -L`, `top -H`,
+    /// /proc/PID/task/TID/comm), so a thread's CPU time and the CPU it ran on can be told per
+    /// queue: four `cmkfs-ring-N` per CPU queue N.
+    func testEveryRingThreadIsNamedByItsQueue() throws {
+        let pid = try XCTUnwrap(fx.lockPID(), "mount.lock names the daemon")
+        func queuesOfNamedThreads() -> [Int: Int] {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            var threads: [Int: Int] = [:]
+            for tid in tasks {
+                guard let comm = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/comm", encoding: .utf8),
+                      comm.hasPrefix("cmkfs-ring-"),
+                      let queue = Int(comm.dropFirst("cmkfs-ring-".count).trimmingCharacters(in: .whitespacesAndNewlines))
+                else { continue }
+                threads[queue, default: 0] += 1
+            }
+            return threads
+        }
+        let cpus = ProcessInfo.processInfo.activeProcessorCount
+        waitUntil(deadline: 30) { (0..<cpus).allSatisfy { queuesOfNamedThreads()[$0] == 4 } }
+        let threads = queuesOfNamedThreads()
+        for queue in 0..<cpus {
+            XCTAssertEqual(threads[queue], 4, "four threads named cmkfs-ring-\(queue): \(threads)")
+        }
+    }
+
     /// The random-operation stress run (`scripts/stress.py`, every read checked against a
     /// model) over the rings, with the fixed seed and a random one, then a remount and a
     /// re-check of every file.

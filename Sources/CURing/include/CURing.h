@@ -57,5 +57,7 @@ int cmkfs_ring_next_completion(cmkfs_ring *ring, uint64_t *user_data, int32_t *r
 int cmkfs_eventfd(void);
 /// The CPUs the kernel may ever run (get_nprocs_conf): FUSE over io_uring has a queue for each.
 int cmkfs_possible_cpus(void);
+/// Names the calling thread (at most 15 bytes show): 0, or a positive errno.
+int cmkfs_name_current_thread(const char *name);
 
 #endif
