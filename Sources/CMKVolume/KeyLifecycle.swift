@@ -136,7 +136,7 @@ extension KeyAdmin {
         }
         var report = PurgeReport(version: version, unreadable: [])
         if !files.isEmpty {
-            let backing = BackingTree.paths(of: Set(files), under: path + "/data", encryptedNames: config.names == Volume.encryptedNames)
+            let backing = BackingTree.paths(of: Set(files), under: path + "/data", encryptedNames: config.encryptsNames)
             // Backing paths → mount paths (encrypted names are decrypted; the name key is
             // under the active version, which a purge never destroys).
             let store = try openStore()

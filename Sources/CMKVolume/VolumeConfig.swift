@@ -23,4 +23,7 @@ public struct VolumeConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case format, volumeID = "volume_id", createdAt = "created_at", blockSize = "block_size", names, provider
     }
+
+    /// Whether the volume's backing names are encrypted (`names` is `Volume.encryptedNames`).
+    public var encryptsNames: Bool { names == Volume.encryptedNames }
 }

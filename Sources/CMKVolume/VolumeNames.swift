@@ -22,7 +22,7 @@ extension Volume {
     public static let encryptedNames = "aes-256-siv"
 
     /// Whether this volume's backing names are encrypted.
-    public var encryptsNames: Bool { config.names == Self.encryptedNames }
+    public var encryptsNames: Bool { config.encryptsNames }
 
     /// The master-key version wrapping the name key now, or nil when the volume has none.
     public func nameKeyVersion() throws(MetadataError) -> Int? {
